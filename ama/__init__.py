@@ -9,8 +9,24 @@ from .data import ImageLoadError, load_image, load_images, sample_images, stage_
 from .models import CAMModel, ModelError, WeightsNotFoundError, load_model, predict, wrap_model
 
 __version__ = "0.1.0"
+
+# Names from the modules of the later kernels, imported on first use.
+_LAZY = {
+    "implicit_receptive_field": "receptive_field", "effective_receptive_field": "receptive_field",
+    "theoretical_receptive_field": "receptive_field", "misalignment": "receptive_field",
+    "marginal_attack": "attack", "AttackResult": "attack",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'ama' has no attribute {name!r}")
+
 __all__ = [
     "CAMModel", "ImageLoadError", "ModelError", "WeightsNotFoundError", "cam", "compute_cam", "load_image",
     "load_images", "load_model", "normalize_maps", "predict", "raw_cam", "saliency", "sample_images",
-    "stage_samples", "upsample", "wrap_model",
+    "stage_samples", "upsample", "wrap_model", *_LAZY,
 ]
