@@ -204,7 +204,6 @@ def _paper_model(name: str, checkpoint) -> tuple[nn.Module, nn.Linear, Preproces
     import torchvision.models as tvm
 
     weights = _torchvision_weights(name)
-    net = getattr(tvm, name)(weights=None)
     if checkpoint is not None:
         state = _load_state_dict(checkpoint)
     else:
@@ -218,6 +217,7 @@ def _paper_model(name: str, checkpoint) -> tuple[nn.Module, nn.Linear, Preproces
                 state = weights.get_state_dict(progress=False, check_hash=True)
             except Exception:
                 raise WeightsNotFoundError(_missing_torchvision_message(name, file)) from None
+    net = getattr(tvm, name)(weights=None)
     _load_into(net, state, name)
     backbone = nn.Sequential(OrderedDict((k, m) for k, m in net.named_children() if k not in ("avgpool", "fc")))
     prep = Preprocessing(resize=256, crop=224, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD)
@@ -273,8 +273,12 @@ def _timm_split(net: nn.Module, name: str) -> tuple[nn.Module, nn.Linear]:
         why = "it has no forward_features"
     elif not isinstance(classifier, nn.Linear):
         why = f"its classifier is {type(classifier).__name__}, not nn.Linear"
-    elif pool is None or getattr(pool, "pool_type", None) != "avg":
-        why = f"its global pool is {getattr(pool, 'pool_type', type(pool).__name__)!r}, not average pooling"
+    elif pool is None:
+        head = getattr(net, "head", None)
+        why = f"its head ({type(head).__name__}) is not a global pool followed by the linear layer"
+    elif not isinstance(pool, nn.Module) or getattr(pool, "pool_type", None) != "avg":
+        kind = getattr(pool, "pool_type", pool if isinstance(pool, str) else type(pool).__name__)
+        why = f"its global pool is {kind!r}, not average pooling over a (B, K, h, w) map"
     if why is None:
         with torch.no_grad():
             probe = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
@@ -284,8 +288,9 @@ def _timm_split(net: nn.Module, name: str) -> tuple[nn.Module, nn.Linear]:
                 feats, why = None, f"forward_features fails on a 64 x 64 input ({type(err).__name__})"
             if feats is not None and feats.ndim != 4:
                 why = f"its features have shape {tuple(feats.shape)}, not a (B, K, h, w) map"
-            elif feats is not None and not torch.allclose(net(probe), classifier(feats.mean((2, 3))), atol=1e-4, rtol=1e-4):
-                why = "its head does more than global-average-pool + linear (a norm or MLP after the pool)"
+            elif feats is not None and (feats.shape[1] != classifier.in_features or not torch.allclose(
+                    net(probe), classifier(feats.mean((2, 3))), atol=1e-4, rtol=1e-4)):
+                why = "its head does more than global-average-pool + linear (a norm, conv or MLP after the pool)"
     if why is not None:
         raise ModelError(f"CAM cannot explain {name}: {why}; CAM needs a CNN whose head is global-average-pool + linear")
 

