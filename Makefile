@@ -26,7 +26,9 @@ empty :=
 space := $(empty) $(empty)
 slug = $(subst $(space),-,$(strip $(1)))
 RUN ?= $(call slug,$(MODELS))_$(notdir $(patsubst %/,%,$(IMAGES)))$(if $(N_IMAGES),_n$(N_IMAGES))_e$(call slug,$(E))_it$(N_ITER)_lamb$(LAMB)_seed$(SEED)$(if $(filter 1,$(FAST)),_fast)
-RUN_DIR := results/$(RUN)
+RESULTS ?= results
+NOTEBOOKS ?= notebooks
+RUN_DIR := $(RESULTS)/$(RUN)
 NB_OUT := $(RUN_DIR)/notebooks
 
 # The ama code each notebook uses: a notebook reruns when these (or its parameters) change.
@@ -79,13 +81,13 @@ $(NB_PARAMS): FORCE $(ENV_STAMP)
 
 RUN_NB = $(PY) -m ama.pipeline notebook --params $(NB_PARAMS) --run-dir $(RUN_DIR) --kernel $(KERNEL) --timeout $(NB_TIMEOUT)
 
-$(NB_OUT)/01_occlusion.ipynb: notebooks/01_occlusion.ipynb $(SRC_01) $(NB_PARAMS) $(SAMPLES)
+$(NB_OUT)/01_occlusion.ipynb: $(NOTEBOOKS)/01_occlusion.ipynb $(SRC_01) $(NB_PARAMS) $(SAMPLES)
 	@$(RUN_NB) $<
-$(NB_OUT)/02_receptive_field_misalignment.ipynb: notebooks/02_receptive_field_misalignment.ipynb $(SRC_02) $(NB_PARAMS) $(SAMPLES) | $(NB_OUT)/01_occlusion.ipynb
+$(NB_OUT)/02_receptive_field_misalignment.ipynb: $(NOTEBOOKS)/02_receptive_field_misalignment.ipynb $(SRC_02) $(NB_PARAMS) $(SAMPLES) | $(NB_OUT)/01_occlusion.ipynb
 	@$(RUN_NB) $<
-$(NB_OUT)/03_adversarial_marginal_attack.ipynb: notebooks/03_adversarial_marginal_attack.ipynb $(SRC_03) $(NB_PARAMS) $(SAMPLES) | $(NB_OUT)/02_receptive_field_misalignment.ipynb
+$(NB_OUT)/03_adversarial_marginal_attack.ipynb: $(NOTEBOOKS)/03_adversarial_marginal_attack.ipynb $(SRC_03) $(NB_PARAMS) $(SAMPLES) | $(NB_OUT)/02_receptive_field_misalignment.ipynb
 	@$(RUN_NB) $<
-$(RUN_DIR)/REPORT.md: notebooks/04_report.ipynb $(SRC_04) $(NB_OUT)/01_occlusion.ipynb $(NB_OUT)/02_receptive_field_misalignment.ipynb $(NB_OUT)/03_adversarial_marginal_attack.ipynb
+$(RUN_DIR)/REPORT.md: $(NOTEBOOKS)/04_report.ipynb $(SRC_04) $(NB_OUT)/01_occlusion.ipynb $(NB_OUT)/02_receptive_field_misalignment.ipynb $(NB_OUT)/03_adversarial_marginal_attack.ipynb
 	@$(RUN_NB) $<
 
 check: $(ENV_STAMP) ## Compare results/<run>/tables with results/reference (make check RUN=...)

@@ -162,8 +162,8 @@ def run_notebook(notebook: str | Path, run_dir: str | Path, params: dict, kernel
     if not declared:
         raise RuntimeError(f"{notebook.name} has no cell tagged 'parameters'; papermill would run it silently "
                            "with its defaults")
-    rel_run_dir = os.path.relpath(run_dir, ROOT)
-    nb_params = {k: v for k, v in notebook_parameters(params, rel_run_dir).items() if k in declared}
+    shown_run_dir = os.path.relpath(run_dir, ROOT) if run_dir.is_relative_to(ROOT) else str(run_dir)
+    nb_params = {k: v for k, v in notebook_parameters(params, shown_run_dir).items() if k in declared}
     progress = sys.stderr.isatty() if progress is None else progress
     print(f"== {notebook.stem}: running ({', '.join(f'{k}={v}' for k, v in nb_params.items())})", flush=True)
     start = time.time()
@@ -181,10 +181,10 @@ def run_notebook(notebook: str | Path, run_dir: str | Path, params: dict, kernel
         cell = getattr(err, "exec_count", None)
         where = f" in cell [{cell}]" if cell is not None else ""
         raise RuntimeError(f"notebook {notebook.name} failed{where} after {seconds:.0f} s: {summary} "
-                           f"(partial executed notebook: {os.path.relpath(failed, ROOT)})") from None
+                           f"(partial executed notebook: {failed})") from None
     seconds = time.time() - start
     update_run_json(run_dir, params, notebook.stem, seconds, "ok")
-    print(f"== {notebook.stem}: done in {seconds:.0f} s -> {os.path.relpath(out, ROOT)}", flush=True)
+    print(f"== {notebook.stem}: done in {seconds:.0f} s -> {out}", flush=True)
     return out
 
 
