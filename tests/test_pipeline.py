@@ -1,0 +1,121 @@
+"""The make reproduce machinery: parameters, the papermill runner, run.json, and make check."""
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pandas as pd
+import pytest
+
+from ama import pipeline
+
+
+def test_make_params_from_make_variables():
+    p = pipeline.make_params("lite0 resnet50", "data/samples", "", "1 2", "50", "100", "3", "cpu", "1")
+    assert p == dict(models=["lite0", "resnet50"], images="data/samples", n_images=None, e_values=[1, 2], n_iter=50,
+                     lamb=100.0, seed=3, device="cpu", fast=True)
+    assert pipeline.notebook_parameters(p, "results/x")["n_iters"] == [50]
+    assert pipeline.notebook_parameters(pipeline.make_params(n_iter=100), "r")["n_iters"] == [50, 100]
+
+
+@pytest.mark.parametrize("kwargs, message", [(dict(models=""), "MODELS is empty"), (dict(e="0 1"), "E must be"),
+                                             (dict(n_iter="0"), "N_ITER"), (dict(lamb="-1"), "LAMB")])
+def test_bad_params(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        pipeline.make_params(**kwargs)
+
+
+def test_write_if_changed_keeps_mtime(tmp_path):
+    path = tmp_path / "p.json"
+    assert pipeline.write_if_changed(path, "a")
+    before = path.stat().st_mtime_ns
+    assert not pipeline.write_if_changed(path, "a")
+    assert path.stat().st_mtime_ns == before
+    assert pipeline.write_if_changed(path, "b") and path.read_text() == "b"
+
+
+def test_params_command_stops_at_once_for_missing_weights(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    out = tmp_path / "run" / "params.json"
+    assert pipeline.main(["params", "--out", str(out), "--models", "lite0 resnet50"]) == 1
+    err = capsys.readouterr().err
+    assert "resnet50 weights not found" in err and "resnet50-0676ba61.pth" in err
+    assert not out.exists()  # so the next make tries again
+
+
+def _table(**over):
+    df = pd.DataFrame({"image": ["a", "b"], "cell_kind": ["centre", "edge"], "value": [0.5, 0.25]})
+    for k, v in over.items():
+        df[k] = v
+    return df
+
+
+def test_compare_tables():
+    ref = _table()
+    assert pipeline.compare_tables(_table(), ref, "t") == []
+    assert pipeline.compare_tables(_table(value=[0.5, 0.25 + 1e-7]), ref, "t") == []
+    diff = pipeline.compare_tables(_table(value=[0.5, 0.3]), ref, "misalignment")
+    assert len(diff) == 1 and "'value' differs in 1 of 2 rows" in diff[0] and "0.3 vs reference 0.25" in diff[0]
+    assert "column 'image'" in pipeline.compare_tables(_table(image=["a", "c"]), ref, "t")[0]
+    assert "1 rows, reference has 2" in pipeline.compare_tables(ref.iloc[:1], ref, "t")[0]
+    assert "columns differ" in pipeline.compare_tables(ref.drop(columns="value"), ref, "t")[0]
+    # attack tables: compared by column means
+    assert pipeline.compare_tables(_table(value=[0.51, 0.25]), ref, "attack_metrics") == []
+    assert pipeline.compare_tables(_table(value=[0.9, 0.25]), ref, "attack_metrics")
+
+
+def _write_run(folder, params, tables):
+    (folder / "tables").mkdir(parents=True)
+    (folder / "params.json").write_text(json.dumps(params))
+    for name, df in tables.items():
+        df.to_csv(folder / "tables" / f"{name}.csv", index=False)
+
+
+def test_check_run(tmp_path):
+    params = pipeline.make_params()
+    ref, run = tmp_path / "reference", tmp_path / "run"
+    _write_run(ref, params, {"misalignment": _table()})
+    (ref / "run.json").write_text(json.dumps({"params": {**params, "device": "cuda"}}))
+    _write_run(run, params, {"misalignment": _table()})
+    ok, lines = pipeline.check_run(run, ref)
+    assert ok and "matches the reference: 1 tables" in lines[0]
+    _table(value=[0.5, 0.3]).to_csv(run / "tables" / "misalignment.csv", index=False)
+    ok, lines = pipeline.check_run(run, ref)
+    assert not ok and "differs from the reference in 1 places" in lines[0]
+    (run / "params.json").write_text(json.dumps({**params, "seed": 1}))
+    ok, lines = pipeline.check_run(run, ref)
+    assert ok and "seed" in lines[0] and "skipped" in lines[0]
+    (run / "params.json").write_text(json.dumps(params))
+    (run / "tables" / "misalignment.csv").unlink()
+    ok, lines = pipeline.check_run(run, ref)
+    assert not ok and "missing from this run" in lines[1]
+
+
+def _notebook(path, code, tagged=True):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("out_dir = 'x'\nfast = False")
+    if tagged:
+        params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(code)]
+    nb.metadata["kernelspec"] = {"name": "ama", "display_name": "Python (ama)", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.mark.slow
+def test_run_notebook_failure_names_notebook_and_cell(tmp_path):
+    nb = tmp_path / "01_broken.ipynb"
+    _notebook(nb, "raise ValueError('the cell broke')")
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError, match=r"notebook 01_broken.ipynb failed in cell \[3\].*the cell broke"):
+        pipeline.run_notebook(nb, run, pipeline.make_params(), progress=False)
+    assert (run / "notebooks" / "01_broken.FAILED.ipynb").is_file()
+    assert not (run / "notebooks" / "01_broken.ipynb").exists()
+    info = json.loads((run / "run.json").read_text())
+    assert info["notebooks"]["01_broken"]["status"] == "failed" and info["versions"]["torch"]
+
+
+def test_run_notebook_refuses_untagged_parameters(tmp_path):
+    nb = tmp_path / "02_untagged.ipynb"
+    _notebook(nb, "print(1)", tagged=False)
+    with pytest.raises(RuntimeError, match="no cell tagged 'parameters'"):
+        pipeline.run_notebook(nb, tmp_path / "run", pipeline.make_params(), progress=False)
