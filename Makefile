@@ -89,6 +89,7 @@ $(NB_OUT)/03_adversarial_marginal_attack.ipynb: $(NOTEBOOKS)/03_adversarial_marg
 	@$(RUN_NB) $<
 $(RUN_DIR)/REPORT.md: $(NOTEBOOKS)/04_report.ipynb $(SRC_04) $(NB_OUT)/01_occlusion.ipynb $(NB_OUT)/02_receptive_field_misalignment.ipynb $(NB_OUT)/03_adversarial_marginal_attack.ipynb
 	@$(RUN_NB) $<
+	@$(VENV)/bin/jupyter nbconvert --to html --log-level WARN --output-dir $(RUN_DIR) $(NB_OUT)/04_report.ipynb
 
 check: $(ENV_STAMP) ## Compare results/<run>/tables with results/reference (make check RUN=...)
 	@$(PY) -m ama.pipeline check --run-dir $(RUN_DIR) --reference results/reference

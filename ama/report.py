@@ -1,0 +1,175 @@
+"""The run report: each of the paper's claims with its figure, its table rows, and a verdict written
+from this run's numbers (not fixed prose). Used by ``notebooks/04_report.ipynb``.
+
+Claims and the kit's criteria (the paper publishes no thresholds; these are the kit's, stated in
+every report):
+
+1. **The IRF and the ERF are misaligned**: the centre cell's ERF puts most of its mass
+   (> 50 %) outside its IRF support.
+2. **Occlusion outside a cell's IRF moves it**: filling everything outside a cell's IRF changes that
+   cell's raw CAM by more than 10 % (median over cells and images), and a 1-pixel margin occlusion
+   moves interior cells whose IRF never touches the margin.
+3. **A 1-pixel frame changes the saliency map and the prediction**: at ``e = 1`` the attack
+   (reference setting, 8-bit quantised) fools most images (> 50 %) and leaves a CAM whose cosine
+   similarity with the clean CAM is below that of a random (unoptimised) frame.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .paths import resolve
+
+MISALIGNED_MASS = 0.5
+MOVED_REL_CHANGE = 0.10
+FOOLED_RATE = 0.5
+
+
+@dataclass
+class Claim:
+    """One claim of the paper as this run supports it (``holds`` None: not measured on this run)."""
+
+    number: int
+    title: str
+    holds: bool | None
+    sentence: str
+    figures: list[str] = field(default_factory=list)
+    table: pd.DataFrame | None = None
+    table_name: str = ""
+
+    @property
+    def verdict(self) -> str:
+        return {True: "holds on this run", False: "does NOT hold on this run", None: "not measured on this run"}[self.holds]
+
+
+def _read(tables: Path, stem: str) -> pd.DataFrame | None:
+    path = tables / f"{stem}.csv"
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def _figures(figures: Path, *stems: str) -> list[str]:
+    return [f"figures/{s}.png" for s in stems if (figures / f"{s}.png").is_file()]
+
+
+def claim_misalignment(run_dir: Path) -> Claim:
+    title = "The implicit and the effective receptive field of a CAM cell are misaligned"
+    df = _read(run_dir / "tables", "misalignment")
+    figs = _figures(run_dir / "figures", "erf_vs_irf", "misalignment_by_cell_kind")
+    if df is None or df.empty:
+        return Claim(1, title, None, "The misalignment table is missing (notebook 02 did not write it).", figs)
+    by_kind = (df.groupby(["model", "cell_kind"])[["erf_mass_outside_irf", "centroid_distance_px", "top_q_iou"]]
+               .agg(["mean", "std"]).round(3))
+    by_kind.columns = [f"{a} ({b})" for a, b in by_kind.columns]
+    centre = df[df.cell_kind == "centre"].erf_mass_outside_irf
+    overall = df.erf_mass_outside_irf
+    value = centre.mean() if len(centre) else overall.mean()
+    holds = bool(value > MISALIGNED_MASS)
+    n_images = df.image.nunique()
+    sentence = (f"Over {n_images} images and {df.model.nunique()} model(s), the centre cell's ERF puts "
+                f"{_pct(value)} of its mass outside its IRF (all cells: {_pct(overall.mean())}; "
+                f"top-q IoU of ERF and IRF {df.top_q_iou.mean():.2f}); the kit calls the fields misaligned above "
+                f"{_pct(MISALIGNED_MASS)}, so the claim {'holds' if holds else 'does not hold'} here.")
+    return Claim(1, title, holds, sentence, figs, by_kind.reset_index(), "misalignment")
+
+
+def claim_occlusion(run_dir: Path) -> Claim:
+    title = "Occlusion outside a cell's IRF changes that cell's value"
+    keep = _read(run_dir / "tables", "occlusion_keep_irf")
+    margin = _read(run_dir / "tables", "occlusion_margin_interior")
+    figs = _figures(run_dir / "figures", "occlusion_keep_occlude_irf", "occlusion_margin_delta")
+    if keep is None or keep.empty:
+        return Claim(2, title, None, "The keep-IRF table is missing (notebook 01 did not write it).", figs)
+    med = keep.rel_change.abs().median()
+    summary = keep.groupby(["model", "fill", "cell_kind"]).rel_change.apply(lambda s: s.abs().median()).round(3)
+    summary = summary.rename("median |relative change| of R(i, j)").reset_index()
+    holds = bool(med > MOVED_REL_CHANGE)
+    sentence = (f"Filling every pixel outside a cell's IRF changes that cell's raw CAM by a median "
+                f"{_pct(med)} (over {len(keep)} cell x image x fill cases); were the IRF what the cell sees, it "
+                f"would not change.")
+    if margin is not None and not margin.empty and "max_abs_delta" in margin:
+        e1 = margin[margin.e == margin.e.min()]
+        moved = (e1.max_abs_delta > 1e-6).mean()
+        sentence += (f" A {int(e1.e.iloc[0])}-pixel margin occlusion moves interior cells whose IRF never "
+                     f"touches the margin in {_pct(moved)} of cases.")
+    sentence += f" The kit's criterion is a median change above {_pct(MOVED_REL_CHANGE)}: the claim " \
+                f"{'holds' if holds else 'does not hold'} here."
+    return Claim(2, title, holds, sentence, figs, summary, "occlusion_keep_irf")
+
+
+def claim_attack(run_dir: Path) -> Claim:
+    title = "A 1-pixel frame is enough to change the saliency map and the prediction"
+    df = _read(run_dir / "tables", "attack_summary")
+    figs = _figures(run_dir / "figures", "attack_examples", "attack_metrics_vs_e")
+    if df is None or df.empty:
+        return Claim(3, title, None, "The attack summary table is missing (notebook 03 did not write it).", figs)
+    rows = df[(df.mode == "flip") & (df.setting == "attack")] if "setting" in df else df[df.mode == "flip"]
+    e_min = int(rows.e.min())
+    rows = rows[(rows.e == e_min) & (rows.n_iter == rows.n_iter.max())]
+    q = rows[rows.quantized] if "quantized" in rows else rows
+    fooling, cos = q.fooling_rate.mean(), q.cam_cosine.mean()
+    base = df[(df.setting == "random_frame") & (df.e == e_min)] if "setting" in df else None
+    base_cos = base.cam_cosine.mean() if base is not None and len(base) else float("nan")
+    base_fool = base.fooling_rate.mean() if base is not None and len(base) else float("nan")
+    holds = bool(fooling > FOOLED_RATE and (pd.isna(base_cos) or cos < base_cos))
+    sentence = (f"With only the {e_min}-pixel frame changed ({int(rows.n_iter.max())} iterations, after 8-bit "
+                f"quantisation), the attack changes the prediction of {_pct(fooling)} of the images and leaves a CAM "
+                f"with cosine similarity {cos:.2f} to the clean one; a random frame of the same width changes "
+                f"{_pct(base_fool)} of predictions, CAM cosine {base_cos:.2f}. The kit's criterion (fooling rate above "
+                f"{_pct(FOOLED_RATE)} and CAM similarity below the random frame's): the claim "
+                f"{'holds' if holds else 'does not hold'} here.")
+    return Claim(3, title, holds, sentence, figs, q.round(3), "attack_summary")
+
+
+CLAIMS = (claim_misalignment, claim_occlusion, claim_attack)
+
+
+def collect_claims(run_dir: str | os.PathLike) -> list[Claim]:
+    run_dir = resolve(run_dir)
+    return [make(run_dir) for make in CLAIMS]
+
+
+def _markdown_table(df: pd.DataFrame) -> str:
+    try:
+        return df.to_markdown(index=False)
+    except ImportError:  # tabulate missing
+        return "```\n" + df.to_string(index=False) + "\n```"
+
+
+def write_report(run_dir: str | os.PathLike) -> Path:
+    """Write ``<run_dir>/REPORT.md`` from the run's tables and figures; return its path."""
+    run_dir = resolve(run_dir)
+    claims = collect_claims(run_dir)
+    params = json.loads((run_dir / "params.json").read_text()) if (run_dir / "params.json").is_file() else {}
+    info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    lines = [f"# Report: {run_dir.name}", "",
+             "Xia et al., *On the Receptive Field Misalignment in CAM-based Visual Explanations*, "
+             "Pattern Recognition Letters 152 (2021). Every sentence below is written from this run's tables.", ""]
+    if params:
+        lines += ["| parameter | value |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in params.items()] + [""]
+    if info:
+        lines += [f"Device: {info.get('device')}; git commit {info.get('git_commit')}; versions: "
+                  + ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items() if v) + ".", ""]
+        walls = info.get("notebooks", {})
+        if walls:
+            lines += ["Wall time: " + ", ".join(f"{k} {v['wall_s']} s" for k, v in walls.items() if v.get("wall_s"))
+                      + ".", ""]
+    lines += ["## Summary", ""] + [f"{c.number}. **{c.title}** — {c.verdict}." for c in claims] + [""]
+    for c in claims:
+        lines += [f"## Claim {c.number}: {c.title}", "", f"**Verdict: {c.verdict}.** {c.sentence}", ""]
+        lines += [f"![{Path(f).stem}]({f})" for f in c.figures] + [""]
+        if c.table is not None:
+            lines += [f"From `tables/{c.table_name}.csv`:", "", _markdown_table(c.table), ""]
+    lines += ["## Criteria", "", __doc__.split("every report):", 1)[1].strip(), ""]
+    path = run_dir / "REPORT.md"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines))
+    tmp.replace(path)
+    return path
