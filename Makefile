@@ -28,6 +28,7 @@ slug = $(subst $(space),-,$(strip $(1)))
 RUN ?= $(call slug,$(MODELS))_$(notdir $(patsubst %/,%,$(IMAGES)))$(if $(N_IMAGES),_n$(N_IMAGES))_e$(call slug,$(E))_it$(N_ITER)_lamb$(LAMB)_seed$(SEED)$(if $(filter 1,$(FAST)),_fast)
 RESULTS ?= results
 NOTEBOOKS ?= notebooks
+REFERENCE ?= results/reference
 RUN_DIR := $(RESULTS)/$(RUN)
 NB_OUT := $(RUN_DIR)/notebooks
 
@@ -71,7 +72,7 @@ $(SAMPLES): $(ENV_STAMP) ama/data.py
 NB_PARAMS = $(RUN_DIR)/params.json
 
 reproduce: $(RUN_DIR)/REPORT.md ## Run notebooks 01-04 on the offline default; results under results/<run>/
-	@$(MAKE) --no-print-directory check RUN="$(RUN)" || echo "== WARNING: this run does not match results/reference (differences above)"
+	@$(MAKE) --no-print-directory check RUN="$(RUN)" RESULTS="$(RESULTS)" || echo "== WARNING: this run does not match results/reference (differences above)"
 	@echo "== done: $(RUN_DIR)/REPORT.md"
 
 # params.json changes only when a parameter changes, so that notebooks rerun exactly then.
@@ -92,7 +93,7 @@ $(RUN_DIR)/REPORT.md: $(NOTEBOOKS)/04_report.ipynb $(SRC_04) $(NB_OUT)/01_occlus
 	@$(VENV)/bin/jupyter nbconvert --to html --log-level WARN --output-dir $(RUN_DIR) $(NB_OUT)/04_report.ipynb
 
 check: $(ENV_STAMP) ## Compare results/<run>/tables with results/reference (make check RUN=...)
-	@$(PY) -m ama.pipeline check --run-dir $(RUN_DIR) --reference results/reference
+	@$(PY) -m ama.pipeline check --run-dir $(RUN_DIR) --reference $(REFERENCE)
 
 # --- tests and exploring --------------------------------------------------------------------
 test: $(ENV_STAMP) $(SAMPLES) ## Run the test suite (builds the environment first if needed)

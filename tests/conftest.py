@@ -62,3 +62,34 @@ def lite0() -> ama.CAMModel:
 def samples(lite0):
     """The staged sample photos at lite0's input size."""
     return ama.sample_images(lite0)
+
+
+class FastRun:
+    """One ``make reproduce FAST=1`` into a temporary results folder, shared by the end-to-end tests."""
+
+    def __init__(self, results, proc):
+        self.results = results
+        self.dir = results / "fast"
+        self.proc = proc
+        self.output = proc.stdout + proc.stderr
+
+
+def run_make(*args, timeout=900, env=None):
+    import subprocess
+
+    from ama.paths import ROOT
+
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("MAKEFLAGS", None)
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=full_env)
+
+
+@pytest.fixture(scope="session")
+def fast_run(tmp_path_factory) -> FastRun:
+    """Run the whole pipeline once in fast mode (notebooks 01-04) on CPU; tests assert on its artifacts."""
+    results = tmp_path_factory.mktemp("results")
+    proc = run_make("reproduce", "FAST=1", "DEVICE=cpu", "RUN=fast", f"RESULTS={results}")
+    run = FastRun(results, proc)
+    assert proc.returncode == 0, f"make reproduce FAST=1 failed:\n{run.output[-6000:]}"
+    return run
