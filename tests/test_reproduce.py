@@ -1,0 +1,114 @@
+"""make reproduce end to end (fast mode), Make's dependencies, failures, make check, the paper's setting."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+import torchvision
+from conftest import run_make
+
+from ama.models import torchvision_weight_file
+
+pytestmark = pytest.mark.slow
+NOTEBOOKS = ("01_occlusion", "02_receptive_field_misalignment", "03_adversarial_marginal_attack", "04_report")
+
+
+def test_fast_run_writes_every_artifact(fast_run):
+    run = fast_run.dir
+    for nb in NOTEBOOKS:
+        assert (run / "notebooks" / f"{nb}.ipynb").is_file()
+        assert f"== {nb}: done in" in fast_run.output
+    assert (run / "04_report.html").is_file()
+    info = json.loads((run / "run.json").read_text())
+    assert set(info["notebooks"]) == set(NOTEBOOKS)
+    assert all(v["status"] == "ok" and v["wall_s"] >= 0 for v in info["notebooks"].values())
+    assert info["params"]["fast"] is True and info["versions"]["torch"] == torch.__version__
+    assert info["device"].startswith("cpu") and info["git_commit"]
+    assert list((run / "figures").glob("*.png")) and list((run / "figures").glob("*.pdf"))
+    report = (run / "REPORT.md").read_text()
+    for number in (1, 2, 3):
+        assert f"## Claim {number}:" in report
+    assert "not measured on this run" not in report  # every claim found its table
+    assert report.count("**Verdict:") == 3
+    for png in (line.split("](")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")):
+        assert (run / png).is_file()
+    assert "comparison skipped" in fast_run.output  # fast parameters differ from the reference's
+
+
+def test_tables_are_tidy(fast_run):
+    tables = {p.stem: pd.read_csv(p) for p in (fast_run.dir / "tables").glob("*.csv")}
+    assert tables
+    for name, df in tables.items():
+        assert len(df) > 0, name
+        assert "model" in df.columns or "model" in name or name.endswith("summary"), name
+
+
+def test_up_to_date_notebooks_are_not_rerun(fast_run):
+    run = fast_run.dir
+    before = {nb: (run / "notebooks" / f"{nb}.ipynb").stat().st_mtime_ns for nb in NOTEBOOKS}
+    proc = run_make("reproduce", "FAST=1", "DEVICE=cpu", "RUN=fast", f"RESULTS={fast_run.results}")
+    assert proc.returncode == 0, proc.stderr
+    assert ": running" not in proc.stdout
+    assert before == {nb: (run / "notebooks" / f"{nb}.ipynb").stat().st_mtime_ns for nb in NOTEBOOKS}
+
+
+def test_failing_notebook_stops_the_pipeline(tmp_path):
+    from test_pipeline import _notebook
+
+    from ama.paths import ROOT
+
+    notebooks = tmp_path / "notebooks"
+    shutil.copytree(ROOT / "notebooks", notebooks)
+    _notebook(notebooks / "01_occlusion.ipynb", "raise RuntimeError('occlusion broke')")
+    proc = run_make("reproduce", "FAST=1", "RUN=broken", f"RESULTS={tmp_path / 'results'}", f"NOTEBOOKS={notebooks}")
+    assert proc.returncode != 0
+    assert "notebook 01_occlusion.ipynb failed in cell" in proc.stderr and "occlusion broke" in proc.stderr
+    assert (tmp_path / "results" / "broken" / "notebooks" / "01_occlusion.FAILED.ipynb").is_file()
+    assert not (tmp_path / "results" / "broken" / "notebooks" / "02_receptive_field_misalignment.ipynb").exists()
+
+
+def test_make_check_detects_a_changed_table(fast_run, tmp_path):
+    reference = tmp_path / "reference"
+    shutil.copytree(fast_run.dir / "tables", reference / "tables")
+    shutil.copy(fast_run.dir / "run.json", reference / "run.json")
+    args = ("check", "RUN=fast", f"RESULTS={fast_run.results}", f"REFERENCE={reference}")
+    ok = run_make(*args)
+    assert ok.returncode == 0 and "matches the reference" in ok.stdout
+    table = sorted((reference / "tables").glob("misalignment*.csv"))[0]
+    df = pd.read_csv(table)
+    column = next(c for c in df.columns if pd.api.types.is_float_dtype(df[c]))
+    df.loc[0, column] += 0.5
+    df.to_csv(table, index=False)
+    changed = run_make(*args)
+    assert changed.returncode != 0 and f"'{column}' differs in 1 of" in changed.stdout
+
+
+def test_paper_setting_stops_at_once_without_weights(tmp_path):
+    proc = run_make("reproduce", "MODELS=resnet50 resnet101", f"RESULTS={tmp_path}", "RUN=paper",
+                    env={"TORCH_HOME": str(tmp_path / "torch"), "AMA_OFFLINE": "1"}, timeout=120)
+    assert proc.returncode != 0
+    assert "resnet50 weights not found" in proc.stderr and "resnet50-0676ba61.pth" in proc.stderr
+    assert not (tmp_path / "paper" / "notebooks").exists()
+
+
+def test_paper_setting_loads_weights_from_torch_home(tmp_path):
+    """Random-init weights under the expected cache file names: the pipeline's model check passes."""
+    home = tmp_path / "torch"
+    env = {"TORCH_HOME": str(home), "AMA_OFFLINE": "1"}
+    for name in ("resnet50", "resnext50_32x4d"):
+        import os
+
+        os.environ["TORCH_HOME"] = str(home)
+        try:
+            file = torchvision_weight_file(name)
+        finally:
+            del os.environ["TORCH_HOME"]
+        file.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(getattr(torchvision.models, name)(weights=None).state_dict(), file)
+    proc = run_make(f"{tmp_path}/paper/params.json", "MODELS=resnet50 resnext50_32x4d", f"RESULTS={tmp_path}",
+                    "RUN=paper", env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "paper" / "params.json").read_text())["models"] == ["resnet50", "resnext50_32x4d"]
