@@ -1,0 +1,174 @@
+"""How much an attack changed the prediction and the explanation: one tidy row per image and setting.
+
+Map comparisons take two batches of maps ``(B, h, w)`` (or ``(B, H, W)``) in ``[0, 1]`` and return ``(B,)``:
+
+* :func:`cosine` over the flattened maps; :func:`spearman` rank correlation (ties share their average rank;
+  a constant map gives NaN);
+* :func:`threshold_iou`: IoU of ``a >= t`` and ``b >= t`` (two empty regions: 1);
+* :func:`top_iou`: IoU of the top ``q`` share of cells (ties broken by position);
+* :func:`pointing_game`: is ``b``'s maximum inside ``a``'s top-``q`` region.
+
+:func:`attack_metrics` turns an :class:`ama.attack.AttackResult` into a table. The top-20% IoU and the
+pointing game use the saliency maps (CAMs upsampled to the input size, bilinear, corners aligned, as the
+reference); the other map metrics use the ``h x w`` CAMs the attack optimises.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+TOP_SHARE = 0.2
+
+
+def _pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    a, b = torch.as_tensor(a).detach().float(), torch.as_tensor(b).detach().float()
+    if a.ndim == 2:
+        a = a.unsqueeze(0)
+    if b.ndim == 2:
+        b = b.unsqueeze(0)
+    if a.shape != b.shape or a.ndim != 3:
+        raise ValueError(f"maps must both have shape (B, h, w), got {tuple(a.shape)} and {tuple(b.shape)}")
+    return a.flatten(1), b.flatten(1)
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of each pair of flattened maps, ``(B,)`` in ``[-1, 1]`` (0 when a map is all zero)."""
+    a, b = _pair(a, b)
+    return F.cosine_similarity(a, b, dim=1, eps=1e-8)
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman rank correlation of each pair, ``(B,)`` in ``[-1, 1]``; NaN where a map is constant."""
+    from scipy.stats import rankdata
+
+    a, b = _pair(a, b)
+    ra = rankdata(a.cpu().numpy().astype(np.float64), axis=1)
+    rb = rankdata(b.cpu().numpy().astype(np.float64), axis=1)
+    ra -= ra.mean(1, keepdims=True)
+    rb -= rb.mean(1, keepdims=True)
+    den = np.sqrt((ra ** 2).sum(1) * (rb ** 2).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = np.where(den > 0, (ra * rb).sum(1) / np.where(den > 0, den, 1), np.nan)
+    return torch.from_numpy(rho).float()
+
+
+def _iou(ra: torch.Tensor, rb: torch.Tensor) -> torch.Tensor:
+    inter = (ra & rb).sum(1).float()
+    union = (ra | rb).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+
+
+def threshold_iou(a: torch.Tensor, b: torch.Tensor, threshold: float) -> torch.Tensor:
+    """IoU of the regions ``a >= threshold`` and ``b >= threshold``, ``(B,)`` in ``[0, 1]``."""
+    a, b = _pair(a, b)
+    return _iou(a >= threshold, b >= threshold)
+
+
+def top_region(maps: torch.Tensor, share: float = TOP_SHARE) -> torch.Tensor:
+    """Boolean ``(B, N)`` (flattened): the ``ceil(share * N)`` highest cells of each map."""
+    if not 0 < share <= 1:
+        raise ValueError(f"share must lie in (0, 1], got {share}")
+    flat = maps.flatten(1)
+    k = max(1, int(np.ceil(share * flat.shape[1])))
+    idx = torch.sort(flat, dim=1, descending=True, stable=True).indices[:, :k]
+    return torch.zeros_like(flat, dtype=torch.bool).scatter_(1, idx, True)
+
+
+def top_iou(a: torch.Tensor, b: torch.Tensor, share: float = TOP_SHARE) -> torch.Tensor:
+    """IoU of the top-``share`` regions of ``a`` and ``b``, ``(B,)`` in ``[0, 1]``."""
+    a, b = _pair(a, b)
+    return _iou(top_region(a, share), top_region(b, share))
+
+
+def pointing_game(a: torch.Tensor, b: torch.Tensor, share: float = TOP_SHARE) -> torch.Tensor:
+    """``(B,)`` bool: the maximum of ``b`` lies inside the top-``share`` region of ``a``."""
+    a, b = _pair(a, b)
+    hit = b.argmax(1, keepdim=True)
+    return top_region(a, share).gather(1, hit).squeeze(1)
+
+
+def changed_pixels(clean: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` number of pixel positions where any channel differs, for images ``(B, 3, H, W)``."""
+    return (clean != adv).any(1).flatten(1).sum(1)
+
+
+def linf(clean: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` largest absolute change of any pixel and channel, in ``[0, 1]`` units (x 255 for 8-bit levels)."""
+    return (clean.float() - adv.float()).abs().flatten(1).amax(1)
+
+
+def compare_maps(clean_cam: torch.Tensor, adv_cam: torch.Tensor, size=None, prefix: str = "cam_") -> dict:
+    """Every map metric of clean vs adversarial CAMs ``(B, h, w)``, as ``{column: (B,) numpy}``.
+
+    ``size``: ``(H, W)`` for the saliency-based metrics (top-20% IoU, pointing game); default the CAM size.
+    """
+    from .cam import upsample
+
+    out = {f"{prefix}cosine": cosine(clean_cam, adv_cam), f"{prefix}spearman": spearman(clean_cam, adv_cam)}
+    for t in THRESHOLDS:
+        out[f"iou_{t:.1f}"] = threshold_iou(clean_cam, adv_cam, t)
+    sa = upsample(clean_cam.float(), size) if size is not None else clean_cam
+    sb = upsample(adv_cam.float(), size) if size is not None else adv_cam
+    out["top20_iou"] = top_iou(sa, sb)
+    out["pointing_game"] = pointing_game(sa, sb)
+    return {k: v.cpu().numpy() for k, v in out.items()}
+
+
+METRIC_COLUMNS = ("fooled", "cam_cosine", "cam_spearman", *(f"iou_{t:.1f}" for t in THRESHOLDS), "top20_iou",
+                  "pointing_game", "cam_cosine_pred", "target_cosine", "changed_pixels", "changed_share", "linf")
+
+
+def attack_metrics(result) -> pd.DataFrame:
+    """One row per image x ``quantized`` (False, then True) of an :class:`~ama.attack.AttackResult`.
+
+    Columns: ``image, model, e, mode, n_iter, lamb, seed, targeted, mask, quantized``; the classes
+    ``clean_class, clean_name, clean_conf, adv_class, adv_name, adv_conf``; :data:`METRIC_COLUMNS`
+    (``cam_*`` compare the clean class's CAM on both images; ``cam_cosine_pred`` uses the adversarial image's own
+    predicted class; ``target_cosine`` is NaN unless targeted; ``changed_share`` = ``changed_pixels / (H W)``;
+    ``linf`` in ``[0, 1]`` units).
+    """
+    p = result.params
+    B, _, H, W = result.clean.shape
+    clean_class, clean_conf = result.clean_class.numpy(), result.clean_conf.numpy()
+    frames = []
+    for quantized in (False, True):
+        adv = result.adv_q if quantized else result.adv
+        logits = result.adv_q_logits if quantized else result.adv_logits
+        cam_c = result.adv_q_cam if quantized else result.adv_cam
+        cam_p = result.adv_q_cam_pred if quantized else result.adv_cam_pred
+        prob = torch.softmax(logits, 1)
+        adv_conf, adv_class = prob.max(1)
+        changed = changed_pixels(result.clean, adv).numpy()
+        row = dict(
+            image=list(result.names), model=p["model"], e=p["e"] if p["e"] is not None else -1, mode=p["mode"],
+            n_iter=p["n_iter"], lamb=p["lamb"], seed=p["seed"], targeted=bool(p["targeted"]), mask=p["mask"],
+            quantized=quantized, clean_class=clean_class, clean_name=result.clean_names, clean_conf=clean_conf,
+            adv_class=adv_class.numpy(), adv_name=[result.class_names[int(i)] for i in adv_class],
+            adv_conf=adv_conf.numpy(), fooled=(adv_class != result.clean_class).numpy(),
+        )
+        row.update(compare_maps(result.clean_cam, cam_c, (H, W)))
+        row["cam_cosine_pred"] = cosine(result.clean_cam, cam_p).numpy()
+        row["target_cosine"] = (cosine(result.target_map, cam_c).numpy() if result.target_map is not None
+                                else np.full(B, np.nan))
+        row["changed_pixels"] = changed
+        row["changed_share"] = changed / (H * W)
+        row["linf"] = linf(result.clean, adv).numpy()
+        frames.append(pd.DataFrame(row))
+    return pd.concat(frames, ignore_index=True)
+
+
+SUMMARY_KEYS = ("model", "e", "n_iter", "mode", "setting", "quantized")
+
+
+def summarize(df: pd.DataFrame, keys=SUMMARY_KEYS) -> pd.DataFrame:
+    """Means per setting (``fooling_rate`` is the mean of ``fooled``) with ``n_images``; keys missing from ``df``
+    are left out."""
+    keys = [k for k in keys if k in df.columns]
+    numeric = [c for c in METRIC_COLUMNS if c in df.columns]
+    g = df.groupby(keys, sort=True, dropna=False)
+    out = g[numeric].mean(numeric_only=False).reset_index()
+    out.insert(len(keys), "n_images", g.size().to_numpy())
+    return out.rename(columns={"fooled": "fooling_rate", "pointing_game": "pointing_rate"})
