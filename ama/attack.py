@@ -408,3 +408,42 @@ def save_png(image: torch.Tensor, path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     Image.fromarray(to_uint8(image)).save(tmp, format="PNG")
     tmp.replace(path)
+
+
+# --- figure ---------------------------------------------------------------------------------
+def attack_figure(result: AttackResult, index: int = 0, quantized: bool = True, mode: str = "bilinear"):
+    """The reference's 2 x 2 figure for image ``index``: clean image, clean saliency, adversarial image,
+    adversarial saliency (the CAM of the clean class ``c``, as the attack optimises it), each titled with the
+    predicted class and its confidence. ``quantized``: show the 8-bit adversarial image (what the PNG holds)."""
+    import matplotlib.pyplot as plt
+
+    from .cam import upsample
+    from .plots import overlay
+
+    i = int(index)
+    adv = (result.adv_q if quantized else result.adv)[i]
+    logits = (result.adv_q_logits if quantized else result.adv_logits)[i]
+    cam_adv = (result.adv_q_cam if quantized else result.adv_cam)[i]
+    size = result.clean.shape[-2:]
+
+    def title(lg):
+        p = torch.softmax(lg.float(), -1)
+        k = int(p.argmax())
+        return f"{result.class_names[k]} ({100 * p[k].item():.1f}%)"
+
+    c_name = result.class_names[int(result.clean_class[i])]
+    p = result.params
+    e = f"e = {p['e']}" if p.get("e") is not None else "custom mask"
+    fig, axes = plt.subplots(2, 2, figsize=(7, 7.4))
+    overlay(axes[0, 0], result.clean[i], title=f"clean: {title(result.clean_logits[i])}")
+    overlay(axes[0, 1], result.clean[i], upsample(result.clean_cam[i], size, mode),
+            title=f"clean CAM of '{c_name}'")
+    overlay(axes[1, 0], adv, title=f"adversarial ({'8-bit' if quantized else 'float'}): {title(logits)}")
+    overlay(axes[1, 1], adv, upsample(cam_adv, size, mode),
+            title=f"adversarial CAM of '{c_name}', cos {torch.nn.functional.cosine_similarity(cam_adv.flatten(), result.clean_cam[i].flatten(), 0).item():.2f}")
+    what = "random frame (not optimised)" if p.get("mode") == "random" else \
+        f"AMA, {e}, mode {p.get('mode')}{', targeted CAM' if p.get('targeted') else ''}, {p.get('n_iter')} iterations, " \
+        f"lambda {p.get('lamb'):g}"
+    fig.suptitle(f"{result.names[i]}: {what}", fontsize=10)
+    fig.tight_layout()
+    return fig
