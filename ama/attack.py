@@ -447,3 +447,101 @@ def attack_figure(result: AttackResult, index: int = 0, quantized: bool = True, 
     fig.suptitle(f"{result.names[i]}: {what}", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# --- the notebook's experiment grid ----------------------------------------------------------
+def run_settings(model: CAMModel, x: torch.Tensor, names: Sequence[str], e_values=(1, 2, 4, 8), n_iters=(50, 100),
+                 modes=("flip", "keep"), lamb: float = 100.0, seed: int = 0, mode_n_iters: dict | None = None,
+                 history: bool = True, progress: bool = True):
+    """Attack the batch ``x`` for every ``e`` x ``n_iter`` x ``mode`` and add the random-frame baseline per ``e``.
+
+    ``mode_n_iters``: per mode, the ``n_iter`` values to run (default: ``n_iters`` for every mode).
+    Returns ``(results, table)``: ``results[(setting, e, n_iter, mode)]`` -> :class:`AttackResult`
+    (``setting`` ``"attack"`` or ``"random_frame"``, the baseline with ``n_iter`` 0 and mode ``"random"``) and all
+    metric rows with a ``setting`` column. Histories are kept for every attack when ``history``.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    mode_n_iters = mode_n_iters or {}
+    jobs = [(e, it, mode) for e in e_values for mode in modes for it in mode_n_iters.get(mode, n_iters)]
+    results, frames = {}, []
+    for e in e_values:
+        r = random_frame(model, x, e=e, seed=seed, names=names)
+        results[("random_frame", e, 0, "random")] = r
+        frames.append(r.metrics.assign(setting="random_frame"))
+    bar = tqdm(jobs, desc=f"AMA {model.name}", mininterval=30, disable=not progress)
+    for e, it, mode in bar:
+        r = marginal_attack(model, x, e=e, n_iter=it, lamb=lamb, mode=mode, seed=seed, return_history=history,
+                            names=names)
+        results[("attack", e, it, mode)] = r
+        frames.append(r.metrics.assign(setting="attack"))
+    table = pd.concat(frames, ignore_index=True)
+    cols = list(table.columns)
+    cols.insert(cols.index("quantized"), cols.pop(cols.index("setting")))
+    return results, table[cols]
+
+
+def examples_figure(results: dict, index: int = 0, quantized: bool = True, mode: str = "bilinear"):
+    """Image ``index`` attacked at several ``e``: ``results`` maps ``e`` -> :class:`AttackResult`. Top row: the clean
+    and the adversarial images titled with class and confidence; bottom row: their saliency (CAM of the clean
+    class) with the cosine to the clean CAM."""
+    import matplotlib.pyplot as plt
+
+    from .cam import upsample
+    from .plots import class_title, overlay
+
+    es = sorted(results)
+    first = results[es[0]]
+    i = int(index)
+    size = first.clean.shape[-2:]
+    fig, axes = plt.subplots(2, 1 + len(es), figsize=(2.6 * (1 + len(es)), 5.8), squeeze=False)
+    names = first.class_names
+
+    class _M:  # class_title needs model.class_name
+        class_name = staticmethod(lambda k: names[int(k)])
+
+    overlay(axes[0, 0], first.clean[i], title=f"clean\n{class_title(_M, first.clean_logits[i])}")
+    overlay(axes[1, 0], first.clean[i], upsample(first.clean_cam[i], size, mode), title="clean CAM")
+    for col, e in enumerate(es, 1):
+        r = results[e]
+        adv = (r.adv_q if quantized else r.adv)[i]
+        lg = (r.adv_q_logits if quantized else r.adv_logits)[i]
+        cam_adv = (r.adv_q_cam if quantized else r.adv_cam)[i]
+        cos = F.cosine_similarity(cam_adv.flatten(), r.clean_cam[i].flatten(), 0).item()
+        overlay(axes[0, col], adv, title=f"e = {e}\n{class_title(_M, lg)}")
+        overlay(axes[1, col], adv, upsample(cam_adv, size, mode), title=f"CAM, cos {cos:.2f} to clean")
+    p = first.params
+    fig.suptitle(f"{first.names[i]}: AMA ({p['mode']}, {p['n_iter']} iterations, lambda {p['lamb']:g}"
+                 f"{', 8-bit' if quantized else ''}); CAM of the clean class '{names[int(first.clean_class[i])]}'",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def target_figure(result: AttackResult, index: int = 0, quantized: bool = True, mode: str = "bilinear"):
+    """A targeted attack on image ``index``: clean saliency, the target map, the adversarial saliency."""
+    import matplotlib.pyplot as plt
+
+    from .cam import upsample
+    from .plots import overlay, show_map
+
+    i = int(index)
+    size = result.clean.shape[-2:]
+    adv = (result.adv_q if quantized else result.adv)[i]
+    cam_adv = (result.adv_q_cam if quantized else result.adv_cam)[i]
+    lg = (result.adv_q_logits if quantized else result.adv_logits)[i]
+    T = result.target_map[i]
+    cos_t = F.cosine_similarity(cam_adv.flatten(), T.flatten(), 0).item()
+    cos_0 = F.cosine_similarity(result.clean_cam[i].flatten(), T.flatten(), 0).item()
+    name = lambda lgt: f"{result.class_names[int(lgt.argmax())]} ({100 * torch.softmax(lgt, -1).max().item():.1f}%)"  # noqa: E731
+    fig, axes = plt.subplots(1, 4, figsize=(11, 3.4))
+    overlay(axes[0], result.clean[i], upsample(result.clean_cam[i], size, mode),
+            title=f"clean: {name(result.clean_logits[i])}\ncos to target {cos_0:.2f}")
+    show_map(axes[1], result.clean_cam[i], title=f"clean CAM ({T.shape[0]} x {T.shape[1]} cells)")
+    show_map(axes[2], T, title="target map")
+    overlay(axes[3], adv, upsample(cam_adv, size, mode), title=f"adversarial: {name(lg)}\ncos to target {cos_t:.2f}")
+    p = result.params
+    fig.suptitle(f"{result.names[i]}: targeted AMA, e = {p['e']}, mode {p['mode']}, {p['n_iter']} iterations", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -172,3 +172,28 @@ def summarize(df: pd.DataFrame, keys=SUMMARY_KEYS) -> pd.DataFrame:
     out = g[numeric].mean(numeric_only=False).reset_index()
     out.insert(len(keys), "n_images", g.size().to_numpy())
     return out.rename(columns={"fooled": "fooling_rate", "pointing_game": "pointing_rate"})
+
+
+def summary_table(df: pd.DataFrame) -> pd.DataFrame:
+    """:func:`summarize` per ``model, e, n_iter, mode, setting, quantized`` with the random-frame baseline of the
+    same ``model, e, quantized`` on every row (``random_fooling_rate``, ``random_cam_cosine``)."""
+    s = summarize(df)
+    base = s[s.setting == "random_frame"][["model", "e", "quantized", "fooling_rate", "cam_cosine"]]
+    base = base.rename(columns={"fooling_rate": "random_fooling_rate", "cam_cosine": "random_cam_cosine"})
+    return s.merge(base, on=["model", "e", "quantized"], how="left")
+
+
+def history_table(results: dict) -> pd.DataFrame:
+    """Long table of the per-iteration histories: ``model, e, n_iter, mode, image, iteration`` and the recorded
+    quantities; ``results`` maps ``(setting, e, n_iter, mode)`` -> AttackResult (those without history skipped)."""
+    frames = []
+    for key, r in results.items():
+        if r.history is None:
+            continue
+        steps, B = r.history["loss"].shape
+        d = {"model": r.params["model"], "e": r.params["e"], "n_iter": r.params["n_iter"], "mode": r.params["mode"],
+             "image": np.tile(r.names, steps), "iteration": np.repeat(np.arange(steps), B)}
+        for k, v in r.history.items():
+            d[k] = v.float().numpy().reshape(-1)
+        frames.append(pd.DataFrame(d))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
