@@ -452,10 +452,10 @@ def attack_figure(result: AttackResult, index: int = 0, quantized: bool = True, 
 # --- the notebook's experiment grid ----------------------------------------------------------
 def run_settings(model: CAMModel, x: torch.Tensor, names: Sequence[str], e_values=(1, 2, 4, 8), n_iters=(50, 100),
                  modes=("flip", "keep"), lamb: float = 100.0, seed: int = 0, mode_n_iters: dict | None = None,
-                 history: bool = True, progress: bool = True):
+                 mode_e_values: dict | None = None, history: bool = True, progress: bool = True):
     """Attack the batch ``x`` for every ``e`` x ``n_iter`` x ``mode`` and add the random-frame baseline per ``e``.
 
-    ``mode_n_iters``: per mode, the ``n_iter`` values to run (default: ``n_iters`` for every mode).
+    ``mode_n_iters`` / ``mode_e_values``: per mode, the ``n_iter`` / ``e`` values to run (default: all).
     Returns ``(results, table)``: ``results[(setting, e, n_iter, mode)]`` -> :class:`AttackResult`
     (``setting`` ``"attack"`` or ``"random_frame"``, the baseline with ``n_iter`` 0 and mode ``"random"``) and all
     metric rows with a ``setting`` column. Histories are kept for every attack when ``history``.
@@ -463,8 +463,9 @@ def run_settings(model: CAMModel, x: torch.Tensor, names: Sequence[str], e_value
     import pandas as pd
     from tqdm.auto import tqdm
 
-    mode_n_iters = mode_n_iters or {}
-    jobs = [(e, it, mode) for e in e_values for mode in modes for it in mode_n_iters.get(mode, n_iters)]
+    mode_n_iters, mode_e_values = mode_n_iters or {}, mode_e_values or {}
+    jobs = [(e, it, mode) for e in e_values for mode in modes for it in mode_n_iters.get(mode, n_iters)
+            if e in mode_e_values.get(mode, e_values)]
     results, frames = {}, []
     for e in e_values:
         r = random_frame(model, x, e=e, seed=seed, names=names)
@@ -495,7 +496,7 @@ def examples_figure(results: dict, index: int = 0, quantized: bool = True, mode:
     first = results[es[0]]
     i = int(index)
     size = first.clean.shape[-2:]
-    fig, axes = plt.subplots(2, 1 + len(es), figsize=(2.6 * (1 + len(es)), 5.8), squeeze=False)
+    fig, axes = plt.subplots(2, 1 + len(es), figsize=(2.6 * (1 + len(es)), 6.4), squeeze=False)
     names = first.class_names
 
     class _M:  # class_title needs model.class_name
