@@ -1,0 +1,282 @@
+"""Receptive fields of CAM cells (``SCIENCE.md`` section 2).
+
+* **IRF** (implicit): where the upsampling paints cell ``(i, j)``: ``dS/dM(i, j)``, exactly the
+  upsampling of a one-hot ``h x w`` map; ``(h*w, H, W)``.
+* **ERF** (effective, Luo et al. 2016): ``sum_channels |dR_c(i, j)/dx|``, normalised to sum 1 per cell;
+  ``(B, h*w, H, W)``, all cells from batched backward passes over replicated inputs.
+* **Theoretical RF**: the architecture's receptive field size in pixels, from kernels, strides, dilations.
+* :func:`misalignment`: one tidy row per cell comparing the two.
+
+Cells are numbered row-major: cell ``k`` is ``(k // w, k % w)``.
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from .cam import compute_cam, resolve_target, upsample
+from .models import CAMModel
+
+SUPPORT_EPS = 1e-6
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+# --- implicit receptive field ---------------------------------------------------------------
+def implicit_receptive_field(grid=(7, 7), size=(224, 224), mode: str = "bilinear",
+                             align_corners: bool | None = True) -> torch.Tensor:
+    """IRF of every cell: ``(h*w, H, W)``, the upsampling of each one-hot ``h x w`` map (exact)."""
+    h, w = _pair(grid)
+    one_hot = torch.eye(h * w, dtype=torch.float64).view(h * w, h, w)
+    return upsample(one_hot, _pair(size), mode, align_corners).float()
+
+
+def irf_support(irf: torch.Tensor, eps: float = SUPPORT_EPS) -> torch.Tensor:
+    """Boolean support of IRF maps (same shape): the pixels a cell's value reaches."""
+    return irf.abs() > eps
+
+
+def cell_centres(grid=(7, 7), size=(224, 224), align_corners: bool | None = True) -> torch.Tensor:
+    """``(h*w, 2)`` pixel coordinates ``(y, x)`` where each cell sits in the upsampled map.
+
+    Corners aligned: ``i (H - 1) / (h - 1)``; otherwise (and for nearest/area): ``(i + 0.5) H / h - 0.5``.
+    """
+    h, w = _pair(grid)
+    H, W = _pair(size)
+
+    def axis(n, N):
+        i = torch.arange(n, dtype=torch.float64)
+        if align_corners and n > 1:
+            return i * (N - 1) / (n - 1)
+        return (i + 0.5) * N / n - 0.5
+
+    ys, xs = torch.meshgrid(axis(h, H), axis(w, W), indexing="ij")
+    return torch.stack([ys.flatten(), xs.flatten()], dim=1).float()
+
+
+def cell_kinds(grid=(7, 7)) -> list[str]:
+    """Kind of each cell, row-major: ``corner``, ``edge``, ``centre`` (the middle cell(s)) or ``interior``."""
+    h, w = _pair(grid)
+    mid_i = {(h - 1) // 2, h // 2}
+    mid_j = {(w - 1) // 2, w // 2}
+    kinds = []
+    for i in range(h):
+        for j in range(w):
+            on_i, on_j = i in (0, h - 1), j in (0, w - 1)
+            kinds.append("corner" if on_i and on_j else "edge" if on_i or on_j
+                         else "centre" if i in mid_i and j in mid_j else "interior")
+    return kinds
+
+
+def representative_cells(grid=(7, 7)) -> dict[str, int]:
+    """One cell index per kind: the centre cell, the middle of the top edge, the top-left corner."""
+    h, w = _pair(grid)
+    return {"centre": (h // 2) * w + w // 2, "edge": w // 2, "corner": 0}
+
+
+def margin_mask(size=(224, 224), e: int = 1, device=None) -> torch.Tensor:
+    """Boolean ``(H, W)`` mask of the ``e``-pixel image margin (top/bottom rows, left/right columns)."""
+    H, W = _pair(size)
+    if isinstance(e, bool) or not isinstance(e, int) or e < 1 or 2 * e >= min(H, W):
+        raise ValueError(f"margin e must be a positive integer below half the smaller side ({min(H, W)} px), got {e!r}")
+    m = torch.ones(H, W, dtype=torch.bool, device=device)
+    m[e:H - e, e:W - e] = False
+    return m
+
+
+# --- effective receptive field --------------------------------------------------------------
+def effective_receptive_field(model: CAMModel, x: torch.Tensor, target=None, batch_size: int | None = None,
+                              cells=None) -> torch.Tensor:
+    """ERF of every cell of the raw CAM ``R_c``: ``(B, n_cells, H, W)``, each map summing to 1.
+
+    Each (image, cell) pair is one replica of its image; ``batch_size`` replicas (default ``h*w``) go
+    through one forward and ONE backward pass of ``sum_r R[r, cell_r]``: the model is in eval mode, so the
+    replicas do not interact and each replica's input gradient is its own cell's. A cell whose gradient is
+    zero everywhere (dead ReLUs) gets an all-zero map, never NaN. ``cells``: indices (default all ``h*w``).
+    ``target``: class per image (default the prediction on ``x``), as in :func:`ama.cam`.
+    """
+    x = x.to(model.device).detach()
+    B, _, H, W = x.shape
+    with torch.no_grad():
+        clean = compute_cam(model, x, target)
+    c = resolve_target(clean.target, clean.logits)
+    h, w = clean.raw.shape[-2:]
+    cells = torch.arange(h * w) if cells is None else torch.as_tensor(cells).long().reshape(-1)
+    if (cells < 0).any() or (cells >= h * w).any():
+        raise ValueError(f"cells must be indices in [0, {h * w - 1}] of the {h} x {w} CAM")
+    batch_size = int(batch_size or h * w)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    image_idx = torch.arange(B).repeat_interleave(len(cells))
+    cell_idx = cells.repeat(B)
+    out = torch.empty(B * len(cells), H, W, dtype=x.dtype, device=x.device)
+    with torch.enable_grad():
+        for start in range(0, len(image_idx), batch_size):
+            bi = image_idx[start:start + batch_size].to(x.device)
+            ci = cell_idx[start:start + batch_size].to(x.device)
+            replicas = x[bi].clone().requires_grad_(True)
+            raw = compute_cam(model, replicas, c[bi], relu=False, normalize=False).raw.flatten(1)
+            selected = raw.gather(1, ci[:, None]).sum()
+            (grad,) = torch.autograd.grad(selected, replicas)
+            out[start:start + len(bi)] = grad.abs().sum(1)
+    return normalize_mass(out.view(B, len(cells), H, W))
+
+
+def normalize_mass(maps: torch.Tensor) -> torch.Tensor:
+    """Scale each ``(H, W)`` map of ``(..., H, W)`` to sum 1; an all-zero map stays zero."""
+    total = maps.sum(dim=(-2, -1), keepdim=True)
+    return torch.where(total > 0, maps / total.clamp_min(torch.finfo(maps.dtype).tiny), torch.zeros_like(maps))
+
+
+# --- theoretical receptive field ------------------------------------------------------------
+_BRANCH_NAMES = ("downsample", "shortcut", "skip")
+
+
+def theoretical_receptive_field(model: CAMModel | nn.Module) -> int:
+    """Theoretical receptive field (pixels, one side) of a feature-map cell, from the kernels, strides and
+    dilations of the convolutions and poolings along the main path, in registration order.
+
+    Shortcut branches (modules named ``downsample``/``shortcut``/``skip``) run beside the main path and
+    are skipped; an architecture whose modules are not registered in execution order is not supported.
+    """
+    net = model.backbone if isinstance(model, CAMModel) else model
+    rf, jump = 1, 1
+    for name, m in net.named_modules():
+        if any(part in _BRANCH_NAMES for part in name.split(".")):
+            continue
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            k = _pair(m.kernel_size)[0]
+            s = _pair(m.stride)[0]
+            d = _pair(getattr(m, "dilation", 1))[0]
+            rf += (k - 1) * d * jump
+            jump *= s
+    return rf
+
+
+def gradient_receptive_field(net: nn.Module, size: int = 512) -> int:
+    """The same size measured, not computed: the extent of the input pixels that reach the centre cell of a
+    copy of ``net`` whose convolutions all average with positive weights and whose max-poolings average
+    (so every path counts), in float64.
+    ``size`` must exceed the field; used to check :func:`theoretical_receptive_field`."""
+    import copy
+
+    probe = copy.deepcopy(net).double().eval()
+    for parent in list(probe.modules()):  # max-pooling passes gradient to one pixel a window: average instead
+        for child_name, child in parent.named_children():
+            if isinstance(child, nn.MaxPool2d):
+                avg = nn.AvgPool2d(child.kernel_size, child.stride, child.padding, ceil_mode=child.ceil_mode)
+                setattr(parent, child_name, avg)
+    with torch.no_grad():
+        for m in probe.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.fill_(1.0 / m.weight[0].numel())
+                if m.bias is not None:
+                    m.bias.zero_()
+            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.reset_parameters()
+                m.running_var.fill_(1.0)
+    # a small positive input keeps every activation in the linear part of ReLU/ReLU6
+    x = torch.full((1, 3, size, size), 1e-3, dtype=torch.float64, requires_grad=True)
+    with torch.enable_grad():
+        y = probe(x)
+        h, w = y.shape[-2:]
+        (g,) = torch.autograd.grad(y[0, :, h // 2, w // 2].sum(), x)
+    row = g[0].abs().sum(0)[:, :].amax(0) > 0
+    cols = torch.nonzero(row).flatten()
+    if cols[0] == 0 or cols[-1] == size - 1:
+        raise ValueError(f"the receptive field reaches the border of a {size} px probe; use a larger size")
+    return int(cols[-1] - cols[0] + 1)
+
+
+# --- misalignment ---------------------------------------------------------------------------
+def misalignment(erf: torch.Tensor, irf: torch.Tensor, margin: int = 1, align_corners: bool | None = True,
+                 cells=None, grid=None) -> pd.DataFrame:
+    """One tidy row per (image, cell) comparing ERF ``(B, n, H, W)`` or ``(n, H, W)`` with IRF ``(h*w, H, W)``.
+
+    Columns: ``image`` (batch index), ``cell``, ``i``, ``j``, ``cell_kind``, ``erf_mass_outside_irf`` (ERF mass
+    off the IRF support, ``[0, 1]``), ``centroid_distance_px`` (ERF centroid to the cell's centre in the
+    upsampled map), ``margin_mass_ratio`` (ERF mass in the ``margin``-pixel border / the border's share of the
+    image; > 1: the border moves the cell more than its area suggests), ``top_q_iou`` (IoU of the ``q`` pixels of
+    largest ERF with the IRF support, ``q`` the support's area), ``irf_support_px``.
+    ``cells``: which IRF cells the ERF maps are of (default all, in order); ``grid``: ``(h, w)`` (default square).
+    """
+    erf = erf.unsqueeze(0) if erf.ndim == 3 else erf
+    B, n, H, W = erf.shape
+    hw = irf.shape[0]
+    cells = torch.arange(hw) if cells is None else torch.as_tensor(cells).long().reshape(-1)
+    if len(cells) != n:
+        raise ValueError(f"erf has {n} maps per image but {len(cells)} cells were named")
+    if irf.shape[-2:] != (H, W):
+        raise ValueError(f"erf maps are {H} x {W} but irf maps are {tuple(irf.shape[-2:])}")
+    if grid is None:
+        side = math.isqrt(hw)
+        if side * side != hw:
+            raise ValueError(f"irf holds {hw} maps: not a square grid; pass grid=(h, w)")
+        grid = (side, side)
+    h, w = _pair(grid)
+    if h * w != hw:
+        raise ValueError(f"grid {h} x {w} does not match the {hw} irf maps")
+    support = irf_support(irf[cells]).to(erf.device)                      # (n, H, W)
+    kinds = cell_kinds(grid)
+    centres = cell_centres(grid, (H, W), align_corners)[cells].to(erf.device)  # (n, 2)
+    border = margin_mask((H, W), margin, erf.device)
+    border_share = border.float().mean()
+
+    erf = erf.float()
+    mass = erf.sum((-2, -1))                                               # (B, n), 1 or 0
+    outside = (erf * (~support)).sum((-2, -1))
+    ys = torch.arange(H, device=erf.device, dtype=torch.float32)
+    xs = torch.arange(W, device=erf.device, dtype=torch.float32)
+    safe = mass.clamp_min(1e-12)
+    cy = (erf.sum(-1) * ys).sum(-1) / safe
+    cx = (erf.sum(-2) * xs).sum(-1) / safe
+    dist = torch.sqrt((cy - centres[:, 0]) ** 2 + (cx - centres[:, 1]) ** 2)
+    margin_ratio = (erf * border).sum((-2, -1)) / border_share
+    q = support.flatten(1).sum(1)                                          # (n,)
+    order = erf.flatten(2).argsort(dim=2, descending=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(2, order, torch.arange(H * W, device=erf.device).expand_as(order))
+    top = ranks < q[None, :, None]
+    sup = support.flatten(1)[None]
+    inter = (top & sup).sum(2).float()
+    union = (top | sup).sum(2).float()
+    iou = inter / union.clamp_min(1)
+
+    rows = []
+    for b in range(B):
+        for k, cell in enumerate(cells.tolist()):
+            empty = mass[b, k] == 0
+            rows.append(dict(
+                image=b, cell=cell, i=cell // w, j=cell % w, cell_kind=kinds[cell],
+                erf_mass_outside_irf=float("nan") if empty else outside[b, k].item(),
+                centroid_distance_px=float("nan") if empty else dist[b, k].item(),
+                margin_mass_ratio=float("nan") if empty else margin_ratio[b, k].item(),
+                top_q_iou=float("nan") if empty else iou[b, k].item(),
+                irf_support_px=int(q[k]),
+            ))
+    return pd.DataFrame(rows)
+
+
+def misalignment_table(model: CAMModel, x: torch.Tensor, names=None, margins=(1,), mode: str = "bilinear",
+                       align_corners: bool | None = True, batch_size: int | None = None) -> pd.DataFrame:
+    """ERF of every cell of every image of ``x`` vs the IRF: :func:`misalignment` rows with ``image`` names,
+    ``model``, ``upsampling``, and one ``margin_mass_ratio_e<e>`` column per margin."""
+    erf = effective_receptive_field(model, x, batch_size=batch_size)
+    H, W = x.shape[-2:]
+    h, w = model.feature_size((H, W))
+    irf = implicit_receptive_field((h, w), (H, W), mode, align_corners)
+    margins = list(margins)
+    table = misalignment(erf, irf, margin=margins[0], align_corners=align_corners, grid=(h, w))
+    for e in margins:
+        table[f"margin_mass_ratio_e{e}"] = misalignment(erf, irf, margin=e, align_corners=align_corners,
+                                                        grid=(h, w)).margin_mass_ratio
+    names = list(names) if names is not None else [str(i) for i in range(x.shape[0])]
+    table["image"] = [names[b] for b in table.image]
+    table.insert(1, "model", model.name)
+    table.insert(2, "upsampling", f"{mode}{'-corners' if align_corners and mode in ('bilinear', 'bicubic') else ''}")
+    return table
