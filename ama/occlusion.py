@@ -1,0 +1,228 @@
+"""Occlusion experiments (``SCIENCE.md`` section 3): without gradients, which pixels move a CAM cell?
+
+The paper does not publish its occlusion protocol; this is the kit's reconstruction:
+
+* **keep-IRF**: for cell ``(i, j)`` fill every pixel *outside* its IRF support; if the IRF were what the cell
+  sees, its raw CAM ``R(i, j)`` would not change.
+* **occlude-IRF**: fill only the cell's IRF support; the change of ``R(i, j)`` and of the other cells.
+* **margin**: fill the ``e``-pixel border; the CAM's change (cosine, Spearman, per-cell ``|delta|``) and,
+  separately, the change of interior cells whose IRF never touches the margin.
+* **sliding patch** (Zeiler & Fergus): a square patch at each position; how many cells move.
+
+Changes of ``R`` are reported relative to the clean raw map's range ``max R - min R`` of that image
+(``rel_change``), which stays finite where ``R(i, j)`` itself is near zero. The class is the clean
+prediction throughout. Fills (pixel space ``[0, 1]``): ``mean`` (the model's normalisation mean, i.e. zero
+after normalisation), ``black``, ``noise`` (uniform, seeded), ``blur`` (Gaussian blur of the image).
+Every experiment batches many occluded copies per forward pass (``batch_size``).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+import torch
+import torchvision.transforms.functional as TF
+
+from .cam import compute_cam, normalize_maps
+from .models import CAMModel
+from .receptive_field import (cell_kinds, implicit_receptive_field, irf_support, margin_mask,
+                              representative_cells)
+
+FILLS = ("mean", "black", "noise", "blur")
+BLUR_SIGMA = 8.0
+
+
+def fill_images(x: torch.Tensor, fill: str, model: CAMModel | None = None, seed: int = 0,
+                blur_sigma: float = BLUR_SIGMA) -> torch.Tensor:
+    """What occluded pixels become: ``(B, 3, H, W)`` in ``[0, 1]`` for images ``x`` ``(B, 3, H, W)``."""
+    if fill == "mean":
+        mean = model.mean if model is not None else torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+        return mean.to(x).expand_as(x).clone()
+    if fill == "black":
+        return torch.zeros_like(x)
+    if fill == "noise":
+        g = torch.Generator().manual_seed(int(seed))
+        return torch.rand(x.shape, generator=g).to(x)
+    if fill == "blur":
+        k = int(2 * round(3 * blur_sigma) + 1)
+        return TF.gaussian_blur(x, [k, k], [blur_sigma, blur_sigma]).clamp(0, 1)
+    raise ValueError(f"unknown fill {fill!r}; use one of {', '.join(FILLS)}")
+
+
+def _check(model, x, fills, batch_size):
+    for f in fills:
+        if f not in FILLS:
+            raise ValueError(f"unknown fill {f!r}; use one of {', '.join(FILLS)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    return x.to(model.device).detach()
+
+
+@torch.no_grad()
+def _raw_maps(model: CAMModel, images: torch.Tensor, target: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Raw CAMs ``(N, h, w)`` of ``images`` ``(N, 3, H, W)`` for classes ``target`` ``(N,)``, in chunks."""
+    out = [compute_cam(model, images[s:s + batch_size], target[s:s + batch_size], relu=False, normalize=False).raw
+           for s in range(0, len(images), batch_size)]
+    return torch.cat(out)
+
+
+def _names(names, B):
+    return list(names) if names is not None else [str(i) for i in range(B)]
+
+
+def _grid_and_irf(model, x, mode, align_corners):
+    H, W = x.shape[-2:]
+    grid = model.feature_size((H, W))
+    support = irf_support(implicit_receptive_field(grid, (H, W), mode, align_corners)).to(x.device)
+    return grid, support
+
+
+def irf_experiment(model: CAMModel, x: torch.Tensor, names: Sequence[str] | None = None,
+                   fills: Sequence[str] = FILLS, cells: Sequence[int] | None = None, keep: bool = True,
+                   batch_size: int = 32, seed: int = 0, mode: str = "bilinear",
+                   align_corners: bool | None = True) -> pd.DataFrame:
+    """Keep-IRF (``keep=True``: fill outside the IRF) or occlude-IRF (``keep=False``: fill inside it).
+
+    One row per image x fill x cell: ``delta`` (``R_occ(i, j) - R(i, j)``), ``rel_change`` (``delta`` / the
+    clean raw map's range), ``others_mean_abs_rel_change`` (mean ``|delta|`` / range over the other cells),
+    ``occluded_share`` (share of pixels filled). ``cells``: default all ``h*w``.
+    """
+    x = _check(model, x, fills, batch_size)
+    B = x.shape[0]
+    names = _names(names, B)
+    with torch.no_grad():
+        clean = compute_cam(model, x)
+    (h, w), support = _grid_and_irf(model, x, mode, align_corners)
+    cells = list(range(h * w)) if cells is None else [int(c) for c in cells]
+    kinds = cell_kinds((h, w))
+    rng = (clean.raw.flatten(1).amax(1) - clean.raw.flatten(1).amin(1)).clamp_min(1e-12)
+    rows = []
+    for b in range(B):
+        for fill in fills:
+            filler = fill_images(x[b:b + 1], fill, model, seed)[0]
+            occluded_mask = torch.stack([~support[c] if keep else support[c] for c in cells])  # (n, H, W)
+            images = torch.where(occluded_mask[:, None], filler, x[b])
+            target = clean.target[b].expand(len(cells))
+            raw = _raw_maps(model, images, target, batch_size).flatten(1)        # (n, h*w)
+            delta_all = raw - clean.raw[b].flatten()
+            for k, c in enumerate(cells):
+                others = torch.cat([delta_all[k, :c], delta_all[k, c + 1:]])
+                rows.append(dict(
+                    image=names[b], model=model.name, experiment="keep_irf" if keep else "occlude_irf", fill=fill,
+                    cell=c, i=c // w, j=c % w, cell_kind=kinds[c], clean_raw=clean.raw[b].flatten()[c].item(),
+                    delta=delta_all[k, c].item(), rel_change=(delta_all[k, c] / rng[b]).item(),
+                    others_mean_abs_rel_change=(others.abs().mean() / rng[b]).item(),
+                    occluded_share=occluded_mask[k].float().mean().item()))
+    return pd.DataFrame(rows)
+
+
+def keep_irf(model, x, names=None, fills=FILLS, cells=None, batch_size=32, seed=0, **kw) -> pd.DataFrame:
+    """Fill everything outside each cell's IRF; see :func:`irf_experiment`."""
+    return irf_experiment(model, x, names, fills, cells, True, batch_size, seed, **kw)
+
+
+def occlude_irf(model, x, names=None, fills=FILLS, cells=None, batch_size=32, seed=0, **kw) -> pd.DataFrame:
+    """Fill each cell's IRF only; see :func:`irf_experiment`."""
+    return irf_experiment(model, x, names, fills, cells, False, batch_size, seed, **kw)
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman rank correlation of flattened maps ``(N, ...)`` row by row (average ranks for ties)."""
+    from scipy.stats import spearmanr
+
+    out = []
+    for u, v in zip(a.flatten(1).cpu().numpy(), b.flatten(1).cpu().numpy()):
+        r = spearmanr(u, v).statistic if u.std() > 0 and v.std() > 0 else float("nan")
+        out.append(float(r))
+    return torch.tensor(out)
+
+
+def margin_experiment(model: CAMModel, x: torch.Tensor, names: Sequence[str] | None = None,
+                      e_values: Sequence[int] = (1, 2, 4, 8), fills: Sequence[str] = FILLS, batch_size: int = 32,
+                      seed: int = 0, mode: str = "bilinear",
+                      align_corners: bool | None = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fill the ``e``-pixel border. Returns two tables:
+
+    * per image x e x fill: ``cam_cosine``, ``cam_spearman`` (clean vs occluded normalised CAM),
+      ``mean_abs_delta`` (mean over cells of ``|delta M|``, normalised CAMs, ``[0, 1]``), ``prediction_changed``,
+      and over the interior cells whose IRF does not touch the margin: ``n_interior_cells``,
+      ``interior_mean_abs_rel_change``, ``interior_max_abs_rel_change`` (raw-CAM change / range);
+    * per image x e x fill x cell: ``abs_delta`` (normalised CAM), ``abs_rel_change`` (raw), ``irf_touches_margin``.
+    """
+    x = _check(model, x, fills, batch_size)
+    B, _, H, W = x.shape
+    names = _names(names, B)
+    with torch.no_grad():
+        clean = compute_cam(model, x)
+    (h, w), support = _grid_and_irf(model, x, mode, align_corners)
+    rng = (clean.raw.flatten(1).amax(1) - clean.raw.flatten(1).amin(1)).clamp_min(1e-12)
+    settings = [(e, f) for e in e_values for f in fills]
+    masks = {e: margin_mask((H, W), int(e), x.device) for e in e_values}
+    rows, cell_rows = [], []
+    for b in range(B):
+        fillers = {f: fill_images(x[b:b + 1], f, model, seed)[0] for f in fills}
+        images = torch.stack([torch.where(masks[e], fillers[f], x[b]) for e, f in settings])
+        target = clean.target[b].expand(len(settings))
+        with torch.no_grad():
+            outs = [compute_cam(model, images[s:s + batch_size], target[s:s + batch_size])
+                    for s in range(0, len(images), batch_size)]
+        cams = torch.cat([o.cam for o in outs])
+        raws = torch.cat([o.raw for o in outs])
+        preds = torch.cat([o.logits.argmax(1) for o in outs])
+        cos = torch.nn.functional.cosine_similarity(cams.flatten(1), clean.cam[b].flatten()[None], dim=1)
+        rho = spearman(cams, clean.cam[b].expand_as(cams))
+        abs_delta = (cams - clean.cam[b]).abs().flatten(1)                # (S, h*w)
+        abs_rel = ((raws - clean.raw[b]).abs() / rng[b]).flatten(1)
+        for s, (e, fill) in enumerate(settings):
+            touches = (support & masks[e]).flatten(1).any(1)               # (h*w,)
+            interior = abs_rel[s][~touches]
+            rows.append(dict(
+                image=names[b], model=model.name, experiment="margin", fill=fill, e=int(e),
+                cam_cosine=cos[s].item(), cam_spearman=rho[s].item(), mean_abs_delta=abs_delta[s].mean().item(),
+                prediction_changed=bool(preds[s] != clean.target[b]), n_interior_cells=int((~touches).sum()),
+                interior_mean_abs_rel_change=interior.mean().item() if len(interior) else float("nan"),
+                interior_max_abs_rel_change=interior.max().item() if len(interior) else float("nan")))
+            for c in range(h * w):
+                cell_rows.append(dict(image=names[b], model=model.name, fill=fill, e=int(e), cell=c, i=c // w,
+                                      j=c % w, abs_delta=abs_delta[s, c].item(), abs_rel_change=abs_rel[s, c].item(),
+                                      irf_touches_margin=bool(touches[c])))
+    return pd.DataFrame(rows), pd.DataFrame(cell_rows)
+
+
+def sliding_patch(model: CAMModel, x: torch.Tensor, names: Sequence[str] | None = None, patch: int = 32,
+                  stride: int = 32, fill: str = "mean", batch_size: int = 32, seed: int = 0,
+                  threshold: float = 0.05) -> pd.DataFrame:
+    """Occlude a ``patch x patch`` square at every ``stride``; one row per image x position: ``top``, ``left``,
+    ``n_cells_moved`` (cells whose raw CAM changes by more than ``threshold`` x the range), ``max_abs_rel_change``,
+    ``cam_cosine``."""
+    x = _check(model, x, [fill], batch_size)
+    B, _, H, W = x.shape
+    if patch < 1 or stride < 1 or patch > min(H, W):
+        raise ValueError(f"patch must be in 1..{min(H, W)} and stride positive, got patch {patch}, stride {stride}")
+    names = _names(names, B)
+    with torch.no_grad():
+        clean = compute_cam(model, x)
+    rng = (clean.raw.flatten(1).amax(1) - clean.raw.flatten(1).amin(1)).clamp_min(1e-12)
+    positions = [(t, l) for t in range(0, H - patch + 1, stride) for l in range(0, W - patch + 1, stride)]
+    masks = torch.zeros(len(positions), H, W, dtype=torch.bool, device=x.device)
+    for k, (t, l) in enumerate(positions):
+        masks[k, t:t + patch, l:l + patch] = True
+    rows = []
+    for b in range(B):
+        filler = fill_images(x[b:b + 1], fill, model, seed)[0]
+        images = torch.where(masks[:, None], filler, x[b])
+        raw = _raw_maps(model, images, clean.target[b].expand(len(positions)), batch_size)
+        rel = ((raw - clean.raw[b]).abs() / rng[b]).flatten(1)
+        cams = normalize_maps(torch.relu(raw))
+        cos = torch.nn.functional.cosine_similarity(cams.flatten(1), clean.cam[b].flatten()[None], dim=1)
+        for k, (t, l) in enumerate(positions):
+            rows.append(dict(image=names[b], model=model.name, experiment="sliding_patch", fill=fill, patch=patch,
+                             top=t, left=l, n_cells_moved=int((rel[k] > threshold).sum()),
+                             max_abs_rel_change=rel[k].max().item(), cam_cosine=cos[k].item()))
+    return pd.DataFrame(rows)
+
+
+def representative_irf_rows(table: pd.DataFrame, grid=(7, 7)) -> pd.DataFrame:
+    """The rows of an IRF-experiment table for the centre, edge and corner cells of :func:`representative_cells`."""
+    cells = set(representative_cells(grid).values())
+    return table[table.cell.isin(cells)]
