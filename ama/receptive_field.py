@@ -263,10 +263,13 @@ def misalignment(erf: torch.Tensor, irf: torch.Tensor, margin: int = 1, align_co
 
 
 def misalignment_table(model: CAMModel, x: torch.Tensor, names=None, margins=(1,), mode: str = "bilinear",
-                       align_corners: bool | None = True, batch_size: int | None = None) -> pd.DataFrame:
+                       align_corners: bool | None = True, batch_size: int | None = None,
+                       erf: torch.Tensor | None = None) -> pd.DataFrame:
     """ERF of every cell of every image of ``x`` vs the IRF: :func:`misalignment` rows with ``image`` names,
-    ``model``, ``upsampling``, and one ``margin_mass_ratio_e<e>`` column per margin."""
-    erf = effective_receptive_field(model, x, batch_size=batch_size)
+    ``model``, ``upsampling``, and one ``margin_mass_ratio_e<e>`` column per margin. ``erf``: maps already
+    computed by :func:`effective_receptive_field` for ``x`` (to compare upsamplings without recomputing)."""
+    if erf is None:
+        erf = effective_receptive_field(model, x, batch_size=batch_size)
     H, W = x.shape[-2:]
     h, w = model.feature_size((H, W))
     irf = implicit_receptive_field((h, w), (H, W), mode, align_corners)
