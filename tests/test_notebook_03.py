@@ -22,12 +22,9 @@ def test_notebook_committed_without_outputs():
 
 
 @pytest.mark.slow
-def test_notebook_03_fast(tmp_path):
-    import papermill as pm
-
-    pm.execute_notebook(str(NOTEBOOK), str(tmp_path / "03.ipynb"), parameters=dict(out_dir=str(tmp_path), fast=True),
-                        kernel_name="ama", cwd=str(NOTEBOOK.parent), execution_timeout=300, progress_bar=False)
-    tables, figures = tmp_path / "tables", tmp_path / "figures"
+def test_notebook_03_fast(fast_run):
+    """Notebook 03 as `make reproduce FAST=1` ran it under papermill (the shared run of conftest)."""
+    tables, figures = fast_run.dir / "tables", fast_run.dir / "figures"
     for stem in ("attack_examples", "attack_metrics_vs_e", "attack_history", "attack_keep_example",
                  "attack_targeted_example", "attack_random_baseline"):
         assert (figures / f"{stem}.png").stat().st_size > 10_000, stem
