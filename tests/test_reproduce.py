@@ -25,7 +25,7 @@ def test_fast_run_writes_every_artifact(fast_run):
     info = json.loads((run / "run.json").read_text())
     assert set(info["notebooks"]) == set(NOTEBOOKS)
     assert all(v["status"] == "ok" and v["wall_s"] >= 0 for v in info["notebooks"].values())
-    assert info["params"]["fast"] is True and info["versions"]["torch"] == torch.__version__
+    assert info["params"]["fast"] is True and torch.__version__.startswith(info["versions"]["torch"])
     assert info["device"].startswith("cpu") and info["git_commit"]
     assert list((run / "figures").glob("*.png")) and list((run / "figures").glob("*.pdf"))
     report = (run / "REPORT.md").read_text()

@@ -1,0 +1,52 @@
+"""Notebooks 01 and 02 as `make reproduce FAST=1` ran them (the shared run of conftest)."""
+from __future__ import annotations
+
+import nbformat
+import pandas as pd
+import pytest
+
+from ama.paths import ROOT
+
+
+@pytest.mark.parametrize("name", ["01_occlusion", "02_receptive_field_misalignment", "03_adversarial_marginal_attack",
+                                  "04_report"])
+def test_notebooks_committed_clean_with_tagged_parameters(name):
+    nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", [])
+    assert all(c.outputs == [] and c.execution_count is None for c in code)
+    assert nb.metadata["kernelspec"]["name"] == "ama"
+    for param in ("out_dir", "fast"):
+        assert f"{param} = " in code[0].source
+
+
+@pytest.mark.slow
+def test_notebook_01_tables_and_figures(fast_run):
+    tables, figures = fast_run.dir / "tables", fast_run.dir / "figures"
+    for stem in ("cam_pipeline", "occlusion_keep_occlude_irf", "occlusion_margin_similarity", "occlusion_margin_delta",
+                 "occlusion_sliding_patch"):
+        assert (figures / f"{stem}.png").stat().st_size > 10_000 and (figures / f"{stem}.pdf").is_file(), stem
+    keep = pd.read_csv(tables / "occlusion_keep_irf.csv")
+    assert keep.image.nunique() == 2 and set(keep.fill) == {"mean", "black"}
+    assert set(keep.cell_kind) == {"centre", "edge", "corner"} and len(keep) == 2 * 2 * 3
+    assert keep.occluded_share.between(0, 1).all() and keep.rel_change.abs().max() > 0
+    margin = pd.read_csv(tables / "occlusion_margin.csv")
+    assert len(margin) == 2 * 2 * 2 and margin.cam_cosine.between(-1, 1 + 1e-6).all()
+    cells = pd.read_csv(tables / "occlusion_margin_cells.csv")
+    assert len(cells) == len(margin) * 49
+
+
+@pytest.mark.slow
+def test_notebook_02_tables_and_figures(fast_run):
+    tables, figures = fast_run.dir / "tables", fast_run.dir / "figures"
+    for stem in ("erf_vs_irf", "misalignment_by_cell_kind", "margin_mass_ratio", "receptive_field_sizes"):
+        assert (figures / f"{stem}.png").stat().st_size > 10_000, stem
+    table = pd.read_csv(tables / "misalignment.csv")
+    assert len(table) == 49 and table.erf_mass_outside_irf.between(0, 1).all()
+    assert {f"margin_mass_ratio_e{e}" for e in (1, 2, 4, 8)} <= set(table.columns)
+    summary = pd.read_csv(tables / "misalignment_summary.csv")
+    assert set(summary.cell_kind) == {"all", "centre", "corner", "edge", "interior"}
+    sizes = pd.read_csv(tables / "receptive_field_sizes.csv").iloc[0]
+    assert sizes.theoretical_rf_px == 851 and sizes.input_px == 224 and sizes.irf_support_px < sizes.erf90_px
+    ups = pd.read_csv(tables / "misalignment_upsampling.csv")
+    assert ups.upsampling.nunique() == 4
