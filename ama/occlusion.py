@@ -12,7 +12,8 @@ The paper does not publish its occlusion protocol; this is the kit's reconstruct
 Changes of ``R`` are reported relative to the clean raw map's range ``max R - min R`` of that image
 (``rel_change``), which stays finite where ``R(i, j)`` itself is near zero. The class is the clean
 prediction throughout. Fills (pixel space ``[0, 1]``): ``mean`` (the model's normalisation mean, i.e. zero
-after normalisation), ``black``, ``noise`` (uniform, seeded), ``blur`` (Gaussian blur of the image).
+after normalisation), ``black``, ``noise`` (uniform, from ``seed``: the same noise image for every image, so
+images are compared under the same occluder), ``blur`` (Gaussian blur of the image).
 Every experiment batches many occluded copies per forward pass (``batch_size``).
 """
 from __future__ import annotations
@@ -66,6 +67,18 @@ def _raw_maps(model: CAMModel, images: torch.Tensor, target: torch.Tensor, batch
     return torch.cat(out)
 
 
+@torch.no_grad()
+def _occluded_raw_maps(model: CAMModel, image: torch.Tensor, filler: torch.Tensor, masks: torch.Tensor,
+                       target: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Raw CAMs ``(N, h, w)`` of ``image`` ``(3, H, W)`` with ``filler`` where each of ``masks`` ``(N, H, W)`` is
+    True; the occluded copies are built one batch at a time, so memory stays bounded by ``batch_size``."""
+    out = []
+    for s in range(0, len(masks), batch_size):
+        copies = torch.where(masks[s:s + batch_size, None], filler, image)
+        out.append(compute_cam(model, copies, target[s:s + batch_size], relu=False, normalize=False).raw)
+    return torch.cat(out)
+
+
 def _names(names, B):
     return list(names) if names is not None else [str(i) for i in range(B)]
 
@@ -97,13 +110,12 @@ def irf_experiment(model: CAMModel, x: torch.Tensor, names: Sequence[str] | None
     kinds = cell_kinds((h, w))
     rng = (clean.raw.flatten(1).amax(1) - clean.raw.flatten(1).amin(1)).clamp_min(1e-12)
     rows = []
+    occluded_mask = torch.stack([~support[c] if keep else support[c] for c in cells])  # (n, H, W) bool
     for b in range(B):
         for fill in fills:
             filler = fill_images(x[b:b + 1], fill, model, seed)[0]
-            occluded_mask = torch.stack([~support[c] if keep else support[c] for c in cells])  # (n, H, W)
-            images = torch.where(occluded_mask[:, None], filler, x[b])
             target = clean.target[b].expand(len(cells))
-            raw = _raw_maps(model, images, target, batch_size).flatten(1)        # (n, h*w)
+            raw = _occluded_raw_maps(model, x[b], filler, occluded_mask, target, batch_size).flatten(1)  # (n, h*w)
             delta_all = raw - clean.raw[b].flatten()
             for k, c in enumerate(cells):
                 others = torch.cat([delta_all[k, :c], delta_all[k, c + 1:]])
@@ -210,8 +222,7 @@ def sliding_patch(model: CAMModel, x: torch.Tensor, names: Sequence[str] | None 
     rows = []
     for b in range(B):
         filler = fill_images(x[b:b + 1], fill, model, seed)[0]
-        images = torch.where(masks[:, None], filler, x[b])
-        raw = _raw_maps(model, images, clean.target[b].expand(len(positions)), batch_size)
+        raw = _occluded_raw_maps(model, x[b], filler, masks, clean.target[b].expand(len(positions)), batch_size)
         rel = ((raw - clean.raw[b]).abs() / rng[b]).flatten(1)
         cams = normalize_maps(torch.relu(raw))
         cos = torch.nn.functional.cosine_similarity(cams.flatten(1), clean.cam[b].flatten()[None], dim=1)

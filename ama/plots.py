@@ -34,6 +34,7 @@ def show_map(ax, cam: torch.Tensor, title: str | None = None, cmap: str = "jet",
         h, w = m.shape
         ax.set_xticks(np.arange(-0.5, w, 1), minor=True)
         ax.set_yticks(np.arange(-0.5, h, 1), minor=True)
+        ax.grid(False, which="major")
         ax.grid(which="minor", color="white", linewidth=0.6)
         ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
     else:

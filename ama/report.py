@@ -83,7 +83,7 @@ def claim_misalignment(run_dir: Path) -> Claim:
 def claim_occlusion(run_dir: Path) -> Claim:
     title = "Occlusion outside a cell's IRF changes that cell's value"
     keep = _read(run_dir / "tables", "occlusion_keep_irf")
-    margin = _read(run_dir / "tables", "occlusion_margin_interior")
+    margin = _read(run_dir / "tables", "occlusion_margin")
     figs = _figures(run_dir / "figures", "occlusion_keep_occlude_irf", "occlusion_margin_delta")
     if keep is None or keep.empty:
         return Claim(2, title, None, "The keep-IRF table is missing (notebook 01 did not write it).", figs)
@@ -94,11 +94,15 @@ def claim_occlusion(run_dir: Path) -> Claim:
     sentence = (f"Filling every pixel outside a cell's IRF changes that cell's raw CAM by a median "
                 f"{_pct(med)} (over {len(keep)} cell x image x fill cases); were the IRF what the cell sees, it "
                 f"would not change.")
-    if margin is not None and not margin.empty and "max_abs_delta" in margin:
+    occlude = _read(run_dir / "tables", "occlusion_occlude_irf")
+    if occlude is not None and not occlude.empty:
+        sentence += (f" Filling the IRF itself changes the cell by a median {_pct(occlude.rel_change.abs().median())}.")
+    if margin is not None and not margin.empty and "interior_max_abs_rel_change" in margin:
         e1 = margin[margin.e == margin.e.min()]
-        moved = (e1.max_abs_delta > 1e-6).mean()
-        sentence += (f" A {int(e1.e.iloc[0])}-pixel margin occlusion moves interior cells whose IRF never "
-                     f"touches the margin in {_pct(moved)} of cases.")
+        moved = (e1.interior_max_abs_rel_change > 0.01).mean()
+        sentence += (f" A {int(e1.e.iloc[0])}-pixel margin occlusion moves an interior cell whose IRF never "
+                     f"touches the margin by more than 1% of the map's range in {_pct(moved)} of image x fill cases "
+                     f"(median largest change {_pct(e1.interior_max_abs_rel_change.median())}).")
     sentence += f" The kit's criterion is a median change above {_pct(MOVED_REL_CHANGE)}: the claim " \
                 f"{'holds' if holds else 'does not hold'} here."
     return Claim(2, title, holds, sentence, figs, summary, "occlusion_keep_irf")

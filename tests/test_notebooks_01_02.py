@@ -47,6 +47,6 @@ def test_notebook_02_tables_and_figures(fast_run):
     summary = pd.read_csv(tables / "misalignment_summary.csv")
     assert set(summary.cell_kind) == {"all", "centre", "corner", "edge", "interior"}
     sizes = pd.read_csv(tables / "receptive_field_sizes.csv").iloc[0]
-    assert sizes.theoretical_rf_px == 851 and sizes.input_px == 224 and sizes.irf_support_px < sizes.erf90_px
+    assert sizes.theoretical_rf_px > sizes.input_px and sizes.input_px == 224 and sizes.irf_support_px < sizes.erf90_px
     ups = pd.read_csv(tables / "misalignment_upsampling.csv")
     assert ups.upsampling.nunique() == 4
