@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             if not (out.is_file() and out.read_text() == text):
                 check_models_available(params["models"])  # stop now, not an hour in
                 write_if_changed(out, text)
-                print(f"== run parameters -> {os.path.relpath(out, ROOT)}")
+                print(f"== run parameters -> {os.path.relpath(out, ROOT) if out.is_relative_to(ROOT) else out}")
         elif args.command == "notebook":
             params = json.loads(resolve(args.params).read_text())
             run_notebook(args.notebook, args.run_dir, params, args.kernel, args.timeout)
