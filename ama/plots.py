@@ -26,15 +26,24 @@ def overlay(ax, image: torch.Tensor, saliency: torch.Tensor | None = None, title
     return im
 
 
+def log_width_axis(ax, widths, label: str = "frame width e (pixels)") -> None:
+    """Log-scaled x axis for margin/frame widths: one labelled tick per width, no minor labels."""
+    ax.set_xscale("log")
+    ax.set_xticks(list(widths), [str(w) for w in widths])
+    ax.xaxis.set_minor_locator(plt.NullLocator())
+    ax.set_xlabel(label)
+
+
 def show_map(ax, cam: torch.Tensor, title: str | None = None, cmap: str = "jet", grid: bool = True):
     """Show a low-resolution CAM ``(h, w)`` cell by cell, with the cell grid drawn."""
     m = cam.detach().float().cpu().numpy()
     ax.imshow(m, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
     if grid:
         h, w = m.shape
+        ax.set_xticks([])  # no major ticks: matplotlib drops minor ticks that coincide with major ones
+        ax.set_yticks([])
         ax.set_xticks(np.arange(-0.5, w, 1), minor=True)
         ax.set_yticks(np.arange(-0.5, h, 1), minor=True)
-        ax.grid(False, which="major")
         ax.grid(which="minor", color="white", linewidth=0.6)
         ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
     else:

@@ -1,0 +1,52 @@
+"""Plot helpers: what they draw, not how it looks."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from ama import plots  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def test_overlay_draws_the_image_then_the_map_in_unit_range(images32):
+    fig, ax = plt.subplots()
+    sal = torch.linspace(0, 1, 32 * 32).reshape(32, 32)
+    plots.overlay(ax, images32[0], sal, title="t")
+    base, top = ax.get_images()
+    np.testing.assert_allclose(base.get_array(), images32[0].permute(1, 2, 0).numpy(), atol=1e-6)
+    assert top.get_clim() == (0, 1) and top.get_alpha() == 0.5 and ax.get_title() == "t"
+
+
+def test_show_map_draws_one_cell_per_cam_entry():
+    fig, ax = plt.subplots()
+    plots.show_map(ax, torch.rand(3, 5))
+    (im,) = ax.get_images()
+    assert im.get_array().shape == (3, 5)
+    assert len(ax.xaxis.get_minorticklocs()) == 6 and len(ax.yaxis.get_minorticklocs()) == 4  # cell borders
+
+
+def test_log_width_axis_labels_each_width_once():
+    fig, ax = plt.subplots()
+    ax.plot([1, 2, 4, 8], [0, 1, 2, 3])
+    plots.log_width_axis(ax, [1, 2, 4, 8], "e")
+    fig.canvas.draw()
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "e"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "4", "8"]
+    assert len(ax.xaxis.get_minorticklocs()) == 0  # no '3 x 10^0'-style minor labels
+
+
+def test_class_title_names_the_predicted_class_and_its_probability(tiny_model):
+    logits = torch.tensor([0.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    p = torch.softmax(logits, 0)
+    assert plots.class_title(tiny_model, logits) == f"class1 ({100 * p[1]:.1f}%)"
+    assert plots.class_title(tiny_model, logits, index=3, prefix="x: ") == f"x: class3 ({100 * p[3]:.1f}%)"
