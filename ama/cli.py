@@ -231,7 +231,7 @@ def _attack_folder(args, model) -> int:
 
 
 def _folder_loop(args, model, csv, settings, done, total, initial, skipped_files) -> None:
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain text bar: no widget warning under papermill, few lines in logs
 
     from ama.attack import marginal_attack
     from ama.data import iter_batches

@@ -37,6 +37,13 @@ def test_off_mask_pixels_bit_identical_range_and_png(tiny_model, x8, tmp_path):
     assert torch.equal(back[:, off], x8[0][:, off])
 
 
+def test_memory_layout_of_the_input_does_not_matter(tiny_model, x8):
+    r = ama.marginal_attack(tiny_model, x8, e=1, n_iter=4)
+    r_cl = ama.marginal_attack(tiny_model, x8.contiguous(memory_format=torch.channels_last), e=1, n_iter=4)
+    assert torch.equal(r.adv, r_cl.adv) and torch.equal(r.adv_logits, r_cl.adv_logits)
+    assert all(t.is_contiguous() for t in (r.adv, r.adv_q, r.clean, r.adv_cam))  # default layout out
+
+
 def test_custom_masks_change_only_their_pixels(tiny_model, x8):
     for mask in (side_mask(32, 3, "left"), corner_mask(32, 4)):
         r = ama.marginal_attack(tiny_model, x8, mask=mask, n_iter=3)
