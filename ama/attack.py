@@ -25,7 +25,9 @@ Variants: ``mode="keep"`` minimises CE over every image instead (keep the label,
 Only input gradients are computed (``torch.autograd.grad`` with respect to ``n``); the model's
 parameters are frozen. On the CPU the iterates are kept channels-last (``torch.channels_last``), which
 oneDNN's convolutions run 1.1-1.2x faster than the default layout (``benchmarks/attack_speed.py``); this
-changes float rounding only (the gradient's sign differs on ~1e-4 of the pixels vs the default layout). On CUDA the backward of bilinear upsampling and some convolutions is not
+changes float rounding only, but a sign flip early on sends a frame pixel down another path, so results
+agree with a default-layout run in distribution, not bit for bit (``ama.attack.CPU_LAYOUT =
+torch.contiguous_format`` restores the default layout). On CUDA the backward of bilinear upsampling and some convolutions is not
 deterministic: runs agree in distribution, not bit for bit; on the CPU the same seed gives the same result.
 """
 from __future__ import annotations
@@ -42,6 +44,7 @@ from .models import CAMModel, check_images
 
 MODES = ("flip", "keep")
 COS_EPS = 1e-8
+CPU_LAYOUT = torch.channels_last  # memory layout of the iterates on the CPU (torch.contiguous_format: the default)
 
 
 # --- masks ----------------------------------------------------------------------------------
@@ -298,7 +301,7 @@ def marginal_attack(model: CAMModel, x: torch.Tensor, e: int = 1, n_iter: int = 
     c, M_x = clean.target, clean.cam
     T = _validate_target(target_map, B, tuple(M_x.shape[-2:]), x.device)
 
-    layout = torch.channels_last if x.device.type == "cpu" else torch.contiguous_format
+    layout = CPU_LAYOUT if x.device.type == "cpu" else torch.contiguous_format
     x = x.contiguous(memory_format=layout)
     n = start_noise(x, seed).contiguous(memory_format=layout)
     step = 1.0 / n_iter
@@ -332,7 +335,7 @@ def marginal_attack(model: CAMModel, x: torch.Tensor, e: int = 1, n_iter: int = 
     with _unchecked(model), torch.enable_grad():
         for _ in range(n_iter):
             n.requires_grad_(True)
-            z = torch.where(m4, n, x)
+            z = torch.where(m4, n, x).contiguous(memory_format=layout)  # where() follows the mask's layout
             per_image, *terms = loss_terms(z)
             (grad,) = torch.autograd.grad(per_image.sum(), n)
             if hist is not None:

@@ -37,8 +37,12 @@ def test_off_mask_pixels_bit_identical_range_and_png(tiny_model, x8, tmp_path):
     assert torch.equal(back[:, off], x8[0][:, off])
 
 
-def test_memory_layout_of_the_input_does_not_matter(tiny_model, x8):
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
+def test_memory_layout_of_the_input_does_not_matter(tiny_model, x8, layout, monkeypatch):
+    monkeypatch.setattr("ama.attack.CPU_LAYOUT", layout)
     r = ama.marginal_attack(tiny_model, x8, e=1, n_iter=4)
+    off = ~frame_mask(32, 1)
+    assert torch.equal(r.adv[:, :, off], x8[:, :, off]) and (r.adv[:, :, ~off] != x8[:, :, ~off]).any()
     r_cl = ama.marginal_attack(tiny_model, x8.contiguous(memory_format=torch.channels_last), e=1, n_iter=4)
     assert torch.equal(r.adv, r_cl.adv) and torch.equal(r.adv_logits, r_cl.adv_logits)
     assert all(t.is_contiguous() for t in (r.adv, r.adv_q, r.clean, r.adv_cam))  # default layout out
