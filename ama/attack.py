@@ -293,7 +293,8 @@ def marginal_attack(model: CAMModel, x: torch.Tensor, e: int = 1, n_iter: int = 
     B, _, H, W = x.shape
     if names is not None and len(names) != B:
         raise ValueError(f"names has {len(names)} entries for a batch of {B} images")
-    x = x.detach()
+    layout = CPU_LAYOUT if x.device.type == "cpu" else torch.contiguous_format
+    x = x.detach().contiguous(memory_format=layout)
     m4 = m.unsqueeze(1)  # (B, 1, H, W), broadcast over channels
 
     with torch.no_grad():
@@ -301,8 +302,6 @@ def marginal_attack(model: CAMModel, x: torch.Tensor, e: int = 1, n_iter: int = 
     c, M_x = clean.target, clean.cam
     T = _validate_target(target_map, B, tuple(M_x.shape[-2:]), x.device)
 
-    layout = CPU_LAYOUT if x.device.type == "cpu" else torch.contiguous_format
-    x = x.contiguous(memory_format=layout)
     n = start_noise(x, seed).contiguous(memory_format=layout)
     step = 1.0 / n_iter
     hist = {k: [] for k in ("loss", "cam_cosine", "target_cosine", "ce", "clean_class_held")} if return_history else None
