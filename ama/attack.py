@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from .cam import compute_cam, raw_cam_from_features, normalize_maps
 from .models import CAMModel, check_images
+from .receptive_field import _pair, margin_mask
 
 MODES = ("flip", "keep")
 COS_EPS = 1e-8
@@ -50,19 +51,14 @@ CPU_LAYOUT = torch.channels_last  # memory layout of the iterates on the CPU (to
 # --- masks ----------------------------------------------------------------------------------
 def frame_mask(size, e: int = 1, device=None) -> torch.Tensor:
     """Boolean ``(H, W)`` mask of the ``e``-pixel frame (top/bottom ``e`` rows, left/right ``e`` columns)."""
-    H, W = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    _check_e(e, (H, W))
-    m = torch.zeros(H, W, dtype=torch.bool, device=device)
-    m[:e, :] = True
-    m[-e:, :] = True
-    m[:, :e] = True
-    m[:, -e:] = True
-    return m
+    H, W = _pair(size)
+    _check_e(e, (H, W))  # the attack's own message for a bad e
+    return margin_mask((H, W), e, device)
 
 
 def side_mask(size, e: int = 1, side: str = "top", device=None) -> torch.Tensor:
     """Boolean ``(H, W)`` mask of one ``e``-pixel side: ``top``, ``bottom``, ``left`` or ``right``."""
-    H, W = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    H, W = _pair(size)
     _check_e(e, (H, W))
     m = torch.zeros(H, W, dtype=torch.bool, device=device)
     sl = {"top": (slice(0, e), slice(None)), "bottom": (slice(H - e, H), slice(None)),
@@ -75,7 +71,7 @@ def side_mask(size, e: int = 1, side: str = "top", device=None) -> torch.Tensor:
 
 def corner_mask(size, k: int = 8, device=None) -> torch.Tensor:
     """Boolean ``(H, W)`` mask of the four ``k x k`` corner squares."""
-    H, W = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    H, W = _pair(size)
     if not isinstance(k, int) or isinstance(k, bool) or k < 1 or 2 * k > min(H, W):
         raise ValueError(f"corner size k must be a positive integer of at most half the smaller side, got {k!r}")
     m = torch.zeros(H, W, dtype=torch.bool, device=device)

@@ -25,6 +25,7 @@ import torch
 import torchvision.transforms.functional as TF
 
 from .cam import compute_cam, normalize_maps
+from .metrics import spearman
 from .models import CAMModel
 from .receptive_field import (cell_kinds, implicit_receptive_field, irf_support, margin_mask,
                               representative_cells)
@@ -136,17 +137,6 @@ def keep_irf(model, x, names=None, fills=FILLS, cells=None, batch_size=32, seed=
 def occlude_irf(model, x, names=None, fills=FILLS, cells=None, batch_size=32, seed=0, **kw) -> pd.DataFrame:
     """Fill each cell's IRF only; see :func:`irf_experiment`."""
     return irf_experiment(model, x, names, fills, cells, False, batch_size, seed, **kw)
-
-
-def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Spearman rank correlation of flattened maps ``(N, ...)`` row by row (average ranks for ties)."""
-    from scipy.stats import spearmanr
-
-    out = []
-    for u, v in zip(a.flatten(1).cpu().numpy(), b.flatten(1).cpu().numpy()):
-        r = spearmanr(u, v).statistic if u.std() > 0 and v.std() > 0 else float("nan")
-        out.append(float(r))
-    return torch.tensor(out)
 
 
 def margin_experiment(model: CAMModel, x: torch.Tensor, names: Sequence[str] | None = None,
