@@ -11,21 +11,25 @@ ENV_STAMP := $(VENV)/.ama-env-installed
 SAMPLES := data/samples/manifest.csv
 KERNEL := ama
 
-# --- parameters of a run (override on the command line) -------------------------------------
-MODELS ?= lite0
-IMAGES ?= data/samples
+# --- parameters of a run (override on the command line; empty = the default of ama/params.py) ---
+MODELS ?=
+IMAGES ?=
 N_IMAGES ?=
-E ?= 1 2 4 8
-N_ITER ?= 100
-LAMB ?= 100
-SEED ?= 0
-DEVICE ?= auto
+E ?=
+N_ITER ?=
+LAMB ?=
+SEED ?=
+DEVICE ?=
 FAST ?= 0
+NPROC ?= 1
 NB_TIMEOUT ?= 3600
-empty :=
-space := $(empty) $(empty)
-slug = $(subst $(space),-,$(strip $(1)))
-RUN ?= $(call slug,$(MODELS))_$(notdir $(patsubst %/,%,$(IMAGES)))$(if $(N_IMAGES),_n$(N_IMAGES))_e$(call slug,$(E))_it$(N_ITER)_lamb$(LAMB)_seed$(SEED)$(if $(filter 1,$(FAST)),_fast)
+PARAM_ARGS = --models "$(MODELS)" --images "$(IMAGES)" --n-images "$(N_IMAGES)" --e "$(E)" --n-iter "$(N_ITER)" \
+  --lamb "$(LAMB)" --seed "$(SEED)" --device "$(DEVICE)" --fast "$(FAST)"
+# ama/params.py needs only the standard library: the run's name is known before .venv exists.
+RUN ?=
+ifeq ($(RUN),)
+RUN := $(shell $(PYTHON) ama/params.py run-name $(PARAM_ARGS))
+endif
 RESULTS ?= results
 NOTEBOOKS ?= notebooks
 REFERENCE ?= results/reference
@@ -33,7 +37,8 @@ RUN_DIR := $(RESULTS)/$(RUN)
 NB_OUT := $(RUN_DIR)/notebooks
 
 # The ama code each notebook uses: a notebook reruns when these (or its parameters) change.
-CORE_SRC := $(addprefix ama/,__init__.py paths.py models.py data.py cam.py plots.py results.py pipeline.py)
+CORE_SRC := $(addprefix ama/,__init__.py paths.py params.py models.py data.py cam.py plots.py results.py pipeline.py \
+  experiments.py shards.py)
 SRC_01 := $(CORE_SRC) ama/occlusion.py ama/receptive_field.py
 SRC_02 := $(CORE_SRC) ama/receptive_field.py
 SRC_03 := $(CORE_SRC) ama/attack.py ama/metrics.py ama/shapes.py
@@ -46,9 +51,9 @@ help: ## List the targets and the run parameters
 	@echo
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
 	@echo
-	@echo "Run parameters (make reproduce VAR=value ...):"
-	@echo "  MODELS=\"$(MODELS)\" IMAGES=$(IMAGES) N_IMAGES=$(N_IMAGES) E=\"$(E)\" N_ITER=$(N_ITER) LAMB=$(LAMB)"
-	@echo "  SEED=$(SEED) DEVICE=$(DEVICE) FAST=$(FAST) -> results/$(RUN)/"
+	@echo "Run parameters (make reproduce VAR=value ...; defaults in ama/params.py):"
+	@$(PYTHON) ama/params.py json $(PARAM_ARGS)
+	@echo "NPROC=$(NPROC) (processes for the heavy experiments, through torchrun) -> $(RESULTS)/$(RUN)/"
 
 # --- environment ----------------------------------------------------------------------------
 env: $(ENV_STAMP) ## Create .venv from the pinned lock and register the 'ama' Jupyter kernel
@@ -77,16 +82,24 @@ reproduce: $(RUN_DIR)/REPORT.md ## Run notebooks 01-04 on the offline default; r
 
 # params.json changes only when a parameter changes, so that notebooks rerun exactly then.
 $(NB_PARAMS): FORCE $(ENV_STAMP)
-	@$(PY) -m ama.pipeline params --out $@ --models "$(MODELS)" --images "$(IMAGES)" --n-images "$(N_IMAGES)" \
-	  --e "$(E)" --n-iter "$(N_ITER)" --lamb "$(LAMB)" --seed "$(SEED)" --device "$(DEVICE)" --fast "$(FAST)"
+	@$(PY) -m ama.pipeline params --out $@ $(PARAM_ARGS)
 
-RUN_NB = $(PY) -m ama.pipeline notebook --params $(NB_PARAMS) --run-dir $(RUN_DIR) --kernel $(KERNEL) --timeout $(NB_TIMEOUT)
+SHARDED := $(filter-out 1,$(NPROC))
+RUN_NB = $(PY) -m ama.pipeline notebook --params $(NB_PARAMS) --run-dir $(RUN_DIR) --kernel $(KERNEL) \
+  --timeout $(NB_TIMEOUT) $(if $(SHARDED),--sharded)
+# NPROC > 1: the notebook's heavy experiment runs first on NPROC processes (ama.shards), the notebook reads its tables.
+SHARD = $(if $(SHARDED),$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m ama.shards run $(1) \
+  --params $(NB_PARAMS) --run-dir $(RUN_DIR) && $(PY) -m ama.shards merge $(1) --params $(NB_PARAMS) \
+  --run-dir $(RUN_DIR) --world $(NPROC),true)
 
 $(NB_OUT)/01_occlusion.ipynb: $(NOTEBOOKS)/01_occlusion.ipynb $(SRC_01) $(NB_PARAMS) $(SAMPLES)
+	@$(call SHARD,occlusion)
 	@$(RUN_NB) $<
 $(NB_OUT)/02_receptive_field_misalignment.ipynb: $(NOTEBOOKS)/02_receptive_field_misalignment.ipynb $(SRC_02) $(NB_PARAMS) $(SAMPLES) | $(NB_OUT)/01_occlusion.ipynb
+	@$(call SHARD,receptive_fields)
 	@$(RUN_NB) $<
 $(NB_OUT)/03_adversarial_marginal_attack.ipynb: $(NOTEBOOKS)/03_adversarial_marginal_attack.ipynb $(SRC_03) $(NB_PARAMS) $(SAMPLES) | $(NB_OUT)/02_receptive_field_misalignment.ipynb
+	@$(call SHARD,attack)
 	@$(RUN_NB) $<
 $(RUN_DIR)/REPORT.md: $(NOTEBOOKS)/04_report.ipynb $(SRC_04) $(NB_OUT)/01_occlusion.ipynb $(NB_OUT)/02_receptive_field_misalignment.ipynb $(NB_OUT)/03_adversarial_marginal_attack.ipynb
 	@$(RUN_NB) $<

@@ -4,7 +4,8 @@ Visual Explanations* (Pattern Recognition Letters 152, 275-282).
 Images live in ``[0, 1]`` pixel space; models normalise inside. Shapes: images ``(B, 3, H, W)``,
 CAMs ``(B, h, w)``, saliency maps ``(B, H, W)``.
 """
-from .cam import cam, compute_cam, normalize_maps, raw_cam, saliency, upsample
+from . import cam  # the module, callable as ama.cam(model, x): see ama.cam._CallableModule
+from .cam import compute_cam, normalize_maps, raw_cam, upsample
 from .data import ImageLoadError, load_image, load_images, sample_images, stage_samples
 from .models import CAMModel, ModelError, WeightsNotFoundError, load_model, predict, wrap_model
 
@@ -18,7 +19,8 @@ _LAZY = {
 }
 
 
-_SUBMODULES = ("attack", "metrics", "occlusion", "plots", "receptive_field", "report", "results", "shapes")
+_SUBMODULES = ("attack", "experiments", "metrics", "occlusion", "params", "plots", "receptive_field", "report", "results",
+               "shapes", "shards")
 
 
 def __getattr__(name):
@@ -32,6 +34,6 @@ def __getattr__(name):
 
 __all__ = [
     "CAMModel", "ImageLoadError", "ModelError", "WeightsNotFoundError", "cam", "compute_cam", "load_image",
-    "load_images", "load_model", "normalize_maps", "predict", "raw_cam", "saliency", "sample_images",
+    "load_images", "load_model", "normalize_maps", "predict", "raw_cam", "sample_images",
     "stage_samples", "upsample", "wrap_model", *_LAZY,
 ]

@@ -6,6 +6,8 @@ Saliency: ``S = upsample(M)`` to the input size. Everything here is differentiab
 """
 from __future__ import annotations
 
+import sys
+import types
 from typing import NamedTuple
 
 import torch
@@ -99,7 +101,12 @@ def upsample(maps: torch.Tensor, size, mode: str = "bilinear", align_corners: bo
     return out.squeeze(0) if squeeze else out
 
 
-def saliency(model: CAMModel, x: torch.Tensor, target=None, mode: str = "bilinear",
-             align_corners: bool | None = True) -> torch.Tensor:
-    """Saliency ``S`` ``(B, H, W)``: the normalised CAM upsampled to the input size."""
-    return upsample(cam(model, x, target), x.shape[-2:], mode, align_corners)
+class _CallableModule(types.ModuleType):
+    """``ama.cam`` is this module (``ama.cam.upsample``, ``import ama.cam``) and calls :func:`cam` when called."""
+
+    def __call__(self, model: CAMModel, x: torch.Tensor, target=None, relu: bool = True,
+                 normalize: bool = True) -> torch.Tensor:
+        return cam(model, x, target, relu, normalize)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -433,3 +433,24 @@ def predict(model: CAMModel, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
         prob = F.softmax(model(x), dim=1)
     conf, idx = prob.max(dim=1)
     return idx, conf
+
+
+def load_factory_model(spec: str, device: str | torch.device | None = None) -> CAMModel:
+    """Your own model from a factory ``"package.module:function"`` that returns a :class:`CAMModel` (importable from
+    the current ``sys.path``/``PYTHONPATH``); on ``device``. The tests use it for a tiny model."""
+    import importlib
+
+    module, _, func = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module), func)
+    except (ImportError, AttributeError) as err:
+        raise ModelError(f"cannot load model factory {spec!r}: {err}") from None
+    model = factory()
+    if not isinstance(model, CAMModel):
+        raise ModelError(f"model factory {spec!r} returned {type(model).__name__}, not an ama.CAMModel")
+    return model.to(resolve_device(device))
+
+
+def is_factory(name: str) -> bool:
+    """``True`` for a ``module:function`` model factory (not a ``timm:<name>`` model)."""
+    return ":" in name and not name.startswith("timm:")

@@ -27,8 +27,7 @@ import torchvision.transforms.functional as TF
 from .cam import compute_cam, normalize_maps
 from .metrics import spearman
 from .models import CAMModel
-from .receptive_field import (cell_kinds, implicit_receptive_field, irf_support, margin_mask,
-                              representative_cells)
+from .receptive_field import cell_kinds, implicit_receptive_field, irf_support, margin_mask
 
 FILLS = ("mean", "black", "noise", "blur")
 BLUR_SIGMA = 8.0
@@ -221,9 +220,3 @@ def sliding_patch(model: CAMModel, x: torch.Tensor, names: Sequence[str] | None 
                              top=t, left=l, n_cells_moved=int((rel[k] > threshold).sum()),
                              max_abs_rel_change=rel[k].max().item(), cam_cosine=cos[k].item()))
     return pd.DataFrame(rows)
-
-
-def representative_irf_rows(table: pd.DataFrame, grid=(7, 7)) -> pd.DataFrame:
-    """The rows of an IRF-experiment table for the centre, edge and corner cells of :func:`representative_cells`."""
-    cells = set(representative_cells(grid).values())
-    return table[table.cell.isin(cells)]

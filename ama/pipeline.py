@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .params import RunParams, from_make
 from .paths import ROOT, resolve
 
 # Columns that identify a row (compared exactly); every other numeric column is compared with tolerance.
@@ -32,33 +33,11 @@ LOOSE_TABLES = {"attack": (0.05, 0.02)}
 
 
 # --- parameters -----------------------------------------------------------------------------
-def make_params(models: str = "lite0", images: str = "data/samples", n_images: str | int | None = None,
-                e: str = "1 2 4 8", n_iter: str | int = 100, lamb: str | float = 100, seed: str | int = 0,
-                device: str = "auto", fast: str | int | bool = 0) -> dict:
-    """Normalised run parameters from the Makefile's variables (strings) or Python values."""
-    def ints(v):
-        return [int(t) for t in str(v).replace(",", " ").split()]
-
-    params = dict(
-        models=str(models).replace(",", " ").split(),
-        images=str(images),
-        n_images=int(n_images) if str(n_images or "").strip() else None,
-        e_values=ints(e),
-        n_iter=int(n_iter),
-        lamb=float(lamb),
-        seed=int(seed),
-        device=str(device),
-        fast=str(fast).strip().lower() in ("1", "true", "yes"),
-    )
-    if not params["models"]:
-        raise ValueError("MODELS is empty; give at least one model, e.g. MODELS=lite0")
-    if not params["e_values"] or min(params["e_values"]) < 1:
-        raise ValueError(f"E must be positive integers, got {e!r}")
-    if params["n_iter"] < 1:
-        raise ValueError(f"N_ITER must be positive, got {n_iter!r}")
-    if params["lamb"] < 0:
-        raise ValueError(f"LAMB must be non-negative, got {lamb!r}")
-    return params
+def make_params(**values) -> dict:
+    """Run parameters as ``params.json`` holds them: :class:`ama.params.RunParams` (defaults, validation) from the
+    Makefile's variables (strings; empty means the default) or Python values."""
+    return from_make(**{k: "" if v is None else (" ".join(map(str, v)) if isinstance(v, (list, tuple)) else v)
+                        for k, v in values.items()}).to_dict()
 
 
 def write_if_changed(path: Path, text: str) -> bool:
@@ -73,22 +52,18 @@ def write_if_changed(path: Path, text: str) -> bool:
     return True
 
 
-def notebook_parameters(params: dict, run_dir: str | Path) -> dict:
-    """The papermill parameters every notebook may take, from the run parameters."""
-    return dict(
-        models=params["models"], images=params["images"], n_images=params["n_images"],
-        e_values=params["e_values"], n_iter=params["n_iter"], n_iters=sorted({50, params["n_iter"]}),
-        lamb=params["lamb"], seed=params["seed"], device=params["device"], fast=params["fast"],
-        out_dir=str(run_dir),
-    )
+def notebook_parameters(params: dict, run_dir: str | Path, sharded: bool = False) -> dict:
+    """The papermill parameters of every notebook: ``params`` (the run's :class:`~ama.params.RunParams` as a dict),
+    ``out_dir`` and ``sharded`` (True: read the per-image tables a ``torchrun`` pre-step merged)."""
+    return dict(params=RunParams.from_dict(params).to_dict(), out_dir=str(run_dir), sharded=bool(sharded))
 
 
 def check_models_available(models: list[str]) -> None:
     """Fail at once (not an hour into a run) when a model's weights are missing."""
-    from .models import load_model
+    from .experiments import run_model
 
     for name in models:
-        load_model(name, device="cpu")
+        run_model(name, device="cpu")
 
 
 # --- run.json -------------------------------------------------------------------------------
@@ -144,7 +119,7 @@ def update_run_json(run_dir: str | Path, params: dict, notebook: str | None = No
 
 # --- executing one notebook -----------------------------------------------------------------
 def run_notebook(notebook: str | Path, run_dir: str | Path, params: dict, kernel: str = "ama",
-                 timeout: int = 3600, progress: bool | None = None) -> Path:
+                 timeout: int = 3600, progress: bool | None = None, sharded: bool = False) -> Path:
     """Execute ``notebook`` with papermill into ``<run_dir>/notebooks/``; return the executed copy.
 
     On failure the partial notebook is kept as ``<name>.FAILED.ipynb`` (so Make reruns it) and a
@@ -163,7 +138,7 @@ def run_notebook(notebook: str | Path, run_dir: str | Path, params: dict, kernel
         raise RuntimeError(f"{notebook.name} has no cell tagged 'parameters'; papermill would run it silently "
                            "with its defaults")
     shown_run_dir = os.path.relpath(run_dir, ROOT) if run_dir.is_relative_to(ROOT) else str(run_dir)
-    nb_params = {k: v for k, v in notebook_parameters(params, shown_run_dir).items() if k in declared}
+    nb_params = {k: v for k, v in notebook_parameters(params, shown_run_dir, sharded).items() if k in declared}
     progress = sys.stderr.isatty() if progress is None else progress
     print(f"== {notebook.stem}: running ({', '.join(f'{k}={v}' for k, v in nb_params.items())})", flush=True)
     start = time.time()
@@ -262,22 +237,22 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("params", help="write params.json if the parameters changed")
     p.add_argument("--out", required=True)
     for name in ("models", "images", "n-images", "e", "n-iter", "lamb", "seed", "device", "fast"):
-        p.add_argument(f"--{name}", default="")
+        p.add_argument(f"--{name}", dest=name.replace("-", "_"), default="")
     n = sub.add_parser("notebook", help="execute one notebook of a run")
     n.add_argument("notebook")
     n.add_argument("--params", required=True)
     n.add_argument("--run-dir", required=True)
     n.add_argument("--kernel", default="ama")
     n.add_argument("--timeout", type=int, default=3600)
+    n.add_argument("--sharded", action="store_true", help="the heavy experiment's tables were merged by ama.shards")
     c = sub.add_parser("check", help="compare a run's tables with the reference")
     c.add_argument("--run-dir", required=True)
     c.add_argument("--reference", default="results/reference")
     args = parser.parse_args(argv)
     try:
         if args.command == "params":
-            params = make_params(args.models or "lite0", args.images or "data/samples", args.n_images,
-                                 args.e or "1 2 4 8", args.n_iter or 100, args.lamb or 100, args.seed or 0,
-                                 args.device or "auto", args.fast or 0)
+            params = make_params(models=args.models, images=args.images, n_images=args.n_images, e=args.e,
+                                 n_iter=args.n_iter, lamb=args.lamb, seed=args.seed, device=args.device, fast=args.fast)
             out = resolve(args.out)
             text = json.dumps(params, indent=2) + "\n"
             if not (out.is_file() and out.read_text() == text):
@@ -286,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"== run parameters -> {os.path.relpath(out, ROOT) if out.is_relative_to(ROOT) else out}")
         elif args.command == "notebook":
             params = json.loads(resolve(args.params).read_text())
-            run_notebook(args.notebook, args.run_dir, params, args.kernel, args.timeout)
+            run_notebook(args.notebook, args.run_dir, params, args.kernel, args.timeout, sharded=args.sharded)
         elif args.command == "check":
             ok, lines = check_run(args.run_dir, args.reference)
             print("\n".join(lines))

@@ -193,6 +193,42 @@ def gradient_receptive_field(net: nn.Module, size: int = 512) -> int:
     return int(cols[-1] - cols[0] + 1)
 
 
+# --- ERF centroid and extent, IRF width ----------------------------------------------------------
+def erf_centroid(erf: torch.Tensor) -> torch.Tensor:
+    """Centre of mass ``(..., 2)`` as pixel coordinates ``(y, x)`` of ERF maps ``(..., H, W)``; NaN for an all-zero map."""
+    erf = erf.float()
+    H, W = erf.shape[-2:]
+    ys = torch.arange(H, device=erf.device, dtype=torch.float32)
+    xs = torch.arange(W, device=erf.device, dtype=torch.float32)
+    mass = erf.sum((-2, -1))
+    safe = torch.where(mass > 0, mass, torch.full_like(mass, float("nan")))
+    return torch.stack([(erf.sum(-1) * ys).sum(-1) / safe, (erf.sum(-2) * xs).sum(-1) / safe], dim=-1)
+
+
+def erf_extent(erf: torch.Tensor, share: float = 0.9, center=None) -> torch.Tensor:
+    """Side in pixels of the smallest square centred on ``center`` (default the image centre) that holds ``share``
+    of each ERF map's mass; ``erf`` ``(..., H, W)`` summing to 1 -> ``(...)`` even pixel counts (the whole image's
+    side rounded up to even when even the image holds less, e.g. for an all-zero map)."""
+    if not 0 < share <= 1:
+        raise ValueError(f"share must lie in (0, 1], got {share}")
+    H, W = erf.shape[-2:]
+    cy, cx = (H // 2, W // 2) if center is None else (int(center[0]), int(center[1]))
+    radii = torch.arange(1, max(H, W) // 2 + 1, device=erf.device)
+    mass = torch.stack([erf[..., max(0, cy - r):cy + r, max(0, cx - r):cx + r].sum((-2, -1)) for r in radii.tolist()], -1)
+    reached = mass >= share - 1e-6
+    first = torch.where(reached.any(-1), reached.float().argmax(-1), torch.full_like(reached[..., 0], len(radii) - 1,
+                                                                                       dtype=torch.long))
+    return (2 * radii[first]).float()
+
+
+def irf_width(grid=(7, 7), size=(224, 224), cell: int | None = None, mode: str = "bilinear",
+              align_corners: bool | None = True) -> int:
+    """Width in pixels of one cell's IRF support (default the centre cell), along the image's columns."""
+    h, w = _pair(grid)
+    cell = (h // 2) * w + w // 2 if cell is None else int(cell)
+    return int(irf_support(implicit_receptive_field((h, w), size, mode, align_corners))[cell].any(0).sum())
+
+
 # --- misalignment ---------------------------------------------------------------------------
 def misalignment(erf: torch.Tensor, irf: torch.Tensor, margin: int = 1, align_corners: bool | None = True,
                  cells=None, grid=None) -> pd.DataFrame:
@@ -230,12 +266,8 @@ def misalignment(erf: torch.Tensor, irf: torch.Tensor, margin: int = 1, align_co
     erf = erf.float()
     mass = erf.sum((-2, -1))                                               # (B, n), 1 or 0
     outside = (erf * (~support)).sum((-2, -1))
-    ys = torch.arange(H, device=erf.device, dtype=torch.float32)
-    xs = torch.arange(W, device=erf.device, dtype=torch.float32)
-    safe = mass.clamp_min(1e-12)
-    cy = (erf.sum(-1) * ys).sum(-1) / safe
-    cx = (erf.sum(-2) * xs).sum(-1) / safe
-    dist = torch.sqrt((cy - centres[:, 0]) ** 2 + (cx - centres[:, 1]) ** 2)
+    centroid = erf_centroid(erf)                                           # (B, n, 2)
+    dist = (centroid - centres).norm(dim=-1)
     margin_ratio = (erf * border).sum((-2, -1)) / border_share
     q = support.flatten(1).sum(1)                                          # (n,)
     order = erf.flatten(2).argsort(dim=2, descending=True)
@@ -283,3 +315,17 @@ def misalignment_table(model: CAMModel, x: torch.Tensor, names=None, margins=(1,
     table.insert(1, "model", model.name)
     table.insert(2, "upsampling", f"{mode}{'-corners' if align_corners and mode in ('bilinear', 'bicubic') else ''}")
     return table
+
+
+MISALIGNMENT_MEASURES = ("erf_mass_outside_irf", "centroid_distance_px", "margin_mass_ratio", "top_q_iou")
+
+
+def misalignment_summary(table: pd.DataFrame, measures=MISALIGNMENT_MEASURES) -> pd.DataFrame:
+    """Mean and standard deviation of each measure per ``model`` and ``cell_kind``, plus ``cell_kind == "all"``;
+    columns ``<measure>_mean``, ``<measure>_std``. ``table``: rows of :func:`misalignment_table`."""
+    measures = [m for m in measures if m in table.columns]
+    by_kind = table.groupby(["model", "cell_kind"])[measures].agg(["mean", "std"])
+    overall = table.assign(cell_kind="all").groupby(["model", "cell_kind"])[measures].agg(["mean", "std"])
+    out = pd.concat([by_kind, overall]).sort_index()
+    out.columns = [f"{m}_{s}" for m, s in out.columns]
+    return out.reset_index()

@@ -65,9 +65,9 @@ def claim_misalignment(run_dir: Path) -> Claim:
     figs = _figures(run_dir / "figures", "erf_vs_irf", "misalignment_by_cell_kind")
     if df is None or df.empty:
         return Claim(1, title, None, "The misalignment table is missing (notebook 02 did not write it).", figs)
-    by_kind = (df.groupby(["model", "cell_kind"])[["erf_mass_outside_irf", "centroid_distance_px", "top_q_iou"]]
-               .agg(["mean", "std"]).round(3))
-    by_kind.columns = [f"{a} ({b})" for a, b in by_kind.columns]
+    from .receptive_field import misalignment_summary
+
+    by_kind = misalignment_summary(df, ("erf_mass_outside_irf", "centroid_distance_px", "top_q_iou")).round(3)
     centre = df[df.cell_kind == "centre"].erf_mass_outside_irf
     overall = df.erf_mass_outside_irf
     value = centre.mean() if len(centre) else overall.mean()
@@ -77,7 +77,7 @@ def claim_misalignment(run_dir: Path) -> Claim:
                 f"{_pct(value)} of its mass outside its IRF (all cells: {_pct(overall.mean())}; "
                 f"top-q IoU of ERF and IRF {df.top_q_iou.mean():.2f}); the kit calls the fields misaligned above "
                 f"{_pct(MISALIGNED_MASS)}, so the claim {'holds' if holds else 'does not hold'} here.")
-    return Claim(1, title, holds, sentence, figs, by_kind.reset_index(), "misalignment")
+    return Claim(1, title, holds, sentence, figs, by_kind, "misalignment")
 
 
 def claim_occlusion(run_dir: Path) -> Claim:

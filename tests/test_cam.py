@@ -143,3 +143,13 @@ def test_lite0_cam_on_photos(lite0, samples):
     out = ama.compute_cam(lite0, samples.images[:4])
     assert out.cam.shape == (4, 7, 7)
     assert not out.cam.isnan().any() and (out.cam.amax((1, 2)) > 0.99).all()
+
+
+def test_ama_cam_is_the_module_and_the_function(tiny_model, images32):
+    import importlib
+
+    import ama
+    import ama.cam as cam_module
+
+    assert cam_module is importlib.import_module("ama.cam") and cam_module.upsample is ama.upsample
+    assert torch.equal(ama.cam(tiny_model, images32), cam_module.cam(tiny_model, images32))

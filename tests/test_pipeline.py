@@ -8,18 +8,23 @@ import pandas as pd
 import pytest
 
 from ama import pipeline
+from ama.params import RunParams
 
 
 def test_make_params_from_make_variables():
-    p = pipeline.make_params("lite0 resnet50", "data/samples", "", "1 2", "50", "100", "3", "cpu", "1")
-    assert p == dict(models=["lite0", "resnet50"], images="data/samples", n_images=None, e_values=[1, 2], n_iter=50,
+    p = pipeline.make_params(models="lite0 resnet50", images="data/samples", n_images="", e="2 1", n_iter="50",
+                             lamb="100", seed="3", device="cpu", fast="1")
+    assert p == dict(models=["lite0", "resnet50"], images="data/samples", n_images=None, e=[1, 2], n_iter=50,
                      lamb=100.0, seed=3, device="cpu", fast=True)
-    assert pipeline.notebook_parameters(p, "results/x")["n_iters"] == [50]
-    assert pipeline.notebook_parameters(pipeline.make_params(n_iter=100), "r")["n_iters"] == [50, 100]
+    assert pipeline.make_params() == RunParams().to_dict()  # empty Make variables: the defaults, from one place
+    nb = pipeline.notebook_parameters(p, "results/x", sharded=True)
+    assert nb == dict(params=p, out_dir="results/x", sharded=True)
 
 
-@pytest.mark.parametrize("kwargs, message", [(dict(models=""), "MODELS is empty"), (dict(e="0 1"), "E must be"),
-                                             (dict(n_iter="0"), "N_ITER"), (dict(lamb="-1"), "LAMB")])
+@pytest.mark.parametrize("kwargs, message", [(dict(models=","), "models is empty"), (dict(e="0 1"), "e .*positive"),
+                                             (dict(n_iter="0"), "n_iter"), (dict(lamb="-1"), "lamb"),
+                                             (dict(lamb="nan"), "lamb"), (dict(seed=str(2 ** 70)), "seed"),
+                                             (dict(e="1 x"), "integers")])
 def test_bad_params(kwargs, message):
     with pytest.raises(ValueError, match=message):
         pipeline.make_params(**kwargs)

@@ -1,0 +1,188 @@
+"""Run parameters (one source), the experiments as per-image functions, and their split across processes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from ama import experiments, shards
+from ama.params import ParamsError, RunParams, check_frame_width, from_make
+from ama.pipeline import compare_tables
+
+TINY = "conftest:make_tiny_model"
+TESTS = Path(__file__).parent
+
+
+# --- parameters -----------------------------------------------------------------------------
+def test_defaults_and_fast_variant():
+    p = RunParams()
+    assert (p.models, p.e, p.n_iter, p.lamb, p.seed) == (("lite0",), (1, 2, 4, 8), 100, 100.0, 0)
+    assert p.run_name() == "lite0_samples_e1-2-4-8_it100_lamb100_seed0"
+    f = RunParams(fast=True, n_images=5).fast_variant()
+    assert (f.n_images, f.e, f.n_iter) == (2, (1, 2), 5)
+    assert RunParams(fast="1").run_name().endswith("_fast")
+    assert from_make(e="8,2 2", models="a b") == RunParams(models=("a", "b"), e=(2, 8))
+    assert RunParams.from_dict(RunParams(seed=3).to_dict()) == RunParams(seed=3)
+
+
+def test_frame_width_is_validated_in_one_place():
+    assert check_frame_width(np.int64(3), (224, 224)) == 3
+    for bad in (0, -1, True, 1.5, "2"):
+        with pytest.raises(ParamsError, match=r"e \(the frame width in pixels\) must be a positive integer, got"):
+            check_frame_width(bad)
+    with pytest.raises(ParamsError, match=r"below half the smaller image side \(224 px\), i.e. 1..111, got 112"):
+        check_frame_width(112, (224, 300))
+    with pytest.raises(ParamsError, match="unknown run parameter"):
+        RunParams.from_dict({"e_values": [1]})
+
+
+def test_makefile_bridge_runs_without_the_venv():
+    """`python3 ama/params.py` needs only the standard library (the Makefile calls it before .venv exists)."""
+    from ama.paths import ROOT
+
+    out = subprocess.run([sys.executable, "-S", str(ROOT / "ama" / "params.py"), "run-name", "--e", "1 2", "--fast", "1"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "lite0_samples_e1-2_it100_lamb100_seed0_fast"
+    bad = subprocess.run([sys.executable, "-S", str(ROOT / "ama" / "params.py"), "json", "--lamb", "-1"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: lamb must be")
+
+
+# --- experiments: per image, so that any split gives the same rows ---------------------------------
+@pytest.fixture
+def run_params():
+    return RunParams(models=(TINY,), e=(1, 2), n_iter=3, fast=False)
+
+
+@pytest.mark.parametrize("experiment", experiments.EXPERIMENTS)
+def test_an_images_rows_do_not_depend_on_the_others(experiment, tiny_model, images32, run_params):
+    names = ["a", "b", "c", "d"]
+    whole = experiments.run(experiment, tiny_model, images32, names, run_params)
+    parts = [experiments.run(experiment, tiny_model, images32[i:i + 2], names[i:i + 2], run_params) for i in (0, 2)]
+    assert whole and set(whole) == set(parts[0])
+    for table, df in whole.items():
+        assert list(df.image.drop_duplicates()) == names, table  # image-major, in the batch's order
+        joined = pd.concat([p[table] for p in parts], ignore_index=True)
+        loose = table.startswith("attack")  # batched convolutions round differently in the 6th digit
+        assert compare_tables(joined, df, "attack" if loose else table) == [], table
+
+
+def test_attack_grid_policy(run_params):
+    s = experiments.attack_settings(RunParams())
+    assert s["n_iters"] == [50, 100] and s["mode_e_values"] == {"keep": [1]} and s["mode_n_iters"] == {"keep": [50]}
+    f = experiments.attack_settings(RunParams(fast=True))
+    assert f["n_iters"] == [5] and f["e_values"] == [1, 2]
+
+
+def test_occlusion_cells():
+    assert experiments.occlusion_cells((7, 7)) == [0, 3, 6, 21, 24, 27, 42, 45, 48]
+    assert experiments.occlusion_cells((7, 7), fast=True) == [0, 3, 24]
+
+
+def test_summaries_of_receptive_field_tables(tiny_model, images32, run_params):
+    t = experiments.receptive_fields(tiny_model, images32, list("abcd"), run_params)
+    s = experiments.summaries(t)
+    assert set(s) == {"misalignment_summary", "margin_mass_ratio", "misalignment_upsampling", "receptive_field_sizes"}
+    sizes = s["receptive_field_sizes"]
+    assert len(sizes) == 1 and sizes.erf90_px.iloc[0] == pytest.approx(t["receptive_field_image_sizes"].erf90_px.mean())
+    allrow = s["misalignment_summary"].query("cell_kind == 'all'")
+    assert allrow.erf_mass_outside_irf_mean.iloc[0] == pytest.approx(t["misalignment"].erf_mass_outside_irf.mean())
+
+
+# --- shards ---------------------------------------------------------------------------------
+@pytest.fixture
+def folder(tmp_path):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for i in range(5):
+        Image.fromarray((np.random.default_rng(i).random((40, 48, 3)) * 255).astype("uint8")).save(d / f"im{i}.png")
+    return d
+
+
+@pytest.fixture
+def tiny_on_path(monkeypatch):
+    monkeypatch.syspath_prepend(str(TESTS))
+
+
+def _in_process(params, run_dir):
+    runs = experiments.load_runs(params)
+    tables, _ = experiments.compute("occlusion", runs, params, run_dir)
+    return tables
+
+
+def test_shards_merge_to_the_one_process_tables(folder, tmp_path, tiny_on_path):
+    params = RunParams(models=(TINY,), images=str(folder), e=(1, 2), device="cpu", fast=True)
+    whole = _in_process(params, tmp_path / "one")
+    for rank in (1, 0):
+        shards.run_shard("occlusion", params, tmp_path / "two", rank=rank, world=2, local_rank=rank)
+    merged = shards.merge("occlusion", params, tmp_path / "two", world=2)
+    assert set(merged) == set(whole)
+    for name, df in whole.items():
+        assert compare_tables(merged[name], df, name) == [], name
+    assert shards.merged_tables("occlusion", params, tmp_path / "two").keys() == merged.keys()
+    assert shards.merged_tables("occlusion", RunParams.from_dict(params.to_dict(), seed=1), tmp_path / "two") is None
+
+
+def test_merge_refuses_missing_and_duplicated_parts(folder, tmp_path, tiny_on_path):
+    params = RunParams(models=(TINY,), images=str(folder), e=(1,), device="cpu", fast=True)
+    shards.run_shard("occlusion", params, tmp_path, rank=0, world=2, local_rank=0)
+    with pytest.raises(shards.ShardError, match=r"rank\(s\) \[1\] of 2 have not finished"):
+        shards.merge("occlusion", params, tmp_path, world=2)
+    shards.run_shard("occlusion", params, tmp_path, rank=1, world=2, local_rank=1)
+    marker = shards.parts_dir(tmp_path, "occlusion", params, 2) / "rank1.done"
+    info = json.loads(marker.read_text())
+    first = json.loads(marker.with_name("rank0.done").read_text())["images"][TINY][0]
+    info["images"][TINY].append(first)  # rank 0's image, claimed by rank 1 too
+    marker.write_text(json.dumps(info))
+    with pytest.raises(shards.ShardError, match=f"image '{first}' of .* was computed by ranks 0 and 1"):
+        shards.merge("occlusion", params, tmp_path, world=2)
+    info["images"][TINY] = []
+    marker.write_text(json.dumps(info))
+    with pytest.raises(shards.ShardError, match=r"1 image\(s\) of .* are in no part"):
+        shards.merge("occlusion", params, tmp_path, world=2)
+
+
+def test_a_killed_rank_is_recomputed_and_a_finished_one_kept(folder, tmp_path, tiny_on_path):
+    params = RunParams(models=(TINY,), images=str(folder), e=(1,), device="cpu", fast=True)
+    parts = shards.run_shard("occlusion", params, tmp_path, rank=0, world=2, local_rank=0)
+    kept = (parts / "rank0.done").stat().st_mtime_ns
+    (parts / "occlusion_margin.rank1.csv").write_text("image,model\nim1,half-writ")  # a rank killed mid-write
+    shards.run_shard("occlusion", params, tmp_path, rank=0, world=2, local_rank=0)
+    shards.run_shard("occlusion", params, tmp_path, rank=1, world=2, local_rank=1)
+    assert (parts / "rank0.done").stat().st_mtime_ns == kept
+    merged = shards.merge("occlusion", params, tmp_path, world=2)
+    margin = merged["occlusion_margin"]
+    assert len(margin.image.unique()) == 2  # fast: 2 images, each once
+    assert not margin.duplicated(["image", "fill", "e"]).any()
+
+
+def test_torchrun_two_processes(folder, tmp_path):
+    """The launch line `make reproduce NPROC=2` uses: torchrun, 2 CPU ranks, then the merge."""
+    params = RunParams(models=(TINY,), images=str(folder), e=(1, 2), device="cpu", fast=True)
+    pfile = tmp_path / "params.json"
+    pfile.write_text(params.to_json())
+    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    torchrun = Path(sys.executable).parent / "torchrun"
+    run = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "ama.shards", "run", "attack",
+                          "--params", str(pfile), "--run-dir", str(tmp_path / "run")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    merge = subprocess.run([sys.executable, "-m", "ama.shards", "merge", "attack", "--params", str(pfile), "--run-dir",
+                            str(tmp_path / "run"), "--world", "2"], capture_output=True, text=True, env=env, timeout=120)
+    assert merge.returncode == 0, merge.stderr
+    got = pd.read_csv(tmp_path / "run" / "tables" / "attack_metrics.csv")
+    sys.path.insert(0, str(TESTS))
+    try:
+        whole, _ = experiments.compute("attack", experiments.load_runs(params), params, tmp_path / "one")
+    finally:
+        sys.path.remove(str(TESTS))
+    assert compare_tables(got, pd.read_csv(tmp_path / "one" / "tables" / "attack_metrics.csv"), "attack_metrics") == []
+    assert (tmp_path / "run" / "tables" / "attack_summary.csv").is_file()
