@@ -64,7 +64,7 @@ def occlusion(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: Ru
     cells = occlusion_cells(model.feature_size(tuple(x.shape[-2:])), p.fast)
     keep = occ.keep_irf(model, x, names, fills=fills, cells=cells, seed=p.seed)
     occlude = occ.occlude_irf(model, x, names, fills=fills, cells=cells, seed=p.seed)
-    margin, margin_cells = occ.margin_experiment(model, x, names, e_values=p.e, fills=fills, seed=p.seed)
+    margin, margin_cells = occ.margin_experiment(model, x, names, e=p.e, fills=fills, seed=p.seed)
     stride = FAST_SLIDING_STRIDE if p.fast else SLIDING_STRIDE
     slides = occ.sliding_patch(model, x, names, patch=SLIDING_PATCH, stride=stride, fill=fills[0], seed=p.seed)
     return image_major(dict(occlusion_keep_irf=keep, occlusion_occlude_irf=occlude, occlusion_margin=margin,
@@ -84,8 +84,8 @@ def receptive_fields(model: CAMModel, x: torch.Tensor, names: Sequence[str], par
     :func:`ama.receptive_field.effective_receptive_field` for ``x`` if already computed."""
     p = params.fast_variant()
     erf = rf.effective_receptive_field(model, x) if erf is None else erf
-    table = rf.misalignment_table(model, x, names, margins=p.e, erf=erf)
-    ups = pd.concat([rf.misalignment_table(model, x, names, margins=p.e[:1], mode=mode, align_corners=corners, erf=erf)
+    table = rf.misalignment_table(model, x, names, e=p.e, erf=erf)
+    ups = pd.concat([rf.misalignment_table(model, x, names, e=p.e[:1], mode=mode, align_corners=corners, erf=erf)
                      for mode, corners in UPSAMPLINGS], ignore_index=True)
     ups = ups[["image", "model", "upsampling", "cell", "cell_kind", "erf_mass_outside_irf", "top_q_iou",
                "irf_support_px"]]

@@ -139,7 +139,7 @@ def occlude_irf(model, x, names=None, fills=FILLS, cells=None, batch_size=32, se
 
 
 def margin_experiment(model: CAMModel, x: torch.Tensor, names: Sequence[str] | None = None,
-                      e_values: Sequence[int] = (1, 2, 4, 8), fills: Sequence[str] = FILLS, batch_size: int = 32,
+                      e: Sequence[int] | int = (1, 2, 4, 8), fills: Sequence[str] = FILLS, batch_size: int = 32,
                       seed: int = 0, mode: str = "bilinear",
                       align_corners: bool | None = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Fill the ``e``-pixel border. Returns two tables:
@@ -157,8 +157,9 @@ def margin_experiment(model: CAMModel, x: torch.Tensor, names: Sequence[str] | N
         clean = compute_cam(model, x)
     (h, w), support = _grid_and_irf(model, x, mode, align_corners)
     rng = (clean.raw.flatten(1).amax(1) - clean.raw.flatten(1).amin(1)).clamp_min(1e-12)
-    settings = [(e, f) for e in e_values for f in fills]
-    masks = {e: margin_mask((H, W), int(e), x.device) for e in e_values}
+    widths = [e] if isinstance(e, int) else list(e)
+    settings = [(w, f) for w in widths for f in fills]
+    masks = {w: margin_mask((H, W), w, x.device) for w in widths}
     rows, cell_rows = [], []
     for b in range(B):
         fillers = {f: fill_images(x[b:b + 1], f, model, seed)[0] for f in fills}

@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from .cam import compute_cam, resolve_target, upsample
 from .models import CAMModel
+from .params import check_frame_width
 
 SUPPORT_EPS = 1e-6
 
@@ -82,8 +83,7 @@ def representative_cells(grid=(7, 7)) -> dict[str, int]:
 def margin_mask(size=(224, 224), e: int = 1, device=None) -> torch.Tensor:
     """Boolean ``(H, W)`` mask of the ``e``-pixel image margin (top/bottom rows, left/right columns)."""
     H, W = _pair(size)
-    if isinstance(e, bool) or not isinstance(e, int) or e < 1 or 2 * e >= min(H, W):
-        raise ValueError(f"margin e must be a positive integer below half the smaller side ({min(H, W)} px), got {e!r}")
+    e = check_frame_width(e, (H, W))
     m = torch.ones(H, W, dtype=torch.bool, device=device)
     m[e:H - e, e:W - e] = False
     return m
@@ -230,13 +230,13 @@ def irf_width(grid=(7, 7), size=(224, 224), cell: int | None = None, mode: str =
 
 
 # --- misalignment ---------------------------------------------------------------------------
-def misalignment(erf: torch.Tensor, irf: torch.Tensor, margin: int = 1, align_corners: bool | None = True,
+def misalignment(erf: torch.Tensor, irf: torch.Tensor, e: int = 1, align_corners: bool | None = True,
                  cells=None, grid=None) -> pd.DataFrame:
     """One tidy row per (image, cell) comparing ERF ``(B, n, H, W)`` or ``(n, H, W)`` with IRF ``(h*w, H, W)``.
 
     Columns: ``image`` (batch index), ``cell``, ``i``, ``j``, ``cell_kind``, ``erf_mass_outside_irf`` (ERF mass
     off the IRF support, ``[0, 1]``), ``centroid_distance_px`` (ERF centroid to the cell's centre in the
-    upsampled map), ``margin_mass_ratio`` (ERF mass in the ``margin``-pixel border / the border's share of the
+    upsampled map), ``margin_mass_ratio`` (ERF mass in the ``e``-pixel border / the border's share of the
     image; > 1: the border moves the cell more than its area suggests), ``top_q_iou`` (IoU of the ``q`` pixels of
     largest ERF with the IRF support, ``q`` the support's area), ``irf_support_px``.
     ``cells``: which IRF cells the ERF maps are of (default all, in order); ``grid``: ``(h, w)`` (default square).
@@ -260,7 +260,7 @@ def misalignment(erf: torch.Tensor, irf: torch.Tensor, margin: int = 1, align_co
     support = irf_support(irf[cells]).to(erf.device)                      # (n, H, W)
     kinds = cell_kinds(grid)
     centres = cell_centres(grid, (H, W), align_corners)[cells].to(erf.device)  # (n, 2)
-    border = margin_mask((H, W), margin, erf.device)
+    border = margin_mask((H, W), e, erf.device)
     border_share = border.float().mean()
 
     erf = erf.float()
@@ -294,22 +294,22 @@ def misalignment(erf: torch.Tensor, irf: torch.Tensor, margin: int = 1, align_co
     return pd.DataFrame(rows)
 
 
-def misalignment_table(model: CAMModel, x: torch.Tensor, names=None, margins=(1,), mode: str = "bilinear",
+def misalignment_table(model: CAMModel, x: torch.Tensor, names=None, e=(1,), mode: str = "bilinear",
                        align_corners: bool | None = True, batch_size: int | None = None,
                        erf: torch.Tensor | None = None) -> pd.DataFrame:
     """ERF of every cell of every image of ``x`` vs the IRF: :func:`misalignment` rows with ``image`` names,
-    ``model``, ``upsampling``, and one ``margin_mass_ratio_e<e>`` column per margin. ``erf``: maps already
+    ``model``, ``upsampling``, and one ``margin_mass_ratio_e<e>`` column per frame width ``e``. ``erf``: maps already
     computed by :func:`effective_receptive_field` for ``x`` (to compare upsamplings without recomputing)."""
     if erf is None:
         erf = effective_receptive_field(model, x, batch_size=batch_size)
     H, W = x.shape[-2:]
     h, w = model.feature_size((H, W))
     irf = implicit_receptive_field((h, w), (H, W), mode, align_corners)
-    margins = list(margins)
-    table = misalignment(erf, irf, margin=margins[0], align_corners=align_corners, grid=(h, w))
-    for e in margins:
-        table[f"margin_mass_ratio_e{e}"] = misalignment(erf, irf, margin=e, align_corners=align_corners,
-                                                        grid=(h, w)).margin_mass_ratio
+    widths = [e] if isinstance(e, int) else list(e)
+    table = misalignment(erf, irf, e=widths[0], align_corners=align_corners, grid=(h, w))
+    for w_ in widths:
+        table[f"margin_mass_ratio_e{w_}"] = misalignment(erf, irf, e=w_, align_corners=align_corners,
+                                                         grid=(h, w)).margin_mass_ratio
     names = list(names) if names is not None else [str(i) for i in range(x.shape[0])]
     table["image"] = [names[b] for b in table.image]
     table.insert(1, "model", model.name)

@@ -72,7 +72,7 @@ def test_rel_change_by_hand(tiny_model, images32):
 
 
 def test_margin_experiment(tiny_model, images32):
-    rows, cells = occlusion.margin_experiment(tiny_model, images32, e_values=[1, 2], fills=["mean", "blur"])
+    rows, cells = occlusion.margin_experiment(tiny_model, images32, e=[1, 2], fills=["mean", "blur"])
     assert len(rows) == 4 * 2 * 2 and len(cells) == 4 * 2 * 2 * 64
     assert rows.cam_cosine.between(-1, 1 + 1e-6).all()
     e1 = cells[(cells.e == 1)]

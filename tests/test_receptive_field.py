@@ -126,7 +126,7 @@ def test_misalignment_is_zero_when_each_cell_sees_its_own_patch():
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     erf = rf.effective_receptive_field(model, x)
     irf = rf.implicit_receptive_field((4, 4), (32, 32), "nearest", None)
-    table = rf.misalignment(erf, irf, margin=1, align_corners=False)
+    table = rf.misalignment(erf, irf, e=1, align_corners=False)
     assert len(table) == 2 * 16
     assert table.erf_mass_outside_irf.max() < 1e-6
     assert table.top_q_iou.min() > 0.999
@@ -135,7 +135,7 @@ def test_misalignment_is_zero_when_each_cell_sees_its_own_patch():
     inner = table[table.cell_kind == "interior"]
     assert (corners.margin_mass_ratio > 1).all() and (inner.margin_mass_ratio == 0).all()
     # against bilinear upsampling with aligned corners the same ERFs are misaligned
-    shifted = rf.misalignment(erf, rf.implicit_receptive_field((4, 4), (32, 32)), margin=1)
+    shifted = rf.misalignment(erf, rf.implicit_receptive_field((4, 4), (32, 32)), e=1)
     assert shifted.centroid_distance_px.mean() > 1
 
 
@@ -145,12 +145,12 @@ def test_misalignment_known_numbers():
     erf = torch.zeros(1, 4, 8, 8)
     erf[0, 3, 6, 6] = 0.5  # cell 3's block is rows/cols 4..7
     erf[0, 3, 0, 0] = 0.5
-    row = rf.misalignment(erf, irf, margin=1, align_corners=False, cells=None).iloc[3]
+    row = rf.misalignment(erf, irf, e=1, align_corners=False, cells=None).iloc[3]
     assert row.erf_mass_outside_irf == pytest.approx(0.5)
     assert row.margin_mass_ratio == pytest.approx(0.5 / (28 / 64))  # half the mass in the margin (28 of 64 px)
     assert row.centroid_distance_px == pytest.approx(((3 - 5.5) ** 2 * 2) ** 0.5)  # centroid (3, 3), centre (5.5, 5.5)
     assert row.irf_support_px == 16
-    empty = rf.misalignment(erf, irf, margin=1, align_corners=False).iloc[0]
+    empty = rf.misalignment(erf, irf, e=1, align_corners=False).iloc[0]
     assert empty.erf_mass_outside_irf != empty.erf_mass_outside_irf  # NaN for a cell with no ERF mass
 
 
@@ -160,13 +160,13 @@ def test_misalignment_shape_errors():
         rf.misalignment(torch.zeros(4, 9, 9), irf)
     with pytest.raises(ValueError, match="3 cells were named"):
         rf.misalignment(torch.zeros(4, 8, 8), irf, cells=[0, 1, 2])
-    with pytest.raises(ValueError, match="margin e must be"):
+    with pytest.raises(ValueError, match=r"e \(the frame width in pixels\) must be a positive integer below half .*got 4"):
         rf.margin_mask((8, 8), 4)
 
 
 @pytest.mark.slow
 def test_lite0_centre_cell_is_misaligned(lite0, samples):
-    table = rf.misalignment_table(lite0, samples.images[:1], samples.names[:1], margins=(1, 2))
+    table = rf.misalignment_table(lite0, samples.images[:1], samples.names[:1], e=(1, 2))
     assert len(table) == 49 and set(table.columns) >= {"margin_mass_ratio_e1", "margin_mass_ratio_e2", "model"}
     centre = table[table.cell_kind == "centre"].iloc[0]
     assert centre.erf_mass_outside_irf > 0.5  # SCIENCE.md: about 0.8 on a pretrained model
