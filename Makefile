@@ -44,7 +44,7 @@ SRC_02 := $(CORE_SRC) ama/receptive_field.py
 SRC_03 := $(CORE_SRC) ama/attack.py ama/metrics.py ama/shapes.py
 SRC_04 := $(CORE_SRC) ama/report.py
 
-.PHONY: help env data reproduce check test lab clean-results clean
+.PHONY: help env data reproduce check reference test lab clean-results clean
 
 help: ## List the targets and the run parameters
 	@echo "ama: reproduce 'On the Receptive Field Misalignment in CAM-based Visual Explanations'"
@@ -77,7 +77,7 @@ $(SAMPLES): $(ENV_STAMP) ama/data.py
 NB_PARAMS = $(RUN_DIR)/params.json
 
 reproduce: $(RUN_DIR)/REPORT.md ## Run notebooks 01-04 on the offline default; results under results/<run>/
-	@$(MAKE) --no-print-directory check RUN="$(RUN)" RESULTS="$(RESULTS)" || echo "== WARNING: this run does not match results/reference (differences above)"
+	@$(MAKE) --no-print-directory check RUN="$(RUN)" RESULTS="$(RESULTS)" REFERENCE="$(REFERENCE)" || echo "== WARNING: this run does not match its reference in $(REFERENCE) (differences above)"
 	@echo "== done: $(RUN_DIR)/REPORT.md"
 
 # params.json changes only when a parameter changes, so that notebooks rerun exactly then.
@@ -105,8 +105,11 @@ $(RUN_DIR)/REPORT.md: $(NOTEBOOKS)/04_report.ipynb $(SRC_04) $(NB_OUT)/01_occlus
 	@$(RUN_NB) $<
 	@$(VENV)/bin/jupyter nbconvert --to html --log-level WARN --output-dir $(RUN_DIR) $(NB_OUT)/04_report.ipynb
 
-check: $(ENV_STAMP) ## Compare results/<run>/tables with results/reference (make check RUN=...)
+check: $(ENV_STAMP) ## Compare results/<run>/tables with the reference of the same parameters
 	@$(PY) -m ama.pipeline check --run-dir $(RUN_DIR) --reference $(REFERENCE)
+
+reference: $(RUN_DIR)/REPORT.md ## Save results/<run> as the reference for its parameters (after a deliberate change)
+	@$(PY) -m ama.pipeline reference --run-dir $(RUN_DIR) --reference $(REFERENCE)
 
 # --- tests and exploring --------------------------------------------------------------------
 test: $(ENV_STAMP) $(SAMPLES) ## Run the test suite (builds the environment first if needed)

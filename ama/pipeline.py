@@ -198,25 +198,46 @@ def compare_tables(run: pd.DataFrame, ref: pd.DataFrame, name: str, rtol: float 
     return diffs
 
 
-def check_run(run_dir: str | Path, reference: str | Path) -> tuple[bool, list[str]]:
-    """Compare every reference table with the run's; ``(matches, report lines)``.
+def find_reference(run_params: dict, reference: str | Path) -> Path | None:
+    """The reference folder for a run's parameters: ``reference`` itself when it holds a ``run.json`` (one reference),
+    else the sub-folder ``reference/<run>/`` whose ``run.json`` has the same parameters (the device aside)."""
+    reference = resolve(reference)
+    if (reference / "run.json").is_file():
+        return reference
+    wanted = _comparable(run_params)
+    for folder in sorted(p.parent for p in reference.glob("*/run.json")):
+        if _comparable(json.loads((folder / "run.json").read_text())["params"]) == wanted:
+            return folder
+    return None
 
-    A run whose parameters differ from the reference's is not compared (``matches`` True, said so).
+
+def _comparable(params: dict) -> dict:
+    return {k: v for k, v in RunParams.from_dict(params).to_dict().items() if k != "device"}
+
+
+def check_run(run_dir: str | Path, reference: str | Path) -> tuple[bool, list[str]]:
+    """Compare every table of the reference for the run's parameters with the run's; ``(matches, report lines)``.
+
+    A run whose parameters have no reference is not compared (``matches`` True, said so).
     """
     run_dir, reference = resolve(run_dir), resolve(reference)
     lines: list[str] = []
-    ref_info = json.loads((reference / "run.json").read_text()) if (reference / "run.json").is_file() else None
     run_params = json.loads((run_dir / "params.json").read_text()) if (run_dir / "params.json").is_file() else None
-    if ref_info is None:
-        return True, [f"no reference at {reference}; nothing to compare"]
     if run_params is None:
         return False, [f"{run_dir} has no params.json: is it a run folder? (make reproduce writes one)"]
-    compared = {k: v for k, v in run_params.items() if k != "device"}
-    ref_params = {k: v for k, v in ref_info["params"].items() if k != "device"}
-    if compared != ref_params:
-        changed = sorted(k for k in set(compared) | set(ref_params) if compared.get(k) != ref_params.get(k))
+    if not reference.is_dir():
+        return True, [f"no reference at {reference}; nothing to compare"]
+    folder = find_reference(run_params, reference)
+    if folder is None:
+        known = sorted(p.parent.name for p in reference.glob("*/run.json"))
+        return True, [f"no reference for these parameters in {reference} (references: {', '.join(known) or 'none'}); "
+                      "comparison skipped"]
+    ref_params = _comparable(json.loads((folder / "run.json").read_text())["params"])
+    if _comparable(run_params) != ref_params:
+        changed = sorted(k for k in set(ref_params) | set(_comparable(run_params))
+                         if _comparable(run_params).get(k) != ref_params.get(k))
         return True, [f"the reference is for other parameters ({', '.join(changed)} differ); comparison skipped"]
-    ref_tables = sorted((reference / "tables").glob("*.csv"))
+    ref_tables = sorted((folder / "tables").glob("*.csv"))
     for ref_path in ref_tables:
         run_path = run_dir / "tables" / ref_path.name
         if not run_path.is_file():
@@ -224,9 +245,40 @@ def check_run(run_dir: str | Path, reference: str | Path) -> tuple[bool, list[st
             continue
         lines += compare_tables(pd.read_csv(run_path), pd.read_csv(ref_path), ref_path.stem)
     ok = not lines
-    header = (f"run {run_dir.name} matches the reference: {len(ref_tables)} tables" if ok
-              else f"run {run_dir.name} differs from the reference in {len(lines)} places:")
+    shown = os.path.relpath(folder, ROOT) if folder.is_relative_to(ROOT) else str(folder)
+    header = (f"run {run_dir.name} matches the reference {shown}: {len(ref_tables)} tables" if ok
+              else f"run {run_dir.name} differs from the reference {shown} in {len(lines)} places:")
     return ok, [header, *lines]
+
+
+REFERENCE_FIGURE_COLOURS = 128  # reference figures are palette PNGs: the repository stays small
+
+
+def save_reference(run_dir: str | Path, reference: str | Path) -> Path:
+    """Copy a finished run into ``reference/<run>/``: its tables, ``params.json``, ``run.json``, ``REPORT.md`` and the
+    report's figures (as palette PNGs); replaces an older reference of the same run."""
+    import re
+    import shutil
+
+    from PIL import Image
+
+    run_dir = resolve(run_dir)
+    report = run_dir / "REPORT.md"
+    if not report.is_file():
+        raise FileNotFoundError(f"{run_dir} has no REPORT.md: run make reproduce to the end first")
+    dest = resolve(reference) / run_dir.name
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "figures").mkdir(parents=True)
+    shutil.copytree(run_dir / "tables", tmp / "tables", ignore=shutil.ignore_patterns("*.tmp", "*.md"))
+    for name in ("params.json", "run.json", "REPORT.md"):
+        shutil.copy2(run_dir / name, tmp / name)
+    for figure in sorted(set(re.findall(r"\]\((figures/[^)]+\.png)\)", report.read_text()))):
+        with Image.open(run_dir / figure) as im:
+            im.convert("RGB").quantize(REFERENCE_FIGURE_COLOURS).save(tmp / figure, optimize=True)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.replace(dest)
+    return dest
 
 
 # --- command line used by the Makefile ------------------------------------------------------
@@ -248,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("check", help="compare a run's tables with the reference")
     c.add_argument("--run-dir", required=True)
     c.add_argument("--reference", default="results/reference")
+    r = sub.add_parser("reference", help="save a finished run as the reference for its parameters")
+    r.add_argument("--run-dir", required=True)
+    r.add_argument("--reference", default="results/reference")
     args = parser.parse_args(argv)
     try:
         if args.command == "params":
@@ -262,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "notebook":
             params = json.loads(resolve(args.params).read_text())
             run_notebook(args.notebook, args.run_dir, params, args.kernel, args.timeout, sharded=args.sharded)
+        elif args.command == "reference":
+            print(f"== reference saved: {save_reference(args.run_dir, args.reference)}")
         elif args.command == "check":
             ok, lines = check_run(args.run_dir, args.reference)
             print("\n".join(lines))

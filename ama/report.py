@@ -137,6 +137,116 @@ def claim_attack(run_dir: Path) -> Claim:
 CLAIMS = (claim_misalignment, claim_occlusion, claim_attack)
 
 
+# --- sections beyond the three claims --------------------------------------------------------------
+@dataclass
+class Section:
+    """A report section: a title, sentences written from the run's tables, figures, a table."""
+
+    title: str
+    sentence: str
+    figures: list[str] = field(default_factory=list)
+    table: pd.DataFrame | None = None
+    table_name: str = ""
+
+
+def _reference_attack(df: pd.DataFrame) -> pd.DataFrame:
+    """The reference attack's rows of ``attack_summary``: flip, the run's largest ``n_iter``, 8-bit."""
+    rows = df[(df.setting == "attack") & (df["mode"] == "flip") & df.quantized.astype(bool)]
+    return rows[rows.n_iter == rows.n_iter.max()]
+
+
+def model_table(run_dir: Path) -> pd.DataFrame | None:
+    """One row per model: input size, CAM grid, theoretical RF, the centre cell's ERF mass outside its IRF, the
+    keep-IRF median |change|, and the reference attack's fooling rate and CAM cosine (8-bit) at each ``e``, with each
+    claim's criterion judged for that model (``claim1`` ... ``claim3``)."""
+    tables = run_dir / "tables"
+    sizes, mis, keep, attack = (_read(tables, t) for t in
+                                ("receptive_field_sizes", "misalignment_summary", "occlusion_keep_irf", "attack_summary"))
+    if sizes is None:
+        return None
+    out = sizes[["model", "input_px", "grid", "theoretical_rf_px"]].copy()
+    if mis is not None:
+        centre = mis[mis.cell_kind == "centre"].set_index("model").erf_mass_outside_irf_mean
+        out["centre_erf_mass_outside_irf"] = out.model.map(centre)
+        out["claim1"] = out.centre_erf_mass_outside_irf > MISALIGNED_MASS
+    if keep is not None:
+        med = keep.assign(a=keep.rel_change.abs()).groupby("model").a.median()
+        out["keep_irf_median_change"] = out.model.map(med)
+        out["claim2"] = out.keep_irf_median_change > MOVED_REL_CHANGE
+    if attack is not None:
+        ref = _reference_attack(attack)
+        base = attack[(attack.setting == "random_frame") & attack.quantized.astype(bool)]
+        for e in sorted(ref.e.unique()):
+            at = ref[ref.e == e].set_index("model")
+            out[f"fooling_e{e}"] = out.model.map(at.fooling_rate)
+            out[f"cam_cosine_e{e}"] = out.model.map(at.cam_cosine)
+        e_min = ref.e.min()
+        base_cos = base[base.e == e_min].set_index("model").cam_cosine
+        out["claim3"] = (out[f"fooling_e{e_min}"] > FOOLED_RATE) & (out[f"cam_cosine_e{e_min}"] < out.model.map(base_cos))
+    return out
+
+
+def across_models_figure(run_dir: Path) -> str | None:
+    """``figures/attack_across_models.png``: fooling rate and CAM cosine (reference attack, 8-bit) against ``e``,
+    one line per model; its path relative to the run folder."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from .plots import log_width_axis
+    from .results import save_figure
+
+    df = _read(run_dir / "tables", "attack_summary")
+    if df is None or df.empty:
+        return None
+    ref = _reference_attack(df)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for model, rows in ref.groupby("model", sort=False):
+        for ax, col in zip(axes, ("fooling_rate", "cam_cosine")):
+            ax.plot(rows.e, rows[col], marker="o", label=model)
+    for ax, label in zip(axes, ("fooling rate (prediction changed)", "cosine(clean CAM, adversarial CAM)")):
+        log_width_axis(ax, sorted(ref.e.unique()))
+        ax.set(ylabel=label, ylim=(-0.02, 1.02))
+        ax.grid(alpha=0.3)
+    axes[1].legend(title="model")
+    fig.suptitle(f"The reference attack across models ({int(ref.n_iter.max())} iterations, 8-bit)")
+    fig.tight_layout()
+    save_figure(fig, run_dir, "attack_across_models")
+    plt.close(fig)
+    return "figures/attack_across_models.png"
+
+
+def section_across_models(run_dir: Path) -> Section | None:
+    """*Across models* (runs of more than one model): the per-model table and which claims hold for which model."""
+    table = model_table(run_dir)
+    if table is None or len(table) < 2:
+        return None
+    verdicts = []
+    for k, title in ((1, "misaligned fields"), (2, "occlusion outside the IRF moves the cell"),
+                     (3, "a 1-pixel frame changes CAM and prediction")):
+        col = f"claim{k}"
+        if col not in table:
+            continue
+        broken = list(table.model[~table[col].astype(bool)])
+        verdicts.append(f"claim {k} ({title}) holds for every model" if not broken else
+                        f"claim {k} ({title}) does NOT hold for {', '.join(broken)}")
+    e_cols = [c for c in table.columns if c.startswith("fooling_e")]
+    spread = ""
+    if e_cols:
+        e_min = e_cols[0]
+        lo, hi = table[e_min].idxmin(), table[e_min].idxmax()
+        spread = (f" At e = {e_min.removeprefix('fooling_e')} the reference attack fools from {_pct(table[e_min][lo])} "
+                  f"({table.model[lo]}) to {_pct(table[e_min][hi])} ({table.model[hi]}) of the images.")
+    sentence = (f"{len(table)} models, each at its own input size ({', '.join(f'{m} {p} px' for m, p in zip(table.model, table.input_px))}): "
+                + "; ".join(verdicts) + "." + spread)
+    figure = across_models_figure(run_dir)
+    return Section("Across models", sentence, [figure] if figure else [], table.round(3), "model comparison")
+
+
+SECTIONS = (section_across_models,)
+
+
 def collect_claims(run_dir: str | os.PathLike) -> list[Claim]:
     run_dir = resolve(run_dir)
     return [make(run_dir) for make in CLAIMS]
@@ -176,6 +286,14 @@ def write_report(run_dir: str | os.PathLike) -> Path:
         lines += [f"![{Path(f).stem}]({f})" for f in c.figures] + [""]
         if c.table is not None:
             lines += [f"From `tables/{c.table_name}.csv`:", "", _markdown_table(c.table), ""]
+    for make in SECTIONS:
+        section = make(run_dir)
+        if section is None:
+            continue
+        lines += [f"## {section.title}", "", section.sentence, ""]
+        lines += [f"![{Path(f).stem}]({f})" for f in section.figures] + [""]
+        if section.table is not None:
+            lines += [f"From the run's tables ({section.table_name}):", "", _markdown_table(section.table), ""]
     lines += ["## Criteria", "", __doc__.split("every report):", 1)[1].strip(), ""]
     path = run_dir / "REPORT.md"
     tmp = path.with_suffix(".md.tmp")

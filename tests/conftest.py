@@ -64,6 +64,9 @@ def samples(lite0):
     return ama.sample_images(lite0)
 
 
+FAST_MODELS = ("lite0", "lite1", "lite2")
+
+
 class FastRun:
     """One ``make reproduce FAST=1`` into a temporary results folder, shared by the end-to-end tests."""
 
@@ -87,9 +90,11 @@ def run_make(*args, timeout=900, env=None):
 
 @pytest.fixture(scope="session")
 def fast_run(tmp_path_factory) -> FastRun:
-    """Run the whole pipeline once in fast mode (notebooks 01-04) on CPU; tests assert on its artifacts."""
+    """Run the whole pipeline once in fast mode (every notebook) on CPU, on the three offline models (each at its own
+    input size); tests assert on its artifacts."""
     results = tmp_path_factory.mktemp("results")
-    proc = run_make("reproduce", "FAST=1", "DEVICE=cpu", "RUN=fast", f"RESULTS={results}")
+    proc = run_make("reproduce", "FAST=1", f"MODELS={' '.join(FAST_MODELS)}", "DEVICE=cpu", "RUN=fast",
+                    f"RESULTS={results}")
     run = FastRun(results, proc)
     assert proc.returncode == 0, f"make reproduce FAST=1 failed:\n{run.output[-6000:]}"
     return run

@@ -16,7 +16,7 @@ def test_notebooks_committed_clean_with_tagged_parameters(name):
     assert "parameters" in code[0].metadata.get("tags", [])
     assert all(c.outputs == [] and c.execution_count is None for c in code)
     assert nb.metadata["kernelspec"]["name"] == "ama"
-    for param in ("out_dir", "fast"):
+    for param in ("out_dir",) if name == "04_report" else ("params", "out_dir", "sharded"):
         assert f"{param} = " in code[0].source
 
 
@@ -26,14 +26,16 @@ def test_notebook_01_tables_and_figures(fast_run):
     for stem in ("cam_pipeline", "occlusion_keep_occlude_irf", "occlusion_margin_similarity", "occlusion_margin_delta",
                  "occlusion_sliding_patch"):
         assert (figures / f"{stem}.png").stat().st_size > 10_000 and (figures / f"{stem}.pdf").is_file(), stem
-    keep = pd.read_csv(tables / "occlusion_keep_irf.csv")
+    keep_all = pd.read_csv(tables / "occlusion_keep_irf.csv")
+    assert list(keep_all.model.unique()) == ["lite0", "lite1", "lite2"]
+    keep = keep_all[keep_all.model == "lite0"]
     assert keep.image.nunique() == 2 and set(keep.fill) == {"mean", "black"}
     assert set(keep.cell_kind) == {"centre", "edge", "corner"} and len(keep) == 2 * 2 * 3
     assert keep.occluded_share.between(0, 1).all() and keep.rel_change.abs().max() > 0
-    margin = pd.read_csv(tables / "occlusion_margin.csv")
+    margin = pd.read_csv(tables / "occlusion_margin.csv").query("model == 'lite0'")
     assert len(margin) == 2 * 2 * 2 and margin.cam_cosine.between(-1, 1 + 1e-6).all()
     cells = pd.read_csv(tables / "occlusion_margin_cells.csv")
-    assert len(cells) == len(margin) * 49
+    assert (cells.groupby("model").size() == len(margin) * pd.Series({"lite0": 49, "lite1": 64, "lite2": 81})).all()
 
 
 @pytest.mark.slow
@@ -42,11 +44,13 @@ def test_notebook_02_tables_and_figures(fast_run):
     for stem in ("erf_vs_irf", "misalignment_by_cell_kind", "margin_mass_ratio", "receptive_field_sizes"):
         assert (figures / f"{stem}.png").stat().st_size > 10_000, stem
     table = pd.read_csv(tables / "misalignment.csv")
-    assert len(table) == 49 and table.erf_mass_outside_irf.between(0, 1).all()
+    assert table.groupby("model").size().to_dict() == {"lite0": 2 * 49, "lite1": 2 * 64, "lite2": 2 * 81}
+    assert table.erf_mass_outside_irf.between(0, 1).all()
     assert {f"margin_mass_ratio_e{e}" for e in (1, 2, 4, 8)} <= set(table.columns)
     summary = pd.read_csv(tables / "misalignment_summary.csv")
     assert set(summary.cell_kind) == {"all", "centre", "corner", "edge", "interior"}
-    sizes = pd.read_csv(tables / "receptive_field_sizes.csv").iloc[0]
-    assert sizes.theoretical_rf_px > sizes.input_px and sizes.input_px == 224 and sizes.irf_support_px < sizes.erf90_px
+    sizes = pd.read_csv(tables / "receptive_field_sizes.csv")
+    assert list(sizes.input_px) == [224, 240, 260] and list(sizes.grid) == ["7 x 7", "8 x 8", "9 x 9"]
+    assert (sizes.theoretical_rf_px > sizes.input_px).all() and (sizes.irf_support_px < sizes.erf90_px).all()
     ups = pd.read_csv(tables / "misalignment_upsampling.csv")
-    assert ups.upsampling.nunique() == 4
+    assert ups.upsampling.nunique() == 4 and ups.model.nunique() == 3

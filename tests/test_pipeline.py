@@ -83,10 +83,10 @@ def test_check_run(tmp_path):
     (ref / "run.json").write_text(json.dumps({"params": {**params, "device": "cuda"}}))
     _write_run(run, params, {"misalignment": _table()})
     ok, lines = pipeline.check_run(run, ref)
-    assert ok and "matches the reference: 1 tables" in lines[0]
+    assert ok and "matches the reference" in lines[0] and ": 1 tables" in lines[0]
     _table(value=[0.5, 0.3]).to_csv(run / "tables" / "misalignment.csv", index=False)
     ok, lines = pipeline.check_run(run, ref)
-    assert not ok and "differs from the reference in 1 places" in lines[0]
+    assert not ok and "differs from the reference" in lines[0] and "in 1 places" in lines[0]
     (run / "params.json").write_text(json.dumps({**params, "seed": 1}))
     ok, lines = pipeline.check_run(run, ref)
     assert ok and "seed" in lines[0] and "skipped" in lines[0]
@@ -124,3 +124,36 @@ def test_run_notebook_refuses_untagged_parameters(tmp_path):
     _notebook(nb, "print(1)", tagged=False)
     with pytest.raises(RuntimeError, match="no cell tagged 'parameters'"):
         pipeline.run_notebook(nb, tmp_path / "run", pipeline.make_params(), progress=False)
+
+
+def test_check_run_picks_the_reference_of_the_same_parameters(tmp_path):
+    """A references folder holds one sub-folder per parameter set; a run is compared with its own."""
+    default, three = pipeline.make_params(), pipeline.make_params(models="lite0 lite1 lite2")
+    root, run = tmp_path / "references", tmp_path / "run"
+    for name, params, value in (("a", default, 0.25), ("b", three, 0.75)):
+        _write_run(root / name, params, {"misalignment": _table(value=[0.5, value])})
+        (root / name / "run.json").write_text(json.dumps({"params": params}))
+    _write_run(run, three, {"misalignment": _table(value=[0.5, 0.75])})
+    ok, lines = pipeline.check_run(run, root)
+    assert ok and "references/b" in lines[0].replace(str(tmp_path) + "/", "")
+    (run / "params.json").write_text(json.dumps(pipeline.make_params(seed=4)))
+    ok, lines = pipeline.check_run(run, root)
+    assert ok and "no reference for these parameters" in lines[0] and "references: a, b" in lines[0]
+
+
+def test_save_reference_copies_the_run(tmp_path):
+    from PIL import Image
+
+    run = tmp_path / "runs" / "r1"
+    _write_run(run, pipeline.make_params(), {"misalignment": _table()})
+    (run / "run.json").write_text(json.dumps({"params": pipeline.make_params()}))
+    (run / "figures").mkdir()
+    Image.new("RGB", (20, 10), (200, 10, 10)).save(run / "figures" / "f.png")
+    Image.new("RGB", (20, 10)).save(run / "figures" / "unused.png")
+    (run / "REPORT.md").write_text("# r\n![f](figures/f.png)\n")
+    dest = pipeline.save_reference(run, tmp_path / "ref")
+    assert dest == tmp_path / "ref" / "r1" and (dest / "tables" / "misalignment.csv").is_file()
+    assert (dest / "figures" / "f.png").is_file() and not (dest / "figures" / "unused.png").exists()
+    assert Image.open(dest / "figures" / "f.png").mode == "P"
+    ok, lines = pipeline.check_run(run, tmp_path / "ref")
+    assert ok and "matches" in lines[0]

@@ -171,3 +171,19 @@ def test_lite0_centre_cell_is_misaligned(lite0, samples):
     centre = table[table.cell_kind == "centre"].iloc[0]
     assert centre.erf_mass_outside_irf > 0.5  # SCIENCE.md: about 0.8 on a pretrained model
     assert rf.theoretical_receptive_field(lite0) > 224
+
+
+def test_erf_centroid_extent_and_irf_width_known_numbers():
+    m = torch.zeros(2, 10, 10)
+    m[0, 2, 3] = 0.25
+    m[0, 6, 7] = 0.75                       # centroid (0.25*2 + 0.75*6, 0.25*3 + 0.75*7) = (5, 6)
+    assert rf.erf_centroid(m)[0].tolist() == pytest.approx([5.0, 6.0])
+    assert torch.isnan(rf.erf_centroid(m)[1]).all()  # an all-zero map has no centroid
+    e = torch.zeros(1, 10, 10)
+    e[0, 4:6, 4:6] = 0.2                    # 80% in the central 2 x 2 square around (5, 5)
+    e[0, 0, 0] = 0.2                        # 20% in the corner
+    assert rf.erf_extent(e, 0.8).tolist() == [2.0]
+    assert rf.erf_extent(e, 0.9).tolist() == [10.0]  # only the whole image holds 90%
+    # bilinear with corners aligned: a 7 x 7 map on 224 px, cells 223/6 = 37.17 px apart: the centre tent is 74 px wide
+    assert rf.irf_width((7, 7), (224, 224)) == 74
+    assert rf.irf_width((2, 2), (8, 8), cell=0) == 7  # corner cell of a 2 x 2 map reaches all but the last column

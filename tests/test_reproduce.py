@@ -112,3 +112,37 @@ def test_paper_setting_loads_weights_from_torch_home(tmp_path):
                     "RUN=paper", env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "paper" / "params.json").read_text())["models"] == ["resnet50", "resnext50_32x4d"]
+
+
+def test_report_compares_the_models(fast_run):
+    report = (fast_run.dir / "REPORT.md").read_text()
+    assert "## Across models" in report and "3 models, each at its own input size (lite0 224 px, lite1 240 px, " \
+                                             "lite2 260 px)" in report
+    section = report.split("## Across models", 1)[1].split("\n## ", 1)[0]
+    for k in (1, 2, 3):
+        assert f"claim {k} (" in section
+    assert (fast_run.dir / "figures" / "attack_across_models.png").stat().st_size > 10_000
+    from ama.report import model_table
+
+    table = model_table(fast_run.dir)
+    assert list(table.model) == ["lite0", "lite1", "lite2"] and list(table.grid) == ["7 x 7", "8 x 8", "9 x 9"]
+    summary = pd.read_csv(fast_run.dir / "tables" / "attack_summary.csv")
+    ref = summary[(summary.setting == "attack") & (summary["mode"] == "flip") & summary.quantized & (summary.e == 1)]
+    assert table.set_index("model").fooling_e1.to_dict() == pytest.approx(ref.set_index("model").fooling_rate.to_dict())
+
+
+def test_two_processes_give_the_one_process_tables(fast_run, tmp_path):
+    """make reproduce NPROC=2 (torchrun, 2 CPU ranks) on lite0 writes the lite0 rows of the shared one-process run:
+    per image and per model the experiments are independent, so the split and the other models change nothing."""
+    from ama.pipeline import compare_tables
+
+    proc = run_make("reproduce", "FAST=1", "MODELS=lite0", "NPROC=2", "DEVICE=cpu", "RUN=nproc2",
+                    f"RESULTS={tmp_path}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "== attack: merged 2 part(s)" in proc.stdout
+    two = sorted((tmp_path / "nproc2" / "tables").glob("*.csv"))
+    assert len(two) >= 16
+    for path in two:
+        one = pd.read_csv(fast_run.dir / "tables" / path.name)
+        one = one[one.model == "lite0"].reset_index(drop=True)
+        assert compare_tables(pd.read_csv(path), one, path.stem) == [], path.stem
