@@ -212,7 +212,12 @@ def find_reference(run_params: dict, reference: str | Path) -> Path | None:
 
 
 def _comparable(params: dict) -> dict:
-    return {k: v for k, v in RunParams.from_dict(params).to_dict().items() if k != "device"}
+    """Parameters as compared between runs: normalised, the device aside (an older layout is kept as it is)."""
+    try:
+        params = RunParams.from_dict(params).to_dict()
+    except ValueError:
+        pass
+    return {k: v for k, v in params.items() if k != "device"}
 
 
 def check_run(run_dir: str | Path, reference: str | Path) -> tuple[bool, list[str]]:
