@@ -76,6 +76,11 @@ class FastRun:
         self.proc = proc
         self.output = proc.stdout + proc.stderr
 
+    @staticmethod
+    def args(results) -> list[str]:
+        """The make variables of the shared run (a rerun with the same ones must find everything up to date)."""
+        return ["FAST=1", f"MODELS={' '.join(FAST_MODELS)}", "DEVICE=cpu", "RUN=fast", f"RESULTS={results}"]
+
 
 def run_make(*args, timeout=900, env=None):
     import subprocess
@@ -93,8 +98,7 @@ def fast_run(tmp_path_factory) -> FastRun:
     """Run the whole pipeline once in fast mode (every notebook) on CPU, on the three offline models (each at its own
     input size); tests assert on its artifacts."""
     results = tmp_path_factory.mktemp("results")
-    proc = run_make("reproduce", "FAST=1", f"MODELS={' '.join(FAST_MODELS)}", "DEVICE=cpu", "RUN=fast",
-                    f"RESULTS={results}")
+    proc = run_make("reproduce", *FastRun.args(results))
     run = FastRun(results, proc)
     assert proc.returncode == 0, f"make reproduce FAST=1 failed:\n{run.output[-6000:]}"
     return run

@@ -49,7 +49,7 @@ def test_tables_are_tidy(fast_run):
 def test_up_to_date_notebooks_are_not_rerun(fast_run):
     run = fast_run.dir
     before = {nb: (run / "notebooks" / f"{nb}.ipynb").stat().st_mtime_ns for nb in NOTEBOOKS}
-    proc = run_make("reproduce", "FAST=1", "DEVICE=cpu", "RUN=fast", f"RESULTS={fast_run.results}")
+    proc = run_make("reproduce", *fast_run.args(fast_run.results))
     assert proc.returncode == 0, proc.stderr
     assert ": running" not in proc.stdout
     assert before == {nb: (run / "notebooks" / f"{nb}.ipynb").stat().st_mtime_ns for nb in NOTEBOOKS}
