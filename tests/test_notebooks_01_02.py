@@ -46,7 +46,7 @@ def test_notebook_02_tables_and_figures(fast_run):
     table = pd.read_csv(tables / "misalignment.csv")
     assert table.groupby("model").size().to_dict() == {"lite0": 2 * 49, "lite1": 2 * 64, "lite2": 2 * 81}
     assert table.erf_mass_outside_irf.between(0, 1).all()
-    assert {f"margin_mass_ratio_e{e}" for e in (1, 2, 4, 8)} <= set(table.columns)
+    assert {f"margin_mass_ratio_e{e}" for e in (1, 2)} <= set(table.columns)  # FAST: the two smallest e
     summary = pd.read_csv(tables / "misalignment_summary.csv")
     assert set(summary.cell_kind) == {"all", "centre", "corner", "edge", "interior"}
     sizes = pd.read_csv(tables / "receptive_field_sizes.csv")
