@@ -22,6 +22,8 @@ SEED ?= 0
 DEVICE ?= auto
 FAST ?= 0
 NB_TIMEOUT ?= 3600
+PORT ?= 8888
+LAB_ARGS ?=
 empty :=
 space := $(empty) $(empty)
 slug = $(subst $(space),-,$(strip $(1)))
@@ -49,6 +51,7 @@ help: ## List the targets and the run parameters
 	@echo "Run parameters (make reproduce VAR=value ...):"
 	@echo "  MODELS=\"$(MODELS)\" IMAGES=$(IMAGES) N_IMAGES=$(N_IMAGES) E=\"$(E)\" N_ITER=$(N_ITER) LAMB=$(LAMB)"
 	@echo "  SEED=$(SEED) DEVICE=$(DEVICE) FAST=$(FAST) -> results/$(RUN)/"
+	@echo "make lab: PORT=$(PORT) LAB_ARGS=\"$(LAB_ARGS)\" (extra jupyter lab options, e.g. --ServerApp.ip=0.0.0.0)"
 
 # --- environment ----------------------------------------------------------------------------
 env: $(ENV_STAMP) ## Create .venv from the pinned lock and register the 'ama' Jupyter kernel
@@ -99,8 +102,8 @@ check: $(ENV_STAMP) ## Compare results/<run>/tables with results/reference (make
 test: $(ENV_STAMP) $(SAMPLES) ## Run the test suite (builds the environment first if needed)
 	$(PY) -m pytest -q
 
-lab: $(ENV_STAMP) $(SAMPLES) ## Start JupyterLab on the kit's kernel
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+lab: $(ENV_STAMP) $(SAMPLES) ## JupyterLab on notebooks/00_explore.ipynb, kernel ama (PORT=8888, LAB_ARGS="..."); URL printed last
+	@$(PY) -m ama.lab --port "$(PORT)" --notebook-dir "$(NOTEBOOKS)" -- $(LAB_ARGS)
 
 clean-results: ## Delete results/ runs (keeps results/reference)
 	find results -mindepth 1 -maxdepth 1 ! -name reference ! -name README.md -exec rm -rf {} +
