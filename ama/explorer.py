@@ -198,6 +198,14 @@ class Explorer:
         return "\n".join(lines)
 
     # --- figures ----------------------------------------------------------------------------
+    def show(self, key: str = "attack"):
+        """One of :attr:`figures` as a PNG for notebook output (whatever matplotlib backend is active)."""
+        from IPython.display import Image
+
+        if key not in self.figures:
+            raise ValueError(f"no {key!r} figure yet; have {sorted(self.figures)} (select a cell / run the attack first)")
+        return Image(data=figure_png(self.figures[key]))
+
     def _cam_figure(self) -> Figure:
         fig = Figure(figsize=(4, 4.2))
         ax = fig.add_subplot()

@@ -89,6 +89,12 @@ def test_select_model_by_name_reloads_the_image_at_its_size(explorer):
         explorer.select_model("no-such-model")
 
 
+def test_show_gives_a_png_of_a_figure_once_it_exists(explorer):
+    assert explorer.show("cam").data[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="no 'attack' figure yet"):
+        explorer.show("attack")
+
+
 def test_cell_colours_follow_the_colormap():
     colours = cell_colours(torch.tensor([[0.0, 1.0]]))
     assert colours == ["#000080", "#800000"]  # jet's ends: dark blue, dark red

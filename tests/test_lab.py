@@ -76,6 +76,8 @@ def test_make_lab_serves_the_notebooks_with_the_ama_kernel(tmp_path):
             assert proc.poll() is None, "make lab exited:\n" + "".join(lines)
             assert time.monotonic() < deadline, f"no URL within {START_TIMEOUT_S} s:\n" + "".join(lines)
             time.sleep(0.2)
+        time.sleep(2)
+        assert lines[-1].startswith("http"), "the URL must be the last line printed: " + "".join(lines[-3:])
         url = urlparse(lines[-1].strip())
         assert url.hostname in ("127.0.0.1", "localhost", "::1") and url.path == "/lab/tree/00_explore.ipynb"
         token = parse_qs(url.query)["token"][0]
@@ -88,7 +90,6 @@ def test_make_lab_serves_the_notebooks_with_the_ama_kernel(tmp_path):
                 "03_adversarial_marginal_attack.ipynb", "04_report.ipynb"} <= names
         explorer = _get(f"{base}/api/contents/00_explore.ipynb", token)
         assert explorer["content"]["metadata"]["kernelspec"]["name"] == "ama"
-        assert lines[-1].startswith("http"), "the URL must stay the last line: " + "".join(lines[-3:])
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
