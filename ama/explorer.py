@@ -328,17 +328,17 @@ class _ExplorerUI:
         """Redraw the cell grid and the figures from the explorer's state."""
         ex, W = self.ex, self.W
         h, w = ex.grid
-        values = ex.cam.flatten().tolist()
-        buttons = []
-        for k, (value, colour) in enumerate(zip(values, cell_colours(ex.cam))):
-            b = W.Button(description=f"{value:.2f}", tooltip=f"cell {k} = ({k // w}, {k % w})",
-                         layout=W.Layout(width="46px", height="30px", padding="0"))
+        if len(self.cells.children) != h * w:  # a new grid size: new buttons (else they are only recoloured)
+            buttons = [W.Button(tooltip=f"cell {k} = ({k // w}, {k % w})",
+                                layout=W.Layout(width="46px", height="30px", padding="0")) for k in range(h * w)]
+            for k, b in enumerate(buttons):
+                b.on_click(lambda _, k=k: self._call(ex.select_cell, k))
+            self.cells.children = buttons
+            self.cells.layout = W.Layout(grid_template_columns=f"repeat({w}, 48px)", grid_gap="2px")
+        for k, (b, value, colour) in enumerate(zip(self.cells.children, ex.cam.flatten().tolist(), cell_colours(ex.cam))):
+            b.description = f"{value:.2f}"
             b.style.button_color = colour
             b.style.font_weight = "bold" if k == ex.cell else "normal"
-            b.on_click(lambda _, k=k: self._call(ex.select_cell, k))
-            buttons.append(b)
-        self.cells.children = buttons
-        self.cells.layout = W.Layout(grid_template_columns=f"repeat({w}, 48px)", grid_gap="2px")
         self.e.max = max(1, (min(ex.size) + 1) // 2 - 1)
         for key, view in self.views.items():
             fig = ex.figures.get(key)

@@ -115,7 +115,9 @@ def test_widget_buttons_select_cells_and_run_the_attack(explorer):
     assert explorer.result.params["e"] == 1 and explorer.result.params["n_iter"] == 2
     assert ui.progress.value == ui.progress.max == 2 and bytes(ui.views["attack"].value[:4]) == b"\x89PNG"
     assert "attack e = 1, 2 steps" in ui.status.value
+    assert buttons[5].style.font_weight == "bold" and ui.cells.children[0] is buttons[0]
     ui.image.value = "coffee"  # a dropdown choice calls select_image
+    assert ui.cells.children[5].description == f"{explorer.cam.flatten()[5].item():.2f}"
     assert explorer.image_name == "coffee" and explorer.result is None and ui.views["attack"].layout.display == "none"
     ui._call(explorer.select_cell, 99)  # a bad click shows the one-line error instead of raising
     assert "ValueError: cell must be an integer" in ui.status.value
