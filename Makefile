@@ -23,6 +23,8 @@ DEVICE ?=
 FAST ?= 0
 NPROC ?= 1
 NB_TIMEOUT ?= 3600
+PORT ?= 8888
+LAB_ARGS ?=
 PARAM_ARGS = --models "$(MODELS)" --images "$(IMAGES)" --n-images "$(N_IMAGES)" --e "$(E)" --n-iter "$(N_ITER)" \
   --lamb "$(LAMB)" --seed "$(SEED)" --device "$(DEVICE)" --fast "$(FAST)"
 # ama/params.py needs only the standard library: the run's name is known before .venv exists.
@@ -115,8 +117,8 @@ reference: $(RUN_DIR)/REPORT.md ## Save results/<run> as the reference for its p
 test: $(ENV_STAMP) $(SAMPLES) ## Run the test suite (builds the environment first if needed)
 	$(PY) -m pytest -q
 
-lab: $(ENV_STAMP) $(SAMPLES) ## Start JupyterLab on the kit's kernel
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+lab: $(ENV_STAMP) $(SAMPLES) ## JupyterLab on notebooks/00_explore.ipynb, kernel ama (PORT=8888, LAB_ARGS="..."); URL printed last
+	@$(PY) -m ama.lab --port "$(PORT)" --notebook-dir "$(NOTEBOOKS)" -- $(LAB_ARGS)
 
 clean-results: ## Delete results/ runs (keeps results/reference)
 	find results -mindepth 1 -maxdepth 1 ! -name reference ! -name README.md -exec rm -rf {} +
