@@ -56,6 +56,7 @@ help: ## List the targets and the run parameters
 	@echo "Run parameters (make reproduce VAR=value ...; defaults in ama/params.py):"
 	@$(PYTHON) ama/params.py json $(PARAM_ARGS)
 	@echo "NPROC=$(NPROC) (processes for the heavy experiments, through torchrun) -> $(RESULTS)/$(RUN)/"
+	@echo "make lab: PORT=$(PORT) LAB_ARGS=\"$(LAB_ARGS)\" (extra jupyter lab options, e.g. --ServerApp.ip=0.0.0.0)"
 
 # --- environment ----------------------------------------------------------------------------
 env: $(ENV_STAMP) ## Create .venv from the pinned lock and register the 'ama' Jupyter kernel
