@@ -343,6 +343,8 @@ def _run_attack(args) -> int:
 
     _check_attack_args(args)  # everything that can be checked before the model loads
     launch = launch_from_env()
+    if args.image and launch.distributed:
+        raise CLIError("--image under torchrun would attack one image N times; give a folder with --images")
     check_writable(Path(args.out).expanduser().absolute())
     args.out = str(Path(args.out).expanduser().absolute())
     model = load_cli_model(args.model_name, rank_device(args.device, launch), args.checkpoint)

@@ -130,3 +130,10 @@ def test_concurrent_runs_do_not_duplicate_rows(folder, tmp_path):
         assert re.search(r"error: .*: another run \(pid \d+\) is writing this folder", err)
     table = pd.read_csv(out / "attack_metrics.csv")
     assert len(table) == 7 * 2 and not table.duplicated(["file", "e", "quantized"]).any()
+
+
+def test_single_image_refused_under_torchrun(folder, tmp_path, monkeypatch, capsys):
+    _as_rank(monkeypatch, 0)
+    rc = cli.main(["attack", "--image", str(folder / "im1.png"), "--out", str(tmp_path), *SETTINGS])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == "error: --image under torchrun would attack one image N times; give a folder with --images"
