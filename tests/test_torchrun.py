@@ -120,7 +120,7 @@ def test_rank_killed_mid_run_then_restarted(folder, tmp_path, monkeypatch, capsy
 def test_concurrent_runs_do_not_duplicate_rows(folder, tmp_path):
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "ama", "attack", "--images", str(folder), "--e", "1", "--out", str(out),
-            *SETTINGS[:2], "--n_iter", "30", "--batch-size", "1", "--device", "cpu"]
+            *SETTINGS[:2], "--n_iter", "10", "--batch-size", "1", "--device", "cpu"]
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
              for _ in range(2)]
     results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
