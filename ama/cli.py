@@ -5,9 +5,14 @@ Commands:
 * ``attack``: the adversarial marginal attack, with the reference script's flags and defaults
   (``--model_name``, ``--image``, ``--e``, ``--n_iter 100``, ``--lamb 100``, ``--device``) plus ``--mode``,
   ``--target``, ``--seed``, ``--out``. ``--image`` writes ``<image>_ama_<e>.png`` (the 2 x 2 figure),
-  ``<image>_ama_<e>_adv.png`` (the adversarial image, lossless 8-bit) and ``<image>_ama_<e>.json`` (metrics).
-  ``--images FOLDER`` appends one row per image, setting and quantisation to ``<out>/attack_metrics.csv`` as each
-  batch finishes (atomically); a rerun skips what is done.
+  ``<image>_ama_<e>_adv.png`` (the adversarial image, lossless 8-bit) and ``<image>_ama_<e>.json`` (metrics);
+  settings other than the defaults are added to the name (``<image>_ama_<e>_it50_lamb10_keep``).
+  ``--images FOLDER`` appends one row per image (keyed by its path in the folder, suffix included), setting and
+  quantisation to this rank's part file ``<out>/parts/attack_metrics.rank<r>.csv`` as each batch finishes, then
+  merges the parts into ``<out>/attack_metrics.csv`` (see :mod:`ama.runstore`); a rerun does only what is missing,
+  and a second run into the same folder refuses at once. Under ``torchrun`` each rank takes a strided shard
+  (see :mod:`ama.distributed`); use ``--frame-width`` there (torchrun claims ``--e``).
+* ``merge OUT``: write ``OUT/attack_metrics.csv`` from the part files; refuses duplicate or missing rows.
 * ``cam``: the CAM figure of one image (image, CAM cells, saliency overlay) as ``<image>_cam.png``.
 
 ``--model_name`` takes a kit model name (``lite0``, the paper's torchvision names, ``timm:<name>``) or a
@@ -24,24 +29,45 @@ import logging
 import sys
 from pathlib import Path
 
+from ama.runstore import TABLE_NAME as CSV_NAME, RunStoreError
+
 log = logging.getLogger("ama")
 
-CSV_NAME = "attack_metrics.csv"
-# Columns that say which setting a row belongs to (with the image name: a finished row).
-SETTING_COLUMNS = ("model", "e", "mode", "n_iter", "lamb", "seed", "target")
+# The single-image defaults (the reference script's); other values go into the output file names.
+DEFAULTS = dict(n_iter=100, lamb=100.0, mode="flip", seed=0, target=None)
 
 
 class CLIError(ValueError):
     """A user error; printed as one line."""
 
 
+def check_device(device: str) -> str:
+    """``auto``, ``cpu``, ``cuda``, ``cuda:N`` (and ``mps`` where torch has it), else a one-line CLIError."""
+    import re
+
+    import torch
+
+    valid = ["auto", "cpu", "cuda", "cuda:N"]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        valid.append("mps")
+    if device in valid or re.fullmatch(r"cuda:\d+", device):
+        return device
+    raise CLIError(f"--device {device!r} is not valid; use one of {', '.join(valid)}")
+
+
 # --- models ---------------------------------------------------------------------------------
-def load_cli_model(name: str, device: str = "auto"):
-    """A kit model by name, or ``module:function`` (a factory returning a CAMModel), on ``device``."""
+def load_cli_model(name: str, device: str = "auto", checkpoint: str | None = None):
+    """A kit model by name, or ``module:function`` (a factory returning a CAMModel), on ``device``.
+
+    ``checkpoint``: a state-dict file replacing a kit model's weights (:func:`ama.load_model`)."""
     import ama
     from ama.models import CAMModel, resolve_device
 
     if ":" in name and not name.startswith("timm:"):
+        if checkpoint is not None:
+            raise CLIError(f"--checkpoint works with kit model names, not with a factory ({name!r}); "
+                           f"load the weights in your factory")
         module, _, func = name.partition(":")
         try:
             factory = getattr(importlib.import_module(module), func)
@@ -51,14 +77,16 @@ def load_cli_model(name: str, device: str = "auto"):
         if not isinstance(model, CAMModel):
             raise CLIError(f"model factory {name!r} returned {type(model).__name__}, not an ama.CAMModel")
         return model.to(resolve_device(device))
-    return ama.load_model(name, device=device)
+    return ama.load_model(name, device=device, checkpoint=checkpoint)
 
 
 # --- parsers --------------------------------------------------------------------------------
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model_name", "--model-name", "--model", dest="model_name", default="lite0",
                    help="lite0 (default, offline), resnet50, resnet101, ..., timm:<name>, or module:factory")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: CUDA when present, else CPU)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: CUDA when present, else CPU; "
+                   "under torchrun each rank takes cuda:LOCAL_RANK)")
+    p.add_argument("--checkpoint", default=None, help="a state-dict file replacing the model's pretrained weights")
 
 
 def _add_attack(sub) -> argparse.ArgumentParser:
@@ -68,7 +96,8 @@ def _add_attack(sub) -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", help="one image file")
     src.add_argument("--images", help="a folder of images (recursive); results appended to <out>/attack_metrics.csv")
-    p.add_argument("--e", type=int, nargs="+", default=[1], help="frame width(s) in pixels (default 1)")
+    p.add_argument("--e", "--frame-width", dest="e", type=int, nargs="+", default=[1],
+                   help="frame width(s) in pixels (default 1); under torchrun write --frame-width (torchrun claims --e)")
     p.add_argument("--n_iter", "--n-iter", dest="n_iter", type=int, default=100, help="iterations (default 100)")
     p.add_argument("--lamb", type=float, default=100.0, help="weight of the CAM term (default 100)")
     p.add_argument("--mode", default="flip", choices=("flip", "keep"),
@@ -93,6 +122,14 @@ def _add_cam(sub) -> argparse.ArgumentParser:
     return p
 
 
+def _add_merge(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("merge", help="merge a folder run's part files into its table",
+                       description="Write OUT/attack_metrics.csv from OUT/parts; refuse duplicate or missing rows.")
+    p.add_argument("out", help="the --out folder of a folder run")
+    p.add_argument("--allow-missing", action="store_true", help="write the table even if planned rows are missing")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ama", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
@@ -103,8 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --- attack ---------------------------------------------------------------------------------
 def _check_attack_args(args) -> None:
+    """What can be checked before the model loads (``e`` against the input size: :func:`_check_e_for`)."""
+    import math
+
+    check_device(args.device)
     if args.n_iter < 1:
         raise CLIError(f"--n_iter must be positive, got {args.n_iter}")
+    if not math.isfinite(args.lamb):
+        raise CLIError(f"--lamb must be a finite number, got {args.lamb}")
     if args.lamb < 0:
         raise CLIError(f"--lamb must be non-negative, got {args.lamb:g}")
     if args.batch_size < 1:
@@ -114,6 +157,37 @@ def _check_attack_args(args) -> None:
         raise CLIError(f"--e must be positive integers, got {bad[0]}")
     if len(set(args.e)) != len(args.e):
         raise CLIError(f"--e lists a value twice: {args.e}")
+
+
+def _check_e_for(args, model) -> None:
+    """``e`` against the model's input size, right after loading and before any image work."""
+    from ama.attack import _check_e
+
+    for e in args.e:
+        try:
+            _check_e(e, model.input_size)
+        except ValueError as err:
+            raise CLIError(f"--e {e}: {err}") from None
+
+
+def output_stem(image: str, e: int, args) -> str:
+    """``<image>_ama_<e>`` for the default settings (the reference script's name), the other settings appended
+    otherwise (``<image>_ama_<e>_it50_lamb10_keep_seed1_target-disc``) so reruns do not overwrite each other."""
+    import re
+
+    stem = f"{image}_ama_{e}"
+    if args.n_iter != DEFAULTS["n_iter"]:
+        stem += f"_it{args.n_iter}"
+    if args.lamb != DEFAULTS["lamb"]:
+        stem += f"_lamb{args.lamb:g}"
+    if args.mode != DEFAULTS["mode"]:
+        stem += f"_{args.mode}"
+    if args.seed != DEFAULTS["seed"]:
+        stem += f"_seed{args.seed}"
+    if args.target is not None:
+        stem += "_target-" + re.sub(r"[^A-Za-z0-9.-]+", "-", Path(args.target).name if Path(args.target).suffix
+                                    else args.target).strip("-")
+    return stem
 
 
 def _target(args, model, x):
@@ -130,9 +204,21 @@ def _target(args, model, x):
 
 
 def _rows(result, args):
+    """The result's metric rows with the ``target`` column."""
     df = result.metrics.copy()
     df.insert(df.columns.get_loc("quantized"), "target", args.target or "")
     return df
+
+
+def _open_one(path, model):
+    """One image alone; OS-level failures (a symlink loop, a permission) become one-line ImageLoadErrors."""
+    from ama.data import ImageLoadError, load_image
+
+    try:
+        return load_image(path, model)
+    except (OSError, RuntimeError) as err:
+        reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
+        raise ImageLoadError(f"{path}: cannot be opened ({reason})") from None
 
 
 def _attack_one(args, model) -> int:
@@ -142,18 +228,15 @@ def _attack_one(args, model) -> int:
     import matplotlib.pyplot as plt
 
     from ama.attack import attack_figure, marginal_attack, save_png
-    from ama.data import load_image
-    from ama.paths import resolve
 
-    path = resolve(args.image)
-    x = load_image(path, model)
-    out = resolve(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    path = Path(args.image).expanduser().absolute()
+    x = _open_one(path, model)
+    out = Path(args.out)
     target = _target(args, model, x)
     for e in args.e:
         r = marginal_attack(model, x, e=e, n_iter=args.n_iter, lamb=args.lamb, mode=args.mode, target_map=target,
                             seed=args.seed, names=[path.stem])
-        stem = f"{path.stem}_ama_{e}"
+        stem = output_stem(path.stem, e, args)
         fig = attack_figure(r, 0, quantized=True)
         fig.savefig(out / f"{stem}.png", dpi=120, bbox_inches="tight")
         plt.close(fig)
@@ -170,94 +253,103 @@ def _attack_one(args, model) -> int:
     return 0
 
 
-def _done(csv: Path, settings: dict) -> dict:
-    """``{e: set of image names}`` already in ``csv`` for this run's settings (both quantisations present)."""
-    import pandas as pd
-
-    if not csv.is_file():
-        return {e: set() for e in settings}
-    df = pd.read_csv(csv, keep_default_na=False, dtype={"target": str, "image": str})
-    done = {}
-    for e, setting in settings.items():
-        sel = pd.Series(True, index=df.index)
-        for k, v in setting.items():
-            col = df[k]
-            sel &= (col.astype(float) == float(v)) if isinstance(v, (int, float)) else (col.astype(str) == str(v))
-        counts = df[sel].groupby("image").quantized.nunique()
-        done[e] = set(counts[counts == 2].index)
-    return done
+def append_rows(part, df) -> None:
+    """Append ``df``'s rows to this rank's part file (:meth:`ama.runstore.RankPart.append`, atomic)."""
+    part.append(df)
 
 
-def append_rows(csv: Path, df) -> None:
-    """Append ``df``'s rows to ``csv`` atomically (old content + new rows to a temporary file, then rename)."""
-    text = df.to_csv(index=False, header=not csv.is_file(), float_format="%.6g")
-    if csv.is_file():
-        old = csv.read_text()
-        header = old.split("\n", 1)[0]
-        if header != ",".join(df.columns):
-            raise CLIError(f"{csv} has other columns than this version writes; use another --out")
-        text = old + ("" if old.endswith("\n") else "\n") + text
-    tmp = csv.with_name(csv.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(csv)
+def file_key(path: Path, root: Path) -> str:
+    """The run-store key of an image: its path relative to the folder, suffix included (POSIX separators)."""
+    return path.relative_to(root).as_posix() if root is not None else path.name
 
 
-def _attack_folder(args, model) -> int:
+def _attack_folder(args, model, launch) -> int:
     from ama.data import list_images
+    from ama.distributed import shard
     from ama.paths import resolve
+    from ama.runstore import RankLock, RankPart, done_keys, merge
 
-    out = resolve(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    csv = out / CSV_NAME
-    records = list_images(args.images, n=args.n_images, seed=args.seed)
-    settings = {e: dict(model=model.name, e=e, mode=args.mode, n_iter=args.n_iter, lamb=args.lamb, seed=args.seed,
-                        target=args.target or "") for e in args.e}
-    done = _done(csv, settings)
-    names = {r.name for r in records}
-    total = len(records) * len(args.e)
-    initial = sum(len(done[e] & names) for e in args.e)
-    skipped_files = {}
-    data_log = log
-    level = data_log.level
-    data_log.setLevel(logging.ERROR)  # bad files are reported here, once, not once per batch and setting
-    try:
-        _folder_loop(args, model, csv, settings, done, total, initial, skipped_files)
-    finally:
-        data_log.setLevel(level)
-    n_done = sum(len(v) for v in _done(csv, settings).values())
-    print(f"{n_done} image x setting results in {csv}" +
-          (f"; {len(skipped_files)} bad file(s) skipped: {', '.join(sorted(skipped_files))}" if skipped_files else ""))
+    out = Path(args.out)
+    root = resolve(args.images)
+    records = list_images(root, n=args.n_images, seed=args.seed)
+    root = root if root.is_dir() else root.parent
+    keyed = sorted((file_key(rec.path, root), rec) for rec in records)
+    mine = shard(keyed, launch)
+    settings = [dict(model=model.name, e=e, mode=args.mode, n_iter=args.n_iter, lamb=args.lamb, seed=args.seed,
+                     target=args.target or "") for e in args.e]
+    skipped: dict[str, str] = {}
+    with RankLock(out, launch.rank, launch.world, launch.run_id):
+        part = RankPart(out, launch.rank)
+        part.write_plan([k for k, _ in mine], settings)
+        level = log.level
+        log.setLevel(logging.ERROR)  # bad files are reported here, once, not once per batch and setting
+        try:
+            _folder_loop(args, model, part, mine, settings, done_keys(out), skipped)
+        finally:
+            log.setLevel(level)
+        part.write_plan([k for k, _ in mine], settings, skipped, finished=True)
+    where = f" (rank {launch.rank} of {launch.world})" if launch.distributed else ""
+    listing = "; ".join(f"{k}: {v}" for k, v in sorted(skipped.items()))
+    if mine and len(skipped) == len(mine):
+        raise CLIError(f"no image of {root}{where} could be attacked; {len(skipped)} bad file(s) skipped: {listing}")
+    table, missing = merge(out)
+    print(f"{len(table)} rows in {out / CSV_NAME}{where}" +
+          (f"; {len(missing)} row(s) of other ranks still missing (they merge when they end)" if missing else "") +
+          (f"; {len(skipped)} bad file(s) skipped: {listing}" if skipped else ""))
     return 0
 
 
-def _folder_loop(args, model, csv, settings, done, total, initial, skipped_files) -> None:
+def _folder_loop(args, model, part, mine, settings, done, skipped) -> None:
     from tqdm import tqdm  # plain text bar: no widget warning under papermill, few lines in logs
 
-    from ama.attack import marginal_attack
-    from ama.data import iter_batches
+    import ama.attack
+    from ama.data import load_records
+    from ama.runstore import setting_key
 
-    with tqdm(total=total, initial=initial, desc="attack", unit="img", mininterval=5, file=sys.stderr) as bar:
-        for e in args.e:
-            for batch in iter_batches(args.images, model, args.batch_size, n=args.n_images, seed=args.seed,
-                                      skip=done[e]):
-                for name, reason in batch.skipped:
-                    if name not in skipped_files:
-                        skipped_files[name] = reason
-                        tqdm.write(f"skipped {name}: {reason}", file=sys.stderr)
-                    bar.update(1)
-                if not batch.names:
+    todo = {s["e"]: [(k, rec) for k, rec in mine if setting_key(k, s, True) not in done] for s in settings}
+    total = len(mine) * len(settings)
+    with tqdm(total=total, initial=total - sum(map(len, todo.values())), desc="attack", unit="img",
+              mininterval=5, file=sys.stderr) as bar:
+        for setting in settings:
+            e, items = setting["e"], todo[setting["e"]]
+            for start in range(0, len(items), args.batch_size):
+                chunk = items[start:start + args.batch_size]
+                batch = load_records([rec for _, rec in chunk], model)
+                loaded = {Path(p) for p in batch.paths}
+                reasons = dict(batch.skipped)
+                files = []
+                for k, rec in chunk:
+                    if Path(rec.path) in loaded:
+                        files.append(k)
+                    elif k not in skipped:
+                        skipped[k] = reasons.get(rec.name, "could not be loaded")
+                        tqdm.write(f"skipped {k}: {skipped[k]}", file=sys.stderr)
+                bar.update(len(chunk) - len(files))
+                if not files:
                     continue
                 target = _target(args, model, batch.images)
-                r = marginal_attack(model, batch.images, e=e, n_iter=args.n_iter, lamb=args.lamb, mode=args.mode,
-                                    target_map=target, seed=args.seed, names=batch.names)
-                append_rows(csv, _rows(r, args))
-                bar.update(len(batch.names))
+                r = ama.attack.marginal_attack(model, batch.images, e=e, n_iter=args.n_iter, lamb=args.lamb,
+                                               mode=args.mode, target_map=target, seed=args.seed, names=files)
+                df = _rows(r, args)
+                df.insert(df.columns.get_loc("image") + 1, "file", df.image)
+                df["image"] = df.file.map(lambda f: Path(f).with_suffix("").as_posix())
+                append_rows(part, df)
+                bar.update(len(files))
 
 
 def _run_attack(args) -> int:
-    _check_attack_args(args)
-    model = load_cli_model(args.model_name, args.device)
-    return _attack_one(args, model) if args.image else _attack_folder(args, model)
+    from ama.distributed import launch_from_env, rank_device
+    from ama.runstore import check_writable
+
+    _check_attack_args(args)  # everything that can be checked before the model loads
+    launch = launch_from_env()
+    if args.image and launch.distributed:
+        raise CLIError("--image under torchrun would attack one image N times; give a folder with --images")
+    check_writable(Path(args.out).expanduser().absolute())
+    args.out = str(Path(args.out).expanduser().absolute())
+    model = load_cli_model(args.model_name, rank_device(args.device, launch), args.checkpoint)
+    _check_e_for(args, model)
+    return _attack_one(args, model) if args.image else _attack_folder(args, model, launch)
 
 
 def _run_cam(args) -> int:
@@ -266,15 +358,14 @@ def _run_cam(args) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ama.data import load_image
-    from ama.paths import resolve
     from ama.plots import cam_figure
+    from ama.runstore import check_writable
 
-    model = load_cli_model(args.model_name, args.device)
-    path = resolve(args.image)
-    x = load_image(path, model)
-    out = resolve(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_device(args.device)
+    out = check_writable(Path(args.out).expanduser().absolute())
+    model = load_cli_model(args.model_name, args.device, args.checkpoint)
+    path = Path(args.image).expanduser().absolute()
+    x = _open_one(path, model)
     fig = cam_figure(model, x, names=[path.stem], mode=args.upsample)
     fig.savefig(out / f"{path.stem}_cam.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -282,7 +373,18 @@ def _run_cam(args) -> int:
     return 0
 
 
-COMMANDS = {"attack": (_add_attack, _run_attack), "cam": (_add_cam, _run_cam)}
+def _run_merge(args) -> int:
+    from ama.runstore import merge
+
+    out = Path(args.out).expanduser().absolute()
+    if not out.is_dir():
+        raise CLIError(f"{out}: no such folder")
+    table, missing = merge(out, strict=not args.allow_missing)
+    print(f"{len(table)} rows in {out / CSV_NAME}" + (f"; {len(missing)} planned row(s) missing" if missing else ""))
+    return 0
+
+
+COMMANDS = {"attack": (_add_attack, _run_attack), "cam": (_add_cam, _run_cam), "merge": (_add_merge, _run_merge)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,6 +393,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command][1](args)
-    except (ValueError, FileNotFoundError) as err:  # CLIError, ModelError, ImageLoadError, bad parameters
+    except (ValueError, FileNotFoundError) as err:  # CLIError, ModelError, ImageLoadError, RunStoreError, ...
         print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a disk that fills or a folder made read-only during the run
+        from ama.runstore import os_reason
+
+        print(f"error: {err.filename or 'output'}: {os_reason(err)}", file=sys.stderr)
         return 2

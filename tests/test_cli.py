@@ -39,11 +39,11 @@ def test_single_image_subprocess(folder, tmp_path):
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "im0.png e=2" in proc.stdout
-    info = json.loads((out / "im0_ama_2.json").read_text())
+    info = json.loads((out / "im0_ama_2_it4.json").read_text())
     assert info["params"]["e"] == 2 and info["params"]["n_iter"] == 4 and info["params"]["lamb"] == 100.0
     assert [m["quantized"] for m in info["metrics"]] == [False, True]
-    assert (out / "im0_ama_2.png").stat().st_size > 10_000
-    adv = np.array(Image.open(out / "im0_ama_2_adv.png"))
+    assert (out / "im0_ama_2_it4.png").stat().st_size > 10_000
+    adv = np.array(Image.open(out / "im0_ama_2_it4_adv.png"))
     clean = (cli.load_cli_model(TINY, "cpu").preprocess(Image.open(folder / "im0.png").convert("RGB")) * 255).round()
     clean = clean.byte().permute(1, 2, 0).numpy()
     inner = (slice(2, -2), slice(2, -2))
@@ -58,10 +58,10 @@ def test_single_image_defaults_and_target(folder, tmp_path, capsys):
     rc = cli.main(["attack", "--model_name", TINY, "--image", str(folder / "im1.png"), "--e", "1", "3", "--n_iter", "3",
                    "--target", "text:X", "--mode", "keep", "--out", str(tmp_path)])
     assert rc == 0
-    info = json.loads((tmp_path / "im1_ama_3.json").read_text())
+    info = json.loads((tmp_path / "im1_ama_3_it3_keep_target-text-X.json").read_text())
     assert info["params"]["mode"] == "keep" and info["params"]["target"] == "text:X"
     assert not np.isnan(info["metrics"][0]["target_cosine"])
-    assert (tmp_path / "im1_ama_1.png").is_file()
+    assert (tmp_path / "im1_ama_1_it3_keep_target-text-X.png").is_file()
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -95,18 +95,20 @@ def test_folder_mode_resume_after_kill(folder, tmp_path, monkeypatch, capsys):
     calls = {"n": 0}
     real = cli.append_rows
 
-    def dying_append(csv, df):  # the run is killed while the third batch is being written
+    def dying_append(part, df):  # the run is killed while the third batch is being written
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        real(csv, df)
+        real(part, df)
 
     monkeypatch.setattr(cli, "append_rows", dying_append)
     with pytest.raises(KeyboardInterrupt):
         cli.main(_folder_args(folder, out))
-    partial = pd.read_csv(out / "attack_metrics.csv")
+    partial = pd.read_csv(out / "parts" / "attack_metrics.rank0.csv")
     # sorted files: [broken, im0] [im1, im2] [im3, im4]: two batches hold three good images, two quantisations each
-    assert len(partial) == 3 * 2 and sorted(partial.image) == ['im0', 'im0', 'im1', 'im1', 'im2', 'im2']
+    assert len(partial) == 3 * 2 and sorted(partial.file) == ['im0.png', 'im0.png', 'im1.png', 'im1.png',
+                                                              'im2.png', 'im2.png']
+    assert not (out / "attack_metrics.csv").exists()  # the table is written when the run ends (or by `merge`)
     monkeypatch.setattr(cli, "append_rows", real)
     attacked = []
     real_attack = ama.attack.marginal_attack
@@ -117,10 +119,10 @@ def test_folder_mode_resume_after_kill(folder, tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(ama.attack, "marginal_attack", counting)
     assert cli.main(_folder_args(folder, out)) == 0
-    assert "1 bad file(s) skipped: broken" in capsys.readouterr().out
+    assert "1 bad file(s) skipped: broken.jpg: not an image file" in capsys.readouterr().out
     df = pd.read_csv(out / "attack_metrics.csv")
     assert len(attacked) == 5 * 2 - 3  # only what was not done
-    keys = df[["image", "e", "quantized"]].astype(str).agg("/".join, axis=1)
+    keys = df[["file", "e", "quantized"]].astype(str).agg("/".join, axis=1)
     assert keys.is_unique and len(df) == 5 * 2 * 2
     assert sorted(df.image.unique()) == [f"im{i}" for i in range(5)]
     # a third run has nothing left to do and changes nothing
@@ -128,7 +130,7 @@ def test_folder_mode_resume_after_kill(folder, tmp_path, monkeypatch, capsys):
     attacked.clear()
     assert cli.main(_folder_args(folder, out)) == 0
     assert attacked == [] and (out / "attack_metrics.csv").read_bytes() == before
-    # another setting is new work, appended to the same table
+    # another setting is new work, added to the same table
     assert cli.main(_folder_args(folder, out, "--seed", "1")) == 0
     assert len(pd.read_csv(out / "attack_metrics.csv")) == 2 * len(df)
 
@@ -154,3 +156,125 @@ def ama_load(path, model):
 def test_cam_command(folder, tmp_path):
     assert cli.main(["cam", "--model_name", TINY, "--image", str(folder / "im2.png"), "--out", str(tmp_path)]) == 0
     assert (tmp_path / "im2_cam.png").stat().st_size > 5_000
+
+
+# --- issue 13: every bad input a one-line error, exit status 2, before any work ----------------
+def _never_load(*a, **k):
+    raise AssertionError("the model was loaded before the arguments were checked")
+
+
+def _one_line_error(capsys, rc, message):
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar's lines, if any
+    assert rc == 2 and err.startswith("error: ") and message in err, err
+    return err
+
+
+@pytest.mark.parametrize("device", ["tpu", "gpu", "mps", "meta", "cuda:x"])
+def test_bad_device_refused_before_loading(folder, tmp_path, capsys, monkeypatch, device):
+    monkeypatch.setattr(cli, "load_cli_model", _never_load)
+    rc = cli.main(["attack", "--image", str(folder / "im0.png"), "--device", device, "--out", str(tmp_path)])
+    _one_line_error(capsys, rc, f"--device '{device}' is not valid; use one of auto, cpu, cuda, cuda:N")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lamb", "nan"], "--lamb must be a finite number, got nan"),
+    (["--lamb", "inf"], "--lamb must be a finite number, got inf"),
+    (["--e", "-3"], "--e must be positive integers, got -3"),
+    (["--frame-width", "0"], "--e must be positive integers, got 0"),
+])
+def test_parameters_refused_before_loading(folder, tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.setattr(cli, "load_cli_model", _never_load)
+    rc = cli.main(["attack", "--image", str(folder / "im0.png"), "--out", str(tmp_path), *argv])
+    _one_line_error(capsys, rc, message)
+
+
+def test_e_against_input_size_refused_before_image_work(folder, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "_open_one", _never_load)  # the tiny model's input is 32 px: e=16 is too wide
+    rc = cli.main(["attack", "--model_name", TINY, "--image", str(folder / "im0.png"), "--e", "16", "--out",
+                   str(tmp_path)])
+    _one_line_error(capsys, rc, "--e 16: e must be a positive integer below half the smaller image side (32 px)")
+
+
+def test_checkpoint_option(folder, tmp_path, capsys):
+    args = cli.build_parser().parse_args(["attack", "--image", "x.png", "--checkpoint", "w.pt"])
+    assert args.checkpoint == "w.pt"
+    rc = cli.main(["attack", "--model_name", "lite0", "--image", str(folder / "im0.png"), "--out", str(tmp_path),
+                   "--device", "cpu", "--checkpoint", str(tmp_path / "missing.pt")])
+    _one_line_error(capsys, rc, f"checkpoint file not found: {tmp_path / 'missing.pt'}")
+    rc = cli.main(["attack", "--model_name", TINY, "--image", str(folder / "im0.png"), "--out", str(tmp_path),
+                   "--checkpoint", "w.pt"])
+    _one_line_error(capsys, rc, "--checkpoint works with kit model names, not with a factory")
+
+
+def test_out_is_a_file(folder, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "load_cli_model", _never_load)
+    (tmp_path / "taken").write_text("x")
+    rc = cli.main(["attack", "--image", str(folder / "im0.png"), "--out", str(tmp_path / "taken")])
+    _one_line_error(capsys, rc, f"--out {tmp_path / 'taken'}: is a file, not a folder")
+    assert (tmp_path / "taken").read_text() == "x"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_out_read_only(folder, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "load_cli_model", _never_load)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        rc = cli.main(["attack", "--images", str(folder), "--out", str(ro / "run")])
+    finally:
+        ro.chmod(0o700)
+    _one_line_error(capsys, rc, f"--out {ro / 'run'}: cannot write here (permission denied)")
+
+
+@pytest.mark.parametrize("code, reason", [("ENOSPC", "no space left on device"), ("EACCES", "permission denied")])
+def test_out_disk_full_or_not_writable(folder, tmp_path, capsys, monkeypatch, code, reason):
+    import errno
+
+    import ama.runstore
+
+    def full(path, *a, **k):  # what the OS says on a full disk, or in a read-only folder (root is never told)
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), str(path))
+
+    monkeypatch.setattr(cli, "load_cli_model", _never_load)
+    monkeypatch.setattr(ama.runstore, "open", full, raising=False)
+    rc = cli.main(["attack", "--image", str(folder / "im0.png"), "--out", str(tmp_path / "o")])
+    _one_line_error(capsys, rc, f"--out {tmp_path / 'o'}: cannot write here ({reason})")
+
+
+def test_folder_of_bad_files_fails(tmp_path, capsys):
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "a.jpg").write_text("text")
+    (d / "b.png").write_bytes(b"")
+    rc = cli.main(["attack", "--model_name", TINY, "--images", str(d), "--n_iter", "1", "--out", str(tmp_path / "o")])
+    err = _one_line_error(capsys, rc, "no image of")
+    assert "2 bad file(s) skipped: a.jpg: " in err and "; b.png: " in err
+
+
+def test_symlink_loop_alone(tmp_path, capsys):
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    rc = cli.main(["attack", "--model_name", TINY, "--image", str(tmp_path / "loop.png"), "--out", str(tmp_path)])
+    _one_line_error(capsys, rc, "loop.png")
+
+
+def test_non_default_settings_get_their_own_names(folder, tmp_path):
+    base = ["attack", "--model_name", TINY, "--image", str(folder / "im0.png"), "--e", "1", "--out", str(tmp_path)]
+    assert cli.main([*base, "--n_iter", "2"]) == 0
+    assert cli.main([*base, "--n_iter", "3", "--lamb", "10", "--mode", "keep"]) == 0
+    one = json.loads((tmp_path / "im0_ama_1_it2.json").read_text())
+    two = json.loads((tmp_path / "im0_ama_1_it3_lamb10_keep.json").read_text())
+    assert one["params"]["n_iter"] == 2 and two["params"]["n_iter"] == 3 and two["params"]["mode"] == "keep"
+    assert (tmp_path / "im0_ama_1_it3_lamb10_keep_adv.png").is_file()
+    args = cli.build_parser().parse_args(["attack", "--image", "x.png", "--e", "3"])
+    assert cli.output_stem("x", 3, args) == "x_ama_3"  # the reference script's name for its defaults
+
+
+def test_two_files_with_one_stem_are_both_attacked(folder, tmp_path):
+    arr = (np.random.default_rng(7).random((40, 48, 3)) * 255).astype("uint8")
+    Image.fromarray(arr).save(folder / "im0.jpg")
+    out = tmp_path / "out"
+    assert cli.main(_folder_args(folder, out, "--e", "1")) == 0
+    df = pd.read_csv(out / "attack_metrics.csv")
+    assert sorted(df.file.unique()) == ["im0.jpg", "im0.png", "im1.png", "im2.png", "im3.png", "im4.png"]
+    assert len(df) == 6 * 2
