@@ -33,8 +33,12 @@ from ama.runstore import TABLE_NAME as CSV_NAME, RunStoreError
 
 log = logging.getLogger("ama")
 
-# The single-image defaults (the reference script's); other values go into the output file names.
-DEFAULTS = dict(n_iter=100, lamb=100.0, mode="flip", seed=0, target=None)
+from ama.params import RunParams
+
+# The kit's defaults (ama/params.py; the reference script's): other values go into single-image output names.
+# The single-image frame width default stays the reference script's 1.
+DEFAULTS = RunParams()
+DEFAULT_MODE = "flip"
 
 
 class CLIError(ValueError):
@@ -82,9 +86,9 @@ def load_cli_model(name: str, device: str = "auto", checkpoint: str | None = Non
 
 # --- parsers --------------------------------------------------------------------------------
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model_name", "--model-name", "--model", dest="model_name", default="lite0",
+    p.add_argument("--model_name", "--model-name", "--model", dest="model_name", default=DEFAULTS.models[0],
                    help="lite0 (default, offline), resnet50, resnet101, ..., timm:<name>, or module:factory")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: CUDA when present, else CPU; "
+    p.add_argument("--device", default=DEFAULTS.device, help="cpu, cuda, cuda:1 ... (default: CUDA when present, else CPU; "
                    "under torchrun each rank takes cuda:LOCAL_RANK)")
     p.add_argument("--checkpoint", default=None, help="a state-dict file replacing the model's pretrained weights")
 
@@ -98,13 +102,14 @@ def _add_attack(sub) -> argparse.ArgumentParser:
     src.add_argument("--images", help="a folder of images (recursive); results appended to <out>/attack_metrics.csv")
     p.add_argument("--e", "--frame-width", dest="e", type=int, nargs="+", default=[1],
                    help="frame width(s) in pixels (default 1); under torchrun write --frame-width (torchrun claims --e)")
-    p.add_argument("--n_iter", "--n-iter", dest="n_iter", type=int, default=100, help="iterations (default 100)")
-    p.add_argument("--lamb", type=float, default=100.0, help="weight of the CAM term (default 100)")
-    p.add_argument("--mode", default="flip", choices=("flip", "keep"),
+    p.add_argument("--n_iter", "--n-iter", dest="n_iter", type=int, default=DEFAULTS.n_iter,
+                   help=f"iterations (default {DEFAULTS.n_iter})")
+    p.add_argument("--lamb", type=float, default=DEFAULTS.lamb, help=f"weight of the CAM term (default {DEFAULTS.lamb:g})")
+    p.add_argument("--mode", default=DEFAULT_MODE, choices=("flip", "keep"),
                    help="flip: change the prediction (reference); keep: keep it, change only the CAM")
     p.add_argument("--target", default=None,
                    help="targeted CAM: disc, square, ring, text:X, flip, flipud, invert, or an image file (its CAM)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the starting noise (default 0)")
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed, help=f"seed of the starting noise (default {DEFAULTS.seed})")
     p.add_argument("--out", default=".", help="output folder (default: the current folder)")
     p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=8,
                    help="images per attack call in folder mode (default 8)")
@@ -141,31 +146,26 @@ def build_parser() -> argparse.ArgumentParser:
 # --- attack ---------------------------------------------------------------------------------
 def _check_attack_args(args) -> None:
     """What can be checked before the model loads (``e`` against the input size: :func:`_check_e_for`)."""
-    import math
+    from ama.params import ParamsError
 
     check_device(args.device)
-    if args.n_iter < 1:
-        raise CLIError(f"--n_iter must be positive, got {args.n_iter}")
-    if not math.isfinite(args.lamb):
-        raise CLIError(f"--lamb must be a finite number, got {args.lamb}")
-    if args.lamb < 0:
-        raise CLIError(f"--lamb must be non-negative, got {args.lamb:g}")
+    try:  # the run parameters' own validation (one message for each)
+        RunParams(models=(args.model_name,), e=tuple(args.e), n_iter=args.n_iter, lamb=args.lamb, seed=args.seed)
+    except ParamsError as err:
+        raise CLIError(str(err)) from None
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be positive, got {args.batch_size}")
-    bad = [e for e in args.e if e < 1]
-    if bad:
-        raise CLIError(f"--e must be positive integers, got {bad[0]}")
     if len(set(args.e)) != len(args.e):
         raise CLIError(f"--e lists a value twice: {args.e}")
 
 
 def _check_e_for(args, model) -> None:
     """``e`` against the model's input size, right after loading and before any image work."""
-    from ama.attack import _check_e
+    from ama.params import check_frame_width
 
     for e in args.e:
         try:
-            _check_e(e, model.input_size)
+            check_frame_width(e, model.input_size)
         except ValueError as err:
             raise CLIError(f"--e {e}: {err}") from None
 
@@ -176,13 +176,13 @@ def output_stem(image: str, e: int, args) -> str:
     import re
 
     stem = f"{image}_ama_{e}"
-    if args.n_iter != DEFAULTS["n_iter"]:
+    if args.n_iter != DEFAULTS.n_iter:
         stem += f"_it{args.n_iter}"
-    if args.lamb != DEFAULTS["lamb"]:
+    if args.lamb != DEFAULTS.lamb:
         stem += f"_lamb{args.lamb:g}"
-    if args.mode != DEFAULTS["mode"]:
+    if args.mode != DEFAULT_MODE:
         stem += f"_{args.mode}"
-    if args.seed != DEFAULTS["seed"]:
+    if args.seed != DEFAULTS.seed:
         stem += f"_seed{args.seed}"
     if args.target is not None:
         stem += "_target-" + re.sub(r"[^A-Za-z0-9.-]+", "-", Path(args.target).name if Path(args.target).suffix

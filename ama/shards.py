@@ -22,45 +22,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from .distributed import Launch, launch_from_env, rank_device, shard
 from .params import RunParams
 
 
 class ShardError(RuntimeError):
     """Parts that cannot be merged (missing, duplicated); the message says what to do."""
-
-
-def rank_world() -> tuple[int, int, int]:
-    """``(rank, world_size, local_rank)`` from torchrun's environment; ``(0, 1, 0)`` outside it."""
-    def env(name, default):
-        try:
-            return int(os.environ.get(name, default))
-        except ValueError:
-            raise ShardError(f"environment variable {name}={os.environ[name]!r} is not an integer") from None
-
-    rank, world, local = env("RANK", 0), env("WORLD_SIZE", 1), env("LOCAL_RANK", 0)
-    if world < 1 or not 0 <= rank < world:
-        raise ShardError(f"RANK {rank} is not in [0, WORLD_SIZE {world})")
-    return rank, world, local
-
-
-def shard(items: list, rank: int, world: int) -> list:
-    """Rank ``rank``'s strided share of ``items``: ``items[rank::world]``."""
-    return list(items)[rank::world]
-
-
-def rank_device(device: str, local_rank: int, world: int) -> str:
-    """This rank's device: ``cuda:<local_rank>`` where ``device`` resolves to CUDA; else the CPU, with the cores
-    shared between the ranks of this machine (``torch.set_num_threads``)."""
-    import torch
-
-    from .models import resolve_device
-
-    dev = resolve_device(device)
-    if dev.type == "cuda":
-        return f"cuda:{local_rank % torch.cuda.device_count()}"
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_world)))
-    return "cpu"
 
 
 def code_fingerprint() -> str:
@@ -85,22 +52,22 @@ def _records(params: RunParams):
     return list_images(p.images, n=p.n_images, seed=p.seed)
 
 
-def run_shard(experiment: str, params: RunParams, run_dir, rank: int | None = None, world: int | None = None,
-              local_rank: int | None = None, progress: bool = False) -> Path:
-    """Compute this rank's share of ``experiment`` for every model of ``params``; return its parts folder."""
+def run_shard(experiment: str, params: RunParams, run_dir, launch: Launch | None = None,
+              progress: bool = False) -> Path:
+    """Compute this rank's share of ``experiment`` for every model of ``params``; return its parts folder.
+    ``launch``: who this process is (default: from torchrun's environment, :func:`ama.distributed.launch_from_env`)."""
     from . import experiments
     from .data import load_records
-    env_rank, env_world, env_local = rank_world()
-    rank = env_rank if rank is None else rank
-    world = env_world if world is None else world
-    local_rank = env_local if local_rank is None else local_rank
+
+    launch = launch or launch_from_env()
+    rank, world = launch.rank, launch.world
     folder = parts_dir(run_dir, experiment, params, world)
     done = folder / f"rank{rank}.done"
     if done.is_file():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    device = rank_device(params.device, local_rank, world)
-    mine = shard(_records(params), rank, world)
+    device = rank_device(params.device, launch)
+    mine = shard(_records(params), launch)
     tables: dict[str, list[pd.DataFrame]] = {}
     images, skipped, labels = {}, {}, {}
     for name in params.models:
@@ -189,12 +156,12 @@ def main(argv=None) -> int:
 
     try:
         params = RunParams.from_dict(json.loads(resolve(args.params).read_text()))
+        launch = launch_from_env()
         if args.command == "run":
-            rank, world, _ = rank_world()
-            folder = run_shard(args.experiment, params, args.run_dir, progress=rank == 0)
-            print(f"== {args.experiment}: rank {rank} of {world} done -> {folder}", flush=True)
+            folder = run_shard(args.experiment, params, args.run_dir, launch, progress=launch.rank == 0)
+            print(f"== {args.experiment}: rank {launch.rank} of {launch.world} done -> {folder}", flush=True)
         else:
-            world = args.world or rank_world()[1]
+            world = args.world or launch.world
             tables = merge(args.experiment, params, args.run_dir, world)
             print(f"== {args.experiment}: merged {world} part(s) -> {len(tables)} tables", flush=True)
     except (ValueError, RuntimeError, FileNotFoundError) as err:

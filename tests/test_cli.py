@@ -65,10 +65,10 @@ def test_single_image_defaults_and_target(folder, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--e", "0"], "--e must be positive integers, got 0"),
-    (["--n_iter", "0"], "--n_iter must be positive, got 0"),
-    (["--lamb", "-1"], "--lamb must be non-negative, got -1"),
-    (["--e", "20"], "e must be a positive integer below half the smaller image side"),
+    (["--e", "0"], "e (the frame width in pixels) must be a positive integer, got 0"),
+    (["--n_iter", "0"], "n_iter must be a positive integer, got 0"),
+    (["--lamb", "-1"], "lamb must be a non-negative finite number, got -1"),
+    (["--e", "20"], "e (the frame width in pixels) must be a positive integer below half the smaller image side"),
     (["--target", "star"], "unknown target 'star'"),
     (["--model_name", "nosuchmodel"], "unknown model 'nosuchmodel'"),
     (["--model_name", "nosuchmodule:f"], "cannot load model factory 'nosuchmodule:f'"),
@@ -177,10 +177,10 @@ def test_bad_device_refused_before_loading(folder, tmp_path, capsys, monkeypatch
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--lamb", "nan"], "--lamb must be a finite number, got nan"),
-    (["--lamb", "inf"], "--lamb must be a finite number, got inf"),
-    (["--e", "-3"], "--e must be positive integers, got -3"),
-    (["--frame-width", "0"], "--e must be positive integers, got 0"),
+    (["--lamb", "nan"], "lamb must be a non-negative finite number, got nan"),
+    (["--lamb", "inf"], "lamb must be a non-negative finite number, got inf"),
+    (["--e", "-3"], "e (the frame width in pixels) must be a positive integer, got -3"),
+    (["--frame-width", "0"], "e (the frame width in pixels) must be a positive integer, got 0"),
 ])
 def test_parameters_refused_before_loading(folder, tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.setattr(cli, "load_cli_model", _never_load)
@@ -192,7 +192,7 @@ def test_e_against_input_size_refused_before_image_work(folder, tmp_path, capsys
     monkeypatch.setattr(cli, "_open_one", _never_load)  # the tiny model's input is 32 px: e=16 is too wide
     rc = cli.main(["attack", "--model_name", TINY, "--image", str(folder / "im0.png"), "--e", "16", "--out",
                    str(tmp_path)])
-    _one_line_error(capsys, rc, "--e 16: e must be a positive integer below half the smaller image side (32 px)")
+    _one_line_error(capsys, rc, "--e 16: e (the frame width in pixels) must be a positive integer below half the smaller image side (32 px)")
 
 
 def test_checkpoint_option(folder, tmp_path, capsys):

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from ama import experiments, shards
+from ama.distributed import Launch
 from ama.params import ParamsError, RunParams, check_frame_width, from_make
 from ama.pipeline import compare_tables
 
@@ -122,7 +123,7 @@ def test_shards_merge_to_the_one_process_tables(folder, tmp_path, tiny_on_path):
     params = RunParams(models=(TINY,), images=str(folder), e=(1, 2), device="cpu", fast=True)
     whole = _in_process(params, tmp_path / "one")
     for rank in (1, 0):
-        shards.run_shard("occlusion", params, tmp_path / "two", rank=rank, world=2, local_rank=rank)
+        shards.run_shard("occlusion", params, tmp_path / "two", Launch(rank, 2, rank, 2))
     merged = shards.merge("occlusion", params, tmp_path / "two", world=2)
     assert set(merged) == set(whole)
     for name, df in whole.items():
@@ -133,10 +134,10 @@ def test_shards_merge_to_the_one_process_tables(folder, tmp_path, tiny_on_path):
 
 def test_merge_refuses_missing_and_duplicated_parts(folder, tmp_path, tiny_on_path):
     params = RunParams(models=(TINY,), images=str(folder), e=(1,), device="cpu", fast=True)
-    shards.run_shard("occlusion", params, tmp_path, rank=0, world=2, local_rank=0)
+    shards.run_shard("occlusion", params, tmp_path, Launch(0, 2, 0, 2))
     with pytest.raises(shards.ShardError, match=r"rank\(s\) \[1\] of 2 have not finished"):
         shards.merge("occlusion", params, tmp_path, world=2)
-    shards.run_shard("occlusion", params, tmp_path, rank=1, world=2, local_rank=1)
+    shards.run_shard("occlusion", params, tmp_path, Launch(1, 2, 1, 2))
     marker = shards.parts_dir(tmp_path, "occlusion", params, 2) / "rank1.done"
     info = json.loads(marker.read_text())
     first = json.loads(marker.with_name("rank0.done").read_text())["images"][TINY][0]
@@ -152,11 +153,11 @@ def test_merge_refuses_missing_and_duplicated_parts(folder, tmp_path, tiny_on_pa
 
 def test_a_killed_rank_is_recomputed_and_a_finished_one_kept(folder, tmp_path, tiny_on_path):
     params = RunParams(models=(TINY,), images=str(folder), e=(1,), device="cpu", fast=True)
-    parts = shards.run_shard("occlusion", params, tmp_path, rank=0, world=2, local_rank=0)
+    parts = shards.run_shard("occlusion", params, tmp_path, Launch(0, 2, 0, 2))
     kept = (parts / "rank0.done").stat().st_mtime_ns
     (parts / "occlusion_margin.rank1.csv").write_text("image,model\nim1,half-writ")  # a rank killed mid-write
-    shards.run_shard("occlusion", params, tmp_path, rank=0, world=2, local_rank=0)
-    shards.run_shard("occlusion", params, tmp_path, rank=1, world=2, local_rank=1)
+    shards.run_shard("occlusion", params, tmp_path, Launch(0, 2, 0, 2))
+    shards.run_shard("occlusion", params, tmp_path, Launch(1, 2, 1, 2))
     assert (parts / "rank0.done").stat().st_mtime_ns == kept
     merged = shards.merge("occlusion", params, tmp_path, world=2)
     margin = merged["occlusion_margin"]
