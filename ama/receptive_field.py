@@ -12,6 +12,7 @@ Cells are numbered row-major: cell ``k`` is ``(k // w, k % w)``.
 from __future__ import annotations
 
 import math
+import numbers
 
 import pandas as pd
 import torch
@@ -82,7 +83,7 @@ def representative_cells(grid=(7, 7)) -> dict[str, int]:
 def margin_mask(size=(224, 224), e: int = 1, device=None) -> torch.Tensor:
     """Boolean ``(H, W)`` mask of the ``e``-pixel image margin (top/bottom rows, left/right columns)."""
     H, W = _pair(size)
-    if isinstance(e, bool) or not isinstance(e, int) or e < 1 or 2 * e >= min(H, W):
+    if isinstance(e, bool) or not isinstance(e, numbers.Integral) or e < 1 or 2 * e >= min(H, W):
         raise ValueError(f"margin e must be a positive integer below half the smaller side ({min(H, W)} px), got {e!r}")
     m = torch.ones(H, W, dtype=torch.bool, device=device)
     m[e:H - e, e:W - e] = False
@@ -100,6 +101,9 @@ def effective_receptive_field(model: CAMModel, x: torch.Tensor, target=None, bat
     zero everywhere (dead ReLUs) gets an all-zero map, never NaN. ``cells``: indices (default all ``h*w``).
     ``target``: class per image (default the prediction on ``x``), as in :func:`ama.cam`.
     """
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("ama.effective_receptive_field needs autograd (input gradients): call it outside "
+                           "torch.inference_mode() (torch.no_grad() around it is fine)")
     x = x.to(model.device).detach()
     B, _, H, W = x.shape
     with torch.no_grad():
