@@ -402,7 +402,7 @@ def _timm_weight_file(arch: str, cfg: dict) -> Path:
                 return Path(hit)
     hf_home = os.environ.get("HF_HOME", "~/.cache/huggingface")
     where = (f"https://huggingface.co/{repo}/blob/main/{files[0]} into the Hugging Face cache ({hf_home}, e.g. "
-             f"`huggingface-cli download {repo} {files[0]}`)") if repo else (url or "its pretrained source")
+             f"`hf download {repo} {files[0]}`)") if repo else (url or "its pretrained source")
     missing = (f"timm:{arch} weights are not on this machine{' and the kit is offline' if _offline() else ''}: "
                f"get {where}, or pass checkpoint=<state_dict file>")
     if _offline() or not repo:
