@@ -187,6 +187,30 @@ def _logging_to(stream):
         root.handlers, root.level = saved
 
 
+@contextlib.contextmanager
+def _stderr_fd_to(stream):
+    """Point file descriptor 2 at ``stream`` (so the kernel process, which inherits it, writes its own start-up
+    warnings there); yield a writer on the terminal's stderr for what should still be shown."""
+    try:
+        real = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # stderr already captured (pytest): leave fd 2 alone
+        real = False
+    if not real:
+        yield sys.stderr
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    terminal = os.fdopen(os.dup(saved), "w", buffering=1)
+    os.dup2(stream.fileno(), 2)
+    try:
+        yield terminal
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        terminal.close()
+
+
 def _shown(path: Path) -> str:
     return os.path.relpath(path, ROOT) if path.is_relative_to(ROOT) else str(path)
 
@@ -214,25 +238,26 @@ def run_notebook(notebook: str | Path, run_dir: str | Path, params: dict, kernel
         stale.unlink(missing_ok=True)
     log_file = run_dir / "logs" / f"{notebook.stem}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    declared = {p for p in pm.inspect_notebook(str(notebook))}
-    if not declared:
-        raise RuntimeError(f"{notebook.name} has no cell tagged 'parameters'; papermill would run it silently "
-                           "with its defaults")
-    nb_params = {k: v for k, v in notebook_parameters(params, _shown(run_dir)).items() if k in declared}
     progress = sys.stderr.isatty() if progress is None else progress
-    print(f"== {notebook.stem}: running (log: {_shown(log_file)})", flush=True)
-    start = time.time()
-    with open(log_file, "w", encoding="utf-8") as log, _logging_to(log):
+    with open(log_file, "w", encoding="utf-8", buffering=1) as log, _logging_to(log):
+        declared = {p for p in pm.inspect_notebook(str(notebook))}
+        if not declared:
+            raise RuntimeError(f"{notebook.name} has no cell tagged 'parameters'; papermill would run it silently "
+                               "with its defaults")
+        nb_params = {k: v for k, v in notebook_parameters(params, _shown(run_dir)).items() if k in declared}
         log.write(f"{notebook.name} parameters: {json.dumps(nb_params)}\n")
-        try:
-            pm.execute_notebook(str(notebook), str(partial), parameters=nb_params, kernel_name=kernel,
-                                cwd=str(notebook.parent), execution_timeout=timeout, progress_bar=False,
-                                log_output=False, stdout_file=log,
-                                stderr_file=_KernelStderr(log, sys.stderr, progress))
-            err = None
-        except Exception as caught:  # noqa: BLE001 - reported as one line below
-            err = caught
-            log.write(f"\n{type(err).__name__}: {err}\n")
+        print(f"== {notebook.stem}: running (log: {_shown(log_file)})", flush=True)
+        start = time.time()
+        with _stderr_fd_to(log) as terminal:
+            try:
+                pm.execute_notebook(str(notebook), str(partial), parameters=nb_params, kernel_name=kernel,
+                                    cwd=str(notebook.parent), execution_timeout=timeout, progress_bar=False,
+                                    log_output=False, stdout_file=log,
+                                    stderr_file=_KernelStderr(log, terminal, progress))
+                err = None
+            except Exception as caught:  # noqa: BLE001 - reported as one line below
+                err = caught
+                log.write(f"\n{type(err).__name__}: {err}\n")
     seconds = time.time() - start
     if err is not None:
         if partial.is_file():
