@@ -3,6 +3,8 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 MAKEFLAGS += --no-builtin-rules
+# A recipe that fails (or is killed) leaves no half-written target behind, so the next make reruns it.
+.DELETE_ON_ERROR:
 
 PYTHON ?= python3
 VENV := .venv
@@ -81,7 +83,8 @@ NB_PARAMS = $(RUN_DIR)/params.json
 
 reproduce: $(RUN_DIR)/REPORT.md ## Run notebooks 01-04 on the offline default; results under results/<run>/
 	@$(MAKE) --no-print-directory check RUN="$(RUN)" RESULTS="$(RESULTS)" REFERENCE="$(REFERENCE)" || echo "== WARNING: this run does not match its reference in $(REFERENCE) (differences above)"
-	@echo "== done: $(RUN_DIR)/REPORT.md"
+	@$(PY) -m ama.pipeline summary --run-dir $(RUN_DIR)
+	@echo "== done: $(RUN_DIR)/REPORT.md (logs: $(RUN_DIR)/logs/)"
 
 # params.json changes only when a parameter changes, so that notebooks rerun exactly then.
 $(NB_PARAMS): FORCE $(ENV_STAMP)
@@ -106,7 +109,7 @@ $(NB_OUT)/03_adversarial_marginal_attack.ipynb: $(NOTEBOOKS)/03_adversarial_marg
 	@$(RUN_NB) $<
 $(RUN_DIR)/REPORT.md: $(NOTEBOOKS)/04_report.ipynb $(SRC_04) $(NB_OUT)/01_occlusion.ipynb $(NB_OUT)/02_receptive_field_misalignment.ipynb $(NB_OUT)/03_adversarial_marginal_attack.ipynb
 	@$(RUN_NB) $<
-	@$(VENV)/bin/jupyter nbconvert --to html --log-level WARN --output-dir $(RUN_DIR) $(NB_OUT)/04_report.ipynb
+	@$(VENV)/bin/jupyter nbconvert --to html --log-level ERROR --output-dir $(RUN_DIR) $(NB_OUT)/04_report.ipynb
 
 check: $(ENV_STAMP) ## Compare results/<run>/tables with the reference of the same parameters
 	@$(PY) -m ama.pipeline check --run-dir $(RUN_DIR) --reference $(REFERENCE)

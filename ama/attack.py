@@ -13,8 +13,11 @@ Reference algorithm (``SCIENCE.md`` section 4), in ``[0, 1]`` pixel space:
 * update ``n <- clip(n + (1 / n_iter) * sign(dL/dn), 0, 1)``, ``n_iter`` times; then ``z`` is evaluated once more.
 
 Batching. The reference script attacks one image at a time. Here the gradient is taken of
-``sum_b L_b``, so image ``b``'s update is exactly the batch-of-one reference update and never depends on
-the other images of the batch (a batch *mean* of CE over the still-fooled images would scale the CE term
+``sum_b L_b``, so image ``b``'s update is the batch-of-one reference update and does not depend on the
+other images of the batch, up to float rounding: a batched convolution sums in another order than a
+batch-of-one one, so logits, CAMs and gradients agree with a batch-of-one run to about the 6th significant
+digit, not bit for bit, and a sign flip of a near-zero gradient component can then move a frame pixel
+another way (a batch *mean* of CE over the still-fooled images would scale the CE term
 of each image by ``1 / k``, ``k`` the number of images not yet fooled, and so couple the images; the
 kit avoids that on purpose). ``sign()`` makes the overall scale irrelevant per image.
 
@@ -33,6 +36,8 @@ deterministic: runs agree in distribution, not bit for bit; on the CPU the same 
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -81,11 +86,31 @@ def corner_mask(size, k: int = 8, device=None) -> torch.Tensor:
     return m
 
 
+def _is_int(v) -> bool:
+    """A Python or numpy integer (``numbers.Integral``), not a bool."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
 def _check_e(e, size) -> None:
     limit = (min(size) + 1) // 2  # e < min(H, W) / 2
-    if isinstance(e, bool) or not isinstance(e, int) or e < 1 or 2 * e >= min(size):
+    if not _is_int(e) or e < 1 or 2 * e >= min(size):
         raise ValueError(f"e must be a positive integer below half the smaller image side ({min(size)} px), "
                          f"i.e. 1..{limit - 1}, got {e!r}")
+
+
+SEED_MAX = 2 ** 63 - 1
+
+
+def _check_seed(seed) -> int:
+    if not _is_int(seed) or not 0 <= int(seed) <= SEED_MAX:
+        raise ValueError(f"seed must be an integer in [0, 2**63 - 1], got {seed!r}; reduce it (e.g. seed % 2**63)")
+    return int(seed)
+
+
+def _check_autograd(what: str) -> None:
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(f"{what} needs autograd (input gradients): call it outside torch.inference_mode() "
+                           "(torch.no_grad() around it is fine)")
 
 
 # --- result ---------------------------------------------------------------------------------
@@ -194,11 +219,9 @@ def _validate(model, x, e, n_iter, lamb, mode, target_map, mask):
         raise TypeError(f"model must be an ama.CAMModel (see ama.load_model / ama.wrap_model), got {type(model).__name__}")
     check_images(x)
     B, _, H, W = x.shape
-    if B == 0:
-        raise ValueError("x is an empty batch")
-    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
+    if not _is_int(n_iter) or n_iter < 1:
         raise ValueError(f"n_iter must be a positive integer, got {n_iter!r}")
-    if isinstance(lamb, bool) or not isinstance(lamb, (int, float)) or not lamb >= 0 or lamb == float("inf"):
+    if isinstance(lamb, bool) or not isinstance(lamb, numbers.Real) or not math.isfinite(lamb) or not lamb >= 0:
         raise ValueError(f"lamb must be a non-negative finite number, got {lamb!r}")
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
@@ -251,8 +274,11 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def start_noise(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """The start ``n``: one ``U[0, 1]`` draw of shape ``(3, H, W)`` from ``torch.Generator().manual_seed(seed)``
     on the CPU, shared by every image of the batch (as a batch-of-one run with that seed would start), so that an
-    image's result does not depend on its batch or its position in it. ``(B, 3, H, W)`` on ``x``'s device."""
-    gen = torch.Generator().manual_seed(int(seed))
+    image starts alike whatever its batch or its position in it. Its result still depends on the batch in float
+    rounding only (batched convolutions sum in another order): logits and CAMs agree with a batch-of-one run
+    to about the 6th significant digit, and a rare sign flip of a near-zero gradient can then send a frame
+    pixel another way. ``seed``: an integer in ``[0, 2**63 - 1]``. ``(B, 3, H, W)`` on ``x``'s device."""
+    gen = torch.Generator().manual_seed(_check_seed(seed))
     n = torch.rand(x.shape[1:], generator=gen, dtype=torch.float32).to(device=x.device, dtype=x.dtype)
     return n.unsqueeze(0).expand_as(x).clone()
 
@@ -281,7 +307,9 @@ def marginal_attack(model: CAMModel, x: torch.Tensor, e: int = 1, n_iter: int = 
     towards; ``mask``: boolean ``(H, W)`` or ``(B, H, W)``; ``names``: one label per image for the tables.
     Runs on ``x``'s device moved to the model's device; returns an :class:`AttackResult` on the CPU.
     """
-    lamb = float(lamb) if isinstance(lamb, int) and not isinstance(lamb, bool) else lamb
+    _check_autograd("ama.marginal_attack")
+    lamb = float(lamb) if isinstance(lamb, numbers.Real) and not isinstance(lamb, bool) else lamb
+    n_iter = int(n_iter) if _is_int(n_iter) else n_iter
     device = model.device if isinstance(model, CAMModel) else None
     if isinstance(x, torch.Tensor) and device is not None:
         x = x.to(device)

@@ -34,8 +34,16 @@ def resolve_target(target, logits: torch.Tensor) -> torch.Tensor:
     B, C = logits.shape
     if target is None:
         return logits.detach().argmax(dim=1)
-    t = torch.as_tensor(target, device=logits.device)
-    if t.is_floating_point():
+    if isinstance(target, (str, bytes)):
+        raise ValueError(f"target must be a class index (int) or one per image, not the name {target!r}; "
+                         "find the index with model.class_names.index(name)")
+    try:
+        t = torch.as_tensor(target, device=logits.device)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"target must be None, a class index or one index per image, got {target!r}") from None
+    if t.dtype == torch.bool:
+        raise ValueError(f"target must hold integer class indices, not booleans (got {target!r})")
+    if t.is_floating_point() or t.is_complex():
         raise ValueError(f"target must hold integer class indices, got {t.dtype}")
     t = t.long().reshape(-1)
     if t.numel() == 1:

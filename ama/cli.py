@@ -29,7 +29,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ama.runstore import TABLE_NAME as CSV_NAME, RunStoreError
+from ama.runstore import TABLE_NAME as CSV_NAME
 
 log = logging.getLogger("ama")
 
@@ -46,18 +46,15 @@ class CLIError(ValueError):
 
 
 def check_device(device: str) -> str:
-    """``auto``, ``cpu``, ``cuda``, ``cuda:N`` (and ``mps`` where torch has it), else a one-line CLIError."""
-    import re
+    """``device`` if this machine can use it (:func:`ama.models.resolve_device`: ``auto``, ``cpu``, ``cuda``,
+    ``cuda:N``, ``mps`` where present), else a one-line CLIError; checked before the model loads."""
+    from ama.models import ModelError, resolve_device
 
-    import torch
-
-    valid = ["auto", "cpu", "cuda", "cuda:N"]
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        valid.append("mps")
-    if device in valid or re.fullmatch(r"cuda:\d+", device):
-        return device
-    raise CLIError(f"--device {device!r} is not valid; use one of {', '.join(valid)}")
+    try:
+        resolve_device(device)
+    except ModelError as err:
+        raise CLIError(f"--device: {err}") from None
+    return device
 
 
 # --- models ---------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from .paths import SAMPLES_DIR, resolve
 
@@ -129,10 +129,44 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB") if img.mode != "RGB" else img
 
 
+def _link_problem(path: Path) -> str | None:
+    """``"symlink loop"`` or ``"broken symlink"`` for a symbolic link that leads to no file, else ``None``."""
+    if not path.is_symlink() or path.exists():
+        return None
+    try:
+        path.resolve(strict=True)
+    except FileNotFoundError:
+        return "broken symlink (its target does not exist)"
+    except (OSError, RuntimeError):
+        return "symlink loop (the link leads back to itself)"
+    return None
+
+
+def _resolve_source(source) -> Path:
+    try:
+        return resolve(source)
+    except (OSError, RuntimeError) as err:  # Path.resolve raises on a symlink loop before Python 3.13
+        raise ImageLoadError(f"{source}: symlink loop ({err})" if "loop" in str(err).lower()
+                             else f"{source}: cannot resolve the path ({err})") from None
+
+
+def _resolve_or_keep(path) -> Path:
+    """A list entry: resolved, or kept as given when it cannot be (a symlink loop is then skipped on loading)."""
+    try:
+        return resolve(path)
+    except (OSError, RuntimeError):
+        return Path(path).expanduser().absolute()
+
+
 def open_image(path: str | Path, min_side: int = MIN_SIDE) -> Image.Image:
-    """Open, fully decode and check one image file -> 8-bit RGB PIL image; :class:`ImageLoadError` if unusable."""
+    """Open, fully decode and check one image file -> 8-bit RGB PIL image; :class:`ImageLoadError` if unusable.
+
+    The EXIF orientation tag is applied (a phone photo taken upright comes out upright)."""
     path = Path(path)
     name = path.name
+    link = _link_problem(path)
+    if link is not None:
+        raise ImageLoadError(f"{path}: {link}")
     if not path.exists():
         raise ImageLoadError(f"{path}: no such file")
     if path.is_dir():
@@ -143,7 +177,7 @@ def open_image(path: str | Path, min_side: int = MIN_SIDE) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 im.load()
-                img = _to_rgb(im)
+                img = _to_rgb(ImageOps.exif_transpose(im))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageLoadError(f"{name}: over PIL's decompression-bomb limit ({Image.MAX_IMAGE_PIXELS} pixels); "
                              f"raise PIL.Image.MAX_IMAGE_PIXELS if you trust it ({str(err).split('.')[0]})") from None
@@ -214,17 +248,22 @@ def list_images(source, n: int | None = None, seed: int = 0, labels: str | Path 
     (``labels.csv``/``labels.txt``: ``file label`` per line) or ``labels=``. ``n``: a subset chosen with ``seed``.
     """
     if isinstance(source, (str, Path)):
-        root = resolve(source)
+        root = _resolve_source(source)
+        link = _link_problem(root)
+        if link is not None:
+            raise ImageLoadError(f"{root}: {link}")
         if not root.exists():
             raise ImageLoadError(f"{root}: no such file or folder")
         if root.is_dir():
-            files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            # links leading nowhere (loops, broken) are kept: loading them puts them in ``skipped`` with the reason
+            files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                           and (p.is_file() or _link_problem(p) is not None))
             if not files:
                 raise ImageLoadError(f"{root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
         else:
             root, files = root.parent, [root]
     else:
-        files = [resolve(p) for p in source]
+        files = [_resolve_or_keep(p) for p in source]
         root = None
     label_map: dict[str, int] = {}
     label_file = resolve(labels) if labels is not None else next(

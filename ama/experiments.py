@@ -207,7 +207,6 @@ def compute(experiment: str, runs: dict, params: RunParams, out_dir, sharded: bo
 def load_runs(params: RunParams) -> dict:
     """``{model name: (model, LoadedImages)}`` for every model of the run, images at each model's input size."""
     from .data import load_images
-    from .models import load_model
     from .paths import resolve
 
     p = params.fast_variant()

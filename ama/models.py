@@ -92,14 +92,24 @@ def imagenet_class_names() -> list[str]:
 
 
 def check_images(x: torch.Tensor) -> None:
-    """Raise a one-line ``ValueError`` unless ``x`` is a float ``(B, 3, H, W)`` batch in ``[0, 1]``."""
+    """Raise a one-line ``ValueError`` unless ``x`` is a non-empty float32 ``(B, 3, H, W)`` batch of finite values
+    in ``[0, 1]``."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"images must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise ValueError(f"images must be float in [0, 1], got dtype {x.dtype}; use x.float() / 255 for 8-bit images")
+    if x.dtype != torch.float32:
+        raise ValueError(f"images must be float32 (the models' dtype), got {x.dtype}; use x.float()")
     if x.ndim != 4 or x.shape[1] != 3:
         hint = " (channels last? use x.permute(0, 3, 1, 2))" if x.ndim == 4 and x.shape[-1] == 3 else ""
         raise ValueError(f"images must have shape (B, 3, H, W), got {tuple(x.shape)}{hint}")
+    if x.shape[0] == 0:
+        raise ValueError("images is an empty batch (B = 0); pass at least one image")
+    finite = torch.isfinite(x.detach())
+    if not finite.all():
+        bad = (~finite).flatten(1).any(1).nonzero().flatten().tolist()
+        raise ValueError(f"images hold NaN or inf pixels (batch index {bad}); every pixel must be a finite value "
+                         "in [0, 1]")
     lo, hi = torch.aminmax(x.detach())
     if lo < -1e-6 or hi > 1 + 1e-6:
         raise ValueError(f"images must lie in [0, 1] pixel space, got range [{lo.item():.3g}, {hi.item():.3g}]; "
@@ -298,8 +308,8 @@ def map_lite_state_dict(source: dict, target: nn.Module, name: str = DEFAULT_MOD
     return mapped
 
 
-def _timm_split(net: nn.Module, name: str) -> tuple[nn.Module, nn.Linear]:
-    """Check that a timm model ends in global-average-pool + linear and split it there."""
+def _timm_head_problem(net: nn.Module) -> str | None:
+    """Why a timm model's head is not global-average-pool + linear, from its modules alone (no forward pass)."""
     why = None
     pool = getattr(net, "global_pool", None)
     classifier = net.get_classifier() if hasattr(net, "get_classifier") else None
@@ -313,6 +323,18 @@ def _timm_split(net: nn.Module, name: str) -> tuple[nn.Module, nn.Linear]:
     elif not isinstance(pool, nn.Module) or getattr(pool, "pool_type", None) != "avg":
         kind = getattr(pool, "pool_type", pool if isinstance(pool, str) else type(pool).__name__)
         why = f"its global pool is {kind!r}, not average pooling over a (B, K, h, w) map"
+    return why
+
+
+def _refuse_non_cam(name: str, why: str | None) -> None:
+    if why is not None:
+        raise ModelError(f"CAM cannot explain {name}: {why}; CAM needs a CNN whose head is global-average-pool + linear")
+
+
+def _timm_split(net: nn.Module, name: str) -> tuple[nn.Module, nn.Linear]:
+    """Check that a timm model ends in global-average-pool + linear and split it there."""
+    why = _timm_head_problem(net)
+    classifier = net.get_classifier() if hasattr(net, "get_classifier") else None
     if why is None:
         _frozen(net)  # the probe below must not move BatchNorm statistics
         with torch.no_grad():
@@ -326,8 +348,7 @@ def _timm_split(net: nn.Module, name: str) -> tuple[nn.Module, nn.Linear]:
             elif feats is not None and (feats.shape[1] != classifier.in_features or not torch.allclose(
                     net(probe), classifier(feats.mean((2, 3))), atol=1e-4, rtol=1e-4)):
                 why = "its head does more than global-average-pool + linear (a norm, conv or MLP after the pool)"
-    if why is not None:
-        raise ModelError(f"CAM cannot explain {name}: {why}; CAM needs a CNN whose head is global-average-pool + linear")
+    _refuse_non_cam(name, why)
 
     class TimmFeatures(nn.Module):
         def __init__(self, net):
@@ -366,27 +387,59 @@ def _lite(name: str, checkpoint) -> tuple[nn.Module, nn.Linear, Preprocessing]:
     return backbone, fc, _timm_preprocessing(net)
 
 
+def _timm_weight_file(arch: str, cfg: dict) -> Path:
+    """The local file of ``timm:<arch>``'s pretrained weights: the Hugging Face cache first, then (online) a
+    download that fails fast; :class:`WeightsNotFoundError` naming the file and where to put it otherwise."""
+    repo = cfg.get("hf_hub_id")
+    url = cfg.get("url")
+    files = (cfg["hf_hub_filename"],) if cfg.get("hf_hub_filename") else ("model.safetensors", "pytorch_model.bin")
+    if repo:
+        from huggingface_hub import try_to_load_from_cache
+
+        for file in files:
+            hit = try_to_load_from_cache(repo, file)
+            if isinstance(hit, str):
+                return Path(hit)
+    hf_home = os.environ.get("HF_HOME", "~/.cache/huggingface")
+    where = (f"https://huggingface.co/{repo}/blob/main/{files[0]} into the Hugging Face cache ({hf_home}, e.g. "
+             f"`hf download {repo} {files[0]}`)") if repo else (url or "its pretrained source")
+    missing = (f"timm:{arch} weights are not on this machine{' and the kit is offline' if _offline() else ''}: "
+               f"get {where}, or pass checkpoint=<state_dict file>")
+    if _offline() or not repo:
+        raise WeightsNotFoundError(missing)
+    from huggingface_hub import hf_hub_download
+
+    for file in files:
+        try:
+            return Path(hf_hub_download(repo, file, etag_timeout=5))
+        except Exception as err:  # noqa: BLE001 - no network, no such file, ...: one line below
+            failure = type(err).__name__
+    raise WeightsNotFoundError(f"{missing} (download failed: {failure})")
+
+
 def _timm_model(arch: str, checkpoint) -> tuple[nn.Module, nn.Linear, Preprocessing]:
+    """``timm:<arch>``: the architecture is checked first (built without weights, no network), then its weights
+    come from ``checkpoint`` or the local Hugging Face cache (downloaded only when online)."""
     import timm
 
-    if arch not in timm.list_models():
+    if arch not in timm.list_models() and arch not in timm.list_models(pretrained=True):
         raise ModelError(f"unknown timm model {arch!r}; see timm.list_models()")
+    name = f"timm:{arch}"
+    try:  # the head's modules first, on the meta device: no weights are initialised, a ViT is refused at once
+        with torch.device("meta"):
+            _refuse_non_cam(name, _timm_head_problem(timm.create_model(arch, pretrained=False)))
+    except ModelError:
+        raise
+    except Exception:  # noqa: BLE001 - an architecture that cannot be built on meta: the full check below decides
+        pass
+    net = _frozen(timm.create_model(arch, pretrained=False))
+    _timm_split(net, name)  # refuses a non-CAM architecture before any weights are looked for
     if checkpoint is not None:
-        net = _frozen(timm.create_model(arch, pretrained=False))
-        _load_into(net, _load_state_dict(checkpoint), f"timm:{arch}")
+        _load_into(net, _load_state_dict(checkpoint), name)
     else:
-        try:
-            if _offline():
-                raise RuntimeError("offline")
-            net = _frozen(timm.create_model(arch, pretrained=True))
-        except Exception:
-            cfg = timm.create_model(arch, pretrained=False).pretrained_cfg
-            where = cfg.get("hf_hub_id") or cfg.get("url") or "its pretrained source"
-            raise WeightsNotFoundError(
-                f"timm:{arch} weights not found and cannot be downloaded: download them from {where} and pass "
-                f"checkpoint=<state_dict file> (or put them in the Hugging Face cache, "
-                f"{os.environ.get('HF_HOME', '~/.cache/huggingface')})") from None
-    backbone, fc = _timm_split(net, f"timm:{arch}")
+        file = _timm_weight_file(arch, dict(net.pretrained_cfg))
+        net = _frozen(timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=str(file))))
+    backbone, fc = _timm_split(net, name)
     return backbone, fc, _timm_preprocessing(net)
 
 
@@ -410,21 +463,79 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = No
     return CAMModel(name, backbone, fc, prep, classes).to(resolve_device(device))
 
 
+def _valid_devices() -> list[str]:
+    valid = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        valid += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        valid.append("mps")
+    return valid
+
+
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``/``"auto"`` -> ``cuda`` when available, else ``cpu``."""
+    """``None``/``"auto"`` -> ``cuda`` when available, else ``cpu``; otherwise ``cpu``, ``cuda``, ``cuda:N``
+    (``N`` below the GPU count) or ``mps`` where this machine has them; a one-line :class:`ModelError` if not."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError("device 'cuda' asked for, but torch sees no CUDA GPU; use device='cpu'")
-    return device
+    valid = _valid_devices()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    ok = dev is not None and (
+        dev.type == "cpu" and dev.index in (None, 0)
+        or dev.type == "cuda" and torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()
+        or dev.type == "mps" and "mps" in valid)
+    if not ok:
+        why = "; torch sees no CUDA GPU" if dev is not None and dev.type == "cuda" and not torch.cuda.is_available() else ""
+        raise ModelError(f"device {str(device)!r} is not usable here{why}; use one of {', '.join(valid)}")
+    return dev
+
+
+def _check_pair(backbone: nn.Module, fc: nn.Module, input_size: int, name: str) -> None:
+    """Probe ``backbone`` once (eval mode, no grad, one ``input_size`` image) and say what does not fit ``fc``."""
+    if not isinstance(backbone, nn.Module):
+        raise ModelError(f"{name}: backbone must be an nn.Module (image -> (B, K, h, w)), got {type(backbone).__name__}")
+    if not isinstance(fc, nn.Linear):
+        raise ModelError(f"{name}: fc must be an nn.Linear (K -> classes), got {type(fc).__name__}; CAM needs a "
+                         "linear layer after global average pooling")
+    try:
+        ref = next(backbone.parameters())
+        device, dtype = ref.device, ref.dtype
+    except StopIteration:
+        device, dtype = torch.device("cpu"), torch.float32
+    size = int(input_size)
+    with torch.no_grad():
+        try:
+            feats = backbone(torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device, dtype))
+        except Exception as err:
+            raise ModelError(f"{name}: the backbone fails on a (1, 3, {size}, {size}) image: "
+                             f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+    if not isinstance(feats, torch.Tensor) or feats.ndim != 4:
+        shape = tuple(feats.shape) if isinstance(feats, torch.Tensor) else type(feats).__name__
+        raise ModelError(f"{name}: the backbone must return a (B, K, h, w) feature map, got {shape}; cut it before "
+                         "its pooling/flatten")
+    if feats.shape[1] != fc.in_features:
+        raise ModelError(f"{name}: the backbone gives K = {feats.shape[1]} channels but fc takes "
+                         f"{fc.in_features} features; they must match")
 
 
 def wrap_model(backbone: nn.Module, fc: nn.Linear, *, name: str = "custom", input_size: int = 224,
                mean=IMAGENET_MEAN, std=IMAGENET_STD, class_names: Sequence[str] | None = None) -> CAMModel:
-    """Wrap your own ``backbone`` (image -> ``(B, K, h, w)``) and ``fc`` as a :class:`CAMModel`."""
+    """Wrap your own ``backbone`` (image -> ``(B, K, h, w)``) and ``fc`` as a :class:`CAMModel`.
+
+    The pair is probed once (eval mode, no grad, one random image): a backbone that does not give a 4-D map, or
+    whose channel count is not ``fc.in_features``, is refused with a one-line :class:`ModelError`.
+    """
     prep = Preprocessing(resize=input_size, crop=input_size, interpolation="bilinear", mean=tuple(mean), std=tuple(std))
-    return CAMModel(name, _frozen(backbone), _frozen(fc), prep, class_names)
+    if isinstance(backbone, nn.Module):
+        _frozen(backbone)
+    if isinstance(fc, nn.Module):
+        _frozen(fc)
+    _check_pair(backbone, fc, input_size, name)
+    if class_names is not None and len(class_names) != fc.out_features:
+        raise ModelError(f"{name}: class_names has {len(class_names)} entries for {fc.out_features} classes")
+    return CAMModel(name, backbone, fc, prep, class_names)
 
 
 def predict(model: CAMModel, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,13 +7,16 @@ importable for tests. A run lives in ``results/<run>/`` with ``notebooks/``, ``f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
+import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -118,12 +121,85 @@ def update_run_json(run_dir: str | Path, params: dict, notebook: str | None = No
 
 
 # --- executing one notebook -----------------------------------------------------------------
+# Kernel stderr lines shown on the terminal: progress bars (tqdm: "37%|...| 3/8 [01:02<01:40, ...]") and the kit's
+# own warnings a user can act on (a skipped image file). Everything else goes only to the notebook's log file.
+TERMINAL_LINES = re.compile(r"\d+%\|.*\[[^\]]*<|^skipped ")
+
+
+class _KernelStderr:
+    """papermill's ``stderr_file``: every chunk to the log, progress bars and actionable lines to the terminal."""
+
+    def __init__(self, log, terminal, forward: bool):
+        self.log, self.terminal, self.forward = log, terminal, forward
+
+    def write(self, text: str) -> None:
+        self.log.write(text)
+        if self.forward:
+            for line in re.split(r"[\r\n]+", text):
+                if TERMINAL_LINES.search(line.strip()):
+                    self.terminal.write(f"   {line.strip()}\n")
+            self.terminal.flush()
+
+    def flush(self) -> None:
+        self.log.flush()
+
+
+@contextlib.contextmanager
+def _logging_to(stream):
+    """Every Python log record and warning of this process (papermill, jupyter_client) to ``stream`` only."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    root.handlers, root.level = [handler], logging.INFO
+    logging.captureWarnings(True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            yield
+    finally:
+        logging.captureWarnings(False)
+        root.handlers, root.level = saved
+
+
+@contextlib.contextmanager
+def _stderr_fd_to(stream):
+    """Point file descriptor 2 at ``stream`` (so the kernel process, which inherits it, writes its own start-up
+    warnings there); yield a writer on the terminal's stderr for what should still be shown."""
+    try:
+        real = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # stderr already captured (pytest): leave fd 2 alone
+        real = False
+    if not real:
+        yield sys.stderr
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    terminal = os.fdopen(os.dup(saved), "w", buffering=1)
+    os.dup2(stream.fileno(), 2)
+    try:
+        yield terminal
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        terminal.close()
+
+
+def _shown(path: Path) -> str:
+    return os.path.relpath(path, ROOT) if path.is_relative_to(ROOT) else str(path)
+
+
 def run_notebook(notebook: str | Path, run_dir: str | Path, params: dict, kernel: str = "ama",
                  timeout: int = 3600, progress: bool | None = None, sharded: bool = False) -> Path:
     """Execute ``notebook`` with papermill into ``<run_dir>/notebooks/``; return the executed copy.
 
-    On failure the partial notebook is kept as ``<name>.FAILED.ipynb`` (so Make reruns it) and a
-    ``RuntimeError`` names the notebook and the failing cell.
+    The terminal gets one line when the notebook starts and one when it ends (with its time), the kernel's
+    progress bars (``progress``; default: when stderr is a terminal, else only the log has them) and nothing
+    else: papermill's and the kernel's output go to ``<run_dir>/logs/<notebook>.log``. The executed notebook is
+    written under a temporary name and renamed only on success, so a killed run leaves no file under the final
+    name (Make reruns it). On failure the partial notebook is kept as ``<name>.FAILED.ipynb`` and a
+    ``RuntimeError`` names the notebook, the failing cell and the log file.
     """
     import papermill as pm
 
@@ -132,35 +208,57 @@ def run_notebook(notebook: str | Path, run_dir: str | Path, params: dict, kernel
     out = run_dir / "notebooks" / notebook.name
     out.parent.mkdir(parents=True, exist_ok=True)
     failed = out.with_suffix(".FAILED.ipynb")
-    failed.unlink(missing_ok=True)
-    declared = {p for p in pm.inspect_notebook(str(notebook))}
-    if not declared:
-        raise RuntimeError(f"{notebook.name} has no cell tagged 'parameters'; papermill would run it silently "
-                           "with its defaults")
-    shown_run_dir = os.path.relpath(run_dir, ROOT) if run_dir.is_relative_to(ROOT) else str(run_dir)
-    nb_params = {k: v for k, v in notebook_parameters(params, shown_run_dir, sharded).items() if k in declared}
+    partial = out.with_suffix(".running.ipynb")
+    for stale in (failed, partial):
+        stale.unlink(missing_ok=True)
+    log_file = run_dir / "logs" / f"{notebook.stem}.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
     progress = sys.stderr.isatty() if progress is None else progress
-    print(f"== {notebook.stem}: running ({', '.join(f'{k}={v}' for k, v in nb_params.items())})", flush=True)
-    start = time.time()
-    try:
-        pm.execute_notebook(str(notebook), str(out), parameters=nb_params, kernel_name=kernel,
-                            cwd=str(notebook.parent), execution_timeout=timeout,
-                            progress_bar=progress, log_output=not progress, stdout_file=None)
-    except Exception as err:
-        seconds = time.time() - start
-        if out.is_file():
-            out.replace(failed)
+    with open(log_file, "w", encoding="utf-8", buffering=1) as log, _logging_to(log):
+        declared = {p for p in pm.inspect_notebook(str(notebook))}
+        if not declared:
+            raise RuntimeError(f"{notebook.name} has no cell tagged 'parameters'; papermill would run it silently "
+                               "with its defaults")
+        nb_params = {k: v for k, v in notebook_parameters(params, _shown(run_dir), sharded).items() if k in declared}
+        log.write(f"{notebook.name} parameters: {json.dumps(nb_params)}\n")
+        print(f"== {notebook.stem}: running (log: {_shown(log_file)})", flush=True)
+        start = time.time()
+        with _stderr_fd_to(log) as terminal:
+            try:
+                pm.execute_notebook(str(notebook), str(partial), parameters=nb_params, kernel_name=kernel,
+                                    cwd=str(notebook.parent), execution_timeout=timeout, progress_bar=False,
+                                    log_output=False, stdout_file=log,
+                                    stderr_file=_KernelStderr(log, terminal, progress))
+                err = None
+            except Exception as caught:  # noqa: BLE001 - reported as one line below
+                err = caught
+                log.write(f"\n{type(err).__name__}: {err}\n")
+    seconds = time.time() - start
+    if err is not None:
+        if partial.is_file():
+            partial.replace(failed)
         update_run_json(run_dir, params, notebook.stem, seconds, "failed")
         detail = str(err).strip().splitlines()
         summary = next((line for line in reversed(detail) if line.strip()), type(err).__name__)
         cell = getattr(err, "exec_count", None)
         where = f" in cell [{cell}]" if cell is not None else ""
         raise RuntimeError(f"notebook {notebook.name} failed{where} after {seconds:.0f} s: {summary} "
-                           f"(partial executed notebook: {failed})") from None
-    seconds = time.time() - start
+                           f"(partial executed notebook: {_shown(failed)}; log: {_shown(log_file)})")
+    partial.replace(out)
     update_run_json(run_dir, params, notebook.stem, seconds, "ok")
-    print(f"== {notebook.stem}: done in {seconds:.0f} s -> {out}", flush=True)
+    print(f"== {notebook.stem}: done in {seconds:.0f} s", flush=True)
     return out
+
+
+def print_summary(run_dir: str | Path) -> None:
+    """The three claims' verdicts of a finished run and where its report is."""
+    from .report import collect_claims
+
+    run_dir = resolve(run_dir)
+    for claim in collect_claims(run_dir):
+        print(f"== claim {claim.number} ({claim.title}): {claim.verdict}")
+    html = run_dir / "04_report.html"
+    print(f"== report: {_shown(run_dir / 'REPORT.md')}" + (f" (HTML: {_shown(html)})" if html.is_file() else ""))
 
 
 # --- comparing a run with the reference -----------------------------------------------------
@@ -302,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     n.add_argument("--kernel", default="ama")
     n.add_argument("--timeout", type=int, default=3600)
     n.add_argument("--sharded", action="store_true", help="the heavy experiment's tables were merged by ama.shards")
+    r = sub.add_parser("summary", help="print a finished run's claim verdicts and where its report is")
+    r.add_argument("--run-dir", required=True)
     c = sub.add_parser("check", help="compare a run's tables with the reference")
     c.add_argument("--run-dir", required=True)
     c.add_argument("--reference", default="results/reference")
@@ -324,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
             run_notebook(args.notebook, args.run_dir, params, args.kernel, args.timeout, sharded=args.sharded)
         elif args.command == "reference":
             print(f"== reference saved: {save_reference(args.run_dir, args.reference)}")
+        elif args.command == "summary":
+            print_summary(args.run_dir)
         elif args.command == "check":
             ok, lines = check_run(args.run_dir, args.reference)
             print("\n".join(lines))

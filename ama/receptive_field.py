@@ -100,6 +100,9 @@ def effective_receptive_field(model: CAMModel, x: torch.Tensor, target=None, bat
     zero everywhere (dead ReLUs) gets an all-zero map, never NaN. ``cells``: indices (default all ``h*w``).
     ``target``: class per image (default the prediction on ``x``), as in :func:`ama.cam`.
     """
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("ama.effective_receptive_field needs autograd (input gradients): call it outside "
+                           "torch.inference_mode() (torch.no_grad() around it is fine)")
     x = x.to(model.device).detach()
     B, _, H, W = x.shape
     with torch.no_grad():

@@ -173,7 +173,7 @@ def _one_line_error(capsys, rc, message):
 def test_bad_device_refused_before_loading(folder, tmp_path, capsys, monkeypatch, device):
     monkeypatch.setattr(cli, "load_cli_model", _never_load)
     rc = cli.main(["attack", "--image", str(folder / "im0.png"), "--device", device, "--out", str(tmp_path)])
-    _one_line_error(capsys, rc, f"--device '{device}' is not valid; use one of auto, cpu, cuda, cuda:N")
+    _one_line_error(capsys, rc, f"--device: device '{device}' is not usable here")
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -93,7 +93,7 @@ def test_timm_model_without_gap_linear_head_is_refused(arch, why, tmp_path):
 
 def test_timm_missing_weights_message(monkeypatch):
     monkeypatch.setenv("AMA_OFFLINE", "1")
-    with pytest.raises(ama.WeightsNotFoundError, match="timm:resnet18 weights not found.*checkpoint="):
+    with pytest.raises(ama.WeightsNotFoundError, match="timm:resnet18 weights are not on this machine.*checkpoint="):
         ama.load_model("timm:resnet18")
 
 
