@@ -141,7 +141,8 @@ def _attack_one(args, model) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ama.attack import attack_figure, marginal_attack, save_png
+    from ama.attack import marginal_attack, save_png
+    from ama.plots import attack_figure
     from ama.data import load_image
     from ama.paths import resolve
 
