@@ -58,7 +58,7 @@ OPTIMIZER_DEFAULTS = {
 APGD_ETA0 = 2.0        # first step, x the range [0, 1]
 APGD_MOMENTUM = 0.75
 APGD_RHO = 0.75        # share of rising steps below which the step halves
-ADAM_LR = 0.1          # first learning rate on the sigmoid's logits
+ADAM_LR = 0.5          # first learning rate on the sigmoid's logits
 ADAM_EPS = 1e-3        # the start is clamped to [eps, 1 - eps] before its logit is taken
 CPU_LAYOUT = torch.channels_last  # memory layout of the iterates on the CPU (torch.contiguous_format: the default)
 
@@ -363,12 +363,12 @@ class _Sign:
 
 
 def apgd_checkpoints(n_steps: int) -> list[int]:
-    """Iterations at which APGD checks progress: ``ceil(p_j n_steps)`` for ``p_0 = 0, p_1 = 0.22,
+    """Iterations at which APGD checks progress: ``round(p_j n_steps)`` for ``p_0 = 0, p_1 = 0.22,
     p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`` below 1 (``SCIENCE.md`` section 6)."""
     p = [0.0, 0.22]
     while p[-1] + max(p[-1] - p[-2] - 0.03, 0.06) <= 1:
         p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
-    return sorted({int(math.ceil(q * n_steps)) for q in p[1:] if 0 < math.ceil(q * n_steps) < n_steps})
+    return sorted({round(q * n_steps) for q in p[1:] if 0 < round(q * n_steps) < n_steps})
 
 
 class _APGD:
@@ -645,3 +645,72 @@ def run_settings(model: CAMModel, x: torch.Tensor, names: Sequence[str], e_value
     cols = list(table.columns)
     cols.insert(cols.index("quantized"), cols.pop(cols.index("setting")))
     return results, table[cols]
+
+
+# --- the ablation of the optimisers ----------------------------------------------------------
+ABLATION_INGREDIENTS = ("select", "restarts", "cam_loss", "label_loss")
+_TOGGLE = {"select": {"best": "last", "last": "best"}, "cam_loss": {"normalized": "raw", "raw": "normalized"},
+           "label_loss": {"ce": "margin", "margin": "ce"}}
+
+
+def ablation_settings(optimizers=tuple(OPTIMIZER_DEFAULTS), ingredients=ABLATION_INGREDIENTS) -> list[dict]:
+    """Per optimiser its default settings (``variant`` ``"default"``) and, per ingredient, the default with that
+    ingredient switched (``"select=last"``, ``"restarts=1"``, ``"cam_loss=raw"``, ...): ``select`` best <-> last,
+    ``restarts`` 0 <-> 1 (restarts imply ``select="best"``), ``cam_loss`` normalized <-> raw, ``label_loss`` ce <->
+    margin. Each a dict of :func:`marginal_attack` keywords plus ``variant``."""
+    out = []
+    for opt in optimizers:
+        base = optimizer_settings(opt)
+        out.append({**base, "variant": "default"})
+        for ing in ingredients:
+            if ing not in ABLATION_INGREDIENTS:
+                raise ValueError(f"unknown ingredient {ing!r}; use some of {', '.join(ABLATION_INGREDIENTS)}")
+            s = dict(base)
+            if ing == "restarts":
+                s["restarts"] = 0 if base["restarts"] else 1
+                if s["restarts"]:
+                    s["select"] = "best"
+            else:
+                s[ing] = _TOGGLE[ing][base[ing]]
+                if s["select"] == "last" and s["restarts"]:
+                    continue  # restarts need the best iterate: no such variant
+            out.append({**s, "variant": f"{ing}={s[ing]}"})
+    return out
+
+
+def ablation(model: CAMModel, x: torch.Tensor, names: Sequence[str], e_values=(1, 2, 4, 8), budgets=(10, 30, 100),
+             optimizers=tuple(OPTIMIZER_DEFAULTS), ingredients=ABLATION_INGREDIENTS, variant_e_values=None,
+             lamb: float = 100.0, mode: str = "flip", seed: int = 0, progress: bool = True):
+    """Every optimiser's default at every budget (``n_iter`` in ``budgets``, passes per image) and ``e``, and each
+    ingredient switched (:func:`ablation_settings`) at the largest budget and each ``e`` of ``variant_e_values``
+    (default: all ``e_values``). Returns the tidy table of :func:`ama.metrics.attack_metrics` rows (one per image x
+    quantized) with the columns ``variant``, ``cam_loss``, ``label_loss`` and ``select`` added."""
+    import pandas as pd
+    from tqdm import tqdm
+
+    variant_e = e_values if variant_e_values is None else variant_e_values
+    top = max(budgets)
+    jobs = []
+    for s in ablation_settings(optimizers, ingredients):
+        default = s["variant"] == "default"
+        for e in e_values:
+            for it in (sorted(budgets) if default else [top]):
+                if default or e in variant_e:
+                    jobs.append((s, e, it))
+    frames = []
+    for s, e, it in tqdm(jobs, desc=f"ablation {model.name}", mininterval=30, disable=not progress):
+        kw = {k: s[k] for k in ("optimizer", "restarts", "cam_loss", "label_loss", "select")}
+        r = marginal_attack(model, x, e=e, n_iter=it, lamb=lamb, mode=mode, seed=seed, names=names, **kw)
+        df = r.metrics
+        frames.append(df.assign(variant=s["variant"], cam_loss=s["cam_loss"], label_loss=s["label_loss"],
+                                select=s["select"]))
+    return pd.concat(frames, ignore_index=True)
+
+
+def ablation_summary(table) -> "pandas.DataFrame":  # noqa: F821
+    """Per ``model, optimizer, variant, e, n_iter, quantized``: ``fooling_rate``, ``cam_cosine`` (means) and
+    ``n_images``, from an :func:`ablation` table."""
+    keys = ["model", "optimizer", "variant", "e", "n_iter", "quantized"]
+    g = table.groupby(keys, sort=True)
+    out = g.agg(fooling_rate=("fooled", "mean"), cam_cosine=("cam_cosine", "mean"), n_images=("image", "size"))
+    return out.reset_index()

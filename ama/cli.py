@@ -28,7 +28,7 @@ log = logging.getLogger("ama")
 
 CSV_NAME = "attack_metrics.csv"
 # Columns that say which setting a row belongs to (with the image name: a finished row).
-SETTING_COLUMNS = ("model", "e", "mode", "n_iter", "lamb", "seed", "target")
+SETTING_COLUMNS = ("model", "e", "mode", "optimizer", "restarts", "n_iter", "lamb", "seed", "target")
 
 
 class CLIError(ValueError):
@@ -76,6 +76,10 @@ def _add_attack(sub) -> argparse.ArgumentParser:
     p.add_argument("--target", default=None,
                    help="targeted CAM: disc, square, ring, text:X, flip, flipud, invert, or an image file (its CAM)")
     p.add_argument("--seed", type=int, default=0, help="seed of the starting noise (default 0)")
+    p.add_argument("--optimizer", default="sign", choices=("sign", "apgd", "adam"),
+                   help="sign: the reference's signed steps (default); apgd, adam: stronger at the same budget")
+    p.add_argument("--restarts", type=int, default=None,
+                   help="restarts within the budget of --n_iter passes (default: the optimizer's, 0)")
     p.add_argument("--out", default=".", help="output folder (default: the current folder)")
     p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=8,
                    help="images per attack call in folder mode (default 8)")
@@ -153,7 +157,7 @@ def _attack_one(args, model) -> int:
     target = _target(args, model, x)
     for e in args.e:
         r = marginal_attack(model, x, e=e, n_iter=args.n_iter, lamb=args.lamb, mode=args.mode, target_map=target,
-                            seed=args.seed, names=[path.stem])
+                            seed=args.seed, names=[path.stem], optimizer=args.optimizer, restarts=args.restarts)
         stem = f"{path.stem}_ama_{e}"
         fig = attack_figure(r, 0, quantized=True)
         fig.savefig(out / f"{stem}.png", dpi=120, bbox_inches="tight")
@@ -211,7 +215,11 @@ def _attack_folder(args, model) -> int:
     out.mkdir(parents=True, exist_ok=True)
     csv = out / CSV_NAME
     records = list_images(args.images, n=args.n_images, seed=args.seed)
-    settings = {e: dict(model=model.name, e=e, mode=args.mode, n_iter=args.n_iter, lamb=args.lamb, seed=args.seed,
+    from ama.attack import optimizer_settings
+
+    opt = optimizer_settings(args.optimizer, args.restarts)
+    settings = {e: dict(model=model.name, e=e, mode=args.mode, optimizer=opt["optimizer"], restarts=opt["restarts"],
+                        n_iter=args.n_iter, lamb=args.lamb, seed=args.seed,
                         target=args.target or "") for e in args.e}
     done = _done(csv, settings)
     names = {r.name for r in records}
@@ -250,7 +258,8 @@ def _folder_loop(args, model, csv, settings, done, total, initial, skipped_files
                     continue
                 target = _target(args, model, batch.images)
                 r = marginal_attack(model, batch.images, e=e, n_iter=args.n_iter, lamb=args.lamb, mode=args.mode,
-                                    target_map=target, seed=args.seed, names=batch.names)
+                                    target_map=target, seed=args.seed, names=batch.names, optimizer=args.optimizer,
+                                    restarts=args.restarts)
                 append_rows(csv, _rows(r, args))
                 bar.update(len(batch.names))
 
