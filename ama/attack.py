@@ -18,6 +18,15 @@ the other images of the batch (a batch *mean* of CE over the still-fooled images
 of each image by ``1 / k``, ``k`` the number of images not yet fooled, and so couple the images; the
 kit avoids that on purpose). ``sign()`` makes the overall scale irrelevant per image.
 
+Optimisers (``optimizer=``; budget: ``n_iter`` forward+backward passes per image, restarts included):
+``"sign"`` is the reference above (the default, unchanged bit for bit); ``"apgd"`` an APGD-style schedule and
+``"adam"`` Adam on ``n = sigmoid(w)`` (``SCIENCE.md`` section 6). ``select="best"`` (their default) returns per image
+the best iterate judged on its 8-bit version: each pass then sees the 8-bit frame (straight-through gradient), so
+judging costs no extra pass; "best" ranks success first (flip: label changed; keep: label held), then the objective.
+``restarts=k`` splits the budget over ``k + 1`` runs from successive draws of the seeded generator.
+``cam_loss="raw"`` compares ReLU'd raw CAMs, ``label_loss="margin"`` uses the logit margin (:class:`_Objective`).
+Adam has no ``sign()``: an image's result then depends on its batch by float rounding only.
+
 Variants: ``mode="keep"`` minimises CE over every image instead (keep the label, change the map);
 ``target_map`` replaces ``1 - cos(M_z, M_x)`` (pushed up) by ``1 - cos(M_z, T)`` (pulled down);
 ``mask`` replaces the frame by any boolean ``(H, W)`` or ``(B, H, W)`` mask.

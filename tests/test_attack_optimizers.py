@@ -120,11 +120,10 @@ def test_best_iterate_never_worse_than_the_last(tiny_model, x8, optimizer, mode)
         r.clean_class))
 
 
-def test_stronger_optimizers_beat_the_reference_on_the_tiny_model(tiny_model, x8):
+def test_apgd_beats_the_reference_on_the_tiny_model(tiny_model, x8):
     ref = ama.marginal_attack(tiny_model, x8, e=2, n_iter=20).metrics.query("quantized").cam_cosine.mean()
-    for optimizer in ("apgd", "adam"):
-        r = ama.marginal_attack(tiny_model, x8, e=2, n_iter=20, optimizer=optimizer)
-        assert r.metrics.query("quantized").cam_cosine.mean() < ref, optimizer
+    r = ama.marginal_attack(tiny_model, x8, e=2, n_iter=20, optimizer="apgd")
+    assert r.metrics.query("quantized").cam_cosine.mean() < ref
 
 
 def test_variants_change_the_objective(tiny_model, x8):
