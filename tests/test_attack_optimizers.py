@@ -205,3 +205,16 @@ def test_report_states_the_strongest_result_beside_the_reference(tmp_path):
     assert "the reference optimiser (sign) fools 50% with cosine 0.85" in text
     assert "Goal (fooling >= 90%, cosine <= 0.5): met" in text
     assert attack_strength_section(tmp_path / "nothing") == []
+
+
+@pytest.mark.slow
+def test_notebook_03_fast_writes_the_ablation(fast_run):
+    """The ablation cells of notebook 03 in `make reproduce FAST=1` (2 images, 5 passes)."""
+    import pandas as pd
+
+    rows = pd.read_csv(fast_run.dir / "tables" / "attack_ablation.csv")
+    assert set(rows.optimizer) == set(attack.OPTIMIZER_DEFAULTS) and set(rows.n_iter) == {5}
+    assert rows.image.nunique() == 2 and set(rows.e) == {1}
+    assert {"default", "cam_loss=raw", "label_loss=margin", "restarts=1"} <= set(rows.variant)
+    assert (fast_run.dir / "figures" / "attack_ablation.png").stat().st_size > 10_000
+    assert "the strongest attack at the same budget" in (fast_run.dir / "REPORT.md").read_text()
