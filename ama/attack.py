@@ -21,6 +21,15 @@ another way (a batch *mean* of CE over the still-fooled images would scale the C
 of each image by ``1 / k``, ``k`` the number of images not yet fooled, and so couple the images; the
 kit avoids that on purpose). ``sign()`` makes the overall scale irrelevant per image.
 
+Optimisers (``optimizer=``; budget: ``n_iter`` forward+backward passes per image, restarts included):
+``"sign"`` is the reference above (the default, unchanged bit for bit); ``"apgd"`` an APGD-style schedule and
+``"adam"`` Adam on ``n = sigmoid(w)`` (``SCIENCE.md`` section 6). ``select="best"`` (their default) returns per image
+the best iterate judged on its 8-bit version: each pass then sees the 8-bit frame (straight-through gradient), so
+judging costs no extra pass; "best" ranks success first (flip: label changed; keep: label held), then the objective.
+``restarts=k`` splits the budget over ``k + 1`` runs from successive draws of the seeded generator.
+``cam_loss="raw"`` compares ReLU'd raw CAMs, ``label_loss="margin"`` uses the logit margin (:class:`_Objective`).
+Adam has no ``sign()``: an image's result then depends on its batch by float rounding only.
+
 Variants: ``mode="keep"`` minimises CE over every image instead (keep the label, change the map);
 ``target_map`` replaces ``1 - cos(M_z, M_x)`` (pushed up) by ``1 - cos(M_z, T)`` (pulled down);
 ``mask`` replaces the frame by any boolean ``(H, W)`` or ``(B, H, W)`` mask.
@@ -50,6 +59,20 @@ from .receptive_field import _pair, margin_mask
 
 MODES = ("flip", "keep")
 COS_EPS = 1e-8
+# Optimisers (``SCIENCE.md`` section 6) and their defaults; ``select``: which iterate is returned.
+CAM_LOSSES = ("normalized", "raw")
+LABEL_LOSSES = ("ce", "margin")
+SELECTS = ("last", "best")
+OPTIMIZER_DEFAULTS = {
+    "sign": dict(restarts=0, cam_loss="normalized", label_loss="ce", select="last"),  # the reference, bit for bit
+    "apgd": dict(restarts=0, cam_loss="normalized", label_loss="margin", select="best"),  # margin: tuned on lite0
+    "adam": dict(restarts=0, cam_loss="normalized", label_loss="ce", select="best"),
+}
+APGD_ETA0 = 2.0        # first step, x the range [0, 1]
+APGD_MOMENTUM = 0.75
+APGD_RHO = 0.75        # share of rising steps below which the step halves
+ADAM_LR = 0.5          # first learning rate on the sigmoid's logits
+ADAM_EPS = 1e-3        # the start is clamped to [eps, 1 - eps] before its logit is taken
 CPU_LAYOUT = torch.channels_last  # memory layout of the iterates on the CPU (torch.contiguous_format: the default)
 
 
@@ -115,78 +138,77 @@ def _check_autograd(what: str) -> None:
 
 # --- result ---------------------------------------------------------------------------------
 @dataclass
-class AttackResult:
-    """What one :func:`marginal_attack` call gives. Images ``(B, 3, H, W)`` in ``[0, 1]``, CAMs ``(B, h, w)`` in
-    ``[0, 1]`` (the CAM of the clean class ``clean_class`` unless said otherwise), classes ``(B,)``.
+class Evaluation:
+    """One evaluated image set: ``images`` ``(B, 3, H, W)`` in ``[0, 1]``, their ``logits`` ``(B, C)``, ``cam`` the CAM
+    of the clean class ``(B, h, w)`` in ``[0, 1]`` (what the attack optimises) and ``cam_pred`` the CAM of the set's
+    own predicted class (what an explainer would show)."""
 
-    ``adv``: the adversarial images as optimised (float); ``adv_q``: the same after 8-bit quantisation of the
-    mask's pixels (what a saved PNG holds; off-mask pixels stay the input's). Everything is on the CPU.
-    ``history`` (if asked): ``(n_iter + 1, B)`` tensors ``loss``, ``cam_cosine`` (vs the clean CAM),
-    ``target_cosine`` (targeted runs), ``ce`` and ``clean_class_held``; row ``t`` is the iterate before update
-    ``t``, the last row the final ``z``.
+    images: torch.Tensor
+    logits: torch.Tensor
+    cam: torch.Tensor
+    cam_pred: torch.Tensor
+    class_names: list[str] = field(repr=False, default_factory=list)
+
+    @property
+    def classes(self) -> torch.Tensor:
+        """``(B,)`` predicted classes."""
+        return self.logits.argmax(1)
+
+    @property
+    def conf(self) -> torch.Tensor:
+        """``(B,)`` softmax probability of the predicted class."""
+        return torch.softmax(self.logits.float(), 1).max(1).values
+
+    @property
+    def names(self) -> list[str]:
+        """Names of the predicted classes."""
+        return [self.class_names[int(i)] for i in self.classes]
+
+
+EVALUATED = ("clean", "adv", "adv_q")     # the image sets an AttackResult describes
+_FIELDS = {"logits": "logits", "cam": "cam", "cam_pred": "cam_pred", "class": "classes", "conf": "conf",
+           "names": "names"}
+
+
+@dataclass
+class AttackResult:
+    """What one :func:`marginal_attack` (or :func:`random_frame`) call gives, on the CPU.
+
+    ``evaluations`` holds one :class:`Evaluation` per image set of :data:`EVALUATED`: ``"clean"`` the inputs,
+    ``"adv"`` the adversarial images as optimised (float), ``"adv_q"`` the same after 8-bit quantisation of the
+    mask's pixels (what a saved PNG holds; off-mask pixels stay the input's). Shorthands: ``r.<set>`` are the
+    set's images and ``r.<set>_<field>`` its fields, field one of ``logits, cam, cam_pred, class, conf, names``
+    (``r.adv_q``, ``r.adv_q_logits``, ``r.clean_cam``, ``r.adv_class``, ...).
+
+    ``mask`` ``(B, H, W)`` bool; ``target_map`` ``(B, h, w)`` or None. ``history`` (if asked): ``(n_iter + 1, B)``
+    tensors ``loss`` (the objective maximised), ``cam_cosine`` (vs the clean CAM, as the objective measures it),
+    ``target_cosine`` (targeted runs), ``ce`` and ``clean_class_held``; row ``t`` is the iterate of model pass
+    ``t``, the last row the returned image (for ``select="best"`` its 8-bit version, as judged).
     """
 
-    clean: torch.Tensor
-    adv: torch.Tensor
-    adv_q: torch.Tensor
-    mask: torch.Tensor                  # (B, H, W) bool
-    clean_logits: torch.Tensor
-    adv_logits: torch.Tensor
-    adv_q_logits: torch.Tensor
-    clean_cam: torch.Tensor             # CAM of the clean class on x
-    adv_cam: torch.Tensor               # CAM of the clean class on adv (what the attack optimises)
-    adv_q_cam: torch.Tensor
-    adv_cam_pred: torch.Tensor          # CAM of adv's own predicted class (what an explainer would show)
-    adv_q_cam_pred: torch.Tensor
-    target_map: torch.Tensor | None     # (B, h, w) or None
+    evaluations: dict
+    mask: torch.Tensor
+    target_map: torch.Tensor | None
     class_names: list[str]
     names: list[str]
     params: dict
     history: dict | None = None
     _tables: dict = field(default_factory=dict, repr=False)
 
-    # --- classes ---------------------------------------------------------------------------
-    @property
-    def clean_class(self) -> torch.Tensor:
-        return self.clean_logits.argmax(1)
+    def __getattr__(self, name: str):
+        evaluations = self.__dict__.get("evaluations")
+        if evaluations is not None and not name.startswith("_"):
+            if name in evaluations:
+                return evaluations[name].images
+            for key in sorted(evaluations, key=len, reverse=True):  # adv_q before adv
+                rest = name[len(key) + 1:] if name.startswith(key + "_") else None
+                if rest in _FIELDS:
+                    return getattr(evaluations[key], _FIELDS[rest])
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
-    @property
-    def adv_class(self) -> torch.Tensor:
-        return self.adv_logits.argmax(1)
-
-    @property
-    def adv_q_class(self) -> torch.Tensor:
-        return self.adv_q_logits.argmax(1)
-
-    def _conf(self, logits):
-        return torch.softmax(logits, 1).max(1).values
-
-    @property
-    def clean_conf(self) -> torch.Tensor:
-        return self._conf(self.clean_logits)
-
-    @property
-    def adv_conf(self) -> torch.Tensor:
-        return self._conf(self.adv_logits)
-
-    @property
-    def adv_q_conf(self) -> torch.Tensor:
-        return self._conf(self.adv_q_logits)
-
-    def _names(self, classes):
-        return [self.class_names[int(i)] for i in classes]
-
-    @property
-    def clean_names(self) -> list[str]:
-        return self._names(self.clean_class)
-
-    @property
-    def adv_names(self) -> list[str]:
-        return self._names(self.adv_class)
-
-    @property
-    def adv_q_names(self) -> list[str]:
-        return self._names(self.adv_q_class)
+    def evaluated(self, quantized: bool = True) -> Evaluation:
+        """The adversarial set: 8-bit (``quantized``, what a PNG holds) or as optimised."""
+        return self.evaluations["adv_q" if quantized else "adv"]
 
     @property
     def fooled(self) -> torch.Tensor:
@@ -256,6 +278,23 @@ def _validate_target(target_map, B, hw, device):
     return t.float()
 
 
+def optimizer_settings(optimizer: str = "sign", restarts=None, cam_loss=None, label_loss=None, select=None) -> dict:
+    """The settings of one optimiser: its :data:`OPTIMIZER_DEFAULTS` with the given values in their place, validated."""
+    if optimizer not in OPTIMIZER_DEFAULTS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; use one of {', '.join(OPTIMIZER_DEFAULTS)}")
+    given = dict(restarts=restarts, cam_loss=cam_loss, label_loss=label_loss, select=select)
+    s = {**OPTIMIZER_DEFAULTS[optimizer], **{k: v for k, v in given.items() if v is not None}}
+    r = s["restarts"]
+    if isinstance(r, bool) or not isinstance(r, int) or r < 0:
+        raise ValueError(f"restarts must be a non-negative integer, got {r!r}")
+    for key, allowed in (("cam_loss", CAM_LOSSES), ("label_loss", LABEL_LOSSES), ("select", SELECTS)):
+        if s[key] not in allowed:
+            raise ValueError(f"unknown {key} {s[key]!r}; use one of {', '.join(allowed)}")
+    if r > 0 and s["select"] == "last":
+        raise ValueError("restarts need select='best' (the best iterate over all runs is returned)")
+    return {"optimizer": optimizer, **s}
+
+
 @contextlib.contextmanager
 def _unchecked(model):
     """Skip the model's per-call input range check inside the loop (``z`` is in ``[0, 1]`` by construction)."""
@@ -271,15 +310,18 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.cosine_similarity(a.flatten(1), b.flatten(1), dim=1, eps=COS_EPS)
 
 
-def start_noise(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+def start_noise(x: torch.Tensor, seed: int = 0, run: int = 0) -> torch.Tensor:
     """The start ``n``: one ``U[0, 1]`` draw of shape ``(3, H, W)`` from ``torch.Generator().manual_seed(seed)``
     on the CPU, shared by every image of the batch (as a batch-of-one run with that seed would start), so that an
-    image starts alike whatever its batch or its position in it. Its result still depends on the batch in float
-    rounding only (batched convolutions sum in another order): logits and CAMs agree with a batch-of-one run
-    to about the 6th significant digit, and a rare sign flip of a near-zero gradient can then send a frame
-    pixel another way. ``seed``: an integer in ``[0, 2**63 - 1]``. ``(B, 3, H, W)`` on ``x``'s device."""
+    image's result does not depend on its batch or its position in it, except in float rounding (batched
+    convolutions sum in another order): logits and CAMs agree with a batch-of-one run to about the 6th significant
+    digit, and a rare sign flip of a near-zero gradient can then send a frame pixel another way. ``run`` ``k``: the
+    ``k + 1``-th draw of that generator (the start of restart ``k``). ``seed``: an integer in ``[0, 2**63 - 1]``.
+    ``(B, 3, H, W)`` on ``x``'s device."""
     gen = torch.Generator().manual_seed(_check_seed(seed))
-    n = torch.rand(x.shape[1:], generator=gen, dtype=torch.float32).to(device=x.device, dtype=x.dtype)
+    for _ in range(int(run) + 1):
+        n = torch.rand(x.shape[1:], generator=gen, dtype=torch.float32)
+    n = n.to(device=x.device, dtype=x.dtype)
     return n.unsqueeze(0).expand_as(x).clone()
 
 
@@ -288,33 +330,199 @@ def quantize(x: torch.Tensor) -> torch.Tensor:
     return torch.round(x.clamp(0, 1) * 255) / 255
 
 
-def _evaluate(model, z, c):
-    """Logits, CAM of ``c`` and CAM of the own prediction for images ``z``, from one forward pass."""
+def _evaluate(model, z, c) -> tuple:
+    """``(CAMOutput, CAM of the own prediction)`` for images ``z``, from one forward pass."""
     out = compute_cam(model, z, target=c)
     pred = out.logits.argmax(1)
     cam_pred = normalize_maps(F.relu(raw_cam_from_features(model, out.features, pred)))
-    return out.logits, out.cam, cam_pred
+    return out, cam_pred
+
+
+# --- the objective --------------------------------------------------------------------------
+class _Objective:
+    """The attack's objective per image (maximised) from one forward pass's :class:`~ama.cam.CAMOutput`.
+
+    ``flip``: ``label + lamb * (1 - cos(M_z, M_x))`` with ``label = CE(f(z), c) * [argmax f(z) == c]`` (``ce``) or
+    ``(max_{k != c} f_k(z) - f_c(z)) * [argmax f(z) == c]`` (``margin``, continuous at the decision boundary);
+    ``keep``: ``label = -CE`` or ``-relu(max_{k != c} f_k - f_c)``; targeted: the CAM term ``-lamb * (1 - cos(M_z, T))``.
+    ``cam_loss``: ``normalized`` compares min-max normalised CAMs (the reference), ``raw`` the ReLU'd raw CAMs
+    (same cosine up to the min shift; its gradient reaches every positive cell, not only the two extremes).
+    ``success``: flip -> the label changed; keep -> the label held.
+    """
+
+    def __init__(self, clean, mode, lamb, target, cam_loss, label_loss):
+        self.c, self.mode, self.lamb, self.T = clean.target, mode, lamb, target
+        self.cam_loss, self.label_loss = cam_loss, label_loss
+        self.M_x = clean.cam if cam_loss == "normalized" else F.relu(clean.raw)
+
+    def __call__(self, out):
+        c = self.c
+        ce = F.cross_entropy(out.logits, c, reduction="none")
+        held = out.logits.argmax(1) == c
+        if self.label_loss == "ce":
+            label = ce * held if self.mode == "flip" else -ce  # flip: only images still predicted as c push CE up
+        else:
+            z_c = out.logits.gather(1, c[:, None]).squeeze(1)
+            other = out.logits.scatter(1, c[:, None], float("-inf")).amax(1)
+            label = (other - z_c) * held if self.mode == "flip" else -F.relu(other - z_c)
+        cam = out.cam if self.cam_loss == "normalized" else F.relu(out.raw)
+        cos_clean = _cos(cam, self.M_x)
+        if self.T is None:
+            cos_t = None
+            cam_term = self.lamb * (1 - cos_clean)     # push away from the clean CAM
+        else:
+            cos_t = _cos(cam, self.T)
+            cam_term = -self.lamb * (1 - cos_t)        # pull towards the target
+        success = ~held if self.mode == "flip" else held
+        return label + cam_term, dict(ce=ce, held=held, cos_clean=cos_clean, cos_t=cos_t, success=success)
+
+
+def _better(success, loss, best_success, best_loss) -> torch.Tensor:
+    """``(B,)`` bool: ``(success, loss)`` beats the best so far (success first, then the objective)."""
+    return (success & ~best_success) | ((success == best_success) & (loss > best_loss))
+
+
+# --- optimisers: each turns (point, gradient, objective) into the next point -----------------
+class _Sign:
+    """The reference: ``n <- clip(n + step * sign(g), 0, 1)`` with ``step = 1 / n_steps``."""
+
+    def __init__(self, n, n_steps):
+        self.n, self.step_size = n, 1.0 / n_steps
+
+    def point(self):
+        return self.n
+
+    def step(self, grad, loss):
+        self.n = (self.n.detach() + self.step_size * grad.sign()).clamp_(0, 1)
+
+
+def apgd_checkpoints(n_steps: int) -> list[int]:
+    """Iterations at which APGD checks progress: ``round(p_j n_steps)`` for ``p_0 = 0, p_1 = 0.22,
+    p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`` below 1 (``SCIENCE.md`` section 6)."""
+    p = [0.0, 0.22]
+    while p[-1] + max(p[-1] - p[-2] - 0.03, 0.06) <= 1:
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+    return sorted({round(q * n_steps) for q in p[1:] if 0 < round(q * n_steps) < n_steps})
+
+
+class _APGD:
+    """APGD-style schedule (Croce and Hein 2020) in ``[0, 1]``: signed step ``eta`` (first ``APGD_ETA0`` x the range),
+    momentum ``APGD_MOMENTUM``; at each checkpoint an image's step halves when its objective rose in fewer than
+    ``APGD_RHO`` of the steps since the last checkpoint or its best did not improve, and it restarts from its best
+    point (with that point's gradient, stored: no extra pass)."""
+
+    def __init__(self, n, n_steps):
+        B = n.shape[0]
+        self.n, self.prev = n, n
+        self.eta = torch.full((B, 1, 1, 1), APGD_ETA0, device=n.device, dtype=n.dtype)
+        self.checkpoints = set(apgd_checkpoints(n_steps))
+        self.t = 0
+        self.last_loss = None
+        self.rises = torch.zeros(B, device=n.device)
+        self.since = 0
+        self.best_n, self.best_grad, self.best_loss = n, None, None
+        self.improved = torch.zeros(B, dtype=torch.bool, device=n.device)
+        self.eta_at_checkpoint = self.eta.clone()
+
+    def point(self):
+        return self.n
+
+    def step(self, grad, loss):
+        n, grad, loss = self.n.detach(), grad.detach(), loss.detach()
+        if self.best_loss is None:
+            self.best_n, self.best_grad, self.best_loss = n, grad, loss
+        else:
+            self.rises += (loss > self.last_loss).float()
+            self.since += 1
+            up = loss > self.best_loss
+            self.improved |= up
+            u4 = up.view(-1, 1, 1, 1)
+            self.best_n = torch.where(u4, n, self.best_n)
+            self.best_grad = torch.where(u4, grad, self.best_grad)
+            self.best_loss = torch.where(up, loss, self.best_loss)
+        self.last_loss = loss
+        if self.t in self.checkpoints:
+            halve = (self.rises < APGD_RHO * max(self.since, 1)) | ~self.improved
+            h4 = halve.view(-1, 1, 1, 1)
+            self.eta = torch.where(h4, self.eta / 2, self.eta)
+            n = torch.where(h4, self.best_n, n)
+            self.prev = torch.where(h4, self.best_n, self.prev)
+            grad = torch.where(h4, self.best_grad, grad)
+            self.rises.zero_()
+            self.since = 0
+            self.improved.zero_()
+        z = (n + self.eta * grad.sign()).clamp(0, 1)
+        if self.t == 0:
+            new = z
+        else:
+            new = (n + APGD_MOMENTUM * (z - n) + (1 - APGD_MOMENTUM) * (n - self.prev.detach())).clamp(0, 1)
+        self.prev, self.n = n, new
+        self.t += 1
+
+
+class _Adam:
+    """Adversarial framing's optimiser: ``n = sigmoid(w)``, Adam on ``w`` (ascent) with the learning rate decaying from
+    ``ADAM_LR`` to 0 on a cosine over the run."""
+
+    def __init__(self, n, n_steps):
+        self.w = torch.logit(n.clamp(ADAM_EPS, 1 - ADAM_EPS)).detach().requires_grad_(True)
+        self.opt = torch.optim.Adam([self.w], lr=ADAM_LR, maximize=True)
+        self.n_steps, self.t = n_steps, 0
+
+    def point(self):
+        return torch.sigmoid(self.w)
+
+    def step(self, grad_w, loss):
+        self.w.grad = grad_w
+        self.opt.step()
+        self.t += 1
+        for g in self.opt.param_groups:
+            g["lr"] = ADAM_LR * 0.5 * (1 + math.cos(math.pi * self.t / self.n_steps))
+
+    def leaf(self):
+        return self.w
+
+
+_OPTIMIZERS = {"sign": _Sign, "apgd": _APGD, "adam": _Adam}
+
+
+def _run_lengths(n_iter: int, runs: int) -> list[int]:
+    """Split the budget ``n_iter`` over ``runs`` runs (the first ones get the remainder); every run >= 1 pass."""
+    if runs > n_iter:
+        raise ValueError(f"restarts={runs - 1} leave fewer than one pass per run of the budget n_iter={n_iter}")
+    return [n_iter // runs + (k < n_iter % runs) for k in range(runs)]
 
 
 # --- the attack -----------------------------------------------------------------------------
 def marginal_attack(model: CAMModel, x: torch.Tensor, e: int = 1, n_iter: int = 100, lamb: float = 100.0,
                     mode: str = "flip", target_map=None, mask=None, seed: int = 0, return_history: bool = False,
-                    names: Sequence[str] | None = None) -> AttackResult:
+                    names: Sequence[str] | None = None, optimizer: str = "sign", restarts: int | None = None,
+                    cam_loss: str | None = None, label_loss: str | None = None,
+                    select: str | None = None) -> AttackResult:
     """Attack the images ``x`` ``(B, 3, H, W)`` in ``[0, 1]`` by changing only the mask's pixels (default: the
-    ``e``-pixel frame). Defaults are the reference's (``n_iter=100``, ``lamb=100``, ``mode="flip"``).
+    ``e``-pixel frame). Defaults are the reference's (``n_iter=100``, ``lamb=100``, ``mode="flip"``,
+    ``optimizer="sign"``).
 
     ``target_map``: ``(h, w)`` or ``(B, h, w)`` at CAM resolution (see :mod:`ama.shapes`) to pull the CAM
     towards; ``mask``: boolean ``(H, W)`` or ``(B, H, W)``; ``names``: one label per image for the tables.
+
+    ``optimizer``: ``"sign"`` (the reference), ``"apgd"`` or ``"adam"`` (see the module docstring); ``restarts``,
+    ``cam_loss`` (``normalized``/``raw``), ``label_loss`` (``ce``/``margin``) and ``select`` (``last``: the final
+    iterate, the reference; ``best``: the best 8-bit iterate) default to the optimiser's
+    :data:`OPTIMIZER_DEFAULTS`. The budget: ``n_iter`` forward+backward passes per image, restarts included,
+    plus one forward pass of the clean images and two of the result (float and 8-bit), for every optimiser.
     Runs on ``x``'s device moved to the model's device; returns an :class:`AttackResult` on the CPU.
     """
     _check_autograd("ama.marginal_attack")
+    settings = optimizer_settings(optimizer, restarts, cam_loss, label_loss, select)
     lamb = float(lamb) if isinstance(lamb, numbers.Real) and not isinstance(lamb, bool) else lamb
     n_iter = int(n_iter) if _is_int(n_iter) else n_iter
     device = model.device if isinstance(model, CAMModel) else None
     if isinstance(x, torch.Tensor) and device is not None:
         x = x.to(device)
     m = _validate(model, x, e, n_iter, lamb, mode, target_map, mask)
-    B, _, H, W = x.shape
+    lengths = _run_lengths(n_iter, settings["restarts"] + 1)
+    B = x.shape[0]
     if names is not None and len(names) != B:
         raise ValueError(f"names has {len(names)} entries for a batch of {B} images")
     layout = CPU_LAYOUT if x.device.type == "cpu" else torch.contiguous_format
@@ -323,69 +531,62 @@ def marginal_attack(model: CAMModel, x: torch.Tensor, e: int = 1, n_iter: int = 
 
     with torch.no_grad():
         clean = compute_cam(model, x)  # the clean class c and its CAM M_x: computed once
-    c, M_x = clean.target, clean.cam
-    T = _validate_target(target_map, B, tuple(M_x.shape[-2:]), x.device)
-
-    n = start_noise(x, seed).contiguous(memory_format=layout)
-    step = 1.0 / n_iter
+    T = _validate_target(target_map, B, tuple(clean.cam.shape[-2:]), x.device)
+    objective = _Objective(clean, mode, lamb, T, settings["cam_loss"], settings["label_loss"])
     hist = {k: [] for k in ("loss", "cam_cosine", "target_cosine", "ce", "clean_class_held")} if return_history else None
 
-    def loss_terms(z):
-        out = compute_cam(model, z, target=c)
-        ce = F.cross_entropy(out.logits, c, reduction="none")
-        held = out.logits.argmax(1) == c
-        cos_clean = _cos(out.cam, M_x)
-        if mode == "flip":
-            ce_term = ce * held  # only images still predicted as c push their CE up
-        else:
-            ce_term = -ce        # keep: pull every image's CE down
-        if T is None:
-            cos_t = None
-            cam_term = lamb * (1 - cos_clean)      # push away from the clean CAM
-        else:
-            cos_t = _cos(out.cam, T)
-            cam_term = -lamb * (1 - cos_t)         # pull towards the target
-        return ce_term + cam_term, ce, held, cos_clean, cos_t
+    def record(loss, terms):
+        hist["loss"].append(loss.detach().cpu())
+        hist["ce"].append(terms["ce"].detach().cpu())
+        hist["clean_class_held"].append(terms["held"].detach().cpu())
+        hist["cam_cosine"].append(terms["cos_clean"].detach().cpu())
+        if terms["cos_t"] is not None:
+            hist["target_cosine"].append(terms["cos_t"].detach().cpu())
 
-    def record(per_image, ce, held, cos_clean, cos_t):
-        hist["loss"].append(per_image.detach().cpu())
-        hist["ce"].append(ce.detach().cpu())
-        hist["clean_class_held"].append(held.detach().cpu())
-        hist["cam_cosine"].append(cos_clean.detach().cpu())
-        if cos_t is not None:
-            hist["target_cosine"].append(cos_t.detach().cpu())
-
+    best = settings["select"] == "best"
+    best_n = best_loss = best_success = None
     with _unchecked(model), torch.enable_grad():
-        for _ in range(n_iter):
-            n.requires_grad_(True)
-            z = torch.where(m4, n, x).contiguous(memory_format=layout)  # where() follows the mask's layout
-            per_image, *terms = loss_terms(z)
-            (grad,) = torch.autograd.grad(per_image.sum(), n)
-            if hist is not None:
-                record(per_image, *terms)
-            with torch.no_grad():
-                n = (n.detach() + step * grad.sign()).clamp_(0, 1).contiguous(memory_format=layout)
+        for run, length in enumerate(lengths):
+            opt = _OPTIMIZERS[optimizer](start_noise(x, seed, run).contiguous(memory_format=layout), length)
+            for _ in range(length):
+                leaf = opt.leaf() if hasattr(opt, "leaf") else opt.point().requires_grad_(True)
+                n = opt.point()
+                # best: the pass sees the 8-bit frame (straight-through gradient), so each pass judges the saved image
+                n_in = n + (quantize(n) - n).detach() if best else n
+                z = torch.where(m4, n_in, x).contiguous(memory_format=layout)  # where() follows the mask's layout
+                loss, terms = objective(compute_cam(model, z, target=objective.c))
+                (grad,) = torch.autograd.grad(loss.sum(), leaf)
+                if hist is not None:
+                    record(loss, terms)
+                with torch.no_grad():
+                    if best:
+                        success = terms["success"]
+                        if best_n is None:
+                            best_n, best_loss, best_success = n.detach().clone(), loss.detach(), success
+                        else:
+                            improved = _better(success, loss.detach(), best_success, best_loss)
+                            best_n = torch.where(improved.view(-1, 1, 1, 1), n.detach(), best_n)
+                            best_loss = torch.where(improved, loss.detach(), best_loss)
+                            best_success = torch.where(improved, success, best_success)
+                    opt.step(grad, loss.detach())
+                    if isinstance(opt, _Sign):
+                        opt.n = opt.n.contiguous(memory_format=layout)
+            if not best:
+                best_n = opt.point().detach()
 
     with torch.no_grad(), _unchecked(model):
-        z = torch.where(m4, n, x)
+        z = torch.where(m4, best_n, x)
+        z_q = torch.where(m4, quantize(best_n), x)
+        adv, adv_cam_pred = _evaluate(model, z, objective.c)
+        adv_q, q_cam_pred = _evaluate(model, z_q, objective.c)
         if hist is not None:
-            record(*loss_terms(z))
-        z_q = torch.where(m4, quantize(n), x)
-        adv_logits, adv_cam, adv_cam_pred = _evaluate(model, z, c)
-        q_logits, q_cam, q_cam_pred = _evaluate(model, z_q, c)
-
+            record(*objective(adv_q if best else adv))
     history = None
     if hist is not None:
         history = {k: torch.stack(v) for k, v in hist.items() if v}
-    cpu = lambda t: None if t is None else t.detach().cpu().contiguous()  # noqa: E731  (default layout out)
     params = dict(model=model.name, e=int(e) if mask is None else None, n_iter=n_iter, lamb=float(lamb), mode=mode,
-                  seed=int(seed), targeted=T is not None, mask="frame" if mask is None else "custom")
-    return AttackResult(
-        clean=cpu(x), adv=cpu(z), adv_q=cpu(z_q), mask=cpu(m).clone(), clean_logits=cpu(clean.logits),
-        adv_logits=cpu(adv_logits), adv_q_logits=cpu(q_logits), clean_cam=cpu(M_x), adv_cam=cpu(adv_cam),
-        adv_q_cam=cpu(q_cam), adv_cam_pred=cpu(adv_cam_pred), adv_q_cam_pred=cpu(q_cam_pred), target_map=cpu(T),
-        class_names=list(model.class_names), names=list(names) if names is not None else [str(i) for i in range(B)],
-        params=params, history=history)
+                  seed=int(seed), targeted=T is not None, mask="frame" if mask is None else "custom", **settings)
+    return _result(model, x, clean, (z, adv, adv_cam_pred), (z_q, adv_q, q_cam_pred), m, T, names, params, history)
 
 
 def random_frame(model: CAMModel, x: torch.Tensor, e: int = 1, mask=None, seed: int = 0,
@@ -406,20 +607,28 @@ def random_frame(model: CAMModel, x: torch.Tensor, e: int = 1, mask=None, seed: 
     m4 = m.unsqueeze(1)
     with torch.no_grad():
         clean = compute_cam(model, x)
-        c = clean.target
         z = torch.where(m4, n, x)
         z_q = torch.where(m4, quantize(n), x)
-        adv_logits, adv_cam, adv_cam_pred = _evaluate(model, z, c)
-        q_logits, q_cam, q_cam_pred = _evaluate(model, z_q, c)
-    cpu = lambda t: t.detach().cpu()  # noqa: E731
+        adv, adv_cam_pred = _evaluate(model, z, clean.target)
+        adv_q, q_cam_pred = _evaluate(model, z_q, clean.target)
     params = dict(model=model.name, e=int(e) if mask is None else None, n_iter=0, lamb=0.0, mode="random",
-                  seed=int(seed), targeted=False, mask="frame" if mask is None else "custom")
-    return AttackResult(
-        clean=cpu(x), adv=cpu(z), adv_q=cpu(z_q), mask=cpu(m).clone(), clean_logits=cpu(clean.logits),
-        adv_logits=cpu(adv_logits), adv_q_logits=cpu(q_logits), clean_cam=cpu(clean.cam), adv_cam=cpu(adv_cam),
-        adv_q_cam=cpu(q_cam), adv_cam_pred=cpu(adv_cam_pred), adv_q_cam_pred=cpu(q_cam_pred), target_map=None,
-        class_names=list(model.class_names), names=list(names) if names is not None else [str(i) for i in range(B)],
-        params=params)
+                  seed=int(seed), targeted=False, mask="frame" if mask is None else "custom", optimizer="none",
+                  restarts=0, cam_loss="", label_loss="", select="")
+    return _result(model, x, clean, (z, adv, adv_cam_pred), (z_q, adv_q, q_cam_pred), m, None, names, params, None)
+
+
+def _result(model, x, clean, adv, adv_q, mask, target, names, params, history) -> AttackResult:
+    """The one ending of :func:`marginal_attack` and :func:`random_frame`: the three evaluated sets on the CPU
+    (default layout). ``x``: the clean images, ``clean``: their CAMOutput (its class ``c`` is the prediction); ``adv``/``adv_q``: ``(images, CAMOutput, cam_pred)``."""
+    cpu = lambda t: None if t is None else t.detach().cpu().contiguous()  # noqa: E731  (default layout out)
+    class_names = list(model.class_names)
+    sets = {"clean": Evaluation(cpu(x), cpu(clean.logits), cpu(clean.cam), cpu(clean.cam), class_names)}
+    for key, (images, out, cam_pred) in (("adv", adv), ("adv_q", adv_q)):
+        sets[key] = Evaluation(cpu(images), cpu(out.logits), cpu(out.cam), cpu(cam_pred), class_names)
+    B = sets["adv"].images.shape[0]
+    return AttackResult(evaluations=sets, mask=cpu(mask).clone(), target_map=cpu(target), class_names=class_names,
+                        names=list(names) if names is not None else [str(i) for i in range(B)], params=params,
+                        history=history)
 
 
 # --- saving ---------------------------------------------------------------------------------
@@ -440,52 +649,13 @@ def save_png(image: torch.Tensor, path) -> None:
     tmp.replace(path)
 
 
-# --- figure ---------------------------------------------------------------------------------
-def attack_figure(result: AttackResult, index: int = 0, quantized: bool = True, mode: str = "bilinear"):
-    """The reference's 2 x 2 figure for image ``index``: clean image, clean saliency, adversarial image,
-    adversarial saliency (the CAM of the clean class ``c``, as the attack optimises it), each titled with the
-    predicted class and its confidence. ``quantized``: show the 8-bit adversarial image (what the PNG holds)."""
-    import matplotlib.pyplot as plt
-
-    from .cam import upsample
-    from .plots import overlay
-
-    i = int(index)
-    adv = (result.adv_q if quantized else result.adv)[i]
-    logits = (result.adv_q_logits if quantized else result.adv_logits)[i]
-    cam_adv = (result.adv_q_cam if quantized else result.adv_cam)[i]
-    size = result.clean.shape[-2:]
-
-    def title(lg):
-        p = torch.softmax(lg.float(), -1)
-        k = int(p.argmax())
-        return f"{result.class_names[k]} ({100 * p[k].item():.1f}%)"
-
-    c_name = result.class_names[int(result.clean_class[i])]
-    p = result.params
-    e = f"e = {p['e']}" if p.get("e") is not None else "custom mask"
-    fig, axes = plt.subplots(2, 2, figsize=(7, 7.4))
-    overlay(axes[0, 0], result.clean[i], title=f"clean: {title(result.clean_logits[i])}")
-    overlay(axes[0, 1], result.clean[i], upsample(result.clean_cam[i], size, mode),
-            title=f"clean CAM of '{c_name}'")
-    overlay(axes[1, 0], adv, title=f"adversarial ({'8-bit' if quantized else 'float'}): {title(logits)}")
-    overlay(axes[1, 1], adv, upsample(cam_adv, size, mode),
-            title=f"adversarial CAM of '{c_name}', cos {torch.nn.functional.cosine_similarity(cam_adv.flatten(), result.clean_cam[i].flatten(), 0).item():.2f}")
-    what = "random frame (not optimised)" if p.get("mode") == "random" else \
-        f"AMA, {e}, mode {p.get('mode')}{', targeted CAM' if p.get('targeted') else ''}, {p.get('n_iter')} iterations, " \
-        f"lambda {p.get('lamb'):g}"
-    fig.suptitle(f"{result.names[i]}: {what}", fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
 # --- the notebook's experiment grid ----------------------------------------------------------
-def run_settings(model: CAMModel, x: torch.Tensor, names: Sequence[str], e_values=(1, 2, 4, 8), n_iters=(50, 100),
+def run_settings(model: CAMModel, x: torch.Tensor, names: Sequence[str], e=(1, 2, 4, 8), n_iters=(50, 100),
                  modes=("flip", "keep"), lamb: float = 100.0, seed: int = 0, mode_n_iters: dict | None = None,
-                 mode_e_values: dict | None = None, history: bool = True, progress: bool = True):
+                 mode_e: dict | None = None, history: bool = True, progress: bool = True):
     """Attack the batch ``x`` for every ``e`` x ``n_iter`` x ``mode`` and add the random-frame baseline per ``e``.
 
-    ``mode_n_iters`` / ``mode_e_values``: per mode, the ``n_iter`` / ``e`` values to run (default: all).
+    ``mode_n_iters`` / ``mode_e``: per mode, the ``n_iter`` / ``e`` values to run (default: all).
     Returns ``(results, table)``: ``results[(setting, e, n_iter, mode)]`` -> :class:`AttackResult`
     (``setting`` ``"attack"`` or ``"random_frame"``, the baseline with ``n_iter`` 0 and mode ``"random"``) and all
     metric rows with a ``setting`` column. Histories are kept for every attack when ``history``.
@@ -493,11 +663,12 @@ def run_settings(model: CAMModel, x: torch.Tensor, names: Sequence[str], e_value
     import pandas as pd
     from tqdm import tqdm  # plain text bar: no widget warning under papermill, few lines in logs
 
-    mode_n_iters, mode_e_values = mode_n_iters or {}, mode_e_values or {}
-    jobs = [(e, it, mode) for e in e_values for mode in modes for it in mode_n_iters.get(mode, n_iters)
-            if e in mode_e_values.get(mode, e_values)]
+    widths = [e] if isinstance(e, int) else list(e)
+    mode_n_iters, mode_e = mode_n_iters or {}, mode_e or {}
+    jobs = [(w, it, mode) for w in widths for mode in modes for it in mode_n_iters.get(mode, n_iters)
+            if w in mode_e.get(mode, widths)]
     results, frames = {}, []
-    for e in e_values:
+    for e in widths:
         r = random_frame(model, x, e=e, seed=seed, names=names)
         results[("random_frame", e, 0, "random")] = r
         frames.append(r.metrics.assign(setting="random_frame"))
@@ -513,66 +684,71 @@ def run_settings(model: CAMModel, x: torch.Tensor, names: Sequence[str], e_value
     return results, table[cols]
 
 
-def examples_figure(results: dict, index: int = 0, quantized: bool = True, mode: str = "bilinear"):
-    """Image ``index`` attacked at several ``e``: ``results`` maps ``e`` -> :class:`AttackResult`. Top row: the clean
-    and the adversarial images titled with class and confidence; bottom row: their saliency (CAM of the clean
-    class) with the cosine to the clean CAM."""
-    import matplotlib.pyplot as plt
-
-    from .cam import upsample
-    from .plots import class_title, overlay
-
-    es = sorted(results)
-    first = results[es[0]]
-    i = int(index)
-    size = first.clean.shape[-2:]
-    fig, axes = plt.subplots(2, 1 + len(es), figsize=(2.6 * (1 + len(es)), 6.4), squeeze=False)
-    names = first.class_names
-
-    class _M:  # class_title needs model.class_name
-        class_name = staticmethod(lambda k: names[int(k)])
-
-    overlay(axes[0, 0], first.clean[i], title=f"clean\n{class_title(_M, first.clean_logits[i])}")
-    overlay(axes[1, 0], first.clean[i], upsample(first.clean_cam[i], size, mode), title="clean CAM")
-    for col, e in enumerate(es, 1):
-        r = results[e]
-        adv = (r.adv_q if quantized else r.adv)[i]
-        lg = (r.adv_q_logits if quantized else r.adv_logits)[i]
-        cam_adv = (r.adv_q_cam if quantized else r.adv_cam)[i]
-        cos = F.cosine_similarity(cam_adv.flatten(), r.clean_cam[i].flatten(), 0).item()
-        overlay(axes[0, col], adv, title=f"e = {e}\n{class_title(_M, lg)}")
-        overlay(axes[1, col], adv, upsample(cam_adv, size, mode), title=f"CAM, cos {cos:.2f} to clean")
-    p = first.params
-    fig.suptitle(f"{first.names[i]}: AMA ({p['mode']}, {p['n_iter']} iterations, lambda {p['lamb']:g}"
-                 f"{', 8-bit' if quantized else ''}); CAM of the clean class '{names[int(first.clean_class[i])]}'",
-                 fontsize=10)
-    fig.tight_layout()
-    return fig
+# --- the ablation of the optimisers ----------------------------------------------------------
+ABLATION_INGREDIENTS = ("select", "restarts", "cam_loss", "label_loss")
+_TOGGLE = {"select": {"best": "last", "last": "best"}, "cam_loss": {"normalized": "raw", "raw": "normalized"},
+           "label_loss": {"ce": "margin", "margin": "ce"}}
 
 
-def target_figure(result: AttackResult, index: int = 0, quantized: bool = True, mode: str = "bilinear"):
-    """A targeted attack on image ``index``: clean saliency, the target map, the adversarial saliency."""
-    import matplotlib.pyplot as plt
+def ablation_settings(optimizers=tuple(OPTIMIZER_DEFAULTS), ingredients=ABLATION_INGREDIENTS) -> list[dict]:
+    """Per optimiser its default settings (``variant`` ``"default"``) and, per ingredient, the default with that
+    ingredient switched (``"select=last"``, ``"restarts=1"``, ``"cam_loss=raw"``, ...): ``select`` best <-> last,
+    ``restarts`` 0 <-> 1 (restarts imply ``select="best"``), ``cam_loss`` normalized <-> raw, ``label_loss`` ce <->
+    margin. Each a dict of :func:`marginal_attack` keywords plus ``variant``."""
+    out = []
+    for opt in optimizers:
+        base = optimizer_settings(opt)
+        out.append({**base, "variant": "default"})
+        for ing in ingredients:
+            if ing not in ABLATION_INGREDIENTS:
+                raise ValueError(f"unknown ingredient {ing!r}; use some of {', '.join(ABLATION_INGREDIENTS)}")
+            s = dict(base)
+            if ing == "restarts":
+                s["restarts"] = 0 if base["restarts"] else 1
+                if s["restarts"]:
+                    s["select"] = "best"
+            else:
+                s[ing] = _TOGGLE[ing][base[ing]]
+                if s["select"] == "last" and s["restarts"]:
+                    continue  # restarts need the best iterate: no such variant
+            out.append({**s, "variant": f"{ing}={s[ing]}"})
+    return out
 
-    from .cam import upsample
-    from .plots import overlay, show_map
 
-    i = int(index)
-    size = result.clean.shape[-2:]
-    adv = (result.adv_q if quantized else result.adv)[i]
-    cam_adv = (result.adv_q_cam if quantized else result.adv_cam)[i]
-    lg = (result.adv_q_logits if quantized else result.adv_logits)[i]
-    T = result.target_map[i]
-    cos_t = F.cosine_similarity(cam_adv.flatten(), T.flatten(), 0).item()
-    cos_0 = F.cosine_similarity(result.clean_cam[i].flatten(), T.flatten(), 0).item()
-    name = lambda lgt: f"{result.class_names[int(lgt.argmax())]} ({100 * torch.softmax(lgt, -1).max().item():.1f}%)"  # noqa: E731
-    fig, axes = plt.subplots(1, 4, figsize=(11, 3.4))
-    overlay(axes[0], result.clean[i], upsample(result.clean_cam[i], size, mode),
-            title=f"clean: {name(result.clean_logits[i])}\ncos to target {cos_0:.2f}")
-    show_map(axes[1], result.clean_cam[i], title=f"clean CAM ({T.shape[0]} x {T.shape[1]} cells)")
-    show_map(axes[2], T, title="target map")
-    overlay(axes[3], adv, upsample(cam_adv, size, mode), title=f"adversarial: {name(lg)}\ncos to target {cos_t:.2f}")
-    p = result.params
-    fig.suptitle(f"{result.names[i]}: targeted AMA, e = {p['e']}, mode {p['mode']}, {p['n_iter']} iterations", fontsize=10)
-    fig.tight_layout()
-    return fig
+def ablation(model: CAMModel, x: torch.Tensor, names: Sequence[str], e=(1, 2, 4, 8), budgets=(10, 30, 100),
+             optimizers=tuple(OPTIMIZER_DEFAULTS), ingredients=ABLATION_INGREDIENTS, variant_e=None,
+             lamb: float = 100.0, mode: str = "flip", seed: int = 0, progress: bool = True):
+    """Every optimiser's default at every budget (``n_iter`` in ``budgets``, passes per image) and ``e``, and each
+    ingredient switched (:func:`ablation_settings`) at the largest budget and each ``e`` of ``variant_e``
+    (default: every ``e``). Returns the tidy table of :func:`ama.metrics.attack_metrics` rows (one per image x
+    quantized) with the columns ``variant``, ``cam_loss``, ``label_loss`` and ``select`` added."""
+    import pandas as pd
+    from tqdm import tqdm
+
+    widths = [e] if isinstance(e, int) else list(e)
+    variant_e = widths if variant_e is None else variant_e
+    top = max(budgets)
+    jobs = []
+    for s in ablation_settings(optimizers, ingredients):
+        default = s["variant"] == "default"
+        for w in widths:
+            for it in (sorted(budgets) if default else [top]):
+                if default or w in variant_e:
+                    jobs.append((s, w, it))
+    frames = []
+    for s, e, it in tqdm(jobs, desc=f"ablation {model.name}", mininterval=30, disable=not progress):
+        kw = {k: s[k] for k in ("optimizer", "restarts", "cam_loss", "label_loss", "select")}
+        r = marginal_attack(model, x, e=e, n_iter=it, lamb=lamb, mode=mode, seed=seed, names=names, **kw)
+        df = r.metrics
+        frames.append(df.assign(variant=s["variant"], cam_loss=s["cam_loss"], label_loss=s["label_loss"],
+                                select=s["select"]))
+    return pd.concat(frames, ignore_index=True)
+
+
+def ablation_summary(table) -> "pandas.DataFrame":  # noqa: F821
+    """Per ``model, optimizer, variant, e, n_iter, quantized``: ``fooling_rate``, ``cam_cosine`` (means) and
+    ``n_images``, from an :func:`ablation` table."""
+    keys = ["model", "optimizer", "variant", "e", "n_iter", "quantized"]
+    g = table.groupby(keys, sort=True)
+    out = g.agg(fooling_rate=("fooled", "mean"), cam_cosine=("cam_cosine", "mean"), n_images=("image", "size"))
+    return out.reset_index()

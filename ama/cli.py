@@ -107,6 +107,10 @@ def _add_attack(sub) -> argparse.ArgumentParser:
     p.add_argument("--target", default=None,
                    help="targeted CAM: disc, square, ring, text:X, flip, flipud, invert, or an image file (its CAM)")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed, help=f"seed of the starting noise (default {DEFAULTS.seed})")
+    p.add_argument("--optimizer", default="sign", choices=("sign", "apgd", "adam"),
+                   help="sign: the reference's signed steps (default); apgd, adam: stronger at the same budget")
+    p.add_argument("--restarts", type=int, default=None,
+                   help="restarts within the budget of --n_iter passes (default: the optimizer's, 0)")
     p.add_argument("--out", default=".", help="output folder (default: the current folder)")
     p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=8,
                    help="images per attack call in folder mode (default 8)")
@@ -179,6 +183,10 @@ def output_stem(image: str, e: int, args) -> str:
         stem += f"_lamb{args.lamb:g}"
     if args.mode != DEFAULT_MODE:
         stem += f"_{args.mode}"
+    if args.optimizer != "sign":
+        stem += f"_{args.optimizer}"
+    if args.restarts:
+        stem += f"_restarts{args.restarts}"
     if args.seed != DEFAULTS.seed:
         stem += f"_seed{args.seed}"
     if args.target is not None:
@@ -224,7 +232,8 @@ def _attack_one(args, model) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ama.attack import attack_figure, marginal_attack, save_png
+    from ama.attack import marginal_attack, save_png
+    from ama.plots import attack_figure
 
     path = Path(args.image).expanduser().absolute()
     x = _open_one(path, model)
@@ -232,7 +241,7 @@ def _attack_one(args, model) -> int:
     target = _target(args, model, x)
     for e in args.e:
         r = marginal_attack(model, x, e=e, n_iter=args.n_iter, lamb=args.lamb, mode=args.mode, target_map=target,
-                            seed=args.seed, names=[path.stem])
+                            seed=args.seed, names=[path.stem], optimizer=args.optimizer, restarts=args.restarts)
         stem = output_stem(path.stem, e, args)
         fig = attack_figure(r, 0, quantized=True)
         fig.savefig(out / f"{stem}.png", dpi=120, bbox_inches="tight")
@@ -272,8 +281,11 @@ def _attack_folder(args, model, launch) -> int:
     root = root if root.is_dir() else root.parent
     keyed = sorted((file_key(rec.path, root), rec) for rec in records)
     mine = shard(keyed, launch)
-    settings = [dict(model=model.name, e=e, mode=args.mode, n_iter=args.n_iter, lamb=args.lamb, seed=args.seed,
-                     target=args.target or "") for e in args.e]
+    from ama.attack import optimizer_settings
+
+    opt = optimizer_settings(args.optimizer, args.restarts)
+    settings = [dict(model=model.name, e=e, mode=args.mode, optimizer=opt["optimizer"], restarts=opt["restarts"],
+                     n_iter=args.n_iter, lamb=args.lamb, seed=args.seed, target=args.target or "") for e in args.e]
     skipped: dict[str, str] = {}
     with RankLock(out, launch.rank, launch.world, launch.run_id):
         part = RankPart(out, launch.rank)
@@ -326,7 +338,8 @@ def _folder_loop(args, model, part, mine, settings, done, skipped) -> None:
                     continue
                 target = _target(args, model, batch.images)
                 r = ama.attack.marginal_attack(model, batch.images, e=e, n_iter=args.n_iter, lamb=args.lamb,
-                                               mode=args.mode, target_map=target, seed=args.seed, names=files)
+                                               mode=args.mode, target_map=target, seed=args.seed, names=files,
+                                               optimizer=args.optimizer, restarts=args.restarts)
                 df = _rows(r, args)
                 df.insert(df.columns.get_loc("image") + 1, "file", df.image)
                 df["image"] = df.file.map(lambda f: Path(f).with_suffix("").as_posix())

@@ -110,8 +110,8 @@ def attack_settings(params: RunParams) -> dict:
     baseline at every ``e``. Keyword arguments of :func:`ama.attack.run_settings`."""
     p = params.fast_variant()
     n_iters = sorted({p.n_iter} if p.fast else {PAPER_N_ITER, p.n_iter})
-    return dict(e_values=list(p.e), n_iters=n_iters, modes=("flip", "keep"), lamb=p.lamb, seed=p.seed,
-                mode_n_iters={"keep": [min(n_iters)]}, mode_e_values={"keep": [min(p.e)]})
+    return dict(e=list(p.e), n_iters=n_iters, modes=("flip", "keep"), lamb=p.lamb, seed=p.seed,
+                mode_n_iters={"keep": [min(n_iters)]}, mode_e={"keep": [min(p.e)]})
 
 
 def attack_grid(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: RunParams,
@@ -259,7 +259,7 @@ def keep_example(model: CAMModel, data, params: RunParams, table: pd.DataFrame, 
     from .attack import marginal_attack
 
     s = attack_settings(params)
-    e, n_iter = min(s["mode_e_values"]["keep"]), min(s["mode_n_iters"]["keep"])
+    e, n_iter = min(s["mode_e"]["keep"]), min(s["mode_n_iters"]["keep"])
     rows = table[(table.model == model.name) & (table["mode"] == "keep") & (table.e == e) & (table.n_iter == n_iter)
                  & table.quantized.astype(bool)]
     score = dict(zip(rows.image, rows.cam_cosine.where(~rows.fooled.astype(bool), 2.0)))
@@ -269,3 +269,23 @@ def keep_example(model: CAMModel, data, params: RunParams, table: pd.DataFrame, 
     r = marginal_attack(model, data.images[best:best + 1], e=e, n_iter=n_iter, lamb=s["lamb"], mode="keep",
                         seed=s["seed"], names=[data.names[best]])
     return r, 0
+
+
+# --- the optimiser ablation (notebook 03, beyond the paper) ---------------------------------------
+ABLATION_E = (1, 2)            # frame widths of the default ablation (the full study: every e of the run)
+ABLATION_BUDGETS = (25, 100)   # forward+backward passes per image (the full study: 10, 25, 50, 100)
+
+
+def ablation_settings(params: RunParams) -> dict:
+    """The optimiser ablation of a run: every optimiser's defaults at ``e`` in :data:`ABLATION_E` and the budgets
+    :data:`ABLATION_BUDGETS`, no per-ingredient grid (time); FAST: the smallest ``e``, 5 passes, and each
+    ingredient switched once. Keyword arguments of :func:`ama.attack.ablation`."""
+    from .attack import OPTIMIZER_DEFAULTS
+
+    p = params.fast_variant()
+    e = [v for v in ABLATION_E if v in p.e] or [min(p.e)]
+    if p.fast:
+        return dict(e=[min(p.e)], budgets=[p.n_iter], optimizers=list(OPTIMIZER_DEFAULTS), variant_e=[min(p.e)],
+                    lamb=p.lamb, seed=p.seed)
+    return dict(e=e, budgets=list(ABLATION_BUDGETS), optimizers=list(OPTIMIZER_DEFAULTS), variant_e=[], lamb=p.lamb,
+                seed=p.seed)

@@ -124,38 +124,36 @@ METRIC_COLUMNS = ("fooled", "cam_cosine", "cam_spearman", *(f"iou_{t:.1f}" for t
 def attack_metrics(result) -> pd.DataFrame:
     """One row per image x ``quantized`` (False, then True) of an :class:`~ama.attack.AttackResult`.
 
-    Columns: ``image, model, e, mode, n_iter, lamb, seed, targeted, mask, quantized``; the classes
+    Columns: ``image, model, e, mode, optimizer, restarts, n_iter, lamb, seed, targeted, mask, quantized``; the classes
     ``clean_class, clean_name, clean_conf, adv_class, adv_name, adv_conf``; :data:`METRIC_COLUMNS`
     (``cam_*`` compare the clean class's CAM on both images; ``cam_cosine_pred`` uses the adversarial image's own
     predicted class; ``target_cosine`` is NaN unless targeted; ``changed_share`` = ``changed_pixels / (H W)``;
     ``linf`` in ``[0, 1]`` units).
     """
     p = result.params
-    B, _, H, W = result.clean.shape
-    clean_class, clean_conf = result.clean_class.numpy(), result.clean_conf.numpy()
+    clean = result.evaluations["clean"]
+    B, _, H, W = clean.images.shape
     frames = []
     for quantized in (False, True):
-        adv = result.adv_q if quantized else result.adv
-        logits = result.adv_q_logits if quantized else result.adv_logits
-        cam_c = result.adv_q_cam if quantized else result.adv_cam
-        cam_p = result.adv_q_cam_pred if quantized else result.adv_cam_pred
-        prob = torch.softmax(logits, 1)
+        adv = result.evaluated(quantized)
+        prob = torch.softmax(adv.logits, 1)
         adv_conf, adv_class = prob.max(1)
-        changed = changed_pixels(result.clean, adv).numpy()
+        changed = changed_pixels(clean.images, adv.images).numpy()
         row = dict(
             image=list(result.names), model=p["model"], e=p["e"] if p["e"] is not None else -1, mode=p["mode"],
-            n_iter=p["n_iter"], lamb=p["lamb"], seed=p["seed"], targeted=bool(p["targeted"]), mask=p["mask"],
-            quantized=quantized, clean_class=clean_class, clean_name=result.clean_names, clean_conf=clean_conf,
-            adv_class=adv_class.numpy(), adv_name=[result.class_names[int(i)] for i in adv_class],
-            adv_conf=adv_conf.numpy(), fooled=(adv_class != result.clean_class).numpy(),
+            optimizer=p["optimizer"], restarts=p["restarts"], n_iter=p["n_iter"], lamb=p["lamb"], seed=p["seed"],
+            targeted=bool(p["targeted"]), mask=p["mask"], quantized=quantized, clean_class=clean.classes.numpy(),
+            clean_name=clean.names, clean_conf=clean.conf.numpy(), adv_class=adv_class.numpy(),
+            adv_name=[result.class_names[int(i)] for i in adv_class], adv_conf=adv_conf.numpy(),
+            fooled=(adv_class != clean.classes).numpy(),
         )
-        row.update(compare_maps(result.clean_cam, cam_c, (H, W)))
-        row["cam_cosine_pred"] = cosine(result.clean_cam, cam_p).numpy()
-        row["target_cosine"] = (cosine(result.target_map, cam_c).numpy() if result.target_map is not None
+        row.update(compare_maps(clean.cam, adv.cam, (H, W)))
+        row["cam_cosine_pred"] = cosine(clean.cam, adv.cam_pred).numpy()
+        row["target_cosine"] = (cosine(result.target_map, adv.cam).numpy() if result.target_map is not None
                                 else np.full(B, np.nan))
         row["changed_pixels"] = changed
         row["changed_share"] = changed / (H * W)
-        row["linf"] = linf(result.clean, adv).numpy()
+        row["linf"] = linf(clean.images, adv.images).numpy()
         frames.append(pd.DataFrame(row))
     return pd.concat(frames, ignore_index=True)
 

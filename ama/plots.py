@@ -1,9 +1,15 @@
 """Plot helpers: saliency overlays and titles with class names. Images ``(3, H, W)`` in ``[0, 1]``."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from .attack import AttackResult
 
 
 def to_numpy_image(image: torch.Tensor) -> np.ndarray:
@@ -74,5 +80,109 @@ def cam_figure(model, images: torch.Tensor, names=None, mode: str = "bilinear", 
         overlay(axes[r, 0], images[r], title=f"{label}{class_title(model, out.logits[r])}")
         show_map(axes[r, 1], out.cam[r], title=f"CAM, {h} x {w} cells")
         overlay(axes[r, 2], images[r], sal[r], title=f"saliency ({mode} upsampling)")
+    fig.tight_layout()
+    return fig
+
+
+# --- attack figures (results of ama.attack.marginal_attack) ------------------------------------
+def _optimizer_note(params: dict) -> str:
+    """`` (apgd)`` for an attack run with another optimiser than the reference's, else empty."""
+    opt = params.get("optimizer", "sign")
+    return "" if opt in ("sign", "none") else f" ({opt})"
+
+
+def attack_figure(result: AttackResult, index: int = 0, quantized: bool = True, mode: str = "bilinear"):
+    """The reference's 2 x 2 figure for image ``index``: clean image, clean saliency, adversarial image,
+    adversarial saliency (the CAM of the clean class ``c``, as the attack optimises it), each titled with the
+    predicted class and its confidence. ``quantized``: show the 8-bit adversarial image (what the PNG holds)."""
+    import matplotlib.pyplot as plt
+
+    from .cam import upsample
+
+    i = int(index)
+    ev = result.evaluated(quantized)
+    adv, logits, cam_adv = ev.images[i], ev.logits[i], ev.cam[i]
+    size = result.clean.shape[-2:]
+
+    def title(lg):
+        p = torch.softmax(lg.float(), -1)
+        k = int(p.argmax())
+        return f"{result.class_names[k]} ({100 * p[k].item():.1f}%)"
+
+    c_name = result.class_names[int(result.clean_class[i])]
+    p = result.params
+    e = f"e = {p['e']}" if p.get("e") is not None else "custom mask"
+    fig, axes = plt.subplots(2, 2, figsize=(7, 7.4))
+    overlay(axes[0, 0], result.clean[i], title=f"clean: {title(result.clean_logits[i])}")
+    overlay(axes[0, 1], result.clean[i], upsample(result.clean_cam[i], size, mode),
+            title=f"clean CAM of '{c_name}'")
+    overlay(axes[1, 0], adv, title=f"adversarial ({'8-bit' if quantized else 'float'}): {title(logits)}")
+    overlay(axes[1, 1], adv, upsample(cam_adv, size, mode),
+            title=f"adversarial CAM of '{c_name}', cos {F.cosine_similarity(cam_adv.flatten(), result.clean_cam[i].flatten(), 0).item():.2f}")
+    what = "random frame (not optimised)" if p.get("mode") == "random" else \
+        f"AMA, {e}, mode {p.get('mode')}{', targeted CAM' if p.get('targeted') else ''}, {p.get('n_iter')} iterations{_optimizer_note(p)}, " \
+        f"lambda {p.get('lamb'):g}"
+    fig.suptitle(f"{result.names[i]}: {what}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def examples_figure(results: dict, index: int = 0, quantized: bool = True, mode: str = "bilinear"):
+    """Image ``index`` attacked at several ``e``: ``results`` maps ``e`` -> :class:`AttackResult`. Top row: the clean
+    and the adversarial images titled with class and confidence; bottom row: their saliency (CAM of the clean
+    class) with the cosine to the clean CAM."""
+    import matplotlib.pyplot as plt
+
+    from .cam import upsample
+
+    es = sorted(results)
+    first = results[es[0]]
+    i = int(index)
+    size = first.clean.shape[-2:]
+    fig, axes = plt.subplots(2, 1 + len(es), figsize=(2.6 * (1 + len(es)), 6.4), squeeze=False)
+    names = first.class_names
+
+    class _M:  # class_title needs model.class_name
+        class_name = staticmethod(lambda k: names[int(k)])
+
+    overlay(axes[0, 0], first.clean[i], title=f"clean\n{class_title(_M, first.clean_logits[i])}")
+    overlay(axes[1, 0], first.clean[i], upsample(first.clean_cam[i], size, mode), title="clean CAM")
+    for col, e in enumerate(es, 1):
+        r = results[e]
+        ev = r.evaluated(quantized)
+        adv, lg, cam_adv = ev.images[i], ev.logits[i], ev.cam[i]
+        cos = F.cosine_similarity(cam_adv.flatten(), r.clean_cam[i].flatten(), 0).item()
+        overlay(axes[0, col], adv, title=f"e = {e}\n{class_title(_M, lg)}")
+        overlay(axes[1, col], adv, upsample(cam_adv, size, mode), title=f"CAM, cos {cos:.2f} to clean")
+    p = first.params
+    fig.suptitle(f"{first.names[i]}: AMA ({p['mode']}, {p['n_iter']} iterations{_optimizer_note(p)}, lambda {p['lamb']:g}"
+                 f"{', 8-bit' if quantized else ''}); CAM of the clean class '{names[int(first.clean_class[i])]}'",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def target_figure(result: AttackResult, index: int = 0, quantized: bool = True, mode: str = "bilinear"):
+    """A targeted attack on image ``index``: clean saliency, the target map, the adversarial saliency."""
+    import matplotlib.pyplot as plt
+
+    from .cam import upsample
+
+    i = int(index)
+    size = result.clean.shape[-2:]
+    ev = result.evaluated(quantized)
+    adv, cam_adv, lg = ev.images[i], ev.cam[i], ev.logits[i]
+    T = result.target_map[i]
+    cos_t = F.cosine_similarity(cam_adv.flatten(), T.flatten(), 0).item()
+    cos_0 = F.cosine_similarity(result.clean_cam[i].flatten(), T.flatten(), 0).item()
+    name = lambda lgt: f"{result.class_names[int(lgt.argmax())]} ({100 * torch.softmax(lgt, -1).max().item():.1f}%)"  # noqa: E731
+    fig, axes = plt.subplots(1, 4, figsize=(11, 3.4))
+    overlay(axes[0], result.clean[i], upsample(result.clean_cam[i], size, mode),
+            title=f"clean: {name(result.clean_logits[i])}\ncos to target {cos_0:.2f}")
+    show_map(axes[1], result.clean_cam[i], title=f"clean CAM ({T.shape[0]} x {T.shape[1]} cells)")
+    show_map(axes[2], T, title="target map")
+    overlay(axes[3], adv, upsample(cam_adv, size, mode), title=f"adversarial: {name(lg)}\ncos to target {cos_t:.2f}")
+    p = result.params
+    fig.suptitle(f"{result.names[i]}: targeted AMA, e = {p['e']}, mode {p['mode']}, {p['n_iter']} iterations", fontsize=10)
     fig.tight_layout()
     return fig

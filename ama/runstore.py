@@ -26,7 +26,7 @@ import pandas as pd
 TABLE_NAME = "attack_metrics.csv"
 PARTS_DIR = "parts"
 # Columns that say which setting a row belongs to.
-SETTING_COLUMNS = ("model", "e", "mode", "n_iter", "lamb", "seed", "target")
+SETTING_COLUMNS = ("model", "e", "mode", "optimizer", "restarts", "n_iter", "lamb", "seed", "target")
 KEY_COLUMNS = ("file", *SETTING_COLUMNS, "quantized")
 NUMERIC_COLUMNS = ("e", "n_iter", "lamb", "seed")
 

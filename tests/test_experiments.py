@@ -78,9 +78,9 @@ def test_an_images_rows_do_not_depend_on_the_others(experiment, tiny_model, imag
 
 def test_attack_grid_policy(run_params):
     s = experiments.attack_settings(RunParams())
-    assert s["n_iters"] == [50, 100] and s["mode_e_values"] == {"keep": [1]} and s["mode_n_iters"] == {"keep": [50]}
+    assert s["n_iters"] == [50, 100] and s["mode_e"] == {"keep": [1]} and s["mode_n_iters"] == {"keep": [50]}
     f = experiments.attack_settings(RunParams(fast=True))
-    assert f["n_iters"] == [5] and f["e_values"] == [1, 2]
+    assert f["n_iters"] == [5] and f["e"] == [1, 2]
 
 
 def test_occlusion_cells():

@@ -50,3 +50,18 @@ def test_class_title_names_the_predicted_class_and_its_probability(tiny_model):
     p = torch.softmax(logits, 0)
     assert plots.class_title(tiny_model, logits) == f"class1 ({100 * p[1]:.1f}%)"
     assert plots.class_title(tiny_model, logits, index=3, prefix="x: ") == f"x: class3 ({100 * p[3]:.1f}%)"
+
+
+def test_attack_figures_show_the_8bit_result_and_name_the_optimizer(tiny_model, images32):
+    import ama
+    from ama import shapes
+
+    r = ama.marginal_attack(tiny_model, images32, e=2, n_iter=3, optimizer="apgd", names=list("abcd"))
+    fig = plots.attack_figure(r, 1)
+    assert len(fig.axes) == 4 and "(apgd)" in fig._suptitle.get_text() and fig._suptitle.get_text().startswith("b:")
+    np.testing.assert_allclose(fig.axes[2].get_images()[0].get_array(), r.adv_q[1].permute(1, 2, 0).numpy(), atol=1e-6)
+    fig = plots.examples_figure({2: r, 3: ama.marginal_attack(tiny_model, images32, e=3, n_iter=3)}, 0)
+    assert len(fig.axes) == 6
+    t = ama.marginal_attack(tiny_model, images32, e=2, n_iter=3, target_map=shapes.disc((8, 8)))
+    fig = plots.target_figure(t, 0)
+    assert len(fig.axes) == 4 and "targeted AMA" in fig._suptitle.get_text()
