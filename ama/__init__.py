@@ -18,7 +18,7 @@ _LAZY = {
 }
 
 
-_SUBMODULES = ("attack", "metrics", "occlusion", "plots", "receptive_field", "report", "results", "shapes")
+_SUBMODULES = ("attack", "metrics", "occlusion", "plots", "receptive_field", "report", "results", "shapes", "transfer")
 
 
 def __getattr__(name):
