@@ -38,6 +38,7 @@ SRC_01 := $(CORE_SRC) ama/occlusion.py ama/receptive_field.py
 SRC_02 := $(CORE_SRC) ama/receptive_field.py
 SRC_03 := $(CORE_SRC) ama/attack.py ama/metrics.py ama/shapes.py
 SRC_04 := $(CORE_SRC) ama/report.py
+SRC_05 := $(CORE_SRC) ama/attack.py ama/metrics.py ama/occlusion.py ama/receptive_field.py ama/transfer.py ama/faithfulness.py
 
 .PHONY: help env data reproduce check test lab clean-results clean
 
@@ -71,7 +72,7 @@ $(SAMPLES): $(ENV_STAMP) ama/data.py
 # --- the main job ---------------------------------------------------------------------------
 NB_PARAMS = $(RUN_DIR)/params.json
 
-reproduce: $(RUN_DIR)/REPORT.md ## Run notebooks 01-04 on the offline default; results under results/<run>/
+reproduce: $(RUN_DIR)/REPORT.md ## Run notebooks 01-05 on the offline default; results under results/<run>/
 	@$(MAKE) --no-print-directory check RUN="$(RUN)" RESULTS="$(RESULTS)" || echo "== WARNING: this run does not match results/reference (differences above)"
 	@echo "== done: $(RUN_DIR)/REPORT.md"
 
@@ -88,7 +89,9 @@ $(NB_OUT)/02_receptive_field_misalignment.ipynb: $(NOTEBOOKS)/02_receptive_field
 	@$(RUN_NB) $<
 $(NB_OUT)/03_adversarial_marginal_attack.ipynb: $(NOTEBOOKS)/03_adversarial_marginal_attack.ipynb $(SRC_03) $(NB_PARAMS) $(SAMPLES) | $(NB_OUT)/02_receptive_field_misalignment.ipynb
 	@$(RUN_NB) $<
-$(RUN_DIR)/REPORT.md: $(NOTEBOOKS)/04_report.ipynb $(SRC_04) $(NB_OUT)/01_occlusion.ipynb $(NB_OUT)/02_receptive_field_misalignment.ipynb $(NB_OUT)/03_adversarial_marginal_attack.ipynb
+$(NB_OUT)/05_beyond_the_paper.ipynb: $(NOTEBOOKS)/05_beyond_the_paper.ipynb $(SRC_05) $(NB_PARAMS) $(SAMPLES) | $(NB_OUT)/03_adversarial_marginal_attack.ipynb
+	@$(RUN_NB) $<
+$(RUN_DIR)/REPORT.md: $(NOTEBOOKS)/04_report.ipynb $(SRC_04) $(NB_OUT)/01_occlusion.ipynb $(NB_OUT)/02_receptive_field_misalignment.ipynb $(NB_OUT)/03_adversarial_marginal_attack.ipynb $(NB_OUT)/05_beyond_the_paper.ipynb
 	@$(RUN_NB) $<
 	@$(VENV)/bin/jupyter nbconvert --to html --log-level WARN --output-dir $(RUN_DIR) $(NB_OUT)/04_report.ipynb
 

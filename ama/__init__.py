@@ -18,7 +18,7 @@ _LAZY = {
 }
 
 
-_SUBMODULES = ("attack", "metrics", "occlusion", "plots", "receptive_field", "report", "results", "shapes", "transfer")
+_SUBMODULES = ("attack", "metrics", "occlusion", "plots", "receptive_field", "report", "results", "shapes", "transfer", "faithfulness")
 
 
 def __getattr__(name):
