@@ -35,3 +35,17 @@ def test_upsampling_comparison_and_faithfulness_table():
     faith = faithfulness.faithfulness_table(model, x, names, maps, steps=4)
     assert list(faith.columns) == ["image", "model", "method", "upsampling", "deletion_auc", "insertion_auc"]
     assert len(faith) == 6
+
+
+def test_occlusion_agreement_is_one_when_the_map_ranks_patches_like_occlusion():
+    import pandas as pd
+
+    g = torch.Generator().manual_seed(0)
+    maps = torch.rand(2, 8, 8, generator=g)
+    means = faithfulness.patch_means(maps, 4, 4)  # (2, 4) positions (0,0), (0,4), (4,0), (4,4)
+    rows = [dict(image=n, top=t, left=l, max_abs_rel_change=float(means[b, k] ** 3))  # monotone in the mean
+            for b, n in enumerate("ab") for k, (t, l) in enumerate([(0, 0), (0, 4), (4, 0), (4, 4)])]
+    occ = pd.DataFrame(rows).sample(frac=1, random_state=0)  # row order must not matter
+    rho = faithfulness.occlusion_agreement(occ, maps, ["a", "b"], 4, 4)
+    assert rho.tolist() == pytest.approx([1.0, 1.0])
+    assert faithfulness.occlusion_agreement(occ, -maps, ["a", "b"], 4, 4).tolist() == pytest.approx([-1.0, -1.0])
