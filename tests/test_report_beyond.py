@@ -27,11 +27,11 @@ def test_section_states_each_finding_from_the_numbers(tmp_path):
     _tables(tmp_path, erf_rise=0.30)
     text = "\n".join(report.beyond_the_paper(tmp_path))
     assert "## Beyond the paper" in text
-    assert "layercam 0.30 (random frame 0.80)" in text and "for 1 of 2 methods (layercam)" in text
+    assert "layercam 0.300 (random frame 0.800)" in text and "for 1 of 2 methods (layercam)" in text
     assert "3.0e-07" in text
     assert "lowest deletion AUC is cam / erf (0.200)" in text
     assert "Yes on this run" in text and "30.0 points" in text and "bilinear 2.0" in text
-    _tables(tmp_path / "other", erf_rise=0.0)
+    _tables(tmp_path / "other", erf_rise=0.025)  # rises, but not 1 point more than bilinear's 2
     assert "No on this run" in "\n".join(report.beyond_the_paper(tmp_path / "other"))
 
 
