@@ -174,7 +174,9 @@ def beyond_the_paper(run_dir: str | os.PathLike) -> list[str]:
         lines += [f"**Transfer to other CAM methods** (pytorch-grad-cam, optimiser: {opt}): at e = {e_min} the clean vs "
                   f"attacked map cosine is " + "; ".join(parts) + f" over {tr.image.nunique()} images. The attack, which "
                   f"optimises CAM only, lowers the similarity below the random frame's for {len(moved)} of "
-                  f"{tr.method.nunique()} methods" + (f" ({', '.join(moved)})" if moved else "") + ".", ""]
+                  f"{tr.method.nunique()} methods" + (f" ({', '.join(moved)})" if moved else "") + "."
+                  + ("" if "scorecam" in set(tr.method) else " Score-CAM was not computed on this run (one forward pass "
+                     "per channel; notebook 05's `score_cam_images` turns it on)."), ""]
         lines += [_markdown_table(g.round(3).reset_index()), ""]
     if check is not None and not check.empty:
         lines += [f"Check, not a transfer result: Grad-CAM, HiResCAM and XGrad-CAM equal CAM up to a positive scale for "
