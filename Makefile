@@ -47,6 +47,7 @@ SRC_01 := $(CORE_SRC) ama/occlusion.py ama/receptive_field.py
 SRC_02 := $(CORE_SRC) ama/receptive_field.py
 SRC_03 := $(CORE_SRC) ama/attack.py ama/metrics.py ama/shapes.py
 SRC_04 := $(CORE_SRC) ama/report.py
+SRC_05 := $(CORE_SRC) ama/attack.py ama/metrics.py ama/occlusion.py ama/receptive_field.py ama/transfer.py ama/faithfulness.py
 
 .PHONY: help env data reproduce check reference test lab clean-results clean
 
@@ -81,7 +82,7 @@ $(SAMPLES): $(ENV_STAMP) ama/data.py
 # --- the main job ---------------------------------------------------------------------------
 NB_PARAMS = $(RUN_DIR)/params.json
 
-reproduce: $(RUN_DIR)/REPORT.md ## Run notebooks 01-04 on the offline default; results under results/<run>/
+reproduce: $(RUN_DIR)/REPORT.md ## Run notebooks 01-05 on the offline default; results under results/<run>/
 	@$(MAKE) --no-print-directory check RUN="$(RUN)" RESULTS="$(RESULTS)" REFERENCE="$(REFERENCE)" || echo "== WARNING: this run does not match its reference in $(REFERENCE) (differences above)"
 	@$(PY) -m ama.pipeline summary --run-dir $(RUN_DIR)
 	@echo "== done: $(RUN_DIR)/REPORT.md (logs: $(RUN_DIR)/logs/)"
@@ -107,7 +108,9 @@ $(NB_OUT)/02_receptive_field_misalignment.ipynb: $(NOTEBOOKS)/02_receptive_field
 $(NB_OUT)/03_adversarial_marginal_attack.ipynb: $(NOTEBOOKS)/03_adversarial_marginal_attack.ipynb $(SRC_03) $(NB_PARAMS) $(SAMPLES) | $(NB_OUT)/02_receptive_field_misalignment.ipynb
 	@$(call SHARD,attack)
 	@$(RUN_NB) $<
-$(RUN_DIR)/REPORT.md: $(NOTEBOOKS)/04_report.ipynb $(SRC_04) $(NB_OUT)/01_occlusion.ipynb $(NB_OUT)/02_receptive_field_misalignment.ipynb $(NB_OUT)/03_adversarial_marginal_attack.ipynb
+$(NB_OUT)/05_beyond_the_paper.ipynb: $(NOTEBOOKS)/05_beyond_the_paper.ipynb $(SRC_05) $(NB_PARAMS) $(SAMPLES) | $(NB_OUT)/03_adversarial_marginal_attack.ipynb
+	@$(RUN_NB) $<
+$(RUN_DIR)/REPORT.md: $(NOTEBOOKS)/04_report.ipynb $(SRC_04) $(NB_OUT)/01_occlusion.ipynb $(NB_OUT)/02_receptive_field_misalignment.ipynb $(NB_OUT)/03_adversarial_marginal_attack.ipynb $(NB_OUT)/05_beyond_the_paper.ipynb
 	@$(RUN_NB) $<
 	@$(VENV)/bin/jupyter nbconvert --to html --log-level ERROR --output-dir $(RUN_DIR) $(NB_OUT)/04_report.ipynb
 

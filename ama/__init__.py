@@ -19,8 +19,8 @@ _LAZY = {
 }
 
 
-_SUBMODULES = ("attack", "experiments", "explorer", "metrics", "occlusion", "params", "plots", "receptive_field",
-               "report", "results", "shapes", "shards")
+_SUBMODULES = ("attack", "experiments", "explorer", "faithfulness", "metrics", "occlusion", "params", "plots",
+               "receptive_field", "report", "results", "shapes", "shards", "transfer")
 
 
 def __getattr__(name):

@@ -195,3 +195,87 @@ def history_table(results: dict) -> pd.DataFrame:
             d[k] = v.float().numpy().reshape(-1)
         frames.append(pd.DataFrame(d))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# --- faithfulness: deletion and insertion (Petsiuk et al. 2018) -----------------------------
+FAITHFULNESS_STEPS = 16
+BLUR_KERNEL, BLUR_SIGMA = 11, 5.0  # insertion's blurred start (RISE's own setting)
+
+
+def _faithfulness_baseline(x: torch.Tensor, baseline) -> torch.Tensor:
+    """``(B, 3, H, W)`` image the pixels are replaced by: ``"mean"`` each image's per-channel mean colour,
+    ``"black"`` zeros, ``"blur"`` a Gaussian blur (kernel 11, sigma 5), or a tensor of ``x``'s shape."""
+    if isinstance(baseline, torch.Tensor):
+        if baseline.shape != x.shape:
+            raise ValueError(f"a baseline tensor must have the images' shape {tuple(x.shape)}, got {tuple(baseline.shape)}")
+        return baseline.to(x)
+    if baseline == "mean":
+        return x.mean((2, 3), keepdim=True).expand_as(x)
+    if baseline == "black":
+        return torch.zeros_like(x)
+    if baseline == "blur":
+        from torchvision.transforms.functional import gaussian_blur
+
+        return gaussian_blur(x, [BLUR_KERNEL, BLUR_KERNEL], [BLUR_SIGMA, BLUR_SIGMA])
+    raise ValueError(f"unknown baseline {baseline!r}; use 'mean', 'black', 'blur' or a (B, 3, H, W) tensor")
+
+
+def _order_curve(model, x, saliency, target, steps, baseline, insert: bool, batch_size: int) -> torch.Tensor:
+    """Probability of the explained class ``(B, steps + 1)`` after removing (or revealing) the top ``t / steps``
+    share of pixels, ``t = 0..steps``."""
+    x = torch.as_tensor(x).float()
+    if x.ndim != 4:
+        raise ValueError(f"images must have shape (B, 3, H, W), got {tuple(x.shape)}")
+    B, _, H, W = x.shape
+    s = torch.as_tensor(saliency).detach().float()
+    s = s.unsqueeze(0) if s.ndim == 2 else s
+    if tuple(s.shape) != (B, H, W):
+        raise ValueError(f"saliency must have shape ({B}, {H}, {W}) (upsample CAMs to the image size first), "
+                         f"got {tuple(s.shape)}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    device = next(model.parameters()).device
+    x, s = x.to(device), s.to(device)
+    base = _faithfulness_baseline(x, baseline)
+    N = H * W
+    order = torch.sort(s.flatten(1), dim=1, descending=True, stable=True).indices  # ties: by position
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(N, device=device).expand(B, N))
+    counts = torch.tensor([t * N // steps for t in range(steps + 1)], device=device)  # pixels changed at step t
+    with torch.no_grad():
+        if target is None:
+            target = model(x).argmax(1)
+        target = torch.as_tensor(target, device=device).long().reshape(-1).expand(B)
+        pairs = [(b, t) for b in range(B) for t in range(steps + 1)]
+        probs = torch.empty(B, steps + 1, device=device)
+        for start in range(0, len(pairs), batch_size):
+            bi = torch.tensor([p[0] for p in pairs[start:start + batch_size]], device=device)
+            ti = torch.tensor([p[1] for p in pairs[start:start + batch_size]], device=device)
+            chosen = (rank[bi] < counts[ti][:, None]).view(-1, 1, H, W)  # the top pixels of each image
+            z = torch.where(chosen, x[bi], base[bi]) if insert else torch.where(chosen, base[bi], x[bi])
+            p = torch.softmax(model(z).float(), 1).gather(1, target[bi][:, None]).squeeze(1)
+            probs[bi, ti] = p
+    return probs.cpu()
+
+
+def deletion_auc(model, x: torch.Tensor, saliency: torch.Tensor, target=None, steps: int = FAITHFULNESS_STEPS,
+                 baseline="mean", batch_size: int = 32, return_curve: bool = False):
+    """Deletion AUC ``(B,)`` in ``[0, 1]`` (lower = more faithful), Petsiuk et al. 2018.
+
+    Pixels of ``x`` ``(B, 3, H, W)`` in ``[0, 1]`` are ordered by decreasing ``saliency`` ``(B, H, W)`` (ties by
+    position); at step ``t = 0..steps`` the top ``floor(t H W / steps)`` pixels are replaced by ``baseline``
+    (default ``"mean"``: the image's own per-channel mean colour; ``"black"``; ``"blur"``; or a tensor). The AUC
+    is the mean over the ``steps + 1`` points, both ends included, of the softmax probability of ``target``
+    (default: the class predicted on ``x``). ``model(x)`` must return logits; forward passes are chunked
+    ``batch_size`` at a time over (image, step) pairs. ``return_curve``: also return the ``(B, steps + 1)`` curve.
+    """
+    curve = _order_curve(model, x, saliency, target, steps, baseline, False, batch_size)
+    return (curve.mean(1), curve) if return_curve else curve.mean(1)
+
+
+def insertion_auc(model, x: torch.Tensor, saliency: torch.Tensor, target=None, steps: int = FAITHFULNESS_STEPS,
+                  baseline="blur", batch_size: int = 32, return_curve: bool = False):
+    """Insertion AUC ``(B,)`` in ``[0, 1]`` (higher = more faithful): start from ``baseline`` (default ``"blur"``,
+    a Gaussian blur of ``x`` with kernel 11 and sigma 5) and reveal the top ``floor(t H W / steps)`` pixels of
+    ``x`` at step ``t = 0..steps``; otherwise as :func:`deletion_auc`."""
+    curve = _order_curve(model, x, saliency, target, steps, baseline, True, batch_size)
+    return (curve.mean(1), curve) if return_curve else curve.mean(1)

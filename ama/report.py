@@ -280,7 +280,16 @@ def section_attack_strength(run_dir: Path) -> Section | None:
                    _figures(run_dir / "figures", "attack_ablation"), None, "attack_ablation")
 
 
-SECTIONS = (section_across_models, section_attack_strength)
+def section_beyond_the_paper(run_dir: Path) -> Section | None:
+    """*Beyond the paper* (notebook 05): transfer to other CAM methods, faithfulness, ERF-aware upsampling."""
+    lines = beyond_the_paper(run_dir)
+    if not lines:
+        return None
+    title = lines[0].removeprefix("## ").strip()
+    return Section(title, "\n".join(lines[1:]).strip())
+
+
+SECTIONS = (section_across_models, section_attack_strength, section_beyond_the_paper)
 
 
 def collect_claims(run_dir: str | os.PathLike) -> list[Claim]:
@@ -293,6 +302,75 @@ def _markdown_table(df: pd.DataFrame) -> str:
         return df.to_markdown(index=False)
     except ImportError:  # tabulate missing
         return "```\n" + df.to_string(index=False) + "\n```"
+
+
+# --- Beyond the paper (notebook 05) ---------------------------------------------------------
+REVEAL_MARGIN = 0.01  # ERF map's rise of mass near the frame must beat bilinear's by this share to "reveal" it
+
+def beyond_the_paper(run_dir: str | os.PathLike) -> list[str]:
+    """Markdown lines of the *Beyond the paper* section, written from ``transfer.csv``, ``transfer_scale_check.csv``,
+    ``faithfulness.csv`` and ``upsampling_comparison.csv``; a sentence saying so where a table is missing."""
+    tables = resolve(run_dir) / "tables"
+    lines = ["## Beyond the paper", "",
+             "Questions the paper leaves open (notebook 05, `SCIENCE.md` section 6). These are findings of this run, "
+             "not verdicts on the paper's claims.", ""]
+    tr, check = _read(tables, "transfer"), _read(tables, "transfer_scale_check")
+    if tr is None or tr.empty:
+        lines += ["**Transfer to other CAM methods:** not measured on this run (notebook 05 did not write "
+                  "`tables/transfer.csv`).", ""]
+    else:
+        g = tr.groupby(["method", "e"])[["cam_cosine", "random_cam_cosine", "top20_iou", "random_top20_iou"]].mean()
+        e_min = int(tr.e.min())
+        parts = [f"{m} {g.loc[(m, e_min), 'cam_cosine']:.3f} (random frame {g.loc[(m, e_min), 'random_cam_cosine']:.3f})"
+                 for m in sorted(tr.method.unique()) if (m, e_min) in g.index]
+        moved = [m for m in sorted(tr.method.unique()) if (m, e_min) in g.index
+                 and g.loc[(m, e_min), "cam_cosine"] < g.loc[(m, e_min), "random_cam_cosine"]]
+        opt = ", ".join(sorted(tr.optimizer.astype(str).unique()))
+        lines += [f"**Transfer to other CAM methods** (pytorch-grad-cam, optimiser: {opt}): at e = {e_min} the clean vs "
+                  f"attacked map cosine is " + "; ".join(parts) + f" over {tr.image.nunique()} images. The attack, which "
+                  f"optimises CAM only, lowers the similarity below the random frame's for {len(moved)} of "
+                  f"{tr.method.nunique()} methods" + (f" ({', '.join(moved)})" if moved else "") + "."
+                  + ("" if "scorecam" in set(tr.method) else " Score-CAM was not computed on this run (one forward pass "
+                     "per channel; notebook 05's `score_cam_images` turns it on)."), ""]
+        lines += [_markdown_table(g.round(3).reset_index()), ""]
+    if check is not None and not check.empty:
+        lines += [f"Check, not a transfer result: Grad-CAM, HiResCAM and XGrad-CAM equal CAM up to a positive scale for "
+                  f"this global-average-pool + linear head (largest difference of the normalised maps "
+                  f"{check.max_abs_diff.max():.1e}).", ""]
+    faith = _read(tables, "faithfulness")
+    if faith is not None and not faith.empty:
+        f = faith.groupby(["method", "upsampling"])[["deletion_auc", "insertion_auc"]].mean()
+        best_del, best_ins = f.deletion_auc.idxmin(), f.insertion_auc.idxmax()
+        lines += [f"**Faithfulness** (deletion to the mean colour, insertion from a blur; lower deletion and higher "
+                  f"insertion are better): the lowest deletion AUC is {' / '.join(best_del)} "
+                  f"({f.deletion_auc.min():.3f}), the highest insertion AUC {' / '.join(best_ins)} "
+                  f"({f.insertion_auc.max():.3f}).", "", _markdown_table(f.round(3).reset_index()), ""]
+    up = _read(tables, "upsampling_comparison")
+    if up is None or up.empty:
+        lines += ["**ERF-aware upsampling:** not measured on this run (no `tables/upsampling_comparison.csv`).", ""]
+        return lines
+    u = up.groupby("upsampling").mean(numeric_only=True)
+    cols = [c for c in ("deletion_auc", "insertion_auc", "occlusion_spearman", "clean_band_mass", "adv_band_mass",
+                        "clean_frame_mass", "adv_frame_mass") if c in u]
+    sent = (f"**ERF-aware upsampling:** occlusion agreement (Spearman with the sliding-patch map) is "
+            + ", ".join(f"{m} {u.loc[m, 'occlusion_spearman']:.2f}" for m in u.index) + "; deletion AUC "
+            + ", ".join(f"{m} {u.loc[m, 'deletion_auc']:.3f}" for m in u.index) + ".")
+    if "adv_band_mass" in u and {"bilinear", "erf"} <= set(u.index):
+        e = int(up.e.iloc[0])
+        rise = u.adv_band_mass - u.clean_band_mass
+        reveals = bool(rise["erf"] > 0 and rise["erf"] > rise["bilinear"] + REVEAL_MARGIN)
+        sent += (f" Under the {e}-pixel attack the share of the map's mass within {e} + 16 px of the border goes from "
+                 + ", ".join(f"{100 * u.loc[m, 'clean_band_mass']:.1f}% to {100 * u.loc[m, 'adv_band_mass']:.1f}% ({m})"
+                             for m in u.index)
+                 + f". Does the ERF-aware map reveal where the adversarial evidence comes from, where bilinear hides it? "
+                 + ("Yes on this run" if reveals else "No on this run")
+                 + f": the exact ERF projection moves {100 * rise['erf']:.1f} points of mass towards the frame, bilinear "
+                   f"{100 * rise['bilinear']:.1f} (the kit says yes when the ERF map's rise is positive and exceeds "
+                   f"bilinear's by more than {100 * REVEAL_MARGIN:.0f} point).")
+    lines += [sent, "", _markdown_table(u[cols].round(3).reset_index()), ""]
+    figs = _figures(resolve(run_dir) / "figures", "transfer_cosine", "upsampling_under_attack")
+    lines += [f"![{Path(f).stem}]({f})" for f in figs] + [""]
+    return lines
 
 
 def write_report(run_dir: str | os.PathLike) -> Path:

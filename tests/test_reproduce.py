@@ -13,7 +13,8 @@ from conftest import run_make
 from ama.models import torchvision_weight_file
 
 pytestmark = pytest.mark.slow
-NOTEBOOKS = ("01_occlusion", "02_receptive_field_misalignment", "03_adversarial_marginal_attack", "04_report")
+NOTEBOOKS = ("01_occlusion", "02_receptive_field_misalignment", "03_adversarial_marginal_attack", "05_beyond_the_paper",
+             "04_report")
 
 
 def test_fast_run_writes_every_artifact(fast_run):

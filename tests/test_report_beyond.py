@@ -1,0 +1,46 @@
+"""The report's *Beyond the paper* section is written from the run's tables."""
+from __future__ import annotations
+
+import pandas as pd
+
+from ama import report
+
+
+def _tables(run, erf_rise: float):
+    t = run / "tables"
+    t.mkdir(parents=True)
+    pd.DataFrame(dict(image=["a", "b"] * 2, model="m", e=1, optimizer="reference", method=["layercam"] * 2 + ["eigencam"] * 2,
+                      fooled=True, cam_cosine=[0.2, 0.4, 0.9, 0.9], cam_spearman=0.5, top20_iou=0.3,
+                      random_cam_cosine=[0.8, 0.8, 0.8, 0.8], random_cam_spearman=0.7, random_top20_iou=0.6)
+                 ).to_csv(t / "transfer.csv", index=False)
+    pd.DataFrame(dict(model="m", method=["gradcam"], n_images=2, max_abs_diff=[3e-7], min_cosine=1.0)
+                 ).to_csv(t / "transfer_scale_check.csv", index=False)
+    pd.DataFrame(dict(image=["a", "a"], model="m", method="cam", upsampling=["bilinear", "erf"],
+                      deletion_auc=[0.30, 0.20], insertion_auc=[0.50, 0.70])).to_csv(t / "faithfulness.csv", index=False)
+    pd.DataFrame(dict(image=["a", "a"], model="m", upsampling=["bilinear", "erf"], deletion_auc=[0.3, 0.2],
+                      insertion_auc=[0.5, 0.7], occlusion_spearman=[0.4, 0.6], e=1, clean_frame_mass=0.01,
+                      adv_frame_mass=0.02, clean_band_mass=[0.10, 0.10], adv_band_mass=[0.12, 0.10 + erf_rise])
+                 ).to_csv(t / "upsampling_comparison.csv", index=False)
+
+
+def test_section_states_each_finding_from_the_numbers(tmp_path):
+    _tables(tmp_path, erf_rise=0.30)
+    text = "\n".join(report.beyond_the_paper(tmp_path))
+    assert "## Beyond the paper" in text
+    assert "layercam 0.300 (random frame 0.800)" in text and "for 1 of 2 methods (layercam)" in text
+    assert "3.0e-07" in text
+    assert "lowest deletion AUC is cam / erf (0.200)" in text
+    assert "Yes on this run" in text and "30.0 points" in text and "bilinear 2.0" in text
+    _tables(tmp_path / "other", erf_rise=0.025)  # rises, but not 1 point more than bilinear's 2
+    assert "No on this run" in "\n".join(report.beyond_the_paper(tmp_path / "other"))
+
+
+def test_missing_tables_are_said(tmp_path):
+    (tmp_path / "tables").mkdir()
+    text = "\n".join(report.beyond_the_paper(tmp_path))
+    assert "Transfer to other CAM methods:** not measured" in text and "ERF-aware upsampling:** not measured" in text
+
+
+def test_write_report_includes_the_section(tmp_path):
+    _tables(tmp_path, erf_rise=0.1)
+    assert "## Beyond the paper" in report.write_report(tmp_path).read_text()

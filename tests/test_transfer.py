@@ -1,0 +1,89 @@
+"""Transfer to other CAM methods computed by pytorch-grad-cam; CAM checked against two independent libraries."""
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_tiny_model
+
+import ama
+from ama import attack, transfer
+
+
+@pytest.fixture
+def tiny_batch():
+    model = make_tiny_model()
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    return model, x
+
+
+def test_one_map_per_image_at_the_cams_resolution(tiny_batch):
+    model, x = tiny_batch
+    target = torch.tensor([1, 4, 7])
+    for method in ("gradcam++", "layercam", "eigencam"):
+        maps = transfer.library_cam(model, x, target, method)
+        assert maps.shape == (3, 8, 8) and maps.min() >= 0 and maps.max() <= 1 + 1e-6
+        # each image is explained for its own class: the batch equals one call per image
+        alone = torch.cat([transfer.library_cam(model, x[b:b + 1], target[b:b + 1], method) for b in range(3)])
+        assert torch.allclose(maps, alone, atol=1e-5), method
+
+
+def test_a_short_target_list_is_refused(tiny_batch):
+    model, x = tiny_batch
+    with pytest.raises(ValueError, match="one target class per image"):
+        transfer.library_cam(model, x, [1, 2], "gradcam++")
+    with pytest.raises(ValueError, match="unknown CAM method"):
+        transfer.library_cam(model, x, [1, 2, 3], "gradcam+++")
+
+
+def test_gradcam_hirescam_xgradcam_equal_cam_up_to_scale(tiny_batch):
+    model, x = tiny_batch
+    check = transfer.scale_check(model, x)
+    assert list(check.method) == list(transfer.CHECK_METHODS)
+    assert (check.max_abs_diff < 1e-5).all() and (check.min_cosine > 1 - 1e-6).all()
+
+
+def test_scorecam_runs_with_its_batch_size(tiny_batch):
+    model, x = tiny_batch
+    maps = transfer.library_cam(model, x[:2], [0, 1], "scorecam", batch_size=3)
+    assert maps.shape == (2, 8, 8) and torch.isfinite(maps).all()
+
+
+def test_transfer_table(tiny_batch):
+    model, x = tiny_batch
+    adv = attack.marginal_attack(model, x, e=1, n_iter=3, names=["a", "b", "c"])
+    rand = attack.random_frame(model, x, e=1, names=["a", "b", "c"])
+    cache = {}
+    table = transfer.transfer_table(model, adv, rand, ("gradcam++", "scorecam"), optimizer="reference",
+                                    image_limits={"scorecam": 1}, clean_maps=cache)
+    assert list(table.columns) == ["image", "model", "e", "optimizer", "method", "fooled", "cam_cosine",
+                                   "cam_spearman", "top20_iou", "random_cam_cosine", "random_cam_spearman",
+                                   "random_top20_iou"]
+    assert (table.method == "gradcam++").sum() == 3 and (table.method == "scorecam").sum() == 1
+    assert set(cache) == {("gradcam++", 3), ("scorecam", 1)}
+    # the clean image against itself: a random frame of another width would differ, the clean maps would not
+    same = transfer.transfer_table(model, adv, rand, ("layercam",))
+    assert ((same.cam_cosine >= -1) & (same.cam_cosine <= 1 + 1e-6)).all()
+    s = transfer.summarize_transfer(table)
+    assert set(s.method) == {"gradcam++", "scorecam"} and "n_images" in s
+    other = attack.random_frame(model, torch.rand_like(x), e=1)
+    with pytest.raises(ValueError, match="same images"):
+        transfer.transfer_table(model, adv, other)
+
+
+@pytest.mark.slow
+def test_cam_equals_torchcam_and_gradcam_on_lite0(lite0, samples):
+    from torchcam.methods import CAM
+
+    x = samples.images[:2] if hasattr(samples, "images") else samples[:2]
+    ours = ama.cam(lite0, x, relu=False)
+    extractor = CAM(lite0, target_layer="backbone", fc_layer=lite0.fc, input_shape=(3, 224, 224))
+    try:
+        with torch.no_grad():
+            logits = lite0(x)
+        theirs = extractor(logits.argmax(1).tolist(), logits)[0]  # one class per image (an int would be for all)
+    finally:
+        extractor.remove_hooks()
+    assert theirs.shape == ours.shape
+    assert (theirs - ours).abs().max() < 1e-6
+    check = transfer.scale_check(lite0, x)
+    assert (check.max_abs_diff < 1e-5).all()
