@@ -352,7 +352,7 @@ def beyond_the_paper(run_dir: str | os.PathLike) -> list[str]:
     u = up.groupby("upsampling").mean(numeric_only=True)
     cols = [c for c in ("deletion_auc", "insertion_auc", "occlusion_spearman", "clean_band_mass", "adv_band_mass",
                         "clean_frame_mass", "adv_frame_mass") if c in u]
-    sent = (f"**ERF-aware upsampling:** occlusion agreement (Spearman with the sliding-patch map) is "
+    sent = ("**ERF-aware upsampling:** occlusion agreement (Spearman with the sliding-patch map) is "
             + ", ".join(f"{m} {u.loc[m, 'occlusion_spearman']:.2f}" for m in u.index) + "; deletion AUC "
             + ", ".join(f"{m} {u.loc[m, 'deletion_auc']:.3f}" for m in u.index) + ".")
     if "adv_band_mass" in u and {"bilinear", "erf"} <= set(u.index):
@@ -362,7 +362,7 @@ def beyond_the_paper(run_dir: str | os.PathLike) -> list[str]:
         sent += (f" Under the {e}-pixel attack the share of the map's mass within {e} + 16 px of the border goes from "
                  + ", ".join(f"{100 * u.loc[m, 'clean_band_mass']:.1f}% to {100 * u.loc[m, 'adv_band_mass']:.1f}% ({m})"
                              for m in u.index)
-                 + f". Does the ERF-aware map reveal where the adversarial evidence comes from, where bilinear hides it? "
+                 + ". Does the ERF-aware map reveal where the adversarial evidence comes from, where bilinear hides it? "
                  + ("Yes on this run" if reveals else "No on this run")
                  + f": the exact ERF projection moves {100 * rise['erf']:.1f} points of mass towards the frame, bilinear "
                    f"{100 * rise['bilinear']:.1f} (the kit says yes when the ERF map's rise is positive and exceeds "
