@@ -23,7 +23,6 @@ for a tiny one). New commands: add a ``_add_<name>`` parser function and a ``_ru
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import sys
@@ -63,21 +62,13 @@ def load_cli_model(name: str, device: str = "auto", checkpoint: str | None = Non
 
     ``checkpoint``: a state-dict file replacing a kit model's weights (:func:`ama.load_model`)."""
     import ama
-    from ama.models import CAMModel, resolve_device
+    from ama.models import is_factory, load_factory_model
 
-    if ":" in name and not name.startswith("timm:"):
+    if is_factory(name):
         if checkpoint is not None:
             raise CLIError(f"--checkpoint works with kit model names, not with a factory ({name!r}); "
                            f"load the weights in your factory")
-        module, _, func = name.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module), func)
-        except (ImportError, AttributeError) as err:
-            raise CLIError(f"cannot load model factory {name!r}: {err}") from None
-        model = factory()
-        if not isinstance(model, CAMModel):
-            raise CLIError(f"model factory {name!r} returned {type(model).__name__}, not an ama.CAMModel")
-        return model.to(resolve_device(device))
+        return load_factory_model(name, device)
     return ama.load_model(name, device=device, checkpoint=checkpoint)
 
 
