@@ -10,7 +10,7 @@ from ama.distributed import Launch, cpu_threads, launch_from_env, shard
 from ama.runstore import (RankLock, RankPart, RunStoreError, check_writable, done_keys, merge, read_table,
                           setting_key)
 
-SETTING = dict(model="tiny", e=1, mode="flip", n_iter=3, lamb=100.0, seed=0, target="")
+SETTING = dict(model="tiny", e=1, mode="flip", optimizer="sign", restarts=0, n_iter=3, lamb=100.0, seed=0, target="")
 
 
 def _rows(files, **over):
@@ -73,7 +73,7 @@ def test_merge_refuses_missing_rows(tmp_path):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda t: t[: t.rindex(",")], "row 5 has 10 fields, the header 11"),          # truncated last line
+    (lambda t: t[: t.rindex(",")], "row 5 has 12 fields, the header 13"),          # truncated last line
     (lambda t: t.replace("tiny,1,flip", "tiny,one,flip", 1), "row 2 has a bad value (e='one')"),
     (lambda t: t.replace("True", "yes", 1), "row 3 has a bad value (file='a.png', quantized='yes')"),
 ])
