@@ -407,6 +407,8 @@ def _timm_weight_file(arch: str, cfg: dict) -> Path:
                f"get {where}, or pass checkpoint=<state_dict file>")
     if _offline() or not repo:
         raise WeightsNotFoundError(missing)
+    if not _hub_reachable():  # no network: say so at once instead of the hub client's minute of retries
+        raise WeightsNotFoundError(f"{missing} (the Hugging Face hub cannot be reached from here)")
     from huggingface_hub import hf_hub_download
 
     for file in files:
@@ -415,6 +417,22 @@ def _timm_weight_file(arch: str, cfg: dict) -> Path:
         except Exception as err:  # noqa: BLE001 - no network, no such file, ...: one line below
             failure = type(err).__name__
     raise WeightsNotFoundError(f"{missing} (download failed: {failure})")
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub (``$HF_ENDPOINT``, default huggingface.co) answers a TCP connection in ``timeout``
+    seconds; ``HF_HUB_OFFLINE=1`` counts as unreachable."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _timm_model(arch: str, checkpoint) -> tuple[nn.Module, nn.Linear, Preprocessing]:

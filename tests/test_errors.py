@@ -235,3 +235,20 @@ def test_run_notebook_is_quiet_and_logs(tmp_path, capsys):
     assert "noise" not in captured.err + captured.out
     log = (run / "logs" / "01_quiet.log").read_text()
     assert "chatter" in log and "noise" in log
+
+
+def test_timm_weights_fail_fast_when_the_hub_is_unreachable(monkeypatch):
+    """Not marked offline, but no network: one line at once, not the hub client's retries."""
+    import time
+
+    from ama import models
+
+    monkeypatch.delenv("AMA_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)  # an empty local cache
+    start = time.monotonic()
+    with pytest.raises(models.WeightsNotFoundError, match="cannot be reached from here"):
+        models.load_model("timm:resnet18", device="cpu")
+    assert time.monotonic() - start < 20
