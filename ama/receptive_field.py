@@ -94,11 +94,11 @@ def effective_receptive_field(model: CAMModel, x: torch.Tensor, target=None, bat
                               cells=None) -> torch.Tensor:
     """ERF of every cell of the raw CAM ``R_c``: ``(B, n_cells, H, W)``, each map summing to 1.
 
-    Each (image, cell) pair is one replica of its image; ``batch_size`` replicas (default ``h*w``) go
-    through one forward and ONE backward pass of ``sum_r R[r, cell_r]``: the model is in eval mode, so the
-    replicas do not interact and each replica's input gradient is its own cell's. A cell whose gradient is
-    zero everywhere (dead ReLUs) gets an all-zero map, never NaN. ``cells``: indices (default all ``h*w``).
-    ``target``: class per image (default the prediction on ``x``), as in :func:`ama.cam`.
+    One forward pass per ``batch_size`` images (default all ``B``), then one backward pass per cell through the
+    retained graph, ``d R[:, cell] / d x`` for every image at once: the model is in eval mode, so images do not
+    interact and each image's input gradient is its own. A cell whose gradient is zero everywhere (dead ReLUs)
+    gets an all-zero map, never NaN. ``cells``: indices (default all ``h*w``). ``target``: class per image
+    (default the prediction on ``x``), as in :func:`ama.cam`.
     """
     if torch.is_inference_mode_enabled():
         raise RuntimeError("ama.effective_receptive_field needs autograd (input gradients): call it outside "
@@ -112,22 +112,18 @@ def effective_receptive_field(model: CAMModel, x: torch.Tensor, target=None, bat
     cells = torch.arange(h * w) if cells is None else torch.as_tensor(cells).long().reshape(-1)
     if (cells < 0).any() or (cells >= h * w).any():
         raise ValueError(f"cells must be indices in [0, {h * w - 1}] of the {h} x {w} CAM")
-    batch_size = int(batch_size or h * w)
+    batch_size = int(batch_size or B)
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    image_idx = torch.arange(B).repeat_interleave(len(cells))
-    cell_idx = cells.repeat(B)
-    out = torch.empty(B * len(cells), H, W, dtype=x.dtype, device=x.device)
+    out = torch.empty(B, len(cells), H, W, dtype=x.dtype, device=x.device)
     with torch.enable_grad():
-        for start in range(0, len(image_idx), batch_size):
-            bi = image_idx[start:start + batch_size].to(x.device)
-            ci = cell_idx[start:start + batch_size].to(x.device)
-            replicas = x[bi].clone().requires_grad_(True)
-            raw = compute_cam(model, replicas, c[bi], relu=False, normalize=False).raw.flatten(1)
-            selected = raw.gather(1, ci[:, None]).sum()
-            (grad,) = torch.autograd.grad(selected, replicas)
-            out[start:start + len(bi)] = grad.abs().sum(1)
-    return normalize_mass(out.view(B, len(cells), H, W))
+        for start in range(0, B, batch_size):
+            part = x[start:start + batch_size].clone().requires_grad_(True)
+            raw = compute_cam(model, part, c[start:start + batch_size], relu=False, normalize=False).raw.flatten(1)
+            for k, cell in enumerate(cells.tolist()):
+                (grad,) = torch.autograd.grad(raw[:, cell].sum(), part, retain_graph=k < len(cells) - 1)
+                out[start:start + len(part), k] = grad.abs().sum(1)
+    return normalize_mass(out)
 
 
 def normalize_mass(maps: torch.Tensor) -> torch.Tensor:
