@@ -556,6 +556,39 @@ def wrap_model(backbone: nn.Module, fc: nn.Linear, *, name: str = "custom", inpu
     return CAMModel(name, backbone, fc, prep, class_names)
 
 
+def _fold_children(module: nn.Module) -> int:
+    """Fold, in place, each ``Conv2d`` child that is directly followed (in registration order) by a ``BatchNorm2d``
+    child of the same width; a timm ``BatchNormAct2d`` leaves its dropout and activation behind. Returns the count."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    count = 0
+    kids = list(module.named_children())
+    for (conv_name, conv), (bn_name, bn) in zip(kids, kids[1:]):
+        if (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.num_features == conv.out_channels
+                and bn.running_mean is not None and bn.running_var is not None):
+            fused = fuse_conv_bn_eval(conv, bn)
+            if conv.weight.is_contiguous(memory_format=torch.channels_last):
+                fused = fused.to(memory_format=torch.channels_last)
+            setattr(module, conv_name, fused.requires_grad_(False))
+            after = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None)) if m is not None]
+            setattr(module, bn_name, nn.Sequential(*after) if after else nn.Identity())
+            count += 1
+    return count + sum(_fold_children(child) for _, child in module.named_children())
+
+
+def fold_batchnorm(model: CAMModel) -> tuple[CAMModel, int]:
+    """``(copy of model with its eval-mode BatchNorm layers folded into the convolutions before them, number
+    folded)``. The same function up to float rounding and about a third faster for a forward + input-gradient pass
+    on the CPU (BatchNorm's backward is gone); ``model`` is untouched. The pairing is structural (a convolution and
+    the BatchNorm registered right after it), so a caller checks the copy's outputs against ``model``'s once
+    (:func:`ama.attack.marginal_attack` does, on its clean images) before trusting it."""
+    import copy
+
+    folded = copy.deepcopy(model)
+    n = _fold_children(folded.backbone)
+    return _frozen(folded), n
+
+
 def predict(model: CAMModel, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Classes ``(B,)`` and their softmax confidence ``(B,)`` in ``[0, 1]``."""
     with torch.no_grad():

@@ -26,6 +26,36 @@ def make_tiny_model(seed: int = 0, channels: int = 8, classes: int = 10, size: i
     return wrap_model(backbone, fc, name="tiny", input_size=size, class_names=[f"class{i}" for i in range(classes)])
 
 
+class _PreActivation(nn.Module):
+    """BatchNorm registered after the convolution but applied before it: registration order lies."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+        self.bn = nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return torch.relu(self.conv(self.bn(x)))
+
+
+def make_bn_model(seed: int = 0, pre_activation: bool = False, size: int = 32) -> ama.CAMModel:
+    """Seeded Conv-BN-ReLU6 x 2 (random BatchNorm statistics) -> GAP -> Linear(10); ``pre_activation``: a last
+    block whose BatchNorm runs before its convolution, though registered after it."""
+    g = torch.Generator().manual_seed(seed)
+    layers = [nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU6(inplace=True),
+              nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU6(inplace=True)]
+    if pre_activation:
+        layers.append(_PreActivation(8))
+    backbone, fc = nn.Sequential(*layers), nn.Linear(8, 10)
+    with torch.no_grad():
+        for p in [*backbone.parameters(), *fc.parameters()]:
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+        for bn in (m for m in backbone.modules() if isinstance(m, nn.BatchNorm2d)):
+            bn.running_mean.copy_(torch.randn(8, generator=g) * 0.2)
+            bn.running_var.copy_(torch.rand(8, generator=g) + 0.5)
+    return wrap_model(backbone, fc, name="tiny-bn", input_size=size)
+
+
 def make_resnet18(seed: int = 0, size: int = 64) -> ama.CAMModel:
     """Random-init torchvision ResNet-18 split for CAM, at ``size`` x ``size`` (64 -> a 2 x 2 CAM)."""
     import torchvision

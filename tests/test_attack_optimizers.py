@@ -218,3 +218,28 @@ def test_notebook_03_fast_writes_the_ablation(fast_run):
     assert {"default", "cam_loss=raw", "label_loss=margin", "restarts=1"} <= set(rows.variant)
     assert (fast_run.dir / "figures" / "attack_ablation.png").stat().st_size > 10_000
     assert "the strongest attack at the same budget" in (fast_run.dir / "REPORT.md").read_text()
+
+
+# --- the optimiser's passes on a BatchNorm-folded copy --------------------------------------
+def test_folded_passes_report_the_models_own_outputs(x8):
+    from conftest import make_bn_model
+
+    model = make_bn_model()
+    a = ama.marginal_attack(model, x8, e=2, n_iter=6, fold_bn=True)
+    b = ama.marginal_attack(model, x8, e=2, n_iter=6, fold_bn=False)
+    assert torch.equal(a.clean_logits, b.clean_logits)  # clean outputs: the model itself, in both
+    changed = (a.adv_q != b.adv_q).float().mean()
+    assert changed < 0.01  # the same optimisation, float rounding aside
+    with torch.no_grad():  # the reported adversarial outputs are the model's, not the folded copy's
+        logits = model(a.adv_q.contiguous(memory_format=torch.channels_last))
+    assert torch.equal(logits, a.adv_q_logits)
+
+
+def test_a_fold_that_changes_the_function_is_refused_with_a_warning(x8):
+    from conftest import make_bn_model
+
+    model = make_bn_model(pre_activation=True)
+    with pytest.warns(UserWarning, match="folding BatchNorm changed the logits"):
+        a = ama.marginal_attack(model, x8, e=2, n_iter=4)
+    b = ama.marginal_attack(model, x8, e=2, n_iter=4, fold_bn=False)
+    assert torch.equal(a.adv, b.adv)

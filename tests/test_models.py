@@ -276,3 +276,36 @@ def test_lite0_is_confident_on_coffee(lite0, samples):
     assert result["coffee"][0] == "espresso" and result["coffee"][1] > 0.9
     assert result["camera"][0] == "tripod" and result["camera"][1] > 0.9
     assert result["chelsea"][0] == "tiger cat" and result["motorcycle"][0] == "moped"
+
+
+# --- BatchNorm folding (the attack's faster copy) ----------------------------------------------
+def _bn_count(model):
+    return sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+def test_fold_batchnorm_is_the_same_function_and_leaves_the_model_alone():
+    from conftest import make_bn_model
+    from ama.models import fold_batchnorm
+
+    model = make_bn_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded, n = fold_batchnorm(model)
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert n == 2 and _bn_count(folded) == 0 and _bn_count(model) == 2
+    with torch.no_grad():
+        assert torch.allclose(folded(x), model(x), rtol=1e-5, atol=1e-5)
+        assert torch.allclose(folded.features(x), model.features(x), rtol=1e-5, atol=1e-5)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not any(p.requires_grad for p in folded.parameters()) and not folded.training
+
+
+def test_fold_batchnorm_on_lite0_folds_every_batchnorm(lite0, samples):
+    from ama.models import fold_batchnorm
+
+    folded, n = fold_batchnorm(lite0)
+    assert n == _bn_count(lite0) > 40 and _bn_count(folded) == 0
+    x = samples.images[:2]
+    with torch.no_grad():
+        a, b = folded(x), lite0(x)
+    assert (a - b).abs().max() < 1e-4 * b.abs().max()
+    assert torch.equal(a.argmax(1), b.argmax(1))
