@@ -643,6 +643,30 @@ def random_frame(model: CAMModel, x: torch.Tensor, e: int = 1, mask=None, seed: 
     return _result(model, x, clean, (z, adv, adv_cam_pred), (z_q, adv_q, q_cam_pred), m, None, names, params, None)
 
 
+def evaluate_images(model: CAMModel, x: torch.Tensor, adv: torch.Tensor, e: int = 1, mask=None,
+                    names: Sequence[str] | None = None, params: dict | None = None) -> AttackResult:
+    """The :class:`AttackResult` of adversarial images made elsewhere (the PNGs a run saved, another tool's):
+    ``adv`` ``(B, 3, H, W)`` in ``[0, 1]``, equal to the clean images ``x`` off the mask (default: the ``e``-pixel
+    frame), else a ValueError. ``adv`` is both the ``adv`` and the ``adv_q`` set (saved images are 8-bit already);
+    two forward passes. ``params``: recorded in ``result.params`` (``mode`` flip unless given)."""
+    device = model.device
+    x, adv = x.to(device), adv.to(device)
+    m = _validate(model, x, e, 1, 0.0, "flip", None, mask)
+    if adv.shape != x.shape:
+        raise ValueError(f"adversarial images have shape {tuple(adv.shape)}, the clean ones {tuple(x.shape)}")
+    check_images(adv)
+    m4 = m.unsqueeze(1)
+    if not torch.equal(torch.where(m4, x, adv), x):
+        raise ValueError("the adversarial images differ from the clean ones outside the mask: not these images' "
+                         "attack (wrong images, size or frame width?)")
+    with torch.no_grad():
+        clean = compute_cam(model, x)
+        out, cam_pred = _evaluate(model, adv, clean.target)
+    info = dict(model=model.name, e=int(e) if mask is None else None, mode="flip", targeted=False,
+                mask="frame" if mask is None else "custom", **(params or {}))
+    return _result(model, x, clean, (adv, out, cam_pred), (adv, out, cam_pred), m, None, names, info, None)
+
+
 def _result(model, x, clean, adv, adv_q, mask, target, names, params, history) -> AttackResult:
     """The one ending of :func:`marginal_attack` and :func:`random_frame`: the three evaluated sets on the CPU
     (default layout). ``x``: the clean images, ``clean``: their CAMOutput (its class ``c`` is the prediction); ``adv``/``adv_q``: ``(images, CAMOutput, cam_pred)``."""
@@ -742,39 +766,53 @@ def ablation_settings(optimizers=tuple(OPTIMIZER_DEFAULTS), ingredients=ABLATION
 
 
 def ablation(model: CAMModel, x: torch.Tensor, names: Sequence[str], e=(1, 2, 4, 8), budgets=(10, 30, 100),
-             optimizers=tuple(OPTIMIZER_DEFAULTS), ingredients=ABLATION_INGREDIENTS, variant_e=None,
-             lamb: float = 100.0, mode: str = "flip", seed: int = 0, progress: bool = True):
-    """Every optimiser's default at every budget (``n_iter`` in ``budgets``, passes per image) and ``e``, and each
-    ingredient switched (:func:`ablation_settings`) at the largest budget and each ``e`` of ``variant_e``
-    (default: every ``e``). Returns the tidy table of :func:`ama.metrics.attack_metrics` rows (one per image x
-    quantized) with the columns ``variant``, ``cam_loss``, ``label_loss`` and ``select`` added."""
+             optimizers=tuple(OPTIMIZER_DEFAULTS), ingredients=ABLATION_INGREDIENTS, variant_e=None, budget_e=None,
+             keep_e=(), keep_optimizers=None, lamb: float = 100.0, mode: str = "flip", seed: int = 0,
+             results: dict | None = None, progress: bool = True):
+    """Every optimiser's default at the largest budget and every ``e``, at every budget (``n_iter`` in ``budgets``,
+    passes per image) at each ``e`` of ``budget_e`` (default: every ``e``), each ingredient switched
+    (:func:`ablation_settings`) at the largest budget and each ``e`` of ``variant_e`` (default: every ``e``), and
+    the default of each of ``keep_optimizers`` (default: all) in ``keep`` mode at the largest budget and each ``e``
+    of ``keep_e``. Returns the tidy table of
+    :func:`ama.metrics.attack_metrics` rows (one per image x quantized) with the columns ``variant``, ``cam_loss``,
+    ``label_loss`` and ``select`` added.
+
+    ``results``: a dict of :class:`AttackResult` keyed ``(optimizer, variant, e, n_iter, mode)``; a setting found
+    there is reused (e.g. the reference runs of :func:`run_settings`: ``("sign", "default", e, n_iter, "flip")``),
+    the others are added to it."""
     import pandas as pd
     from tqdm import tqdm
 
     widths = [e] if isinstance(e, int) else list(e)
     variant_e = widths if variant_e is None else variant_e
+    budget_e = widths if budget_e is None else budget_e
     top = max(budgets)
     jobs = []
     for s in ablation_settings(optimizers, ingredients):
         default = s["variant"] == "default"
         for w in widths:
-            for it in (sorted(budgets) if default else [top]):
-                if default or w in variant_e:
-                    jobs.append((s, w, it))
+            for it in sorted(budgets):
+                if (it == top and (default or w in variant_e)) or (default and w in budget_e):
+                    jobs.append((s, w, it, mode))
+            if default and w in keep_e and (keep_optimizers is None or s["optimizer"] in keep_optimizers):
+                jobs.append((s, w, top, "keep"))
+    results = {} if results is None else results
     frames = []
-    for s, e, it in tqdm(jobs, desc=f"ablation {model.name}", mininterval=30, disable=not progress):
+    for s, e, it, m in tqdm(jobs, desc=f"ablation {model.name}", mininterval=30, disable=not progress):
         kw = {k: s[k] for k in ("optimizer", "restarts", "cam_loss", "label_loss", "select")}
-        r = marginal_attack(model, x, e=e, n_iter=it, lamb=lamb, mode=mode, seed=seed, names=names, **kw)
-        df = r.metrics
-        frames.append(df.assign(variant=s["variant"], cam_loss=s["cam_loss"], label_loss=s["label_loss"],
-                                select=s["select"]))
+        key = (s["optimizer"], s["variant"], e, it, m)
+        if key not in results:
+            results[key] = marginal_attack(model, x, e=e, n_iter=it, lamb=lamb, mode=m, seed=seed, names=names, **kw)
+        frames.append(results[key].metrics.assign(variant=s["variant"], cam_loss=s["cam_loss"],
+                                                  label_loss=s["label_loss"], select=s["select"]))
     return pd.concat(frames, ignore_index=True)
 
 
 def ablation_summary(table) -> "pandas.DataFrame":  # noqa: F821
-    """Per ``model, optimizer, variant, e, n_iter, quantized``: ``fooling_rate``, ``cam_cosine`` (means) and
-    ``n_images``, from an :func:`ablation` table."""
-    keys = ["model", "optimizer", "variant", "e", "n_iter", "quantized"]
-    g = table.groupby(keys, sort=True)
-    out = g.agg(fooling_rate=("fooled", "mean"), cam_cosine=("cam_cosine", "mean"), n_images=("image", "size"))
+    """Per ``model, mode, optimizer, variant, e, n_iter, quantized``: ``fooling_rate``, ``cam_cosine`` (means),
+    ``kept_rate`` (share of images whose label is kept) and ``n_images``, from an :func:`ablation` table."""
+    keys = ["model", "mode", "optimizer", "variant", "e", "n_iter", "quantized"]
+    g = table.assign(kept=~table.fooled.astype(bool)).groupby(keys, sort=True)
+    out = g.agg(fooling_rate=("fooled", "mean"), cam_cosine=("cam_cosine", "mean"), kept_rate=("kept", "mean"),
+                n_images=("image", "size"))
     return out.reset_index()

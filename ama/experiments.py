@@ -7,11 +7,13 @@ call these functions (or read the merged tables of a ``torchrun`` pre-step) and 
 
 * :func:`occlusion`: keep-IRF, occlude-IRF, margin and sliding-patch occlusion (notebook 01);
 * :func:`receptive_fields`: ERF vs IRF misalignment, the upsamplings, the receptive-field sizes (notebook 02);
-* :func:`attack_grid`: the adversarial marginal attack at every setting plus the random-frame baseline
-  (notebook 03).
+* :func:`attack_grid`: the adversarial marginal attack at every setting plus the random-frame baseline, and the
+  optimiser ablation (notebook 03); it saves the 8-bit adversarial images that notebook 05 explains again.
 """
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
@@ -20,6 +22,7 @@ import torch
 from . import receptive_field as rf
 from .models import CAMModel
 from .params import RunParams
+from .paths import resolve
 
 EXPERIMENTS = ("occlusion", "receptive_fields", "attack")
 
@@ -106,35 +109,94 @@ PAPER_N_ITER = 50              # the authors' 2021 code; their 2022 code and the
 
 def attack_settings(params: RunParams) -> dict:
     """The attack grid of a run: the reference (``flip``) at every ``e`` and at ``n_iter`` 50 and the run's
-    ``n_iter``; the kit's ``keep`` extension at the smallest ``e`` and ``n_iter`` only (time); the random-frame
-    baseline at every ``e``. Keyword arguments of :func:`ama.attack.run_settings`."""
+    ``n_iter``; the kit's ``keep`` extension at the smallest ``e`` and the run's ``n_iter`` only (time); the
+    random-frame baseline at every ``e``. Keyword arguments of :func:`ama.attack.run_settings`."""
     p = params.fast_variant()
     n_iters = sorted({p.n_iter} if p.fast else {PAPER_N_ITER, p.n_iter})
     return dict(e=list(p.e), n_iters=n_iters, modes=("flip", "keep"), lamb=p.lamb, seed=p.seed,
-                mode_n_iters={"keep": [min(n_iters)]}, mode_e={"keep": [min(p.e)]})
+                mode_n_iters={"keep": [p.n_iter]}, mode_e={"keep": [min(p.e)]})
 
 
-def attack_grid(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: RunParams,
-                progress: bool = True) -> tuple[dict[str, pd.DataFrame], dict]:
-    """Tables ``attack_metrics`` (image x setting x quantised) and ``attack_history`` (image x setting x
-    iteration), and the :class:`ama.attack.AttackResult` of every setting (for figures)."""
-    from .attack import run_settings
+ADVERSARIAL_OPTIMIZERS = ("sign", "apgd")  # adversarial images a run keeps (notebook 05): the reference, the strongest
+
+
+def attack_grid(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: RunParams, progress: bool = True,
+                out_dir=None) -> tuple[dict[str, pd.DataFrame], dict]:
+    """Tables ``attack_metrics`` (image x setting x quantised), ``attack_history`` (image x setting x iteration) and
+    ``attack_ablation`` (:func:`ablation_settings`; the reference's runs are shared with the grid), and the
+    :class:`ama.attack.AttackResult` of every setting (for figures): ``("attack" | "random_frame", e, n_iter, mode)``
+    of the grid, ``(optimizer, variant, e, n_iter, mode)`` of the ablation. ``out_dir``: where the 8-bit adversarial
+    images of :data:`ADVERSARIAL_OPTIMIZERS` are saved (:func:`save_adversarial`)."""
+    from .attack import ablation, run_settings
     from .metrics import history_table
 
     results, table = run_settings(model, x, names, **attack_settings(params), progress=progress)
     history = history_table({k: v for k, v in results.items() if k[0] == "attack"})
-    return image_major(dict(attack_metrics=table, attack_history=history), names), results
+    shared = {("sign", "default", e, it, mode): r for (setting, e, it, mode), r in results.items() if setting == "attack"}
+    abl = ablation(model, x, names, **ablation_settings(params), results=shared, progress=progress)
+    results.update(shared)
+    if out_dir is not None:
+        save_adversarial(results, params, out_dir)
+    return image_major(dict(attack_metrics=table, attack_history=history, attack_ablation=abl), names), results
+
+
+def adversarial_dir(out_dir, model: str, optimizer: str, e: int, n_iter: int) -> Path:
+    """Folder of one setting's 8-bit adversarial PNGs (flip, the optimiser's defaults): ``<image name>.png``."""
+    return resolve(out_dir) / "adversarial" / model / f"{optimizer}_e{e}_it{n_iter}"
+
+
+def save_adversarial(results: dict, params: RunParams, out_dir) -> None:
+    """Save the 8-bit adversarial images (lossless PNGs, exactly ``adv_q``) of each optimiser of
+    :data:`ADVERSARIAL_OPTIMIZERS` at every ``e`` (flip, defaults, the run's ``n_iter``)."""
+    from .attack import save_png
+
+    n_iter = params.fast_variant().n_iter
+    for key, r in results.items():
+        if len(key) == 5 and key[0] in ADVERSARIAL_OPTIMIZERS and key[1] == "default" and key[3:] == (n_iter, "flip"):
+            folder = adversarial_dir(out_dir, r.params["model"], key[0], key[2], n_iter)
+            for name, image in zip(r.names, r.adv_q):
+                path = folder / f"{name}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_png(image, path)
+
+
+def adversarial_result(model: CAMModel, data, params: RunParams, out_dir, optimizer: str, e: int):
+    """The :class:`ama.attack.AttackResult` of ``optimizer`` (flip, its defaults, the run's ``n_iter``) at ``e`` for
+    ``data``'s images: from the PNGs the run saved (two forward passes), else attacked here."""
+    from .attack import evaluate_images, marginal_attack
+    from .data import load_image
+
+    p = params.fast_variant()
+    folder = adversarial_dir(out_dir, model.name, optimizer, e, p.n_iter)
+    paths = [folder / f"{name}.png" for name in data.names]
+    if all(path.is_file() for path in paths):
+        adv = torch.cat([load_image(path, transform=_to_tensor) for path in paths])
+        try:
+            return evaluate_images(model, data.images, adv, e=e, names=data.names,
+                                   params=dict(n_iter=p.n_iter, lamb=p.lamb, seed=p.seed, optimizer=optimizer))
+        except ValueError as err:
+            warnings.warn(f"{folder}: {err}; attacking again")
+    return marginal_attack(model, data.images, e=e, n_iter=p.n_iter, lamb=p.lamb, seed=p.seed, names=data.names,
+                           optimizer=optimizer)
+
+
+def _to_tensor(image) -> torch.Tensor:
+    """PIL RGB image -> ``(3, H, W)`` float in ``[0, 1]``, exactly ``k / 255`` (as :func:`ama.attack.quantize`)."""
+    import numpy as np
+
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255
 
 
 def run(experiment: str, model: CAMModel, x: torch.Tensor, names: Sequence[str], params: RunParams,
-        progress: bool = False) -> dict[str, pd.DataFrame]:
-    """One experiment's per-image tables (see the module docstring)."""
+        progress: bool = False, out_dir=None) -> dict[str, pd.DataFrame]:
+    """One experiment's per-image tables (see the module docstring); ``out_dir``: where the attack saves its
+    adversarial images."""
     if experiment == "occlusion":
         return occlusion(model, x, names, params)
     if experiment == "receptive_fields":
         return receptive_fields(model, x, names, params)
     if experiment == "attack":
-        return attack_grid(model, x, names, params, progress)[0]
+        return attack_grid(model, x, names, params, progress, out_dir)[0]
     raise ValueError(f"unknown experiment {experiment!r}; use one of {', '.join(EXPERIMENTS)}")
 
 
@@ -191,7 +253,7 @@ def compute(experiment: str, runs: dict, params: RunParams, out_dir, sharded: bo
     per_model, extras = [], {}
     for name, (model, data) in runs.items():
         if experiment == "attack":
-            tables, extras[name] = attack_grid(model, data.images, data.names, params)
+            tables, extras[name] = attack_grid(model, data.images, data.names, params, out_dir=out_dir)
         elif experiment == "receptive_fields":
             extras[name] = rf.effective_receptive_field(model, data.images)
             tables = receptive_fields(model, data.images, data.names, params, erf=extras[name])
@@ -272,20 +334,24 @@ def keep_example(model: CAMModel, data, params: RunParams, table: pd.DataFrame, 
 
 
 # --- the optimiser ablation (notebook 03, beyond the paper) ---------------------------------------
-ABLATION_E = (1, 2)            # frame widths of the default ablation (the full study: every e of the run)
-ABLATION_BUDGETS = (25, 100)   # forward+backward passes per image (the full study: 10, 25, 50, 100)
+ABLATION_E = (1, 2)            # frame widths of the budget curve (every optimiser's default runs at every e)
+ABLATION_BUDGET_SHARE = 4      # the budget curve: n_iter / 4 and n_iter passes per image (the full study: 10 to 100)
+ABLATION_KEEP = ("sign", "apgd")  # keep mode at the smallest e: the reference and the default strongest
 
 
 def ablation_settings(params: RunParams) -> dict:
-    """The optimiser ablation of a run: every optimiser's defaults at ``e`` in :data:`ABLATION_E` and the budgets
-    :data:`ABLATION_BUDGETS`, no per-ingredient grid (time); FAST: the smallest ``e``, 5 passes, and each
-    ingredient switched once. Keyword arguments of :func:`ama.attack.ablation`."""
+    """The optimiser ablation of a run (keyword arguments of :func:`ama.attack.ablation`): every optimiser's
+    defaults at every ``e`` and the run's ``n_iter``, the budget curve (``n_iter / 4`` too) at ``e`` in
+    :data:`ABLATION_E`, keep mode at the smallest ``e`` for :data:`ABLATION_KEEP`; no per-ingredient grid (time).
+    FAST: the smallest ``e``, 5 passes, and each ingredient switched once."""
     from .attack import OPTIMIZER_DEFAULTS
 
     p = params.fast_variant()
-    e = [v for v in ABLATION_E if v in p.e] or [min(p.e)]
+    low = min(p.e)
+    common = dict(optimizers=list(OPTIMIZER_DEFAULTS), keep_e=[low], keep_optimizers=list(ABLATION_KEEP),
+                  lamb=p.lamb, seed=p.seed)
     if p.fast:
-        return dict(e=[min(p.e)], budgets=[p.n_iter], optimizers=list(OPTIMIZER_DEFAULTS), variant_e=[min(p.e)],
-                    lamb=p.lamb, seed=p.seed)
-    return dict(e=e, budgets=list(ABLATION_BUDGETS), optimizers=list(OPTIMIZER_DEFAULTS), variant_e=[], lamb=p.lamb,
-                seed=p.seed)
+        return dict(e=[low], budgets=[p.n_iter], variant_e=[low], budget_e=[low], **common)
+    budgets = sorted({max(1, p.n_iter // ABLATION_BUDGET_SHARE), p.n_iter})
+    return dict(e=list(p.e), budgets=budgets, variant_e=[], budget_e=[v for v in ABLATION_E if v in p.e] or [low],
+                **common)

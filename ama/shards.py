@@ -76,7 +76,7 @@ def run_shard(experiment: str, params: RunParams, run_dir, launch: Launch | None
         images[name], skipped[name] = data.names, [s[0] for s in data.skipped]
         if not data.names:
             continue
-        got = experiments.run(experiment, model, data.images, data.names, params, progress)
+        got = experiments.run(experiment, model, data.images, data.names, params, progress, out_dir=run_dir)
         for table, df in got.items():
             tables.setdefault(table, []).append(df)
     for table, frames in tables.items():

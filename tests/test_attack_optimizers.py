@@ -168,7 +168,7 @@ def test_ablation_table_has_every_setting_once(tiny_model, x8):
     names = list("abcd")
     table = attack.ablation(tiny_model, x8, names, e=(1,), budgets=(3, 5), optimizers=("sign", "apgd"),
                             progress=False)
-    runs = table[["optimizer", "variant", "e", "n_iter"]].drop_duplicates()
+    runs = table[["optimizer", "variant", "e", "n_iter", "mode"]].drop_duplicates()
     assert len(table) == len(runs) * 4 * 2  # images x quantized per run
     assert sorted(runs[runs.variant == "default"].n_iter) == [3, 3, 5, 5]
     assert set(runs[runs.variant != "default"].n_iter) == {5}  # ingredients at the largest budget only
@@ -196,14 +196,22 @@ def test_report_states_the_strongest_result_beside_the_reference(tmp_path):
     rows = []
     for opt, fooled, cos in (("sign", [True, False], [0.9, 0.8]), ("apgd", [True, True], [0.4, 0.5])):
         for i in range(2):
-            rows.append(dict(image=str(i), model="m", optimizer=opt, variant="default", e=1, n_iter=100, quantized=True,
-                             fooled=fooled[i], cam_cosine=cos[i]))
+            rows.append(dict(image=str(i), model="m", mode="flip", optimizer=opt, variant="default", e=1, n_iter=100,
+                             quantized=True, fooled=fooled[i], cam_cosine=cos[i]))
+            rows.append(dict(image=str(i), model="m", mode="keep", optimizer=opt, variant="default", e=1, n_iter=100,
+                             quantized=True, fooled=not fooled[i], cam_cosine=cos[i] + 0.2))
     (tmp_path / "tables").mkdir()
     pd.DataFrame(rows).to_csv(tmp_path / "tables" / "attack_ablation.csv", index=False)
     text = section_attack_strength(tmp_path).sentence
     assert "apgd (default), fools 100% of the images with CAM cosine 0.45" in text
     assert "the reference optimiser (sign) fools 50% with cosine 0.85" in text
     assert "Goal (fooling >= 90%, cosine <= 0.5): met" in text
+    assert "keep mode, e = 1: apgd keeps the label on 2 of 2 images with CAM cosine 0.65; sign keeps the label on 1 " \
+           "of 2 images with CAM cosine 1.05" in text and "cosine < 0.7): met by apgd" in text
+    pd.DataFrame(dict(model="m", e=2, optimizer=["sign", "apgd"], quantized=True, target_cosine=[0.5, 0.6])
+                 ).to_csv(tmp_path / "tables" / "attack_targeted.csv", index=False)
+    text = section_attack_strength(tmp_path).sentence
+    assert "targeted, e = 2: cosine to the target shape apgd 0.60, sign 0.50; apgd beats the reference" in text
     assert section_attack_strength(tmp_path / "nothing") is None
 
 
@@ -243,3 +251,21 @@ def test_a_fold_that_changes_the_function_is_refused_with_a_warning(x8):
         a = ama.marginal_attack(model, x8, e=2, n_iter=4)
     b = ama.marginal_attack(model, x8, e=2, n_iter=4, fold_bn=False)
     assert torch.equal(a.adv, b.adv)
+
+
+def test_ablation_reuses_given_results_and_adds_keep_mode(tiny_model, x8):
+    names = list("abcd")
+    ref = ama.marginal_attack(tiny_model, x8, e=1, n_iter=5, names=names)
+    results = {("sign", "default", 1, 5, "flip"): ref}
+    calls = []
+    features = tiny_model.features
+    tiny_model.features = lambda z: (calls.append(z.shape[0]), features(z))[1]
+    table = attack.ablation(tiny_model, x8, names, e=(1,), budgets=(5,), optimizers=("sign", "apgd"), ingredients=(),
+                            keep_e=[1], keep_optimizers=["apgd"], results=results, progress=False)
+    runs = set(map(tuple, table[["optimizer", "mode"]].drop_duplicates().values))
+    assert runs == {("sign", "flip"), ("apgd", "flip"), ("apgd", "keep")}
+    assert len(calls) == 2 * (5 + 3)  # two new runs (passes, clean, two evaluations); the sign run was reused
+    assert set(results) == {("sign", "default", 1, 5, "flip"), ("apgd", "default", 1, 5, "flip"),
+                            ("apgd", "default", 1, 5, "keep")}
+    sign = table[(table.optimizer == "sign")]
+    assert sign.cam_cosine.tolist() == ref.metrics.cam_cosine.tolist()

@@ -78,9 +78,42 @@ def test_an_images_rows_do_not_depend_on_the_others(experiment, tiny_model, imag
 
 def test_attack_grid_policy(run_params):
     s = experiments.attack_settings(RunParams())
-    assert s["n_iters"] == [50, 100] and s["mode_e"] == {"keep": [1]} and s["mode_n_iters"] == {"keep": [50]}
+    assert s["n_iters"] == [50, 100] and s["mode_e"] == {"keep": [1]} and s["mode_n_iters"] == {"keep": [100]}
     f = experiments.attack_settings(RunParams(fast=True))
     assert f["n_iters"] == [5] and f["e"] == [1, 2]
+    a = experiments.ablation_settings(RunParams())
+    assert a["e"] == [1, 2, 4, 8] and a["budgets"] == [25, 100] and a["budget_e"] == [1, 2] and a["variant_e"] == []
+    assert a["keep_e"] == [1] and a["keep_optimizers"] == ["sign", "apgd"]
+
+
+def test_attack_grid_shares_the_reference_runs_and_saves_the_adversarial_images(tiny_model, images32, tmp_path):
+    """The ablation reuses the grid's reference runs; the saved 8-bit PNGs give back the same result."""
+    from ama import attack
+
+    p = RunParams(models=(TINY,), e=(1, 2), n_iter=4, fast=False)
+    names = ["a", "b", "c", "d"]
+    tables, results = experiments.attack_grid(tiny_model, images32, names, p, progress=False, out_dir=tmp_path)
+    abl = tables["attack_ablation"]
+    assert results[("sign", "default", 2, 4, "flip")] is results[("attack", 2, 4, "flip")]
+    assert set(abl[abl["mode"] == "keep"].optimizer) == {"sign", "apgd"}
+    pngs = sorted(tmp_path.glob("adversarial/tiny/*/*.png"))
+    assert sorted({q.parent.name for q in pngs}) == ["apgd_e1_it4", "apgd_e2_it4", "sign_e1_it4", "sign_e2_it4"]
+    assert len(pngs) == 4 * len(names)
+    x8 = torch.round(images32 * 255) / 255  # images as loaded from files are on the 8-bit grid
+    tables, results = experiments.attack_grid(tiny_model, x8, names, p, progress=False, out_dir=tmp_path)
+    data = type("Data", (), dict(images=x8, names=names))
+    for opt in ("sign", "apgd"):
+        saved = experiments.adversarial_result(tiny_model, data, p, tmp_path, opt, 2)
+        made = results[(opt, "default", 2, 4, "flip")]
+        assert torch.equal(saved.adv_q, made.adv_q)  # the PNGs are exactly the 8-bit images
+        assert torch.allclose(saved.adv_q_logits, made.adv_q_logits, atol=1e-5)  # memory layout: rounding only
+        assert saved.params["optimizer"] == opt
+    with pytest.raises(ValueError, match="differ from the clean ones outside the mask"):
+        attack.evaluate_images(tiny_model, x8, torch.flip(x8, [0]), e=2)
+    with pytest.warns(UserWarning, match="attacking again"):
+        other = experiments.adversarial_result(tiny_model, type("Data", (), dict(images=1 - x8, names=names)), p,
+                                               tmp_path, "sign", 2)
+    assert torch.equal(other.clean, 1 - x8)
 
 
 def test_occlusion_cells():

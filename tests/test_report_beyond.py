@@ -9,9 +9,10 @@ from ama import report
 def _tables(run, erf_rise: float):
     t = run / "tables"
     t.mkdir(parents=True)
-    pd.DataFrame(dict(image=["a", "b"] * 2, model="m", e=1, optimizer="reference", method=["layercam"] * 2 + ["eigencam"] * 2,
-                      fooled=True, cam_cosine=[0.2, 0.4, 0.9, 0.9], cam_spearman=0.5, top20_iou=0.3,
-                      random_cam_cosine=[0.8, 0.8, 0.8, 0.8], random_cam_spearman=0.7, random_top20_iou=0.6)
+    pd.DataFrame(dict(image=["a", "b"] * 4, model="m", e=1, optimizer=["sign"] * 4 + ["apgd"] * 4,
+                      method=(["layercam"] * 2 + ["eigencam"] * 2) * 2,
+                      fooled=True, cam_cosine=[0.2, 0.4, 0.9, 0.9, 0.1, 0.1, 0.7, 0.7], cam_spearman=0.5,
+                      top20_iou=0.3, random_cam_cosine=0.8, random_cam_spearman=0.7, random_top20_iou=0.6)
                  ).to_csv(t / "transfer.csv", index=False)
     pd.DataFrame(dict(model="m", method=["gradcam"], n_images=2, max_abs_diff=[3e-7], min_cosine=1.0)
                  ).to_csv(t / "transfer_scale_check.csv", index=False)
@@ -27,7 +28,9 @@ def test_section_states_each_finding_from_the_numbers(tmp_path):
     _tables(tmp_path, erf_rise=0.30)
     text = "\n".join(report.beyond_the_paper(tmp_path))
     assert "## Beyond the paper" in text
-    assert "layercam 0.300 (random frame 0.800)" in text and "for 1 of 2 methods (layercam)" in text
+    assert ("with the sign optimiser at e = 1 the clean vs attacked map cosine is eigencam 0.900 (random frame 0.800); "
+            "layercam 0.300 (random frame 0.800), below the random frame's for 1 of 2 methods (layercam)") in text
+    assert "with the apgd optimiser at e = 1" in text and "for 2 of 2 methods (eigencam, layercam)" in text
     assert "3.0e-07" in text
     assert "lowest deletion AUC is cam / erf (0.200)" in text
     assert "Yes on this run" in text and "30.0 points" in text and "bilinear 2.0" in text
