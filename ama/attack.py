@@ -767,9 +767,10 @@ def ablation_settings(optimizers=tuple(OPTIMIZER_DEFAULTS), ingredients=ABLATION
 
 def ablation(model: CAMModel, x: torch.Tensor, names: Sequence[str], e=(1, 2, 4, 8), budgets=(10, 30, 100),
              optimizers=tuple(OPTIMIZER_DEFAULTS), ingredients=ABLATION_INGREDIENTS, variant_e=None, budget_e=None,
-             keep_e=(), keep_optimizers=None, lamb: float = 100.0, mode: str = "flip", seed: int = 0,
+             optimizer_e=None, keep_e=(), keep_optimizers=None, lamb: float = 100.0, mode: str = "flip", seed: int = 0,
              results: dict | None = None, progress: bool = True):
-    """Every optimiser's default at the largest budget and every ``e``, at every budget (``n_iter`` in ``budgets``,
+    """Every optimiser's default at the largest budget and every ``e`` (``optimizer_e``: ``{optimizer: [e, ...]}``
+    narrows it per optimiser), at every budget (``n_iter`` in ``budgets``,
     passes per image) at each ``e`` of ``budget_e`` (default: every ``e``), each ingredient switched
     (:func:`ablation_settings`) at the largest budget and each ``e`` of ``variant_e`` (default: every ``e``), and
     the default of each of ``keep_optimizers`` (default: all) in ``keep`` mode at the largest budget and each ``e``
@@ -788,9 +789,10 @@ def ablation(model: CAMModel, x: torch.Tensor, names: Sequence[str], e=(1, 2, 4,
     budget_e = widths if budget_e is None else budget_e
     top = max(budgets)
     jobs = []
+    optimizer_e = optimizer_e or {}
     for s in ablation_settings(optimizers, ingredients):
         default = s["variant"] == "default"
-        for w in widths:
+        for w in optimizer_e.get(s["optimizer"], widths):
             for it in sorted(budgets):
                 if (it == top and (default or w in variant_e)) or (default and w in budget_e):
                     jobs.append((s, w, it, mode))

@@ -127,13 +127,6 @@ def upsample(maps: torch.Tensor, size, mode: str = "bilinear", align_corners: bo
     return out.squeeze(0) if squeeze else out
 
 
-def rf_centres(grid, size) -> tuple[torch.Tensor, torch.Tensor]:
-    """Receptive-field centres ``(ys (h,), xs (w,))`` in pixels of a stride ``H / h`` grid: ``(i + 0.5) H / h - 0.5``."""
-    (h, w), (H, W) = _hw(grid), _hw(size)
-    return ((torch.arange(h, dtype=torch.float64) + 0.5) * H / h - 0.5,
-            (torch.arange(w, dtype=torch.float64) + 0.5) * W / w - 0.5)
-
-
 def _hw(v) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
@@ -159,8 +152,12 @@ def _rf_upsample(maps, size, mode, sigma, centres, erf):
         sy, sx = (float(sigma), float(sigma)) if isinstance(sigma, (int, float)) else (float(sigma[0]), float(sigma[1]))
         if not (sy > 0 and sx > 0):
             raise ValueError(f"sigma must be positive, got {sigma!r}")
-        cy, cx = rf_centres((h, w), (H, W)) if centres is None else (torch.as_tensor(c, dtype=torch.float64).reshape(-1)
-                                                                      for c in centres)
+        if centres is None:  # each cell's centre without aligned corners: (i + 0.5) H / h - 0.5
+            from .receptive_field import cell_centres
+
+            c = cell_centres((h, w), (H, W), align_corners=False).double().view(h, w, 2)
+            centres = (c[:, 0, 0], c[0, :, 1])
+        cy, cx = (torch.as_tensor(c, dtype=torch.float64).reshape(-1) for c in centres)
         if len(cy) != h or len(cx) != w:
             raise ValueError(f"centres must be (ys ({h},), xs ({w},)) for a {h} x {w} map, got {len(cy)} and {len(cx)}")
         gy = torch.exp(-(torch.arange(H, dtype=torch.float64)[None] - cy[:, None]) ** 2 / (2 * sy ** 2))

@@ -269,3 +269,10 @@ def test_ablation_reuses_given_results_and_adds_keep_mode(tiny_model, x8):
                             ("apgd", "default", 1, 5, "keep")}
     sign = table[(table.optimizer == "sign")]
     assert sign.cam_cosine.tolist() == ref.metrics.cam_cosine.tolist()
+
+
+def test_ablation_narrows_the_widths_per_optimizer(tiny_model, x8):
+    table = attack.ablation(tiny_model, x8, list("abcd"), e=(1, 2), budgets=(3,), optimizers=("sign", "adam"),
+                            ingredients=(), optimizer_e={"adam": [1]}, progress=False)
+    widths = table.groupby("optimizer").e.unique()
+    assert sorted(widths["sign"]) == [1, 2] and list(widths["adam"]) == [1]

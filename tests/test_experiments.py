@@ -83,7 +83,7 @@ def test_attack_grid_policy(run_params):
     assert f["n_iters"] == [5] and f["e"] == [1, 2]
     a = experiments.ablation_settings(RunParams())
     assert a["e"] == [1, 2, 4, 8] and a["budgets"] == [25, 100] and a["budget_e"] == [1, 2] and a["variant_e"] == []
-    assert a["keep_e"] == [1] and a["keep_optimizers"] == ["sign", "apgd"]
+    assert a["keep_e"] == [1] and a["keep_optimizers"] == ["sign", "apgd"] and a["optimizer_e"] == {"adam": [1, 2]}
 
 
 def test_attack_grid_shares_the_reference_runs_and_saves_the_adversarial_images(tiny_model, images32, tmp_path):

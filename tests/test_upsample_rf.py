@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from conftest import make_tiny_model
 
 import ama
-from ama.cam import fit_erf_gaussian, rf_centres
+from ama.cam import fit_erf_gaussian
+from ama.receptive_field import cell_centres
 
 
 def test_existing_modes_are_unchanged():
@@ -81,7 +82,7 @@ def test_fit_recovers_the_gaussian_it_was_made_of():
     fit = fit_erf_gaussian(erf[None], grid)
     # the Gaussians are truncated by the image border, so the fit is close to, not exactly, sigma
     assert fit["sigma"][0] == pytest.approx(sigma[0], rel=0.1) and fit["sigma"][1] == pytest.approx(sigma[1], rel=0.1)
-    ys, xs = rf_centres(grid, size)
+    ys = cell_centres(grid, size, align_corners=False).double().view(4, 4, 2)[:, 0, 0]
     assert torch.allclose(fit["centres"][0][1:3].double(), ys[1:3], atol=0.3)
 
 
