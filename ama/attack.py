@@ -69,7 +69,7 @@ SELECTS = ("last", "best")
 OPTIMIZER_DEFAULTS = {
     "sign": dict(restarts=0, cam_loss="normalized", label_loss="ce", select="last"),  # the reference, bit for bit
     "apgd": dict(restarts=0, cam_loss="normalized", label_loss="margin", select="best"),  # margin: tuned on lite0
-    "adam": dict(restarts=0, cam_loss="normalized", label_loss="ce", select="best"),
+    "adam": dict(restarts=0, cam_loss="normalized", label_loss="margin", select="best"),  # margin, lr 0.5: tuned on lite0
 }
 APGD_ETA0 = 2.0        # first step, x the range [0, 1]
 APGD_MOMENTUM = 0.75

@@ -278,3 +278,22 @@ def test_two_files_with_one_stem_are_both_attacked(folder, tmp_path):
     df = pd.read_csv(out / "attack_metrics.csv")
     assert sorted(df.file.unique()) == ["im0.jpg", "im0.png", "im1.png", "im2.png", "im3.png", "im4.png"]
     assert len(df) == 6 * 2
+
+
+def test_optimizer_and_restarts_reach_the_attack(folder, tmp_path):
+    """--optimizer / --restarts: the single-image result and the folder run's rows are the library's apgd attack."""
+    rc = cli.main(["attack", "--model_name", TINY, "--image", str(folder / "im1.png"), "--e", "2", "--n_iter", "4",
+                   "--optimizer", "apgd", "--restarts", "1", "--out", str(tmp_path)])
+    assert rc == 0
+    info = json.loads((tmp_path / "im1_ama_2_it4_apgd_restarts1.json").read_text())
+    model = cli.load_cli_model(TINY, "cpu")
+    r = ama.attack.marginal_attack(model, ama_load(folder / "im1.png", model), e=2, n_iter=4, optimizer="apgd",
+                                   restarts=1)
+    assert info["metrics"][0]["cam_cosine"] == pytest.approx(float(r.metrics.cam_cosine[0]), abs=1e-5)
+    out = tmp_path / "folder"
+    assert cli.main([*_folder_args(folder, out), "--optimizer", "adam"]) == 0
+    df = pd.read_csv(out / "attack_metrics.csv")
+    assert set(df.optimizer) == {"adam"} and set(df.restarts) == {0}
+    with pytest.raises(SystemExit) as exit_:  # argparse: usage and "invalid choice" on stderr
+        cli.main(["attack", "--image", str(folder / "im1.png"), "--optimizer", "lbfgs"])
+    assert exit_.value.code == 2
