@@ -278,9 +278,9 @@ def section_attack_strength(run_dir: Path) -> Section | None:
         if e in ATTACK_GOALS:
             fool, cos = ATTACK_GOALS[e]
             met = top.fooling_rate >= fool and top.cam_cosine <= cos
-            text += (f". Goal (fooling >= {_pct(fool)}, cosine <= {cos}): "
-                     + ("met" if met else f"missed by {max(fool - top.fooling_rate, 0):.2f} in fooling rate and "
-                                          f"{max(top.cam_cosine - cos, 0):.2f} in cosine"))
+            parts = [f"fooling rate {'met' if top.fooling_rate >= fool else f'missed by {fool - top.fooling_rate:.2f}'}",
+                     f"cosine {'met' if top.cam_cosine <= cos else f'missed by {top.cam_cosine - cos:.2f}'}"]
+            text += f". Goal (fooling >= {_pct(fool)}, cosine <= {cos}): " + ("met" if met else ", ".join(parts))
         lines.append(f"- {text}.")
     goal_e, goal_kept, goal_cos = KEEP_GOAL
     for (model, e), g in s[(s["mode"] == "keep") & (s.variant == "default")].groupby(["model", "e"]):

@@ -206,6 +206,7 @@ def test_report_states_the_strongest_result_beside_the_reference(tmp_path):
     assert "apgd (default), fools 100% of the images with CAM cosine 0.45" in text
     assert "the reference optimiser (sign) fools 50% with cosine 0.85" in text
     assert "Goal (fooling >= 90%, cosine <= 0.5): met" in text
+    assert "sign (default)" not in text.split("e = 1")[1].split("the reference")[0]  # apgd is the strongest
     assert "keep mode, e = 1: apgd keeps the label on 2 of 2 images with CAM cosine 0.65; sign keeps the label on 1 " \
            "of 2 images with CAM cosine 1.05" in text and "cosine < 0.7): met by apgd" in text
     pd.DataFrame(dict(model="m", e=2, optimizer=["sign", "apgd"], quantized=True, target_cosine=[0.5, 0.6])
@@ -276,3 +277,16 @@ def test_ablation_narrows_the_widths_per_optimizer(tiny_model, x8):
                             ingredients=(), optimizer_e={"adam": [1]}, progress=False)
     widths = table.groupby("optimizer").e.unique()
     assert sorted(widths["sign"]) == [1, 2] and list(widths["adam"]) == [1]
+
+
+def test_report_names_which_part_of_a_goal_is_missed(tmp_path):
+    import pandas as pd
+
+    from ama.report import section_attack_strength
+
+    (tmp_path / "tables").mkdir()
+    pd.DataFrame([dict(image=str(i), model="m", mode="flip", optimizer="apgd", variant="default", e=2, n_iter=100,
+                       quantized=True, fooled=True, cam_cosine=0.5) for i in range(2)]
+                 ).to_csv(tmp_path / "tables" / "attack_ablation.csv", index=False)
+    text = section_attack_strength(tmp_path).sentence
+    assert "Goal (fooling >= 100%, cosine <= 0.3): fooling rate met, cosine missed by 0.20." in text
