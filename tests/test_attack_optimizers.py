@@ -128,7 +128,8 @@ def test_apgd_beats_the_reference_on_the_tiny_model(tiny_model, x8):
 
 def test_variants_change_the_objective(tiny_model, x8):
     base = ama.marginal_attack(tiny_model, x8, e=2, n_iter=5, optimizer="adam", return_history=True)
-    for kwargs in (dict(cam_loss="raw"), dict(label_loss="margin")):
+    other = {"ce": "margin", "margin": "ce"}[attack.OPTIMIZER_DEFAULTS["adam"]["label_loss"]]
+    for kwargs in (dict(cam_loss="raw"), dict(label_loss=other)):
         r = ama.marginal_attack(tiny_model, x8, e=2, n_iter=5, optimizer="adam", return_history=True, **kwargs)
         assert r.params[next(iter(kwargs))] == next(iter(kwargs.values()))
         assert not torch.equal(r.history["loss"][0], base.history["loss"][0])
