@@ -15,7 +15,6 @@ from ama import attack, data, models, pipeline
 from ama.cam import resolve_target
 from ama.receptive_field import effective_receptive_field, margin_mask
 
-from conftest import make_tiny_model
 
 
 def one_line(err: pytest.ExceptionInfo) -> str:
