@@ -40,7 +40,7 @@ oneDNN's convolutions run 1.1-1.2x faster than the default layout (``benchmarks/
 changes float rounding only, but a sign flip early on sends a frame pixel down another path, so results
 agree with a default-layout run in distribution, not bit for bit (``ama.attack.CPU_LAYOUT =
 torch.contiguous_format`` restores the default layout). The optimiser's passes run on a copy of the model with
-BatchNorm folded into its convolutions (``fold_bn``, 1.5x faster on the CPU), with the same caveat; the clean and
+BatchNorm folded into its convolutions (``fold_bn``, 1.3x faster on the CPU for lite0), with the same caveat; the clean and
 adversarial outputs that the result reports come from the model itself. On CUDA the backward of bilinear upsampling and some convolutions is not
 deterministic: runs agree in distribution, not bit for bit; on the CPU the same seed gives the same result.
 """

@@ -163,6 +163,8 @@ def save_adversarial(results: dict, params: RunParams, out_dir) -> None:
 def adversarial_result(model: CAMModel, data, params: RunParams, out_dir, optimizer: str, e: int):
     """The :class:`ama.attack.AttackResult` of ``optimizer`` (flip, its defaults, the run's ``n_iter``) at ``e`` for
     ``data``'s images: from the PNGs the run saved (two forward passes), else attacked here."""
+    from torchvision.transforms.functional import to_tensor  # uint8 k -> k / 255, exactly ama.attack.quantize's grid
+
     from .attack import evaluate_images, marginal_attack
     from .data import load_image
 
@@ -170,7 +172,7 @@ def adversarial_result(model: CAMModel, data, params: RunParams, out_dir, optimi
     folder = adversarial_dir(out_dir, model.name, optimizer, e, p.n_iter)
     paths = [folder / f"{name}.png" for name in data.names]
     if all(path.is_file() for path in paths):
-        adv = torch.cat([load_image(path, transform=_to_tensor) for path in paths])
+        adv = torch.cat([load_image(path, transform=to_tensor) for path in paths])
         try:
             return evaluate_images(model, data.images, adv, e=e, names=data.names,
                                    params=dict(n_iter=p.n_iter, lamb=p.lamb, seed=p.seed, optimizer=optimizer))
@@ -178,13 +180,6 @@ def adversarial_result(model: CAMModel, data, params: RunParams, out_dir, optimi
             warnings.warn(f"{folder}: {err}; attacking again")
     return marginal_attack(model, data.images, e=e, n_iter=p.n_iter, lamb=p.lamb, seed=p.seed, names=data.names,
                            optimizer=optimizer)
-
-
-def _to_tensor(image) -> torch.Tensor:
-    """PIL RGB image -> ``(3, H, W)`` float in ``[0, 1]``, exactly ``k / 255`` (as :func:`ama.attack.quantize`)."""
-    import numpy as np
-
-    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255
 
 
 def run(experiment: str, model: CAMModel, x: torch.Tensor, names: Sequence[str], params: RunParams,

@@ -569,7 +569,7 @@ def _fold_children(module: nn.Module) -> int:
             fused = fuse_conv_bn_eval(conv, bn)
             if conv.weight.is_contiguous(memory_format=torch.channels_last):
                 fused = fused.to(memory_format=torch.channels_last)
-            setattr(module, conv_name, fused.requires_grad_(False))
+            setattr(module, conv_name, fused)  # frozen with the copy by fold_batchnorm
             after = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None)) if m is not None]
             setattr(module, bn_name, nn.Sequential(*after) if after else nn.Identity())
             count += 1
