@@ -13,23 +13,15 @@ ENV_STAMP := $(VENV)/.ama-env-installed
 SAMPLES := data/samples/manifest.csv
 KERNEL := ama
 
-# --- parameters of a run (override on the command line; empty = the default of ama/params.py) ---
-MODELS ?=
-IMAGES ?=
-N_IMAGES ?=
-E ?=
-N_ITER ?=
-LAMB ?=
-SEED ?=
-DEVICE ?=
-FAST ?= 0
+# --- parameters of a run: one Make variable per field of ama/params.py's RunParams, in capitals (MODELS, E, N_ITER,
+# FAST, ...); set on the command line, empty = the default there. ama/params.py needs only the standard library, so
+# the run's name is known before .venv exists.
+PARAM_VARS := $(shell $(PYTHON) ama/params.py make-vars)
+PARAM_ARGS = $(foreach v,$(PARAM_VARS),--$(v)="$($(v))")
 NPROC ?= 1
 NB_TIMEOUT ?= 3600
 PORT ?= 8888
 LAB_ARGS ?=
-PARAM_ARGS = --models "$(MODELS)" --images "$(IMAGES)" --n-images "$(N_IMAGES)" --e "$(E)" --n-iter "$(N_ITER)" \
-  --lamb "$(LAMB)" --seed "$(SEED)" --device "$(DEVICE)" --fast "$(FAST)"
-# ama/params.py needs only the standard library: the run's name is known before .venv exists.
 RUN ?=
 ifeq ($(RUN),)
 RUN := $(shell $(PYTHON) ama/params.py run-name $(PARAM_ARGS))
@@ -40,14 +32,8 @@ REFERENCE ?= results/reference
 RUN_DIR := $(RESULTS)/$(RUN)
 NB_OUT := $(RUN_DIR)/notebooks
 
-# The ama code each notebook uses: a notebook reruns when these (or its parameters) change.
-CORE_SRC := $(addprefix ama/,__init__.py paths.py params.py models.py data.py cam.py plots.py results.py pipeline.py \
-  experiments.py shards.py)
-SRC_01 := $(CORE_SRC) ama/occlusion.py ama/receptive_field.py
-SRC_02 := $(CORE_SRC) ama/receptive_field.py
-SRC_03 := $(CORE_SRC) ama/attack.py ama/metrics.py ama/shapes.py
-SRC_04 := $(CORE_SRC) ama/report.py
-SRC_05 := $(CORE_SRC) ama/attack.py ama/metrics.py ama/occlusion.py ama/receptive_field.py ama/transfer.py ama/faithfulness.py
+# A notebook reruns when the kit's code, the notebook or the run's parameters change.
+SRC := $(wildcard ama/*.py)
 
 .PHONY: help env data reproduce check reference test lab clean-results clean
 
@@ -56,7 +42,7 @@ help: ## List the targets and the run parameters
 	@echo
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
 	@echo
-	@echo "Run parameters (make reproduce VAR=value ...; defaults in ama/params.py):"
+	@echo "Run parameters (make reproduce VAR=value ...; the variables are $(PARAM_VARS); defaults in ama/params.py):"
 	@$(PYTHON) ama/params.py json $(PARAM_ARGS)
 	@echo "NPROC=$(NPROC) (processes for the heavy experiments, through torchrun) -> $(RESULTS)/$(RUN)/"
 	@echo "make lab: PORT=$(PORT) LAB_ARGS=\"$(LAB_ARGS)\" (extra jupyter lab options, e.g. --ServerApp.ip=0.0.0.0)"
@@ -91,26 +77,19 @@ reproduce: $(RUN_DIR)/REPORT.md ## Run notebooks 01-05 on the offline default; r
 $(NB_PARAMS): FORCE $(ENV_STAMP)
 	@$(PY) -m ama.pipeline params --out $@ $(PARAM_ARGS)
 
-SHARDED := $(filter-out 1,$(NPROC))
+# NPROC > 1: a notebook's experiment runs first on NPROC processes (torchrun, ama.shards); the notebook reads its tables.
 RUN_NB = $(PY) -m ama.pipeline notebook --params $(NB_PARAMS) --run-dir $(RUN_DIR) --kernel $(KERNEL) \
-  --timeout $(NB_TIMEOUT) $(if $(SHARDED),--sharded)
-# NPROC > 1: the notebook's heavy experiment runs first on NPROC processes (ama.shards), the notebook reads its tables.
-SHARD = $(if $(SHARDED),$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m ama.shards run $(1) \
-  --params $(NB_PARAMS) --run-dir $(RUN_DIR) && $(PY) -m ama.shards merge $(1) --params $(NB_PARAMS) \
-  --run-dir $(RUN_DIR) --world $(NPROC),true)
+  --timeout $(NB_TIMEOUT) --nproc $(NPROC)
 
-$(NB_OUT)/01_occlusion.ipynb: $(NOTEBOOKS)/01_occlusion.ipynb $(SRC_01) $(NB_PARAMS) $(SAMPLES)
-	@$(call SHARD,occlusion)
+$(NB_OUT)/01_occlusion.ipynb: $(NOTEBOOKS)/01_occlusion.ipynb $(SRC) $(NB_PARAMS) $(SAMPLES)
 	@$(RUN_NB) $<
-$(NB_OUT)/02_receptive_field_misalignment.ipynb: $(NOTEBOOKS)/02_receptive_field_misalignment.ipynb $(SRC_02) $(NB_PARAMS) $(SAMPLES) | $(NB_OUT)/01_occlusion.ipynb
-	@$(call SHARD,receptive_fields)
+$(NB_OUT)/02_receptive_field_misalignment.ipynb: $(NOTEBOOKS)/02_receptive_field_misalignment.ipynb $(SRC) $(NB_PARAMS) $(SAMPLES) | $(NB_OUT)/01_occlusion.ipynb
 	@$(RUN_NB) $<
-$(NB_OUT)/03_adversarial_marginal_attack.ipynb: $(NOTEBOOKS)/03_adversarial_marginal_attack.ipynb $(SRC_03) $(NB_PARAMS) $(SAMPLES) | $(NB_OUT)/02_receptive_field_misalignment.ipynb
-	@$(call SHARD,attack)
+$(NB_OUT)/03_adversarial_marginal_attack.ipynb: $(NOTEBOOKS)/03_adversarial_marginal_attack.ipynb $(SRC) $(NB_PARAMS) $(SAMPLES) | $(NB_OUT)/02_receptive_field_misalignment.ipynb
 	@$(RUN_NB) $<
-$(NB_OUT)/05_beyond_the_paper.ipynb: $(NOTEBOOKS)/05_beyond_the_paper.ipynb $(SRC_05) $(NB_PARAMS) $(SAMPLES) | $(NB_OUT)/03_adversarial_marginal_attack.ipynb
+$(NB_OUT)/05_beyond_the_paper.ipynb: $(NOTEBOOKS)/05_beyond_the_paper.ipynb $(SRC) $(NB_PARAMS) $(SAMPLES) | $(NB_OUT)/03_adversarial_marginal_attack.ipynb
 	@$(RUN_NB) $<
-$(RUN_DIR)/REPORT.md: $(NOTEBOOKS)/04_report.ipynb $(SRC_04) $(NB_OUT)/01_occlusion.ipynb $(NB_OUT)/02_receptive_field_misalignment.ipynb $(NB_OUT)/03_adversarial_marginal_attack.ipynb $(NB_OUT)/05_beyond_the_paper.ipynb
+$(RUN_DIR)/REPORT.md: $(NOTEBOOKS)/04_report.ipynb $(SRC) $(NB_OUT)/01_occlusion.ipynb $(NB_OUT)/02_receptive_field_misalignment.ipynb $(NB_OUT)/03_adversarial_marginal_attack.ipynb $(NB_OUT)/05_beyond_the_paper.ipynb
 	@$(RUN_NB) $<
 	@$(VENV)/bin/jupyter nbconvert --to html --log-level ERROR --output-dir $(RUN_DIR) $(NB_OUT)/04_report.ipynb
 

@@ -5,9 +5,11 @@ Images live in ``[0, 1]`` pixel space; models normalise inside. Shapes: images `
 CAMs ``(B, h, w)``, saliency maps ``(B, H, W)``.
 """
 from . import cam  # the module, callable as ama.cam(model, x): see ama.cam._CallableModule
-from .cam import compute_cam, normalize_maps, raw_cam, upsample
+from .cam import compute_cam, normalize_maps, raw_cam
+from .cam_model import CAMModel, ModelError, predict, wrap_model
 from .data import ImageLoadError, load_image, load_images, sample_images, stage_samples
-from .models import CAMModel, ModelError, WeightsNotFoundError, load_model, predict, wrap_model
+from .models import WeightsNotFoundError, load_model
+from .upsampling import upsample
 
 __version__ = "0.1.0"
 
@@ -15,12 +17,13 @@ __version__ = "0.1.0"
 _LAZY = {
     "implicit_receptive_field": "receptive_field", "effective_receptive_field": "receptive_field",
     "theoretical_receptive_field": "receptive_field", "misalignment": "receptive_field",
-    "marginal_attack": "attack", "AttackResult": "attack",
+    "marginal_attack": "attack", "AttackResult": "attack_result",
 }
 
 
-_SUBMODULES = ("attack", "experiments", "explorer", "faithfulness", "metrics", "occlusion", "params", "plots",
-               "receptive_field", "report", "results", "shapes", "shards", "transfer")
+_SUBMODULES = ("attack", "attack_experiments", "attack_result", "claims", "experiments", "explorer", "faithfulness",
+               "geometry", "metrics", "occlusion", "optimizers", "params", "plots", "receptive_field", "reference",
+               "report", "results", "runs", "runstore", "shapes", "shards", "transfer", "upsampling")
 
 
 def __getattr__(name):

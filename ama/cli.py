@@ -28,16 +28,18 @@ import logging
 import sys
 from pathlib import Path
 
+from ama import optimizers
+from ama.attack import MODES
+from ama.params import RunParams
 from ama.runstore import TABLE_NAME as CSV_NAME
+from ama.upsampling import INTERPOLATIONS
 
 log = logging.getLogger("ama")
-
-from ama.params import RunParams
 
 # The kit's defaults (ama/params.py; the reference script's): other values go into single-image output names.
 # The single-image frame width default stays the reference script's 1.
 DEFAULTS = RunParams()
-DEFAULT_MODE = "flip"
+DEFAULT_MODE = MODES[0]  # flip, the reference
 
 
 class CLIError(ValueError):
@@ -93,12 +95,12 @@ def _add_attack(sub) -> argparse.ArgumentParser:
     p.add_argument("--n_iter", "--n-iter", dest="n_iter", type=int, default=DEFAULTS.n_iter,
                    help=f"iterations (default {DEFAULTS.n_iter})")
     p.add_argument("--lamb", type=float, default=DEFAULTS.lamb, help=f"weight of the CAM term (default {DEFAULTS.lamb:g})")
-    p.add_argument("--mode", default=DEFAULT_MODE, choices=("flip", "keep"),
+    p.add_argument("--mode", default=DEFAULT_MODE, choices=MODES,
                    help="flip: change the prediction (reference); keep: keep it, change only the CAM")
     p.add_argument("--target", default=None,
                    help="targeted CAM: disc, square, ring, text:X, flip, flipud, invert, or an image file (its CAM)")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed, help=f"seed of the starting noise (default {DEFAULTS.seed})")
-    p.add_argument("--optimizer", default="sign", choices=("sign", "apgd", "adam"),
+    p.add_argument("--optimizer", default=optimizers.REFERENCE, choices=optimizers.NAMES,
                    help="sign: the reference's signed steps (default); apgd, adam: stronger at the same budget")
     p.add_argument("--restarts", type=int, default=None,
                    help="restarts within the budget of --n_iter passes (default: the optimizer's, 0)")
@@ -114,7 +116,7 @@ def _add_cam(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("cam", help="CAM figure of one image", description="Write the CAM figure of an image.")
     _model_args(p)
     p.add_argument("--image", required=True, help="one image file")
-    p.add_argument("--upsample", default="bilinear", choices=("bilinear", "nearest", "bicubic", "area"))
+    p.add_argument("--upsample", default=INTERPOLATIONS[0], choices=INTERPOLATIONS)
     p.add_argument("--out", default=".", help="output folder (default: the current folder)")
     return p
 
@@ -174,7 +176,7 @@ def output_stem(image: str, e: int, args) -> str:
         stem += f"_lamb{args.lamb:g}"
     if args.mode != DEFAULT_MODE:
         stem += f"_{args.mode}"
-    if args.optimizer != "sign":
+    if args.optimizer != optimizers.REFERENCE:
         stem += f"_{args.optimizer}"
     if args.restarts:
         stem += f"_restarts{args.restarts}"
@@ -223,8 +225,9 @@ def _attack_one(args, model) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ama.attack import marginal_attack, save_png
+    from ama.attack import marginal_attack
     from ama.plots import attack_figure
+    from ama.results import save_png
 
     path = Path(args.image).expanduser().absolute()
     x = _open_one(path, model)
@@ -239,7 +242,7 @@ def _attack_one(args, model) -> int:
         plt.close(fig)
         save_png(r.adv_q[0], out / f"{stem}_adv.png")
         df = _rows(r, args)
-        info = dict(image=str(path), params={**r.params, "target": args.target}, figure=f"{stem}.png",
+        info = dict(image=str(path), params={**r.params.to_dict(), "target": args.target}, figure=f"{stem}.png",
                     adversarial_image=f"{stem}_adv.png", metrics=json.loads(df.to_json(orient="records")))
         tmp = out / f"{stem}.json.tmp"
         tmp.write_text(json.dumps(info, indent=2) + "\n")
@@ -248,11 +251,6 @@ def _attack_one(args, model) -> int:
         print(f"{path.name} e={e}: {q.clean_name} ({q.clean_conf:.1%}) -> {q.adv_name} ({q.adv_conf:.1%}), "
               f"CAM cosine {q.cam_cosine:.3f} (8-bit); wrote {out / stem}.png/.json, {stem}_adv.png")
     return 0
-
-
-def append_rows(part, df) -> None:
-    """Append ``df``'s rows to this rank's part file (:meth:`ama.runstore.RankPart.append`, atomic)."""
-    part.append(df)
 
 
 def file_key(path: Path, root: Path) -> str:
@@ -264,7 +262,7 @@ def _attack_folder(args, model, launch) -> int:
     from ama.data import list_images
     from ama.distributed import shard
     from ama.paths import resolve
-    from ama.runstore import RankLock, RankPart, done_keys, merge
+    from ama.runstore import PARTS_DIR, RankLock, RankPart, done_keys, merge
 
     out = Path(args.out)
     root = resolve(args.images)
@@ -272,22 +270,20 @@ def _attack_folder(args, model, launch) -> int:
     root = root if root.is_dir() else root.parent
     keyed = sorted((file_key(rec.path, root), rec) for rec in records)
     mine = shard(keyed, launch)
-    from ama.attack import optimizer_settings
-
-    opt = optimizer_settings(args.optimizer, args.restarts)
+    opt = optimizers.settings(args.optimizer, args.restarts)
     settings = [dict(model=model.name, e=e, mode=args.mode, optimizer=opt["optimizer"], restarts=opt["restarts"],
                      n_iter=args.n_iter, lamb=args.lamb, seed=args.seed, target=args.target or "") for e in args.e]
     skipped: dict[str, str] = {}
     with RankLock(out, launch.rank, launch.world, launch.run_id):
-        part = RankPart(out, launch.rank)
-        part.write_plan([k for k, _ in mine], settings)
+        part = RankPart(out / PARTS_DIR, launch.rank)
+        part.write_plan(files=[k for k, _ in mine], settings=settings)
         level = log.level
         log.setLevel(logging.ERROR)  # bad files are reported here, once, not once per batch and setting
         try:
             _folder_loop(args, model, part, mine, settings, done_keys(out), skipped)
         finally:
             log.setLevel(level)
-        part.write_plan([k for k, _ in mine], settings, skipped, finished=True)
+        part.write_plan(files=[k for k, _ in mine], settings=settings, skipped=skipped, finished=True)
     where = f" (rank {launch.rank} of {launch.world})" if launch.distributed else ""
     listing = "; ".join(f"{k}: {v}" for k, v in sorted(skipped.items()))
     if mine and len(skipped) == len(mine):
@@ -334,7 +330,7 @@ def _folder_loop(args, model, part, mine, settings, done, skipped) -> None:
                 df = _rows(r, args)
                 df.insert(df.columns.get_loc("image") + 1, "file", df.image)
                 df["image"] = df.file.map(lambda f: Path(f).with_suffix("").as_posix())
-                append_rows(part, df)
+                part.append(df)
                 bar.update(len(files))
 
 
@@ -359,7 +355,9 @@ def _run_cam(args) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ama.plots import cam_figure
+    import torch
+
+    from ama.plots import cam_figure, class_title
     from ama.runstore import check_writable
 
     check_device(args.device)
@@ -370,7 +368,9 @@ def _run_cam(args) -> int:
     fig = cam_figure(model, x, names=[path.stem], mode=args.upsample)
     fig.savefig(out / f"{path.stem}_cam.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
-    print(f"wrote {out / (path.stem + '_cam.png')}")
+    with torch.no_grad():
+        logits = model(x.to(model.device))[0].cpu()
+    print(f"{path.name}: {class_title(model, logits)}; wrote {out / (path.stem + '_cam.png')}")
     return 0
 
 

@@ -16,7 +16,7 @@ import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -291,7 +291,7 @@ def list_images(source, n: int | None = None, seed: int = 0, labels: str | Path 
 def _transform_for(model) -> Callable:
     if model is not None:
         return model.preprocess
-    from .models import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+    from .cam_model import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
     return Preprocessing(256, 224, "bilinear", IMAGENET_MEAN, IMAGENET_STD).transform()
 
@@ -335,16 +335,6 @@ def load_images(source=SAMPLES_DIR, model=None, n: int | None = None, seed: int 
         raise ImageLoadError(f"none of the {len(records)} image files could be loaded "
                              f"(first: {out.skipped[0][0]}: {out.skipped[0][1]})")
     return out
-
-
-def iter_batches(source, model=None, batch_size: int = 16, n: int | None = None, seed: int = 0,
-                 labels=None, skip: set[str] | None = None) -> Iterator[LoadedImages]:
-    """:class:`LoadedImages` batches of at most ``batch_size`` images; names in ``skip`` are not loaded."""
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    records = [r for r in list_images(source, n=n, seed=seed, labels=labels) if not skip or r.name not in skip]
-    for start in range(0, len(records), batch_size):
-        yield load_records(records[start:start + batch_size], model)
 
 
 def sample_images(model=None, names: Sequence[str] | None = None) -> LoadedImages:

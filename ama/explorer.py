@@ -26,14 +26,21 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
 from . import receptive_field as rf
-from .attack import AttackResult, marginal_attack
-from .cam import compute_cam, upsample
+from .attack import marginal_attack
+from .attack_result import AttackResult
+from .cam import compute_cam
 from .data import ImageLoadError, list_images, load_image, stage_samples
-from .models import DEFAULT_MODEL, LITE_MODELS, CAMModel, load_model
+from .cam_model import CAMModel
+from .models import LITE_MODELS, load_model
+from .params import DEFAULT_MODEL, LAMB, SEED
 from .paths import SAMPLES_DIR, resolve
 from .plots import class_title, overlay
+from .upsampling import upsample
 
 CMAP = "jet"
+DEFAULT_IMAGE = "chelsea"  # a staged sample photo
+DEFAULT_E = 2              # the attack's frame width (pixels) and steps: a quick look, not the paper's 100
+DEFAULT_N_ITER = 10
 
 
 def sample_names() -> list[str]:
@@ -60,14 +67,17 @@ class Explorer:
     """Explore one image with one model: CAM, receptive fields of a cell, the marginal attack.
 
     ``model``: a kit model name (``lite0``, ``lite1``, ``lite2`` offline) or a :class:`CAMModel`;
-    ``image``: a staged sample name, an image path, or ``None`` for the first sample; ``e``/``n_iter``/``lamb``/
-    ``seed``: the attack's defaults (``ama.marginal_attack``); ``device``: where models load.
+    ``image``: a staged sample name or an image path; ``e``/``n_iter``/``lamb``/``seed``: the attack's
+    (``ama.marginal_attack``); ``device``: where models load. ``None``: the defaults (:data:`DEFAULT_IMAGE`,
+    :data:`DEFAULT_E`, :data:`DEFAULT_N_ITER`, the run defaults of :mod:`ama.params`).
     """
 
-    def __init__(self, model: str | CAMModel = DEFAULT_MODEL, image: str | None = None, e: int = 2,
-                 n_iter: int = 10, lamb: float = 100.0, seed: int = 0, device: str = "cpu"):
+    def __init__(self, model: str | CAMModel | None = None, image: str | None = None, e: int | None = None,
+                 n_iter: int | None = None, lamb: float = LAMB, seed: int = SEED, device: str = "cpu"):
         self.device = device
-        self.e, self.n_iter, self.lamb, self.seed = e, n_iter, lamb, seed
+        self.e = DEFAULT_E if e is None else e
+        self.n_iter = DEFAULT_N_ITER if n_iter is None else n_iter
+        self.lamb, self.seed = lamb, seed
         self._models: dict[str, CAMModel | None] = {name: None for name in LITE_MODELS}
         self._ui = None
         self.figures: dict[str, Figure] = {}
@@ -76,7 +86,7 @@ class Explorer:
         self.result: AttackResult | None = None
         self.image_name = None
         self.x = None
-        self.select_model(model, image=image or sample_names()[0])
+        self.select_model(DEFAULT_MODEL if model is None else model, image=image or DEFAULT_IMAGE)
 
     # --- state ------------------------------------------------------------------------------
     def select_model(self, model: str | CAMModel, image=None) -> None:
@@ -192,7 +202,7 @@ class Explorer:
             r = self.result
             cos = torch.nn.functional.cosine_similarity(r.adv_q_cam[0].flatten(), r.clean_cam[0].flatten(), 0)
             fooled = bool(r.adv_q_class[0] != r.clean_class[0])
-            lines.append(f"attack e = {r.params['e']}, {r.params['n_iter']} steps: "
+            lines.append(f"attack e = {r.params.e}, {r.params.n_iter} steps: "
                          f"{class_title(self.model, r.clean_logits[0])} -> {class_title(self.model, r.adv_q_logits[0])}"
                          f" ({'fooled' if fooled else 'not fooled'}, 8-bit frame); CAM cosine {cos.item():.3f}")
         return "\n".join(lines)
@@ -232,7 +242,7 @@ class Explorer:
         overlay(axes[0], r.clean[0], upsample(r.clean_cam[0], size),
                 title=f"clean: {class_title(self.model, r.clean_logits[0])}")
         overlay(axes[1], r.adv_q[0], upsample(r.adv_q_cam[0], size),
-                title=f"adversarial (e = {r.params['e']}): CAM of '{c_name}'")
+                title=f"adversarial (e = {r.params.e}): CAM of '{c_name}'")
         overlay(axes[2], r.adv_q[0], upsample(r.adv_q_cam_pred[0], size),
                 title=f"adversarial: {class_title(self.model, r.adv_q_logits[0])}")
         fig.tight_layout()

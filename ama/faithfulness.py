@@ -4,7 +4,7 @@ A module of its own because it combines four others: CAM and its upsamplings (:m
 (:mod:`ama.receptive_field`), the sliding-patch occlusion (:mod:`ama.occlusion`) and the deletion/insertion
 AUC (:mod:`ama.metrics`).
 
-Upsamplings compared (``UPSAMPLINGS``): ``bilinear`` (the reference's, corners aligned), ``gaussian`` (width
+Upsamplings compared (:data:`SALIENCY_UPSAMPLINGS`): ``bilinear`` (the reference's, corners aligned), ``gaussian`` (width
 and centres fitted to the clean images' measured ERFs, :func:`ama.cam.fit_erf_gaussian`) and ``erf`` (the exact
 projection with each image's own ERFs).
 
@@ -13,7 +13,8 @@ projection with each image's own ERFs).
   between how much occluding the patch moves the raw CAM (``max_abs_rel_change``) and the saliency's mean
   over the same patch.
 * Where the evidence sits under the attack: the share of a saliency map's mass within ``e`` pixels of the
-  border (``frame_mass``) and within ``e + band`` pixels (``band_mass``, the frame's neighbourhood), on the
+  border (``frame_mass``) and within ``e + band`` pixels (``band_mass``, the frame's neighbourhood, narrower where
+  the image is too small for it), on the
   clean and on the attacked image (CAM of the clean class).
 """
 from __future__ import annotations
@@ -22,18 +23,19 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .cam import compute_cam, fit_erf_gaussian, upsample
+from .cam import compute_cam, normalize_maps
+from .geometry import frame_mask
 from .metrics import FAITHFULNESS_STEPS, deletion_auc, insertion_auc, spearman
-from .receptive_field import effective_receptive_field, margin_mask
+from .occlusion import SLIDING_PATCH, sliding_patch
+from .receptive_field import effective_receptive_field
+from .upsampling import fit_erf_gaussian, upsample
 
-UPSAMPLINGS = ("bilinear", "gaussian", "erf")
+SALIENCY_UPSAMPLINGS = ("bilinear", "gaussian", "erf")
 BAND = 16  # px beyond the frame counted as its neighbourhood (half the stride of a 7 x 7 CAM at 224 px)
 
 
-def saliency_maps(cams: torch.Tensor, size, erf: torch.Tensor, fit: dict, upsamplings=UPSAMPLINGS) -> dict:
+def saliency_maps(cams: torch.Tensor, size, erf: torch.Tensor, fit: dict, upsamplings=SALIENCY_UPSAMPLINGS) -> dict:
     """``{upsampling: (B, H, W)}`` saliency of CAMs ``(B, h, w)``, each min-max normalised to ``[0, 1]``."""
-    from .cam import normalize_maps
-
     out = {}
     for mode in upsamplings:
         if mode == "gaussian":
@@ -68,7 +70,7 @@ def occlusion_agreement(occlusion: pd.DataFrame, maps: torch.Tensor, names, patc
 
 
 def upsampling_comparison(model, x: torch.Tensor, names, attack=None, occlusion: pd.DataFrame | None = None,
-                          patch: int = 32, stride: int = 32, steps: int = FAITHFULNESS_STEPS, band: int = BAND,
+                          patch: int = SLIDING_PATCH, stride: int = SLIDING_PATCH, steps: int = FAITHFULNESS_STEPS, band: int = BAND,
                           batch_size: int = 32) -> tuple[pd.DataFrame, dict]:
     """One row per image x upsampling: ``deletion_auc, insertion_auc, occlusion_spearman`` on the clean images and,
     given ``attack`` (an :class:`~ama.attack.AttackResult` of ``x``), ``e, clean_frame_mass, adv_frame_mass,
@@ -83,29 +85,31 @@ def upsampling_comparison(model, x: torch.Tensor, names, attack=None, occlusion:
     h, w = clean.cam.shape[-2:]
     fit = fit_erf_gaussian(erf, (h, w))
     sal = saliency_maps(clean.cam, (H, W), erf, fit)
-    rows = {"image": list(names) * len(UPSAMPLINGS), "model": model.name,
-            "upsampling": [m for m in UPSAMPLINGS for _ in range(B)]}
+    rows = {"image": list(names) * len(SALIENCY_UPSAMPLINGS), "model": model.name,
+            "upsampling": [m for m in SALIENCY_UPSAMPLINGS for _ in range(B)]}
     cols = {"deletion_auc": [], "insertion_auc": [], "occlusion_spearman": []}
-    for mode in UPSAMPLINGS:
+    for mode in SALIENCY_UPSAMPLINGS:
         cols["deletion_auc"].append(deletion_auc(model, x, sal[mode], clean.target, steps, batch_size=batch_size))
         cols["insertion_auc"].append(insertion_auc(model, x, sal[mode], clean.target, steps, batch_size=batch_size))
         cols["occlusion_spearman"].append(occlusion_agreement(occlusion, sal[mode].cpu(), names, patch, stride)
                                           if occlusion is not None else torch.full((B,), float("nan")))
     if attack is not None:
-        e = int(attack.params["e"])
+        e = int(attack.params.e)
         adv = attack.adv_q.to(model.device)
         c = attack.clean_class.to(model.device)
         adv_erf = effective_receptive_field(model, adv, c)
         adv_sal = saliency_maps(attack.adv_q_cam.to(model.device), (H, W), adv_erf, fit)
-        frame, ring = margin_mask((H, W), e), margin_mask((H, W), e + band)
+        band = min(band, (min(H, W) - 1) // 2 - e)  # the neighbourhood stays inside a small image
+        frame, ring = frame_mask((H, W), e), frame_mask((H, W), e + band)
         rows["e"] = e
         for key, region in (("frame_mass", frame), ("band_mass", ring)):
-            cols[f"clean_{key}"] = [mass_share(sal[m].cpu(), region) for m in UPSAMPLINGS]
-            cols[f"adv_{key}"] = [mass_share(adv_sal[m].cpu(), region) for m in UPSAMPLINGS]
+            cols[f"clean_{key}"] = [mass_share(sal[m].cpu(), region) for m in SALIENCY_UPSAMPLINGS]
+            cols[f"adv_{key}"] = [mass_share(adv_sal[m].cpu(), region) for m in SALIENCY_UPSAMPLINGS]
     else:
         adv_sal = None
     table = pd.DataFrame({**rows, **{k: torch.cat(v).numpy() for k, v in cols.items()}})
-    return table, {"sigma": fit["sigma"], "centres": fit["centres"], "saliency": sal, "adv_saliency": adv_sal}
+    return table, {"sigma": fit["sigma"], "centres": fit["centres"], "saliency": sal, "adv_saliency": adv_sal,
+                   "table": table}
 
 
 def faithfulness_table(model, x: torch.Tensor, names, maps: dict, target=None, steps: int = FAITHFULNESS_STEPS,
@@ -119,3 +123,49 @@ def faithfulness_table(model, x: torch.Tensor, names, maps: dict, target=None, s
             deletion_auc=deletion_auc(model, x, s, target, steps, batch_size=batch_size).numpy(),
             insertion_auc=insertion_auc(model, x, s, target, steps, batch_size=batch_size).numpy())))
     return pd.concat(frames, ignore_index=True)
+
+
+def faithfulness_experiment(model, x: torch.Tensor, names, attack, steps: int = FAITHFULNESS_STEPS,
+                            methods=()) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Notebook 05's faithfulness study for one model: :func:`upsampling_comparison` of CAM's upsamplings on the
+    clean images (occlusion agreement with the kit's sliding patch; where the mass goes under ``attack``, an
+    :class:`~ama.attack_result.AttackResult` of ``x``), and the deletion / insertion AUC of CAM under each upsampling
+    and of each library method of ``methods`` (:func:`ama.transfer.library_cam`, bilinear). Returns the comparison
+    rows, the faithfulness rows (``image, model, method, upsampling, deletion_auc, insertion_auc``) and the
+    comparison's maps and table (:func:`upsampling_comparison`)."""
+    from .transfer import library_cam
+
+    occlusion = sliding_patch(model, x, names)
+    comparison, info = upsampling_comparison(model, x, names, attack, occlusion, steps=steps)
+    cam_rows = comparison[["image", "model", "upsampling", "deletion_auc", "insertion_auc"]].assign(method="cam")
+    with torch.no_grad():
+        c = compute_cam(model, x.to(model.device)).target.cpu()
+    maps = {(m, "bilinear"): upsample(library_cam(model, x, c, m), x.shape[-2:]) for m in methods}
+    faith = pd.concat([cam_rows, faithfulness_table(model, x, names, maps, c, steps)], ignore_index=True)
+    return comparison, faith[["image", "model", "method", "upsampling", "deletion_auc", "insertion_auc"]], info
+
+
+def under_attack_panels(runs: dict, extras: dict | None, params, out_dir) -> dict:
+    """For :func:`ama.figures.upsampling_under_attack_figure`: per model, the reference attack at the smallest ``e``
+    on its first image, that image's attacked saliency under each upsampling, and its share of mass near the frame
+    (``{upsampling: adv_band_mass}``), all of the same model and image. ``runs``: :func:`ama.runs.load_runs`;
+    ``extras``: the ``beyond`` experiment's (reused), or None (a sharded run keeps no maps: computed again for the
+    first image, with the Gaussian fitted to that image)."""
+    from .attack_experiments import REFERENCE, adversarial_result
+
+    p = params.fast_variant()
+    e0 = min(p.e)
+    panels = {}
+    for name, (model, data) in runs.items():
+        if extras:
+            attack = extras[name]["attacks"][(REFERENCE, e0)]
+            maps = {up: m[:1] for up, m in extras[name]["upsampling"]["adv_saliency"].items()}
+            table = extras[name]["upsampling"]["table"]
+        else:
+            x, names = data.images[:1], data.names[:1]
+            attack = adversarial_result(model, x, names, p, out_dir, REFERENCE, e0)
+            table, info = upsampling_comparison(model, x, names, attack, steps=1)
+            maps = info["adv_saliency"]
+        rows = table[table.image == attack.names[0]].set_index("upsampling")
+        panels[name] = (attack, maps, rows.adv_band_mass.to_dict())
+    return panels

@@ -23,7 +23,7 @@ THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 TOP_SHARE = 0.2
 
 
-def _pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _maps_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     a, b = torch.as_tensor(a).detach().float(), torch.as_tensor(b).detach().float()
     if a.ndim == 2:
         a = a.unsqueeze(0)
@@ -36,7 +36,7 @@ def _pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Cosine similarity of each pair of flattened maps, ``(B,)`` in ``[-1, 1]`` (0 when a map is all zero)."""
-    a, b = _pair(a, b)
+    a, b = _maps_pair(a, b)
     return F.cosine_similarity(a, b, dim=1, eps=1e-8)
 
 
@@ -44,7 +44,7 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Spearman rank correlation of each pair, ``(B,)`` in ``[-1, 1]``; NaN where a map is constant."""
     from scipy.stats import rankdata
 
-    a, b = _pair(a, b)
+    a, b = _maps_pair(a, b)
     ra = rankdata(a.cpu().numpy().astype(np.float64), axis=1)
     rb = rankdata(b.cpu().numpy().astype(np.float64), axis=1)
     ra -= ra.mean(1, keepdims=True)
@@ -63,7 +63,7 @@ def _iou(ra: torch.Tensor, rb: torch.Tensor) -> torch.Tensor:
 
 def threshold_iou(a: torch.Tensor, b: torch.Tensor, threshold: float) -> torch.Tensor:
     """IoU of the regions ``a >= threshold`` and ``b >= threshold``, ``(B,)`` in ``[0, 1]``."""
-    a, b = _pair(a, b)
+    a, b = _maps_pair(a, b)
     return _iou(a >= threshold, b >= threshold)
 
 
@@ -79,13 +79,13 @@ def top_region(maps: torch.Tensor, share: float = TOP_SHARE) -> torch.Tensor:
 
 def top_iou(a: torch.Tensor, b: torch.Tensor, share: float = TOP_SHARE) -> torch.Tensor:
     """IoU of the top-``share`` regions of ``a`` and ``b``, ``(B,)`` in ``[0, 1]``."""
-    a, b = _pair(a, b)
+    a, b = _maps_pair(a, b)
     return _iou(top_region(a, share), top_region(b, share))
 
 
 def pointing_game(a: torch.Tensor, b: torch.Tensor, share: float = TOP_SHARE) -> torch.Tensor:
     """``(B,)`` bool: the maximum of ``b`` lies inside the top-``share`` region of ``a``."""
-    a, b = _pair(a, b)
+    a, b = _maps_pair(a, b)
     hit = b.argmax(1, keepdim=True)
     return top_region(a, share).gather(1, hit).squeeze(1)
 
@@ -105,7 +105,7 @@ def compare_maps(clean_cam: torch.Tensor, adv_cam: torch.Tensor, size=None, pref
 
     ``size``: ``(H, W)`` for the saliency-based metrics (top-20% IoU, pointing game); default the CAM size.
     """
-    from .cam import upsample
+    from .upsampling import upsample
 
     out = {f"{prefix}cosine": cosine(clean_cam, adv_cam), f"{prefix}spearman": spearman(clean_cam, adv_cam)}
     for t in THRESHOLDS:
@@ -140,9 +140,9 @@ def attack_metrics(result) -> pd.DataFrame:
         adv_conf, adv_class = prob.max(1)
         changed = changed_pixels(clean.images, adv.images).numpy()
         row = dict(
-            image=list(result.names), model=p["model"], e=p["e"] if p["e"] is not None else -1, mode=p["mode"],
-            optimizer=p["optimizer"], restarts=p["restarts"], n_iter=p["n_iter"], lamb=p["lamb"], seed=p["seed"],
-            targeted=bool(p["targeted"]), mask=p["mask"], quantized=quantized, clean_class=clean.classes.numpy(),
+            image=list(result.names), model=p.model, e=p.e if p.e is not None else -1, mode=p.mode,
+            optimizer=p.optimizer, restarts=p.restarts, n_iter=p.n_iter, lamb=p.lamb, seed=p.seed,
+            targeted=bool(p.targeted), mask=p.mask, quantized=quantized, clean_class=clean.classes.numpy(),
             clean_name=clean.names, clean_conf=clean.conf.numpy(), adv_class=adv_class.numpy(),
             adv_name=[result.class_names[int(i)] for i in adv_class], adv_conf=adv_conf.numpy(),
             fooled=(adv_class != clean.classes).numpy(),
@@ -189,7 +189,7 @@ def history_table(results: dict) -> pd.DataFrame:
         if r.history is None:
             continue
         steps, B = r.history["loss"].shape
-        d = {"model": r.params["model"], "e": r.params["e"], "n_iter": r.params["n_iter"], "mode": r.params["mode"],
+        d = {"model": r.params.model, "e": r.params.e, "n_iter": r.params.n_iter, "mode": r.params.mode,
              "image": np.tile(r.names, steps), "iteration": np.repeat(np.arange(steps), B)}
         for k, v in r.history.items():
             d[k] = v.float().numpy().reshape(-1)

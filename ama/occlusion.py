@@ -25,19 +25,24 @@ import torch
 import torchvision.transforms.functional as TF
 
 from .cam import compute_cam, normalize_maps
+from .cam_model import IMAGENET_MEAN, CAMModel
+from .geometry import cell_kinds, frame_mask, patch_masks, patch_positions
 from .metrics import spearman
-from .models import CAMModel
-from .receptive_field import cell_kinds, implicit_receptive_field, irf_support, margin_mask
+from .params import E, SEED
+from .receptive_field import implicit_receptive_field, irf_support
 
 FILLS = ("mean", "black", "noise", "blur")
 BLUR_SIGMA = 8.0
+BATCH_SIZE = 32        # occluded copies per forward pass
+SLIDING_PATCH = 32     # px: the sliding patch's side (one cell of a 7 x 7 CAM at 224 px) and its default stride
+MOVED_SHARE = 0.05     # a cell "moves" when its raw CAM changes by more than this share of the map's range
 
 
-def fill_images(x: torch.Tensor, fill: str, model: CAMModel | None = None, seed: int = 0,
+def fill_images(x: torch.Tensor, fill: str, model: CAMModel | None = None, seed: int = SEED,
                 blur_sigma: float = BLUR_SIGMA) -> torch.Tensor:
     """What occluded pixels become: ``(B, 3, H, W)`` in ``[0, 1]`` for images ``x`` ``(B, 3, H, W)``."""
     if fill == "mean":
-        mean = model.mean if model is not None else torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+        mean = model.mean if model is not None else torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         return mean.to(x).expand_as(x).clone()
     if fill == "black":
         return torch.zeros_like(x)
@@ -60,14 +65,6 @@ def _check(model, x, fills, batch_size):
 
 
 @torch.no_grad()
-def _raw_maps(model: CAMModel, images: torch.Tensor, target: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Raw CAMs ``(N, h, w)`` of ``images`` ``(N, 3, H, W)`` for classes ``target`` ``(N,)``, in chunks."""
-    out = [compute_cam(model, images[s:s + batch_size], target[s:s + batch_size], relu=False, normalize=False).raw
-           for s in range(0, len(images), batch_size)]
-    return torch.cat(out)
-
-
-@torch.no_grad()
 def _occluded_raw_maps(model: CAMModel, image: torch.Tensor, filler: torch.Tensor, masks: torch.Tensor,
                        target: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Raw CAMs ``(N, h, w)`` of ``image`` ``(3, H, W)`` with ``filler`` where each of ``masks`` ``(N, H, W)`` is
@@ -77,6 +74,12 @@ def _occluded_raw_maps(model: CAMModel, image: torch.Tensor, filler: torch.Tenso
         copies = torch.where(masks[s:s + batch_size, None], filler, image)
         out.append(compute_cam(model, copies, target[s:s + batch_size], relu=False, normalize=False).raw)
     return torch.cat(out)
+
+
+def _raw_range(raw: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` range ``max R - min R`` of each clean raw map ``(B, h, w)``: the unit of every relative change."""
+    flat = raw.flatten(1)
+    return (flat.amax(1) - flat.amin(1)).clamp_min(1e-12)
 
 
 def _names(names, B):
@@ -92,7 +95,7 @@ def _grid_and_irf(model, x, mode, align_corners):
 
 def irf_experiment(model: CAMModel, x: torch.Tensor, names: Sequence[str] | None = None,
                    fills: Sequence[str] = FILLS, cells: Sequence[int] | None = None, keep: bool = True,
-                   batch_size: int = 32, seed: int = 0, mode: str = "bilinear",
+                   batch_size: int = BATCH_SIZE, seed: int = SEED, mode: str = "bilinear",
                    align_corners: bool | None = True) -> pd.DataFrame:
     """Keep-IRF (``keep=True``: fill outside the IRF) or occlude-IRF (``keep=False``: fill inside it).
 
@@ -108,7 +111,7 @@ def irf_experiment(model: CAMModel, x: torch.Tensor, names: Sequence[str] | None
     (h, w), support = _grid_and_irf(model, x, mode, align_corners)
     cells = list(range(h * w)) if cells is None else [int(c) for c in cells]
     kinds = cell_kinds((h, w))
-    rng = (clean.raw.flatten(1).amax(1) - clean.raw.flatten(1).amin(1)).clamp_min(1e-12)
+    rng = _raw_range(clean.raw)
     rows = []
     occluded_mask = torch.stack([~support[c] if keep else support[c] for c in cells])  # (n, H, W) bool
     for b in range(B):
@@ -128,19 +131,19 @@ def irf_experiment(model: CAMModel, x: torch.Tensor, names: Sequence[str] | None
     return pd.DataFrame(rows)
 
 
-def keep_irf(model, x, names=None, fills=FILLS, cells=None, batch_size=32, seed=0, **kw) -> pd.DataFrame:
+def keep_irf(model, x, names=None, fills=FILLS, cells=None, batch_size=BATCH_SIZE, seed=SEED, **kw) -> pd.DataFrame:
     """Fill everything outside each cell's IRF; see :func:`irf_experiment`."""
     return irf_experiment(model, x, names, fills, cells, True, batch_size, seed, **kw)
 
 
-def occlude_irf(model, x, names=None, fills=FILLS, cells=None, batch_size=32, seed=0, **kw) -> pd.DataFrame:
+def occlude_irf(model, x, names=None, fills=FILLS, cells=None, batch_size=BATCH_SIZE, seed=SEED, **kw) -> pd.DataFrame:
     """Fill each cell's IRF only; see :func:`irf_experiment`."""
     return irf_experiment(model, x, names, fills, cells, False, batch_size, seed, **kw)
 
 
 def margin_experiment(model: CAMModel, x: torch.Tensor, names: Sequence[str] | None = None,
-                      e: Sequence[int] | int = (1, 2, 4, 8), fills: Sequence[str] = FILLS, batch_size: int = 32,
-                      seed: int = 0, mode: str = "bilinear",
+                      e: Sequence[int] | int = E, fills: Sequence[str] = FILLS, batch_size: int = BATCH_SIZE,
+                      seed: int = SEED, mode: str = "bilinear",
                       align_corners: bool | None = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Fill the ``e``-pixel border. Returns two tables:
 
@@ -156,10 +159,10 @@ def margin_experiment(model: CAMModel, x: torch.Tensor, names: Sequence[str] | N
     with torch.no_grad():
         clean = compute_cam(model, x)
     (h, w), support = _grid_and_irf(model, x, mode, align_corners)
-    rng = (clean.raw.flatten(1).amax(1) - clean.raw.flatten(1).amin(1)).clamp_min(1e-12)
+    rng = _raw_range(clean.raw)
     widths = [e] if isinstance(e, int) else list(e)
     settings = [(w, f) for w in widths for f in fills]
-    masks = {w: margin_mask((H, W), w, x.device) for w in widths}
+    masks = {w: frame_mask((H, W), w, x.device) for w in widths}
     rows, cell_rows = [], []
     for b in range(B):
         fillers = {f: fill_images(x[b:b + 1], f, model, seed)[0] for f in fills}
@@ -191,24 +194,20 @@ def margin_experiment(model: CAMModel, x: torch.Tensor, names: Sequence[str] | N
     return pd.DataFrame(rows), pd.DataFrame(cell_rows)
 
 
-def sliding_patch(model: CAMModel, x: torch.Tensor, names: Sequence[str] | None = None, patch: int = 32,
-                  stride: int = 32, fill: str = "mean", batch_size: int = 32, seed: int = 0,
-                  threshold: float = 0.05) -> pd.DataFrame:
+def sliding_patch(model: CAMModel, x: torch.Tensor, names: Sequence[str] | None = None, patch: int = SLIDING_PATCH,
+                  stride: int = SLIDING_PATCH, fill: str = "mean", batch_size: int = BATCH_SIZE, seed: int = SEED,
+                  threshold: float = MOVED_SHARE) -> pd.DataFrame:
     """Occlude a ``patch x patch`` square at every ``stride``; one row per image x position: ``top``, ``left``,
     ``n_cells_moved`` (cells whose raw CAM changes by more than ``threshold`` x the range), ``max_abs_rel_change``,
     ``cam_cosine``."""
     x = _check(model, x, [fill], batch_size)
     B, _, H, W = x.shape
-    if patch < 1 or stride < 1 or patch > min(H, W):
-        raise ValueError(f"patch must be in 1..{min(H, W)} and stride positive, got patch {patch}, stride {stride}")
+    positions = patch_positions((H, W), patch, stride)
     names = _names(names, B)
     with torch.no_grad():
         clean = compute_cam(model, x)
-    rng = (clean.raw.flatten(1).amax(1) - clean.raw.flatten(1).amin(1)).clamp_min(1e-12)
-    positions = [(t, l) for t in range(0, H - patch + 1, stride) for l in range(0, W - patch + 1, stride)]
-    masks = torch.zeros(len(positions), H, W, dtype=torch.bool, device=x.device)
-    for k, (t, l) in enumerate(positions):
-        masks[k, t:t + patch, l:l + patch] = True
+    rng = _raw_range(clean.raw)
+    masks = patch_masks((H, W), patch, stride, device=x.device)
     rows = []
     for b in range(B):
         filler = fill_images(x[b:b + 1], fill, model, seed)[0]

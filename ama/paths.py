@@ -19,7 +19,6 @@ def project_root() -> Path:
 ROOT = project_root()
 DATA_DIR = ROOT / "data"
 SAMPLES_DIR = DATA_DIR / "samples"
-RESULTS_DIR = ROOT / "results"
 
 
 def resolve(path: str | os.PathLike) -> Path:

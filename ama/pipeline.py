@@ -1,8 +1,9 @@
-"""The ``make reproduce`` pipeline: run parameters, executing notebooks, ``run.json``, checking a run.
+"""The ``make reproduce`` pipeline: run parameters, executing notebooks (with their experiment sharded first under
+``NPROC``), ``run.json``, and the command line the Makefile calls.
 
-Used by the Makefile as ``python -m ama.pipeline {params,notebook,check}``; every function is
-importable for tests. A run lives in ``results/<run>/`` with ``notebooks/``, ``figures/``,
-``tables/``, ``params.json``, ``run.json`` and ``REPORT.md``.
+``python -m ama.pipeline {params,notebook,summary,check,reference}``; every function is importable for tests. A
+run lives in ``results/<run>/`` with ``notebooks/``, ``figures/``, ``tables/``, ``params.json``, ``run.json`` and
+``REPORT.md``; comparing it with its reference is :mod:`ama.reference`.
 """
 from __future__ import annotations
 
@@ -20,27 +21,17 @@ import warnings
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from .params import RunParams, from_make
+from .params import RunParams
 from .paths import ROOT, resolve
-
-# Columns that identify a row (compared exactly); every other numeric column is compared with tolerance.
-KEY_DTYPES = ("object", "string", "bool")
-DEFAULT_RTOL = 1e-4
-DEFAULT_ATOL = 1e-5
-# Tables whose values pass through sign() iterations or argmax can flip on another CPU's float rounding;
-# they are compared as distributions (column means) with a wider tolerance. See README, "What matches means".
-LOOSE_TABLES = {"attack": (0.05, 0.02), "transfer": (0.05, 0.02), "upsampling_comparison": (0.05, 0.02)}
+from .reference import check_run, save_reference
 
 
 # --- parameters -----------------------------------------------------------------------------
 def make_params(**values) -> dict:
     """Run parameters as ``params.json`` holds them: :class:`ama.params.RunParams` (defaults, validation) from the
     Makefile's variables (strings; empty means the default) or Python values."""
-    return from_make(**{k: "" if v is None else (" ".join(map(str, v)) if isinstance(v, (list, tuple)) else v)
-                        for k, v in values.items()}).to_dict()
+    return RunParams.from_strings(**{k: "" if v is None else (" ".join(map(str, v)) if isinstance(v, (list, tuple))
+                                                                else v) for k, v in values.items()}).to_dict()
 
 
 def write_if_changed(path: Path, text: str) -> bool:
@@ -63,7 +54,7 @@ def notebook_parameters(params: dict, run_dir: str | Path, sharded: bool = False
 
 def check_models_available(models: list[str]) -> None:
     """Fail at once (not an hour into a run) when a model's weights are missing."""
-    from .experiments import run_model
+    from .models import run_model
 
     for name in models:
         run_model(name, device="cpu")
@@ -219,7 +210,11 @@ def run_notebook(notebook: str | Path, run_dir: str | Path, params: dict, kernel
         if not declared:
             raise RuntimeError(f"{notebook.name} has no cell tagged 'parameters'; papermill would run it silently "
                                "with its defaults")
-        nb_params = {k: v for k, v in notebook_parameters(params, _shown(run_dir), sharded).items() if k in declared}
+        given = notebook_parameters(params, _shown(run_dir), sharded)
+        if sharded and "sharded" not in declared:
+            raise RuntimeError(f"{notebook.name} declares no `sharded` parameter (papermill could not parse its "
+                               "parameters cell?), so it would compute again what the shards computed")
+        nb_params = {k: v for k, v in given.items() if k in declared}
         log.write(f"{notebook.name} parameters: {json.dumps(nb_params)}\n")
         print(f"== {notebook.stem}: running (log: {_shown(log_file)})", flush=True)
         start = time.time()
@@ -250,138 +245,36 @@ def run_notebook(notebook: str | Path, run_dir: str | Path, params: dict, kernel
     return out
 
 
+def shard_experiment(notebook: str | Path, params_file: str | Path, run_dir: str | Path, nproc: int) -> bool:
+    """Before ``notebook``: its experiment (:data:`ama.experiments.NOTEBOOK_EXPERIMENTS`) on ``nproc`` processes
+    through ``torchrun`` (:mod:`ama.shards`), then the merge of their parts into the run's tables. False (nothing done)
+    when the notebook has no experiment."""
+    from . import shards
+    from .experiments import NOTEBOOK_EXPERIMENTS
+
+    experiment = NOTEBOOK_EXPERIMENTS.get(Path(notebook).stem)
+    if experiment is None:
+        return False
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--standalone", f"--nproc_per_node={int(nproc)}", "-m", "ama.shards", "run", experiment,
+           "--params", str(resolve(params_file)), "--run-dir", str(resolve(run_dir))]
+    if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+        raise RuntimeError(f"{experiment} on {nproc} processes failed (messages above); rerun: finished ranks are kept")
+    params = RunParams.from_dict(json.loads(resolve(params_file).read_text()))
+    tables = shards.merge(experiment, params, run_dir, int(nproc))
+    print(f"== {experiment}: merged {nproc} part(s) -> {len(tables)} tables", flush=True)
+    return True
+
+
 def print_summary(run_dir: str | Path) -> None:
     """The three claims' verdicts of a finished run and where its report is."""
-    from .report import collect_claims
+    from .claims import collect_claims
 
     run_dir = resolve(run_dir)
     for claim in collect_claims(run_dir):
         print(f"== claim {claim.number} ({claim.title}): {claim.verdict}")
     html = run_dir / "04_report.html"
     print(f"== report: {_shown(run_dir / 'REPORT.md')}" + (f" (HTML: {_shown(html)})" if html.is_file() else ""))
-
-
-# --- comparing a run with the reference -----------------------------------------------------
-def compare_tables(run: pd.DataFrame, ref: pd.DataFrame, name: str, rtol: float = DEFAULT_RTOL,
-                   atol: float = DEFAULT_ATOL) -> list[str]:
-    """Differences between two versions of one table, as readable lines (empty: they match)."""
-    loose = next((tol for prefix, tol in LOOSE_TABLES.items() if name.startswith(prefix)), None)
-    if list(run.columns) != list(ref.columns):
-        missing, extra = sorted(set(ref.columns) - set(run.columns)), sorted(set(run.columns) - set(ref.columns))
-        return [f"{name}: columns differ (missing {missing}, extra {extra})"]
-    if len(run) != len(ref):
-        return [f"{name}: {len(run)} rows, reference has {len(ref)}"]
-    numeric = [c for c in ref.columns if pd.api.types.is_numeric_dtype(ref[c]) and not pd.api.types.is_bool_dtype(ref[c])]
-    keys = [c for c in ref.columns if c not in numeric]
-    diffs = []
-    for c in keys:
-        bad = (run[c].astype(str).values != ref[c].astype(str).values)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            diffs.append(f"{name}: column {c!r} differs in {int(bad.sum())} rows (first: row {i}: "
-                         f"{run[c].iloc[i]!r} vs reference {ref[c].iloc[i]!r})")
-    for c in numeric:
-        a, b = run[c].to_numpy(float), ref[c].to_numpy(float)
-        if loose is not None:
-            lrtol, latol = loose
-            ma, mb = np.nanmean(a) if np.isfinite(a).any() else np.nan, np.nanmean(b) if np.isfinite(b).any() else np.nan
-            if not np.isclose(ma, mb, rtol=lrtol, atol=latol, equal_nan=True):
-                diffs.append(f"{name}: mean of {c!r} is {ma:.4g}, reference {mb:.4g} (tolerance {latol} + {lrtol:.0%})")
-            continue
-        close = np.isclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
-        if not close.all():
-            i = int(np.flatnonzero(~close)[0])
-            diffs.append(f"{name}: column {c!r} differs in {int((~close).sum())} of {len(a)} rows "
-                         f"(first: row {i}: {a[i]:.6g} vs reference {b[i]:.6g}; tolerance {atol} + {rtol:g} x |ref|)")
-    return diffs
-
-
-def find_reference(run_params: dict, reference: str | Path) -> Path | None:
-    """The reference folder for a run's parameters: ``reference`` itself when it holds a ``run.json`` (one reference),
-    else the sub-folder ``reference/<run>/`` whose ``run.json`` has the same parameters (the device aside)."""
-    reference = resolve(reference)
-    if (reference / "run.json").is_file():
-        return reference
-    wanted = _comparable(run_params)
-    for folder in sorted(p.parent for p in reference.glob("*/run.json")):
-        if _comparable(json.loads((folder / "run.json").read_text())["params"]) == wanted:
-            return folder
-    return None
-
-
-def _comparable(params: dict) -> dict:
-    """Parameters as compared between runs: normalised, the device aside (an older layout is kept as it is)."""
-    try:
-        params = RunParams.from_dict(params).to_dict()
-    except ValueError:
-        pass
-    return {k: v for k, v in params.items() if k != "device"}
-
-
-def check_run(run_dir: str | Path, reference: str | Path) -> tuple[bool, list[str]]:
-    """Compare every table of the reference for the run's parameters with the run's; ``(matches, report lines)``.
-
-    A run whose parameters have no reference is not compared (``matches`` True, said so).
-    """
-    run_dir, reference = resolve(run_dir), resolve(reference)
-    lines: list[str] = []
-    run_params = json.loads((run_dir / "params.json").read_text()) if (run_dir / "params.json").is_file() else None
-    if run_params is None:
-        return False, [f"{run_dir} has no params.json: is it a run folder? (make reproduce writes one)"]
-    if not reference.is_dir():
-        return True, [f"no reference at {reference}; nothing to compare"]
-    folder = find_reference(run_params, reference)
-    if folder is None:
-        known = sorted(p.parent.name for p in reference.glob("*/run.json"))
-        return True, [f"no reference for these parameters in {reference} (references: {', '.join(known) or 'none'}); "
-                      "comparison skipped"]
-    ref_params = _comparable(json.loads((folder / "run.json").read_text())["params"])
-    if _comparable(run_params) != ref_params:
-        changed = sorted(k for k in set(ref_params) | set(_comparable(run_params))
-                         if _comparable(run_params).get(k) != ref_params.get(k))
-        return True, [f"the reference is for other parameters ({', '.join(changed)} differ); comparison skipped"]
-    ref_tables = sorted((folder / "tables").glob("*.csv"))
-    for ref_path in ref_tables:
-        run_path = run_dir / "tables" / ref_path.name
-        if not run_path.is_file():
-            lines.append(f"{ref_path.stem}: missing from this run")
-            continue
-        lines += compare_tables(pd.read_csv(run_path), pd.read_csv(ref_path), ref_path.stem)
-    ok = not lines
-    shown = os.path.relpath(folder, ROOT) if folder.is_relative_to(ROOT) else str(folder)
-    header = (f"run {run_dir.name} matches the reference {shown}: {len(ref_tables)} tables" if ok
-              else f"run {run_dir.name} differs from the reference {shown} in {len(lines)} places:")
-    return ok, [header, *lines]
-
-
-REFERENCE_FIGURE_COLOURS = 128  # reference figures are palette PNGs: the repository stays small
-
-
-def save_reference(run_dir: str | Path, reference: str | Path) -> Path:
-    """Copy a finished run into ``reference/<run>/``: its tables, ``params.json``, ``run.json``, ``REPORT.md`` and the
-    report's figures (as palette PNGs); replaces an older reference of the same run."""
-    import re
-    import shutil
-
-    from PIL import Image
-
-    run_dir = resolve(run_dir)
-    report = run_dir / "REPORT.md"
-    if not report.is_file():
-        raise FileNotFoundError(f"{run_dir} has no REPORT.md: run make reproduce to the end first")
-    dest = resolve(reference) / run_dir.name
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "figures").mkdir(parents=True)
-    shutil.copytree(run_dir / "tables", tmp / "tables", ignore=shutil.ignore_patterns("*.tmp", "*.md"))
-    for name in ("params.json", "run.json", "REPORT.md"):
-        shutil.copy2(run_dir / name, tmp / name)
-    for figure in sorted(set(re.findall(r"\]\((figures/[^)]+\.png)\)", report.read_text()))):
-        with Image.open(run_dir / figure) as im:
-            im.convert("RGB").quantize(REFERENCE_FIGURE_COLOURS).save(tmp / figure, optimize=True)
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.replace(dest)
-    return dest
 
 
 # --- command line used by the Makefile ------------------------------------------------------
@@ -391,15 +284,15 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("params", help="write params.json if the parameters changed")
     p.add_argument("--out", required=True)
-    for name in ("models", "images", "n-images", "e", "n-iter", "lamb", "seed", "device", "fast"):
-        p.add_argument(f"--{name}", dest=name.replace("-", "_"), default="")
+    for name in RunParams.names():  # the Make variables: --N_ITER=50 ...
+        p.add_argument(f"--{name.upper()}", dest=name, default="")
     n = sub.add_parser("notebook", help="execute one notebook of a run")
     n.add_argument("notebook")
     n.add_argument("--params", required=True)
     n.add_argument("--run-dir", required=True)
     n.add_argument("--kernel", default="ama")
     n.add_argument("--timeout", type=int, default=3600)
-    n.add_argument("--sharded", action="store_true", help="the heavy experiment's tables were merged by ama.shards")
+    n.add_argument("--nproc", type=int, default=1, help="processes for the notebook's experiment (torchrun)")
     r = sub.add_parser("summary", help="print a finished run's claim verdicts and where its report is")
     r.add_argument("--run-dir", required=True)
     c = sub.add_parser("check", help="compare a run's tables with the reference")
@@ -411,8 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "params":
-            params = make_params(models=args.models, images=args.images, n_images=args.n_images, e=args.e,
-                                 n_iter=args.n_iter, lamb=args.lamb, seed=args.seed, device=args.device, fast=args.fast)
+            params = make_params(**{name: getattr(args, name) for name in RunParams.names()})
             out = resolve(args.out)
             text = json.dumps(params, indent=2) + "\n"
             if not (out.is_file() and out.read_text() == text):
@@ -421,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"== run parameters -> {os.path.relpath(out, ROOT) if out.is_relative_to(ROOT) else out}")
         elif args.command == "notebook":
             params = json.loads(resolve(args.params).read_text())
-            run_notebook(args.notebook, args.run_dir, params, args.kernel, args.timeout, sharded=args.sharded)
+            sharded = args.nproc > 1 and shard_experiment(args.notebook, args.params, args.run_dir, args.nproc)
+            run_notebook(args.notebook, args.run_dir, params, args.kernel, args.timeout, sharded=sharded)
         elif args.command == "reference":
             print(f"== reference saved: {save_reference(args.run_dir, args.reference)}")
         elif args.command == "summary":

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
-    from .attack import AttackResult
+    from .attack_result import AttackResult
 
 
 def to_numpy_image(image: torch.Tensor) -> np.ndarray:
@@ -67,7 +67,8 @@ def class_title(model, logits: torch.Tensor, index: int | None = None, prefix: s
 
 def cam_figure(model, images: torch.Tensor, names=None, mode: str = "bilinear", align_corners: bool = True):
     """A row per image: the image, its ``h x w`` CAM with the cell grid, the upsampled saliency overlay."""
-    from .cam import compute_cam, upsample
+    from .cam import compute_cam
+    from .upsampling import upsample
 
     with torch.no_grad():
         out = compute_cam(model, images.to(model.device))
@@ -85,10 +86,12 @@ def cam_figure(model, images: torch.Tensor, names=None, mode: str = "bilinear", 
 
 
 # --- attack figures (results of ama.attack.marginal_attack) ------------------------------------
-def _optimizer_note(params: dict) -> str:
+def _optimizer_note(params) -> str:
     """`` (apgd)`` for an attack run with another optimiser than the reference's, else empty."""
-    opt = params.get("optimizer", "sign")
-    return "" if opt in ("sign", "none") else f" ({opt})"
+    from .attack_result import NO_OPTIMIZER
+    from .optimizers import REFERENCE
+
+    return "" if params.optimizer in (REFERENCE, NO_OPTIMIZER) else f" ({params.optimizer})"
 
 
 def attack_figure(result: AttackResult, index: int = 0, quantized: bool = True, mode: str = "bilinear"):
@@ -97,7 +100,8 @@ def attack_figure(result: AttackResult, index: int = 0, quantized: bool = True, 
     predicted class and its confidence. ``quantized``: show the 8-bit adversarial image (what the PNG holds)."""
     import matplotlib.pyplot as plt
 
-    from .cam import upsample
+    from .attack_result import RANDOM
+    from .upsampling import upsample
 
     i = int(index)
     ev = result.evaluated(quantized)
@@ -111,7 +115,7 @@ def attack_figure(result: AttackResult, index: int = 0, quantized: bool = True, 
 
     c_name = result.class_names[int(result.clean_class[i])]
     p = result.params
-    e = f"e = {p['e']}" if p.get("e") is not None else "custom mask"
+    e = f"e = {p.e}" if p.e is not None else "custom mask"
     fig, axes = plt.subplots(2, 2, figsize=(7, 7.4))
     overlay(axes[0, 0], result.clean[i], title=f"clean: {title(result.clean_logits[i])}")
     overlay(axes[0, 1], result.clean[i], upsample(result.clean_cam[i], size, mode),
@@ -119,9 +123,9 @@ def attack_figure(result: AttackResult, index: int = 0, quantized: bool = True, 
     overlay(axes[1, 0], adv, title=f"adversarial ({'8-bit' if quantized else 'float'}): {title(logits)}")
     overlay(axes[1, 1], adv, upsample(cam_adv, size, mode),
             title=f"adversarial CAM of '{c_name}', cos {F.cosine_similarity(cam_adv.flatten(), result.clean_cam[i].flatten(), 0).item():.2f}")
-    what = "random frame (not optimised)" if p.get("mode") == "random" else \
-        f"AMA, {e}, mode {p.get('mode')}{', targeted CAM' if p.get('targeted') else ''}, {p.get('n_iter')} iterations{_optimizer_note(p)}, " \
-        f"lambda {p.get('lamb'):g}"
+    what = "random frame (not optimised)" if p.mode == RANDOM else \
+        f"AMA, {e}, mode {p.mode}{', targeted CAM' if p.targeted else ''}, {p.n_iter} iterations{_optimizer_note(p)}, " \
+        f"lambda {p.lamb:g}"
     fig.suptitle(f"{result.names[i]}: {what}", fontsize=10)
     fig.tight_layout()
     return fig
@@ -133,7 +137,7 @@ def examples_figure(results: dict, index: int = 0, quantized: bool = True, mode:
     class) with the cosine to the clean CAM."""
     import matplotlib.pyplot as plt
 
-    from .cam import upsample
+    from .upsampling import upsample
 
     es = sorted(results)
     first = results[es[0]]
@@ -155,7 +159,7 @@ def examples_figure(results: dict, index: int = 0, quantized: bool = True, mode:
         overlay(axes[0, col], adv, title=f"e = {e}\n{class_title(_M, lg)}")
         overlay(axes[1, col], adv, upsample(cam_adv, size, mode), title=f"CAM, cos {cos:.2f} to clean")
     p = first.params
-    fig.suptitle(f"{first.names[i]}: AMA ({p['mode']}, {p['n_iter']} iterations{_optimizer_note(p)}, lambda {p['lamb']:g}"
+    fig.suptitle(f"{first.names[i]}: AMA ({p.mode}, {p.n_iter} iterations{_optimizer_note(p)}, lambda {p.lamb:g}"
                  f"{', 8-bit' if quantized else ''}); CAM of the clean class '{names[int(first.clean_class[i])]}'",
                  fontsize=10)
     fig.tight_layout()
@@ -166,7 +170,7 @@ def target_figure(result: AttackResult, index: int = 0, quantized: bool = True, 
     """A targeted attack on image ``index``: clean saliency, the target map, the adversarial saliency."""
     import matplotlib.pyplot as plt
 
-    from .cam import upsample
+    from .upsampling import upsample
 
     i = int(index)
     size = result.clean.shape[-2:]
@@ -183,6 +187,6 @@ def target_figure(result: AttackResult, index: int = 0, quantized: bool = True, 
     show_map(axes[2], T, title="target map")
     overlay(axes[3], adv, upsample(cam_adv, size, mode), title=f"adversarial: {name(lg)}\ncos to target {cos_t:.2f}")
     p = result.params
-    fig.suptitle(f"{result.names[i]}: targeted AMA, e = {p['e']}, mode {p['mode']}, {p['n_iter']} iterations", fontsize=10)
+    fig.suptitle(f"{result.names[i]}: targeted AMA, e = {p.e}, mode {p.mode}, {p.n_iter} iterations", fontsize=10)
     fig.tight_layout()
     return fig

@@ -3,7 +3,7 @@
 * **IRF** (implicit): where the upsampling paints cell ``(i, j)``: ``dS/dM(i, j)``, exactly the
   upsampling of a one-hot ``h x w`` map; ``(h*w, H, W)``.
 * **ERF** (effective, Luo et al. 2016): ``sum_channels |dR_c(i, j)/dx|``, normalised to sum 1 per cell;
-  ``(B, h*w, H, W)``, all cells from batched backward passes over replicated inputs.
+  ``(B, h*w, H, W)``: one forward pass per batch of images, then one backward pass per cell.
 * **Theoretical RF**: the architecture's receptive field size in pixels, from kernels, strides, dilations.
 * :func:`misalignment`: one tidy row per cell comparing the two.
 
@@ -11,82 +11,30 @@ Cells are numbered row-major: cell ``k`` is ``(k // w, k % w)``.
 """
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 import torch
 import torch.nn as nn
 
-from .cam import compute_cam, resolve_target, upsample
-from .models import CAMModel
-from .params import check_frame_width
+from .cam import compute_cam
+from .cam_model import CAMModel
+from .geometry import cell_centres, cell_kinds, centre_cell, corners_aligned, frame_mask, grid_side, pair
+from .upsampling import label, upsample
 
 SUPPORT_EPS = 1e-6
-
-
-def _pair(v) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
 # --- implicit receptive field ---------------------------------------------------------------
 def implicit_receptive_field(grid=(7, 7), size=(224, 224), mode: str = "bilinear",
                              align_corners: bool | None = True) -> torch.Tensor:
     """IRF of every cell: ``(h*w, H, W)``, the upsampling of each one-hot ``h x w`` map (exact)."""
-    h, w = _pair(grid)
+    h, w = pair(grid)
     one_hot = torch.eye(h * w, dtype=torch.float64).view(h * w, h, w)
-    return upsample(one_hot, _pair(size), mode, align_corners).float()
+    return upsample(one_hot, pair(size), mode, align_corners).float()
 
 
 def irf_support(irf: torch.Tensor, eps: float = SUPPORT_EPS) -> torch.Tensor:
     """Boolean support of IRF maps (same shape): the pixels a cell's value reaches."""
     return irf.abs() > eps
-
-
-def cell_centres(grid=(7, 7), size=(224, 224), align_corners: bool | None = True) -> torch.Tensor:
-    """``(h*w, 2)`` pixel coordinates ``(y, x)`` where each cell sits in the upsampled map.
-
-    Corners aligned: ``i (H - 1) / (h - 1)``; otherwise (and for nearest/area): ``(i + 0.5) H / h - 0.5``.
-    """
-    h, w = _pair(grid)
-    H, W = _pair(size)
-
-    def axis(n, N):
-        i = torch.arange(n, dtype=torch.float64)
-        if align_corners and n > 1:
-            return i * (N - 1) / (n - 1)
-        return (i + 0.5) * N / n - 0.5
-
-    ys, xs = torch.meshgrid(axis(h, H), axis(w, W), indexing="ij")
-    return torch.stack([ys.flatten(), xs.flatten()], dim=1).float()
-
-
-def cell_kinds(grid=(7, 7)) -> list[str]:
-    """Kind of each cell, row-major: ``corner``, ``edge``, ``centre`` (the middle cell(s)) or ``interior``."""
-    h, w = _pair(grid)
-    mid_i = {(h - 1) // 2, h // 2}
-    mid_j = {(w - 1) // 2, w // 2}
-    kinds = []
-    for i in range(h):
-        for j in range(w):
-            on_i, on_j = i in (0, h - 1), j in (0, w - 1)
-            kinds.append("corner" if on_i and on_j else "edge" if on_i or on_j
-                         else "centre" if i in mid_i and j in mid_j else "interior")
-    return kinds
-
-
-def representative_cells(grid=(7, 7)) -> dict[str, int]:
-    """One cell index per kind: the centre cell, the middle of the top edge, the top-left corner."""
-    h, w = _pair(grid)
-    return {"centre": (h // 2) * w + w // 2, "edge": w // 2, "corner": 0}
-
-
-def margin_mask(size=(224, 224), e: int = 1, device=None) -> torch.Tensor:
-    """Boolean ``(H, W)`` mask of the ``e``-pixel image margin (top/bottom rows, left/right columns)."""
-    H, W = _pair(size)
-    e = check_frame_width(e, (H, W))
-    m = torch.ones(H, W, dtype=torch.bool, device=device)
-    m[e:H - e, e:W - e] = False
-    return m
 
 
 # --- effective receptive field --------------------------------------------------------------
@@ -107,7 +55,7 @@ def effective_receptive_field(model: CAMModel, x: torch.Tensor, target=None, bat
     B, _, H, W = x.shape
     with torch.no_grad():
         clean = compute_cam(model, x, target)
-    c = resolve_target(clean.target, clean.logits)
+    c = clean.target
     h, w = clean.raw.shape[-2:]
     cells = torch.arange(h * w) if cells is None else torch.as_tensor(cells).long().reshape(-1)
     if (cells < 0).any() or (cells >= h * w).any():
@@ -149,47 +97,12 @@ def theoretical_receptive_field(model: CAMModel | nn.Module) -> int:
         if any(part in _BRANCH_NAMES for part in name.split(".")):
             continue
         if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-            k = _pair(m.kernel_size)[0]
-            s = _pair(m.stride)[0]
-            d = _pair(getattr(m, "dilation", 1))[0]
+            k = pair(m.kernel_size)[0]
+            s = pair(m.stride)[0]
+            d = pair(getattr(m, "dilation", 1))[0]
             rf += (k - 1) * d * jump
             jump *= s
     return rf
-
-
-def gradient_receptive_field(net: nn.Module, size: int = 512) -> int:
-    """The same size measured, not computed: the extent of the input pixels that reach the centre cell of a
-    copy of ``net`` whose convolutions all average with positive weights and whose max-poolings average
-    (so every path counts), in float64.
-    ``size`` must exceed the field; used to check :func:`theoretical_receptive_field`."""
-    import copy
-
-    probe = copy.deepcopy(net).double().eval()
-    for parent in list(probe.modules()):  # max-pooling passes gradient to one pixel a window: average instead
-        for child_name, child in parent.named_children():
-            if isinstance(child, nn.MaxPool2d):
-                avg = nn.AvgPool2d(child.kernel_size, child.stride, child.padding, ceil_mode=child.ceil_mode)
-                setattr(parent, child_name, avg)
-    with torch.no_grad():
-        for m in probe.modules():
-            if isinstance(m, nn.Conv2d):
-                m.weight.fill_(1.0 / m.weight[0].numel())
-                if m.bias is not None:
-                    m.bias.zero_()
-            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.reset_parameters()
-                m.running_var.fill_(1.0)
-    # a small positive input keeps every activation in the linear part of ReLU/ReLU6
-    x = torch.full((1, 3, size, size), 1e-3, dtype=torch.float64, requires_grad=True)
-    with torch.enable_grad():
-        y = probe(x)
-        h, w = y.shape[-2:]
-        (g,) = torch.autograd.grad(y[0, :, h // 2, w // 2].sum(), x)
-    row = g[0].abs().sum(0)[:, :].amax(0) > 0
-    cols = torch.nonzero(row).flatten()
-    if cols[0] == 0 or cols[-1] == size - 1:
-        raise ValueError(f"the receptive field reaches the border of a {size} px probe; use a larger size")
-    return int(cols[-1] - cols[0] + 1)
 
 
 # --- ERF centroid and extent, IRF width ----------------------------------------------------------
@@ -223,8 +136,8 @@ def erf_extent(erf: torch.Tensor, share: float = 0.9, center=None) -> torch.Tens
 def irf_width(grid=(7, 7), size=(224, 224), cell: int | None = None, mode: str = "bilinear",
               align_corners: bool | None = True) -> int:
     """Width in pixels of one cell's IRF support (default the centre cell), along the image's columns."""
-    h, w = _pair(grid)
-    cell = (h // 2) * w + w // 2 if cell is None else int(cell)
+    h, w = pair(grid)
+    cell = centre_cell((h, w)) if cell is None else int(cell)
     return int(irf_support(implicit_receptive_field((h, w), size, mode, align_corners))[cell].any(0).sum())
 
 
@@ -249,17 +162,15 @@ def misalignment(erf: torch.Tensor, irf: torch.Tensor, e: int = 1, align_corners
     if irf.shape[-2:] != (H, W):
         raise ValueError(f"erf maps are {H} x {W} but irf maps are {tuple(irf.shape[-2:])}")
     if grid is None:
-        side = math.isqrt(hw)
-        if side * side != hw:
-            raise ValueError(f"irf holds {hw} maps: not a square grid; pass grid=(h, w)")
+        side = grid_side(hw)
         grid = (side, side)
-    h, w = _pair(grid)
+    h, w = pair(grid)
     if h * w != hw:
         raise ValueError(f"grid {h} x {w} does not match the {hw} irf maps")
     support = irf_support(irf[cells]).to(erf.device)                      # (n, H, W)
     kinds = cell_kinds(grid)
     centres = cell_centres(grid, (H, W), align_corners)[cells].to(erf.device)  # (n, 2)
-    border = margin_mask((H, W), e, erf.device)
+    border = frame_mask((H, W), e, erf.device)
     border_share = border.float().mean()
 
     erf = erf.float()
@@ -305,14 +216,15 @@ def misalignment_table(model: CAMModel, x: torch.Tensor, names=None, e=(1,), mod
     h, w = model.feature_size((H, W))
     irf = implicit_receptive_field((h, w), (H, W), mode, align_corners)
     widths = [e] if isinstance(e, int) else list(e)
-    table = misalignment(erf, irf, e=widths[0], align_corners=align_corners, grid=(h, w))
+    aligned = corners_aligned(mode, align_corners)
+    table = misalignment(erf, irf, e=widths[0], align_corners=aligned, grid=(h, w))
     for w_ in widths:
-        table[f"margin_mass_ratio_e{w_}"] = misalignment(erf, irf, e=w_, align_corners=align_corners,
+        table[f"margin_mass_ratio_e{w_}"] = misalignment(erf, irf, e=w_, align_corners=aligned,
                                                          grid=(h, w)).margin_mass_ratio
     names = list(names) if names is not None else [str(i) for i in range(x.shape[0])]
     table["image"] = [names[b] for b in table.image]
     table.insert(1, "model", model.name)
-    table.insert(2, "upsampling", f"{mode}{'-corners' if align_corners and mode in ('bilinear', 'bicubic') else ''}")
+    table.insert(2, "upsampling", label(mode, align_corners))
     return table
 
 
@@ -328,3 +240,18 @@ def misalignment_summary(table: pd.DataFrame, measures=MISALIGNMENT_MEASURES) ->
     out = pd.concat([by_kind, overall]).sort_index()
     out.columns = [f"{m}_{s}" for m, s in out.columns]
     return out.reset_index()
+
+
+def margin_mass_ratio_long(table: pd.DataFrame) -> pd.DataFrame:
+    """The ``margin_mass_ratio_e<e>`` columns of :func:`misalignment_table` rows as one long table: ``model, image,
+    cell_kind, e, ratio`` (one row per image x cell x e)."""
+    cols = [c for c in table.columns if c.startswith("margin_mass_ratio_e")]
+    long = table.melt(id_vars=["model", "image", "cell_kind"], value_vars=cols, var_name="e", value_name="ratio")
+    long["e"] = long.e.str.removeprefix("margin_mass_ratio_e").astype(int)
+    return long
+
+
+def margin_mass_ratio_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation of the margin mass ratio per ``model``, ``cell_kind`` and ``e``."""
+    long = margin_mass_ratio_long(table)
+    return long.groupby(["model", "cell_kind", "e"]).ratio.agg(["mean", "std"]).reset_index()

@@ -1,12 +1,34 @@
-"""Where a run writes: ``<out_dir>/figures`` (PNG + PDF), ``<out_dir>/tables`` (CSV), resolved from the project root."""
+"""Where a run writes, atomically: ``<out_dir>/figures`` (PNG + PDF), ``<out_dir>/tables`` (CSV), 8-bit PNG images.
+
+Every file is written under a temporary name and renamed into place, so a killed run never leaves a half-written
+file under the final name. Paths are resolved from the project root (:func:`ama.paths.resolve`).
+"""
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
+import torch
 
 from .paths import resolve
+
+FLOAT_FORMAT = "%.6g"  # every CSV the kit writes
+
+
+def atomic_write(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename; return the path."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
+def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """``df`` as a CSV (no index, :data:`FLOAT_FORMAT`), atomically."""
+    return atomic_write(path, df.to_csv(index=False, float_format=FLOAT_FORMAT))
 
 
 def output_dirs(out_dir: str | os.PathLike) -> tuple[Path, Path]:
@@ -27,11 +49,54 @@ def save_figure(fig, out_dir: str | os.PathLike, stem: str, dpi: int = 150) -> P
     return png
 
 
-def save_table(df: pd.DataFrame, out_dir: str | os.PathLike, stem: str, float_format: str = "%.6g") -> Path:
+def save_figures(figs, out_dir: str | os.PathLike, stem: str) -> list[Path]:
+    """Save figures as ``<stem>``, ``<stem>_1``, ``<stem>_2``, ...; every figure after the first is closed (a notebook
+    shows the first)."""
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for k, fig in enumerate(figs):
+        paths.append(save_figure(fig, out_dir, stem if k == 0 else f"{stem}_{k}"))
+        if k:
+            plt.close(fig)
+    return paths
+
+
+def save_table(df: pd.DataFrame, out_dir: str | os.PathLike, stem: str) -> Path:
     """Write ``df`` atomically as ``<out_dir>/tables/<stem>.csv``; return the path."""
     _, tables = output_dirs(out_dir)
-    path = tables / f"{stem}.csv"
-    tmp = path.with_suffix(".csv.tmp")
-    df.to_csv(tmp, index=False, float_format=float_format)
+    return write_csv(df, tables / f"{stem}.csv")
+
+
+def save_tables(tables: dict[str, pd.DataFrame], out_dir: str | os.PathLike) -> None:
+    """Write every table as ``<out_dir>/tables/<name>.csv`` (atomically)."""
+    for name, df in tables.items():
+        save_table(df, out_dir, name)
+
+
+def image_major(tables: dict[str, pd.DataFrame], names: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """Rows ordered by the image's position in ``names`` (stable: an image's rows keep their order), so that a run
+    split across ranks and merged (:mod:`ama.shards`) has the rows of a one-process run in the same order."""
+    position = {n: i for i, n in enumerate(names)}
+    out = {}
+    for name, df in tables.items():
+        if "image" in df.columns and len(df):
+            df = df.iloc[df.image.map(position).argsort(kind="stable")].reset_index(drop=True)
+        out[name] = df
+    return out
+
+
+def to_uint8(image: torch.Tensor):
+    """``(3, H, W)`` in ``[0, 1]`` -> ``(H, W, 3)`` uint8 numpy array (rounded, like :func:`ama.attack.quantize`)."""
+    return torch.round(image.detach().clamp(0, 1) * 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def save_png(image: torch.Tensor, path: str | os.PathLike) -> Path:
+    """Write one ``(3, H, W)`` image losslessly as an 8-bit PNG (atomically); return the path."""
+    from PIL import Image
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    Image.fromarray(to_uint8(image)).save(tmp, format="PNG")
     tmp.replace(path)
     return path

@@ -1,6 +1,10 @@
-"""A run folder that several processes can fill safely: locks, append-only part files, keys and the merge.
+"""Results that several processes fill safely: part files per rank, plans, locks, keys and the merges.
 
-Layout of a folder run ``OUT``::
+One mechanism serves both kinds of sharded work: a rank writes only its own part file of each table
+(:class:`RankPart`, atomically) and a plan that says what it was asked to do and whether it finished; a merge
+reads every rank's parts, refuses an item or row two ranks hold and reports what a plan asked for but no part
+holds (:func:`owners`, :func:`merge`). :mod:`ama.shards` uses it for the notebooks' experiments; the command line's
+folder run (``python -m ama attack --images``) for its table, laid out in ``OUT`` as::
 
     OUT/attack_metrics.csv                 the run's table (written by :func:`merge`, sorted by key)
     OUT/parts/attack_metrics.rank<r>.csv   rows written by rank r, appended atomically batch by batch
@@ -23,7 +27,10 @@ from pathlib import Path
 
 import pandas as pd
 
-TABLE_NAME = "attack_metrics.csv"
+from .results import FLOAT_FORMAT, write_csv
+
+TABLE_STEM = "attack_metrics"
+TABLE_NAME = f"{TABLE_STEM}.csv"
 PARTS_DIR = "parts"
 # Columns that say which setting a row belongs to.
 SETTING_COLUMNS = ("model", "e", "mode", "optimizer", "restarts", "n_iter", "lamb", "seed", "target")
@@ -200,46 +207,80 @@ def setting_key(file: str, setting: dict, quantized: bool) -> str:
 
 
 class RankPart:
-    """Rank r's part file ``OUT/parts/attack_metrics.rank<r>.csv`` (write it only while holding its lock)."""
+    """Rank r's part of one table, ``<folder>/<table>.rank<r>.csv``, and its plan ``<folder>/plan.rank<r>.json``
+    (what the rank was asked to do; ``finished`` once it is done). Write them only while holding the rank's lock
+    (:class:`RankLock`) or as the only writer of the folder (a torchrun rank of :mod:`ama.shards`)."""
 
-    def __init__(self, out: Path, rank: int = 0):
-        self.dir = Path(out) / PARTS_DIR
-        self.path = self.dir / f"{Path(TABLE_NAME).stem}.rank{rank}.csv"
+    def __init__(self, folder: Path, rank: int = 0, table: str = TABLE_STEM):
+        self.dir = Path(folder)
+        self.path = self.dir / f"{table}.rank{rank}.csv"
         self.plan_path = self.dir / f"plan.rank{rank}.json"
 
     def append(self, df: pd.DataFrame) -> None:
         """Append ``df``'s rows atomically (old content + new rows to a temporary file, fsync, rename)."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        text = df.to_csv(index=False, header=not self.path.is_file(), float_format="%.6g")
+        text = df.to_csv(index=False, header=not self.path.is_file(), float_format=FLOAT_FORMAT)
         if self.path.is_file():
             old = self.path.read_text()
             if old.split("\n", 1)[0] != ",".join(df.columns):
                 raise RunStoreError(f"{self.path}: other columns than this version writes; use another --out")
             text = old + ("" if old.endswith("\n") or not old else "\n") + text
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(self.path)
+        _write_synced(self.path, text)
 
-    def write_plan(self, files: list[str], settings: list[dict], skipped: dict[str, str] | None = None,
-                   finished: bool = False) -> None:
-        """Record what this rank is asked to do (``files`` x ``settings``) and the files it had to skip."""
+    def write(self, df: pd.DataFrame) -> None:
+        """Write ``df`` as the whole part (atomically)."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.plan_path.with_name(self.plan_path.name + ".tmp")
-        tmp.write_text(json.dumps(dict(files=files, settings=settings, skipped=skipped or {}, finished=finished)))
-        tmp.replace(self.plan_path)
+        _write_synced(self.path, df.to_csv(index=False, float_format=FLOAT_FORMAT))
+
+    def write_plan(self, finished: bool = False, **info) -> None:
+        """Record what this rank is asked to do (``info``, JSON) and whether it has ``finished``."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        _write_synced(self.plan_path, json.dumps(dict(info, finished=finished), indent=1))
 
 
-def part_files(out: Path) -> list[Path]:
-    return sorted((Path(out) / PARTS_DIR).glob(f"{Path(TABLE_NAME).stem}.rank*.csv"))
+def _write_synced(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def part_files(folder: Path, table: str = TABLE_STEM) -> dict[int, Path]:
+    """``{rank: path}`` of the part files of ``table`` in ``folder``."""
+    paths = Path(folder).glob(f"{table}.rank*.csv")
+    return dict(sorted((int(p.name[len(table) + 5:-4]), p) for p in paths if p.name[len(table) + 5:-4].isdigit()))
+
+
+def read_plans(folder: Path) -> dict[int, dict]:
+    """``{rank: plan}`` of the plans in ``folder``; a one-line :class:`RunStoreError` names an unreadable one."""
+    plans = {}
+    for path in sorted(Path(folder).glob("plan.rank*.json")):
+        try:
+            plans[int(path.name[9:-5])] = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise RunStoreError(f"{path}: unreadable plan ({err}); delete it and rerun") from None
+    return plans
+
+
+def owners(items_by_rank: dict[int, list[str]], what: str = "item", of: str = "") -> dict[str, int]:
+    """``{item: rank}`` over the ranks' item lists; a :class:`RunStoreError` names an item that two ranks (or one
+    rank twice) hold: ``"<what> '<item>'<of> was computed by ranks ..."``."""
+    seen: dict[str, int] = {}
+    for rank, items in sorted(items_by_rank.items()):
+        for item in items:
+            if item in seen:
+                raise RunStoreError(f"{what} {item!r}{of} was computed by ranks {seen[item]} and {rank}; delete the "
+                                    "parts and rerun")
+            seen[item] = rank
+    return seen
 
 
 def read_parts(out: Path) -> pd.DataFrame:
-    """All part files' rows, with a ``_part`` column naming the file each row came from."""
+    """All part files' rows of a folder run ``out``, with a ``_part`` column naming the file each row came from."""
     frames = []
-    for p in part_files(out):
+    for p in part_files(Path(out) / PARTS_DIR).values():
         df = read_table(p)
         df["_part"] = p.name
         frames.append(df)
@@ -255,11 +296,7 @@ def done_keys(out: Path) -> set[str]:
 def expected(out: Path) -> tuple[set[str], dict[str, str]]:
     """Row keys the plans of ``out`` ask for (minus skipped files), and ``{file: reason}`` of skipped files."""
     keys, skipped = set(), {}
-    for plan_path in sorted((Path(out) / PARTS_DIR).glob("plan.rank*.json")):
-        try:
-            plan = json.loads(plan_path.read_text())
-        except (OSError, ValueError) as err:
-            raise RunStoreError(f"{plan_path}: unreadable plan ({err}); delete it and rerun") from None
+    for plan in read_plans(Path(out) / PARTS_DIR).values():
         skipped.update(plan.get("skipped", {}))
         for setting in plan["settings"]:
             for f in plan["files"]:
@@ -292,9 +329,7 @@ def merge(out: Path, strict: bool = False) -> tuple[pd.DataFrame, list[str]]:
             raise RunStoreError(f"{out}: {len(missing)} expected row(s) missing, e.g. {missing[0]!r}; "
                                 f"rerun the same command to finish them")
         table = df.drop(columns="_part").sort_values([*SETTING_COLUMNS, "file", "quantized"], kind="stable")
-        tmp = out / (TABLE_NAME + ".tmp")
-        table.to_csv(tmp, index=False, float_format="%.6g")
-        tmp.replace(out / TABLE_NAME)
+        write_csv(table, out / TABLE_NAME)
         return table.reset_index(drop=True), missing
     finally:
         fcntl.flock(lock_fd, fcntl.LOCK_UN)

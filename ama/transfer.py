@@ -27,10 +27,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .cam import upsample
 from .metrics import cosine, spearman, top_iou
+from .upsampling import upsample
 
-TRANSFER_METHODS = ("gradcam++", "scorecam", "layercam", "eigencam")
+TRANSFER_METHODS = ("gradcam++", "layercam", "eigencam", "scorecam")
 CHECK_METHODS = ("gradcam", "hirescam", "xgradcam")  # equal to CAM up to scale for a GAP + linear head
 SCORE_CAM_BATCH = 64
 
@@ -128,7 +128,7 @@ def transfer_table(model, attack, baseline, methods=TRANSFER_METHODS, optimizer:
         clean = clean_maps[key]
         adv = library_cam(model, attack.adv_q[:n], c[:n], method, batch_size)
         rand = library_cam(model, baseline.adv_q[:n], c[:n], method, batch_size)
-        row = dict(image=list(attack.names[:n]), model=attack.params["model"], e=attack.params["e"],
+        row = dict(image=list(attack.names[:n]), model=attack.params.model, e=attack.params.e,
                    optimizer=optimizer, method=method, fooled=fooled[:n])
         row.update(_similarity(clean, adv, size))
         row.update({f"random_{k}": v for k, v in _similarity(clean, rand, size).items()})
@@ -146,22 +146,55 @@ def summarize_transfer(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def scale_check(model, x: torch.Tensor, target=None, methods=CHECK_METHODS) -> pd.DataFrame:
+def scale_check(model, x: torch.Tensor, names=None, target=None, methods=CHECK_METHODS) -> pd.DataFrame:
     """Check that Grad-CAM, HiResCAM and XGrad-CAM equal CAM up to a positive scale for a GAP + linear head.
 
-    One row per method: ``max_abs_diff`` between the library's normalised map and the kit's normalised
-    ReLU(CAM) (:func:`ama.cam`) over the images, and their smallest cosine.
+    One row per image x method: ``max_abs_diff`` between the library's normalised map and the kit's normalised
+    ReLU(CAM) (:func:`ama.cam`), and their ``cosine``; :func:`scale_check_summary` aggregates over images.
     """
     from .cam import cam
 
+    names = list(names) if names is not None else [str(i) for i in range(len(x))]
     with torch.no_grad():
         logits = model(x.to(model.device))
     t = logits.argmax(1).cpu() if target is None else torch.as_tensor(target).long().reshape(-1).expand(len(x))
     with torch.no_grad():
         ref = cam(model, x.to(model.device), t).cpu().float()
-    rows = []
+    frames = []
     for method in methods:
         m = library_cam(model, x, t, method)
-        rows.append(dict(model=model.name, method=method, n_images=len(x), max_abs_diff=float((m - ref).abs().max()),
-                         min_cosine=float(cosine(m, ref).min())))
-    return pd.DataFrame(rows)
+        frames.append(pd.DataFrame(dict(image=names, model=model.name, method=method,
+                                        max_abs_diff=(m - ref).abs().flatten(1).amax(1).numpy(),
+                                        cosine=cosine(m, ref).numpy())))
+    return pd.concat(frames, ignore_index=True)
+
+
+def scale_check_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per model and method over the images of :func:`scale_check`: ``n_images``, the largest ``max_abs_diff`` and
+    the smallest cosine (``min_cosine``)."""
+    g = rows.groupby(["model", "method"], sort=False)
+    return g.agg(n_images=("image", "size"), max_abs_diff=("max_abs_diff", "max"),
+                 min_cosine=("cosine", "min")).reset_index()
+
+
+def transfer_experiment(model, x: torch.Tensor, names, params, out_dir=None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Notebook 05's transfer study for one model: at every ``e`` of ``params`` (a fast variant of
+    :class:`ama.params.RunParams`), the 8-bit images of each optimiser of
+    :data:`ama.attack_experiments.ADVERSARIAL_OPTIMIZERS` (the run's PNGs, attacked again where missing) and the
+    random frame, explained by :data:`TRANSFER_METHODS` (Score-CAM on the first ``params.score_cam_images`` images,
+    none when 0). Returns the :func:`transfer_table` rows, the :func:`scale_check` rows and
+    ``{(optimizer, e): AttackResult}``."""
+    from .attack import random_frame
+    from .attack_experiments import ADVERSARIAL_OPTIMIZERS, adversarial_result
+
+    methods = [m for m in TRANSFER_METHODS if m != "scorecam" or params.score_cam_images > 0]
+    limits = {"scorecam": params.score_cam_images}
+    checks = scale_check(model, x, names)
+    cache, attacks, frames = {}, {}, []
+    for e in params.e:
+        rand = random_frame(model, x, e=e, seed=params.seed, names=names)
+        for optimizer in ADVERSARIAL_OPTIMIZERS:
+            attacks[(optimizer, e)] = adversarial_result(model, x, names, params, out_dir, optimizer, e)
+            frames.append(transfer_table(model, attacks[(optimizer, e)], rand, methods, optimizer=optimizer,
+                                         image_limits=limits, clean_maps=cache))
+    return pd.concat(frames, ignore_index=True), checks, attacks

@@ -21,8 +21,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import ama
-from ama.attack import frame_mask
-from ama.models import resolve_device, wrap_model
+from ama.cam_model import wrap_model
+from ama.geometry import frame_mask
+from ama.models import resolve_device
 
 
 def make_model(name: str, device):

@@ -11,7 +11,7 @@ os.environ.setdefault("AMA_OFFLINE", "1")  # tests never try the network
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import ama  # noqa: E402
-from ama.models import wrap_model  # noqa: E402
+from ama.cam_model import wrap_model  # noqa: E402
 
 
 def make_tiny_model(seed: int = 0, channels: int = 8, classes: int = 10, size: int = 32) -> ama.CAMModel:

@@ -9,11 +9,12 @@ import torch
 import torch.nn.functional as F
 
 import ama
-from ama import attack
-from ama.attack import frame_mask, quantize
+from ama import attack, attack_experiments, optimizers
+from ama.attack import quantize, start_noise
 from ama.cam import compute_cam
+from ama.geometry import frame_mask
 
-OPTIMIZERS = tuple(attack.OPTIMIZER_DEFAULTS)
+OPTIMIZERS = optimizers.NAMES
 
 
 @pytest.fixture
@@ -47,7 +48,7 @@ def reference_loop(model, x, e, n_iter, lamb, seed):
 def test_default_optimizer_is_the_reference_bit_for_bit(tiny_model, x8, seed, monkeypatch):
     monkeypatch.setattr(attack, "CPU_LAYOUT", torch.contiguous_format)  # the plain loop's layout
     r = ama.marginal_attack(tiny_model, x8, e=2, n_iter=7, seed=seed)
-    assert r.params["optimizer"] == "sign" and r.params["select"] == "last"
+    assert r.params.optimizer == "sign" and r.params.select == "last"
     assert torch.equal(r.adv, reference_loop(tiny_model, x8, 2, 7, 100.0, seed))
 
 
@@ -116,8 +117,8 @@ def test_best_iterate_never_worse_than_the_last(tiny_model, x8, optimizer, mode)
     returned, passes = key[-1], key[:-1]
     assert (returned >= passes[-1] - 1e-4).all()          # never worse than the last iterate
     assert torch.allclose(returned, passes.max(0).values, atol=1e-4)  # the best one seen (8-bit, as judged)
-    assert torch.equal(~held[-1] if mode == "flip" else held[-1], r.success if mode == "flip" else ~r.adv_q_class.ne(
-        r.clean_class))
+    kept = r.adv_q_class == r.clean_class  # the last row is the returned 8-bit image, as judged
+    assert torch.equal(held[-1], kept)
 
 
 def test_apgd_beats_the_reference_on_the_tiny_model(tiny_model, x8):
@@ -126,23 +127,45 @@ def test_apgd_beats_the_reference_on_the_tiny_model(tiny_model, x8):
     assert r.metrics.query("quantized").cam_cosine.mean() < ref
 
 
-def test_variants_change_the_objective(tiny_model, x8):
-    base = ama.marginal_attack(tiny_model, x8, e=2, n_iter=5, optimizer="adam", return_history=True)
-    other = {"ce": "margin", "margin": "ce"}[attack.OPTIMIZER_DEFAULTS["adam"]["label_loss"]]
-    for kwargs in (dict(cam_loss="raw"), dict(label_loss=other)):
-        r = ama.marginal_attack(tiny_model, x8, e=2, n_iter=5, optimizer="adam", return_history=True, **kwargs)
-        assert r.params[next(iter(kwargs))] == next(iter(kwargs.values()))
-        assert not torch.equal(r.history["loss"][0], base.history["loss"][0])
+@pytest.mark.parametrize("cam_loss, label_loss", [("normalized", "ce"), ("raw", "ce"), ("normalized", "margin"),
+                                                   ("raw", "margin")])
+@pytest.mark.parametrize("mode", ["flip", "keep"])
+def test_first_pass_objective_is_the_written_formula(tiny_model, x8, cam_loss, label_loss, mode):
+    """The objective of the first pass (the seeded start seen through 8-bit, select="best") computed by hand:
+    label term (CE or logit margin, zeroed once the label flipped; keep: negated) + lamb (1 - cos) of the chosen CAM
+    view (normalised maps, or the ReLU'd raw ones)."""
+    lamb = 3.0
+    r = ama.marginal_attack(tiny_model, x8, e=2, n_iter=2, lamb=lamb, mode=mode, optimizer="apgd", cam_loss=cam_loss,
+                            label_loss=label_loss, select="best", return_history=True)
+    with torch.no_grad():
+        clean = compute_cam(tiny_model, x8)
+        z = torch.where(frame_mask(32, 2), quantize(start_noise(x8, 0)), x8)
+        out = compute_cam(tiny_model, z, target=clean.target)
+    c, logits = clean.target, out.logits
+    held = logits.argmax(1) == c
+    if label_loss == "ce":
+        label = F.cross_entropy(logits, c, reduction="none")
+        label = label * held if mode == "flip" else -label
+    else:
+        z_c = logits[torch.arange(4), c]
+        other = torch.stack([torch.cat([row[:k], row[k + 1:]]).max() for row, k in zip(logits, c)])
+        label = (other - z_c) * held if mode == "flip" else -torch.relu(other - z_c)
+    view = (lambda o: o.cam) if cam_loss == "normalized" else (lambda o: torch.relu(o.raw))
+    cos = F.cosine_similarity(view(out).flatten(1), view(clean).flatten(1), dim=1)
+    torch.testing.assert_close(r.history["loss"][0], label + lamb * (1 - cos), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(r.history["cam_cosine"][0], cos, atol=1e-5, rtol=1e-5)
+    assert torch.equal(r.history["clean_class_held"][0], held)
+    assert (r.params.cam_loss, r.params.label_loss) == (cam_loss, label_loss)
 
 
 def test_apgd_checkpoints_follow_the_schedule():
     # p = 0.22, 0.41, 0.57, 0.70, 0.80, 0.87, 0.93, 0.99 (SCIENCE.md section 6) of 100 iterations
-    assert attack.apgd_checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+    assert optimizers.apgd_checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
 
 
 def test_evaluations_describe_each_image_set_once(tiny_model, x8):
     r = ama.marginal_attack(tiny_model, x8, e=1, n_iter=2)
-    assert set(r.evaluations) == set(attack.EVALUATED)
+    assert set(r.evaluations) == {"clean", "adv", "adv_q"}
     q = r.evaluations["adv_q"]
     assert r.adv_q is q.images and r.adv_q_cam is q.cam and torch.equal(r.adv_q_class, q.logits.argmax(1))
     assert r.clean_names == [tiny_model.class_name(int(k)) for k in r.clean_class]
@@ -167,8 +190,8 @@ def test_invalid_optimizer_settings(tiny_model, x8, kwargs, message):
 
 def test_ablation_table_has_every_setting_once(tiny_model, x8):
     names = list("abcd")
-    table = attack.ablation(tiny_model, x8, names, e=(1,), budgets=(3, 5), optimizers=("sign", "apgd"),
-                            progress=False)
+    table = attack_experiments.run_ablation(tiny_model, x8, names, e=(1,), budgets=(3, 5),
+                                            optimizer_names=("sign", "apgd"), progress=False)
     runs = table[["optimizer", "variant", "e", "n_iter", "mode"]].drop_duplicates()
     assert len(table) == len(runs) * 4 * 2  # images x quantized per run
     assert sorted(runs[runs.variant == "default"].n_iter) == [3, 3, 5, 5]
@@ -180,13 +203,13 @@ def test_ablation_table_has_every_setting_once(tiny_model, x8):
     ref = ama.marginal_attack(tiny_model, x8, e=1, n_iter=5, names=names).metrics
     row = table[(table.optimizer == "sign") & (table.variant == "default") & (table.n_iter == 5)]
     assert row.cam_cosine.tolist() == ref.cam_cosine.tolist()
-    s = attack.ablation_summary(table)
+    s = attack_experiments.ablation_summary(table)
     one = s[(s.optimizer == "sign") & (s.variant == "default") & (s.n_iter == 5) & s.quantized].iloc[0]
     q = ref[ref.quantized]
     assert one.fooling_rate == q.fooled.mean() and abs(one.cam_cosine - q.cam_cosine.mean()) < 1e-6
     assert one.n_images == 4
     with pytest.raises(ValueError, match="unknown ingredient 'momentum'"):
-        attack.ablation_settings(["apgd"], ["momentum"])
+        attack_experiments.ingredient_variants(["apgd"], ["momentum"])
 
 
 def test_report_states_the_strongest_result_beside_the_reference(tmp_path):
@@ -223,7 +246,7 @@ def test_notebook_03_fast_writes_the_ablation(fast_run):
     import pandas as pd
 
     rows = pd.read_csv(fast_run.dir / "tables" / "attack_ablation.csv")
-    assert set(rows.optimizer) == set(attack.OPTIMIZER_DEFAULTS) and set(rows.n_iter) == {5}
+    assert set(rows.optimizer) == set(optimizers.NAMES) and set(rows.n_iter) == {5}
     assert rows.image.nunique() == 2 and set(rows.e) == {1}
     assert {"default", "cam_loss=raw", "label_loss=margin", "restarts=1"} <= set(rows.variant)
     assert (fast_run.dir / "figures" / "attack_ablation.png").stat().st_size > 10_000
@@ -262,8 +285,9 @@ def test_ablation_reuses_given_results_and_adds_keep_mode(tiny_model, x8):
     calls = []
     features = tiny_model.features
     tiny_model.features = lambda z: (calls.append(z.shape[0]), features(z))[1]
-    table = attack.ablation(tiny_model, x8, names, e=(1,), budgets=(5,), optimizers=("sign", "apgd"), ingredients=(),
-                            keep_e=[1], keep_optimizers=["apgd"], results=results, progress=False)
+    table = attack_experiments.run_ablation(tiny_model, x8, names, e=(1,), budgets=(5,),
+                                            optimizer_names=("sign", "apgd"), ingredients=(), keep_e=[1],
+                                            keep_optimizers=["apgd"], results=results, progress=False)
     runs = set(map(tuple, table[["optimizer", "mode"]].drop_duplicates().values))
     assert runs == {("sign", "flip"), ("apgd", "flip"), ("apgd", "keep")}
     assert len(calls) == 2 * (5 + 3)  # two new runs (passes, clean, two evaluations); the sign run was reused
@@ -274,8 +298,9 @@ def test_ablation_reuses_given_results_and_adds_keep_mode(tiny_model, x8):
 
 
 def test_ablation_narrows_the_widths_per_optimizer(tiny_model, x8):
-    table = attack.ablation(tiny_model, x8, list("abcd"), e=(1, 2), budgets=(3,), optimizers=("sign", "adam"),
-                            ingredients=(), optimizer_e={"adam": [1]}, progress=False)
+    table = attack_experiments.run_ablation(tiny_model, x8, list("abcd"), e=(1, 2), budgets=(3,),
+                                            optimizer_names=("sign", "adam"), ingredients=(),
+                                            optimizer_e={"adam": [1]}, progress=False)
     widths = table.groupby("optimizer").e.unique()
     assert sorted(widths["sign"]) == [1, 2] and list(widths["adam"]) == [1]
 

@@ -132,17 +132,32 @@ def test_upsample_errors():
         ama.upsample(torch.rand(1, 1, 7, 7), 224)
 
 
-def test_resolve_target_none_detaches():
-    logits = torch.randn(2, 5, requires_grad=True)
-    t = resolve_target(None, logits)
-    assert t.dtype == torch.long and not t.requires_grad
+def test_resolve_target_values():
+    logits = torch.tensor([[0.1, 2.0, -1.0, 0.0, 0.5], [3.0, 0.0, 0.0, 0.0, 4.0]], requires_grad=True)
+    t = resolve_target(None, logits)  # the prediction, cut from the graph
+    assert t.tolist() == [1, 4] and t.dtype == torch.long and not t.requires_grad
+    assert resolve_target(3, logits).tolist() == [3, 3] and resolve_target([4, 0], logits).tolist() == [4, 0]
+    assert resolve_target(torch.tensor([2, 2]), logits).tolist() == [2, 2]
 
 
 @pytest.mark.slow
 def test_lite0_cam_on_photos(lite0, samples):
-    out = ama.compute_cam(lite0, samples.images[:4])
-    assert out.cam.shape == (4, 7, 7)
-    assert not out.cam.isnan().any() and (out.cam.amax((1, 2)) > 0.99).all()
+    """The intact lite0 on the staged photos (SCIENCE.md section 5: camera -> tripod 0.94, chelsea -> tiger cat 0.39,
+    china -> palace 0.30), and its raw CAM against the timm network's own features and classifier."""
+    x = samples.images[1:4]  # camera, chelsea, china
+    assert samples.names[1:4] == ["camera", "chelsea", "china"]
+    out = ama.compute_cam(lite0, x)
+    prob = torch.softmax(out.logits, 1).amax(1)
+    assert [lite0.class_name(c) for c in out.target] == ["tripod", "tiger cat", "palace"]
+    assert prob.tolist() == pytest.approx([0.94, 0.39, 0.30], abs=0.01)
+    net = lite0.backbone.net  # the timm model: features without the kit's split
+    with torch.no_grad():
+        feats = net.forward_features((x - 0.5) / 0.5)
+        raw = torch.einsum("bkhw,bk->bhw", feats, net.get_classifier().weight[out.target])
+    torch.testing.assert_close(out.raw, raw, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out.raw.mean((1, 2)) + lite0.bias[out.target], out.logits.gather(1, out.target[:, None])[:, 0],
+                               atol=1e-4, rtol=1e-5)
+    assert out.cam.shape == (3, 7, 7) and torch.allclose(out.cam.amax((1, 2)), torch.ones(3))
 
 
 def test_ama_cam_is_the_module_and_the_function(tiny_model, images32):
@@ -151,5 +166,5 @@ def test_ama_cam_is_the_module_and_the_function(tiny_model, images32):
     import ama
     import ama.cam as cam_module
 
-    assert cam_module is importlib.import_module("ama.cam") and cam_module.upsample is ama.upsample
+    assert cam_module is importlib.import_module("ama.cam") and cam_module.compute_cam is ama.compute_cam
     assert torch.equal(ama.cam(tiny_model, images32), cam_module.cam(tiny_model, images32))

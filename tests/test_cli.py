@@ -92,7 +92,7 @@ def _folder_args(folder, out, *extra):
 def test_folder_mode_resume_after_kill(folder, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     calls = {"n": 0}
-    real = cli.append_rows
+    real = ama.runstore.RankPart.append
 
     def dying_append(part, df):  # the run is killed while the third batch is being written
         calls["n"] += 1
@@ -100,7 +100,7 @@ def test_folder_mode_resume_after_kill(folder, tmp_path, monkeypatch, capsys):
             raise KeyboardInterrupt
         real(part, df)
 
-    monkeypatch.setattr(cli, "append_rows", dying_append)
+    monkeypatch.setattr(ama.runstore.RankPart, "append", dying_append)
     with pytest.raises(KeyboardInterrupt):
         cli.main(_folder_args(folder, out))
     partial = pd.read_csv(out / "parts" / "attack_metrics.rank0.csv")
@@ -108,7 +108,7 @@ def test_folder_mode_resume_after_kill(folder, tmp_path, monkeypatch, capsys):
     assert len(partial) == 3 * 2 and sorted(partial.file) == ['im0.png', 'im0.png', 'im1.png', 'im1.png',
                                                               'im2.png', 'im2.png']
     assert not (out / "attack_metrics.csv").exists()  # the table is written when the run ends (or by `merge`)
-    monkeypatch.setattr(cli, "append_rows", real)
+    monkeypatch.setattr(ama.runstore.RankPart, "append", real)
     attacked = []
     real_attack = ama.attack.marginal_attack
 
@@ -152,9 +152,18 @@ def ama_load(path, model):
     return load_image(path, model)
 
 
-def test_cam_command(folder, tmp_path):
+def test_cam_command(folder, tmp_path, capsys):
+    import torch
+
+    from conftest import make_tiny_model
+
     assert cli.main(["cam", "--model_name", TINY, "--image", str(folder / "im2.png"), "--out", str(tmp_path)]) == 0
     assert (tmp_path / "im2_cam.png").stat().st_size > 5_000
+    model = make_tiny_model()  # the factory's model: the printed class is its prediction for the image
+    with torch.no_grad():
+        prob = torch.softmax(model(ama_load(folder / "im2.png", model)), 1)[0]
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith(f"im2.png: class{int(prob.argmax())} ({100 * prob.max().item():.1f}%); wrote ")
 
 
 # --- issue 13: every bad input a one-line error, exit status 2, before any work ----------------

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import ama
-from ama.data import SAMPLES, ImageLoadError, iter_batches, list_images, load_images, open_image, sha256
+from ama.data import SAMPLES, ImageLoadError, list_images, load_images, open_image, sha256
 
 
 def _photo(size=(64, 48), seed=0) -> Image.Image:
@@ -155,14 +155,6 @@ def test_subset_is_reproducible(tmp_path):
         list_images(tmp_path, n=0)
 
 
-def test_iter_batches_and_skip(folder):
-    batches = list(iter_batches(folder, batch_size=2, skip={"a"}))
-    names = [n for b in batches for n in b.names]
-    assert names == ["b", "sub/c"]
-    with pytest.raises(ValueError, match="batch_size must be positive"):
-        next(iter_batches(folder, batch_size=0))
-
-
 def test_nothing_loadable(tmp_path):
     (tmp_path / "x.jpg").write_text("no")
     (tmp_path / "y.png").write_text("no")
@@ -175,5 +167,11 @@ def test_nothing_loadable(tmp_path):
 
 
 def test_model_preprocessing(tiny_model, folder):
+    """A model's preprocessing is its resize, centre crop and [0, 1] tensor, as torchvision does them."""
+    import torchvision.transforms as T
+    from PIL import Image
+
     out = load_images(folder / "a.png", tiny_model)
-    assert out.images.shape == (1, 3, 32, 32)
+    with Image.open(folder / "a.png") as im:
+        expected = T.Compose([T.Resize(32), T.CenterCrop(32), T.ToTensor()])(im.convert("RGB"))
+    assert out.images.shape == (1, 3, 32, 32) and torch.equal(out.images[0], expected)

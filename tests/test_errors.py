@@ -13,7 +13,8 @@ from PIL import Image
 import ama
 from ama import attack, data, models, pipeline
 from ama.cam import resolve_target
-from ama.receptive_field import effective_receptive_field, margin_mask
+from ama.geometry import frame_mask
+from ama.receptive_field import effective_receptive_field
 
 
 
@@ -84,15 +85,16 @@ def test_numpy_numbers_are_accepted(tiny_model, images32):
     got = attack.marginal_attack(tiny_model, images32, e=np.int64(2), n_iter=np.int64(5), lamb=np.float32(10),
                                  seed=np.int64(1))
     assert torch.equal(ref.adv, got.adv)
-    assert got.params["e"] == 2 and type(got.params["n_iter"]) is int and type(got.params["lamb"]) is float
+    assert got.params.e == 2 and type(got.params.n_iter) is int and type(got.params.lamb) is float
     rnd = attack.random_frame(tiny_model, images32, e=np.int32(2), seed=np.uint8(1))
     assert torch.equal(rnd.adv, attack.random_frame(tiny_model, images32, e=2, seed=1).adv)
-    assert torch.equal(margin_mask((32, 32), np.int64(3)), margin_mask((32, 32), 3))
-    assert torch.equal(attack.frame_mask((32, 32), np.int16(3)), margin_mask((32, 32), 3))
+    assert torch.equal(frame_mask((32, 32), np.int64(3)), frame_mask((32, 32), 3))
+    assert torch.equal(frame_mask((32, 32), np.int16(3)), frame_mask((32, 32), 3))
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(e=True), "e must be a positive integer"), (dict(e=np.float64(2)), "e must be a positive integer"),
+    (dict(e=True), r"e \(the frame width in pixels\) must be a positive integer"),
+    (dict(e=np.float64(2)), r"e \(the frame width in pixels\) must be a positive integer"),
     (dict(n_iter=True), "n_iter must be a positive integer"), (dict(lamb=float("nan")), "lamb must be"),
     (dict(lamb=np.float32("inf")), "lamb must be"), (dict(lamb=True), "lamb must be"),
     (dict(seed=2 ** 70), r"seed must be an integer in \[0, 2\*\*63 - 1\]"), (dict(seed=-1), "seed must be"),
@@ -103,9 +105,9 @@ def test_bad_attack_parameters_are_one_line(tiny_model, images32, kwargs, match)
     one_line(err)
 
 
-def test_margin_mask_refuses_bool():
+def test_frame_mask_refuses_bool():
     with pytest.raises(ValueError, match=r"e \(the frame width in pixels\) must be a positive integer"):
-        margin_mask((32, 32), True)
+        frame_mask((32, 32), True)
 
 
 def test_float64_and_empty_batches_are_one_line(tiny_model, images32):

@@ -13,10 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from ama import experiments, shards
+from ama import attack_experiments, experiments, runs, shards
 from ama.distributed import Launch
-from ama.params import ParamsError, RunParams, check_frame_width, from_make
-from ama.pipeline import compare_tables
+from ama.geometry import check_frame_width
+from ama.params import ParamsError, RunParams
+from ama.reference import compare_tables
 
 TINY = "conftest:make_tiny_model"
 TESTS = Path(__file__).parent
@@ -30,16 +31,19 @@ def test_defaults_and_fast_variant():
     f = RunParams(fast=True, n_images=5).fast_variant()
     assert (f.n_images, f.e, f.n_iter) == (2, (1, 2), 5)
     assert RunParams(fast="1").run_name().endswith("_fast")
-    assert from_make(e="8,2 2", models="a b") == RunParams(models=("a", "b"), e=(2, 8))
+    assert RunParams.from_strings(e="8,2 2", models="a b", seed="") == RunParams(models=("a", "b"), e=(2, 8))
+    assert RunParams(auc_steps=16).run_name() == "lite0_samples_e1-2-4-8_it100_lamb100_seed0_auc_steps16"
     assert RunParams.from_dict(RunParams(seed=3).to_dict()) == RunParams(seed=3)
 
 
 def test_frame_width_is_validated_in_one_place():
     assert check_frame_width(np.int64(3), (224, 224)) == 3
     for bad in (0, -1, True, 1.5, "2"):
-        with pytest.raises(ParamsError, match=r"e \(the frame width in pixels\) must be a positive integer, got"):
+        with pytest.raises(ValueError, match=r"e \(the frame width in pixels\) must be a positive integer, got"):
             check_frame_width(bad)
-    with pytest.raises(ParamsError, match=r"below half the smaller image side \(224 px\), i.e. 1..111, got 112"):
+    with pytest.raises(ParamsError, match=r"e \(the frame width in pixels\) must be a positive integer, got 0"):
+        RunParams(e=(2, 0))  # the run's parameters say it with the same words
+    with pytest.raises(ValueError, match=r"below half the smaller image side \(224 px\), i.e. 1..111, got 112"):
         check_frame_width(112, (224, 300))
     with pytest.raises(ParamsError, match="unknown run parameter"):
         RunParams.from_dict({"e_values": [1]})
@@ -49,12 +53,13 @@ def test_makefile_bridge_runs_without_the_venv():
     """`python3 ama/params.py` needs only the standard library (the Makefile calls it before .venv exists)."""
     from ama.paths import ROOT
 
-    out = subprocess.run([sys.executable, "-S", str(ROOT / "ama" / "params.py"), "run-name", "--e", "1 2", "--fast", "1"],
-                         capture_output=True, text=True, check=True)
+    script = [sys.executable, "-S", str(ROOT / "ama" / "params.py")]
+    out = subprocess.run([*script, "run-name", "--E", "1 2", "--FAST", "1"], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "lite0_samples_e1-2_it100_lamb100_seed0_fast"
-    bad = subprocess.run([sys.executable, "-S", str(ROOT / "ama" / "params.py"), "json", "--lamb", "-1"],
-                         capture_output=True, text=True)
+    bad = subprocess.run([*script, "json", "--LAMB", "-1"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("error: lamb must be")
+    names = subprocess.run([*script, "make-vars"], capture_output=True, text=True, check=True).stdout.split()
+    assert names == [n.upper() for n in RunParams.names()] and names[:3] == ["MODELS", "IMAGES", "N_IMAGES"]
 
 
 # --- experiments: per image, so that any split gives the same rows ---------------------------------
@@ -72,18 +77,35 @@ def test_an_images_rows_do_not_depend_on_the_others(experiment, tiny_model, imag
     for table, df in whole.items():
         assert list(df.image.drop_duplicates()) == names, table  # image-major, in the batch's order
         joined = pd.concat([p[table] for p in parts], ignore_index=True)
-        loose = table.startswith("attack")  # batched convolutions round differently in the 6th digit
+        if "upsampling" in df and (df.upsampling == "gaussian").any():  # the Gaussian is fitted to the batch's ERFs
+            df, joined = (t[t.upsampling != "gaussian"].reset_index(drop=True) for t in (df, joined))
+        loose = table.startswith(("attack", "transfer"))  # batched convolutions round differently in the 6th digit
         assert compare_tables(joined, df, "attack" if loose else table) == [], table
 
 
-def test_attack_grid_policy(run_params):
-    s = experiments.attack_settings(RunParams())
-    assert s["n_iters"] == [50, 100] and s["mode_e"] == {"keep": [1]} and s["mode_n_iters"] == {"keep": [100]}
-    f = experiments.attack_settings(RunParams(fast=True))
-    assert f["n_iters"] == [5] and f["e"] == [1, 2]
-    a = experiments.ablation_settings(RunParams())
-    assert a["e"] == [1, 2, 4, 8] and a["budgets"] == [25, 100] and a["budget_e"] == [1, 2] and a["variant_e"] == []
-    assert a["keep_e"] == [1] and a["keep_optimizers"] == ["sign", "apgd"] and a["optimizer_e"] == {"adam": [1, 2]}
+def test_attack_grid_runs_the_planned_settings_once(tiny_model, images32, tmp_path):
+    """The default plan on a tiny model: the paper's grid (flip at 50 and the run's passes at every e, keep at the
+    smallest), the random frame, and the ablation (sign and apgd at every e, adam at e = 1, 2, the quarter budget at
+    e = 1, 2, keep for sign and apgd), each setting attacked once: the ablation reuses the grid's sign runs."""
+    p = RunParams(models=(TINY,), e=(1, 2, 4), n_iter=8)
+    calls = []
+    features = tiny_model.features
+    tiny_model.features = lambda z: (calls.append(torch.is_grad_enabled()), features(z))[1]
+    _, results = attack_experiments.attack_grid(tiny_model, images32[:2], ["a", "b"], p, progress=False)
+    grid = {("attack", e, it, "flip") for e in (1, 2, 4) for it in (8, 50)} | {("attack", 1, 8, "keep")}
+    grid |= {("random_frame", e, 0, "random") for e in (1, 2, 4)}
+    abl = {(o, "default", e, 8, "flip") for o in ("sign", "apgd") for e in (1, 2, 4)}
+    abl |= {("adam", "default", e, 8, "flip") for e in (1, 2)}
+    abl |= {(o, "default", e, 2, "flip") for o in ("sign", "apgd", "adam") for e in (1, 2)}
+    abl |= {(o, "default", 1, 8, "keep") for o in ("sign", "apgd")}
+    shared = {("sign", "default", e, it, m) for (_, e, it, m) in grid if it}  # the grid's runs, under their names
+    assert set(results) == grid | abl | shared
+    for _, e, it, m in (k for k in grid if k[0] == "attack"):
+        assert results[("sign", "default", e, it, m)] is results[("attack", e, it, m)]
+    attacks = {id(r): r for k, r in results.items() if k[0] != "random_frame"}.values()  # each run once
+    assert len(attacks) == 7 + 12  # the grid: 6 flip + 1 keep; the ablation: apgd 3, adam 2, quarter budget 6, keep 1
+    assert sum(calls) == sum(r.params.n_iter for r in attacks)  # every pass with gradients: one planned attack's
+    assert len(calls) - sum(calls) == 3 * len(attacks) + 3 * 3  # per attack: clean + 2 evaluations; random: 3
 
 
 def test_attack_grid_shares_the_reference_runs_and_saves_the_adversarial_images(tiny_model, images32, tmp_path):
@@ -92,7 +114,7 @@ def test_attack_grid_shares_the_reference_runs_and_saves_the_adversarial_images(
 
     p = RunParams(models=(TINY,), e=(1, 2), n_iter=4, fast=False)
     names = ["a", "b", "c", "d"]
-    tables, results = experiments.attack_grid(tiny_model, images32, names, p, progress=False, out_dir=tmp_path)
+    tables, results = attack_experiments.attack_grid(tiny_model, images32, names, p, out_dir=tmp_path, progress=False)
     abl = tables["attack_ablation"]
     assert results[("sign", "default", 2, 4, "flip")] is results[("attack", 2, 4, "flip")]
     assert set(abl[abl["mode"] == "keep"].optimizer) == {"sign", "apgd"}
@@ -100,19 +122,19 @@ def test_attack_grid_shares_the_reference_runs_and_saves_the_adversarial_images(
     assert sorted({q.parent.name for q in pngs}) == ["apgd_e1_it4", "apgd_e2_it4", "sign_e1_it4", "sign_e2_it4"]
     assert len(pngs) == 4 * len(names)
     x8 = torch.round(images32 * 255) / 255  # images as loaded from files are on the 8-bit grid
-    tables, results = experiments.attack_grid(tiny_model, x8, names, p, progress=False, out_dir=tmp_path)
-    data = type("Data", (), dict(images=x8, names=names))
+    tables, results = attack_experiments.attack_grid(tiny_model, x8, names, p, out_dir=tmp_path, progress=False)
     for opt in ("sign", "apgd"):
-        saved = experiments.adversarial_result(tiny_model, data, p, tmp_path, opt, 2)
+        saved = attack_experiments.adversarial_result(tiny_model, x8, names, p, tmp_path, opt, 2)
         made = results[(opt, "default", 2, 4, "flip")]
         assert torch.equal(saved.adv_q, made.adv_q)  # the PNGs are exactly the 8-bit images
         assert torch.allclose(saved.adv_q_logits, made.adv_q_logits, atol=1e-5)  # memory layout: rounding only
-        assert saved.params["optimizer"] == opt
+        assert saved.params.optimizer == opt and saved.params.n_iter == 4
+        assert saved.metrics.cam_cosine.tolist() == pytest.approx(made.metrics.query("quantized").cam_cosine.tolist() * 2,
+                                                                  abs=1e-5)
     with pytest.raises(ValueError, match="differ from the clean ones outside the mask"):
         attack.evaluate_images(tiny_model, x8, torch.flip(x8, [0]), e=2)
     with pytest.warns(UserWarning, match="attacking again"):
-        other = experiments.adversarial_result(tiny_model, type("Data", (), dict(images=1 - x8, names=names)), p,
-                                               tmp_path, "sign", 2)
+        other = attack_experiments.adversarial_result(tiny_model, 1 - x8, names, p, tmp_path, "sign", 2)
     assert torch.equal(other.clean, 1 - x8)
 
 
@@ -122,7 +144,8 @@ def test_occlusion_cells():
 
 
 def test_summaries_of_receptive_field_tables(tiny_model, images32, run_params):
-    t = experiments.receptive_fields(tiny_model, images32, list("abcd"), run_params)
+    t, erf = experiments.receptive_fields(tiny_model, images32, list("abcd"), run_params)
+    assert erf.shape == (4, 64, 32, 32) and torch.allclose(erf.sum((-2, -1)), torch.ones(4, 64))
     s = experiments.summaries(t)
     assert set(s) == {"misalignment_summary", "margin_mass_ratio", "misalignment_upsampling", "receptive_field_sizes"}
     sizes = s["receptive_field_sizes"]
@@ -146,9 +169,8 @@ def tiny_on_path(monkeypatch):
     monkeypatch.syspath_prepend(str(TESTS))
 
 
-def _in_process(params, run_dir):
-    runs = experiments.load_runs(params)
-    tables, _ = experiments.compute("occlusion", runs, params, run_dir)
+def _in_process(params, run_dir, experiment="occlusion"):
+    tables, _ = runs.compute(experiment, runs.load_runs(params), params, run_dir)
     return tables
 
 
@@ -171,9 +193,9 @@ def test_merge_refuses_missing_and_duplicated_parts(folder, tmp_path, tiny_on_pa
     with pytest.raises(shards.ShardError, match=r"rank\(s\) \[1\] of 2 have not finished"):
         shards.merge("occlusion", params, tmp_path, world=2)
     shards.run_shard("occlusion", params, tmp_path, Launch(1, 2, 1, 2))
-    marker = shards.parts_dir(tmp_path, "occlusion", params, 2) / "rank1.done"
+    marker = shards.parts_dir(tmp_path, "occlusion", params, 2) / "plan.rank1.json"
     info = json.loads(marker.read_text())
-    first = json.loads(marker.with_name("rank0.done").read_text())["images"][TINY][0]
+    first = json.loads(marker.with_name("plan.rank0.json").read_text())["images"][TINY][0]
     info["images"][TINY].append(first)  # rank 0's image, claimed by rank 1 too
     marker.write_text(json.dumps(info))
     with pytest.raises(shards.ShardError, match=f"image '{first}' of .* was computed by ranks 0 and 1"):
@@ -187,11 +209,11 @@ def test_merge_refuses_missing_and_duplicated_parts(folder, tmp_path, tiny_on_pa
 def test_a_killed_rank_is_recomputed_and_a_finished_one_kept(folder, tmp_path, tiny_on_path):
     params = RunParams(models=(TINY,), images=str(folder), e=(1,), device="cpu", fast=True)
     parts = shards.run_shard("occlusion", params, tmp_path, Launch(0, 2, 0, 2))
-    kept = (parts / "rank0.done").stat().st_mtime_ns
+    kept = (parts / "plan.rank0.json").stat().st_mtime_ns
     (parts / "occlusion_margin.rank1.csv").write_text("image,model\nim1,half-writ")  # a rank killed mid-write
     shards.run_shard("occlusion", params, tmp_path, Launch(0, 2, 0, 2))
     shards.run_shard("occlusion", params, tmp_path, Launch(1, 2, 1, 2))
-    assert (parts / "rank0.done").stat().st_mtime_ns == kept
+    assert (parts / "plan.rank0.json").stat().st_mtime_ns == kept
     merged = shards.merge("occlusion", params, tmp_path, world=2)
     margin = merged["occlusion_margin"]
     assert len(margin.image.unique()) == 2  # fast: 2 images, each once
@@ -215,7 +237,7 @@ def test_torchrun_two_processes(folder, tmp_path):
     got = pd.read_csv(tmp_path / "run" / "tables" / "attack_metrics.csv")
     sys.path.insert(0, str(TESTS))
     try:
-        whole, _ = experiments.compute("attack", experiments.load_runs(params), params, tmp_path / "one")
+        whole, _ = runs.compute("attack", runs.load_runs(params), params, tmp_path / "one")
     finally:
         sys.path.remove(str(TESTS))
     assert compare_tables(got, pd.read_csv(tmp_path / "one" / "tables" / "attack_metrics.csv"), "attack_metrics") == []

@@ -78,7 +78,7 @@ def test_run_attack_reports_progress_and_matches_marginal_attack(explorer, tiny_
 
 
 def test_run_attack_refuses_a_frame_wider_than_half_the_image(explorer):
-    with pytest.raises(ValueError, match="e must be a positive integer below half"):
+    with pytest.raises(ValueError, match=r"e \(the frame width in pixels\) must be a positive integer below half"):
         explorer.run_attack(e=16, n_iter=1)
 
 
@@ -112,7 +112,7 @@ def test_widget_buttons_select_cells_and_run_the_attack(explorer):
     assert explorer.cell == 5 and ui.views["receptive_field"].value[:4] == b"\x89PNG"
     ui.e.value, ui.n_iter.value = 1, 2
     ui.attack.click()
-    assert explorer.result.params["e"] == 1 and explorer.result.params["n_iter"] == 2
+    assert explorer.result.params.e == 1 and explorer.result.params.n_iter == 2
     assert ui.progress.value == ui.progress.max == 2 and bytes(ui.views["attack"].value[:4]) == b"\x89PNG"
     assert "attack e = 1, 2 steps" in ui.status.value
     assert buttons[5].style.font_weight == "bold" and ui.cells.children[0] is buttons[0]

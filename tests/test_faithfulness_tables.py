@@ -7,7 +7,7 @@ from conftest import make_tiny_model
 
 import ama
 from ama import faithfulness, occlusion
-from ama.attack import frame_mask
+from ama.geometry import frame_mask
 
 
 def test_mass_share_and_patch_means_by_hand():
@@ -19,22 +19,36 @@ def test_mass_share_and_patch_means_by_hand():
 
 
 def test_upsampling_comparison_and_faithfulness_table():
+    """Each number of the comparison recomputed by hand: the ERF projection cell by cell, the frame's mass share, the
+    deletion AUC of the bilinear map; the faithfulness table's AUCs."""
+    from ama import receptive_field as rf
+    from ama.metrics import deletion_auc
+
     model = make_tiny_model()
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     names = ["a", "b"]
     adv = ama.marginal_attack(model, x, e=1, n_iter=2, names=names)
     occ = occlusion.sliding_patch(model, x, names, patch=8, stride=8)
     table, info = faithfulness.upsampling_comparison(model, x, names, adv, occ, patch=8, stride=8, steps=4, band=2)
-    assert len(table) == 2 * len(faithfulness.UPSAMPLINGS)
-    for col in ("deletion_auc", "insertion_auc", "occlusion_spearman", "clean_frame_mass", "adv_frame_mass",
-                "clean_band_mass", "adv_band_mass"):
-        assert table[col].between(-1, 1).all(), col
-    assert (table.adv_band_mass >= table.adv_frame_mass).all()
-    assert set(info["saliency"]) == set(faithfulness.UPSAMPLINGS) and info["adv_saliency"]["erf"].shape == (2, 32, 32)
+    assert len(table) == 2 * len(faithfulness.SALIENCY_UPSAMPLINGS)
+    out = ama.compute_cam(model, x)
+    erf = rf.effective_receptive_field(model, x)
+    projection = sum(out.cam[:, k // 8, k % 8, None, None] * erf[:, k] for k in range(64))
+    torch.testing.assert_close(info["saliency"]["erf"], ama.normalize_maps(projection), atol=1e-5, rtol=1e-4)
+    bilinear = ama.normalize_maps(ama.upsample(out.cam, (32, 32)))
+    torch.testing.assert_close(info["saliency"]["bilinear"], bilinear)
+    rows = table.set_index(["upsampling", "image"])
+    frame = frame_mask((32, 32), 1)
+    share = (bilinear * frame).sum((1, 2)) / bilinear.sum((1, 2))
+    assert rows.loc["bilinear"].clean_frame_mass.tolist() == pytest.approx(share.tolist(), abs=1e-6)
+    auc = deletion_auc(model, x, bilinear, out.target, steps=4)
+    assert rows.loc["bilinear"].deletion_auc.tolist() == pytest.approx(auc.tolist(), abs=1e-6)
+    assert (table.adv_band_mass >= table.adv_frame_mass).all()  # the band holds the frame
     maps = {("cam", up): s for up, s in info["saliency"].items()}
     faith = faithfulness.faithfulness_table(model, x, names, maps, steps=4)
     assert list(faith.columns) == ["image", "model", "method", "upsampling", "deletion_auc", "insertion_auc"]
     assert len(faith) == 6
+    assert faith[faith.upsampling == "bilinear"].deletion_auc.tolist() == pytest.approx(auc.tolist(), abs=1e-6)
 
 
 def test_occlusion_agreement_is_one_when_the_map_ranks_patches_like_occlusion():
@@ -49,3 +63,38 @@ def test_occlusion_agreement_is_one_when_the_map_ranks_patches_like_occlusion():
     rho = faithfulness.occlusion_agreement(occ, maps, ["a", "b"], 4, 4)
     assert rho.tolist() == pytest.approx([1.0, 1.0])
     assert faithfulness.occlusion_agreement(occ, -maps, ["a", "b"], 4, 4).tolist() == pytest.approx([-1.0, -1.0])
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_under_attack_figure_pairs_each_model_with_its_own_image_and_numbers(reuse):
+    """Two models of different input sizes: each row shows that model's attacked image, its maps and its numbers
+    (the run's extras reused, or, for a sharded run, computed again for the first image)."""
+    from types import SimpleNamespace
+
+    import matplotlib.pyplot as plt
+
+    from ama import experiments, figures
+    from ama.params import RunParams
+
+    params = RunParams(models=("a", "b"), e=(1,), n_iter=2, auc_steps=2)
+    loaded, extras, comparisons = {}, {}, {}
+    for name, size in (("a", 32), ("b", 40)):
+        model = make_tiny_model(seed=size, size=size)
+        model.name = name
+        x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(size))
+        loaded[name] = (model, SimpleNamespace(images=x, names=[f"{name}0", f"{name}1"]))
+        tables, extras[name] = experiments.beyond(model, x, [f"{name}0", f"{name}1"], params)
+        comparisons[name] = tables["upsampling_comparison"]
+    panels = faithfulness.under_attack_panels(loaded, extras if reuse else None, params, None)
+    fig = figures.upsampling_under_attack_figure(panels)
+    for row, (name, size) in zip(fig.axes[::4], (("a", 32), ("b", 40))):
+        assert row.get_title().startswith(f"{name}, {name}0: attacked, e = 1")
+        assert row.get_images()[0].get_array().shape[:2] == (size, size)
+    for k, (name, size) in enumerate((("a", 32), ("b", 40))):
+        maps = fig.axes[4 * k + 1:4 * k + 4]
+        assert all(ax.get_images()[0].get_array().shape == (size, size) for ax in maps)
+        if reuse:  # the titles give this model's own rows of the comparison
+            rows = comparisons[name][comparisons[name].image == f"{name}0"].set_index("upsampling")
+            for ax, up in zip(maps, faithfulness.SALIENCY_UPSAMPLINGS):
+                assert ax.get_title() == f"{up}: {100 * rows.loc[up, 'adv_band_mass']:.0f}% of mass near the frame"
+    plt.close(fig)

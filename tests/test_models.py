@@ -6,7 +6,8 @@ import torch
 import torchvision
 
 import ama
-from ama.models import PAPER_MODELS, check_images, torchvision_weight_file
+from ama.cam_model import check_images
+from ama.models import PAPER_MODELS, torchvision_weight_file
 
 
 def _identity_error(model, x):
@@ -133,7 +134,8 @@ def test_lite0_mapping_gives_the_right_classes(lite0, samples):
 def test_lite0_mapping_checks_shapes():
     import timm
 
-    from ama.models import ModelError, map_lite_state_dict
+    from ama.cam_model import ModelError
+    from ama.models import map_lite_state_dict
 
     net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     state = dict(net.state_dict())
@@ -285,7 +287,7 @@ def _bn_count(model):
 
 def test_fold_batchnorm_is_the_same_function_and_leaves_the_model_alone():
     from conftest import make_bn_model
-    from ama.models import fold_batchnorm
+    from ama.cam_model import fold_batchnorm
 
     model = make_bn_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -300,7 +302,7 @@ def test_fold_batchnorm_is_the_same_function_and_leaves_the_model_alone():
 
 
 def test_fold_batchnorm_on_lite0_folds_every_batchnorm(lite0, samples):
-    from ama.models import fold_batchnorm
+    from ama.cam_model import fold_batchnorm
 
     folded, n = fold_batchnorm(lite0)
     assert n == _bn_count(lite0) > 40 and _bn_count(folded) == 0

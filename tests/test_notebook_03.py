@@ -47,3 +47,18 @@ def test_notebook_03_fast(fast_run):
     assert set(hist.iteration) == set(range(6))
     targeted = pd.read_csv(tables / "attack_targeted.csv")
     assert targeted.target_cosine.notna().all()
+    assert list(targeted.target[:2]) == ["glyph X", "clean CAM flipped"] and set(targeted.optimizer) == {"sign", "apgd"}
+    # the saved 8-bit image gives the table's 8-bit prediction again
+    import torch
+
+    import ama
+    from ama.data import load_image
+    from torchvision.transforms.functional import to_tensor
+
+    model = ama.load_model("lite0", device="cpu")
+    row = rows[(rows.e == 1) & rows.quantized & (rows.setting == "attack") & (rows["mode"] == "flip")].iloc[0]
+    png = fast_run.dir / "adversarial" / "lite0" / "sign_e1_it5" / f"{row.image}.png"
+    with torch.no_grad():
+        logits = model(load_image(png, transform=to_tensor))
+    assert int(logits.argmax()) == row.adv_class
+    assert float(torch.softmax(logits, 1).max()) == pytest.approx(row.adv_conf, abs=1e-4)

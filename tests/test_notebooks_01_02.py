@@ -36,6 +36,22 @@ def test_notebook_01_tables_and_figures(fast_run):
     assert len(margin) == 2 * 2 * 2 and margin.cam_cosine.between(-1, 1 + 1e-6).all()
     cells = pd.read_csv(tables / "occlusion_margin_cells.csv")
     assert (cells.groupby("model").size() == len(margin) * pd.Series({"lite0": 49, "lite1": 64, "lite2": 81})).all()
+    # one keep-IRF row again by hand: lite0, the first image, everything outside the centre cell's IRF filled black
+    import torch
+
+    import ama
+    from ama import receptive_field as rf
+
+    model = ama.load_model("lite0", device="cpu")
+    row = keep[(keep.fill == "black") & (keep.cell_kind == "centre")].iloc[0]
+    x = ama.load_images("data/samples", model, n=2, seed=0)
+    x = x.images[x.names.index(row.image)][None]
+    outside = ~rf.irf_support(rf.implicit_receptive_field((7, 7), (224, 224)))[24]
+    with torch.no_grad():
+        clean = ama.compute_cam(model, x)
+        raw = ama.raw_cam(model, torch.where(outside, torch.zeros_like(x), x), clean.target)
+    span = clean.raw.max() - clean.raw.min()
+    assert row.rel_change == pytest.approx(((raw - clean.raw)[0, 3, 3] / span).item(), abs=1e-4)
 
 
 @pytest.mark.slow

@@ -6,8 +6,8 @@ import torch
 import torch.nn as nn
 
 from ama import occlusion
-from ama.models import wrap_model
-from ama.receptive_field import margin_mask
+from ama.cam_model import wrap_model
+from ama.geometry import frame_mask
 
 
 @pytest.mark.parametrize("fill", occlusion.FILLS)
@@ -28,8 +28,8 @@ def test_unknown_fill(tiny_model, images32):
         occlusion.keep_irf(tiny_model, images32, fills=["grey"])
 
 
-def test_margin_mask_touches_only_the_border():
-    m = margin_mask((32, 32), 2)
+def test_frame_mask_touches_only_the_border():
+    m = frame_mask((32, 32), 2)
     assert m[:2].all() and m[-2:].all() and m[:, :2].all() and m[:, -2:].all()
     assert not m[2:-2, 2:-2].any() and int(m.sum()) == 32 * 32 - 28 * 28
 
@@ -83,7 +83,17 @@ def test_margin_experiment(tiny_model, images32):
 
 def test_sliding_patch(tiny_model, images32):
     rows = occlusion.sliding_patch(tiny_model, images32[:2], patch=8, stride=8)
-    assert len(rows) == 2 * 16 and rows.n_cells_moved.between(0, 64).all()
+    assert len(rows) == 2 * 16 and list(rows.top[:5]) == [0, 0, 0, 0, 8] and list(rows.left[:5]) == [0, 8, 16, 24, 0]
+    from ama import raw_cam  # one position by hand: image 1, the patch at (8, 16) filled with the mean colour
+    x = images32[1:2]
+    clean = raw_cam(tiny_model, x)
+    occluded = x.clone()
+    occluded[:, :, 8:16, 16:24] = tiny_model.mean.view(1, 3, 1, 1)
+    change = (raw_cam(tiny_model, occluded, tiny_model(x).argmax(1)) - clean).abs()
+    rel = change / (clean.max() - clean.min())
+    row = rows[(rows.image == "1") & (rows.top == 8) & (rows.left == 16)].iloc[0]
+    assert row.n_cells_moved == int((rel > occlusion.MOVED_SHARE).sum())
+    assert row.max_abs_rel_change == pytest.approx(rel.max().item(), rel=1e-5)
     with pytest.raises(ValueError, match="patch must be in 1..32"):
         occlusion.sliding_patch(tiny_model, images32, patch=40)
 

@@ -7,15 +7,16 @@ import nbformat
 import pandas as pd
 import pytest
 
-from ama import pipeline
+from ama import pipeline, reference
 from ama.params import RunParams
+from ama.paths import ROOT
 
 
 def test_make_params_from_make_variables():
     p = pipeline.make_params(models="lite0 resnet50", images="data/samples", n_images="", e="2 1", n_iter="50",
                              lamb="100", seed="3", device="cpu", fast="1")
     assert p == dict(models=["lite0", "resnet50"], images="data/samples", n_images=None, e=[1, 2], n_iter=50,
-                     lamb=100.0, seed=3, device="cpu", fast=True)
+                     lamb=100.0, seed=3, device="cpu", fast=True, auc_steps=10, score_cam_images=0)
     assert pipeline.make_params() == RunParams().to_dict()  # empty Make variables: the defaults, from one place
     nb = pipeline.notebook_parameters(p, "results/x", sharded=True)
     assert nb == dict(params=p, out_dir="results/x", sharded=True)
@@ -42,7 +43,7 @@ def test_write_if_changed_keeps_mtime(tmp_path):
 def test_params_command_stops_at_once_for_missing_weights(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     out = tmp_path / "run" / "params.json"
-    assert pipeline.main(["params", "--out", str(out), "--models", "lite0 resnet50"]) == 1
+    assert pipeline.main(["params", "--out", str(out), "--MODELS", "lite0 resnet50"]) == 1
     err = capsys.readouterr().err
     assert "resnet50 weights not found" in err and "resnet50-0676ba61.pth" in err
     assert not out.exists()  # so the next make tries again
@@ -57,16 +58,20 @@ def _table(**over):
 
 def test_compare_tables():
     ref = _table()
-    assert pipeline.compare_tables(_table(), ref, "t") == []
-    assert pipeline.compare_tables(_table(value=[0.5, 0.25 + 1e-7]), ref, "t") == []
-    diff = pipeline.compare_tables(_table(value=[0.5, 0.3]), ref, "misalignment")
+    assert reference.compare_tables(_table(), ref, "t") == []
+    assert reference.compare_tables(_table(value=[0.5, 0.25 + 1e-7]), ref, "t") == []
+    diff = reference.compare_tables(_table(value=[0.5, 0.3]), ref, "misalignment")
     assert len(diff) == 1 and "'value' differs in 1 of 2 rows" in diff[0] and "0.3 vs reference 0.25" in diff[0]
-    assert "column 'image'" in pipeline.compare_tables(_table(image=["a", "c"]), ref, "t")[0]
-    assert "1 rows, reference has 2" in pipeline.compare_tables(ref.iloc[:1], ref, "t")[0]
-    assert "columns differ" in pipeline.compare_tables(ref.drop(columns="value"), ref, "t")[0]
+    assert "column 'image'" in reference.compare_tables(_table(image=["a", "c"]), ref, "t")[0]
+    assert "1 rows, reference has 2" in reference.compare_tables(ref.iloc[:1], ref, "t")[0]
+    assert "columns differ" in reference.compare_tables(ref.drop(columns="value"), ref, "t")[0]
     # attack tables: compared by column means
-    assert pipeline.compare_tables(_table(value=[0.51, 0.25]), ref, "attack_metrics") == []
-    assert pipeline.compare_tables(_table(value=[0.9, 0.25]), ref, "attack_metrics")
+    assert reference.compare_tables(_table(value=[0.51, 0.25]), ref, "attack_metrics") == []
+    assert reference.compare_tables(_table(value=[0.9, 0.25]), ref, "attack_metrics")
+    # rows are matched by their text columns, whatever their order
+    assert reference.compare_tables(ref.iloc[::-1], ref, "t") == []
+    swapped = _table(value=[0.25, 0.5])  # the same numbers on the other images
+    assert "'value' differs in 2 of 2 rows" in reference.compare_tables(swapped, ref, "t")[0]
 
 
 def _write_run(folder, params, tables):
@@ -82,17 +87,17 @@ def test_check_run(tmp_path):
     _write_run(ref, params, {"misalignment": _table()})
     (ref / "run.json").write_text(json.dumps({"params": {**params, "device": "cuda"}}))
     _write_run(run, params, {"misalignment": _table()})
-    ok, lines = pipeline.check_run(run, ref)
+    ok, lines = reference.check_run(run, ref)
     assert ok and "matches the reference" in lines[0] and ": 1 tables" in lines[0]
     _table(value=[0.5, 0.3]).to_csv(run / "tables" / "misalignment.csv", index=False)
-    ok, lines = pipeline.check_run(run, ref)
+    ok, lines = reference.check_run(run, ref)
     assert not ok and "differs from the reference" in lines[0] and "in 1 places" in lines[0]
     (run / "params.json").write_text(json.dumps({**params, "seed": 1}))
-    ok, lines = pipeline.check_run(run, ref)
+    ok, lines = reference.check_run(run, ref)
     assert ok and "seed" in lines[0] and "skipped" in lines[0]
     (run / "params.json").write_text(json.dumps(params))
     (run / "tables" / "misalignment.csv").unlink()
-    ok, lines = pipeline.check_run(run, ref)
+    ok, lines = reference.check_run(run, ref)
     assert not ok and "missing from this run" in lines[1]
 
 
@@ -134,10 +139,10 @@ def test_check_run_picks_the_reference_of_the_same_parameters(tmp_path):
         _write_run(root / name, params, {"misalignment": _table(value=[0.5, value])})
         (root / name / "run.json").write_text(json.dumps({"params": params}))
     _write_run(run, three, {"misalignment": _table(value=[0.5, 0.75])})
-    ok, lines = pipeline.check_run(run, root)
+    ok, lines = reference.check_run(run, root)
     assert ok and "references/b" in lines[0].replace(str(tmp_path) + "/", "")
     (run / "params.json").write_text(json.dumps(pipeline.make_params(seed=4)))
-    ok, lines = pipeline.check_run(run, root)
+    ok, lines = reference.check_run(run, root)
     assert ok and "no reference for these parameters" in lines[0] and "references: a, b" in lines[0]
 
 
@@ -151,9 +156,27 @@ def test_save_reference_copies_the_run(tmp_path):
     Image.new("RGB", (20, 10), (200, 10, 10)).save(run / "figures" / "f.png")
     Image.new("RGB", (20, 10)).save(run / "figures" / "unused.png")
     (run / "REPORT.md").write_text("# r\n![f](figures/f.png)\n")
-    dest = pipeline.save_reference(run, tmp_path / "ref")
+    dest = reference.save_reference(run, tmp_path / "ref")
     assert dest == tmp_path / "ref" / "r1" and (dest / "tables" / "misalignment.csv").is_file()
     assert (dest / "figures" / "f.png").is_file() and not (dest / "figures" / "unused.png").exists()
     assert Image.open(dest / "figures" / "f.png").mode == "P"
-    ok, lines = pipeline.check_run(run, tmp_path / "ref")
+    ok, lines = reference.check_run(run, tmp_path / "ref")
     assert ok and "matches" in lines[0]
+
+
+@pytest.mark.parametrize("notebook", sorted(p.name for p in (ROOT / "notebooks").glob("0[1-5]_*.ipynb")))
+def test_papermill_reads_every_parameter_the_pipeline_gives(notebook):
+    """A parameters cell papermill cannot parse (a quote in a comment on an assignment's line) drops that parameter
+    silently: the notebook would run on its defaults."""
+    import papermill as pm
+
+    declared = set(pm.inspect_notebook(str(ROOT / "notebooks" / notebook)))
+    given = set(pipeline.notebook_parameters(pipeline.make_params(), "results/x", sharded=True))
+    assert declared == ({"out_dir"} if notebook.startswith("04") else given)
+
+
+def test_a_sharded_run_refuses_a_notebook_without_the_parameter(tmp_path):
+    nb = tmp_path / "03_no_sharded.ipynb"
+    _notebook(nb, "print(1)")
+    with pytest.raises(RuntimeError, match="declares no `sharded` parameter"):
+        pipeline.run_notebook(nb, tmp_path / "run", pipeline.make_params(), progress=False, sharded=True)

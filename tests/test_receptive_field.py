@@ -1,13 +1,16 @@
 """Receptive fields: exact IRFs, ERFs against a slow per-cell reference, theoretical RF, misalignment."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn as nn
 
 import ama
+from ama import geometry
 from ama import receptive_field as rf
-from ama.models import wrap_model
+from ama.cam_model import wrap_model
 
 
 def test_irf_is_the_upsampling_of_one_hot_maps():
@@ -40,12 +43,12 @@ def test_irf_support_widths():
 
 
 def test_cell_kinds_and_centres():
-    kinds = rf.cell_kinds((7, 7))
+    kinds = geometry.cell_kinds((7, 7))
     assert kinds.count("corner") == 4 and kinds.count("edge") == 20 and kinds.count("centre") == 1
     assert kinds[24] == "centre" and kinds[0] == "corner" and kinds[3] == "edge"
-    c = rf.cell_centres((7, 7), (224, 224))
+    c = geometry.cell_centres((7, 7), (224, 224))
     assert torch.allclose(c[0], torch.tensor([0.0, 0.0])) and torch.allclose(c[48], torch.tensor([223.0, 223.0]))
-    c_free = rf.cell_centres((7, 7), (224, 224), align_corners=False)
+    c_free = geometry.cell_centres((7, 7), (224, 224), align_corners=False)
     assert torch.allclose(c_free[0], torch.tensor([15.5, 15.5]))
 
 
@@ -100,10 +103,38 @@ def test_erf_bad_arguments(tiny_model, images32):
         rf.effective_receptive_field(tiny_model, images32, batch_size=-1)
 
 
+def gradient_receptive_field(net: nn.Module, size: int = 512) -> int:
+    """The theoretical field measured, not computed: the extent of the input pixels that reach the centre cell of a
+    copy of ``net`` whose convolutions all average with positive weights and whose max-poolings average (so every path
+    counts), in float64. ``size`` must exceed the field."""
+    probe = copy.deepcopy(net).double().eval()
+    for parent in list(probe.modules()):  # max-pooling passes gradient to one pixel a window: average instead
+        for child_name, child in parent.named_children():
+            if isinstance(child, nn.MaxPool2d):
+                setattr(parent, child_name, nn.AvgPool2d(child.kernel_size, child.stride, child.padding,
+                                                         ceil_mode=child.ceil_mode))
+    with torch.no_grad():
+        for m in probe.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.fill_(1.0 / m.weight[0].numel())
+                if m.bias is not None:
+                    m.bias.zero_()
+            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.reset_parameters()
+                m.running_var.fill_(1.0)
+    # a small positive input keeps every activation in the linear part of ReLU/ReLU6
+    x = torch.full((1, 3, size, size), 1e-3, dtype=torch.float64, requires_grad=True)
+    y = probe(x)
+    (g,) = torch.autograd.grad(y[0, :, y.shape[-2] // 2, y.shape[-1] // 2].sum(), x)
+    cols = torch.nonzero(g[0].abs().sum(0).amax(0) > 0).flatten()
+    assert 0 < cols[0] and cols[-1] < size - 1, "the field reaches the probe's border: use a larger size"
+    return int(cols[-1] - cols[0] + 1)
+
+
 def test_theoretical_rf_matches_a_gradient_probe(tiny_model, resnet18_64):
     assert rf.theoretical_receptive_field(tiny_model) == 7  # 3x3 s2 then 3x3 s2: 1 + 2 + 2 * 2
-    assert rf.gradient_receptive_field(tiny_model.backbone, 64) == 7
-    assert rf.theoretical_receptive_field(resnet18_64) == rf.gradient_receptive_field(resnet18_64.backbone, 512) == 435
+    assert gradient_receptive_field(tiny_model.backbone, 64) == 7
+    assert rf.theoretical_receptive_field(resnet18_64) == gradient_receptive_field(resnet18_64.backbone, 512) == 435
 
 
 def test_resnet50_theoretical_rf():
@@ -161,7 +192,7 @@ def test_misalignment_shape_errors():
     with pytest.raises(ValueError, match="3 cells were named"):
         rf.misalignment(torch.zeros(4, 8, 8), irf, cells=[0, 1, 2])
     with pytest.raises(ValueError, match=r"e \(the frame width in pixels\) must be a positive integer below half .*got 4"):
-        rf.margin_mask((8, 8), 4)
+        geometry.frame_mask((8, 8), 4)
 
 
 @pytest.mark.slow

@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 import torch
 
-from ama import experiments, report
+from ama import claims, experiments, report
 from ama.params import RunParams
+from ama.results import save_tables
 
 
 def test_across_models_section_for_any_cnns(tmp_path, tiny_model, resnet18_64):
@@ -18,28 +19,28 @@ def test_across_models_section_for_any_cnns(tmp_path, tiny_model, resnet18_64):
     for model, size in ((tiny_model, 32), (resnet18_64, 64)):
         x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(size))
         tables = {}
-        for name in experiments.EXPERIMENTS:
+        for name in ("occlusion", "receptive_fields", "attack"):  # the tables the section reads
             tables.update(experiments.run(name, model, x, ["a", "b"], params))
         per_model.append(tables)
     tables = {k: pd.concat([t[k] for t in per_model], ignore_index=True) for k in per_model[0]}
     tables.update(experiments.summaries(tables))
-    experiments.save_tables(tables, tmp_path)
+    save_tables(tables, tmp_path)
     section = report.section_across_models(tmp_path)
     assert section.title == "Across models" and list(section.table.model) == ["resnet50", "resnext50_32x4d"]
     assert "2 models, each at its own input size (resnet50 32 px, resnext50_32x4d 64 px)" in section.sentence
     for k in (1, 2, 3):
         assert f"claim {k} (" in section.sentence
     assert section.figures == ["figures/attack_across_models.png"] and (tmp_path / section.figures[0]).is_file()
-    table = report.model_table(tmp_path)
+    table = claims.model_table(tmp_path)
     keep = tables["occlusion_keep_irf"]
     expected = keep[keep.model == "resnet50"].rel_change.abs().median()
     assert table.set_index("model").keep_irf_median_change["resnet50"] == pytest.approx(expected, rel=1e-5)
-    assert table.claim2.tolist() == list(table.keep_irf_median_change > report.MOVED_REL_CHANGE)
+    assert table.claim2.tolist() == list(table.keep_irf_median_change > claims.MOVED_REL_CHANGE)
     assert report.section_across_models(tmp_path) is not None
 
 
 def test_no_across_models_section_for_one_model(tmp_path, tiny_model, images32):
     tables = experiments.run("receptive_fields", tiny_model, images32[:1], ["a"], RunParams(e=(1,)))
     tables.update(experiments.summaries(tables))
-    experiments.save_tables(tables, tmp_path)
+    save_tables(tables, tmp_path)
     assert report.section_across_models(tmp_path) is None

@@ -46,4 +46,8 @@ def test_missing_tables_are_said(tmp_path):
 
 def test_write_report_includes_the_section(tmp_path):
     _tables(tmp_path, erf_rise=0.1)
-    assert "## Beyond the paper" in report.write_report(tmp_path).read_text()
+    text = report.write_report(tmp_path).read_text()
+    beyond = text.index("## Beyond the paper")
+    assert text.index("## Claim 3:") < beyond < text.index("## Criteria")  # after the claims, before the criteria
+    assert "lowest deletion AUC is cam / erf (0.200)" in text[beyond:] and "10.0 points" in text[beyond:]
+    assert "Claim 1: The implicit and the effective receptive field" in text and "not measured on this run" in text

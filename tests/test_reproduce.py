@@ -37,14 +37,34 @@ def test_fast_run_writes_every_artifact(fast_run):
     for png in (line.split("](")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")):
         assert (run / png).is_file()
     assert "comparison skipped" in fast_run.output  # fast parameters differ from the reference's
+    from ama import claims  # the report's numbers are the tables' (claim 1: the centre cells' mean)
+    table = pd.read_csv(run / "tables" / "misalignment.csv")
+    centre = table[table.cell_kind == "centre"].erf_mass_outside_irf.mean()
+    assert f"the centre cell's ERF puts {claims.pct(centre)} of its mass outside its IRF" in report
 
 
 def test_tables_are_tidy(fast_run):
+    """One row per unit (no key twice), and each summary is its per-image table aggregated."""
+    from ama.claims import reference_attack
+
     tables = {p.stem: pd.read_csv(p) for p in (fast_run.dir / "tables").glob("*.csv")}
-    assert tables
-    for name, df in tables.items():
-        assert len(df) > 0, name
-        assert "model" in df.columns or "model" in name or name.endswith("summary"), name
+    units = {"occlusion_keep_irf": ["model", "image", "fill", "cell"], "occlusion_margin": ["model", "image", "e", "fill"],
+             "misalignment": ["model", "image", "cell"], "transfer": ["model", "image", "e", "optimizer", "method"],
+             "attack_metrics": ["model", "image", "setting", "e", "n_iter", "mode", "quantized"],
+             "upsampling_comparison": ["model", "image", "upsampling"]}
+    for name, keys in units.items():
+        assert len(tables[name]) > 0 and not tables[name].duplicated(keys).any(), name
+    metrics, summary = tables["attack_metrics"], tables["attack_summary"]
+    fooled = metrics[metrics.quantized].groupby(["model", "e", "n_iter", "mode", "setting"]).fooled.mean()
+    got = summary[summary.quantized].set_index(["model", "e", "n_iter", "mode", "setting"]).fooling_rate
+    assert got.sort_index().tolist() == pytest.approx(fooled.sort_index().tolist())
+    ref = reference_attack(summary)
+    assert set(ref.n_iter) == {5} and (ref.setting == "attack").all()
+    cells = tables["occlusion_margin_cells"].groupby(["model", "e", "fill", "cell"]).abs_delta.mean()
+    means = tables["occlusion_margin_cell_means"].set_index(["model", "e", "fill", "cell"]).abs_delta
+    assert means.sort_index().tolist() == pytest.approx(cells.sort_index().tolist())
+    checks = tables["transfer_scale_check"]
+    assert (checks.n_images == 2).all() and (checks.max_abs_diff < 1e-4).all()
 
 
 def test_up_to_date_notebooks_are_not_rerun(fast_run):
@@ -123,7 +143,7 @@ def test_report_compares_the_models(fast_run):
     for k in (1, 2, 3):
         assert f"claim {k} (" in section
     assert (fast_run.dir / "figures" / "attack_across_models.png").stat().st_size > 10_000
-    from ama.report import model_table
+    from ama.claims import model_table
 
     table = model_table(fast_run.dir)
     assert list(table.model) == ["lite0", "lite1", "lite2"] and list(table.grid) == ["7 x 7", "8 x 8", "9 x 9"]
@@ -135,7 +155,7 @@ def test_report_compares_the_models(fast_run):
 def test_two_processes_give_the_one_process_tables(fast_run, tmp_path):
     """make reproduce NPROC=2 (torchrun, 2 CPU ranks) on lite0 writes the lite0 rows of the shared one-process run:
     per image and per model the experiments are independent, so the split and the other models change nothing."""
-    from ama.pipeline import compare_tables
+    from ama.reference import compare_tables
 
     proc = run_make("reproduce", "FAST=1", "MODELS=lite0", "NPROC=2", "DEVICE=cpu", "RUN=nproc2",
                     f"RESULTS={tmp_path}")

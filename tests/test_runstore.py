@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from ama.distributed import Launch, cpu_threads, launch_from_env, shard
-from ama.runstore import (RankLock, RankPart, RunStoreError, check_writable, done_keys, merge, read_table,
-                          setting_key)
+from ama.runstore import (PARTS_DIR, RankLock, RankPart, RunStoreError, check_writable, done_keys, merge, owners,
+                          read_plans, read_table, setting_key)
 
 SETTING = dict(model="tiny", e=1, mode="flip", optimizer="sign", restarts=0, n_iter=3, lamb=100.0, seed=0, target="")
 
@@ -43,8 +43,8 @@ def test_lock_refuses_a_second_holder(tmp_path):
 
 
 def test_merge_is_derived_from_parts_and_sorted(tmp_path):
-    RankPart(tmp_path, 1).append(_rows(["b.png", "d.png"]))
-    RankPart(tmp_path, 0).append(_rows(["c.jpg", "a.png"]))
+    RankPart(tmp_path / PARTS_DIR, 1).append(_rows(["b.png", "d.png"]))
+    RankPart(tmp_path / PARTS_DIR, 0).append(_rows(["c.jpg", "a.png"]))
     table, missing = merge(tmp_path)
     assert list(table.file[::2]) == ["a.png", "b.png", "c.jpg", "d.png"] and missing == []
     again, _ = merge(tmp_path)
@@ -53,16 +53,16 @@ def test_merge_is_derived_from_parts_and_sorted(tmp_path):
 
 
 def test_merge_refuses_duplicates(tmp_path):
-    RankPart(tmp_path, 0).append(_rows(["a.png", "b.png"]))
-    RankPart(tmp_path, 1).append(_rows(["b.png"]))
+    RankPart(tmp_path / PARTS_DIR, 0).append(_rows(["a.png", "b.png"]))
+    RankPart(tmp_path / PARTS_DIR, 1).append(_rows(["b.png"]))
     with pytest.raises(RunStoreError, match=r"2 duplicate rows, e.g. b.png e=1 quantized=False in "
                                             r"attack_metrics.rank0.csv and attack_metrics.rank1.csv"):
         merge(tmp_path)
 
 
 def test_merge_refuses_missing_rows(tmp_path):
-    part = RankPart(tmp_path, 0)
-    part.write_plan(["a.png", "b.png", "bad.jpg"], [SETTING], skipped={"bad.jpg": "not an image file"})
+    part = RankPart(tmp_path / PARTS_DIR, 0)
+    part.write_plan(files=["a.png", "b.png", "bad.jpg"], settings=[SETTING], skipped={"bad.jpg": "not an image file"})
     part.append(_rows(["a.png"]))
     with pytest.raises(RunStoreError, match=r"2 expected row\(s\) missing, e.g. 'b.png\|tiny\|1.0"):
         merge(tmp_path, strict=True)
@@ -78,7 +78,7 @@ def test_merge_refuses_missing_rows(tmp_path):
     (lambda t: t.replace("True", "yes", 1), "row 3 has a bad value (file='a.png', quantized='yes')"),
 ])
 def test_edited_table_names_file_and_row(tmp_path, edit, message):
-    RankPart(tmp_path, 0).append(_rows(["a.png", "b.png"]))
+    RankPart(tmp_path / PARTS_DIR, 0).append(_rows(["a.png", "b.png"]))
     path = tmp_path / "parts" / "attack_metrics.rank0.csv"
     path.write_text(edit(path.read_text()))
     with pytest.raises(RunStoreError, match=f"{path}: {message}".replace("(", r"\(").replace(")", r"\)")):
@@ -90,3 +90,17 @@ def test_edited_table_names_file_and_row(tmp_path, edit, message):
 def test_check_writable(tmp_path):
     assert check_writable(tmp_path / "new" / "run").is_dir()
     assert list((tmp_path / "new" / "run").iterdir()) == []  # the probe is gone
+
+
+def test_plans_and_owners(tmp_path):
+    """A rank's plan says what it was asked to do and whether it finished; owners() finds an item two ranks hold."""
+    RankPart(tmp_path, 0).write_plan(items=["a", "c"])
+    RankPart(tmp_path, 1).write_plan(finished=True, items=["b"])
+    plans = read_plans(tmp_path)
+    assert sorted(plans) == [0, 1] and not plans[0]["finished"] and plans[1]["finished"] and plans[1]["items"] == ["b"]
+    assert owners({r: p["items"] for r, p in plans.items()}, "image") == {"a": 0, "c": 0, "b": 1}
+    with pytest.raises(RunStoreError, match="image 'c' was computed by ranks 0 and 1"):
+        owners({0: ["a", "c"], 1: ["c"]}, "image")
+    (tmp_path / "plan.rank2.json").write_text("{not json")
+    with pytest.raises(RunStoreError, match="plan.rank2.json: unreadable plan"):
+        read_plans(tmp_path)

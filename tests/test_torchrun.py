@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 import ama.cli as cli
+import ama.runstore
 
 TINY = "conftest:make_tiny_model"
 TESTS = Path(__file__).parent
@@ -87,7 +88,7 @@ def _as_rank(monkeypatch, rank, world=2):
 def test_rank_killed_mid_run_then_restarted(folder, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     args = ["attack", "--images", str(folder), "--frame-width", "1", "2", "--out", str(out), *SETTINGS]
-    real = cli.append_rows
+    real = ama.runstore.RankPart.append
 
     def killed(part, df):  # rank 1 dies while writing its second batch
         killed.calls += 1
@@ -97,10 +98,10 @@ def test_rank_killed_mid_run_then_restarted(folder, tmp_path, monkeypatch, capsy
 
     killed.calls = 0
     _as_rank(monkeypatch, 1)
-    monkeypatch.setattr(cli, "append_rows", killed)
+    monkeypatch.setattr(ama.runstore.RankPart, "append", killed)
     with pytest.raises(SystemExit):
         cli.main(args)
-    monkeypatch.setattr(cli, "append_rows", real)
+    monkeypatch.setattr(ama.runstore.RankPart, "append", real)
     _as_rank(monkeypatch, 0)
     assert cli.main(args) == 0  # rank 0 is not held up by the dead rank, and merges what there is
     assert "row(s) of other ranks still missing" in capsys.readouterr().out

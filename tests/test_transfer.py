@@ -37,15 +37,21 @@ def test_a_short_target_list_is_refused(tiny_batch):
 
 def test_gradcam_hirescam_xgradcam_equal_cam_up_to_scale(tiny_batch):
     model, x = tiny_batch
-    check = transfer.scale_check(model, x)
-    assert list(check.method) == list(transfer.CHECK_METHODS)
+    rows = transfer.scale_check(model, x, names=["a", "b", "c"])
+    assert len(rows) == 3 * len(transfer.CHECK_METHODS) and list(rows.image[:3]) == ["a", "b", "c"]
+    check = transfer.scale_check_summary(rows)
+    assert list(check.method) == list(transfer.CHECK_METHODS) and (check.n_images == 3).all()
     assert (check.max_abs_diff < 1e-5).all() and (check.min_cosine > 1 - 1e-6).all()
+    assert check.max_abs_diff.tolist() == rows.groupby("method", sort=False).max_abs_diff.max().tolist()
 
 
-def test_scorecam_runs_with_its_batch_size(tiny_batch):
+def test_scorecam_in_chunks_equals_scorecam_at_once(tiny_batch):
+    """Score-CAM runs one forward pass per channel, chunked by ``batch_size``: the chunking must not change the map."""
     model, x = tiny_batch
-    maps = transfer.library_cam(model, x[:2], [0, 1], "scorecam", batch_size=3)
-    assert maps.shape == (2, 8, 8) and torch.isfinite(maps).all()
+    chunked = transfer.library_cam(model, x[:2], [0, 1], "scorecam", batch_size=3)   # 8 channels: 3 + 3 + 2
+    whole = transfer.library_cam(model, x[:2], [0, 1], "scorecam", batch_size=64)
+    torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=1e-5)
+    assert chunked.shape == (2, 8, 8) and torch.allclose(chunked.flatten(1).amax(1), torch.ones(2))
 
 
 def test_transfer_table(tiny_batch):
@@ -60,9 +66,15 @@ def test_transfer_table(tiny_batch):
                                    "random_top20_iou"]
     assert (table.method == "gradcam++").sum() == 3 and (table.method == "scorecam").sum() == 1
     assert set(cache) == {("gradcam++", 3), ("scorecam", 1)}
-    # the clean image against itself: a random frame of another width would differ, the clean maps would not
-    same = transfer.transfer_table(model, adv, rand, ("layercam",))
-    assert ((same.cam_cosine >= -1) & (same.cam_cosine <= 1 + 1e-6)).all()
+    clean = transfer.library_cam(model, x, adv.clean_class, "gradcam++")  # the rows, computed by hand
+    attacked = transfer.library_cam(model, adv.adv_q, adv.clean_class, "gradcam++")
+    expected = torch.nn.functional.cosine_similarity(clean.flatten(1), attacked.flatten(1), dim=1)
+    rows = table[table.method == "gradcam++"]
+    torch.testing.assert_close(torch.tensor(rows.cam_cosine.to_numpy()), expected, atol=1e-5, rtol=1e-5)
+    # "attacked" images equal to the clean ones: every map equals its clean map
+    same = transfer.transfer_table(model, attack.evaluate_images(model, x, x, e=1, names=["a", "b", "c"]), rand,
+                                   ("layercam",))
+    assert same.cam_cosine.tolist() == pytest.approx([1.0] * 3, abs=1e-6) and (same.top20_iou == 1).all()
     s = transfer.summarize_transfer(table)
     assert set(s.method) == {"gradcam++", "scorecam"} and "n_images" in s
     other = attack.random_frame(model, torch.rand_like(x), e=1)
@@ -86,4 +98,4 @@ def test_cam_equals_torchcam_and_gradcam_on_lite0(lite0, samples):
     assert theirs.shape == ours.shape
     assert (theirs - ours).abs().max() < 1e-6
     check = transfer.scale_check(lite0, x)
-    assert (check.max_abs_diff < 1e-5).all()
+    assert (check.max_abs_diff < 1e-5).all() and len(check) == 2 * len(transfer.CHECK_METHODS)

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import make_tiny_model
 
 import ama
-from ama.cam import fit_erf_gaussian
-from ama.receptive_field import cell_centres
+from ama.geometry import cell_centres
+from ama.upsampling import fit_erf_gaussian
 
 
 def test_existing_modes_are_unchanged():
@@ -56,11 +57,18 @@ def test_erf_mode_of_a_one_hot_map_returns_that_cells_erf():
     assert torch.allclose(out[0], erf[0, 5]) and torch.allclose(out[1], 0.5 * erf[1, 0])
 
 
-def test_rf_modes_are_differentiable():
+def test_rf_modes_gradients_are_their_kernels_mass():
+    """d(sum S)/dM(i, j) is the mass of the kernel that paints cell (i, j): the Gaussian's (a product of two sums of
+    1-D Gaussians at the cell's centre) and the cell's ERF map."""
     m = torch.rand(2, 4, 4, requires_grad=True)
+    ama.upsample(m, 8, mode="gaussian", sigma=2.0).sum().backward()
+    c = (torch.arange(4) + 0.5) * 2 - 0.5  # centres of a stride-2 grid, (i + 0.5) H / h - 0.5
+    g = torch.exp(-(torch.arange(8)[None] - c[:, None]) ** 2 / 8).sum(1)  # (4,): sum over pixels of each 1-D Gaussian
+    torch.testing.assert_close(m.grad, (g[:, None] * g[None, :]).expand(2, 4, 4))
+    m.grad = None
     erf = torch.rand(2, 16, 8, 8)
-    (ama.upsample(m, 8, mode="gaussian", sigma=2.0).sum() + ama.upsample(m, 8, mode="erf", erf=erf).sum()).backward()
-    assert m.grad is not None and torch.isfinite(m.grad).all() and m.grad.abs().sum() > 0
+    ama.upsample(m, 8, mode="erf", erf=erf).sum().backward()
+    torch.testing.assert_close(m.grad, erf.sum((-2, -1)).view(2, 4, 4))
 
 
 def test_rf_modes_reject_bad_input():
@@ -91,6 +99,12 @@ def test_fit_on_measured_erfs_of_a_tiny_model():
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     erf = ama.effective_receptive_field(model, x)
     fit = fit_erf_gaussian(erf, (8, 8))
-    assert all(0 < s < 32 for s in fit["sigma"]) and fit["centres"][0].shape == (8,)
+    e = erf.double().numpy()  # the mean second moment over images and cells, and the centroids, by hand
+    ys = np.arange(32)
+    py = e.sum(-1)                       # (2, 64, 32) row marginals, each summing to 1
+    my = (py * ys).sum(-1)               # (2, 64) centroid rows
+    vy = (py * (ys - my[..., None]) ** 2).sum(-1)
+    assert fit["sigma"][0] == pytest.approx(float(np.sqrt(vy.mean())), rel=1e-6)
+    assert fit["centres"][0].numpy() == pytest.approx(my.reshape(2, 8, 8).mean((0, 2)), abs=1e-4)
     out = ama.upsample(ama.cam(model, x), (32, 32), mode="gaussian", **fit)
     assert out.shape == (2, 32, 32)

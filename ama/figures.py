@@ -1,0 +1,273 @@
+"""The notebooks' figures of the experiments' tables: each function takes tables (or maps) and returns a matplotlib
+``Figure``; the notebooks save them (:func:`ama.results.save_figure`). Drawing primitives (overlays, CAM grids,
+the attack's per-image figures) are in :mod:`ama.plots`.
+"""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+
+from . import geometry, plots
+from .geometry import CELL_KINDS
+
+
+def set_theme() -> None:
+    """The notebooks' seaborn style."""
+    sns.set_theme(style="whitegrid", context="notebook")
+
+
+def kind_order(kinds) -> list[str]:
+    """The cell kinds present, in :data:`ama.geometry.CELL_KINDS` order."""
+    present = set(kinds)
+    return [k for k in CELL_KINDS if k in present]
+
+
+# --- notebook 01: occlusion ----------------------------------------------------------------------------
+def occlusion_irf_figure(irf: pd.DataFrame):
+    """Keep-IRF and occlude-IRF: ``|rel_change|`` of the cell by cell kind, fill, experiment and model (box plots)."""
+    irf = irf.assign(abs_rel_change=irf.rel_change.abs())
+    g = sns.catplot(data=irf, x="cell_kind", y="abs_rel_change", hue="fill", col="experiment", row="model", kind="box",
+                    order=kind_order(irf.cell_kind), height=3.6, aspect=1.2, showfliers=False)
+    g.set_axis_labels("cell kind", "|change of R(i, j)| / range of R")
+    g.set_titles("{row_name}: {col_name}")
+    for ax in g.axes.flat:
+        ax.axhline(0, color="k", lw=0.8)
+    g.figure.suptitle("Filling outside a cell's IRF (keep_irf) still changes the cell; filling inside it "
+                      "(occlude_irf) changes it too", y=1.03)
+    return g.figure
+
+
+def margin_occlusion_figure(margin: pd.DataFrame, e_values):
+    """Margin occlusion: the CAM's cosine to the clean CAM and the largest interior change, against ``e``."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    sns.lineplot(data=margin, x="e", y="cam_cosine", hue="fill", style="model", marker="o", ax=axes[0], legend=False)
+    axes[0].set(ylabel="cosine(clean CAM, occluded CAM)", title="whole CAM: similarity to the clean CAM")
+    sns.lineplot(data=margin, x="e", y="interior_max_abs_rel_change", hue="fill", style="model", marker="o",
+                 ax=axes[1])
+    axes[1].set(ylabel="max |change of R| / range of R", ylim=(0, None),
+                title="interior cells whose IRF misses the margin")
+    for ax in axes:
+        plots.log_width_axis(ax, e_values, "occluded margin e (pixels)")
+    sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.02, 1))
+    fig.suptitle(f"Margin occlusion, {margin.image.nunique()} images (mean and 95% interval)", y=1.02)
+    fig.tight_layout()
+    return fig
+
+
+def margin_cells_figure(cell_means: pd.DataFrame, e: int, fill: str):
+    """Per model, the mean ``|delta|`` of the normalised CAM per cell under an ``e``-pixel margin occlusion with
+    ``fill`` (rows of the ``occlusion_margin_cell_means`` summary); cells whose IRF misses the margin framed white."""
+    rows = cell_means[(cell_means.e == e) & (cell_means.fill == fill)]
+    models = list(dict.fromkeys(rows.model))
+    fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 4.2), squeeze=False)
+    for ax, name in zip(axes[0], models):
+        sub = rows[rows.model == name]
+        mean = sub.pivot(index="i", columns="j", values="abs_delta").to_numpy()
+        touches = sub.pivot(index="i", columns="j", values="irf_touches_margin").to_numpy().astype(bool)
+        im = ax.imshow(mean, cmap="magma", vmin=0)
+        for (i, j), value in np.ndenumerate(mean):
+            ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=7,
+                    color="white" if value < 0.6 * mean.max() else "black")
+            if not touches[i, j]:
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="white", lw=1.5))
+        ax.set(title=f"{name}: mean |delta CAM| per cell\n{e}-pixel margin, fill {fill}", xticks=[], yticks=[])
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="|delta| of the normalised CAM")
+    fig.supxlabel("white frame: the cell's IRF does not touch the margin", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def sliding_patch_figure(slides: pd.DataFrame, model: str, image: str, cell_px: float, threshold: float):
+    """The number of cells one sliding patch moves (by more than ``threshold`` of the map's range) at each position,
+    for one model and image; ``cell_px``: pixels per CAM cell of that model (the title compares the patch with it)."""
+    rows = slides[(slides.model == model) & (slides.image == image)]
+    grid = rows.pivot(index="top", columns="left", values="n_cells_moved")
+    patch = int(rows.patch.iloc[0])
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    sns.heatmap(grid, annot=True, fmt="d", cmap="viridis", ax=ax,
+                cbar_kws={"label": f"cells moved by > {threshold:.0%} of the range"})
+    ax.set(title=f"{model}, {image}: cells moved by a {patch} px patch\n(one CAM cell spans {cell_px:g} px)",
+           xlabel="patch left (px)", ylabel="patch top (px)")
+    return fig
+
+
+# --- notebook 02: receptive fields -----------------------------------------------------------------------
+ERF_DISPLAY_SIGMA = 4.0  # px: the ERFs are shown smoothed (pixel gradients are speckled); numbers use the raw maps
+
+
+def erf_vs_irf_figure(model, images: torch.Tensor, names, erf: torch.Tensor, table: pd.DataFrame):
+    """Per image (rows) the ERF (colour) of a centre, an edge and a corner cell against its IRF support (white
+    outline), the cell's position in the upsampled map (white cross) and the ERF's centroid (cyan dot); titles give
+    the cell's row of ``table`` (:func:`ama.receptive_field.misalignment_table`). ``erf`` ``(B, h*w, H, W)``."""
+    import torchvision.transforms.functional as TF
+
+    from . import receptive_field as rf
+
+    H, W = images.shape[-2:]
+    grid = model.feature_size((H, W))
+    support = rf.irf_support(rf.implicit_receptive_field(grid, (H, W)))
+    centres = geometry.cell_centres(grid, (H, W))
+    k = int(2 * round(3 * ERF_DISPLAY_SIGMA) + 1)
+    fig, axes = plt.subplots(len(names), 3, figsize=(10, 3.4 * len(names)), squeeze=False)
+    for r, name in enumerate(names):
+        for c, (kind, cell) in enumerate(geometry.representative_cells(grid).items()):
+            ax = axes[r, c]
+            m = erf[r, cell].detach().cpu()
+            smooth = TF.gaussian_blur(m[None, None], [k, k], [ERF_DISPLAY_SIGMA] * 2)[0, 0]
+            ax.imshow(plots.to_numpy_image(images[r]) * 0.6)
+            ax.imshow((smooth / smooth.max()).numpy(), cmap="inferno", alpha=0.7, vmin=0, vmax=1)
+            ax.contour(support[cell].numpy().astype(float), levels=[0.5], colors="white", linewidths=1.5)
+            ax.plot(centres[cell, 1], centres[cell, 0], "w+", ms=14, mew=2.5)
+            cy, cx = rf.erf_centroid(m).tolist()
+            ax.plot(cx, cy, "o", color="cyan", mec="k", ms=8)
+            row = table[(table.model == model.name) & (table.image == name) & (table.cell == cell)].iloc[0]
+            ax.set_title(f"{name}, {kind} cell ({cell // grid[1]}, {cell % grid[1]})\n"
+                         f"ERF mass outside IRF {row.erf_mass_outside_irf:.0%}, offset {row.centroid_distance_px:.0f} px",
+                         fontsize=9)
+            ax.set_axis_off()
+    fig.suptitle(f"{model.name}: effective (colour) vs implicit (white outline) receptive field", y=1.0)
+    fig.tight_layout()
+    return fig
+
+
+MISALIGNMENT_LABELS = {"erf_mass_outside_irf": "ERF mass outside IRF", "centroid_distance_px": "ERF centroid to cell (px)",
+                       "margin_mass_ratio": "margin mass ratio", "top_q_iou": "top-q IoU(ERF, IRF)"}
+
+
+def misalignment_figure(table: pd.DataFrame, measures, e: int):
+    """Each misalignment measure per cell kind and model (box plots over images x cells); ``e``: the frame width of
+    the margin mass ratio column."""
+    long = table.melt(id_vars=["model", "image", "cell_kind"], value_vars=list(measures), var_name="measure")
+    g = sns.catplot(data=long, x="cell_kind", y="value", col="measure", hue="model", kind="box",
+                    order=kind_order(table.cell_kind), sharey=False, height=3.2, aspect=0.95, showfliers=False)
+    for ax, m in zip(g.axes.flat, measures):
+        ax.set_title(MISALIGNMENT_LABELS[m] + (f", e = {e}" if m == "margin_mass_ratio" else ""))
+        ax.set_xlabel("cell kind")
+        ax.set_ylabel("")
+    g.figure.suptitle(f"ERF vs IRF misalignment per cell, {table.image.nunique()} images", y=1.04)
+    return g.figure
+
+
+def margin_mass_ratio_figure(long: pd.DataFrame, e_values):
+    """The ERF mass in the ``e``-pixel margin over the margin's share of the image, per cell kind, against ``e``
+    (rows of :func:`ama.receptive_field.margin_mass_ratio_long`); 1 = as much as its area."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sns.lineplot(data=long, x="e", y="ratio", hue="cell_kind", hue_order=kind_order(long.cell_kind), style="model",
+                 marker="o", ax=ax)
+    ax.axhline(1, color="k", lw=0.8, ls="--")
+    ax.set(ylabel="ERF mass in margin / margin area share", title="How much the image margin moves each kind of cell")
+    plots.log_width_axis(ax, e_values, "margin width e (pixels)")
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1))
+    return fig
+
+
+SIZE_LABELS = {"input_px": "input image", "theoretical_rf_px": "theoretical RF",
+               "irf_support_px": "IRF support (centre cell)", "erf90_px": "ERF, 90% of mass"}
+
+
+def receptive_field_sizes_figure(sizes: pd.DataFrame):
+    """Per model, the input side beside the centre cell's theoretical RF, IRF support and 90%-mass ERF side."""
+    fig, ax = plt.subplots(figsize=(7, 0.9 + 0.9 * len(sizes)))
+    long = sizes.melt(id_vars="model", value_vars=list(SIZE_LABELS))
+    long["variable"] = long.variable.map(SIZE_LABELS)
+    sns.barplot(data=long, y="model", x="value", hue="variable", ax=ax, orient="h")
+    ax.set(xlabel="size (pixels, one side)", ylabel="", title="Receptive fields of the centre cell vs the image")
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), title=None)
+    return fig
+
+
+# --- notebook 03: the attack -----------------------------------------------------------------------------
+def attack_metrics_figure(summary: pd.DataFrame, e_values):
+    """Fooling rate, CAM cosine and Spearman, top-20% IoU against ``e``: the attack (per mode and ``n_iter``) and the
+    random frame, 8-bit and as optimised (rows of ``attack_summary``)."""
+    long = summary.melt(id_vars=["model", "e", "n_iter", "mode", "setting", "quantized"],
+                        value_vars=["fooling_rate", "cam_cosine", "cam_spearman", "top20_iou"], var_name="metric")
+    long["run"] = ["random frame" if s == "random_frame" else f"AMA {m}, {it} it" for s, m, it in
+                   zip(long.setting, long["mode"], long.n_iter)]
+    long["evaluated"] = long.quantized.map({True: "8-bit", False: "float"})
+    g = sns.relplot(data=long, x="e", y="value", hue="run", style="evaluated", col="metric", row="model", kind="line",
+                    markers=True, height=3.0, aspect=1.0, facet_kws=dict(sharey=False))
+    for ax in g.axes.flat:
+        plots.log_width_axis(ax, e_values)
+    g.set_titles("{row_name}: {col_name}")
+    g.figure.suptitle("AMA vs a random frame: fooling rate and clean-vs-adversarial CAM similarity", y=1.03)
+    return g.figure
+
+
+def random_baseline_figure(summary: pd.DataFrame, n_images: int):
+    """CAM cosine and fooling rate of the attack (flip) beside the random frame, per ``e`` (8-bit)."""
+    cmp = summary[summary.quantized.astype(bool) & ((summary.setting == "random_frame") | (summary["mode"] == "flip"))]
+    cmp = cmp.assign(run=["random frame" if s == "random_frame" else f"AMA flip, {it} it"
+                          for s, it in zip(cmp.setting, cmp.n_iter)])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, col, label in ((axes[0], "cam_cosine", "cosine(clean CAM, adversarial CAM)"),
+                           (axes[1], "fooling_rate", "fooling rate (prediction changed)")):
+        sns.barplot(data=cmp, x="e", y=col, hue="run", ax=ax)
+        ax.set(ylabel=label, xlabel="frame width e (pixels)", ylim=(0, 1.05))
+    fig.suptitle(f"{', '.join(dict.fromkeys(cmp.model))}: attack vs random frame, 8-bit images, {n_images} images")
+    fig.tight_layout()
+    return fig
+
+
+def history_figure(history: pd.DataFrame, model: str, n_iter: int, lamb: float):
+    """The CAM cosine to the clean CAM and the share still predicted as the clean class over the iterations (flip,
+    ``n_iter``), per ``e``, for one model (rows of ``attack_history``)."""
+    h = history[(history.model == model) & (history["mode"] == "flip") & (history.n_iter == n_iter)]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    sns.lineplot(data=h, x="iteration", y="cam_cosine", hue="e", palette="viridis", ax=axes[0], errorbar=("pi", 50))
+    axes[0].set(ylabel="cosine(CAM of z, clean CAM)", title="median and interquartile range over images")
+    frac = h.groupby(["e", "iteration"]).clean_class_held.mean().reset_index()
+    sns.lineplot(data=frac, x="iteration", y="clean_class_held", hue="e", palette="viridis", ax=axes[1])
+    axes[1].set(ylabel="share still predicted as the clean class", ylim=(-0.05, 1.05), title="prediction")
+    fig.suptitle(f"{model}: AMA (flip, {n_iter} iterations, lambda {lamb:g})")
+    fig.tight_layout()
+    return fig
+
+
+def ablation_figure(ablation_summary: pd.DataFrame, n_images: int):
+    """Fooling rate and CAM cosine (8-bit) of each optimiser's default against the budget, per ``e`` and model."""
+    curve = ablation_summary[(ablation_summary.variant == "default") & (ablation_summary["mode"] == "flip")
+                             & ablation_summary.quantized.astype(bool)]
+    long = curve.melt(id_vars=["model", "optimizer", "e", "n_iter"], value_vars=["fooling_rate", "cam_cosine"],
+                      var_name="metric")
+    g = sns.relplot(data=long, x="n_iter", y="value", hue="optimizer", style="e", col="metric", row="model",
+                    kind="line", markers=True, height=3.0, aspect=1.2, facet_kws=dict(sharey=False))
+    g.set_axis_labels("passes per image (budget)", "")
+    g.set_titles("{row_name}: {col_name} (8-bit)")
+    g.figure.suptitle(f"Optimisers at equal budget ({n_images} images)", y=1.02, fontsize=10)
+    return g.figure
+
+
+# --- notebook 05: beyond the paper -----------------------------------------------------------------------
+def transfer_figure(summary: pd.DataFrame):
+    """Clean vs attacked map cosine of each library method, the attack beside the random frame, per ``e`` and
+    optimiser (rows of :func:`ama.transfer.summarize_transfer`)."""
+    cols = ["model", "e", "optimizer", "method", "frame", "cam_cosine"]
+    long = pd.concat([summary.assign(frame="attack")[cols],
+                      summary.assign(frame="random", cam_cosine=summary.random_cam_cosine)[cols]])
+    g = sns.catplot(data=long, x="e", y="cam_cosine", hue="frame", col="method", row="optimizer", kind="bar",
+                    height=3, aspect=0.9)
+    g.set_axis_labels("frame width e (px)", "clean vs attacked map cosine")
+    g.set_titles("{row_name}: {col_name}")
+    return g.figure
+
+
+def upsampling_under_attack_figure(panels: dict):
+    """One row per model: the attacked image and its saliency under each upsampling, titled with that model's share
+    of the map's mass near the frame. ``panels``: :func:`ama.faithfulness.under_attack_panels`."""
+    ups = list(next(iter(panels.values()))[1])
+    fig, axes = plt.subplots(len(panels), 1 + len(ups), figsize=(3 * (1 + len(ups)), 3.2 * len(panels)),
+                             squeeze=False)
+    for row, (model, (attack, maps, band_mass)) in zip(axes, panels.items()):
+        row[0].imshow(plots.to_numpy_image(attack.adv_q[0]))
+        row[0].set_title(f"{model}, {attack.names[0]}: attacked, e = {attack.params.e}", fontsize=9)
+        for ax, up in zip(row[1:], ups):
+            ax.imshow(maps[up][0].detach().cpu().numpy(), cmap="jet")
+            ax.set_title(f"{up}: {100 * band_mass[up]:.0f}% of mass near the frame", fontsize=9)
+        for ax in row:
+            ax.axis("off")
+    fig.tight_layout()
+    return fig

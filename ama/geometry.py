@@ -1,0 +1,171 @@
+"""Grid and pixel geometry: frame widths, pixel masks, CAM cells. Imports nothing else from ``ama``.
+
+Pixel masks are boolean ``(H, W)`` tensors (True = the pixels a mask selects). CAM cells are numbered
+row-major: cell ``k`` of an ``h x w`` grid is ``(k // w, k % w)``.
+
+The frame-width rule lives here (:func:`check_frame_width`); :mod:`ama.params` reads it before the kit's
+environment exists (``python3 ama/params.py`` from the Makefile), so this module needs only the standard
+library to import; torch is needed only by the functions that build tensors.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+try:
+    import torch
+except ModuleNotFoundError:  # python3 ama/params.py before .venv exists needs check_frame_width only
+    torch = None
+
+CELL_KINDS = ("corner", "edge", "interior", "centre")  # the order tables and figures show cell kinds in
+
+
+def pair(v) -> tuple[int, int]:
+    """``(a, b)`` from an int ``a`` (square) or a pair."""
+    return (int(v), int(v)) if isinstance(v, numbers.Integral) else (int(v[0]), int(v[1]))
+
+
+def is_int(v) -> bool:
+    """A Python or numpy integer (``numbers.Integral``), not a bool."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def check_frame_width(e, size=None) -> int:
+    """``e`` as an ``int``: a positive integer (numpy integers too, not bool) and, when the image ``size``
+    ``(H, W)`` (or an int) is given, below half its smaller side. One message for every use of ``e``."""
+    side = None if size is None else (int(size) if isinstance(size, numbers.Integral) else min(pair(size)))
+    ok = is_int(e) and e >= 1 and (side is None or 2 * int(e) < side)
+    if not ok:
+        limit = f" below half the smaller image side ({side} px), i.e. 1..{(side - 1) // 2}" if side else ""
+        raise ValueError(f"e (the frame width in pixels) must be a positive integer{limit}, got {e!r}")
+    return int(e)
+
+
+def corners_aligned(mode: str, align_corners: bool | None) -> bool:
+    """Whether an upsampling ``mode`` places the cells with aligned corners: only ``bilinear`` and ``bicubic`` take
+    the option; every other mode (nearest, area, gaussian, erf) centres cell ``i`` at ``(i + 0.5) H / h - 0.5``."""
+    return bool(align_corners) and mode in ("bilinear", "bicubic")
+
+
+# --- pixel masks -------------------------------------------------------------------------------------
+def frame_mask(size=(224, 224), e: int = 1, device=None) -> "torch.Tensor":
+    """The ``e``-pixel frame: top and bottom ``e`` rows, left and right ``e`` columns; ``(H, W)`` bool."""
+    H, W = pair(size)
+    e = check_frame_width(e, (H, W))
+    m = torch.ones(H, W, dtype=torch.bool, device=device)
+    m[e:H - e, e:W - e] = False
+    return m
+
+
+def frame_pixels(size, e: int) -> int:
+    """Number of pixels of the ``e``-pixel frame of an ``H x W`` image: ``2 e (H + W) - 4 e^2``."""
+    H, W = pair(size)
+    e = check_frame_width(e, (H, W))
+    return 2 * e * (H + W) - 4 * e * e
+
+
+def side_mask(size, e: int = 1, side: str = "top", device=None) -> "torch.Tensor":
+    """One ``e``-pixel side of the image: ``top``, ``bottom``, ``left`` or ``right``; ``(H, W)`` bool."""
+    H, W = pair(size)
+    e = check_frame_width(e, (H, W))
+    rows_cols = {"top": (slice(0, e), slice(None)), "bottom": (slice(H - e, H), slice(None)),
+                 "left": (slice(None), slice(0, e)), "right": (slice(None), slice(W - e, W))}
+    if side not in rows_cols:
+        raise ValueError(f"unknown side {side!r}; use top, bottom, left or right")
+    m = torch.zeros(H, W, dtype=torch.bool, device=device)
+    m[rows_cols[side]] = True
+    return m
+
+
+def corner_mask(size, k: int = 8, device=None) -> "torch.Tensor":
+    """The four ``k x k`` corner squares; ``(H, W)`` bool."""
+    H, W = pair(size)
+    if not is_int(k) or k < 1 or 2 * k > min(H, W):
+        raise ValueError(f"corner size k must be a positive integer of at most half the smaller side, got {k!r}")
+    m = torch.zeros(H, W, dtype=torch.bool, device=device)
+    for rows in (slice(0, k), slice(H - k, H)):
+        for cols in (slice(0, k), slice(W - k, W)):
+            m[rows, cols] = True
+    return m
+
+
+def patch_positions(size, patch: int, stride: int) -> list[tuple[int, int]]:
+    """``(top, left)`` of every ``patch x patch`` square at ``stride`` that fits in an ``H x W`` image, row-major."""
+    H, W = pair(size)
+    if not (is_int(patch) and is_int(stride)) or patch < 1 or stride < 1 or patch > min(H, W):
+        raise ValueError(f"patch must be in 1..{min(H, W)} and stride positive, got patch {patch}, stride {stride}")
+    return [(t, l) for t in range(0, H - patch + 1, stride) for l in range(0, W - patch + 1, stride)]
+
+
+def patch_masks(size, patch: int, stride: int, device=None) -> "torch.Tensor":
+    """``(n_positions, H, W)`` bool: one square per :func:`patch_positions` entry."""
+    H, W = pair(size)
+    positions = patch_positions((H, W), patch, stride)
+    masks = torch.zeros(len(positions), H, W, dtype=torch.bool, device=device)
+    for k, (t, l) in enumerate(positions):
+        masks[k, t:t + patch, l:l + patch] = True
+    return masks
+
+
+# --- CAM cells ---------------------------------------------------------------------------------------
+def cell_stride(size, grid) -> float:
+    """Pixels of the input per CAM cell along the rows (``H / h``): 32 for a 7 x 7 CAM of a 224 px image."""
+    return pair(size)[0] / pair(grid)[0]
+
+
+def cell_centres(grid=(7, 7), size=(224, 224), align_corners: bool | None = True) -> "torch.Tensor":
+    """``(h*w, 2)`` pixel coordinates ``(y, x)`` where each cell sits in the upsampled map.
+
+    Corners aligned: ``i (H - 1) / (h - 1)``; otherwise (and for nearest/area, see :func:`corners_aligned`):
+    ``(i + 0.5) H / h - 0.5``.
+    """
+    h, w = pair(grid)
+    H, W = pair(size)
+
+    def axis(n, N):
+        i = torch.arange(n, dtype=torch.float64)
+        if align_corners and n > 1:
+            return i * (N - 1) / (n - 1)
+        return (i + 0.5) * N / n - 0.5
+
+    ys, xs = torch.meshgrid(axis(h, H), axis(w, W), indexing="ij")
+    return torch.stack([ys.flatten(), xs.flatten()], dim=1).float()
+
+
+def cell_kinds(grid=(7, 7)) -> list[str]:
+    """Kind of each cell, row-major: ``corner``, ``edge``, ``centre`` (the middle cell(s)) or ``interior``."""
+    h, w = pair(grid)
+    mid_i, mid_j = {(h - 1) // 2, h // 2}, {(w - 1) // 2, w // 2}
+    kinds = []
+    for i in range(h):
+        for j in range(w):
+            on_i, on_j = i in (0, h - 1), j in (0, w - 1)
+            kinds.append("corner" if on_i and on_j else "edge" if on_i or on_j
+                         else "centre" if i in mid_i and j in mid_j else "interior")
+    return kinds
+
+
+def centre_cell(grid=(7, 7)) -> int:
+    """Index of the centre cell ``(h // 2, w // 2)``."""
+    h, w = pair(grid)
+    return (h // 2) * w + w // 2
+
+
+def representative_cells(grid=(7, 7)) -> dict[str, int]:
+    """One cell index per kind: the centre cell, the middle of the top edge, the top-left corner."""
+    h, w = pair(grid)
+    return {"centre": centre_cell((h, w)), "edge": w // 2, "corner": 0}
+
+
+def lattice_cells(grid=(7, 7)) -> list[int]:
+    """The corners, the edge midpoints and the centre: the 3 x 3 lattice of rows and columns ``0, h // 2, h - 1``."""
+    h, w = pair(grid)
+    return sorted({i * w + j for i in (0, h // 2, h - 1) for j in (0, w // 2, w - 1)})
+
+
+def grid_side(n_cells: int) -> int:
+    """``s`` of an ``s x s`` grid of ``n_cells`` cells; ValueError when ``n_cells`` is not a square."""
+    side = math.isqrt(n_cells)
+    if side * side != n_cells:
+        raise ValueError(f"{n_cells} cells do not make a square grid; give grid=(h, w)")
+    return side

@@ -1,0 +1,84 @@
+"""The kit's structure: no import cycle inside ``ama``, the geometry at the bottom, modules of one concept each, thin
+notebooks."""
+from __future__ import annotations
+
+import ast
+import json
+
+import pytest
+
+from ama.paths import ROOT
+
+PACKAGE = ROOT / "ama"
+MAX_MODULE_LINES = 450  # one concept per module: past this, split it by job
+MAX_NOTEBOOK_CODE_LINES = 60
+
+
+def import_graph() -> dict[str, set[str]]:
+    """``{module: modules of ama it imports}`` from every ``import`` statement of its source, function bodies included
+    (``from . import x``, ``from .x import y``, ``from ama.x import y``, ``import ama.x``)."""
+    modules = {p.stem for p in PACKAGE.glob("*.py")}
+    graph = {}
+    for name in modules:
+        deps = set()
+        for node in ast.walk(ast.parse((PACKAGE / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                deps |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ama"):
+                deps |= {node.module.split(".")[1]} if "." in node.module else {a.name for a in node.names}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name.split(".")[1] for a in node.names if a.name.startswith("ama.")}
+        graph[name] = {d for d in deps if d in modules and d != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every elementary cycle's members, found by depth-first search (one entry per cycle, in some rotation)."""
+    found = set()
+
+    def walk(start, node, path):
+        for nxt in graph[node]:
+            if nxt == start:
+                found.add(tuple(sorted(path)))
+            elif nxt not in path and nxt > start:
+                walk(start, nxt, path + [nxt])
+
+    for start in graph:
+        walk(start, start, [start])
+    return [list(c) for c in sorted(found)]
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_ama_has_no_import_cycle():
+    graph = {k: v for k, v in import_graph().items() if k != "__init__"}  # the package imports its parts lazily
+    assert cycles(graph) == []
+
+
+def test_geometry_and_params_sit_at_the_bottom():
+    graph = import_graph()
+    assert graph["geometry"] == set()  # grid and pixel geometry imports nothing else from ama
+    assert graph["params"] == {"geometry"}  # the Makefile runs it before .venv exists
+    assert "shards" in graph["runs"] and "experiments" in graph["runs"]  # orchestration above both
+    assert "runs" not in graph["shards"] and "runs" not in graph["experiments"]
+
+
+@pytest.mark.parametrize("module", sorted(p.name for p in PACKAGE.glob("*.py")))
+def test_modules_stay_one_concept(module):
+    lines = len((PACKAGE / module).read_text().splitlines())
+    assert lines <= MAX_MODULE_LINES, f"ama/{module} has {lines} lines: split it by job"
+
+
+@pytest.mark.parametrize("notebook", sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb")))
+def test_notebooks_only_call_plot_and_save(notebook):
+    """No loop and few code lines: the science lives in ama."""
+    nb = json.loads((ROOT / "notebooks" / notebook).read_text())
+    code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    assert sum(len(c.splitlines()) for c in code) <= MAX_NOTEBOOK_CODE_LINES
+    for cell in code:
+        for node in ast.walk(ast.parse(cell)):
+            assert not isinstance(node, (ast.For, ast.While, ast.FunctionDef, ast.ClassDef)), \
+                f"{notebook}: {ast.unparse(node).splitlines()[0]} belongs in ama"
