@@ -25,31 +25,40 @@ DEFAULT_ATOL = 1e-5
 LOOSE_TABLES = {"attack": (0.05, 0.02), "transfer": (0.05, 0.02), "upsampling_comparison": (0.05, 0.02)}
 
 
+# Columns that say which unit a row is about (never a result): rows are matched on these.
+IDENTITY_COLUMNS = ("model", "image", "file", "experiment", "setting", "mode", "optimizer", "variant", "restarts",
+                    "cam_loss", "label_loss", "select", "e", "n_iter", "seed", "lamb", "mask", "target", "method",
+                    "upsampling", "fill", "cell", "i", "j", "cell_kind", "patch", "top", "left", "iteration", "quantized")
+
+
 def compare_tables(run: pd.DataFrame, ref: pd.DataFrame, name: str, rtol: float = DEFAULT_RTOL,
                    atol: float = DEFAULT_ATOL) -> list[str]:
     """Differences between two versions of one table, as readable lines (empty: they match).
 
-    Rows are matched by their text columns (model, image, setting names...): both tables are ordered by them (stably,
-    so rows that share them keep their order) before every non-numeric column is compared exactly and every numeric
-    one within the tolerance (or, for :data:`LOOSE_TABLES`, by its mean)."""
+    Rows are matched by their :data:`IDENTITY_COLUMNS` (model, image, setting...): both tables are ordered by them
+    (stably, so rows that share them keep their order) and those columns must be equal. Then every other
+    non-numeric column is compared exactly and every numeric one within the tolerance; for :data:`LOOSE_TABLES`
+    (results that pass through ``sign()`` steps and ``argmax``) every numeric or true/false column by its mean
+    (a fooling rate, say) and text results (a class name) not at all."""
     loose = next((tol for prefix, tol in LOOSE_TABLES.items() if name.startswith(prefix)), None)
     if list(run.columns) != list(ref.columns):
         missing, extra = sorted(set(ref.columns) - set(run.columns)), sorted(set(run.columns) - set(ref.columns))
         return [f"{name}: columns differ (missing {missing}, extra {extra})"]
     if len(run) != len(ref):
         return [f"{name}: {len(run)} rows, reference has {len(ref)}"]
-    numeric = [c for c in ref.columns if pd.api.types.is_numeric_dtype(ref[c]) and not pd.api.types.is_bool_dtype(ref[c])]
-    keys = [c for c in ref.columns if c not in numeric]
-    text = [c for c in keys if not pd.api.types.is_bool_dtype(ref[c])]
-    run, ref = (_by_text(df, text) for df in (run, ref))
+    run, ref = (_in_identity_order(df) for df in (run, ref))
+    boolean = [c for c in ref.columns if pd.api.types.is_bool_dtype(ref[c])]
+    numeric = [c for c in ref.columns if pd.api.types.is_numeric_dtype(ref[c]) and c not in boolean]
+    identity = [c for c in ref.columns if c in IDENTITY_COLUMNS]
+    exact = identity + ([] if loose else [c for c in ref.columns if c not in numeric and c not in identity])
     diffs = []
-    for c in keys:
+    for c in exact:
         bad = (run[c].astype(str).values != ref[c].astype(str).values)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             diffs.append(f"{name}: column {c!r} differs in {int(bad.sum())} rows (first: row {i}: "
                          f"{run[c].iloc[i]!r} vs reference {ref[c].iloc[i]!r})")
-    for c in numeric:
+    for c in [c for c in numeric + (boolean if loose else []) if c not in identity]:
         a, b = run[c].to_numpy(float), ref[c].to_numpy(float)
         if loose is not None:
             lrtol, latol = loose
@@ -65,12 +74,13 @@ def compare_tables(run: pd.DataFrame, ref: pd.DataFrame, name: str, rtol: float 
     return diffs
 
 
-def _by_text(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """``df``'s rows ordered (stably) by the text of ``columns``."""
+def _in_identity_order(df: pd.DataFrame) -> pd.DataFrame:
+    """``df``'s rows ordered (stably) by its :data:`IDENTITY_COLUMNS`, so that two versions of a table line up
+    whatever order they were written in (a sharded run, a reordered experiment)."""
+    columns = [c for c in IDENTITY_COLUMNS if c in df.columns]
     if not columns:
         return df.reset_index(drop=True)
-    key = df[columns].astype(str).agg("\x1f".join, axis=1)
-    return df.iloc[np.argsort(key.to_numpy(), kind="stable")].reset_index(drop=True)
+    return df.sort_values(columns, kind="stable").reset_index(drop=True)
 
 
 def find_reference(run_params: dict, reference: str | Path) -> Path | None:

@@ -113,14 +113,24 @@ class FastRun:
 
 
 def run_make(*args, timeout=900, env=None):
+    """``make args`` in the project root; on a timeout the whole process group (make, papermill, the kernels) is
+    killed, not make alone, and ``subprocess.TimeoutExpired`` is raised."""
+    import signal
     import subprocess
 
     from ama.paths import ROOT
 
     full_env = {**os.environ, **(env or {})}
     full_env.pop("MAKEFLAGS", None)
-    return subprocess.run(["make", "--no-print-directory", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=full_env)
+    with subprocess.Popen(["make", "--no-print-directory", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env=full_env, start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 @pytest.fixture(scope="session")

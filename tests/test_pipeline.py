@@ -72,6 +72,12 @@ def test_compare_tables():
     assert reference.compare_tables(ref.iloc[::-1], ref, "t") == []
     swapped = _table(value=[0.25, 0.5])  # the same numbers on the other images
     assert "'value' differs in 2 of 2 rows" in reference.compare_tables(swapped, ref, "t")[0]
+    # attack tables: a true/false result by its rate, a class name not at all (another CPU's rounding flips a step)
+    fooled, name = _table(fooled=[True, False], adv_name=["x", "y"]), _table(fooled=[False, True], adv_name=["y", "z"])
+    assert reference.compare_tables(name, fooled, "attack_metrics") == []
+    assert "column 'fooled' differs in 2 rows" in reference.compare_tables(name, fooled, "misalignment")[0]
+    more = _table(fooled=[True, True], adv_name=["x", "y"])
+    assert "mean of 'fooled' is 1, reference 0.5" in reference.compare_tables(more, fooled, "attack_metrics")[0]
 
 
 def _write_run(folder, params, tables):
