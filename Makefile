@@ -135,9 +135,13 @@ browser: ## Install Chromium and chromedriver for the browser tests (apt-get, ro
 	  echo "== browser: apt-get needs root: sudo make browser (the browser tests skip without Chromium)"; \
 	else \
 	  echo "== browser: apt-get install $(BROWSER_PKGS) (a minute or two)"; \
-	  { DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-	    apt-get install -y -qq $(BROWSER_PKGS) >/dev/null; } \
-	    || echo "== browser: apt-get failed (messages above); the browser tests skip without Chromium"; \
+	  log=$$(mktemp); export DEBIAN_FRONTEND=noninteractive; \
+	  if { apt-get update -qq && apt-get install -y -qq $(BROWSER_PKGS); } >"$$log" 2>&1; then \
+	    echo "== browser: installed $$(chromedriver --version | cut -d' ' -f1-2)"; \
+	  else \
+	    cat "$$log"; echo "== browser: apt-get failed (above); the browser tests skip without Chromium"; \
+	  fi; \
+	  rm -f "$$log"; \
 	fi
 
 lab: $(ENV_STAMP) $(SAMPLES) ## JupyterLab on notebooks/00_explore.ipynb, kernel ama (PORT=8888, LAB_ARGS="..."); URL printed last
