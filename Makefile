@@ -35,7 +35,7 @@ NB_OUT := $(RUN_DIR)/notebooks
 # A notebook reruns when the kit's code, the notebook or the run's parameters change.
 SRC := $(wildcard ama/*.py)
 
-.PHONY: help env data reproduce check reference test lab clean-results clean
+.PHONY: help env data reproduce check reference test browser lab clean-results clean
 
 help: ## List the targets and the run parameters
 	@echo "ama: reproduce 'On the Receptive Field Misalignment in CAM-based Visual Explanations'"
@@ -102,6 +102,26 @@ reference: $(RUN_DIR)/REPORT.md ## Save results/<run> as the reference for its p
 # --- tests and exploring --------------------------------------------------------------------
 test: $(ENV_STAMP) $(SAMPLES) ## Run the test suite (builds the environment first if needed)
 	$(PY) -m pytest -q
+
+# The browser tests (tests/test_browser.py) drive Debian's Chromium; without it they are skipped with the reason.
+BROWSER_PKGS := chromium chromium-driver
+browser: ## Install Chromium and chromedriver for the browser tests (apt-get, root; does nothing if present)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+	  echo "== browser: chromium and chromedriver are installed"; \
+	elif ! command -v apt-get >/dev/null; then \
+	  echo "== browser: no apt-get here; install Chromium and chromedriver yourself (the browser tests skip without them)"; \
+	elif [ "$$(id -u)" != 0 ]; then \
+	  echo "== browser: apt-get needs root: sudo make browser (the browser tests skip without Chromium)"; \
+	else \
+	  echo "== browser: apt-get install $(BROWSER_PKGS) (a minute or two)"; \
+	  log=$$(mktemp); export DEBIAN_FRONTEND=noninteractive; \
+	  if { apt-get update -qq && apt-get install -y -qq $(BROWSER_PKGS); } >"$$log" 2>&1; then \
+	    echo "== browser: installed $$(chromedriver --version | cut -d' ' -f1-2)"; \
+	  else \
+	    cat "$$log"; echo "== browser: apt-get failed (above); the browser tests skip without Chromium"; \
+	  fi; \
+	  rm -f "$$log"; \
+	fi
 
 lab: $(ENV_STAMP) $(SAMPLES) ## JupyterLab on notebooks/00_explore.ipynb, kernel ama (PORT=8888, LAB_ARGS="..."); URL printed last
 	@$(PY) -m ama.lab --port "$(PORT)" --notebook-dir "$(NOTEBOOKS)" -- $(LAB_ARGS)

@@ -348,6 +348,7 @@ class _ExplorerUI:
         for k, (b, value, colour) in enumerate(zip(self.cells.children, ex.cam.flatten().tolist(), cell_colours(ex.cam))):
             b.description = f"{value:.2f}"
             b.style.button_color = colour
+            b.style.text_color = "white" if value < 0.15 or value > 0.85 else "black"  # readable on jet's dark ends
             b.style.font_weight = "bold" if k == ex.cell else "normal"
         self.e.max = max(1, (min(ex.size) + 1) // 2 - 1)
         for key, view in self.views.items():

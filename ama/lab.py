@@ -5,6 +5,9 @@
 * ``--allow-root`` when the user is root (Docker, cloud machines), ``--no-browser`` when there is no display
   (no ``$DISPLAY`` / ``$WAYLAND_DISPLAY``, except on macOS and Windows);
 * the ``ama`` kernel is the server's default, so a new notebook gets it too (the kit's notebooks name it);
+* the kit's JupyterLab settings (``jupyter-config/``, put on ``JUPYTER_CONFIG_PATH`` after the user's own): no
+  "get notified about official Jupyter news?" prompt on first start (Settings can turn the news on), and no
+  autosave, so exploring does not write outputs into the kit's committed notebooks (save by hand to keep them);
 * the server logs only warnings; once it answers, the last line printed is its URL with the token, read from
   the server's own runtime file (``jpserver-<pid>.json``), so it is right whatever options were added.
 
@@ -28,6 +31,7 @@ KERNEL = "ama"
 DEFAULT_PORT = 8888
 DEFAULT_NOTEBOOK = "00_explore.ipynb"
 START_TIMEOUT_S = 120
+LAB_CONFIG = ROOT / "jupyter-config"  # labconfig/default_setting_overrides.json: JupyterLab defaults of the kit
 
 
 def has_display(env=None) -> bool:
@@ -51,6 +55,14 @@ def lab_command(port: int = DEFAULT_PORT, notebook_dir: str | os.PathLike = ROOT
     if not display:
         cmd.append("--no-browser")
     return cmd + list(extra)
+
+
+def lab_env(env=None) -> dict:
+    """The server's environment: ``env`` (default ``os.environ``) with the kit's config dir last on
+    ``JUPYTER_CONFIG_PATH`` (the user's own config wins over it)."""
+    env = dict(os.environ if env is None else env)
+    env["JUPYTER_CONFIG_PATH"] = os.pathsep.join([*filter(None, [env.get("JUPYTER_CONFIG_PATH")]), str(LAB_CONFIG)])
+    return env
 
 
 def runtime_dir() -> Path:
@@ -96,7 +108,7 @@ def main(argv=None) -> int:
     extra = [a for a in extra if a != "--"]
     cmd = lab_command(args.port, args.notebook_dir, args.open or None, extra)
     print(f"== starting JupyterLab (port {args.port}; server warnings below; Ctrl-C twice to stop)", flush=True)
-    proc = subprocess.Popen(cmd)
+    proc = subprocess.Popen(cmd, env=lab_env())
     # Ctrl-C reaches the server too (same terminal); it asks and shuts down, and we wait for it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: proc.terminate())

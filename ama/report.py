@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -239,17 +240,30 @@ def beyond_the_paper(run_dir: str | os.PathLike) -> list[str]:
     return lines
 
 
-def display_claims(run_dir: str | os.PathLike) -> None:
-    """In a notebook: each claim's verdict and sentence, its figures and its table (IPython's display)."""
+FIGURE_LINE = re.compile(r"!\[[^\]]*\]\(([^)]+)\)")
+
+
+def display_report(run_dir: str | os.PathLike) -> None:
+    """In a notebook: ``REPORT.md`` as written, section by section, each figure line shown as the image itself, so
+    that the notebook's HTML export is the whole report wherever it is opened (IPython's display)."""
     from IPython.display import Image, Markdown, display
 
     run_dir = resolve(run_dir)
-    for claim in collect_claims(run_dir):
-        display(Markdown(f"## Claim {claim.number}: {claim.title}\n\n**Verdict: {claim.verdict}.** {claim.sentence}"))
-        for figure in claim.figures:
-            display(Image(filename=str(run_dir / figure), width=720))
-        if claim.table is not None:
-            display(claim.table)
+    text = []
+
+    def flush():
+        if "".join(text).strip():
+            display(Markdown("\n".join(text)))
+        text.clear()
+
+    for line in (run_dir / "REPORT.md").read_text().splitlines():
+        figure = FIGURE_LINE.fullmatch(line.strip())
+        if figure:
+            flush()
+            display(Image(filename=str(run_dir / figure[1]), width=720))
+        else:
+            text.append(line)
+    flush()
 
 
 def write_report(run_dir: str | os.PathLike) -> Path:

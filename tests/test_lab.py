@@ -43,6 +43,15 @@ def test_server_url_opens_the_explorer_with_the_token():
     assert lab.server_url({"url": "http://localhost:8890/", "token": ""}, None) == "http://localhost:8890/lab"
 
 
+def test_lab_env_puts_the_kits_settings_after_the_users():
+    assert lab.lab_env({"JUPYTER_CONFIG_PATH": "/mine"})["JUPYTER_CONFIG_PATH"].split(os.pathsep) == [
+        "/mine", str(lab.LAB_CONFIG)]
+    assert lab.lab_env({})["JUPYTER_CONFIG_PATH"] == str(lab.LAB_CONFIG)
+    overrides = json.loads((lab.LAB_CONFIG / "labconfig" / "default_setting_overrides.json").read_text())
+    assert overrides["@jupyterlab/apputils-extension:notification"]["fetchNews"] == "false"
+    assert overrides["@jupyterlab/docmanager-extension:plugin"]["autosave"] is False  # the kit's notebooks stay clean
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -90,6 +99,9 @@ def test_make_lab_serves_the_notebooks_with_the_ama_kernel(tmp_path):
                 "03_adversarial_marginal_attack.ipynb", "04_report.ipynb"} <= names
         explorer = _get(f"{base}/api/contents/00_explore.ipynb", token)
         assert explorer["content"]["metadata"]["kernelspec"]["name"] == "ama"
+        # the kit's default: no first-start question about JupyterLab's news feed
+        notification = _get(f"{base}/lab/api/settings/@jupyterlab/apputils-extension:notification", token)
+        assert notification["schema"]["properties"]["fetchNews"]["default"] == "false"
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
