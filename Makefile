@@ -14,10 +14,11 @@ SAMPLES := data/samples/manifest.csv
 KERNEL := ama
 
 # --- parameters of a run: one Make variable per field of ama/params.py's RunParams, in capitals (MODELS, E, N_ITER,
-# FAST, ...); set on the command line, empty = the default there. ama/params.py needs only the standard library, so
+# FAST, ...); set on the command line, empty = the default there or, with PROFILE=name, that profile's value. ama/params.py needs only the standard library, so
 # the run's name is known before .venv exists.
 PARAM_VARS := $(shell $(PYTHON) ama/params.py make-vars)
-PARAM_ARGS = $(foreach v,$(PARAM_VARS),--$(v)="$($(v))")
+PROFILE ?=
+PARAM_ARGS = --PROFILE="$(PROFILE)" $(foreach v,$(PARAM_VARS),--$(v)="$($(v))")
 NPROC ?= 1
 NB_TIMEOUT ?= 3600
 PORT ?= 8888
@@ -81,13 +82,18 @@ $(NB_PARAMS): FORCE $(ENV_STAMP)
 RUN_NB = $(PY) -m ama.pipeline notebook --params $(NB_PARAMS) --run-dir $(RUN_DIR) --kernel $(KERNEL) \
   --timeout $(NB_TIMEOUT) --nproc $(NPROC)
 
-$(NB_OUT)/01_occlusion.ipynb: $(NOTEBOOKS)/01_occlusion.ipynb $(SRC) $(NB_PARAMS) $(SAMPLES)
+# The run's images (labelled: correctly classified by every model, ama.protocol), chosen once for every notebook.
+SELECTION := $(RUN_DIR)/selection.csv
+$(SELECTION): $(NB_PARAMS) $(SRC) $(SAMPLES)
+	@$(PY) -m ama.pipeline select --params $(NB_PARAMS) --run-dir $(RUN_DIR)
+
+$(NB_OUT)/01_occlusion.ipynb: $(NOTEBOOKS)/01_occlusion.ipynb $(SRC) $(NB_PARAMS) $(SELECTION)
 	@$(RUN_NB) $<
-$(NB_OUT)/02_receptive_field_misalignment.ipynb: $(NOTEBOOKS)/02_receptive_field_misalignment.ipynb $(SRC) $(NB_PARAMS) $(SAMPLES) | $(NB_OUT)/01_occlusion.ipynb
+$(NB_OUT)/02_receptive_field_misalignment.ipynb: $(NOTEBOOKS)/02_receptive_field_misalignment.ipynb $(SRC) $(NB_PARAMS) $(SELECTION) | $(NB_OUT)/01_occlusion.ipynb
 	@$(RUN_NB) $<
-$(NB_OUT)/03_adversarial_marginal_attack.ipynb: $(NOTEBOOKS)/03_adversarial_marginal_attack.ipynb $(SRC) $(NB_PARAMS) $(SAMPLES) | $(NB_OUT)/02_receptive_field_misalignment.ipynb
+$(NB_OUT)/03_adversarial_marginal_attack.ipynb: $(NOTEBOOKS)/03_adversarial_marginal_attack.ipynb $(SRC) $(NB_PARAMS) $(SELECTION) | $(NB_OUT)/02_receptive_field_misalignment.ipynb
 	@$(RUN_NB) $<
-$(NB_OUT)/05_beyond_the_paper.ipynb: $(NOTEBOOKS)/05_beyond_the_paper.ipynb $(SRC) $(NB_PARAMS) $(SAMPLES) | $(NB_OUT)/03_adversarial_marginal_attack.ipynb
+$(NB_OUT)/05_beyond_the_paper.ipynb: $(NOTEBOOKS)/05_beyond_the_paper.ipynb $(SRC) $(NB_PARAMS) $(SELECTION) | $(NB_OUT)/03_adversarial_marginal_attack.ipynb
 	@$(RUN_NB) $<
 $(RUN_DIR)/REPORT.md: $(NOTEBOOKS)/04_report.ipynb $(SRC) $(NB_OUT)/01_occlusion.ipynb $(NB_OUT)/02_receptive_field_misalignment.ipynb $(NB_OUT)/03_adversarial_marginal_attack.ipynb $(NB_OUT)/05_beyond_the_paper.ipynb
 	@$(RUN_NB) $<

@@ -1,18 +1,23 @@
-"""The paper's three claims: the statistic each one rests on, computed from a run's tables, and the verdict.
+"""The paper's three claims: the statistic each one rests on, its 95% interval over images, and a three-valued verdict.
 
-Each statistic is one function of a table, by model or pooled over the run's models, used by the claims below,
-by the report's *Across models* table (:func:`model_table`) and by the notebooks.
+Each statistic is summarised per image first (cells, fills and settings of one image are not independent samples),
+then over images with its interval (:mod:`ama.intervals`): a rate of images by Wilson's interval, a mean or median
+by a seeded bootstrap over images; with several models, per image over the models, then a bootstrap over images
+(an image's models are not independent either). A verdict **holds** when the interval lies on the claim's side of
+its threshold, **does not hold** when it lies on the other side and is **inconclusive** when it straddles it. The
+same functions give the report's claims, its *Across models* table (:func:`model_table`) and the notebooks' numbers.
 
 Claims and the kit's criteria (the paper publishes no thresholds; these are the kit's, stated in every report):
 
-1. **The IRF and the ERF are misaligned**: the centre cell's ERF puts most of its mass
-   (> 50 %) outside its IRF support.
-2. **Occlusion outside a cell's IRF moves it**: filling everything outside a cell's IRF changes that
-   cell's raw CAM by more than 10 % (median over cells and images), and a 1-pixel margin occlusion
-   moves interior cells whose IRF never touches the margin.
-3. **A 1-pixel frame changes the saliency map and the prediction**: at ``e = 1`` the attack
-   (reference setting, 8-bit quantised) fools most images (> 50 %) and leaves a CAM whose cosine
-   similarity with the clean CAM is below that of a random (unoptimised) frame.
+1. **The IRF and the ERF are misaligned**: the centre cell's ERF puts most of its mass (more than 50%) outside its
+   IRF support (mean over images).
+2. **Occlusion outside a cell's IRF moves it**: filling everything outside a cell's IRF changes that cell's raw CAM
+   by more than 10% of the map's range (per image the median over cells and fills; then the median over images), and
+   a 1-pixel margin occlusion moves interior cells whose IRF never touches the margin.
+3. **A 1-pixel frame changes the saliency map and the prediction**: at the smallest ``e`` the attack (reference
+   setting, 8-bit quantised) fools more than 50% of the images (top-1 no longer the true label, or no longer the
+   clean prediction where the label is unknown) and leaves a CAM less similar to the clean one than a random
+   (unoptimised) frame of the same width does (per image the random frame's cosine minus the attack's, mean above 0).
 """
 from __future__ import annotations
 
@@ -20,8 +25,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from .intervals import FAILS, HOLDS, INCONCLUSIVE, Estimate
 from .paths import resolve
 
 MISALIGNED_MASS = 0.5
@@ -29,15 +36,18 @@ MOVED_REL_CHANGE = 0.10
 FOOLED_RATE = 0.5
 INTERIOR_MOVED = 0.01  # an interior cell "moves" under margin occlusion beyond this share of the map's range
 CRITERIA = __doc__.split("every report):", 1)[1].strip()
+VERDICTS = {HOLDS: "holds on this run", FAILS: "does NOT hold on this run", INCONCLUSIVE: "is inconclusive on this run",
+            None: "not measured on this run"}
 
 
 @dataclass
 class Claim:
-    """One claim of the paper as this run supports it (``holds`` None: not measured on this run)."""
+    """One claim of the paper as this run supports it: ``outcome`` ``holds`` / ``does not hold`` / ``inconclusive``
+    (:mod:`ama.intervals`), None when not measured on this run."""
 
     number: int
     title: str
-    holds: bool | None
+    outcome: str | None
     sentence: str
     figures: list[str] = field(default_factory=list)
     table: pd.DataFrame | None = None
@@ -45,7 +55,7 @@ class Claim:
 
     @property
     def verdict(self) -> str:
-        return {True: "holds on this run", False: "does NOT hold on this run", None: "not measured on this run"}[self.holds]
+        return VERDICTS[self.outcome]
 
 
 def read_table(tables: Path, stem: str) -> pd.DataFrame | None:
@@ -63,24 +73,35 @@ def existing_figures(figures: Path, *stems: str) -> list[str]:
     return [f"figures/{s}.png" for s in stems if (Path(figures) / f"{s}.png").is_file()]
 
 
-def _by_model(df: pd.DataFrame, by_model: bool, statistic):
-    return df.groupby("model", sort=False).apply(statistic, include_groups=False) if by_model else statistic(df)
+def combine(*outcomes: str) -> str:
+    """A claim made of parts: holds when every part holds, does not hold when one part does not, else inconclusive."""
+    if all(o == HOLDS for o in outcomes):
+        return HOLDS
+    return FAILS if FAILS in outcomes else INCONCLUSIVE
+
+
+def pooled(table: pd.DataFrame, column: str, statistic=np.mean, per_image: str = "mean") -> Estimate:
+    """``statistic`` over images of ``column`` summarised per (model, image) by ``per_image``, then per image over
+    the models, with its bootstrap interval over images."""
+    per = table.groupby(["model", "image"], sort=False)[column].agg(per_image)
+    return Estimate.of(per.groupby(level="image", sort=False).mean().to_numpy(), statistic)
+
+
+def _by_model(table: pd.DataFrame, estimate) -> dict:
+    return {model: estimate(g) for model, g in table.groupby("model", sort=False)}
 
 
 # --- the statistics --------------------------------------------------------------------------------
-def centre_mass_outside(misalignment: pd.DataFrame, by_model: bool = False):
-    """Claim 1: mean ERF mass outside the IRF over the centre cells (all cells where a grid has none) of
-    ``misalignment`` rows; a float, or a Series by model."""
-    def stat(df):
-        centre = df[df.cell_kind == "centre"].erf_mass_outside_irf
-        return float(centre.mean() if len(centre) else df.erf_mass_outside_irf.mean())
-    return _by_model(misalignment, by_model, stat)
+def centre_mass_outside(misalignment: pd.DataFrame) -> Estimate:
+    """Claim 1: per image the mean ERF mass outside the IRF of its centre cell(s); the mean over images."""
+    centre = misalignment[misalignment.cell_kind == "centre"]
+    return pooled(centre if len(centre) else misalignment, "erf_mass_outside_irf")
 
 
-def keep_irf_median_change(keep: pd.DataFrame, by_model: bool = False):
-    """Claim 2: median ``|rel_change|`` of keep-IRF rows (over cells, images and fills); a float, or a Series by
-    model."""
-    return _by_model(keep, by_model, lambda df: float(df.rel_change.abs().median()))
+def keep_irf_change(keep: pd.DataFrame) -> Estimate:
+    """Claim 2: per image the median ``|rel_change|`` of keep-IRF rows (over cells and fills); the median over
+    images."""
+    return pooled(keep.assign(a=keep.rel_change.abs()), "a", np.median, "median")
 
 
 def occlusion_medians(irf_rows: pd.DataFrame, keys=("model", "experiment", "cell_kind")) -> pd.DataFrame:
@@ -90,10 +111,28 @@ def occlusion_medians(irf_rows: pd.DataFrame, keys=("model", "experiment", "cell
 
 
 def reference_attack(summary: pd.DataFrame) -> pd.DataFrame:
-    """The reference attack's rows of ``attack_summary``: the attack (not the random frame), flip, 8-bit, the run's
-    largest ``n_iter``; one per model and ``e``, with the random frame's rates beside (``random_*``)."""
+    """The reference attack's rows of ``attack_summary`` or ``attack_metrics``: the attack (not the random frame),
+    flip, 8-bit, the run's largest ``n_iter``, with the random frame's rates beside (``random_*``) in the summary."""
     rows = summary[(summary.setting == "attack") & (summary["mode"] == "flip") & summary.quantized.astype(bool)]
     return rows[rows.n_iter == rows.n_iter.max()]
+
+
+def attack_at(metrics: pd.DataFrame, e: int) -> pd.DataFrame:
+    """Per (model, image) at frame width ``e``: the reference attack's ``fooled`` and ``cam_cosine`` (8-bit) and the
+    random frame's ``random_cam_cosine``; ``cosine_gap`` = random minus attack (> 0: the attack moves the CAM more)."""
+    q = metrics[metrics.quantized.astype(bool) & (metrics.e == e)]
+    attack = reference_attack(q)[["model", "image", "fooled", "cam_cosine"]]
+    random = q[q.setting == "random_frame"][["model", "image", "cam_cosine"]].rename(
+        columns={"cam_cosine": "random_cam_cosine"})
+    rows = attack.merge(random, on=["model", "image"], how="left")
+    return rows.assign(cosine_gap=rows.random_cam_cosine - rows.cam_cosine, fooled=rows.fooled.astype(float))
+
+
+def fooling_rate(rows: pd.DataFrame) -> Estimate:
+    """Claim 3's rate: Wilson's interval for one model's images; a bootstrap over images for several models."""
+    if rows.model.nunique() == 1:
+        return Estimate.rate(int(rows.fooled.sum()), len(rows))
+    return pooled(rows, "fooled")
 
 
 # --- the claims ------------------------------------------------------------------------------------
@@ -106,13 +145,13 @@ def claim_misalignment(run_dir: Path) -> Claim:
     from .receptive_field import misalignment_summary
 
     by_kind = misalignment_summary(df, ("erf_mass_outside_irf", "centroid_distance_px", "top_q_iou")).round(3)
-    value = centre_mass_outside(df)
-    holds = bool(value > MISALIGNED_MASS)
+    est = centre_mass_outside(df)
+    outcome = est.verdict(MISALIGNED_MASS)
     sentence = (f"Over {df.image.nunique()} images and {df.model.nunique()} model(s), the centre cell's ERF puts "
-                f"{pct(value)} of its mass outside its IRF (all cells: {pct(df.erf_mass_outside_irf.mean())}; "
-                f"top-q IoU of ERF and IRF {df.top_q_iou.mean():.2f}); the kit calls the fields misaligned above "
-                f"{pct(MISALIGNED_MASS)}, so the claim {'holds' if holds else 'does not hold'} here.")
-    return Claim(1, title, holds, sentence, figs, by_kind, "misalignment")
+                f"{est.text(percent=True)} of its mass outside its IRF (all cells: "
+                f"{pct(df.erf_mass_outside_irf.mean())}; top-q IoU of ERF and IRF {df.top_q_iou.mean():.2f}); "
+                f"{est.against(MISALIGNED_MASS, percent=True)}.")
+    return Claim(1, title, outcome, sentence, figs, by_kind, "misalignment")
 
 
 def claim_occlusion(run_dir: Path) -> Claim:
@@ -122,46 +161,45 @@ def claim_occlusion(run_dir: Path) -> Claim:
     figs = existing_figures(run_dir / "figures", "occlusion_keep_occlude_irf", "occlusion_margin_delta")
     if keep is None or keep.empty:
         return Claim(2, title, None, "The keep-IRF table is missing (notebook 01 did not write it).", figs)
-    med = keep_irf_median_change(keep)
+    est = keep_irf_change(keep)
     summary = occlusion_medians(keep, ("model", "fill", "cell_kind")).round(3)
     summary = summary.rename(columns={"median_abs_rel_change": "median |relative change| of R(i, j)"})
-    holds = bool(med > MOVED_REL_CHANGE)
+    outcome = est.verdict(MOVED_REL_CHANGE)
     sentence = (f"Filling every pixel outside a cell's IRF changes that cell's raw CAM by a median "
-                f"{pct(med)} (over {len(keep)} cell x image x fill cases); were the IRF what the cell sees, it "
-                f"would not change.")
+                f"{est.text(percent=True)} of the map's range (per image the median over its cells and fills); were "
+                f"the IRF what the cell sees, it would not change: {est.against(MOVED_REL_CHANGE, percent=True)}.")
     occlude = read_table(run_dir / "tables", "occlusion_occlude_irf")
     if occlude is not None and not occlude.empty:
-        sentence += f" Filling the IRF itself changes the cell by a median {pct(keep_irf_median_change(occlude))}."
+        sentence += f" Filling the IRF itself changes the cell by a median {keep_irf_change(occlude).text(True)}."
     if margin is not None and not margin.empty and "interior_max_abs_rel_change" in margin:
         e1 = margin[margin.e == margin.e.min()]
         moved = (e1.interior_max_abs_rel_change > INTERIOR_MOVED).mean()
         sentence += (f" A {int(e1.e.iloc[0])}-pixel margin occlusion moves an interior cell whose IRF never "
                      f"touches the margin by more than {pct(INTERIOR_MOVED)} of the map's range in {pct(moved)} of "
                      f"image x fill cases (median largest change {pct(e1.interior_max_abs_rel_change.median())}).")
-    sentence += (f" The kit's criterion is a median change above {pct(MOVED_REL_CHANGE)}: the claim "
-                 f"{'holds' if holds else 'does not hold'} here.")
-    return Claim(2, title, holds, sentence, figs, summary, "occlusion_keep_irf")
+    return Claim(2, title, outcome, sentence, figs, summary, "occlusion_keep_irf")
 
 
 def claim_attack(run_dir: Path) -> Claim:
     title = "A 1-pixel frame is enough to change the saliency map and the prediction"
-    df = read_table(run_dir / "tables", "attack_summary")
+    metrics = read_table(run_dir / "tables", "attack_metrics")
+    summary = read_table(run_dir / "tables", "attack_summary")
     figs = existing_figures(run_dir / "figures", "attack_examples", "attack_metrics_vs_e")
-    if df is None or df.empty:
-        return Claim(3, title, None, "The attack summary table is missing (notebook 03 did not write it).", figs)
-    ref = reference_attack(df)
-    e_min = int(ref.e.min())
-    q = ref[ref.e == e_min]
-    fooling, cos = q.fooling_rate.mean(), q.cam_cosine.mean()
-    base_fool, base_cos = q.random_fooling_rate.mean(), q.random_cam_cosine.mean()
-    holds = bool(fooling > FOOLED_RATE and (pd.isna(base_cos) or cos < base_cos))
-    sentence = (f"With only the {e_min}-pixel frame changed ({int(q.n_iter.max())} iterations, after 8-bit "
-                f"quantisation), the attack changes the prediction of {pct(fooling)} of the images and leaves a CAM "
-                f"with cosine similarity {cos:.2f} to the clean one; a random frame of the same width changes "
-                f"{pct(base_fool)} of predictions, CAM cosine {base_cos:.2f}. The kit's criterion (fooling rate above "
-                f"{pct(FOOLED_RATE)} and CAM similarity below the random frame's): the claim "
-                f"{'holds' if holds else 'does not hold'} here.")
-    return Claim(3, title, holds, sentence, figs, q.round(3), "attack_summary")
+    if metrics is None or metrics.empty or summary is None:
+        return Claim(3, title, None, "The attack tables are missing (notebook 03 did not write them).", figs)
+    e_min = int(reference_attack(metrics).e.min())
+    rows = attack_at(metrics, e_min)
+    fooled, gap = fooling_rate(rows), pooled(rows, "cosine_gap")
+    outcome = combine(fooled.verdict(FOOLED_RATE), gap.verdict(0.0))
+    against = "the true label" if "label" in metrics and (metrics.label >= 0).all() else "the clean prediction"
+    n_iter = int(reference_attack(metrics).n_iter.max())
+    sentence = (f"With only the {e_min}-pixel frame changed ({n_iter} iterations, after 8-bit quantisation), the attack "
+                f"changes the top-1 away from {against} for {fooled.text(percent=True)}: "
+                f"{fooled.against(FOOLED_RATE, percent=True)}. The random frame's CAM cosine to the clean CAM minus "
+                f"the attack's is {gap.text()} (attack {rows.cam_cosine.mean():.2f}, random frame "
+                f"{rows.random_cam_cosine.mean():.2f}): {gap.against(0.0)}. Both parts must hold for the claim to hold.")
+    q = reference_attack(summary)
+    return Claim(3, title, outcome, sentence, figs, q[q.e == e_min].round(3), "attack_summary")
 
 
 CLAIMS = (claim_misalignment, claim_occlusion, claim_attack)
@@ -173,28 +211,35 @@ def collect_claims(run_dir: str | os.PathLike) -> list[Claim]:
 
 
 def model_table(run_dir: Path) -> pd.DataFrame | None:
-    """One row per model: input size, CAM grid, theoretical RF, each claim's statistic (the centre cell's ERF mass
-    outside its IRF, the keep-IRF median |change|, the reference attack's fooling rate and CAM cosine, 8-bit, at each
-    ``e``), with each claim's criterion judged for that model (``claim1`` ... ``claim3``)."""
+    """One row per model: input size, CAM grid, theoretical RF, each claim's statistic with its interval (the centre
+    cell's ERF mass outside its IRF, the keep-IRF median |change|, the reference attack's fooling rate at the
+    smallest ``e``) and each claim's verdict for that model (``claim1`` ... ``claim3``); the reference attack's fooling
+    rate and CAM cosine (8-bit) at each ``e``."""
     tables = Path(run_dir) / "tables"
-    sizes, mis, keep, attack = (read_table(tables, t) for t in
-                                ("receptive_field_sizes", "misalignment", "occlusion_keep_irf", "attack_summary"))
+    sizes, mis, keep, metrics, summary = (read_table(tables, t) for t in (
+        "receptive_field_sizes", "misalignment", "occlusion_keep_irf", "attack_metrics", "attack_summary"))
     if sizes is None:
         return None
     out = sizes[["model", "input_px", "grid", "theoretical_rf_px"]].copy()
+
+    def add(name, estimates, threshold, claim):
+        out[name] = out.model.map({m: e.value for m, e in estimates.items()})
+        out[f"{name}_ci"] = out.model.map({m: f"{e.low:.2f} to {e.high:.2f}" for m, e in estimates.items()})
+        out[claim] = out.model.map({m: e.verdict(threshold) for m, e in estimates.items()})
+
     if mis is not None:
-        out["centre_erf_mass_outside_irf"] = out.model.map(centre_mass_outside(mis, by_model=True))
-        out["claim1"] = out.centre_erf_mass_outside_irf > MISALIGNED_MASS
+        add("centre_erf_mass_outside_irf", _by_model(mis, centre_mass_outside), MISALIGNED_MASS, "claim1")
     if keep is not None:
-        out["keep_irf_median_change"] = out.model.map(keep_irf_median_change(keep, by_model=True))
-        out["claim2"] = out.keep_irf_median_change > MOVED_REL_CHANGE
-    if attack is not None:
-        ref = reference_attack(attack)
+        add("keep_irf_median_change", _by_model(keep, keep_irf_change), MOVED_REL_CHANGE, "claim2")
+    if metrics is not None and summary is not None:
+        ref = reference_attack(summary)
         for e in sorted(ref.e.unique()):
             at = ref[ref.e == e].set_index("model")
             out[f"fooling_e{e}"] = out.model.map(at.fooling_rate)
             out[f"cam_cosine_e{e}"] = out.model.map(at.cam_cosine)
-        e_min = ref.e.min()
-        base_cos = ref[ref.e == e_min].set_index("model").random_cam_cosine
-        out["claim3"] = (out[f"fooling_e{e_min}"] > FOOLED_RATE) & (out[f"cam_cosine_e{e_min}"] < out.model.map(base_cos))
+        rows = attack_at(metrics, int(ref.e.min()))
+        fooled, gap = _by_model(rows, fooling_rate), _by_model(rows, lambda g: pooled(g, "cosine_gap"))
+        out["fooling_ci"] = out.model.map({m: f"{e.low:.2f} to {e.high:.2f}" for m, e in fooled.items()})
+        out["claim3"] = out.model.map({m: combine(fooled[m].verdict(FOOLED_RATE), gap[m].verdict(0.0))
+                                       for m in fooled})
     return out

@@ -28,7 +28,7 @@ log = logging.getLogger("ama")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
 MIN_SIDE = 32
-LABEL_FILES = ("labels.csv", "labels.txt", "val_labels.txt", "LOC_val_solution.csv")
+LABEL_FILES = ("labels.csv", "labels.txt", "val_labels.txt", "LOC_val_solution.csv", "manifest.csv")
 
 
 class ImageLoadError(ValueError):
@@ -223,15 +223,32 @@ def imagenet_wnids() -> list[str]:
     return list(ImageNetInfo().label_names())
 
 
+LABEL_COLUMNS = ("class_index", "label", "wnid")  # a CSV with a header: the first of these it has gives the label
+
+
 def _read_label_file(path: Path) -> dict[str, int]:
-    """``file label`` per line (comma, tab or space separated); a label is a class index or a WordNet id."""
+    """Labels by image stem. A CSV whose header names a ``file`` column and a label column (:data:`LABEL_COLUMNS`, e.g.
+    the kit's ``data/imagenet/manifest.csv``) is read by those columns; a CSV with a ``file`` column and none of them (a
+    manifest of unlabelled photos) gives no labels; otherwise ``file label`` per line (comma, tab or space separated).
+    A label is a class index or a WordNet id."""
     wnid_index = {w: i for i, w in enumerate(imagenet_wnids())}
+    text = path.read_text()
+    header = [h.strip().lower() for h in text.split("\n", 1)[0].split(",")]
+    pairs = []
+    if "file" in header and len(header) > 2:
+        column = next((c for c in LABEL_COLUMNS if c in header), None)
+        if column is None:
+            return {}
+        rows = csv.DictReader(text.splitlines()[1:], fieldnames=header)
+        pairs = [(k, row["file"], row[column]) for k, row in enumerate(rows, 2)]
+    else:
+        for line_no, line in enumerate(text.splitlines(), 1):
+            parts = line.replace(",", " ").replace("\t", " ").split()
+            if len(parts) >= 2 and parts[0].lower() not in ("imageid", "file", "filename", "name"):
+                pairs.append((line_no, parts[0], parts[1]))
     labels: dict[str, int] = {}
-    for line_no, line in enumerate(path.read_text().splitlines(), 1):
-        parts = line.replace(",", " ").replace("\t", " ").split()
-        if len(parts) < 2 or parts[0].lower() in ("imageid", "file", "filename", "name"):
-            continue
-        key, value = Path(parts[0]).stem, parts[1]
+    for line_no, file, value in pairs:
+        key, value = Path(file).stem, value.strip()
         if value.isdigit():
             labels[key] = int(value)
         elif value in wnid_index:
@@ -245,7 +262,8 @@ def list_images(source, n: int | None = None, seed: int = 0, labels: str | Path 
     """Image files of ``source`` (a file, a folder searched recursively, or a list of files), sorted.
 
     Labels come from ImageNet class sub-folders (``n01440764/...``) or a label file in the folder
-    (``labels.csv``/``labels.txt``: ``file label`` per line) or ``labels=``. ``n``: a subset chosen with ``seed``.
+    (``labels.csv``/``labels.txt``: ``file label`` per line; a ``manifest.csv`` with a label column, as the kit's
+    ``data/imagenet`` has) or ``labels=``. ``n``: a subset chosen with ``seed``.
     """
     if isinstance(source, (str, Path)):
         root = _resolve_source(source)

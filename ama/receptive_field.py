@@ -11,6 +11,8 @@ Cells are numbered row-major: cell ``k`` is ``(k // w, k % w)``.
 """
 from __future__ import annotations
 
+import numbers
+
 import pandas as pd
 import torch
 import torch.nn as nn
@@ -142,17 +144,30 @@ def irf_width(grid=(7, 7), size=(224, 224), cell: int | None = None, mode: str =
 
 
 # --- misalignment ---------------------------------------------------------------------------
-def misalignment(erf: torch.Tensor, irf: torch.Tensor, e: int = 1, align_corners: bool | None = True,
-                 cells=None, grid=None) -> pd.DataFrame:
+def erf_ranks(erf: torch.Tensor) -> torch.Tensor:
+    """``(B, n, H*W)``: each pixel's rank in its ERF map ``(B, n, H, W)``, 0 for the largest (the top-q IoU's
+    ordering; computed once, it serves every IRF the same maps are compared with)."""
+    flat = erf.float().flatten(2)
+    order = flat.argsort(dim=2, descending=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(2, order, torch.arange(flat.shape[-1], device=erf.device).expand_as(order))
+    return ranks
+
+
+def misalignment(erf: torch.Tensor, irf: torch.Tensor, e=1, align_corners: bool | None = True,
+                 cells=None, grid=None, ranks: torch.Tensor | None = None) -> pd.DataFrame:
     """One tidy row per (image, cell) comparing ERF ``(B, n, H, W)`` or ``(n, H, W)`` with IRF ``(h*w, H, W)``.
 
     Columns: ``image`` (batch index), ``cell``, ``i``, ``j``, ``cell_kind``, ``erf_mass_outside_irf`` (ERF mass
     off the IRF support, ``[0, 1]``), ``centroid_distance_px`` (ERF centroid to the cell's centre in the
     upsampled map), ``margin_mass_ratio`` (ERF mass in the ``e``-pixel border / the border's share of the
     image; > 1: the border moves the cell more than its area suggests), ``top_q_iou`` (IoU of the ``q`` pixels of
-    largest ERF with the IRF support, ``q`` the support's area), ``irf_support_px``.
-    ``cells``: which IRF cells the ERF maps are of (default all, in order); ``grid``: ``(h, w)`` (default square).
+    largest ERF with the IRF support, ``q`` the support's area), ``irf_support_px``; for several ``e`` (a sequence)
+    ``margin_mass_ratio`` is the first one's and ``margin_mass_ratio_e<e>`` columns follow for each.
+    ``cells``: which IRF cells the ERF maps are of (default all, in order); ``grid``: ``(h, w)`` (default square);
+    ``ranks``: :func:`erf_ranks` of ``erf`` when already computed.
     """
+    widths = [e] if isinstance(e, numbers.Integral) else list(e)
     erf = erf.unsqueeze(0) if erf.ndim == 3 else erf
     B, n, H, W = erf.shape
     hw = irf.shape[0]
@@ -170,19 +185,16 @@ def misalignment(erf: torch.Tensor, irf: torch.Tensor, e: int = 1, align_corners
     support = irf_support(irf[cells]).to(erf.device)                      # (n, H, W)
     kinds = cell_kinds(grid)
     centres = cell_centres(grid, (H, W), align_corners)[cells].to(erf.device)  # (n, 2)
-    border = frame_mask((H, W), e, erf.device)
-    border_share = border.float().mean()
+    borders = {w_: frame_mask((H, W), w_, erf.device) for w_ in widths}
 
     erf = erf.float()
     mass = erf.sum((-2, -1))                                               # (B, n), 1 or 0
     outside = (erf * (~support)).sum((-2, -1))
     centroid = erf_centroid(erf)                                           # (B, n, 2)
     dist = (centroid - centres).norm(dim=-1)
-    margin_ratio = (erf * border).sum((-2, -1)) / border_share
+    margin_ratio = {w_: (erf * m).sum((-2, -1)) / m.float().mean() for w_, m in borders.items()}
     q = support.flatten(1).sum(1)                                          # (n,)
-    order = erf.flatten(2).argsort(dim=2, descending=True)
-    ranks = torch.empty_like(order)
-    ranks.scatter_(2, order, torch.arange(H * W, device=erf.device).expand_as(order))
+    ranks = erf_ranks(erf) if ranks is None else ranks
     top = ranks < q[None, :, None]
     sup = support.flatten(1)[None]
     inter = (top & sup).sum(2).float()
@@ -197,30 +209,33 @@ def misalignment(erf: torch.Tensor, irf: torch.Tensor, e: int = 1, align_corners
                 image=b, cell=cell, i=cell // w, j=cell % w, cell_kind=kinds[cell],
                 erf_mass_outside_irf=float("nan") if empty else outside[b, k].item(),
                 centroid_distance_px=float("nan") if empty else dist[b, k].item(),
-                margin_mass_ratio=float("nan") if empty else margin_ratio[b, k].item(),
+                margin_mass_ratio=float("nan") if empty else margin_ratio[widths[0]][b, k].item(),
                 top_q_iou=float("nan") if empty else iou[b, k].item(),
                 irf_support_px=int(q[k]),
             ))
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if not isinstance(e, numbers.Integral):
+        empty = (mass == 0).flatten().cpu()
+        for w_ in widths:
+            table[f"margin_mass_ratio_e{w_}"] = margin_ratio[w_].flatten().cpu().masked_fill(empty, float("nan")).tolist()
+    return table
 
 
 def misalignment_table(model: CAMModel, x: torch.Tensor, names=None, e=(1,), mode: str = "bilinear",
                        align_corners: bool | None = True, batch_size: int | None = None,
-                       erf: torch.Tensor | None = None) -> pd.DataFrame:
+                       erf: torch.Tensor | None = None, ranks: torch.Tensor | None = None) -> pd.DataFrame:
     """ERF of every cell of every image of ``x`` vs the IRF: :func:`misalignment` rows with ``image`` names,
-    ``model``, ``upsampling``, and one ``margin_mass_ratio_e<e>`` column per frame width ``e``. ``erf``: maps already
-    computed by :func:`effective_receptive_field` for ``x`` (to compare upsamplings without recomputing)."""
+    ``model``, ``upsampling``, and one ``margin_mass_ratio_e<e>`` column per frame width ``e``. ``erf`` (and its
+    :func:`erf_ranks`): maps already computed by :func:`effective_receptive_field` for ``x`` (to compare upsamplings
+    without recomputing)."""
     if erf is None:
         erf = effective_receptive_field(model, x, batch_size=batch_size)
     H, W = x.shape[-2:]
     h, w = model.feature_size((H, W))
     irf = implicit_receptive_field((h, w), (H, W), mode, align_corners)
-    widths = [e] if isinstance(e, int) else list(e)
-    aligned = corners_aligned(mode, align_corners)
-    table = misalignment(erf, irf, e=widths[0], align_corners=aligned, grid=(h, w))
-    for w_ in widths:
-        table[f"margin_mass_ratio_e{w_}"] = misalignment(erf, irf, e=w_, align_corners=aligned,
-                                                         grid=(h, w)).margin_mass_ratio
+    widths = [e] if isinstance(e, numbers.Integral) else list(e)
+    table = misalignment(erf, irf, e=widths, align_corners=corners_aligned(mode, align_corners), grid=(h, w),
+                         ranks=ranks)
     names = list(names) if names is not None else [str(i) for i in range(x.shape[0])]
     table["image"] = [names[b] for b in table.image]
     table.insert(1, "model", model.name)

@@ -7,21 +7,22 @@ import pandas as pd
 
 from .experiments import EXPERIMENTS
 from .params import RunParams
-from .paths import resolve
 from .results import save_tables
 
 
-def load_runs(params: RunParams) -> dict:
-    """``{model name: (model, LoadedImages)}`` for every model of the run, images at each model's input size (the
-    ``FAST`` subset under ``fast``)."""
-    from .data import load_images
+def load_runs(params: RunParams, run_dir) -> dict:
+    """``{model name: (model, LoadedImages)}`` for every model of the run: the run's images
+    (:func:`ama.protocol.run_records`, chosen once per run folder) at each model's input size, with their labels."""
+    from .data import load_records
     from .models import run_model
+    from .protocol import run_records
 
     p = params.fast_variant()
+    records = run_records(params, run_dir)
     runs = {}
     for name in p.models:
         model = run_model(name, p.device)
-        runs[name] = (model, load_images(resolve(p.images), model, n=p.n_images, seed=p.seed))
+        runs[name] = (model, load_records(records, model))
     return runs
 
 
@@ -54,7 +55,7 @@ def compute(experiment: str, runs: dict, params: RunParams, out_dir, sharded: bo
         return tables, None
     per_model, extras = [], {}
     for name, (model, data) in runs.items():
-        tables, extras[name] = spec.run(model, data.images, data.names, params, out_dir, True)
+        tables, extras[name] = spec.run(model, data.images, data.names, params, out_dir, True, data.labels)
         per_model.append(tables)
     tables = {k: pd.concat([t[k] for t in per_model], ignore_index=True) for k in per_model[0]}
     tables.update(spec.summaries(tables))

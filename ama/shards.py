@@ -26,6 +26,7 @@ from . import experiments
 from .distributed import Launch, launch_from_env, rank_device, shard
 from .params import RunParams
 from .paths import resolve
+from .protocol import run_records
 from .results import atomic_write, save_tables
 from .runstore import RankPart, RunStoreError, owners, part_files, read_plans
 
@@ -47,11 +48,6 @@ def parts_dir(run_dir, experiment: str, params: RunParams, world: int) -> Path:
     return resolve(run_dir) / "parts" / experiment / f"{key}-of-{world}"
 
 
-def _records(params: RunParams):
-    from .data import list_images
-
-    p = params.fast_variant()
-    return list_images(p.images, n=p.n_images, seed=p.seed)
 
 
 def run_shard(experiment: str, params: RunParams, run_dir, launch: Launch | None = None,
@@ -67,7 +63,7 @@ def run_shard(experiment: str, params: RunParams, run_dir, launch: Launch | None
     if read_plans(folder).get(rank, {}).get("finished"):
         return folder
     device = rank_device(params.device, launch)
-    mine = shard(_records(params), launch)
+    mine = shard(run_records(params, run_dir), launch)
     tables: dict[str, list[pd.DataFrame]] = {}
     images, skipped, labels = {}, {}, {}
     for name in params.models:
@@ -77,7 +73,8 @@ def run_shard(experiment: str, params: RunParams, run_dir, launch: Launch | None
         images[name], skipped[name] = data.names, [s[0] for s in data.skipped]
         if not data.names:
             continue
-        got, _ = experiments.EXPERIMENTS[experiment].run(model, data.images, data.names, params, run_dir, progress)
+        got, _ = experiments.EXPERIMENTS[experiment].run(model, data.images, data.names, params, run_dir, progress,
+                                                          data.labels)
         for table, df in got.items():
             tables.setdefault(table, []).append(df)
     for table, frames in tables.items():
@@ -96,7 +93,7 @@ def merge(experiment: str, params: RunParams, run_dir, world: int) -> dict[str, 
     if missing:
         raise ShardError(f"{experiment}: rank(s) {missing} of {world} have not finished (no finished plan in "
                          f"{folder}); rerun the same torchrun command: finished ranks are kept")
-    names = [r.name for r in _records(params)]
+    names = [r.name for r in run_records(params, run_dir)]
     for model in params.models:
         try:
             seen = owners({r: [*p["images"].get(model, []), *p["skipped"].get(model, [])] for r, p in plans.items()},

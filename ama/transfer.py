@@ -180,12 +180,13 @@ def scale_check_summary(rows: pd.DataFrame) -> pd.DataFrame:
 def transfer_experiment(model, x: torch.Tensor, names, params, out_dir=None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Notebook 05's transfer study for one model: at every ``e`` of ``params`` (a fast variant of
     :class:`ama.params.RunParams`), the 8-bit images of each optimiser of
-    :data:`ama.attack_experiments.ADVERSARIAL_OPTIMIZERS` (the run's PNGs, attacked again where missing) and the
+    :data:`ama.ablation.ADVERSARIAL_OPTIMIZERS` (the run's PNGs, attacked again where missing) and the
     random frame, explained by :data:`TRANSFER_METHODS` (Score-CAM on the first ``params.score_cam_images`` images,
     none when 0). Returns the :func:`transfer_table` rows, the :func:`scale_check` rows and
     ``{(optimizer, e): AttackResult}``."""
     from .attack import random_frame
-    from .attack_experiments import ADVERSARIAL_OPTIMIZERS, adversarial_result
+    from .ablation import ADVERSARIAL_OPTIMIZERS
+    from .attack_experiments import adversarial_result
 
     methods = [m for m in TRANSFER_METHODS if m != "scorecam" or params.score_cam_images > 0]
     limits = {"scorecam": params.score_cam_images}

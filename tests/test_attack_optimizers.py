@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import ama
-from ama import attack, attack_experiments, optimizers
+from ama import ablation, attack, optimizers
 from ama.attack import quantize, start_noise
 from ama.cam import compute_cam
 from ama.geometry import frame_mask
@@ -190,7 +190,7 @@ def test_invalid_optimizer_settings(tiny_model, x8, kwargs, message):
 
 def test_ablation_table_has_every_setting_once(tiny_model, x8):
     names = list("abcd")
-    table = attack_experiments.run_ablation(tiny_model, x8, names, e=(1,), budgets=(3, 5),
+    table = ablation.run_ablation(tiny_model, x8, names, e=(1,), budgets=(3, 5),
                                             optimizer_names=("sign", "apgd"), progress=False)
     runs = table[["optimizer", "variant", "e", "n_iter", "mode"]].drop_duplicates()
     assert len(table) == len(runs) * 4 * 2  # images x quantized per run
@@ -203,13 +203,13 @@ def test_ablation_table_has_every_setting_once(tiny_model, x8):
     ref = ama.marginal_attack(tiny_model, x8, e=1, n_iter=5, names=names).metrics
     row = table[(table.optimizer == "sign") & (table.variant == "default") & (table.n_iter == 5)]
     assert row.cam_cosine.tolist() == ref.cam_cosine.tolist()
-    s = attack_experiments.ablation_summary(table)
+    s = ablation.ablation_summary(table)
     one = s[(s.optimizer == "sign") & (s.variant == "default") & (s.n_iter == 5) & s.quantized].iloc[0]
     q = ref[ref.quantized]
     assert one.fooling_rate == q.fooled.mean() and abs(one.cam_cosine - q.cam_cosine.mean()) < 1e-6
     assert one.n_images == 4
     with pytest.raises(ValueError, match="unknown ingredient 'momentum'"):
-        attack_experiments.ingredient_variants(["apgd"], ["momentum"])
+        ablation.ingredient_variants(["apgd"], ["momentum"])
 
 
 def test_report_states_the_strongest_result_beside_the_reference(tmp_path):
@@ -285,7 +285,7 @@ def test_ablation_reuses_given_results_and_adds_keep_mode(tiny_model, x8):
     calls = []
     features = tiny_model.features
     tiny_model.features = lambda z: (calls.append(z.shape[0]), features(z))[1]
-    table = attack_experiments.run_ablation(tiny_model, x8, names, e=(1,), budgets=(5,),
+    table = ablation.run_ablation(tiny_model, x8, names, e=(1,), budgets=(5,),
                                             optimizer_names=("sign", "apgd"), ingredients=(), keep_e=[1],
                                             keep_optimizers=["apgd"], results=results, progress=False)
     runs = set(map(tuple, table[["optimizer", "mode"]].drop_duplicates().values))
@@ -298,7 +298,7 @@ def test_ablation_reuses_given_results_and_adds_keep_mode(tiny_model, x8):
 
 
 def test_ablation_narrows_the_widths_per_optimizer(tiny_model, x8):
-    table = attack_experiments.run_ablation(tiny_model, x8, list("abcd"), e=(1, 2), budgets=(3,),
+    table = ablation.run_ablation(tiny_model, x8, list("abcd"), e=(1, 2), budgets=(3,),
                                             optimizer_names=("sign", "adam"), ingredients=(),
                                             optimizer_e={"adam": [1]}, progress=False)
     widths = table.groupby("optimizer").e.unique()

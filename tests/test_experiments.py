@@ -16,7 +16,7 @@ from PIL import Image
 from ama import attack_experiments, experiments, runs, shards
 from ama.distributed import Launch
 from ama.geometry import check_frame_width
-from ama.params import ParamsError, RunParams
+from ama.params import N_IMAGES, ParamsError, RunParams
 from ama.reference import compare_tables
 
 TINY = "conftest:make_tiny_model"
@@ -27,12 +27,19 @@ TESTS = Path(__file__).parent
 def test_defaults_and_fast_variant():
     p = RunParams()
     assert (p.models, p.e, p.n_iter, p.lamb, p.seed) == (("lite0",), (1, 2, 4, 8), 100, 100.0, 0)
-    assert p.run_name() == "lite0_samples_e1-2-4-8_it100_lamb100_seed0"
+    assert p.run_name() == f"lite0_imagenet_n{N_IMAGES}_e1-2-4-8_it100_lamb100_seed0"
+    assert RunParams(images="data/samples", n_images="all").run_name() == "lite0_samples_all_e1-2-4-8_it100_lamb100_seed0"
+    evidence = RunParams.from_strings("imagenet", n_seeds="", e="1 2")  # a profile's values, unless given
+    assert (evidence.n_images, evidence.n_seeds, evidence.e) == (200, 3, (1, 2))
+    with pytest.raises(ParamsError, match="unknown profile 'paper'"):
+        RunParams.from_strings("paper")
+    with pytest.raises(ParamsError, match="ablation must be one of strongest, full"):
+        RunParams(ablation="some")
     f = RunParams(fast=True, n_images=5).fast_variant()
     assert (f.n_images, f.e, f.n_iter) == (2, (1, 2), 5)
     assert RunParams(fast="1").run_name().endswith("_fast")
     assert RunParams.from_strings(e="8,2 2", models="a b", seed="") == RunParams(models=("a", "b"), e=(2, 8))
-    assert RunParams(auc_steps=16).run_name() == "lite0_samples_e1-2-4-8_it100_lamb100_seed0_auc_steps16"
+    assert RunParams(auc_steps=16).run_name() == f"lite0_imagenet_n{N_IMAGES}_e1-2-4-8_it100_lamb100_seed0_auc_steps16"
     assert RunParams.from_dict(RunParams(seed=3).to_dict()) == RunParams(seed=3)
 
 
@@ -55,7 +62,7 @@ def test_makefile_bridge_runs_without_the_venv():
 
     script = [sys.executable, "-S", str(ROOT / "ama" / "params.py")]
     out = subprocess.run([*script, "run-name", "--E", "1 2", "--FAST", "1"], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "lite0_samples_e1-2_it100_lamb100_seed0_fast"
+    assert out.stdout.strip() == f"lite0_imagenet_n{N_IMAGES}_e1-2_it100_lamb100_seed0_fast"
     bad = subprocess.run([*script, "json", "--LAMB", "-1"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("error: lamb must be")
     names = subprocess.run([*script, "make-vars"], capture_output=True, text=True, check=True).stdout.split()
@@ -87,7 +94,7 @@ def test_attack_grid_runs_the_planned_settings_once(tiny_model, images32, tmp_pa
     """The default plan on a tiny model: the paper's grid (flip at 50 and the run's passes at every e, keep at the
     smallest), the random frame, and the ablation (sign and apgd at every e, adam at e = 1, 2, the quarter budget at
     e = 1, 2, keep for sign and apgd), each setting attacked once: the ablation reuses the grid's sign runs."""
-    p = RunParams(models=(TINY,), e=(1, 2, 4), n_iter=8)
+    p = RunParams(models=(TINY,), e=(1, 2, 4), n_iter=8, ablation="full")
     calls = []
     features = tiny_model.features
     tiny_model.features = lambda z: (calls.append(torch.is_grad_enabled()), features(z))[1]
@@ -112,7 +119,7 @@ def test_attack_grid_shares_the_reference_runs_and_saves_the_adversarial_images(
     """The ablation reuses the grid's reference runs; the saved 8-bit PNGs give back the same result."""
     from ama import attack
 
-    p = RunParams(models=(TINY,), e=(1, 2), n_iter=4, fast=False)
+    p = RunParams(models=(TINY,), e=(1, 2), n_iter=4, fast=False, ablation="full")
     names = ["a", "b", "c", "d"]
     tables, results = attack_experiments.attack_grid(tiny_model, images32, names, p, out_dir=tmp_path, progress=False)
     abl = tables["attack_ablation"]
@@ -170,7 +177,7 @@ def tiny_on_path(monkeypatch):
 
 
 def _in_process(params, run_dir, experiment="occlusion"):
-    tables, _ = runs.compute(experiment, runs.load_runs(params), params, run_dir)
+    tables, _ = runs.compute(experiment, runs.load_runs(params, run_dir), params, run_dir)
     return tables
 
 
@@ -237,8 +244,25 @@ def test_torchrun_two_processes(folder, tmp_path):
     got = pd.read_csv(tmp_path / "run" / "tables" / "attack_metrics.csv")
     sys.path.insert(0, str(TESTS))
     try:
-        whole, _ = runs.compute("attack", runs.load_runs(params), params, tmp_path / "one")
+        whole, _ = runs.compute("attack", runs.load_runs(params, tmp_path / "one"), params, tmp_path / "one")
     finally:
         sys.path.remove(str(TESTS))
     assert compare_tables(got, pd.read_csv(tmp_path / "one" / "tables" / "attack_metrics.csv"), "attack_metrics") == []
     assert (tmp_path / "run" / "tables" / "attack_summary.csv").is_file()
+
+
+def test_attack_grid_in_batches_gives_the_same_rows(tiny_model, images32, monkeypatch):
+    """Images are attacked ATTACK_BATCH at a time; the rows equal one batch's (float rounding aside) and no results
+    are kept past one batch."""
+    p = RunParams(models=(TINY,), e=(1,), n_iter=3, grid="slim", n_seeds=2)
+    names = ["a", "b", "c", "d"]
+    whole, results = attack_experiments.attack_grid(tiny_model, images32, names, p, progress=False)
+    monkeypatch.setattr(attack_experiments, "ATTACK_BATCH", 3)
+    parts, none = attack_experiments.attack_grid(tiny_model, images32, names, p, progress=False)
+    assert results is not None and none is None
+    assert set(parts) == set(whole) == {"attack_metrics", "attack_history", "attack_ablation", "attack_seeds"}
+    for name, df in whole.items():
+        assert list(parts[name].image.drop_duplicates()) == names, name
+        assert compare_tables(parts[name], df, "attack_" + name) == [], name
+    seeds = whole["attack_seeds"]
+    assert sorted(seeds.seed.unique()) == [0, 1] and set(seeds.optimizer) == {"sign"}

@@ -8,15 +8,17 @@ import pandas as pd
 import pytest
 
 from ama import pipeline, reference
-from ama.params import RunParams
+from ama.params import N_IMAGES, RunParams
 from ama.paths import ROOT
 
 
 def test_make_params_from_make_variables():
     p = pipeline.make_params(models="lite0 resnet50", images="data/samples", n_images="", e="2 1", n_iter="50",
                              lamb="100", seed="3", device="cpu", fast="1")
-    assert p == dict(models=["lite0", "resnet50"], images="data/samples", n_images=None, e=[1, 2], n_iter=50,
-                     lamb=100.0, seed=3, device="cpu", fast=True, auc_steps=10, score_cam_images=0)
+    assert p == {**RunParams().to_dict(), **dict(models=["lite0", "resnet50"], images="data/samples",
+                                                 n_images=N_IMAGES, e=[1, 2], n_iter=50, seed=3, device="cpu",
+                                                 fast=True)}
+    assert pipeline.make_params(profile="imagenet")["n_images"] == 200
     assert pipeline.make_params() == RunParams().to_dict()  # empty Make variables: the defaults, from one place
     nb = pipeline.notebook_parameters(p, "results/x", sharded=True)
     assert nb == dict(params=p, out_dir="results/x", sharded=True)

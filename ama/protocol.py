@@ -1,0 +1,129 @@
+"""The paper's protocol on labelled images (``SCIENCE.md`` section 7): each model's clean accuracy on the set, the
+correctly classified images an attack runs on, drawn by a seeded class-stratified choice, and the run's image list.
+
+A run whose images carry labels (an ImageNet layout, ``labels.csv``, or the kit's ``data/imagenet`` manifest) is
+run on ``n_images`` images that **every** model of the run classifies correctly (so the models are compared on the
+same images), one per stratum of the class-index order; the clean predictions of every image of the set are kept as
+``tables/clean_predictions.csv`` and give the accuracy table. A run of unlabelled images (the staged photos) takes
+``n_images`` of them at random with the run's seed, as before, and its fooling rate is "the prediction changed".
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .data import ImageRecord, list_images, load_records
+from .intervals import Estimate
+from .params import FAST_ACCURACY_IMAGES, RunParams
+from .paths import resolve
+
+BATCH = 50                     # images per forward pass of the accuracy pass
+TOP_K = 5
+PREDICTIONS = "clean_predictions"  # the run's table of clean predictions (every labelled image x model)
+ACCURACY = "clean_accuracy"        # each model's top-1 / top-5 on the set
+SELECTION = "selection.csv"        # the run's image list (file, name, label), in the run folder
+
+
+def predictions(model, records, batch_size: int = BATCH) -> pd.DataFrame:
+    """One row per loadable image of ``records``: ``model, image, label, predicted, predicted_name, conf`` (softmax of
+    the prediction), ``label_conf``, ``top1`` and ``top5`` (the label among the top 5), on the model's input."""
+    rows = []
+    for start in range(0, len(records), batch_size):
+        data = load_records(records[start:start + batch_size], model)
+        if not data.names:
+            continue
+        with torch.no_grad():
+            prob = torch.softmax(model(data.images.to(model.device)).float(), 1).cpu()
+        top = prob.topk(TOP_K, 1).indices
+        labels = data.labels
+        rows.append(pd.DataFrame(dict(
+            model=model.name, image=data.names, label=labels.numpy(), predicted=top[:, 0].numpy(),
+            predicted_name=[model.class_name(int(k)) for k in top[:, 0]], conf=prob.max(1).values.numpy(),
+            label_conf=prob.gather(1, labels.clamp_min(0)[:, None])[:, 0].numpy(),
+            top1=(top[:, 0] == labels).numpy(), top5=(top == labels[:, None]).any(1).numpy())))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+def accuracy(preds: pd.DataFrame) -> pd.DataFrame:
+    """Per model: ``n_images``, ``top1`` and ``top5`` accuracy with their Wilson 95% intervals (``*_low``, ``*_high``)."""
+    out = []
+    for model, g in preds.groupby("model", sort=False):
+        row = {"model": model, "n_images": len(g)}
+        for k in ("top1", "top5"):
+            est = Estimate.rate(int(g[k].sum()), len(g))
+            row.update({k: est.value, f"{k}_low": est.low, f"{k}_high": est.high})
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def stratified_choice(names, labels, n: int, seed: int) -> list[str]:
+    """``n`` of ``names`` spread over the class-index order: the images sorted by ``labels`` are cut into ``n``
+    contiguous strata of (nearly) equal size and one image is drawn from each with ``seed``; all of them when there
+    are ``n`` or fewer. Returned in the order of ``names``."""
+    order = np.argsort(np.asarray(labels), kind="stable")
+    if n >= len(order):
+        return list(names)
+    rng = np.random.default_rng(seed)
+    chosen = {int(stratum[rng.integers(len(stratum))]) for stratum in np.array_split(order, n)}
+    return [name for k, name in enumerate(names) if k in chosen]
+
+
+def evenly(names, k: int) -> list[str]:
+    """``k`` of ``names`` at evenly spaced positions (all when ``k`` is 0 or at least their number): for a run's
+    class-ordered selection, a subset that stays spread over the classes."""
+    if not k or k >= len(names):
+        return list(names)
+    return [names[int(i)] for i in np.linspace(0, len(names) - 1, k).round().astype(int)]
+
+
+def labelled(records: list[ImageRecord]) -> bool:
+    """Whether every record carries a label (the protocol applies)."""
+    return bool(records) and all(r.label is not None for r in records)
+
+
+def select(records: list[ImageRecord], preds: pd.DataFrame, n: int | None, seed: int) -> list[ImageRecord]:
+    """The records every model of ``preds`` classifies correctly, then :func:`stratified_choice` of ``n`` of them."""
+    correct = preds.groupby("image").top1.all()
+    ok = [r for r in records if bool(correct.get(r.name, False))]
+    names = stratified_choice([r.name for r in ok], [r.label for r in ok], n or len(ok), seed)
+    keep = set(names)
+    return [r for r in ok if r.name in keep]
+
+
+def run_records(params: RunParams, run_dir) -> list[ImageRecord]:
+    """The images of a run, which every experiment, notebook and rank uses: the run folder's ``selection.csv``,
+    written first by :func:`write_selection` when missing."""
+    path = resolve(run_dir) / SELECTION
+    if not path.is_file():
+        write_selection(params, run_dir)
+    chosen = set(pd.read_csv(path, keep_default_na=False).image)
+    return [r for r in list_images(params.fast_variant().images) if r.name in chosen]
+
+
+def write_selection(params: RunParams, run_dir) -> pd.DataFrame:
+    """Write the run's image list ``selection.csv`` (``image, label``; -1 unlabelled) and return it. Labelled images:
+    every model's clean predictions on the whole set (``tables/clean_predictions.csv``, their accuracy in
+    ``tables/clean_accuracy.csv``) and :func:`select`; unlabelled: ``n_images`` at random with the seed. FAST: the
+    accuracy of :data:`~ama.params.FAST_ACCURACY_IMAGES` stratified images only."""
+    from .models import run_model
+    from .results import save_table, write_csv
+
+    p = params.fast_variant()
+    records = list_images(p.images)
+    if labelled(records):
+        if p.fast:  # a smoke run predicts a stratified subset of the set, not all of it
+            keep = set(stratified_choice([r.name for r in records], [r.label for r in records],
+                                         FAST_ACCURACY_IMAGES, p.seed))
+            records = [r for r in records if r.name in keep]
+        preds = pd.concat([predictions(run_model(name, p.device), records) for name in p.models], ignore_index=True)
+        save_table(preds, run_dir, PREDICTIONS)
+        save_table(accuracy(preds), run_dir, ACCURACY)
+        chosen = select(records, preds, p.n_images, p.seed)
+    else:
+        chosen = list_images(p.images, n=p.n_images, seed=p.seed)
+    table = pd.DataFrame(dict(image=[r.name for r in chosen], label=[-1 if r.label is None else r.label
+                                                                     for r in chosen]))
+    resolve(run_dir).mkdir(parents=True, exist_ok=True)
+    write_csv(table, resolve(run_dir) / SELECTION)
+    return table

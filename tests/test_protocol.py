@@ -1,0 +1,160 @@
+"""Intervals, three-valued verdicts, and the paper's protocol on labelled images (ama.intervals, ama.protocol)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ama import intervals, protocol
+from ama.data import ImageRecord
+
+
+@pytest.mark.parametrize("k, n, low, high", [(6, 9, 0.35, 0.88), (3, 9, 0.12, 0.65), (4, 9, 0.19, 0.73),
+                                             (13, 27, 0.31, 0.66), (0, 10, 0.0, 0.28), (10, 10, 0.72, 1.0)])
+def test_wilson_intervals_of_the_reports_rates(k, n, low, high):
+    """The issue's numbers: every 9-photo rate's interval contains the 50% bar."""
+    lo, hi = intervals.wilson(k, n)
+    assert (round(lo, 2), round(hi, 2)) == (low, high)
+
+
+def test_wilson_refuses_impossible_rates():
+    assert all(np.isnan(intervals.wilson(0, 0)))
+    with pytest.raises(ValueError, match="0 <= k <= n"):
+        intervals.wilson(5, 4)
+
+
+def test_bootstrap_is_seeded_and_resamples_the_values():
+    v = np.random.default_rng(0).random(30)
+    a, b = intervals.bootstrap(v, seed=3), intervals.bootstrap(v, seed=3)
+    assert a == b and a != intervals.bootstrap(v, seed=4)
+    assert v.min() <= a[0] < np.mean(v) < a[1] <= v.max()
+    se = v.std(ddof=1) / np.sqrt(len(v))  # the percentile interval of a mean is close to +- 1.96 standard errors
+    assert a[1] - a[0] == pytest.approx(2 * 1.96 * se, rel=0.15)
+    v = [0.1, 0.5, 0.9, 0.3, 0.7]
+    assert intervals.bootstrap([0.4]) == (0.4, 0.4) and intervals.bootstrap([2.0, 2.0]) == (2.0, 2.0)
+    assert all(np.isnan(intervals.bootstrap([np.nan])))
+    lo, hi = intervals.bootstrap(v, np.median, seed=0)
+    assert lo in v and hi in v  # a median of resamples of 5 values is one of them
+
+
+@pytest.mark.parametrize("interval, above, expected", [
+    ((0.6, 0.9), True, "holds"), ((0.1, 0.4), True, "does not hold"), ((0.4, 0.6), True, "inconclusive"),
+    ((0.1, 0.4), False, "holds"), ((0.6, 0.9), False, "does not hold"), ((np.nan, np.nan), True, "inconclusive")])
+def test_three_valued_verdict(interval, above, expected):
+    assert intervals.verdict(interval, 0.5, above) == expected
+
+
+def test_estimate_sentence_states_interval_threshold_and_verdict():
+    est = intervals.Estimate.rate(6, 9)
+    assert est.text(percent=True) == "67% (95% CI 35% to 88%, 9 images)"
+    assert est.against(0.5, percent=True) == "its 95% interval (35% to 88%) contains the threshold of 50%: inconclusive"
+    assert intervals.Estimate.rate(9, 9).against(0.5, percent=True).endswith("lies wholly above the threshold of "
+                                                                             "50%: holds")
+    one = intervals.Estimate.of([0.8])
+    assert "rests on one image" in one.text() and one.verdict(0.5) == "holds"
+
+
+def test_per_image_summaries_before_pooling():
+    cells = pd.DataFrame(dict(model="m", image=["a", "a", "a", "b"], value=[1.0, 1.0, 1.0, 0.0]))
+    per = intervals.per_image(cells, "value")
+    assert per.tolist() == [1.0, 0.0]  # image a's three cells count once
+
+
+def test_stratified_choice_spreads_over_the_classes():
+    names = [f"im{k}" for k in range(100)]
+    labels = list(range(100))[::-1]  # the class order is not the name order
+    chosen = protocol.stratified_choice(names, labels, 10, seed=0)
+    assert len(chosen) == 10 and chosen == protocol.stratified_choice(names, labels, 10, seed=0)
+    strata = sorted(labels[names.index(n)] // 10 for n in chosen)
+    assert strata == list(range(10))  # one image from each tenth of the class order
+    assert chosen != protocol.stratified_choice(names, labels, 10, seed=1)
+    assert protocol.stratified_choice(names[:3], labels[:3], 10, seed=0) == names[:3]
+
+
+def test_select_takes_only_images_every_model_classifies_correctly():
+    records = [ImageRecord(None, f"im{k}", k) for k in range(6)]
+    preds = pd.DataFrame(dict(model=["a"] * 6 + ["b"] * 6, image=[f"im{k}" for k in range(6)] * 2,
+                              top1=[True, True, False, True, True, True, True, False, True, True, True, True]))
+    chosen = protocol.select(records, preds, None, seed=0)
+    assert [r.name for r in chosen] == ["im0", "im3", "im4", "im5"]  # im1 wrong for b, im2 wrong for a
+    assert len(protocol.select(records, preds, 2, seed=0)) == 2
+
+
+def test_predictions_and_accuracy_of_a_tiny_model(tiny_model, tmp_path):
+    import torch
+    from PIL import Image
+
+    from ama.data import list_images
+
+    rng = np.random.default_rng(0)
+    for k in range(4):
+        Image.fromarray((rng.random((40, 40, 3)) * 255).astype("uint8")).save(tmp_path / f"im{k}.png")
+    records = [r._replace(label=k) for k, r in enumerate(list_images(tmp_path))]
+    preds = protocol.predictions(tiny_model, records, batch_size=3)
+    x = torch.stack([tiny_model.preprocess(Image.open(tmp_path / f"im{k}.png").convert("RGB")) for k in range(4)])
+    with torch.no_grad():
+        expected = tiny_model(x).argmax(1)
+    assert preds.predicted.tolist() == expected.tolist()
+    assert preds.top1.tolist() == (expected == torch.arange(4)).tolist()
+    acc = protocol.accuracy(preds)
+    assert acc.top1.iloc[0] == preds.top1.mean() and acc.n_images.iloc[0] == 4
+    assert acc.top1_low.iloc[0] <= acc.top1.iloc[0] <= acc.top1_high.iloc[0]
+    assert (preds.top5 >= preds.top1).all()
+
+
+def test_evenly_keeps_the_subset_spread():
+    names = [f"im{k}" for k in range(10)]
+    assert protocol.evenly(names, 4) == ["im0", "im3", "im6", "im9"]
+    assert protocol.evenly(names, 0) == names and protocol.evenly(names, 20) == names
+
+
+def test_labels_decide_fooled_and_the_terciles_and_seeds_summarise(tiny_model, images32):
+    """with_labels measures fooled against the true label; by_confidence cuts the images at their clean confidence's
+    terciles with Wilson intervals; seed_spread summarises the seeds."""
+    import torch
+
+    from ama import attack_experiments as ax
+    from ama.intervals import wilson
+
+    x = torch.cat([images32, images32.flip(-1), images32.flip(-2)])  # 12 images
+    names = [f"im{k}" for k in range(12)]
+    r = ax.marginal_attack(tiny_model, x, e=2, n_iter=3, names=names)
+    rows = r.metrics.assign(setting="attack")
+    labels = r.clean_class.clone()
+    labels[0] = (labels[0] + 1) % 10  # one image whose label the model gets wrong
+    got = ax.with_labels(rows, names, labels)
+    assert list(got.columns).index("label") == list(got.columns).index("clean_class") - 1
+    assert got.fooled.tolist() == (got.adv_class != got.label).tolist()
+    assert bool(got[got.image == "im0"].fooled.iloc[0]) == bool(got[got.image == "im0"].adv_class.iloc[0] != labels[0])
+    unlabelled = ax.with_labels(rows, names, torch.full((12,), -1))
+    assert unlabelled.fooled.tolist() == rows.fooled.tolist()
+    conf = ax.by_confidence(got)
+    assert list(conf.tercile) == ["low", "middle", "high"] and (conf.n_images == 4).all()
+    assert (conf.conf_max.iloc[:2].to_numpy() <= conf.conf_min.iloc[1:].to_numpy()).all()  # ordered, disjoint
+    q = got[got.quantized]
+    for row in conf.itertuples():
+        k = int(q[q.clean_conf.between(row.conf_min, row.conf_max)].fooled.sum())
+        assert row.fooled == k and (row.low, row.high) == wilson(k, 4)
+    seeds = pd.concat([ax.marginal_attack(tiny_model, x[:4], e=2, n_iter=3, seed=s, names=names[:4]).metrics
+                       for s in (0, 1, 2)], ignore_index=True)
+    spread = ax.seed_spread(seeds)
+    per_seed = seeds[seeds.quantized].groupby("seed").fooled.mean()
+    assert spread.n_seeds.iloc[0] == 3 and spread.fooling_rate.iloc[0] == pytest.approx(per_seed.mean())
+    assert (spread.fooling_min.iloc[0], spread.fooling_max.iloc[0]) == (per_seed.min(), per_seed.max())
+
+
+def test_slim_grid_and_the_reference_seeds():
+    from ama import attack_experiments as ax
+    from ama.params import RunParams
+
+    slim = ax.grid_plan(RunParams(grid="slim", e=(1, 2)))
+    assert slim["n_iters"] == [100] and slim["modes"] == ("flip",)
+    assert ax.grid_plan(RunParams())["n_iters"] == [50, 100]
+    assert ax.seed_plan(RunParams(n_seeds=3, e=(1, 2, 4))) == [("sign", 1, 0), ("sign", 1, 1), ("sign", 1, 2),
+                                                               ("sign", 2, 0), ("sign", 2, 1), ("sign", 2, 2)]
+    assert ax.seed_plan(RunParams()) == []
+    from ama.ablation import ablation_plan
+
+    strongest = ablation_plan(RunParams(e=(1, 2)))
+    assert strongest["optimizer_names"] == ["sign", "apgd"] and strongest["keep_e"] == [] and strongest["budgets"] == [100]
+    assert ablation_plan(RunParams(ablation="full"))["optimizer_names"] == ["sign", "apgd", "adam"]
