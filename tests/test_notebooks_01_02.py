@@ -44,7 +44,7 @@ def test_notebook_01_tables_and_figures(fast_run):
 
     model = ama.load_model("lite0", device="cpu")
     row = keep[(keep.fill == "black") & (keep.cell_kind == "centre")].iloc[0]
-    x = ama.load_images(f"data/imagenet/{row.image}.jpg", model)  # the run's image, by its name
+    x = ama.load_images(f"data/imagenet/{row.image}.jpg", model).images  # the run's image, by its name
     outside = ~rf.irf_support(rf.implicit_receptive_field((7, 7), (224, 224)))[24]
     with torch.no_grad():
         clean = ama.compute_cam(model, x)
