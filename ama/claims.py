@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .intervals import FAILS, HOLDS, INCONCLUSIVE, Estimate
+from .intervals import FAILS, HOLDS, INCONCLUSIVE, Estimate, pooled
 from .paths import resolve
 
 MISALIGNED_MASS = 0.5
@@ -78,13 +78,6 @@ def combine(*outcomes: str) -> str:
     if all(o == HOLDS for o in outcomes):
         return HOLDS
     return FAILS if FAILS in outcomes else INCONCLUSIVE
-
-
-def pooled(table: pd.DataFrame, column: str, statistic=np.mean, per_image: str = "mean") -> Estimate:
-    """``statistic`` over images of ``column`` summarised per (model, image) by ``per_image``, then per image over
-    the models, with its bootstrap interval over images."""
-    per = table.groupby(["model", "image"], sort=False)[column].agg(per_image)
-    return Estimate.of(per.groupby(level="image", sort=False).mean().to_numpy(), statistic)
 
 
 def _by_model(table: pd.DataFrame, estimate) -> dict:
@@ -151,7 +144,41 @@ def claim_misalignment(run_dir: Path) -> Claim:
                 f"{est.text(percent=True)} of its mass outside its IRF (all cells: "
                 f"{pct(df.erf_mass_outside_irf.mean())}; top-q IoU of ERF and IRF {df.top_q_iou.mean():.2f}); "
                 f"{est.against(MISALIGNED_MASS, percent=True)}.")
+    sentence += baselines_sentence(df, read_table(run_dir / "tables", "misalignment_upsampling_cells"))
     return Claim(1, title, outcome, sentence, figs, by_kind, "misalignment")
+
+
+def baselines_sentence(df: pd.DataFrame, cells: pd.DataFrame | None) -> str:
+    """Claim 1 beside its baselines (:func:`ama.controls.misalignment_baselines`) and under each upsampling."""
+    from .controls import misalignment_baselines, misalignment_by_upsampling
+
+    est = misalignment_baselines(df)
+    parts = []
+    if "uniform" in est:
+        u = est["uniform"].value
+        part = (f"Baselines: a flat ERF would put {pct(u)} outside the centre cell's IRF (the support covers "
+                f"{pct(1 - u)} of the image), " + ("so the bar is met by the IRF's small area alone" if
+                                                   u > MISALIGNED_MASS else "below the bar")
+                + (" and the measured ERF puts less outside than that: it is concentrated around the cell, only wider "
+                   "than the IRF" if est["erf"].high < u else ""))
+        if "offset" in est:
+            g, d = est["centred_gaussian"], est["offset"]
+            reading = {HOLDS: "the ERF is displaced or shaped beyond its width",
+                       INCONCLUSIVE: "its width alone may explain the misalignment",
+                       FAILS: "the ERF is more concentrated on the IRF than its width suggests"}[d.verdict(0.0)]
+            part += (f"; a Gaussian of the ERF's own spread centred on the cell puts {pct(g.value)} outside, and the "
+                     f"ERF exceeds that width-only baseline by {d.text(percent=True)}: {reading}")
+        parts.append(part)
+    if cells is not None and not cells.empty:
+        ups = misalignment_by_upsampling(cells, MISALIGNED_MASS)
+        per = ups.groupby("upsampling", sort=False).agg(
+            v=("erf_mass_outside_irf", "mean"), verdict=("verdict", lambda v: "/".join(sorted(set(v)))))
+        part = "The IRF is the upsampling's: the centre value is " + ", ".join(
+            f"{pct(r.v)} with {m} ({r.verdict})" for m, r in per.iterrows())
+        if per.verdict.nunique() > 1:
+            part += ", so the verdict depends on the upsampling that defines the IRF"
+        parts.append(part)
+    return "".join(f" {p}." for p in parts)
 
 
 def claim_occlusion(run_dir: Path) -> Claim:
@@ -177,7 +204,28 @@ def claim_occlusion(run_dir: Path) -> Claim:
         sentence += (f" A {int(e1.e.iloc[0])}-pixel margin occlusion moves an interior cell whose IRF never "
                      f"touches the margin by more than {pct(INTERIOR_MOVED)} of the map's range in {pct(moved)} of "
                      f"image x fill cases (median largest change {pct(e1.interior_max_abs_rel_change.median())}).")
+    if occlude is not None and not occlude.empty:
+        sentence += per_area_sentence(keep, occlude)
     return Claim(2, title, outcome, sentence, figs, summary, "occlusion_keep_irf")
+
+
+def per_area_sentence(keep: pd.DataFrame, occlude: pd.DataFrame) -> str:
+    """Claim 2 per unit of area (:func:`ama.controls.per_area_influence`), by cell kind."""
+    from .controls import per_area_influence
+
+    rows = per_area_influence(keep, occlude)
+    parts = []
+    for kind, g in rows.groupby("cell_kind", sort=False):
+        ratio = pooled(g, "irf_to_outside", np.median, "median")
+        parts.append(f"{kind} cells (IRF {pct(g.irf_share.median())} of the image; filling it changes the cell by "
+                     f"{pct(pooled(g, 'irf_change', np.median, 'median').value)}, filling the rest by "
+                     f"{pct(pooled(g, 'outside_change', np.median, 'median').value)}) {ratio.value:.1f}x "
+                     f"(95% CI {ratio.low:.1f} to {ratio.high:.1f})")
+    cells = rows.drop_duplicates(["model", "cell"])
+    return (" Per unit of area (each change divided by the share of the image filled; changes are shares of the map's "
+            "range), a pixel of the IRF moves its cell more than a pixel outside it by a median factor of: "
+            + "; ".join(parts) + f". {int((cells.cell_kind != 'centre').sum())} of the {len(cells)} cells tested "
+            "(per model) are edge, corner or interior cells.")
 
 
 def claim_attack(run_dir: Path) -> Claim:
@@ -198,8 +246,29 @@ def claim_attack(run_dir: Path) -> Claim:
                 f"{fooled.against(FOOLED_RATE, percent=True)}. The random frame's CAM cosine to the clean CAM minus "
                 f"the attack's is {gap.text()} (attack {rows.cam_cosine.mean():.2f}, random frame "
                 f"{rows.random_cam_cosine.mean():.2f}): {gap.against(0.0)}. Both parts must hold for the claim to hold.")
+    location = read_table(run_dir / "tables", "attack_location")
+    if location is not None and not location.empty:
+        sentence += location_sentence(location)
     q = reference_attack(summary)
     return Claim(3, title, outcome, sentence, figs, q[q.e == e_min].round(3), "attack_summary")
+
+
+def location_sentence(location: pd.DataFrame) -> str:
+    """Claim 3's control: is the margin special? (:func:`ama.controls.location_summary`)."""
+    from .controls import location_summary, margin_special
+
+    s = location_summary(location)
+    e, n_px, n = int(s.e.min()), int(s.mask_pixels.iloc[0]), int(s.n_images.max())
+    rates = "; ".join(f"{r.location} {pct(r.fooling_rate)} ({pct(r.fooling_low)} to {pct(r.fooling_high)})"
+                      for r in s.itertuples())
+    gaps = "; ".join(f"{r.location} {100 * r.frame_minus_fooled:+.0f} points ({100 * r.gap_low:+.0f} to "
+                     f"{100 * r.gap_high:+.0f})" for r in s.dropna(subset=["frame_minus_fooled"]).itertuples())
+    answer = {HOLDS: "yes: the frame fools more than every other location",
+              FAILS: "no: some location of the same pixel count fools more than the frame",
+              INCONCLUSIVE: "not decided on this run: some difference's interval contains 0"}[margin_special(s)]
+    return (f" Control, is the margin special? The same attack on {n_px} pixels (the {e}-pixel frame's count) placed "
+            f"elsewhere ({n} images, notebook 05) fools: {rates}. The frame minus each location, paired per image: "
+            f"{gaps}. Answer: {answer}.")
 
 
 CLAIMS = (claim_misalignment, claim_occlusion, claim_attack)

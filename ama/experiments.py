@@ -18,10 +18,11 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 
-from . import attack_experiments, geometry
+from . import attack_experiments, controls, geometry
 from . import occlusion as occ
 from . import receptive_field as rf
 from .cam_model import CAMModel
+from .claims import MISALIGNED_MASS
 from .params import FAST_N_FILLS, FAST_SLIDING_STRIDE, RunParams
 from .results import image_major
 
@@ -66,7 +67,8 @@ def occlusion(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: Ru
 def occlusion_summaries(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     """``occlusion_margin_cell_means`` (per model, e, fill and cell: the mean over images of ``abs_delta``, and
     whether the cell's IRF touches the margin) and ``occlusion_margin_summary`` (per model, e and fill: means of the
-    CAM's cosine and Spearman and of the largest interior change)."""
+    CAM's cosine and Spearman and of the largest interior change) and ``occlusion_per_area`` (per model and cell
+    kind: the IRF's and the outside's change per unit of area, :func:`ama.controls.per_area_summary`)."""
     out = {}
     if "occlusion_margin_cells" in tables:
         cells = tables["occlusion_margin_cells"]
@@ -78,6 +80,9 @@ def occlusion_summaries(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFra
         out["occlusion_margin_summary"] = (tables["occlusion_margin"].groupby(["model", "e", "fill"])
                                            [["cam_cosine", "cam_spearman", "interior_max_abs_rel_change"]]
                                            .mean().reset_index())
+    if {"occlusion_keep_irf", "occlusion_occlude_irf"} <= set(tables):
+        rows = controls.per_area_influence(tables["occlusion_keep_irf"], tables["occlusion_occlude_irf"])
+        out["occlusion_per_area"] = controls.per_area_summary(rows)
     return out
 
 
@@ -99,8 +104,8 @@ def receptive_fields(model: CAMModel, x: torch.Tensor, names: Sequence[str], par
     ups = pd.concat([rf.misalignment_table(model, x, names, e=p.e[:1], mode=mode, align_corners=corners, erf=erf,
                                            ranks=ranks) for mode, corners in MISALIGNMENT_UPSAMPLINGS],
                     ignore_index=True)
-    ups = ups[["image", "model", "upsampling", "cell", "cell_kind", "erf_mass_outside_irf", "top_q_iou",
-               "irf_support_px"]]
+    ups = ups[["image", "model", "upsampling", "cell", "cell_kind", "erf_mass_outside_irf", "uniform_mass_outside_irf",
+               "centred_gaussian_mass_outside_irf", "top_q_iou", "irf_support_px"]]
     H, W = x.shape[-2:]
     h, w = model.feature_size((H, W))
     centre = geometry.centre_cell((h, w))
@@ -120,10 +125,15 @@ def receptive_field_summaries(tables: dict[str, pd.DataFrame]) -> dict[str, pd.D
         table = tables["misalignment"]
         out["misalignment_summary"] = rf.misalignment_summary(table)
         out["margin_mass_ratio"] = rf.margin_mass_ratio_summary(table)
+        if "centred_gaussian_mass_outside_irf" in table:
+            out["misalignment_baselines"] = controls.misalignment_baseline_table(table)
     if "misalignment_upsampling_cells" in tables:
         ups = tables["misalignment_upsampling_cells"]
+        out["misalignment_upsampling_verdicts"] = controls.misalignment_by_upsampling(ups, MISALIGNED_MASS)
         out["misalignment_upsampling"] = (ups.groupby(["model", "upsampling", "cell_kind"])
-                                          [["erf_mass_outside_irf", "top_q_iou", "irf_support_px"]].mean().reset_index())
+                                          [["erf_mass_outside_irf", "uniform_mass_outside_irf",
+                                            "centred_gaussian_mass_outside_irf", "top_q_iou", "irf_support_px"]]
+                                          .mean().reset_index())
     if "receptive_field_image_sizes" in tables:
         sizes = tables["receptive_field_image_sizes"]
         keys = ["model", "input_px", "grid", "cell_stride_px", "theoretical_rf_px", "irf_support_px"]
@@ -135,7 +145,9 @@ def receptive_field_summaries(tables: dict[str, pd.DataFrame]) -> dict[str, pd.D
 def beyond(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: RunParams, out_dir=None,
            progress: bool = False, labels=None) -> tuple[dict[str, pd.DataFrame], dict]:
     """Tables ``transfer`` (image x e x optimiser x method: the attack's 8-bit images explained by other methods,
-    :func:`ama.transfer.transfer_experiment`), ``transfer_scale_check_images`` (image x method), ``faithfulness``
+    :func:`ama.transfer.transfer_experiment`), ``attack_location`` (image x location: the reference attack on masks of
+    the frame's pixel count elsewhere, :func:`ama.controls.location_control`), ``transfer_scale_check_images`` (image x
+    method), ``faithfulness``
     (image x method x upsampling) and ``upsampling_comparison`` (image x upsampling), from the adversarial PNGs the
     attack experiment saved in ``out_dir`` (attacked again where missing), on ``beyond_images`` of the run's images
     (:func:`ama.protocol.evenly`; all when 0); the Gaussian upsampling is fitted to images
@@ -153,19 +165,23 @@ def beyond(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: RunPa
         if not idx:
             return {}, {}
         x, names = x[idx], [names[k] for k in idx]
+        labels = None if labels is None else torch.as_tensor(labels)[idx]
     tr, checks, attacks = transfer.transfer_experiment(model, x, names, p, out_dir)
+    frame_attack = attacks[(attack_experiments.REFERENCE, min(p.e))]
+    location = controls.location_control(model, x, names, p, frame_attack, labels)
     fit = faithfulness.calibration_fit(model, params, reported)
     comparison, faith, info = faithfulness.faithfulness_experiment(
-        model, x, names, attacks[(attack_experiments.REFERENCE, min(p.e))], p.auc_steps,
-        [m for m in transfer.TRANSFER_METHODS if m != "scorecam"], fit)
+        model, x, names, frame_attack, p.auc_steps,
+        [m for m in transfer.TRANSFER_METHODS if m not in ("scorecam", "occlusion")], fit)
     tables = dict(transfer=tr, transfer_scale_check_images=checks, faithfulness=faith,
-                  upsampling_comparison=comparison)
+                  upsampling_comparison=comparison, attack_location=location)
     return image_major(tables, names), dict(attacks=attacks, upsampling=info)
 
 
 def beyond_summaries(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     """``transfer_scale_check`` (per model and method: the largest difference and the smallest cosine over images),
-    ``faithfulness_summary`` (per model, method and upsampling: mean AUCs) and ``upsampling_summary`` (per model and
+    ``faithfulness_summary`` (per model, method and upsampling: mean AUCs), ``transfer_verdicts``,
+    ``attack_location_summary`` and ``frame_mass_ratio`` (:mod:`ama.controls`) and ``upsampling_summary`` (per model and
     upsampling: the means of the comparison's columns)."""
     from .transfer import scale_check_summary
 
@@ -175,6 +191,12 @@ def beyond_summaries(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]
     if "faithfulness" in tables:
         out["faithfulness_summary"] = (tables["faithfulness"].groupby(["model", "method", "upsampling"])
                                        [["deletion_auc", "insertion_auc"]].mean().reset_index())
+    if "transfer" in tables:
+        out["transfer_verdicts"] = controls.transfer_verdicts(tables["transfer"])
+    if "attack_location" in tables:
+        out["attack_location_summary"] = controls.location_summary(tables["attack_location"])
+    if "upsampling_comparison" in tables and "frame_share" in tables["upsampling_comparison"]:
+        out["frame_mass_ratio"] = controls.frame_mass_summary(controls.frame_mass_ratio(tables["upsampling_comparison"]))
     if "upsampling_comparison" in tables:
         out["upsampling_summary"] = (tables["upsampling_comparison"].drop(columns="image")
                                      .groupby(["model", "upsampling"]).mean(numeric_only=True).reset_index())

@@ -73,8 +73,8 @@ def upsampling_comparison(model, x: torch.Tensor, names, attack=None, occlusion:
                           patch: int = SLIDING_PATCH, stride: int = SLIDING_PATCH, steps: int = FAITHFULNESS_STEPS,
                           band: int = BAND, batch_size: int = 32, fit: dict | None = None) -> tuple[pd.DataFrame, dict]:
     """One row per image x upsampling: ``deletion_auc, insertion_auc, occlusion_spearman`` on the clean images and,
-    given ``attack`` (an :class:`~ama.attack.AttackResult` of ``x``), ``e, clean_frame_mass, adv_frame_mass,
-    clean_band_mass, adv_band_mass`` (the attacked image's map uses its own ERFs in ``erf`` mode; ``gaussian`` the
+    given ``attack`` (an :class:`~ama.attack.AttackResult` of ``x``), ``e, frame_share`` (the frame's share of the
+    image), ``clean_frame_mass, adv_frame_mass, clean_band_mass, adv_band_mass`` (the attacked image's map uses its own ERFs in ``erf`` mode; ``gaussian`` the
     same fit). ``fit``: the Gaussian's ``{"sigma", "centres"}`` (:func:`calibration_fit`: images held out); default
     fitted to the ERFs of ``x`` themselves. Returns the table and ``{"sigma", "centres", "saliency", "adv_saliency"}``
     (``{upsampling: (B, H, W)}`` maps of the clean and the attacked images; the latter None without ``attack``)."""
@@ -102,7 +102,7 @@ def upsampling_comparison(model, x: torch.Tensor, names, attack=None, occlusion:
         adv_sal = saliency_maps(attack.adv_q_cam.to(model.device), (H, W), adv_erf, fit)
         band = min(band, (min(H, W) - 1) // 2 - e)  # the neighbourhood stays inside a small image
         frame, ring = frame_mask((H, W), e), frame_mask((H, W), e + band)
-        rows["e"] = e
+        rows["e"], rows["frame_share"] = e, frame.float().mean().item()
         for key, region in (("frame_mass", frame), ("band_mass", ring)):
             cols[f"clean_{key}"] = [mass_share(sal[m].cpu(), region) for m in SALIENCY_UPSAMPLINGS]
             cols[f"adv_{key}"] = [mass_share(adv_sal[m].cpu(), region) for m in SALIENCY_UPSAMPLINGS]
@@ -152,17 +152,17 @@ def faithfulness_experiment(model, x: torch.Tensor, names, attack, steps: int = 
     """Notebook 05's faithfulness study for one model: :func:`upsampling_comparison` of CAM's upsamplings on the
     clean images (occlusion agreement with the kit's sliding patch; where the mass goes under ``attack``, an
     :class:`~ama.attack_result.AttackResult` of ``x``), and the deletion / insertion AUC of CAM under each upsampling
-    and of each library method of ``methods`` (:func:`ama.transfer.library_cam`, bilinear). Returns the comparison
+    and of each method of ``methods`` (:func:`ama.transfer.explanation`, bilinear). Returns the comparison
     rows, the faithfulness rows (``image, model, method, upsampling, deletion_auc, insertion_auc``) and the
     comparison's maps and table (:func:`upsampling_comparison`)."""
-    from .transfer import library_cam
+    from .transfer import explanation
 
     occlusion = sliding_patch(model, x, names)
     comparison, info = upsampling_comparison(model, x, names, attack, occlusion, steps=steps, fit=fit)
     cam_rows = comparison[["image", "model", "upsampling", "deletion_auc", "insertion_auc"]].assign(method="cam")
     with torch.no_grad():
         c = compute_cam(model, x.to(model.device)).target.cpu()
-    maps = {(m, "bilinear"): upsample(library_cam(model, x, c, m), x.shape[-2:]) for m in methods}
+    maps = {(m, "bilinear"): upsample(explanation(model, x, c, m), x.shape[-2:]) for m in methods}
     faith = pd.concat([cam_rows, faithfulness_table(model, x, names, maps, c, steps)], ignore_index=True)
     return comparison, faith[["image", "model", "method", "upsampling", "deletion_auc", "insertion_auc"]], info
 

@@ -271,3 +271,53 @@ def upsampling_under_attack_figure(panels: dict):
             ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+# --- the controls (notebooks 02 and 05, ama.controls) ---------------------------------------------------------
+def misalignment_baselines_figure(verdicts: pd.DataFrame, threshold: float):
+    """Claim 1 beside its baselines, per model and upsampling (:func:`ama.controls.misalignment_by_upsampling`): the
+    centre cells' ERF mass outside the IRF (bars: 95% bootstrap interval over images), a flat ERF's and a centred
+    Gaussian's of the ERF's own spread (markers), and the claim's bar (dashed)."""
+    models = list(verdicts.model.unique())
+    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4.2), squeeze=False, sharey=True)
+    for ax, model in zip(axes[0], models):
+        d = verdicts[verdicts.model == model].reset_index(drop=True)
+        x = np.arange(len(d))
+        v = d.erf_mass_outside_irf
+        ax.bar(x, v, yerr=[v - d.low, d.high - v], capsize=4, color="C0", label="ERF (95% CI over images)")
+        ax.scatter(x, d.uniform_mass_outside_irf, marker="_", s=500, lw=2.5, color="k", zorder=3, label="flat ERF")
+        if "centred_gaussian_mass_outside_irf" in d:
+            ax.scatter(x, d.centred_gaussian_mass_outside_irf, marker="o", color="C3", zorder=3,
+                       label="Gaussian of the ERF's spread, centred")
+        ax.axhline(threshold, ls="--", color="grey", label=f"claim's bar ({100 * threshold:.0f}%)")
+        ax.set_xticks(x, d.upsampling, rotation=20, ha="right")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{model}: centre cell")
+    axes[0, 0].set_ylabel("ERF mass outside the IRF support")
+    axes[0, 0].legend(fontsize=8, loc="lower left", framealpha=0.9)
+    fig.tight_layout()
+    return fig
+
+
+def location_control_figure(summary: pd.DataFrame):
+    """Is the margin special? (:func:`ama.controls.location_summary`): per location of the same pixel count, the
+    fooling rate (Wilson 95% interval) and the mean CAM cosine to the clean CAM (bootstrap 95% interval); the frame's
+    values as dotted lines."""
+    models = list(summary.model.unique())
+    fig, axes = plt.subplots(len(models), 2, figsize=(11, 3.6 * len(models)), squeeze=False)
+    for row, model in zip(axes, models):
+        d = summary[summary.model == model].reset_index(drop=True)
+        x = np.arange(len(d))
+        colours = ["C3" if loc == "frame" else "C0" for loc in d.location]
+        for ax, (col, lo, hi, label) in zip(row, (("fooling_rate", "fooling_low", "fooling_high", "fooling rate"),
+                                                  ("cam_cosine", "cosine_low", "cosine_high", "CAM cosine to clean"))):
+            ax.bar(x, d[col], yerr=[d[col] - d[lo], d[hi] - d[col]], capsize=4, color=colours)
+            ax.axhline(float(d.loc[d.location == "frame", col].iloc[0]), ls=":", color="C3")
+            ax.set_xticks(x, d.location, rotation=20, ha="right")
+            ax.set_ylim(0, 1.05)
+            ax.set_ylabel(f"{label} (95% CI)")
+        row[0].set_title(f"{model}: {int(d.mask_pixels.iloc[0])} pixels at e = {int(d.e.iloc[0])}, "
+                         f"{int(d.n_images.max())} images")
+        row[1].set_title("lower: the CAM moved more")
+    fig.tight_layout()
+    return fig

@@ -89,6 +89,74 @@ def corner_mask(size, k: int = 8, device=None) -> "torch.Tensor":
     return m
 
 
+def _first_pixels(key: "torch.Tensor", n: int, device=None) -> "torch.Tensor":
+    """The ``n`` pixels of smallest ``key`` ``(H, W)`` (ties broken in row-major order); ``(H, W)`` bool."""
+    H, W = key.shape
+    if not is_int(n) or not 1 <= n <= H * W:
+        raise ValueError(f"a mask needs between 1 and {H * W} pixels, got {n!r}")
+    order = torch.sort(key.flatten(), stable=True).indices[:n]
+    m = torch.zeros(H * W, dtype=torch.bool)
+    m[order] = True
+    return m.view(H, W).to(device)
+
+
+def depth_map(size) -> "torch.Tensor":
+    """``(H, W)`` long: each pixel's distance in pixels to the nearest image border (0 on the 1-pixel frame)."""
+    H, W = pair(size)
+    ys, xs = torch.arange(H).view(H, 1), torch.arange(W).view(1, W)
+    return torch.minimum(torch.minimum(ys, H - 1 - ys), torch.minimum(xs, W - 1 - xs))
+
+
+def ring_mask(size, n: int, depth: int, device=None) -> "torch.Tensor":
+    """``n`` pixels forming a ring ``depth`` px inside the border: the pixels of depth ``depth``, then ``depth + 1``,
+    ... (the last ring partly, row-major) until ``n``; ``(H, W)`` bool. ``depth=0`` with ``n`` the frame's pixel
+    count is the frame itself."""
+    d = depth_map(size)
+    if not is_int(depth) or depth < 0 or depth >= int(d.max()):
+        raise ValueError(f"depth must be an integer in 0..{int(d.max()) - 1} px, got {depth!r}")
+    if int((d >= depth).sum()) < n:
+        raise ValueError(f"a ring of {n} pixels does not fit {depth} px inside a {tuple(d.shape)} image")
+    key = torch.where(d >= depth, d, torch.full_like(d, 10 ** 9))
+    return _first_pixels(key, n, device)
+
+
+def strip_mask(size, n: int, device=None) -> "torch.Tensor":
+    """``n`` pixels along one side only: the top rows, row-major from the top-left; ``(H, W)`` bool."""
+    H, W = pair(size)
+    return _first_pixels(torch.arange(H * W).view(H, W), n, device)
+
+
+def centred_square_mask(size, n: int, device=None) -> "torch.Tensor":
+    """``n`` pixels nearest the image centre in the max-norm (a centred square, its outer ring partly); ``(H, W)``."""
+    H, W = pair(size)
+    ys, xs = torch.arange(H).view(H, 1) - (H - 1) / 2, torch.arange(W).view(1, W) - (W - 1) / 2
+    return _first_pixels(torch.maximum(ys.abs(), xs.abs()), n, device)
+
+
+def random_pixels_mask(size, n: int, seed: int = 0, device=None) -> "torch.Tensor":
+    """``n`` distinct pixels at seeded uniformly random positions; ``(H, W)`` bool."""
+    H, W = pair(size)
+    g = torch.Generator().manual_seed(int(seed))
+    return _first_pixels(torch.randperm(H * W, generator=g).view(H, W), n, device)
+
+
+LOCATION_DEPTHS = (8, 32, 64)  # px: the interior rings of the location control
+
+
+def location_masks(size=(224, 224), e: int = 1, seed: int = 0, depths=LOCATION_DEPTHS, device=None) -> dict:
+    """The attack's location control: ``{name: (H, W) bool}`` masks of exactly the ``e``-pixel frame's pixel count
+    (:func:`frame_pixels`): ``frame``, ``ring<d>`` (:func:`ring_mask` at each depth ``d`` whose interior holds that
+    many pixels), ``random``
+    (:func:`random_pixels_mask`), ``strip`` (one side, :func:`strip_mask`), ``square`` (:func:`centred_square_mask`)."""
+    n = frame_pixels(size, e)
+    masks = {"frame": frame_mask(size, e, device)}
+    inside = depth_map(size)
+    masks.update({f"ring{d}": ring_mask(size, n, d, device) for d in depths if int((inside >= d).sum()) >= n})
+    masks.update(random=random_pixels_mask(size, n, seed, device), strip=strip_mask(size, n, device),
+                 square=centred_square_mask(size, n, device))
+    return masks
+
+
 def patch_positions(size, patch: int, stride: int) -> list[tuple[int, int]]:
     """``(top, left)`` of every ``patch x patch`` square at ``stride`` that fits in an ``H x W`` image, row-major."""
     H, W = pair(size)

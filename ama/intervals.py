@@ -73,6 +73,13 @@ def per_image(table: pd.DataFrame, column: str, statistic: str = "mean", keys=("
     return table.groupby(list(keys), sort=False)[column].agg(statistic)
 
 
+def pooled(table: pd.DataFrame, column: str, statistic=np.mean, per_image: str = "mean") -> "Estimate":
+    """``statistic`` over images of ``column`` summarised per (model, image) by ``per_image``, then per image over
+    the models, with its bootstrap interval over images."""
+    per = table.groupby(["model", "image"], sort=False)[column].agg(per_image)
+    return Estimate.of(per.groupby(level="image", sort=False).mean().to_numpy(), statistic)
+
+
 @dataclass(frozen=True)
 class Estimate:
     """A value with its 95% interval over ``n`` images (``kind``: ``"rate"`` for Wilson, ``"bootstrap"``)."""

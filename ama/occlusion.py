@@ -220,3 +220,27 @@ def sliding_patch(model: CAMModel, x: torch.Tensor, names: Sequence[str] | None 
                              top=t, left=l, n_cells_moved=int((rel[k] > threshold).sum()),
                              max_abs_rel_change=rel[k].max().item(), cam_cosine=cos[k].item()))
     return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def occlusion_map(model: CAMModel, x: torch.Tensor, target, patch: int = SLIDING_PATCH, stride: int = SLIDING_PATCH,
+                  fill: str = "mean", batch_size: int = BATCH_SIZE, seed: int = SEED) -> torch.Tensor:
+    """A gradient-free explanation (Zeiler & Fergus): at each ``patch`` position (``stride`` apart) the drop of the
+    ``target`` class's softmax probability when the patch is filled; ReLU'd and min-max normalised per image like a
+    CAM; ``(B, rows, cols)`` in ``[0, 1]`` on the CPU. ``x`` ``(B, 3, H, W)`` in ``[0, 1]``, ``target`` ``(B,)``."""
+    x = _check(model, x, [fill], batch_size)
+    B, _, H, W = x.shape
+    positions = patch_positions((H, W), patch, stride)
+    rows = len({t for t, _ in positions})
+    masks = patch_masks((H, W), patch, stride, device=x.device)
+    target = torch.as_tensor(target).long().reshape(-1).to(x.device)
+    if len(target) != B:
+        raise ValueError(f"need one target class per image: {len(target)} classes for {B} images")
+    drops = torch.empty(B, len(positions))
+    for b in range(B):
+        filler = fill_images(x[b:b + 1], fill, model, seed)[0]
+        clean = torch.softmax(model(x[b:b + 1]), 1)[0, target[b]]
+        for s in range(0, len(masks), batch_size):
+            copies = torch.where(masks[s:s + batch_size, None], filler, x[b])
+            drops[b, s:s + len(copies)] = (clean - torch.softmax(model(copies), 1)[:, target[b]]).cpu()
+    return normalize_maps(torch.relu(drops.view(B, rows, -1)))

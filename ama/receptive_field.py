@@ -143,6 +143,33 @@ def irf_width(grid=(7, 7), size=(224, 224), cell: int | None = None, mode: str =
     return int(irf_support(implicit_receptive_field((h, w), size, mode, align_corners))[cell].any(0).sum())
 
 
+def erf_spread(erf: torch.Tensor) -> torch.Tensor:
+    """Standard deviation ``(..., 2)`` in pixels along ``(y, x)`` of ERF maps ``(..., H, W)`` summing to 1, about
+    their own centroid (:func:`erf_centroid`); NaN for an all-zero map."""
+    erf = erf.float()
+    H, W = erf.shape[-2:]
+    centroid = erf_centroid(erf)
+    ys = torch.arange(H, device=erf.device, dtype=torch.float32)
+    xs = torch.arange(W, device=erf.device, dtype=torch.float32)
+    var_y = (erf.sum(-1) * (ys - centroid[..., :1]) ** 2).sum(-1)
+    var_x = (erf.sum(-2) * (xs - centroid[..., 1:]) ** 2).sum(-1)
+    return torch.stack([var_y, var_x], -1).sqrt()
+
+
+def gaussian_mass_outside(support: torch.Tensor, centres: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
+    """Claim 1's width-only baseline: the mass outside each cell's IRF ``support`` ``(n, H, W)`` of an axis-aligned
+    Gaussian centred on the cell's centre ``centres`` ``(n, 2)`` with standard deviations ``spread`` ``(..., n, 2)``
+    (the ERF's own, :func:`erf_spread`), restricted to the image and normalised; ``(..., n)`` in ``[0, 1]``."""
+    H, W = support.shape[-2:]
+    ys = torch.arange(H, device=support.device, dtype=torch.float32)
+    xs = torch.arange(W, device=support.device, dtype=torch.float32)
+    sd = spread.clamp_min(1e-3)
+    gy = torch.exp(-0.5 * ((ys - centres[:, :1]) / sd[..., :1]) ** 2)     # (..., n, H)
+    gx = torch.exp(-0.5 * ((xs - centres[:, 1:]) / sd[..., 1:]) ** 2)     # (..., n, W)
+    inside = torch.einsum("...kh,khw,...kw->...k", gy, support.float(), gx)
+    return 1 - inside / (gy.sum(-1) * gx.sum(-1))
+
+
 # --- misalignment ---------------------------------------------------------------------------
 def erf_ranks(erf: torch.Tensor) -> torch.Tensor:
     """``(B, n, H*W)``: each pixel's rank in its ERF map ``(B, n, H, W)``, 0 for the largest (the top-q IoU's
@@ -162,7 +189,10 @@ def misalignment(erf: torch.Tensor, irf: torch.Tensor, e=1, align_corners: bool 
     off the IRF support, ``[0, 1]``), ``centroid_distance_px`` (ERF centroid to the cell's centre in the
     upsampled map), ``margin_mass_ratio`` (ERF mass in the ``e``-pixel border / the border's share of the
     image; > 1: the border moves the cell more than its area suggests), ``top_q_iou`` (IoU of the ``q`` pixels of
-    largest ERF with the IRF support, ``q`` the support's area), ``irf_support_px``; for several ``e`` (a sequence)
+    largest ERF with the IRF support, ``q`` the support's area), ``irf_support_px``; the baselines of the first measure: ``uniform_mass_outside_irf`` (a flat ERF,
+    ``1 - irf_support_px / (H W)``) and ``centred_gaussian_mass_outside_irf`` (a Gaussian of the ERF's own spread
+    centred on the cell, :func:`gaussian_mass_outside`: what the width alone gives, without the offset); for several
+    ``e`` (a sequence)
     ``margin_mass_ratio`` is the first one's and ``margin_mass_ratio_e<e>`` columns follow for each.
     ``cells``: which IRF cells the ERF maps are of (default all, in order); ``grid``: ``(h, w)`` (default square);
     ``ranks``: :func:`erf_ranks` of ``erf`` when already computed.
@@ -192,6 +222,8 @@ def misalignment(erf: torch.Tensor, irf: torch.Tensor, e=1, align_corners: bool 
     outside = (erf * (~support)).sum((-2, -1))
     centroid = erf_centroid(erf)                                           # (B, n, 2)
     dist = (centroid - centres).norm(dim=-1)
+    gaussian = gaussian_mass_outside(support, centres, erf_spread(erf))  # (B, n)
+    uniform = 1 - support.flatten(1).float().mean(1)                       # (n,)
     margin_ratio = {w_: (erf * m).sum((-2, -1)) / m.float().mean() for w_, m in borders.items()}
     q = support.flatten(1).sum(1)                                          # (n,)
     ranks = erf_ranks(erf) if ranks is None else ranks
@@ -208,6 +240,8 @@ def misalignment(erf: torch.Tensor, irf: torch.Tensor, e=1, align_corners: bool 
             rows.append(dict(
                 image=b, cell=cell, i=cell // w, j=cell % w, cell_kind=kinds[cell],
                 erf_mass_outside_irf=float("nan") if empty else outside[b, k].item(),
+                uniform_mass_outside_irf=uniform[k].item(),
+                centred_gaussian_mass_outside_irf=float("nan") if empty else gaussian[b, k].item(),
                 centroid_distance_px=float("nan") if empty else dist[b, k].item(),
                 margin_mass_ratio=float("nan") if empty else margin_ratio[widths[0]][b, k].item(),
                 top_q_iou=float("nan") if empty else iou[b, k].item(),

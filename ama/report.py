@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from .claims import CRITERIA, collect_claims, existing_figures, model_table, pct, read_table, reference_attack
-from .intervals import HOLDS
+from .intervals import HOLDS, pooled
 from .paths import resolve
 
 # Goals of the stronger optimisers (issue 11; lite0, the staged photos, 100 passes, 8-bit): e -> (fooling, cosine)
@@ -215,7 +215,6 @@ def _markdown_table(df: pd.DataFrame) -> str:
 
 
 # --- Beyond the paper (notebook 05) ---------------------------------------------------------
-REVEAL_MARGIN = 0.01  # ERF map's rise of mass near the frame must beat bilinear's by this share to "reveal" it
 
 
 def beyond_the_paper(run_dir: str | os.PathLike) -> list[str]:
@@ -233,19 +232,23 @@ def beyond_the_paper(run_dir: str | os.PathLike) -> list[str]:
         tr = tr.assign(optimizer=tr.optimizer.astype(str))
         g = tr.groupby(["optimizer", "method", "e"])[["cam_cosine", "random_cam_cosine", "top20_iou",
                                                      "random_top20_iou"]].mean()
-        e_min, methods = int(tr.e.min()), sorted(tr.method.unique())
+        from .controls import transfer_verdicts
+
+        e_min = int(tr.e.min())
+        v = transfer_verdicts(tr)
         sentences = []
-        for opt in sorted(tr.optimizer.unique()):
-            here = [m for m in methods if (opt, m, e_min) in g.index]
-            parts = [f"{m} {g.loc[(opt, m, e_min), 'cam_cosine']:.3f} (random frame "
-                     f"{g.loc[(opt, m, e_min), 'random_cam_cosine']:.3f})" for m in here]
-            moved = [m for m in here if g.loc[(opt, m, e_min), "cam_cosine"] < g.loc[(opt, m, e_min), "random_cam_cosine"]]
-            sentences.append(f"with the {opt} optimiser at e = {e_min} the clean vs attacked map cosine is "
-                             + "; ".join(parts) + f", below the random frame's for {len(moved)} of {len(here)} methods"
-                             + (f" ({', '.join(moved)})" if moved else ""))
-        lines += [f"**Transfer to other CAM methods** (pytorch-grad-cam, {tr.image.nunique()} images, e = "
-                  f"{', '.join(str(v) for v in sorted(tr.e.unique()))}): the attack optimises CAM only; "
-                  + "; ".join(sentences) + "."
+        for opt, rows in v[v.e == e_min].groupby("optimizer", sort=True):
+            parts = [f"{r.method}{' (a CAM relative)' if r.relative_of_cam else ''} {r.gap:+.3f} "
+                     f"(95% CI {r.low:+.3f} to {r.high:+.3f}): {r.verdict}" for r in rows.itertuples()]
+            sentences.append(f"with the {opt} optimiser at e = {e_min}, the random frame's clean-vs-attacked cosine "
+                             f"minus the attack's (> 0: the attack moves the map more) is " + "; ".join(parts))
+        lines += [f"**Transfer to other explanations** ({tr.image.nunique()} images, e = "
+                  f"{', '.join(str(v) for v in sorted(tr.e.unique()))}; pytorch-grad-cam's Grad-CAM++, LayerCAM and "
+                  f"EigenCAM, the kit's sign-corrected EigenCAM and a gradient-free sliding-patch occlusion map): the "
+                  f"attack optimises CAM only; " + "; ".join(sentences) + ". Grad-CAM++ and LayerCAM are algebraic "
+                  "relatives of CAM for this head: their agreement is consistency more than transfer; EigenCAM's "
+                  "singular vector has an arbitrary sign, which the library does not fix (`eigencam-signed` does); "
+                  "the occlusion map uses no gradient."
                   + ("" if "scorecam" in set(tr.method) else " Score-CAM was not computed on this run (one forward pass "
                      "per channel; notebook 05's `score_cam_images` turns it on)."), ""]
         lines += [_markdown_table(g.round(3).reset_index()), ""]
@@ -271,18 +274,19 @@ def beyond_the_paper(run_dir: str | os.PathLike) -> list[str]:
     sent = ("**ERF-aware upsampling:** occlusion agreement (Spearman with the sliding-patch map) is "
             + ", ".join(f"{m} {u.loc[m, 'occlusion_spearman']:.2f}" for m in u.index) + "; deletion AUC "
             + ", ".join(f"{m} {u.loc[m, 'deletion_auc']:.3f}" for m in u.index) + ".")
-    if "adv_band_mass" in u and {"bilinear", "erf"} <= set(u.index):
+    if "frame_share" in up:
+        from .controls import frame_mass_ratio
+
+        ratios = frame_mass_ratio(up)
         e = int(up.e.iloc[0])
-        rise = u.adv_band_mass - u.clean_band_mass
-        reveals = bool(rise["erf"] > 0 and rise["erf"] > rise["bilinear"] + REVEAL_MARGIN)
-        sent += (f" Under the {e}-pixel attack the share of the map's mass within {e} + 16 px of the border goes from "
-                 + ", ".join(f"{100 * u.loc[m, 'clean_band_mass']:.1f}% to {100 * u.loc[m, 'adv_band_mass']:.1f}% ({m})"
-                             for m in u.index)
-                 + ". Does the ERF-aware map reveal where the adversarial evidence comes from, where bilinear hides it? "
-                 + ("Yes on this run" if reveals else "No on this run")
-                 + f": the exact ERF projection moves {100 * rise['erf']:.1f} points of mass towards the frame, bilinear "
-                   f"{100 * rise['bilinear']:.1f} (the kit says yes when the ERF map's rise is positive and exceeds "
-                   f"bilinear's by more than {100 * REVEAL_MARGIN:.0f} point).")
+        parts = []
+        for mode, g in ratios.groupby("upsampling", sort=False):
+            clean, adv, change = (pooled(g, c) for c in ("clean_ratio", "adv_ratio", "change"))
+            parts.append(f"{mode} {clean.value:.2f} -> {adv.value:.2f} (change {change.value:+.2f}, 95% CI "
+                         f"{change.low:+.2f} to {change.high:+.2f}: {change.verdict(0.0)})")
+        sent += (f" Where does each map put its mass under the {e}-pixel attack? The map's mass on the frame's own "
+                 f"pixels divided by the frame's share of the image (1: as much as its area), clean -> attacked: "
+                 + "; ".join(parts) + ". A map that revealed the attack's evidence would raise it (change > 0).")
     lines += [sent, "", _markdown_table(u[cols].round(3).reset_index()), ""]
     figs = existing_figures(resolve(run_dir) / "figures", "transfer_cosine", "upsampling_under_attack")
     lines += [f"![{Path(f).stem}]({f})" for f in figs] + [""]

@@ -1,4 +1,5 @@
-"""Does the marginal attack transfer to other CAM methods? Maps from an independent library (pytorch-grad-cam).
+"""Does the marginal attack transfer to other explanations? Maps from an independent library (pytorch-grad-cam) and
+two the kit computes: EigenCAM with its sign fixed, and a gradient-free occlusion map (not a relative of CAM).
 
 The attack optimises CAM. Here the clean and the adversarial images of an :class:`ama.attack.AttackResult`
 are explained by Grad-CAM++, Score-CAM, LayerCAM and EigenCAM as computed by ``pytorch_grad_cam`` (the
@@ -30,7 +31,10 @@ from torch import nn
 from .metrics import cosine, spearman, top_iou
 from .upsampling import upsample
 
-TRANSFER_METHODS = ("gradcam++", "layercam", "eigencam", "scorecam")
+TRANSFER_METHODS = ("gradcam++", "layercam", "eigencam", "eigencam-signed", "occlusion", "scorecam")
+KIT_METHODS = ("eigencam-signed", "occlusion")  # computed by the kit: EigenCAM with its sign fixed; no gradient
+SMALLEST_E_ONLY = ("occlusion",)  # 49 forward passes per map: explained at the run's smallest e only
+RELATIVES = ("gradcam++", "layercam")  # CAM's algebraic relatives for a GAP + linear head: consistency, not transfer
 CHECK_METHODS = ("gradcam", "hirescam", "xgradcam")  # equal to CAM up to scale for a GAP + linear head
 SCORE_CAM_BATCH = 64
 
@@ -93,6 +97,47 @@ def library_cam(model, x: torch.Tensor, target, method: str, batch_size: int = S
     return torch.from_numpy(np.ascontiguousarray(maps)).float()
 
 
+def eigen_projection(features: torch.Tensor, signed: bool = True) -> torch.Tensor:
+    """EigenCAM's map before its ReLU: each cell's activations ``(B, K, h, w)``, centred over the cells, projected on
+    their first right singular vector; ``(B, h, w)``. A singular vector's sign is arbitrary (pytorch-grad-cam keeps
+    whichever the SVD returns); ``signed`` flips each map to correlate positively with the channel sum of the
+    activations, so that the ReLU keeps the activated half."""
+    B, K, h, w = features.shape
+    flat = features.detach().double().flatten(2).transpose(1, 2)            # (B, h*w, K)
+    centred = flat - flat.mean(1, keepdim=True)
+    vh = torch.linalg.svd(centred, full_matrices=False).Vh                  # (B, K', K)
+    proj = (centred @ vh[:, 0, :, None]).squeeze(-1)                        # (B, h*w)
+    if signed:
+        total = flat.sum(-1)
+        agree = ((proj - proj.mean(1, keepdim=True)) * (total - total.mean(1, keepdim=True))).sum(1)
+        proj = proj * torch.where(agree < 0, -1.0, 1.0).to(proj)[:, None]
+    return proj.view(B, h, w).float()
+
+
+def kit_map(model, x: torch.Tensor, target, method: str) -> torch.Tensor:
+    """A :data:`KIT_METHODS` map of ``x`` ``(B, 3, H, W)`` in ``[0, 1]`` for class ``target`` ``(B,)``: ``(B, h, w)`` in
+    ``[0, 1]`` (ReLU, min-max normalised) on the CPU. ``eigencam-signed``: :func:`eigen_projection`; ``occlusion``:
+    :func:`ama.occlusion.occlusion_map` (the sliding patch, no gradient)."""
+    from .cam import normalize_maps
+    from .occlusion import occlusion_map
+
+    if method == "occlusion":
+        return occlusion_map(model, x, target)
+    if method == "eigencam-signed":
+        with torch.no_grad():
+            features = model.features(x.to(model.device))
+        return normalize_maps(torch.relu(eigen_projection(features))).cpu()
+    raise ValueError(f"unknown kit method {method!r}; use one of {', '.join(KIT_METHODS)}")
+
+
+def explanation(model, x: torch.Tensor, target, method: str, batch_size: int = SCORE_CAM_BATCH) -> torch.Tensor:
+    """``method``'s map (:data:`TRANSFER_METHODS` or :data:`CHECK_METHODS`): the kit's (:func:`kit_map`) or the
+    library's (:func:`library_cam`); ``(B, h, w)`` in ``[0, 1]``."""
+    if method in KIT_METHODS:
+        return kit_map(model, x, target, method)
+    return library_cam(model, x, target, method, batch_size)
+
+
 def _similarity(clean: torch.Tensor, adv: torch.Tensor, size) -> dict:
     return {"cam_cosine": cosine(clean, adv).numpy(), "cam_spearman": spearman(clean, adv).numpy(),
             "top20_iou": top_iou(upsample(clean, size), upsample(adv, size)).numpy()}
@@ -108,7 +153,8 @@ def transfer_table(model, attack, baseline, methods=TRANSFER_METHODS, optimizer:
     optimizer, method, fooled, cam_cosine, cam_spearman, top20_iou`` and the random frame's
     ``random_cam_cosine, random_cam_spearman, random_top20_iou``. ``image_limits``: ``{method: n}`` explains only
     the first ``n`` images with that method (Score-CAM costs one forward pass per channel). ``clean_maps``: a dict
-    filled with and reused for the clean images' maps (they do not depend on ``e``).
+    filled with and reused for the clean images' maps (they do not depend on ``e``) and the random frame's (the same
+    for every optimiser at one ``e``: pass the same ``baseline``).
     """
     if attack.clean.shape != baseline.clean.shape or not torch.equal(attack.clean, baseline.clean):
         raise ValueError("attack and baseline must be results on the same images")
@@ -124,10 +170,13 @@ def transfer_table(model, attack, baseline, methods=TRANSFER_METHODS, optimizer:
             continue
         key = (method, n)
         if key not in clean_maps:
-            clean_maps[key] = library_cam(model, attack.clean[:n], c[:n], method, batch_size)
+            clean_maps[key] = explanation(model, attack.clean[:n], c[:n], method, batch_size)
         clean = clean_maps[key]
-        adv = library_cam(model, attack.adv_q[:n], c[:n], method, batch_size)
-        rand = library_cam(model, baseline.adv_q[:n], c[:n], method, batch_size)
+        adv = explanation(model, attack.adv_q[:n], c[:n], method, batch_size)
+        random_key = (method, n, "random frame", attack.params.e)  # shared by the optimisers at one e
+        if random_key not in clean_maps:
+            clean_maps[random_key] = explanation(model, baseline.adv_q[:n], c[:n], method, batch_size)
+        rand = clean_maps[random_key]
         row = dict(image=list(attack.names[:n]), model=attack.params.model, e=attack.params.e,
                    optimizer=optimizer, method=method, fooled=fooled[:n])
         row.update(_similarity(clean, adv, size))
@@ -182,7 +231,7 @@ def transfer_experiment(model, x: torch.Tensor, names, params, out_dir=None) -> 
     :class:`ama.params.RunParams`), the 8-bit images of each optimiser of
     :data:`ama.ablation.ADVERSARIAL_OPTIMIZERS` (the run's PNGs, attacked again where missing) and the
     random frame, explained by :data:`TRANSFER_METHODS` (Score-CAM on the first ``params.score_cam_images`` images,
-    none when 0). Returns the :func:`transfer_table` rows, the :func:`scale_check` rows and
+    none when 0; :data:`SMALLEST_E_ONLY` at the smallest ``e`` only). Returns the :func:`transfer_table` rows, the :func:`scale_check` rows and
     ``{(optimizer, e): AttackResult}``."""
     from .attack import random_frame
     from .ablation import ADVERSARIAL_OPTIMIZERS
@@ -194,8 +243,9 @@ def transfer_experiment(model, x: torch.Tensor, names, params, out_dir=None) -> 
     cache, attacks, frames = {}, {}, []
     for e in params.e:
         rand = random_frame(model, x, e=e, seed=params.seed, names=names)
+        here = [m for m in methods if e == min(params.e) or m not in SMALLEST_E_ONLY]
         for optimizer in ADVERSARIAL_OPTIMIZERS:
             attacks[(optimizer, e)] = adversarial_result(model, x, names, params, out_dir, optimizer, e)
-            frames.append(transfer_table(model, attacks[(optimizer, e)], rand, methods, optimizer=optimizer,
+            frames.append(transfer_table(model, attacks[(optimizer, e)], rand, here, optimizer=optimizer,
                                          image_limits=limits, clean_maps=cache))
     return pd.concat(frames, ignore_index=True), checks, attacks
