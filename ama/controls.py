@@ -72,6 +72,7 @@ def misalignment_by_upsampling(cells: pd.DataFrame, threshold: float) -> pd.Data
 
 # --- claim 2 -------------------------------------------------------------------------------------------
 KEYS = ["model", "image", "fill", "cell", "cell_kind"]
+UNMOVED = 1e-4  # |rel_change| below this share of the map's range: the cell did not move (float rounding)
 
 
 def per_area_influence(keep: pd.DataFrame, occlude: pd.DataFrame) -> pd.DataFrame:
@@ -87,7 +88,8 @@ def per_area_influence(keep: pd.DataFrame, occlude: pd.DataFrame) -> pd.DataFram
     rows["outside_change"], rows["irf_change"] = rows.outside_change.abs(), rows.irf_change.abs()
     rows["outside_per_area"] = rows.outside_change / rows.outside_share
     rows["irf_per_area"] = rows.irf_change / rows.irf_share
-    rows["irf_to_outside"] = rows.irf_per_area / rows.outside_per_area.where(rows.outside_per_area > 0)
+    moved = rows.outside_change > UNMOVED  # a cell that outside filling leaves unmoved has no finite ratio
+    rows["irf_to_outside"] = rows.irf_per_area / rows.outside_per_area.where(moved)
     return rows
 
 
@@ -174,18 +176,21 @@ def margin_special(summary: pd.DataFrame) -> str:
 
 
 # --- transfer ------------------------------------------------------------------------------------------
-def transfer_verdicts(transfer: pd.DataFrame) -> pd.DataFrame:
-    """Per optimiser, method and ``e`` of ``transfer.csv``: the random frame's cosine minus the attack's (mean over
-    images, > 0: the attack moves the explanation more than an unoptimised frame) with its bootstrap interval and
-    verdict against 0, and whether the method is one of CAM's relatives (:data:`ama.transfer.RELATIVES`)."""
+def transfer_verdicts(transfer: pd.DataFrame, keys=("model", "optimizer", "method", "e")) -> pd.DataFrame:
+    """Per ``keys`` of ``transfer.csv``: the random frame's cosine minus the attack's (> 0: the attack moves the
+    explanation more than an unoptimised frame), per image (over the models when ``keys`` omits ``model``), its mean
+    over images with the bootstrap interval and verdict against 0, and whether the method is one of CAM's relatives
+    (:data:`ama.transfer.RELATIVES`)."""
     from .transfer import RELATIVES
 
     rows = []
-    for (opt, method, e), g in transfer.groupby(["optimizer", "method", "e"], sort=True):
-        gap = Estimate.of((g.random_cam_cosine - g.cam_cosine).to_numpy())
-        rows.append(dict(optimizer=opt, method=method, e=e, relative_of_cam=method in RELATIVES,
-                         cam_cosine=g.cam_cosine.mean(), random_cam_cosine=g.random_cam_cosine.mean(),
-                         gap=gap.value, low=gap.low, high=gap.high, n_images=gap.n, verdict=gap.verdict(0.0)))
+    table = transfer.assign(gap=transfer.random_cam_cosine - transfer.cam_cosine)
+    for key, g in table.groupby(list(keys), sort=True):
+        gap = pooled(g, "gap")
+        row = dict(zip(keys, key))
+        rows.append(dict(row, relative_of_cam=row["method"] in RELATIVES, cam_cosine=g.cam_cosine.mean(),
+                         random_cam_cosine=g.random_cam_cosine.mean(), gap=gap.value, low=gap.low, high=gap.high,
+                         n_images=gap.n, verdict=gap.verdict(0.0)))
     return pd.DataFrame(rows)
 
 

@@ -22,13 +22,15 @@ DEFAULT_RTOL = 1e-4
 DEFAULT_ATOL = 1e-5
 # Tables whose values pass through sign() iterations or argmax can flip on another CPU's float rounding;
 # they are compared as distributions (column means) with a wider tolerance. See README, "What matches means".
-LOOSE_TABLES = {"attack": (0.05, 0.02), "transfer": (0.05, 0.02), "upsampling_comparison": (0.05, 0.02)}
+LOOSE_TABLES = {"attack": (0.05, 0.02), "transfer": (0.05, 0.02), "upsampling_comparison": (0.05, 0.02),
+                "frame_mass_ratio": (0.05, 0.02)}
 
 
 # Columns that say which unit a row is about (never a result): rows are matched on these.
 IDENTITY_COLUMNS = ("model", "image", "file", "experiment", "setting", "mode", "optimizer", "variant", "restarts",
                     "cam_loss", "label_loss", "select", "e", "n_iter", "seed", "lamb", "mask", "target", "method",
-                    "upsampling", "fill", "cell", "i", "j", "cell_kind", "patch", "top", "left", "iteration", "quantized")
+                    "upsampling", "fill", "cell", "i", "j", "cell_kind", "patch", "top", "left", "iteration", "quantized",
+                    "location", "measure")
 
 
 def compare_tables(run: pd.DataFrame, ref: pd.DataFrame, name: str, rtol: float = DEFAULT_RTOL,

@@ -226,7 +226,7 @@ def beyond_the_paper(run_dir: str | os.PathLike) -> list[str]:
              "not verdicts on the paper's claims.", ""]
     tr, check = read_table(tables, "transfer"), read_table(tables, "transfer_scale_check")
     if tr is None or tr.empty:
-        lines += ["**Transfer to other CAM methods:** not measured on this run (notebook 05 did not write "
+        lines += ["**Transfer to other explanations:** not measured on this run (notebook 05 did not write "
                   "`tables/transfer.csv`).", ""]
     else:
         tr = tr.assign(optimizer=tr.optimizer.astype(str))
@@ -235,7 +235,7 @@ def beyond_the_paper(run_dir: str | os.PathLike) -> list[str]:
         from .controls import transfer_verdicts
 
         e_min = int(tr.e.min())
-        v = transfer_verdicts(tr)
+        v = transfer_verdicts(tr, ("optimizer", "method", "e"))  # per image over the models
         sentences = []
         for opt, rows in v[v.e == e_min].groupby("optimizer", sort=True):
             parts = [f"{r.method}{' (a CAM relative)' if r.relative_of_cam else ''} {r.gap:+.3f} "

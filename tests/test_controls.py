@@ -177,7 +177,7 @@ def test_occlusion_map_by_hand():
 
 
 def test_transfer_verdicts_per_method():
-    rows = pd.DataFrame(dict(image=[f"i{k}" for k in range(6)] * 2, optimizer="sign", e=1,
+    rows = pd.DataFrame(dict(image=[f"i{k}" for k in range(6)] * 2, model="m", optimizer="sign", e=1,
                              method=["gradcam++"] * 6 + ["occlusion"] * 6,
                              cam_cosine=[0.8] * 6 + [0.95, 0.99, 0.9, 1.0, 0.97, 0.93],
                              random_cam_cosine=[0.99] * 6 + [0.96, 0.95, 0.94, 0.97, 0.98, 0.96]))
@@ -195,3 +195,32 @@ def test_frame_mass_ratio_is_one_for_a_map_as_heavy_as_its_area():
     assert ratios.clean_ratio.tolist() == pytest.approx([1.0, 2.0]) and ratios.change.tolist() == pytest.approx([-0.5, -1])
     summary = controls.frame_mass_summary(ratios).iloc[0]
     assert summary.change == pytest.approx(-0.75) and summary.verdict == FAILS
+
+
+# --- in the FAST run of make reproduce (three models) ---------------------------------------------------------------
+@pytest.mark.slow
+def test_the_controls_in_the_fast_run(fast_run):
+    tables, figures = fast_run.dir / "tables", fast_run.dir / "figures"
+    for stem in ("misalignment_baselines", "attack_location"):
+        assert (figures / f"{stem}.png").stat().st_size > 10_000, stem
+    location = pd.read_csv(tables / "attack_location.csv")
+    pixels = location.groupby("model").mask_pixels.unique().map(list).to_dict()
+    assert pixels == {"lite0": [892], "lite1": [956], "lite2": [1036]}  # the 1-pixel frame of 224, 240, 260 px
+    # the frame's rows are notebook 03's reference attack at e = 1 (8-bit), read back from its PNGs
+    metrics = pd.read_csv(tables / "attack_metrics.csv")
+    ref = metrics[(metrics.setting == "attack") & (metrics.e == 1) & metrics.quantized.astype(bool)
+                  & (metrics["mode"] == "flip") & (metrics.n_iter == metrics.n_iter.max())]
+    frame = location[location.location == "frame"].merge(ref, on=["model", "image"], suffixes=("", "_03"))
+    assert len(frame) == len(location[location.location == "frame"]) > 0
+    assert (frame.fooled == frame.fooled_03).all()
+    assert frame.cam_cosine.to_numpy() == pytest.approx(frame.cam_cosine_03.to_numpy(), abs=1e-4)
+    verdicts = pd.read_csv(tables / "transfer_verdicts.csv")
+    assert {"eigencam-signed", "occlusion"} <= set(verdicts.method)
+    assert set(verdicts[verdicts.method == "occlusion"].e) == {1}  # the occlusion map at the smallest e only
+    base = pd.read_csv(tables / "misalignment_baselines.csv").set_index(["model", "measure"])
+    assert base.loc[("lite0", "uniform"), "value"] == pytest.approx(1 - 5476 / 50176)
+    per_area = pd.read_csv(tables / "occlusion_per_area.csv")
+    assert set(per_area.cell_kind) == {"centre", "edge", "corner"} and (per_area.irf_share < 0.2).all()
+    report = (fast_run.dir / "REPORT.md").read_text()
+    assert "Control, is the margin special?" in report and "Per unit of area" in report
+    assert "Baselines: a flat ERF would put" in report and "with bicubic-corners" in report

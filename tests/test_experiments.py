@@ -154,7 +154,8 @@ def test_summaries_of_receptive_field_tables(tiny_model, images32, run_params):
     t, erf = experiments.receptive_fields(tiny_model, images32, list("abcd"), run_params)
     assert erf.shape == (4, 64, 32, 32) and torch.allclose(erf.sum((-2, -1)), torch.ones(4, 64))
     s = experiments.summaries(t)
-    assert set(s) == {"misalignment_summary", "margin_mass_ratio", "misalignment_upsampling", "receptive_field_sizes"}
+    assert set(s) == {"misalignment_summary", "margin_mass_ratio", "misalignment_upsampling", "receptive_field_sizes",
+                      "misalignment_baselines", "misalignment_upsampling_verdicts"}
     sizes = s["receptive_field_sizes"]
     assert len(sizes) == 1 and sizes.erf90_px.iloc[0] == pytest.approx(t["receptive_field_image_sizes"].erf90_px.mean())
     allrow = s["misalignment_summary"].query("cell_kind == 'all'")

@@ -6,7 +6,7 @@ import pandas as pd
 from ama import report
 
 
-def _tables(run, erf_rise: float):
+def _tables(run, erf_adv_mass: float):
     t = run / "tables"
     t.mkdir(parents=True)
     pd.DataFrame(dict(image=["a", "b"] * 4, model="m", e=1, optimizer=["sign"] * 4 + ["apgd"] * 4,
@@ -19,35 +19,39 @@ def _tables(run, erf_rise: float):
     pd.DataFrame(dict(image=["a", "a"], model="m", method="cam", upsampling=["bilinear", "erf"],
                       deletion_auc=[0.30, 0.20], insertion_auc=[0.50, 0.70])).to_csv(t / "faithfulness.csv", index=False)
     pd.DataFrame(dict(image=["a", "a"], model="m", upsampling=["bilinear", "erf"], deletion_auc=[0.3, 0.2],
-                      insertion_auc=[0.5, 0.7], occlusion_spearman=[0.4, 0.6], e=1, clean_frame_mass=0.01,
-                      adv_frame_mass=0.02, clean_band_mass=[0.10, 0.10], adv_band_mass=[0.12, 0.10 + erf_rise])
-                 ).to_csv(t / "upsampling_comparison.csv", index=False)
+                      insertion_auc=[0.5, 0.7], occlusion_spearman=[0.4, 0.6], e=1, frame_share=0.02,
+                      clean_frame_mass=0.01, adv_frame_mass=[0.02, erf_adv_mass], clean_band_mass=[0.10, 0.10],
+                      adv_band_mass=[0.12, 0.10])).to_csv(t / "upsampling_comparison.csv", index=False)
 
 
 def test_section_states_each_finding_from_the_numbers(tmp_path):
-    _tables(tmp_path, erf_rise=0.30)
+    _tables(tmp_path, erf_adv_mass=0.004)
     text = "\n".join(report.beyond_the_paper(tmp_path))
     assert "## Beyond the paper" in text
-    assert ("with the sign optimiser at e = 1 the clean vs attacked map cosine is eigencam 0.900 (random frame 0.800); "
-            "layercam 0.300 (random frame 0.800), below the random frame's for 1 of 2 methods (layercam)") in text
-    assert "with the apgd optimiser at e = 1" in text and "for 2 of 2 methods (eigencam, layercam)" in text
+    # per method: the random frame's cosine minus the attack's, per image, with its interval and verdict
+    assert ("with the sign optimiser at e = 1, the random frame's clean-vs-attacked cosine minus the attack's (> 0: the "
+            "attack moves the map more) is eigencam -0.100 (95% CI -0.100 to -0.100): does not hold; layercam (a CAM "
+            "relative) +0.500 (95% CI +0.400 to +0.600): holds") in text
+    assert "with the apgd optimiser at e = 1" in text and "layercam (a CAM relative) +0.700" in text
     assert "3.0e-07" in text
     assert "lowest deletion AUC is cam / erf (0.200)" in text
-    assert "Yes on this run" in text and "30.0 points" in text and "bilinear 2.0" in text
-    _tables(tmp_path / "other", erf_rise=0.025)  # rises, but not 1 point more than bilinear's 2
-    assert "No on this run" in "\n".join(report.beyond_the_paper(tmp_path / "other"))
+    # the frame's share of the map's mass over its share of the image, clean -> attacked
+    assert ("bilinear 0.50 -> 1.00 (change +0.50, 95% CI +0.50 to +0.50: holds); erf 0.50 -> 0.20 (change -0.30, "
+            "95% CI -0.30 to -0.30: does not hold)") in text
+    _tables(tmp_path / "other", erf_adv_mass=0.03)
+    assert "erf 0.50 -> 1.50 (change +1.00" in "\n".join(report.beyond_the_paper(tmp_path / "other"))
 
 
 def test_missing_tables_are_said(tmp_path):
     (tmp_path / "tables").mkdir()
     text = "\n".join(report.beyond_the_paper(tmp_path))
-    assert "Transfer to other CAM methods:** not measured" in text and "ERF-aware upsampling:** not measured" in text
+    assert "Transfer to other explanations:** not measured" in text and "ERF-aware upsampling:** not measured" in text
 
 
 def test_write_report_includes_the_section(tmp_path):
-    _tables(tmp_path, erf_rise=0.1)
+    _tables(tmp_path, erf_adv_mass=0.004)
     text = report.write_report(tmp_path).read_text()
     beyond = text.index("## Beyond the paper")
     assert text.index("## Claim 3:") < beyond < text.index("## Criteria")  # after the claims, before the criteria
-    assert "lowest deletion AUC is cam / erf (0.200)" in text[beyond:] and "10.0 points" in text[beyond:]
+    assert "lowest deletion AUC is cam / erf (0.200)" in text[beyond:] and "erf 0.50 -> 0.20" in text[beyond:]
     assert "Claim 1: The implicit and the effective receptive field" in text and "not measured on this run" in text
