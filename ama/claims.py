@@ -132,7 +132,8 @@ def fooling_rate(rows: pd.DataFrame) -> Estimate:
 def claim_misalignment(run_dir: Path) -> Claim:
     title = "The implicit and the effective receptive field of a CAM cell are misaligned"
     df = read_table(run_dir / "tables", "misalignment")
-    figs = existing_figures(run_dir / "figures", "erf_vs_irf", "misalignment_by_cell_kind")
+    figs = existing_figures(run_dir / "figures", "erf_vs_irf", "misalignment_by_cell_kind",
+                           "misalignment_baselines")
     if df is None or df.empty:
         return Claim(1, title, None, "The misalignment table is missing (notebook 02 did not write it).", figs)
     from .receptive_field import misalignment_summary
@@ -232,7 +233,7 @@ def claim_attack(run_dir: Path) -> Claim:
     title = "A 1-pixel frame is enough to change the saliency map and the prediction"
     metrics = read_table(run_dir / "tables", "attack_metrics")
     summary = read_table(run_dir / "tables", "attack_summary")
-    figs = existing_figures(run_dir / "figures", "attack_examples", "attack_metrics_vs_e")
+    figs = existing_figures(run_dir / "figures", "attack_examples", "attack_metrics_vs_e", "attack_location")
     if metrics is None or metrics.empty or summary is None:
         return Claim(3, title, None, "The attack tables are missing (notebook 03 did not write them).", figs)
     e_min = int(reference_attack(metrics).e.min())
