@@ -155,10 +155,10 @@ def beyond(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: RunPa
     not depend on the others; extras: the attack results and the upsampling comparison's maps."""
     from . import faithfulness, transfer
 
-    from .protocol import evenly, run_records
+    from .protocol import evenly, run_names
 
     p = params.fast_variant()
-    reported = [r.name for r in run_records(params, out_dir)] if out_dir is not None else list(names)
+    reported = run_names(params, out_dir, names)
     if p.beyond_images:  # notebook 05 on a spread subset of the run's images
         keep = set(evenly(reported, p.beyond_images))
         idx = [k for k, n in enumerate(names) if n in keep]

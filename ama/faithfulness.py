@@ -174,7 +174,7 @@ def under_attack_panels(runs: dict, extras: dict | None, params, out_dir) -> dic
     ``extras``: the ``beyond`` experiment's (reused), or None (a sharded run keeps no maps: computed again for the
     first image)."""
     from .attack_experiments import REFERENCE, adversarial_result
-    from .protocol import run_records
+    from .protocol import run_names
 
     p = params.fast_variant()
     e0 = min(p.e)
@@ -187,7 +187,7 @@ def under_attack_panels(runs: dict, extras: dict | None, params, out_dir) -> dic
         else:
             x, names, x_names = data.images[:1], data.names[:1], list(data.names)
             attack = adversarial_result(model, x, names, p, out_dir, REFERENCE, e0)
-            reported = [r.name for r in run_records(params, out_dir)] if out_dir is not None else x_names
+            reported = run_names(params, out_dir, x_names)
             fit = calibration_fit(model, params, reported)
             table, info = upsampling_comparison(model, x, names, attack, steps=1, fit=fit)
             maps = info["adv_saliency"]

@@ -101,6 +101,14 @@ def run_records(params: RunParams, run_dir) -> list[ImageRecord]:
     return [r for r in list_images(params.fast_variant().images) if r.name in chosen]
 
 
+def run_names(params: RunParams, run_dir, names) -> list[str]:
+    """The names of every image of the run in ``run_dir`` (:func:`run_records`), of which a rank or a batch holds
+    ``names``; ``names`` themselves when ``run_dir`` is None or holds no ``selection.csv`` (not a run folder)."""
+    if run_dir is None or not (resolve(run_dir) / SELECTION).is_file():
+        return list(names)
+    return [r.name for r in run_records(params, run_dir)]
+
+
 def write_selection(params: RunParams, run_dir) -> pd.DataFrame:
     """Write the run's image list ``selection.csv`` (``image, label``; -1 unlabelled) and return it. Labelled images:
     every model's clean predictions on the whole set (``tables/clean_predictions.csv``, their accuracy in
