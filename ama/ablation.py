@@ -5,18 +5,23 @@ of :mod:`ama.optimizers` at the same budget (passes per image), each ingredient 
   ``e``; ``"full"``: every optimiser, the budget curve and keep mode);
 * :func:`run_ablation`: the attacks and their metric rows, reusing results already computed;
 * :func:`ingredient_variants`: each optimiser's default and each ingredient switched;
-* :func:`ablation_summary`, :func:`ablation_lines`: per setting, what the tables and the notebook show.
+* :func:`ablation_summary`, :func:`ablation_lines`: per setting, what the tables and the notebook show;
+* the ingredient study (:data:`INGREDIENT_STUDY`, :func:`run_ingredients`, :func:`ingredient_summary`): each
+  ingredient alone on top of the reference, chosen on one half of the images, reported on the other, at every seed.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 
 from . import optimizers
 from .attack import marginal_attack
+from .attack_result import AttackParams
 from .cam_model import CAMModel
+from .intervals import Estimate
 from .params import RunParams
 
 ADVERSARIAL_OPTIMIZERS = (optimizers.REFERENCE, optimizers.STRONGEST)  # at every e, their images kept (notebook 05)
@@ -137,3 +142,190 @@ def ablation_lines(summary: pd.DataFrame) -> list[str]:
     return [f"{r.model} e={r.e} {r.mode:4s} {r.optimizer:5s} {r.variant:18s}: "
             + (f"fooling {r.fooling_rate:.0%}" if r.mode == "flip" else f"label kept {r.kept_rate:.0%}")
             + f", CAM cosine {r.cam_cosine:.3f}" for r in top.itertuples()]
+
+
+# --- the ingredient study (SCIENCE.md section 6) ------------------------------------------------------------------
+# Each ingredient of the stronger optimisers alone on top of the reference (sign steps, cross-entropy, last
+# iterate), and each optimiser with all three; the setting is chosen on one half of the study's images and every
+# variant reported on the other half, at each of the run's seeds.
+INGREDIENT_STUDY = {
+    "reference": {},
+    "+margin loss": dict(label_loss="margin"),
+    "+best 8-bit iterate": dict(select="best"),
+    "+APGD schedule": dict(optimizer="apgd", label_loss="ce", select="last"),
+    "+Adam": dict(optimizer="adam", label_loss="ce", select="last"),
+    "APGD (all three)": dict(optimizer="apgd"),
+    "Adam (all three)": dict(optimizer="adam"),
+}
+HALVES = ("tune", "report")
+_RUN_KEYS = ("optimizer", "restarts", "cam_loss", "label_loss", "select", "e", "n_iter", "lamb", "seed", "mode")
+
+
+def study_settings(variant: str) -> dict:
+    """The :func:`ama.optimizers.settings` of one variant of :data:`INGREDIENT_STUDY`."""
+    if variant not in INGREDIENT_STUDY:
+        raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(INGREDIENT_STUDY)}")
+    return optimizers.settings(**{"optimizer": optimizers.REFERENCE, **INGREDIENT_STUDY[variant]})
+
+
+def study_halves(reported: Sequence[str], k: int) -> dict[str, str]:
+    """``{image: "tune" | "report"}``: ``k`` of the run's ``reported`` images (class order) spread over them (all when
+    ``k`` is 0 or at least their number), alternately in the half the setting is chosen on and the half it is
+    reported on; the first image tunes."""
+    from .protocol import evenly
+
+    return {name: HALVES[i % 2] for i, name in enumerate(evenly(list(reported), k))}
+
+
+def ingredient_plan(params: RunParams) -> dict:
+    """The study's attacks (keyword arguments of :func:`run_ingredients`): the smallest ``e``, the run's ``n_iter``,
+    ``lamb`` and its ``n_seeds`` seeds from ``seed`` on (FAST: its passes)."""
+    p = params.fast_variant()
+    return dict(e=min(p.e), n_iter=p.n_iter, lamb=p.lamb, seeds=[p.seed + k for k in range(p.n_seeds)])
+
+
+def run_key(params) -> tuple:
+    """What identifies an attack run for reuse: its :class:`ama.attack_result.AttackParams`' optimiser settings,
+    ``e``, ``n_iter``, ``lamb``, ``seed`` and ``mode`` (frame masks, untargeted)."""
+    d = params.to_dict()
+    return tuple(d[k] for k in _RUN_KEYS)
+
+
+def run_ingredients(model: CAMModel, x: torch.Tensor, names: Sequence[str], halves: dict[str, str], e: int = 1,
+                    n_iter: int = 100, lamb: float = 100.0, seeds: Sequence[int] = (0,), made=(),
+                    progress: bool = True) -> pd.DataFrame:
+    """Every variant of :data:`INGREDIENT_STUDY` at every seed on the images of ``x`` ``(B, 3, H, W)`` that
+    ``halves`` (:func:`study_halves`) names: the 8-bit rows of :func:`ama.metrics.attack_metrics` (flip) with the
+    columns ``variant`` and ``half``. ``made``: attack results already computed on batches holding these images
+    (the grid's, the seeds'); a run of the same settings (:func:`run_key`) is reused, not attacked again."""
+    from tqdm import tqdm
+
+    idx = [k for k, n in enumerate(names) if n in halves]
+    if not idx:
+        return pd.DataFrame()
+    sub = [names[k] for k in idx]
+    known = {run_key(r.params): r for r in made if r.params.mask == "frame" and not r.params.targeted}
+    frames = []
+    jobs = [(v, s) for v in INGREDIENT_STUDY for s in seeds]
+    for variant, seed in tqdm(jobs, desc=f"ingredients {model.name}", mininterval=30, disable=not progress):
+        s = study_settings(variant)
+        key = run_key(AttackParams(model=model.name, e=e, n_iter=n_iter, lamb=float(lamb), seed=int(seed), **s))
+        r = known.get(key)
+        if r is None or not set(sub) <= set(r.names):
+            r = marginal_attack(model, x[idx], e=e, n_iter=n_iter, lamb=lamb, seed=seed, names=sub, **s)
+        rows = r.metrics[r.metrics.quantized.astype(bool) & r.metrics.image.isin(sub)]
+        frames.append(rows.assign(variant=variant, half=rows.image.map(halves)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _choose(per_image: pd.DataFrame) -> str | None:
+    """The variant with the highest mean fooled share over the images, then the lowest CAM cosine."""
+    if per_image.empty:
+        return None
+    means = per_image.groupby(level="variant", sort=False).mean()
+    return means.sort_values(["fooled", "cam_cosine"], ascending=[False, True], kind="stable").index[0]
+
+
+def ingredient_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per model, ``e``, ``n_iter`` and variant of :func:`run_ingredients` rows, on the reported half: the fooling
+    rate (each image's share of seeds fooled, mean over images) and the mean CAM cosine with bootstrap 95% intervals
+    over images, the lowest and highest fooling rate across seeds, ``gain`` (fooled share minus the reference's, paired
+    per image) with its interval and ``verdict`` against 0 (holds: the variant fools more than the reference), and
+    ``cosine_drop`` (the reference's CAM cosine minus the variant's: above 0, it moves the CAM more); from the tuning
+    half its fooling rate and cosine and ``chosen`` (the variant picked there: highest fooling, then lowest cosine)."""
+    rows = []
+    table = table.assign(fooled=table.fooled.astype(float))
+    for (model, e, n_iter), g in table.groupby(["model", "e", "n_iter"], sort=False):
+        per = g.groupby(["half", "variant", "image"], sort=False)[["fooled", "cam_cosine"]].mean()
+        halves = set(per.index.get_level_values("half"))
+        tune = per.xs("tune", level="half") if "tune" in halves else per.iloc[:0].droplevel("half")
+        report = per.xs("report", level="half") if "report" in halves else per.iloc[:0].droplevel("half")
+        chosen = _choose(tune)
+        tune_means = tune.groupby(level="variant").mean()
+        ref = report.xs("reference", level="variant") if "reference" in report.index.get_level_values(0) else None
+        for variant in [v for v in INGREDIENT_STUDY if v in set(g.variant)]:
+            s = study_settings(variant)
+            row = dict(model=model, e=e, n_iter=n_iter, variant=variant, optimizer=s["optimizer"],
+                       label_loss=s["label_loss"], select=s["select"], n_seeds=g.seed.nunique(),
+                       tune_images=tune.xs(variant, level="variant").shape[0] if variant in tune_means.index else 0,
+                       tune_fooling_rate=tune_means.fooled.get(variant, np.nan),
+                       tune_cam_cosine=tune_means.cam_cosine.get(variant, np.nan), chosen=variant == chosen)
+            if variant in report.index.get_level_values(0):
+                r = report.xs(variant, level="variant")
+                fooled, cosine = Estimate.of(r.fooled), Estimate.of(r.cam_cosine)
+                by_seed = g[(g.half == "report") & (g.variant == variant)].groupby("seed").fooled.mean()
+                row.update(n_images=fooled.n, fooling_rate=fooled.value, fooling_low=fooled.low,
+                           fooling_high=fooled.high, seed_min=by_seed.min(), seed_max=by_seed.max(),
+                           cam_cosine=cosine.value, cosine_low=cosine.low, cosine_high=cosine.high)
+                if ref is not None and variant != "reference":
+                    gain = Estimate.of((r.fooled - ref.fooled.reindex(r.index)).to_numpy())
+                    drop = Estimate.of((ref.cam_cosine.reindex(r.index) - r.cam_cosine).to_numpy())
+                    row.update(gain=gain.value, gain_low=gain.low, gain_high=gain.high, verdict=gain.verdict(0.0),
+                               cosine_drop=drop.value, drop_low=drop.low, drop_high=drop.high)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def ingredient_lines(summary: pd.DataFrame) -> list[str]:
+    """Per model and ``e`` of :func:`ingredient_summary`: which variant the tuning half chose and how each variant
+    does on the reported half beside the reference, with intervals."""
+    def pct(x):
+        return f"{100 * x:.0f}%"
+
+    lines = []
+    for (model, e, n_iter), g in summary.groupby(["model", "e", "n_iter"], sort=False):
+        rep = g.dropna(subset=["fooling_rate"]) if "fooling_rate" in g else g.iloc[:0]
+        chosen = g[g.chosen]
+        n_rep = int(rep.n_images.max()) if len(rep) else 0
+        head = (f"{model}, e = {e}, {n_iter} passes, {int(g.n_seeds.max())} seed(s): chosen on "
+                f"{int(g.tune_images.max())} image(s): "
+                + (f"{chosen.variant.iloc[0]}" if len(chosen) else "none") + f"; reported on {n_rep} other image(s)"
+                + (" (rests on one image)" if n_rep == 1 else ""))
+        lines.append(head)
+        for r in rep.itertuples():
+            text = (f"  {r.variant:20s} fools {pct(r.fooling_rate)} ({pct(r.fooling_low)} to {pct(r.fooling_high)}; "
+                    f"seeds {pct(r.seed_min)} to {pct(r.seed_max)}), CAM cosine {r.cam_cosine:.2f} "
+                    f"({r.cosine_low:.2f} to {r.cosine_high:.2f})")
+            if isinstance(getattr(r, "verdict", None), str):
+                text += (f"; gain over the reference {100 * r.gain:+.0f} points ({100 * r.gain_low:+.0f} to "
+                         f"{100 * r.gain_high:+.0f}): {r.verdict}")
+            lines.append(text)
+    return lines
+
+
+# --- capacity: a ten-times budget (SCIENCE.md section 6) --------------------------------------------------------------
+CAPACITY_BUDGETS = (100, 1000)  # the run's budget and ten times it
+
+
+def capacity_study(model: CAMModel, x: torch.Tensor, names: Sequence[str], e=(1, 2), budgets=CAPACITY_BUDGETS,
+                   optimizer: str = optimizers.STRONGEST, lamb: float = 100.0, seed: int = 0,
+                   progress: bool = True) -> pd.DataFrame:
+    """Is the frame limited by its capacity or by the optimiser's budget? ``optimizer``'s defaults at every ``e`` and
+    every budget (``n_iter``, passes per image) on the images ``x`` ``(B, 3, H, W)``: the 8-bit rows of
+    :func:`ama.metrics.attack_metrics` (flip)."""
+    from tqdm import tqdm
+
+    jobs = [(w, it) for w in ([e] if isinstance(e, int) else e) for it in budgets]
+    frames = []
+    for w, it in tqdm(jobs, desc=f"capacity {model.name}", disable=not progress):
+        r = marginal_attack(model, x, e=w, n_iter=it, lamb=lamb, seed=seed, names=names, optimizer=optimizer)
+        frames.append(r.metrics[r.metrics.quantized.astype(bool)])
+    return pd.concat(frames, ignore_index=True)
+
+
+def capacity_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per model, optimiser, ``e`` and budget of :func:`capacity_study` rows: the fooling rate with its Wilson 95%
+    interval, the mean CAM cosine with its bootstrap interval, and, paired per image with the smallest budget,
+    ``newly_fooled`` (images fooled here but not there) and ``no_longer_fooled``."""
+    rows = []
+    for (model, opt, e), g in table.groupby(["model", "optimizer", "e"], sort=False):
+        base = g[g.n_iter == g.n_iter.min()].set_index("image").fooled.astype(bool)
+        for n_iter, h in g.groupby("n_iter", sort=True):
+            fooled = h.set_index("image").fooled.astype(bool)
+            rate, cosine = Estimate.rate(int(fooled.sum()), len(fooled)), Estimate.of(h.cam_cosine)
+            rows.append(dict(model=model, optimizer=opt, e=e, n_iter=n_iter, n_images=len(fooled),
+                             fooled=int(fooled.sum()), fooling_rate=rate.value, fooling_low=rate.low,
+                             fooling_high=rate.high, cam_cosine=cosine.value, cosine_low=cosine.low,
+                             cosine_high=cosine.high, newly_fooled=int((fooled & ~base.reindex(fooled.index)).sum()),
+                             no_longer_fooled=int((~fooled & base.reindex(fooled.index)).sum())))
+    return pd.DataFrame(rows)

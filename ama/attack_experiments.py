@@ -18,12 +18,14 @@ import pandas as pd
 import torch
 
 from . import optimizers
-from .ablation import ADVERSARIAL_OPTIMIZERS, ablation_plan, ablation_summary, run_ablation
+from .ablation import (ADVERSARIAL_OPTIMIZERS, ablation_plan, ablation_summary, ingredient_plan, ingredient_summary,
+                       run_ablation, run_ingredients, study_halves)
 from .attack import marginal_attack, random_frame
 from .attack_result import AttackResult
 from .cam_model import CAMModel
 from .metrics import history_table, summary_table
 from .params import PAPER_N_ITER, RunParams
+from .protocol import run_names
 from .paths import resolve
 from .results import image_major, save_png
 
@@ -90,9 +92,10 @@ def seed_plan(params: RunParams) -> list[tuple[str, int, int]]:
 
 
 def run_seeds(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: RunParams, results: dict,
-              progress: bool = True) -> pd.DataFrame:
+              progress: bool = True, made: list | None = None) -> pd.DataFrame:
     """The metric rows of :func:`seed_plan` (flip, the optimiser's defaults, the run's ``n_iter``), the run's own seed
-    reused from ``results`` (keyed as :func:`run_ablation` keys them), the others attacked here."""
+    reused from ``results`` (keyed as :func:`run_ablation` keys them), the others attacked here (their
+    :class:`AttackResult` appended to ``made``)."""
     from tqdm import tqdm
 
     p = params.fast_variant()
@@ -102,6 +105,8 @@ def run_seeds(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: Ru
         key = (optimizer, "default", e, p.n_iter, "flip")
         r = results[key] if seed == p.seed and key in results else marginal_attack(
             model, x, e=e, n_iter=p.n_iter, lamb=p.lamb, seed=seed, names=names, optimizer=optimizer)
+        if made is not None:
+            made.append(r)
         frames.append(r.metrics)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -126,33 +131,40 @@ ATTACK_BATCH = 16  # images attacked together: a larger batch runs slower per im
 def attack_grid(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: RunParams, out_dir=None,
                 progress: bool = True, labels=None) -> tuple[dict[str, pd.DataFrame], dict | None]:
     """Tables ``attack_metrics`` (image x setting x quantised), ``attack_history`` (image x setting x iteration),
-    ``attack_ablation`` (:func:`ablation_plan`; the reference's runs are shared with the grid) and ``attack_seeds``
-    (:func:`seed_plan`, when ``n_seeds`` > 1), and the :class:`AttackResult` of every setting (for figures):
+    ``attack_ablation`` (:func:`ablation_plan`; the reference's runs are shared with the grid), ``attack_seeds``
+    (:func:`seed_plan`, when ``n_seeds`` > 1) and ``attack_ingredients`` (the ingredient study on ``ablation_images``
+    of the run's images, :func:`ama.ablation.study_halves`; runs of the grid and the seeds reused), and the :class:`AttackResult` of every setting (for figures):
     ``("attack" | "random_frame", e, n_iter, mode)`` of the grid, ``(optimizer, variant, e, n_iter, mode)`` of the
     ablation. ``labels``: the images' true classes (:func:`with_labels`). ``out_dir``: where the 8-bit adversarial
     images of :data:`ADVERSARIAL_OPTIMIZERS` are saved (:func:`save_adversarial`). Images are attacked
     :data:`ATTACK_BATCH` at a time (an image's result does not depend on its batch but for float rounding); with more
     than one batch no results are kept (None: the figures attack their few images again)."""
     cut = [slice(k, k + ATTACK_BATCH) for k in range(0, len(x), ATTACK_BATCH)]
+    halves = study_halves(run_names(params, out_dir, names), params.fast_variant().ablation_images)
     parts = [_attack_batch(model, x[c], list(names[c]), params, out_dir, progress,
-                           None if labels is None else labels[c]) for c in cut]
-    tables = {name: pd.concat([t[name] for t, _ in parts], ignore_index=True) for name in parts[0][0]}
+                           None if labels is None else labels[c], halves) for c in cut]
+    present = dict.fromkeys(name for t, _ in parts for name in t)  # the ingredient study's images are in few batches
+    tables = {name: pd.concat([t[name] for t, _ in parts if name in t], ignore_index=True) for name in present}
     return image_major(tables, names), parts[0][1] if len(parts) == 1 else None
 
 
-def _attack_batch(model, x, names, params, out_dir, progress, labels) -> tuple[dict[str, pd.DataFrame], dict]:
+def _attack_batch(model, x, names, params, out_dir, progress, labels, halves) -> tuple[dict[str, pd.DataFrame], dict]:
     results, table = run_grid(model, x, names, **grid_plan(params), progress=progress)
     history = history_table({k: v for k, v in results.items() if k[0] == "attack"})
     shared = {(REFERENCE, "default", e, it, mode): r for (setting, e, it, mode), r in results.items()
               if setting == "attack"}
     abl = run_ablation(model, x, names, **ablation_plan(params), results=shared, progress=progress)
     results.update(shared)
-    seeds = run_seeds(model, x, names, params, results, progress)
+    made = list(results.values())
+    seeds = run_seeds(model, x, names, params, results, progress, made)
     if out_dir is not None:
         save_adversarial(results, params, out_dir)
+    ingredients = run_ingredients(model, x, names, halves, **ingredient_plan(params), made=made, progress=progress)
     tables = dict(attack_metrics=table, attack_history=history, attack_ablation=abl)
     if not seeds.empty:
         tables["attack_seeds"] = seeds
+    if not ingredients.empty:
+        tables["attack_ingredients"] = ingredients
     tables = {k: (v if k == "attack_history" else with_labels(v, names, labels)) for k, v in tables.items()}
     return image_major(tables, names), results
 
@@ -169,6 +181,8 @@ def summaries(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
         out["attack_ablation_summary"] = ablation_summary(tables["attack_ablation"])
     if "attack_seeds" in tables:
         out["attack_seed_spread"] = seed_spread(tables["attack_seeds"])
+    if "attack_ingredients" in tables:
+        out["attack_ingredients_summary"] = ingredient_summary(tables["attack_ingredients"])
     return out
 
 
@@ -285,28 +299,47 @@ def adversarial_result(model: CAMModel, x: torch.Tensor, names: Sequence[str], p
 
 
 # --- the figures' attacks: of the run, or recomputed for the shown images -------------------------------
-def example_images(table: pd.DataFrame, model: str, names: Sequence[str], e: int, n_iter: int, k: int = 3) -> list[int]:
-    """Indices into ``names`` of up to ``k`` images to show: those the reference attack (flip, 8-bit) fooled at
-    frame width ``e`` first, in image order."""
+def example_images(table: pd.DataFrame, model: str, names: Sequence[str], e: int, n_iter: int, k: int = 4) -> list[int]:
+    """Indices into ``names`` of up to ``k`` images to show, failures included: up to ``k - k // 2`` that the reference
+    attack (flip, 8-bit) fooled at frame width ``e`` and ``k // 2`` it did not (either group filling in when the
+    other is short), each in image order, the fooled first."""
     rows = table[(table.model == model) & (table.setting == "attack") & (table["mode"] == "flip") & (table.e == e)
                  & (table.n_iter == n_iter) & table.quantized.astype(bool)]
     fooled = dict(zip(rows.image, rows.fooled.astype(bool)))
-    order = sorted(range(len(names)), key=lambda i: (not fooled.get(names[i], False), i))
-    return order[:k]
+    yes = [i for i in range(len(names)) if fooled.get(names[i], False)]
+    no = [i for i in range(len(names)) if not fooled.get(names[i], False)]
+    n_no = min(len(no), max(k // 2, k - len(yes)))
+    return (yes[:k - n_no] + no[:n_no])[:k]
 
 
 def attack_examples(model: CAMModel, data, params: RunParams, table: pd.DataFrame, results: dict | None = None,
-                    k: int = 3) -> tuple[dict, list[int]]:
-    """``({e: AttackResult}, indices)`` of the reference attack (flip, the run's ``n_iter``) for the images of
-    :func:`example_images`; ``indices`` index the results' batch. ``results``: the run's own (reused), else the
-    shown images are attacked again (a sharded run keeps no tensors)."""
+                    k: int = 4, widths=None) -> tuple[dict, list[int]]:
+    """``({e: AttackResult}, indices)`` of the reference attack (flip, the run's ``n_iter``) at each ``e`` of ``widths``
+    (default: the run's) for the images of :func:`example_images`; ``indices`` index the results' batch. ``results``:
+    the run's own (reused), else the shown images are attacked again (a sharded run keeps no tensors)."""
     p = params.fast_variant()
+    widths = list(p.e) if widths is None else list(widths)
     shown = example_images(table, model.name, data.names, min(p.e), p.n_iter, k)
     if results is not None:
-        return {e: results[("attack", e, p.n_iter, "flip")] for e in p.e}, shown
+        return {e: results[("attack", e, p.n_iter, "flip")] for e in widths}, shown
     x, names = data.images[shown], [data.names[i] for i in shown]
     return {e: marginal_attack(model, x, e=e, n_iter=p.n_iter, lamb=p.lamb, seed=p.seed, names=names)
-            for e in p.e}, list(range(len(shown)))
+            for e in widths}, list(range(len(shown)))
+
+
+def example_figures(runs: dict, params: RunParams, table: pd.DataFrame, results_by_model: dict | None = None,
+                    k: int = 4) -> list:
+    """Per model of ``runs`` (:func:`ama.runs.load_runs`), :func:`ama.plots.attack_rows_figure` of the reference
+    attack at the smallest ``e`` on up to ``k`` images of :func:`example_images`, failures included."""
+    from .plots import attack_rows_figure
+
+    figs = []
+    e = min(params.fast_variant().e)
+    for name, (model, data) in runs.items():
+        results = results_by_model.get(name) if results_by_model else None
+        by_e, shown = attack_examples(model, data, params, table, results, k, widths=[e])
+        figs.append(attack_rows_figure(by_e[e], shown))
+    return figs
 
 
 def keep_example(model: CAMModel, data, params: RunParams, table: pd.DataFrame, results: dict | None = None):

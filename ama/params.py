@@ -42,6 +42,8 @@ FAST_ACCURACY_IMAGES = 50  # the clean accuracy on 50 stratified images of the s
                          # planned) the three representative occlusion cells, the optimiser ablation at the smallest e
 ABLATIONS = ("strongest", "full")  # strongest: the reference and the strongest optimiser; full: every optimiser,
                                    # the budget curve and keep mode (SCIENCE.md section 6)
+ABLATION_IMAGES = 4     # the ingredient study (SCIENCE.md section 6): images spread over the run's, half to choose the
+                        # setting on, half to report it on (each at the run's n_seeds seeds, the smallest e)
 GRIDS = ("paper", "slim")  # paper: flip at 50 and n_iter passes at every e, keep at the smallest; slim: flip at n_iter
 # Profiles: named sets of defaults for `make reproduce PROFILE=...`; a parameter given explicitly wins over its profile.
 PROFILES = {
@@ -131,6 +133,7 @@ class RunParams:
     ablation: str = "strongest"              # the optimiser ablation: strongest or full (ABLATIONS)
     grid: str = "paper"                      # the reference attack's grid: paper or slim (GRIDS)
     beyond_images: int = 0                   # notebook 05 on this many of the run's images (stratified); 0 = all
+    ablation_images: int = ABLATION_IMAGES   # the ingredient study on this many of the run's images; 0 = all
 
     def __post_init__(self):
         models = tuple(str(self.models).replace(",", " ").split()) if isinstance(self.models, str) else \
@@ -150,7 +153,8 @@ class RunParams:
                       auc_steps=_int(self.auc_steps, "auc_steps", low=1),
                       score_cam_images=_int(self.score_cam_images, "score_cam_images"),
                       n_seeds=_int(self.n_seeds, "n_seeds", low=1), ablation=str(self.ablation),
-                      grid=str(self.grid), beyond_images=_int(self.beyond_images, "beyond_images"))
+                      grid=str(self.grid), beyond_images=_int(self.beyond_images, "beyond_images"),
+                      ablation_images=_int(self.ablation_images, "ablation_images"))
         for name, allowed in (("ablation", ABLATIONS), ("grid", GRIDS)):
             if values[name] not in allowed:
                 raise ParamsError(f"{name} must be one of {', '.join(allowed)}, got {values[name]!r}")

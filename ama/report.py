@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from .claims import CRITERIA, collect_claims, existing_figures, model_table, pct, read_table, reference_attack
-from .intervals import HOLDS, pooled
+from .intervals import FAILS, HOLDS, pooled
 from .paths import resolve
 
 # Goals of the stronger optimisers (issue 11; lite0, the staged photos, 100 passes, 8-bit): e -> (fooling, cosine)
@@ -150,6 +150,42 @@ def section_attack_strength(run_dir: Path) -> Section | None:
                    existing_figures(run_dir / "figures", "attack_ablation"), None, "attack_ablation")
 
 
+def section_ingredients(run_dir: Path) -> Section | None:
+    """*Which ingredient makes the attack strong?*: the ingredient study of ``tables/attack_ingredients_summary.csv``
+    (:func:`ama.ablation.ingredient_summary`): the setting chosen on one half of the images, each variant's result on
+    the other half beside the reference's, and which ingredients raise the fooling rate there; None without it."""
+    s = read_table(run_dir / "tables", "attack_ingredients_summary")
+    if s is None or s.empty:
+        return None
+    from .ablation import ingredient_lines
+
+    lines = ["Each ingredient of the stronger optimisers alone on top of the reference (sign steps, cross-entropy, "
+             "last iterate), and each optimiser with all three, at the same budget; the setting is chosen on one "
+             "half of the study's images and every variant reported on the other half (fooling: each image's share "
+             "of seeds fooled, mean over images; 95% bootstrap intervals over images; gain: paired per image with "
+             "the reference, against 0)."]
+    for (model, e), g in s.groupby(["model", "e"], sort=False):
+        rep = g.dropna(subset=["verdict"]) if "verdict" in g else g.iloc[:0]
+        up = [r.variant for r in rep.itertuples() if r.verdict == HOLDS]
+        down = [r.variant for r in rep.itertuples() if r.verdict == FAILS]
+        chosen = g[g.chosen]
+        text = (f"{model}, e = {e}: " + (f"fools more than the reference on the held-out images: {', '.join(up)}"
+                                         if up else "no variant fools more than the reference on the held-out "
+                                                    "images beyond its interval"))
+        text += f"; fools less: {', '.join(down)}" if down else ""
+        if len(chosen) and chosen.variant.iloc[0] != "reference" and "verdict" in chosen:
+            c = chosen.iloc[0]
+            text += (f". The setting chosen on the tuning half, {c.variant}, gains {100 * c.gain:+.0f} points "
+                     f"({100 * c.gain_low:+.0f} to {100 * c.gain_high:+.0f}) there: {c.verdict}")
+        lines.append(text + ".")
+    lines.append("```\n" + "\n".join(ingredient_lines(s)) + "\n```")
+    cols = ["model", "e", "variant", "chosen", "n_images", "n_seeds", "fooling_rate", "fooling_low", "fooling_high",
+            "cam_cosine", "gain", "gain_low", "gain_high", "verdict"]
+    return Section("Which ingredient makes the attack strong? (chosen on one half, reported on the other)",
+                   "\n\n".join(lines), existing_figures(run_dir / "figures", "attack_ingredients"),
+                   s[[c for c in cols if c in s]].round(3), "attack_ingredients_summary")
+
+
 def section_beyond_the_paper(run_dir: Path) -> Section | None:
     """*Beyond the paper* (notebook 05): transfer to other CAM methods, faithfulness, ERF-aware upsampling."""
     lines = beyond_the_paper(run_dir)
@@ -204,7 +240,8 @@ def section_images(run_dir: Path) -> Section | None:
                    "clean_accuracy")
 
 
-SECTIONS = (section_images, section_across_models, section_attack_strength, section_beyond_the_paper)
+SECTIONS = (section_images, section_across_models, section_attack_strength, section_ingredients,
+            section_beyond_the_paper)
 
 
 def _markdown_table(df: pd.DataFrame) -> str:

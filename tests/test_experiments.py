@@ -111,8 +111,11 @@ def test_attack_grid_runs_the_planned_settings_once(tiny_model, images32, tmp_pa
         assert results[("sign", "default", e, it, m)] is results[("attack", e, it, m)]
     attacks = {id(r): r for k, r in results.items() if k[0] != "random_frame"}.values()  # each run once
     assert len(attacks) == 7 + 12  # the grid: 6 flip + 1 keep; the ablation: apgd 3, adam 2, quarter budget 6, keep 1
-    assert sum(calls) == sum(r.params.n_iter for r in attacks)  # every pass with gradients: one planned attack's
-    assert len(calls) - sum(calls) == 3 * len(attacks) + 3 * 3  # per attack: clean + 2 evaluations; random: 3
+    # the ingredient study at e = 1 adds 4 attacks: sign + margin, sign + best, apgd and adam with ce and the last
+    # iterate; the reference and the apgd and adam defaults are the ablation's runs, reused
+    study = 4
+    assert sum(calls) == sum(r.params.n_iter for r in attacks) + study * 8  # every pass with gradients: a planned one
+    assert len(calls) - sum(calls) == 3 * (len(attacks) + study) + 3 * 3  # per attack: clean + 2 evaluations
 
 
 def test_attack_grid_shares_the_reference_runs_and_saves_the_adversarial_images(tiny_model, images32, tmp_path):
@@ -254,16 +257,18 @@ def test_torchrun_two_processes(folder, tmp_path):
 
 def test_attack_grid_in_batches_gives_the_same_rows(tiny_model, images32, monkeypatch):
     """Images are attacked ATTACK_BATCH at a time; the rows equal one batch's (float rounding aside) and no results
-    are kept past one batch."""
-    p = RunParams(models=(TINY,), e=(1,), n_iter=3, grid="slim", n_seeds=2)
+    are kept past one batch; the ingredient study's one image is in the first batch only."""
+    p = RunParams(models=(TINY,), e=(1,), n_iter=3, grid="slim", n_seeds=2, ablation_images=1)
     names = ["a", "b", "c", "d"]
     whole, results = attack_experiments.attack_grid(tiny_model, images32, names, p, progress=False)
     monkeypatch.setattr(attack_experiments, "ATTACK_BATCH", 3)
     parts, none = attack_experiments.attack_grid(tiny_model, images32, names, p, progress=False)
     assert results is not None and none is None
-    assert set(parts) == set(whole) == {"attack_metrics", "attack_history", "attack_ablation", "attack_seeds"}
+    assert set(parts) == set(whole) == {"attack_metrics", "attack_history", "attack_ablation", "attack_seeds",
+                                        "attack_ingredients"}
+    assert set(whole["attack_ingredients"].image) == {"a"}
     for name, df in whole.items():
-        assert list(parts[name].image.drop_duplicates()) == names, name
+        assert list(parts[name].image.drop_duplicates()) == list(df.image.drop_duplicates()), name
         assert compare_tables(parts[name], df, "attack_" + name) == [], name
     seeds = whole["attack_seeds"]
     assert sorted(seeds.seed.unique()) == [0, 1] and set(seeds.optimizer) == {"sign"}

@@ -1,0 +1,132 @@
+"""The ingredient study (SCIENCE.md section 6): each ingredient alone on top of the reference, chosen on one half of
+the images and reported on the other, at every seed; on a tiny seeded model and on hand-made tables."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ama import ablation, optimizers
+from ama.attack import marginal_attack, quantize
+
+
+@pytest.fixture
+def x8(images32):
+    return quantize(images32)
+
+
+def test_each_single_ingredient_differs_from_the_reference_in_that_ingredient_alone():
+    ref = ablation.study_settings("reference")
+    assert ref == optimizers.settings(optimizers.REFERENCE)
+    singles = {"+margin loss": {"label_loss"}, "+best 8-bit iterate": {"select"}, "+APGD schedule": {"optimizer"},
+               "+Adam": {"optimizer"}}
+    for variant, changed in singles.items():
+        s = ablation.study_settings(variant)
+        assert {k for k in s if s[k] != ref[k]} == changed, variant
+    for variant, opt in (("APGD (all three)", "apgd"), ("Adam (all three)", "adam")):
+        assert ablation.study_settings(variant) == optimizers.settings(opt)
+    with pytest.raises(ValueError, match="unknown variant 'momentum'"):
+        ablation.study_settings("momentum")
+
+
+def test_study_halves_alternate_over_an_even_spread():
+    names = [f"im{k}" for k in range(10)]
+    halves = ablation.study_halves(names, 4)
+    assert halves == {"im0": "tune", "im3": "report", "im6": "tune", "im9": "report"}
+    assert list(ablation.study_halves(names, 0).values()) == ["tune", "report"] * 5
+
+
+def test_run_ingredients_attacks_every_variant_and_seed_once_reusing_given_runs(tiny_model, x8, monkeypatch):
+    names = list("abcd")
+    halves = {"a": "tune", "c": "report"}
+    given = marginal_attack(tiny_model, x8, e=1, n_iter=3, lamb=100.0, seed=1, names=names)  # reference, seed 1
+    calls = []
+    real = ablation.marginal_attack
+
+    def counting(model, x, **kw):
+        calls.append((kw["optimizer"], kw["label_loss"], kw["select"], kw["seed"], len(x)))
+        return real(model, x, **kw)
+
+    monkeypatch.setattr(ablation, "marginal_attack", counting)
+    table = ablation.run_ingredients(tiny_model, x8, names, halves, e=1, n_iter=3, lamb=100.0, seeds=(0, 1),
+                                     made=[given], progress=False)
+    assert len(calls) == 2 * len(ablation.INGREDIENT_STUDY) - 1           # the given run is not attacked again
+    assert ("sign", "ce", "last", 1, 2) not in calls and all(c[-1] == 2 for c in calls)  # only the study's images
+    assert len(table) == 2 * 2 * len(ablation.INGREDIENT_STUDY) and table.quantized.all()
+    assert set(table.image) == {"a", "c"} and (table.half == table.image.map(halves)).all()
+    assert not table.duplicated(["image", "variant", "seed"]).any()
+    reused = table[(table.variant == "reference") & (table.seed == 1)].set_index("image")
+    mine = given.metrics[given.metrics.quantized].set_index("image").loc[["a", "c"]]
+    pd.testing.assert_series_equal(reused.cam_cosine, mine.cam_cosine)
+
+
+def _table(rows):
+    """Rows (image, half, variant, seed, fooled, cam_cosine) of one model at e = 1."""
+    return pd.DataFrame([dict(model="m", e=1, n_iter=10, image=i, half=h, variant=v, seed=s, fooled=f, cam_cosine=c)
+                         for i, h, v, s, f, c in rows])
+
+
+def test_ingredient_summary_chooses_on_one_half_and_reports_the_other_per_image_first():
+    rows = []
+    for v, tune_fooled, report_fooled, cos in (("reference", 0, [(0, 0), (0, 1)], 0.9),
+                                               ("+margin loss", 1, [(1, 1), (1, 1)], 0.5),
+                                               ("+Adam", 0, [(0, 0), (0, 0)], 0.2)):
+        for s in (0, 1):
+            rows.append(("t1", "tune", v, s, tune_fooled, cos))
+            for image, f in zip(("r1", "r2"), report_fooled):
+                rows.append((image, "report", v, s, f[s], cos + 0.01 * s))
+    summary = ablation.ingredient_summary(_table(rows)).set_index("variant")
+    assert summary.chosen.to_dict() == {"reference": False, "+margin loss": True, "+Adam": False}
+    ref, margin = summary.loc["reference"], summary.loc["+margin loss"]
+    assert ref.fooling_rate == pytest.approx(0.25)          # r1 0 of 2 seeds, r2 1 of 2: per image 0, 0.5
+    assert (ref.seed_min, ref.seed_max) == (0.0, 0.5)       # seed 0 fools neither, seed 1 fools r2
+    assert margin.fooling_rate == 1.0 and margin.n_images == 2 and margin.n_seeds == 2
+    assert margin.gain == pytest.approx(0.75)               # per image 1 - 0 and 1 - 0.5
+    assert margin.gain_low == pytest.approx(0.5) and margin.gain_high == pytest.approx(1.0)
+    assert margin.verdict == "holds" and np.isnan(summary.loc["reference"].gain)
+    assert summary.loc["+Adam"].verdict == "inconclusive"   # per image 0 - 0 and 0 - 0.5
+    assert summary.loc["+Adam"].cosine_drop == pytest.approx(0.7)
+    lines = ablation.ingredient_lines(summary.reset_index())
+    assert "chosen on 1 image(s): +margin loss; reported on 2 other image(s)" in lines[0]
+    assert any("+margin loss" in line and "+75 points (+50 to +100): holds" in line for line in lines)
+
+
+def test_ingredient_summary_without_a_tuning_half_chooses_nothing_and_can_say_does_not_hold():
+    rows = [(i, "report", v, 0, f, 0.5) for i, fs in (("r1", (1, 0, 0)), ("r2", (1, 1, 0)))
+            for v, f in zip(("reference", "+margin loss", "+Adam"), fs)]
+    s = ablation.ingredient_summary(_table(rows)).set_index("variant")
+    assert not s.chosen.any() and (s.tune_images == 0).all()
+    assert s.loc["+margin loss"].verdict == "inconclusive"   # per image -1 and 0
+    assert s.loc["+Adam"].verdict == "does not hold"         # -1 on both
+
+
+def test_capacity_summary_pairs_each_budget_with_the_smallest():
+    rows = [dict(model="m", optimizer="apgd", e=1, n_iter=it, image=i, fooled=f, cam_cosine=c)
+            for it, fs, c in ((10, (1, 0, 0, 0), 0.8), (100, (1, 1, 1, 0), 0.4)) for i, f in zip("abcd", fs)]
+    s = ablation.capacity_summary(pd.DataFrame(rows)).set_index("n_iter")
+    assert s.loc[10].fooled == 1 and s.loc[100].fooled == 3 and s.loc[100].newly_fooled == 2
+    assert s.loc[100].no_longer_fooled == 0 and s.loc[10].newly_fooled == 0
+    assert s.loc[100].fooling_low == pytest.approx(0.3006, abs=1e-3)   # Wilson 95% of 3 / 4: 0.30 to 0.95
+    assert s.loc[100].cam_cosine == pytest.approx(0.4)
+
+
+def test_capacity_study_runs_each_budget_on_the_same_images(tiny_model, x8):
+    table = ablation.capacity_study(tiny_model, x8, list("abcd"), e=(1,), budgets=(2, 4), progress=False)
+    assert sorted(table.n_iter.unique()) == [2, 4] and len(table) == 8 and set(table.optimizer) == {"apgd"}
+
+
+def test_report_section_states_the_held_out_result_with_its_interval(tmp_path):
+    from ama.report import section_ingredients
+
+    rows = []
+    for v, tune_fooled, report_fooled in (("reference", 0, (0, 0)), ("+margin loss", 1, (1, 1)), ("+Adam", 0, (0, 0))):
+        rows.append(("t1", "tune", v, 0, tune_fooled, 0.5))
+        rows += [(i, "report", v, 0, f, 0.5) for i, f in zip(("r1", "r2"), report_fooled)]
+    (tmp_path / "tables").mkdir()
+    ablation.ingredient_summary(_table(rows)).to_csv(tmp_path / "tables" / "attack_ingredients_summary.csv",
+                                                     index=False)
+    section = section_ingredients(tmp_path)
+    assert "m, e = 1: fools more than the reference on the held-out images: +margin loss." in section.sentence
+    assert "+margin loss, gains +100 points (+100 to +100) there: holds" in section.sentence
+    assert list(section.table.variant) == ["reference", "+margin loss", "+Adam"]
+    assert section_ingredients(tmp_path / "nothing") is None
