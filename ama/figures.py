@@ -26,8 +26,9 @@ def kind_order(kinds) -> list[str]:
 
 
 # --- notebook 01: occlusion ----------------------------------------------------------------------------
-def occlusion_irf_figure(irf: pd.DataFrame):
-    """Keep-IRF and occlude-IRF: ``|rel_change|`` of the cell by cell kind, fill, experiment and model (box plots)."""
+def occlusion_irf_figure(irf: pd.DataFrame, moved_bar: float | None = None):
+    """Keep-IRF and occlude-IRF: ``|rel_change|`` of the cell by cell kind, fill, experiment and model (box plots:
+    median, quartiles, whiskers to 1.5 IQR); ``moved_bar``: claim 2's threshold, dashed."""
     irf = irf.assign(abs_rel_change=irf.rel_change.abs())
     g = sns.catplot(data=irf, x="cell_kind", y="abs_rel_change", hue="fill", col="experiment", row="model", kind="box",
                     order=kind_order(irf.cell_kind), height=3.6, aspect=1.2, showfliers=False)
@@ -35,8 +36,11 @@ def occlusion_irf_figure(irf: pd.DataFrame):
     g.set_titles("{row_name}: {col_name}")
     for ax in g.axes.flat:
         ax.axhline(0, color="k", lw=0.8)
-    g.figure.suptitle("Filling outside a cell's IRF (keep_irf) still changes the cell; filling inside it "
-                      "(occlude_irf) changes it too", y=1.03)
+        if moved_bar is not None:
+            ax.axhline(moved_bar, color="grey", lw=1, ls="--")
+    g.figure.suptitle("Filling outside a cell's IRF (keep_irf) still changes the cell; filling inside it (occlude_irf) "
+                      "changes it too" + (f"; dashed: claim 2's bar ({100 * moved_bar:.0f}% of the range)"
+                                          if moved_bar is not None else ""), y=1.03)
     return g.figure
 
 
@@ -98,28 +102,39 @@ def sliding_patch_figure(slides: pd.DataFrame, model: str, image: str, cell_px: 
 ERF_DISPLAY_SIGMA = 4.0  # px: the ERFs are shown smoothed (pixel gradients are speckled); numbers use the raw maps
 
 
+IRF_LEVELS = (0.25, 0.5, 0.75)  # contours of the IRF's weight (the upsampling's tent, 1 at the cell's centre)
+
+
 def erf_vs_irf_figure(model, images: torch.Tensor, names, erf: torch.Tensor, table: pd.DataFrame):
-    """Per image (rows) the ERF (colour) of a centre, an edge and a corner cell against its IRF support (white
-    outline), the cell's position in the upsampled map (white cross) and the ERF's centroid (cyan dot); titles give
-    the cell's row of ``table`` (:func:`ama.receptive_field.misalignment_table`). ``erf`` ``(B, h*w, H, W)``."""
+    """Per image (rows) the ERF (colour, smoothed, over its maximum) of a centre, an edge and a corner cell against its
+    IRF drawn as what it is, the upsampling's tent-shaped weight (white contours at :data:`IRF_LEVELS`; dotted: the
+    edge of its support), the cell's position in the upsampled map (white cross) and the ERF's centroid (cyan dot);
+    titles give the cell's row of ``table`` (:func:`ama.receptive_field.misalignment_table`). ``erf``
+    ``(B, h*w, H, W)``."""
     import torchvision.transforms.functional as TF
 
     from . import receptive_field as rf
 
     H, W = images.shape[-2:]
     grid = model.feature_size((H, W))
-    support = rf.irf_support(rf.implicit_receptive_field(grid, (H, W)))
+    irf = rf.implicit_receptive_field(grid, (H, W))
+    support = rf.irf_support(irf)
     centres = geometry.cell_centres(grid, (H, W))
     k = int(2 * round(3 * ERF_DISPLAY_SIGMA) + 1)
-    fig, axes = plt.subplots(len(names), 3, figsize=(10, 3.4 * len(names)), squeeze=False)
+    fig, axes = plt.subplots(len(names), 3, figsize=(10.5, 3.5 * len(names)), squeeze=False, layout="constrained")
+    im = None
     for r, name in enumerate(names):
         for c, (kind, cell) in enumerate(geometry.representative_cells(grid).items()):
             ax = axes[r, c]
             m = erf[r, cell].detach().cpu()
             smooth = TF.gaussian_blur(m[None, None], [k, k], [ERF_DISPLAY_SIGMA] * 2)[0, 0]
             ax.imshow(plots.to_numpy_image(images[r]) * 0.6)
-            ax.imshow((smooth / smooth.max()).numpy(), cmap="inferno", alpha=0.7, vmin=0, vmax=1)
-            ax.contour(support[cell].numpy().astype(float), levels=[0.5], colors="white", linewidths=1.5)
+            im = ax.imshow((smooth / smooth.max()).numpy(), cmap="inferno", alpha=0.7, vmin=0, vmax=1)
+            weight = irf[cell].numpy() / float(irf[cell].max())
+            cs = ax.contour(weight, levels=list(IRF_LEVELS), colors="white", linewidths=(0.8, 1.3, 1.8))
+            ax.clabel(cs, fmt=lambda v: f"{v:g}", fontsize=6)
+            ax.contour(support[cell].numpy().astype(float), levels=[0.5], colors="white", linewidths=0.8,
+                       linestyles=":")
             ax.plot(centres[cell, 1], centres[cell, 0], "w+", ms=14, mew=2.5)
             cy, cx = rf.erf_centroid(m).tolist()
             ax.plot(cx, cy, "o", color="cyan", mec="k", ms=8)
@@ -128,8 +143,9 @@ def erf_vs_irf_figure(model, images: torch.Tensor, names, erf: torch.Tensor, tab
                          f"ERF mass outside IRF {row.erf_mass_outside_irf:.0%}, offset {row.centroid_distance_px:.0f} px",
                          fontsize=9)
             ax.set_axis_off()
-    fig.suptitle(f"{model.name}: effective (colour) vs implicit (white outline) receptive field", y=1.0)
-    fig.tight_layout()
+    fig.colorbar(im, ax=axes, shrink=0.6, label="ERF (smoothed, / its maximum)")
+    fig.suptitle(f"{model.name}: effective receptive field (colour) vs the IRF's tent-shaped weight (white contours "
+                 f"{', '.join(f'{v:g}' for v in IRF_LEVELS)}; dotted: its support)", fontsize=10)
     return fig
 
 
@@ -180,34 +196,54 @@ def receptive_field_sizes_figure(sizes: pd.DataFrame):
 
 
 # --- notebook 03: the attack -----------------------------------------------------------------------------
-def attack_metrics_figure(summary: pd.DataFrame, e_values):
-    """Fooling rate, CAM cosine and Spearman, top-20% IoU against ``e``: the attack (per mode and ``n_iter``) and the
-    random frame, 8-bit and as optimised (rows of ``attack_summary``)."""
-    long = summary.melt(id_vars=["model", "e", "n_iter", "mode", "setting", "quantized"],
-                        value_vars=["fooling_rate", "cam_cosine", "cam_spearman", "top20_iou"], var_name="metric")
-    long["run"] = ["random frame" if s == "random_frame" else f"AMA {m}, {it} it" for s, m, it in
+ATTACK_METRICS = {"fooled": "fooling rate", "cam_cosine": "CAM cosine to clean", "cam_spearman": "CAM Spearman to clean",
+                  "top20_iou": "top-20% IoU with clean"}
+
+
+def attack_metrics_figure(metrics: pd.DataFrame, e_values, fooled_bar: float | None = None):
+    """Fooling rate, CAM cosine and Spearman, top-20% IoU against ``e`` (8-bit images): the attack (per mode and
+    ``n_iter``) and the random frame, from the per-image rows of ``attack_metrics`` (mean and, shaded, the 95%
+    bootstrap interval over images, seeded); ``fooled_bar``: claim 3's threshold, dashed."""
+    rows = metrics[metrics.quantized.astype(bool)].assign(fooled=lambda d: d.fooled.astype(float))
+    long = rows.melt(id_vars=["model", "image", "e", "n_iter", "mode", "setting"], value_vars=list(ATTACK_METRICS),
+                     var_name="metric")
+    long["run"] = ["random frame" if s == "random_frame" else f"AMA {m}, {it} passes" for s, m, it in
                    zip(long.setting, long["mode"], long.n_iter)]
-    long["evaluated"] = long.quantized.map({True: "8-bit", False: "float"})
-    g = sns.relplot(data=long, x="e", y="value", hue="run", style="evaluated", col="metric", row="model", kind="line",
-                    markers=True, height=3.0, aspect=1.0, facet_kws=dict(sharey=False))
+    long["metric"] = long.metric.map(ATTACK_METRICS)
+    g = sns.relplot(data=long, x="e", y="value", hue="run", style="run", col="metric", row="model", kind="line",
+                    markers=True, dashes=False,
+                    errorbar=("ci", 95), seed=0, err_style="band", height=3.0, aspect=1.05,
+                    facet_kws=dict(sharey=False))
     for ax in g.axes.flat:
         plots.log_width_axis(ax, e_values)
+        ax.set_ylim(-0.03, 1.03)
+    if fooled_bar is not None:
+        for ax in g.axes[:, 0]:
+            ax.axhline(fooled_bar, ls="--", color="grey", lw=1)
     g.set_titles("{row_name}: {col_name}")
-    g.figure.suptitle("AMA vs a random frame: fooling rate and clean-vs-adversarial CAM similarity", y=1.03)
+    g.set_ylabels("mean (shaded: 95% CI over images)")
+    g.figure.suptitle("AMA vs a random frame, 8-bit images"
+                      + (f"; dashed: claim 3's bar ({100 * fooled_bar:.0f}%)" if fooled_bar is not None else ""),
+                      y=1.04)
     return g.figure
 
 
-def random_baseline_figure(summary: pd.DataFrame, n_images: int):
-    """CAM cosine and fooling rate of the attack (flip) beside the random frame, per ``e`` (8-bit)."""
-    cmp = summary[summary.quantized.astype(bool) & ((summary.setting == "random_frame") | (summary["mode"] == "flip"))]
-    cmp = cmp.assign(run=["random frame" if s == "random_frame" else f"AMA flip, {it} it"
-                          for s, it in zip(cmp.setting, cmp.n_iter)])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+def random_baseline_figure(metrics: pd.DataFrame):
+    """CAM cosine and fooling rate of the attack (flip) beside the random frame, per ``e`` (8-bit), from the per-image
+    rows of ``attack_metrics`` (bars: mean, 95% bootstrap interval over images, seeded)."""
+    rows = metrics[metrics.quantized.astype(bool) & ((metrics.setting == "random_frame") | (metrics["mode"] == "flip"))]
+    rows = rows.assign(fooled=rows.fooled.astype(float), run=["random frame" if s == "random_frame" else
+                                                              f"AMA flip, {it} passes"
+                                                              for s, it in zip(rows.setting, rows.n_iter)])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, col, label in ((axes[0], "cam_cosine", "cosine(clean CAM, adversarial CAM)"),
-                           (axes[1], "fooling_rate", "fooling rate (prediction changed)")):
-        sns.barplot(data=cmp, x="e", y=col, hue="run", ax=ax)
-        ax.set(ylabel=label, xlabel="frame width e (pixels)", ylim=(0, 1.05))
-    fig.suptitle(f"{', '.join(dict.fromkeys(cmp.model))}: attack vs random frame, 8-bit images, {n_images} images")
+                           (axes[1], "fooled", "fooling rate")):
+        sns.barplot(data=rows, x="e", y=col, hue="run", ax=ax, errorbar=("ci", 95), seed=0, capsize=0.1)
+        ax.set(ylabel=f"{label} (95% CI)", xlabel="frame width e (pixels)", ylim=(0, 1.05))
+    axes[0].get_legend().remove()
+    sns.move_legend(axes[1], "center left", bbox_to_anchor=(1.02, 0.5), title=None, fontsize=8)
+    fig.suptitle(f"{', '.join(dict.fromkeys(rows.model))}: attack vs random frame, 8-bit images, "
+                 f"{rows.image.nunique()} images")
     fig.tight_layout()
     return fig
 
@@ -227,31 +263,47 @@ def history_figure(history: pd.DataFrame, model: str, n_iter: int, lamb: float):
     return fig
 
 
-def ablation_figure(ablation_summary: pd.DataFrame, n_images: int):
-    """Fooling rate and CAM cosine (8-bit) of each optimiser's default against the budget, per ``e`` and model."""
-    curve = ablation_summary[(ablation_summary.variant == "default") & (ablation_summary["mode"] == "flip")
-                             & ablation_summary.quantized.astype(bool)]
-    long = curve.melt(id_vars=["model", "optimizer", "e", "n_iter"], value_vars=["fooling_rate", "cam_cosine"],
-                      var_name="metric")
-    g = sns.relplot(data=long, x="n_iter", y="value", hue="optimizer", style="e", col="metric", row="model",
-                    kind="line", markers=True, height=3.0, aspect=1.2, facet_kws=dict(sharey=False))
-    g.set_axis_labels("passes per image (budget)", "")
+def ablation_figure(ablation: pd.DataFrame, fooled_bar: float | None = None):
+    """Each optimiser's default (flip, 8-bit) against ``e``, one line per optimiser and budget, from the per-image rows
+    of ``attack_ablation``: fooling rate and CAM cosine, mean and (shaded) 95% bootstrap interval over images (seeded);
+    ``fooled_bar``: claim 3's threshold, dashed."""
+    rows = ablation[(ablation.variant == "default") & (ablation["mode"] == "flip") & ablation.quantized.astype(bool)]
+    rows = rows.assign(fooled=rows.fooled.astype(float),
+                       setting=[f"{o}, {it} passes" for o, it in zip(rows.optimizer, rows.n_iter)])
+    long = rows.melt(id_vars=["model", "image", "e", "setting"], value_vars=["fooled", "cam_cosine"], var_name="metric")
+    long["metric"] = long.metric.map(ATTACK_METRICS)
+    g = sns.relplot(data=long, x="e", y="value", hue="setting", style="setting", col="metric", row="model",
+                    kind="line", markers=True, dashes=False,
+                    errorbar=("ci", 95), seed=0, err_style="band", height=3.2, aspect=1.2)
+    for ax in g.axes.flat:
+        plots.log_width_axis(ax, sorted(rows.e.unique()))
+        ax.set_ylim(-0.03, 1.03)
+    if fooled_bar is not None:
+        for ax in g.axes[:, 0]:
+            ax.axhline(fooled_bar, ls="--", color="grey", lw=1)
     g.set_titles("{row_name}: {col_name} (8-bit)")
-    g.figure.suptitle(f"Optimisers at equal budget ({n_images} images)", y=1.02, fontsize=10)
+    g.set_ylabels("mean (shaded: 95% CI over images)")
+    g.figure.suptitle(f"Optimisers at equal budget ({rows.image.nunique()} images)", y=1.03, fontsize=10)
     return g.figure
 
 
 # --- notebook 05: beyond the paper -----------------------------------------------------------------------
-def transfer_figure(summary: pd.DataFrame):
-    """Clean vs attacked map cosine of each library method, the attack beside the random frame, per ``e`` and
-    optimiser (rows of :func:`ama.transfer.summarize_transfer`)."""
-    cols = ["model", "e", "optimizer", "method", "frame", "cam_cosine"]
-    long = pd.concat([summary.assign(frame="attack")[cols],
-                      summary.assign(frame="random", cam_cosine=summary.random_cam_cosine)[cols]])
+def transfer_figure(transfer: pd.DataFrame):
+    """Clean vs attacked map cosine of each explanation method, the attack beside the random frame, per ``e`` and
+    optimiser, from the per-image rows of ``transfer`` (mean and 95% bootstrap interval over images, seeded)."""
+    cols = ["model", "image", "e", "optimizer", "method", "frame", "cam_cosine"]
+    long = pd.concat([transfer.assign(frame="attack")[cols],
+                      transfer.assign(frame="random frame", cam_cosine=transfer.random_cam_cosine)[cols]],
+                     ignore_index=True)
     g = sns.catplot(data=long, x="e", y="cam_cosine", hue="frame", col="method", row="optimizer", kind="bar",
-                    height=3, aspect=0.9)
-    g.set_axis_labels("frame width e (px)", "clean vs attacked map cosine")
-    g.set_titles("{row_name}: {col_name}")
+                    errorbar=("ci", 95), seed=0, capsize=0.15, height=2.9, aspect=0.95,
+                    margin_titles=True, sharex=False)
+    g.set_axis_labels("frame width e (px)", "map cosine, clean vs attacked")
+    g.set_titles(row_template="{row_name}", col_template="{col_name}", size=9)
+    for ax in g.axes.flat:
+        ax.set_ylim(0, 1.05)
+    g.figure.suptitle("Does the attack move other explanations more than a random frame? (bars: mean, 95% CI over "
+                      f"{long.image.nunique()} images)", y=1.03, fontsize=10)
     return g.figure
 
 
@@ -319,5 +371,34 @@ def location_control_figure(summary: pd.DataFrame):
         row[0].set_title(f"{model}: {int(d.mask_pixels.iloc[0])} pixels at e = {int(d.e.iloc[0])}, "
                          f"{int(d.n_images.max())} images")
         row[1].set_title("lower: the CAM moved more")
+    fig.tight_layout()
+    return fig
+
+
+def ingredients_figure(summary: pd.DataFrame):
+    """Which ingredient makes the attack strong? (:func:`ama.ablation.ingredient_summary`): per variant on the reported
+    half, the fooling rate and the CAM cosine (bars: 95% bootstrap interval over images, each image's mean over the
+    seeds), the reference's values as dotted lines, the variant chosen on the tuning half in red."""
+    rows = summary.dropna(subset=["fooling_rate"])
+    groups = list(rows.groupby(["model", "e", "n_iter"], sort=False))
+    fig, axes = plt.subplots(len(groups), 2, figsize=(12, 4.2 * len(groups)), squeeze=False)
+    for row, ((model, e, n_iter), d) in zip(axes, groups):
+        d = d.reset_index(drop=True)
+        y = np.arange(len(d))[::-1]
+        colours = ["C3" if c else ("0.45" if v == "reference" else "C0") for v, c in zip(d.variant, d.chosen)]
+        for ax, (col, lo, hi, label) in zip(row, (("fooling_rate", "fooling_low", "fooling_high", "fooling rate"),
+                                                  ("cam_cosine", "cosine_low", "cosine_high", "CAM cosine to clean"))):
+            ax.barh(y, d[col], xerr=[d[col] - d[lo], d[hi] - d[col]], capsize=4, color=colours)
+            ref = d.loc[d.variant == "reference", col]
+            if len(ref):
+                ax.axvline(float(ref.iloc[0]), ls=":", color="0.3", label="reference")
+            ax.set_xlim(0, 1.05)
+            ax.set_xlabel(f"{label}, 8-bit (95% CI over images)")
+            ax.set_yticks(y, d.variant if ax is row[0] else [""] * len(d))
+        row[0].legend(fontsize=8, loc="lower right")
+        row[0].set_title(f"{model}, e = {e}, {n_iter} passes: {int(d.n_images.max())} reported images x "
+                         f"{int(d.n_seeds.max())} seed(s)", fontsize=10)
+        row[1].set_title(f"red: chosen on {int(d.tune_images.max())} other images; lower cosine: the CAM moved more",
+                         fontsize=10)
     fig.tight_layout()
     return fig

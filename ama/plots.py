@@ -157,12 +157,13 @@ def examples_figure(results: dict, index: int = 0, quantized: bool = True, mode:
         adv, lg, cam_adv = ev.images[i], ev.logits[i], ev.cam[i]
         cos = F.cosine_similarity(cam_adv.flatten(), r.clean_cam[i].flatten(), 0).item()
         overlay(axes[0, col], adv, title=f"e = {e}\n{class_title(_M, lg)}")
-        overlay(axes[1, col], adv, upsample(cam_adv, size, mode), title=f"CAM, cos {cos:.2f} to clean")
+        im = overlay(axes[1, col], adv, upsample(cam_adv, size, mode), title=f"CAM, cos {cos:.2f} to clean")
     p = first.params
     fig.suptitle(f"{first.names[i]}: AMA ({p.mode}, {p.n_iter} iterations{_optimizer_note(p)}, lambda {p.lamb:g}"
                  f"{', 8-bit' if quantized else ''}); CAM of the clean class '{names[int(first.clean_class[i])]}'",
                  fontsize=10)
     fig.tight_layout()
+    fig.colorbar(im, ax=axes[1].tolist(), shrink=0.8, label="CAM (min-max normalised)")
     return fig
 
 
@@ -189,4 +190,52 @@ def target_figure(result: AttackResult, index: int = 0, quantized: bool = True, 
     p = result.params
     fig.suptitle(f"{result.names[i]}: targeted AMA, e = {p.e}, mode {p.mode}, {p.n_iter} iterations", fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+ZOOM_PX = 24  # the zoom on the frame: the top-left ZOOM_PX x ZOOM_PX pixels (a 1-pixel frame is invisible at full scale)
+
+
+def attack_rows_figure(result: AttackResult, indices, quantized: bool = True, mode: str = "bilinear",
+                       zoom: int = ZOOM_PX):
+    """Several images of one attack, a row each: the clean image and its CAM (of the clean class ``c``), the 8-bit
+    adversarial image (the zoomed corner outlined), a zoom on its top-left corner (the frame's pixels, nearest
+    neighbour), the adversarial CAM of ``c`` (cosine to the clean CAM) and the CAM of the class the attacked image is
+    now given (the explanation a user would see); one colourbar for the CAMs. ``indices`` index the result's batch."""
+    from matplotlib.patches import Rectangle
+
+    from .upsampling import upsample
+
+    ev = result.evaluated(quantized)
+    size = result.clean.shape[-2:]
+    p = result.params
+    rows = list(indices)
+    fig, axes = plt.subplots(len(rows), 6, figsize=(16, 2.9 * len(rows)), squeeze=False, layout="constrained")
+    name = lambda k: result.class_names[int(k)]  # noqa: E731
+
+    class _M:  # class_title needs model.class_name
+        class_name = staticmethod(name)
+
+    im = None
+    for ax_row, i in zip(axes, rows):
+        c, k = int(result.clean_class[i]), int(ev.classes[i])
+        cos = F.cosine_similarity(ev.cam[i].flatten(), result.clean_cam[i].flatten(), 0).item()
+        overlay(ax_row[0], result.clean[i], title=f"{result.names[i]}\nclean: {class_title(_M, result.clean_logits[i])}")
+        im = overlay(ax_row[1], result.clean[i], upsample(result.clean_cam[i], size, mode),
+                     title=f"clean CAM of '{name(c)}'")
+        overlay(ax_row[2], ev.images[i], title=("FOOLED" if k != c else "not fooled")
+                + f": {class_title(_M, ev.logits[i])}")
+        ax_row[2].add_patch(Rectangle((-0.5, -0.5), zoom, zoom, fill=False, ec="yellow", lw=1.2))
+        ax_row[3].imshow(to_numpy_image(ev.images[i][:, :zoom, :zoom]), interpolation="nearest")
+        if p.e is not None:
+            ax_row[3].add_patch(Rectangle((p.e - 0.5, p.e - 0.5), zoom, zoom, fill=False, ec="red", lw=1.5, ls="--"))
+        ax_row[3].set_title(f"zoom: top-left {zoom} x {zoom} px\n(red: inside the {p.e}-px frame)", fontsize=9)
+        ax_row[3].set_axis_off()
+        overlay(ax_row[4], ev.images[i], upsample(ev.cam[i], size, mode),
+                title=f"CAM of '{name(c)}'\ncos {cos:.2f} to the clean CAM")
+        overlay(ax_row[5], ev.images[i], upsample(ev.cam_pred[i], size, mode),
+                title=f"CAM of the new class\n'{name(k)}'" if k != c else f"CAM of its class '{name(k)}'\n(label kept)")
+    fig.colorbar(im, ax=axes[:, [1, 4, 5]].ravel().tolist(), shrink=0.5, label="CAM (min-max normalised)")
+    what = "random frame" if p.mode == "random" else f"AMA, e = {p.e}, {p.mode}, {p.n_iter} passes{_optimizer_note(p)}"
+    fig.suptitle(f"{p.model}: {what}, {'8-bit' if quantized else 'float'} images", fontsize=11)
     return fig

@@ -24,9 +24,16 @@ def test_notebook_committed_without_outputs():
 def test_notebook_03_fast(fast_run):
     """Notebook 03 as `make reproduce FAST=1` ran it under papermill (the shared run of conftest)."""
     tables, figures = fast_run.dir / "tables", fast_run.dir / "figures"
-    for stem in ("attack_examples", "attack_metrics_vs_e", "attack_history", "attack_keep_example",
-                 "attack_targeted_example", "attack_random_baseline"):
+    for stem in ("attack_examples", "attack_examples_2", "attack_examples_by_e", "attack_metrics_vs_e",
+                 "attack_history", "attack_keep_example", "attack_targeted_example", "attack_random_baseline",
+                 "attack_ingredients"):
         assert (figures / f"{stem}.png").stat().st_size > 10_000, stem
+    # the ingredient study: each model's 2 images, one tunes and one reports; every variant once per image
+    study = pd.read_csv(tables / "attack_ingredients.csv")
+    assert study.groupby("model").image.nunique().eq(2).all() and set(study.half) == {"tune", "report"}
+    assert not study.duplicated(["model", "image", "variant", "seed"]).any() and study.quantized.all()
+    ingredients = pd.read_csv(tables / "attack_ingredients_summary.csv")
+    assert ingredients.groupby("model").chosen.sum().eq(1).all() and ingredients.variant.nunique() == 7
     rows_all = pd.read_csv(tables / "attack_metrics.csv")
     assert list(rows_all.model.unique()) == ["lite0", "lite1", "lite2"]
     rows = rows_all[rows_all.model == "lite0"]

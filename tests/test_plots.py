@@ -61,7 +61,43 @@ def test_attack_figures_show_the_8bit_result_and_name_the_optimizer(tiny_model, 
     assert len(fig.axes) == 4 and "(apgd)" in fig._suptitle.get_text() and fig._suptitle.get_text().startswith("b:")
     np.testing.assert_allclose(fig.axes[2].get_images()[0].get_array(), r.adv_q[1].permute(1, 2, 0).numpy(), atol=1e-6)
     fig = plots.examples_figure({2: r, 3: ama.marginal_attack(tiny_model, images32, e=3, n_iter=3)}, 0)
-    assert len(fig.axes) == 6
+    assert len(fig.axes) == 6 + 1 and fig.axes[-1].get_ylabel() == "CAM (min-max normalised)"  # and a colourbar
     t = ama.marginal_attack(tiny_model, images32, e=2, n_iter=3, target_map=shapes.disc((8, 8)))
     fig = plots.target_figure(t, 0)
     assert len(fig.axes) == 4 and "targeted AMA" in fig._suptitle.get_text()
+
+
+def test_attack_rows_figure_shows_the_new_class_cam_a_zoom_and_a_colourbar(tiny_model, images32):
+    import ama
+
+    r = ama.marginal_attack(tiny_model, images32, e=1, n_iter=3, names=list("abcd"))
+    fig = plots.attack_rows_figure(r, [0, 2], zoom=8)
+    assert len(fig.axes) == 2 * 6 + 1  # six panels per image and one colourbar
+    assert fig.axes[-1].get_ylabel() == "CAM (min-max normalised)"
+    zoom = fig.axes[3].get_images()[0].get_array()
+    np.testing.assert_allclose(zoom, r.adv_q[0][:, :8, :8].permute(1, 2, 0).numpy(), atol=1e-6)
+    for row, i in enumerate((0, 2)):
+        new = fig.axes[6 * row + 5].get_title()
+        changed = int(r.adv_q_class[i]) != int(r.clean_class[i])
+        assert ("new class" in new) == changed and fig.axes[6 * row + 2].get_title().startswith(
+            "FOOLED" if changed else "not fooled")
+        # the last panel shows the CAM of the class the attacked image is now given
+        cam = fig.axes[6 * row + 5].get_images()[1].get_array()
+        from ama.upsampling import upsample
+        np.testing.assert_allclose(cam, upsample(r.adv_q_cam_pred[i], (32, 32), "bilinear").numpy(), atol=1e-6)
+
+
+def test_example_images_include_failures():
+    import pandas as pd
+
+    from ama.attack_experiments import example_images
+
+    def table(fooled):
+        return pd.DataFrame(dict(model="m", setting="attack", mode="flip", e=1, n_iter=5, quantized=True,
+                                 image=[f"i{k}" for k in range(len(fooled))], fooled=fooled))
+
+    names = [f"i{k}" for k in range(5)]
+    assert example_images(table([1, 0, 1, 1, 0]), "m", names, 1, 5, k=4) == [0, 2, 1, 4]
+    assert example_images(table([0, 0, 1, 0, 0]), "m", names, 1, 5, k=4) == [2, 0, 1, 3]
+    assert example_images(table([1, 1, 1, 1, 1]), "m", names, 1, 5, k=4) == [0, 1, 2, 3]
+    assert example_images(table([1, 0, 1, 1, 0]), "m", names, 1, 5, k=1) == [0]
