@@ -169,8 +169,8 @@ def faithfulness_experiment(model, x: torch.Tensor, names, attack, steps: int = 
 
 def under_attack_panels(runs: dict, extras: dict | None, params, out_dir) -> dict:
     """For :func:`ama.figures.upsampling_under_attack_figure`: per model, the reference attack at the smallest ``e``
-    on its first image, that image's attacked saliency under each upsampling, and its share of mass near the frame
-    (``{upsampling: adv_band_mass}``), all of the same model and image. ``runs``: :func:`ama.runs.load_runs`;
+    on its first image, that image's attacked saliency under each upsampling, and its mass on the frame's pixels over
+    the frame's share of the area (``{upsampling: ratio}``, ``SCIENCE.md`` section 7), all of the same model and image. ``runs``: :func:`ama.runs.load_runs`;
     ``extras``: the ``beyond`` experiment's (reused), or None (a sharded run keeps no maps: computed again for the
     first image)."""
     from .attack_experiments import REFERENCE, adversarial_result
@@ -192,5 +192,5 @@ def under_attack_panels(runs: dict, extras: dict | None, params, out_dir) -> dic
             table, info = upsampling_comparison(model, x, names, attack, steps=1, fit=fit)
             maps = info["adv_saliency"]
         rows = table[table.image == attack.names[0]].set_index("upsampling")
-        panels[name] = (attack, maps, rows.adv_band_mass.to_dict())
+        panels[name] = (attack, maps, (rows.adv_frame_mass / rows.frame_share).to_dict())
     return panels

@@ -39,7 +39,7 @@ def occlusion_irf_figure(irf: pd.DataFrame, moved_bar: float | None = None):
         if moved_bar is not None:
             ax.axhline(moved_bar, color="grey", lw=1, ls="--")
     g.figure.suptitle("Filling outside a cell's IRF (keep_irf) still changes the cell; filling inside it (occlude_irf) "
-                      "changes it too" + (f"; dashed: claim 2's bar ({100 * moved_bar:.0f}% of the range)"
+                      "changes it too" + (f"\n(dashed: claim 2's bar, {100 * moved_bar:.0f}% of the range)"
                                           if moved_bar is not None else ""), y=1.03)
     return g.figure
 
@@ -308,20 +308,23 @@ def transfer_figure(transfer: pd.DataFrame):
 
 
 def upsampling_under_attack_figure(panels: dict):
-    """One row per model: the attacked image and its saliency under each upsampling, titled with that model's share
-    of the map's mass near the frame. ``panels``: :func:`ama.faithfulness.under_attack_panels`."""
+    """One row per model: the attacked image and its saliency under each upsampling (each over its maximum, one
+    colourbar), titled with that map's mass on the frame's pixels over the frame's share of the area (1: no preference
+    for the frame). ``panels``: :func:`ama.faithfulness.under_attack_panels`."""
     ups = list(next(iter(panels.values()))[1])
-    fig, axes = plt.subplots(len(panels), 1 + len(ups), figsize=(3 * (1 + len(ups)), 3.2 * len(panels)),
-                             squeeze=False)
-    for row, (model, (attack, maps, band_mass)) in zip(axes, panels.items()):
+    fig, axes = plt.subplots(len(panels), 1 + len(ups), figsize=(3 * (1 + len(ups)) + 0.8, 3.2 * len(panels)),
+                             squeeze=False, layout="constrained")
+    im = None
+    for row, (model, (attack, maps, frame_ratio)) in zip(axes, panels.items()):
         row[0].imshow(plots.to_numpy_image(attack.adv_q[0]))
         row[0].set_title(f"{model}, {attack.names[0]}: attacked, e = {attack.params.e}", fontsize=9)
         for ax, up in zip(row[1:], ups):
-            ax.imshow(maps[up][0].detach().cpu().numpy(), cmap="jet")
-            ax.set_title(f"{up}: {100 * band_mass[up]:.0f}% of mass near the frame", fontsize=9)
+            m = maps[up][0].detach().cpu().float()
+            im = ax.imshow((m / m.max().clamp_min(1e-12)).numpy(), cmap="jet", vmin=0, vmax=1)
+            ax.set_title(f"{up}: frame mass {frame_ratio[up]:.2f} x its area share", fontsize=9)
         for ax in row:
             ax.axis("off")
-    fig.tight_layout()
+    fig.colorbar(im, ax=axes[:, 1:].ravel().tolist(), shrink=0.7, label="saliency / its maximum")
     return fig
 
 

@@ -96,5 +96,6 @@ def test_under_attack_figure_pairs_each_model_with_its_own_image_and_numbers(reu
         if reuse:  # the titles give this model's own rows of the comparison
             rows = comparisons[name][comparisons[name].image == f"{name}0"].set_index("upsampling")
             for ax, up in zip(maps, faithfulness.SALIENCY_UPSAMPLINGS):
-                assert ax.get_title() == f"{up}: {100 * rows.loc[up, 'adv_band_mass']:.0f}% of mass near the frame"
+                ratio = rows.loc[up, "adv_frame_mass"] / rows.loc[up, "frame_share"]
+                assert ax.get_title() == f"{up}: frame mass {ratio:.2f} x its area share"
     plt.close(fig)
