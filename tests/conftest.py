@@ -112,6 +112,22 @@ class FastRun:
         return ["FAST=1", f"MODELS={' '.join(FAST_MODELS)}", "DEVICE=cpu", "RUN=fast", f"RESULTS={results}"]
 
 
+def stop_process_group(proc, grace: float = 30) -> None:
+    """Stop a process started with ``start_new_session=True`` and everything it started (a Jupyter server, its
+    kernels): SIGTERM to the group, SIGKILL after ``grace`` seconds; a group already gone is fine."""
+    import signal
+    import subprocess
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
 def run_make(*args, timeout=900, env=None):
     """``make args`` in the project root; on a timeout the whole process group (make, papermill, the kernels) is
     killed, not make alone, and ``subprocess.TimeoutExpired`` is raised."""

@@ -20,7 +20,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -30,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from ama.paths import ROOT
+from conftest import stop_process_group
 
 pytestmark = pytest.mark.browser
 
@@ -138,14 +138,7 @@ def _make_lab(tmp_path: Path):
             time.sleep(0.2)
         yield lines[-1].strip()
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
+        stop_process_group(proc)
         (tmp_path / "lab.log").write_text("".join(lines))
 
 

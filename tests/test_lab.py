@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import threading
@@ -16,6 +15,7 @@ import pytest
 
 from ama import lab
 from ama.paths import ROOT
+from conftest import stop_process_group
 
 START_TIMEOUT_S = 90
 
@@ -103,12 +103,5 @@ def test_make_lab_serves_the_notebooks_with_the_ama_kernel(tmp_path):
         notification = _get(f"{base}/lab/api/settings/@jupyterlab/apputils-extension:notification", token)
         assert notification["schema"]["properties"]["fetchNews"]["default"] == "false"
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
+        stop_process_group(proc)
     assert not list((tmp_path / "runtime").glob("jpserver-*.json")), "the server did not shut down cleanly"
