@@ -66,7 +66,8 @@ def class_title(model, logits: torch.Tensor, index: int | None = None, prefix: s
 
 
 def cam_figure(model, images: torch.Tensor, names=None, mode: str = "bilinear", align_corners: bool = True):
-    """A row per image: the image, its ``h x w`` CAM with the cell grid, the upsampled saliency overlay."""
+    """A row per image: the image, its ``h x w`` CAM with the cell grid, the upsampled saliency overlay (with the
+    colourbar of both maps: min-max normalised, ``[0, 1]``)."""
     from .cam import compute_cam
     from .upsampling import upsample
 
@@ -80,7 +81,7 @@ def cam_figure(model, images: torch.Tensor, names=None, mode: str = "bilinear", 
         label = f"{names[r]}: " if names is not None else ""
         overlay(axes[r, 0], images[r], title=f"{label}{class_title(model, out.logits[r])}")
         show_map(axes[r, 1], out.cam[r], title=f"CAM, {h} x {w} cells")
-        overlay(axes[r, 2], images[r], sal[r], title=f"saliency ({mode} upsampling)")
+        overlay(axes[r, 2], images[r], sal[r], title=f"saliency ({mode} upsampling)", colorbar=True)
     fig.tight_layout()
     return fig
 
