@@ -1,8 +1,8 @@
 """The attack's experiments (notebook 03): the paper's grid, the random-frame baseline, the optimiser ablation, the
 targeted maps, and the 8-bit adversarial images a run keeps for notebook 05.
 
-* :func:`grid_plan` / :func:`run_grid`: the reference (``flip``) at every ``e`` and at ``n_iter`` 50 (the authors'
-  2021 code) and the run's ``n_iter``; ``keep`` at the smallest ``e``; the random frame at every ``e``.
+* :func:`grid_plan` / :func:`run_grid`: the reference (``flip``) at every ``e`` and the run's ``n_iter``, and at
+  ``n_iter`` 50 (the authors' 2021 code) at e = 1, 2; ``keep`` at the smallest ``e``; the random frame at every ``e``.
 * the optimiser ablation (:mod:`ama.ablation`), computed with the grid;
 * :func:`seed_plan` / :func:`run_seeds`: the reference attack from other starting noises;
 * :func:`attack_grid`: both, as the ``attack`` experiment of :mod:`ama.experiments` (per-image tables).
@@ -33,24 +33,30 @@ REFERENCE, STRONGEST = optimizers.REFERENCE, optimizers.STRONGEST
 
 
 # --- the paper's grid ------------------------------------------------------------------------------
+SEED_E = (1, 2)  # the paper's headline widths: attacked again with other seeds, and at the 2021 code's n_iter
+
+
 def grid_plan(params: RunParams) -> dict:
     """The attack grid of a run (keyword arguments of :func:`run_grid`). ``grid="paper"``: the reference (``flip``) at
-    every ``e`` and at ``n_iter`` :data:`~ama.params.PAPER_N_ITER` and the run's ``n_iter``; ``keep`` at the smallest
-    ``e`` and the run's ``n_iter`` only (time). ``"slim"``: flip at every ``e`` and the run's ``n_iter`` only. The
-    random-frame baseline at every ``e``. FAST: the run's ``n_iter`` only."""
+    every ``e`` and the run's ``n_iter``, and at ``n_iter`` :data:`~ama.params.PAPER_N_ITER` at the widths of
+    :data:`SEED_E` (time); ``keep`` at the smallest ``e`` and the run's ``n_iter`` only. ``"slim"``: flip at every
+    ``e`` and the run's ``n_iter`` only. The random-frame baseline at every ``e``. FAST: the run's ``n_iter`` only."""
     p = params.fast_variant()
     n_iters = sorted({p.n_iter} if p.fast or p.grid == "slim" else {PAPER_N_ITER, p.n_iter})
     modes = ("flip",) if p.grid == "slim" else ("flip", "keep")
+    headline = [e for e in p.e if e in SEED_E] or [min(p.e)]
     return dict(e=list(p.e), n_iters=n_iters, modes=modes, lamb=p.lamb, seed=p.seed,
-                mode_n_iters={"keep": [p.n_iter]}, mode_e={"keep": [min(p.e)]})
+                mode_n_iters={"keep": [p.n_iter]}, mode_e={"keep": [min(p.e)]},
+                n_iter_e={PAPER_N_ITER: headline} if PAPER_N_ITER != p.n_iter else {})
 
 
 def run_grid(model: CAMModel, x: torch.Tensor, names: Sequence[str], e=(1, 2, 4, 8), n_iters=(PAPER_N_ITER,),
              modes=("flip", "keep"), lamb: float | None = None, seed: int = 0, mode_n_iters: dict | None = None,
-             mode_e: dict | None = None, history: bool = True, progress: bool = True):
+             mode_e: dict | None = None, n_iter_e: dict | None = None, history: bool = True, progress: bool = True):
     """Attack the batch ``x`` for every ``e`` x ``n_iter`` x ``mode`` and add the random-frame baseline per ``e``.
 
-    ``mode_n_iters`` / ``mode_e``: per mode, the ``n_iter`` / ``e`` values to run (default: all); ``lamb`` None: the
+    ``mode_n_iters`` / ``mode_e``: per mode, the ``n_iter`` / ``e`` values to run (default: all); ``n_iter_e``: per
+    ``n_iter``, the ``e`` values to run it at (default: all); ``lamb`` None: the
     attack's default. Returns ``(results, table)``: ``results[(setting, e, n_iter, mode)]`` -> :class:`AttackResult`
     (``setting`` ``"attack"`` or ``"random_frame"``, the baseline with ``n_iter`` 0 and mode ``"random"``) and all
     metric rows with a ``setting`` column. Histories are kept for every attack when ``history``.
@@ -58,10 +64,10 @@ def run_grid(model: CAMModel, x: torch.Tensor, names: Sequence[str], e=(1, 2, 4,
     from tqdm import tqdm  # plain text bar: no widget warning under papermill, few lines in logs
 
     widths = [e] if isinstance(e, int) else list(e)
-    mode_n_iters, mode_e = mode_n_iters or {}, mode_e or {}
+    mode_n_iters, mode_e, n_iter_e = mode_n_iters or {}, mode_e or {}, n_iter_e or {}
     kw = {} if lamb is None else {"lamb": lamb}
     jobs = [(w, it, mode) for w in widths for mode in modes for it in mode_n_iters.get(mode, n_iters)
-            if w in mode_e.get(mode, widths)]
+            if w in mode_e.get(mode, widths) and w in n_iter_e.get(it, widths)]
     results, frames = {}, []
     for w in widths:
         r = random_frame(model, x, e=w, seed=seed, names=names)
@@ -78,7 +84,6 @@ def run_grid(model: CAMModel, x: torch.Tensor, names: Sequence[str], e=(1, 2, 4,
 
 
 # --- seeds ----------------------------------------------------------------------------------------
-SEED_E = (1, 2)  # the frame widths attacked again with other seeds (the paper's headline widths)
 
 
 def seed_plan(params: RunParams) -> list[tuple[str, int, int]]:
