@@ -40,7 +40,7 @@ def occlusion_irf_figure(irf: pd.DataFrame, moved_bar: float | None = None):
             ax.axhline(moved_bar, color="grey", lw=1, ls="--")
     g.figure.suptitle("Filling outside a cell's IRF (keep_irf) still changes the cell; filling inside it (occlude_irf) "
                       "changes it too" + (f"\n(dashed: claim 2's bar, {100 * moved_bar:.0f}% of the range)"
-                                          if moved_bar is not None else ""), y=1.03)
+                                          if moved_bar is not None else ""), y=1.03 if moved_bar is None else 1.1)
     return g.figure
 
 
@@ -139,9 +139,8 @@ def erf_vs_irf_figure(model, images: torch.Tensor, names, erf: torch.Tensor, tab
             cy, cx = rf.erf_centroid(m).tolist()
             ax.plot(cx, cy, "o", color="cyan", mec="k", ms=8)
             row = table[(table.model == model.name) & (table.image == name) & (table.cell == cell)].iloc[0]
-            ax.set_title(f"{name}, {kind} cell ({cell // grid[1]}, {cell % grid[1]})\n"
-                         f"ERF mass outside IRF {row.erf_mass_outside_irf:.0%}, offset {row.centroid_distance_px:.0f} px",
-                         fontsize=9)
+            ax.set_title(f"{name}\n{kind} cell ({cell // grid[1]}, {cell % grid[1]}): ERF mass outside IRF "
+                         f"{row.erf_mass_outside_irf:.0%}, offset {row.centroid_distance_px:.0f} px", fontsize=8)
             ax.set_axis_off()
     fig.colorbar(im, ax=axes, shrink=0.6, label="ERF (smoothed, / its maximum)")
     fig.suptitle(f"{model.name}: effective receptive field (colour) vs the IRF's tent-shaped weight (white contours "
