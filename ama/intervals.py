@@ -108,6 +108,10 @@ class Estimate:
         return self.low, self.high
 
     def verdict(self, threshold: float, above: bool = True) -> str:
+        """:func:`verdict` of the interval; :data:`INCONCLUSIVE` for a bootstrap estimate that rests on fewer than two
+        images (its interval has zero width: it says nothing about other images)."""
+        if self.kind == "bootstrap" and self.n < 2:
+            return INCONCLUSIVE
         return verdict(self.interval, threshold, above)
 
     def text(self, percent: bool = False) -> str:
@@ -121,6 +125,8 @@ class Estimate:
         contains the threshold of 50%: inconclusive"``."""
         f = (lambda x: f"{100 * x:.0f}%") if percent else (lambda x: f"{x:.2f}")
         outcome = self.verdict(threshold, above)
+        if self.kind == "bootstrap" and self.n < 2:
+            return f"it rests on {self.n} image(s), too few for an interval: {outcome}"
         side = "above" if (outcome == HOLDS) == above else "below"
         where = "contains" if outcome == INCONCLUSIVE else f"lies wholly {side}"
         t = f(threshold) if percent else f"{threshold:g}"

@@ -51,7 +51,9 @@ def test_estimate_sentence_states_interval_threshold_and_verdict():
     assert intervals.Estimate.rate(9, 9).against(0.5, percent=True).endswith("lies wholly above the threshold of "
                                                                              "50%: holds")
     one = intervals.Estimate.of([0.8])
-    assert "rests on one image" in one.text() and one.verdict(0.5) == "holds"
+    assert "rests on one image" in one.text() and one.verdict(0.5) == "inconclusive"  # no interval from one image
+    assert one.against(0.5) == "it rests on 1 image(s), too few for an interval: inconclusive"
+    assert intervals.Estimate.of([0.8, 0.9]).verdict(0.5) == "holds"
 
 
 def test_per_image_summaries_before_pooling():
