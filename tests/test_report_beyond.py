@@ -18,10 +18,12 @@ def _tables(run, erf_adv_mass: float):
                  ).to_csv(t / "transfer_scale_check.csv", index=False)
     pd.DataFrame(dict(image=["a", "a"], model="m", method="cam", upsampling=["bilinear", "erf"],
                       deletion_auc=[0.30, 0.20], insertion_auc=[0.50, 0.70])).to_csv(t / "faithfulness.csv", index=False)
-    pd.DataFrame(dict(image=["a", "a"], model="m", upsampling=["bilinear", "erf"], deletion_auc=[0.3, 0.2],
-                      insertion_auc=[0.5, 0.7], occlusion_spearman=[0.4, 0.6], e=1, frame_share=0.02,
-                      clean_frame_mass=0.01, adv_frame_mass=[0.02, erf_adv_mass], clean_band_mass=[0.10, 0.10],
-                      adv_band_mass=[0.12, 0.10])).to_csv(t / "upsampling_comparison.csv", index=False)
+    one = pd.DataFrame(dict(image=["a", "a"], model="m", upsampling=["bilinear", "erf"], deletion_auc=[0.3, 0.2],
+                            insertion_auc=[0.5, 0.7], occlusion_spearman=[0.4, 0.6], e=1, frame_share=0.02,
+                            clean_frame_mass=0.01, adv_frame_mass=[0.02, erf_adv_mass], clean_band_mass=[0.10, 0.10],
+                            adv_band_mass=[0.12, 0.10]))
+    # two images with the same numbers: a verdict needs at least two (one image gives no interval)
+    pd.concat([one, one.assign(image="b")], ignore_index=True).to_csv(t / "upsampling_comparison.csv", index=False)
 
 
 def test_section_states_each_finding_from_the_numbers(tmp_path):
