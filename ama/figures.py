@@ -139,7 +139,7 @@ def erf_vs_irf_figure(model, images: torch.Tensor, names, erf: torch.Tensor, tab
             cy, cx = rf.erf_centroid(m).tolist()
             ax.plot(cx, cy, "o", color="cyan", mec="k", ms=8)
             row = table[(table.model == model.name) & (table.image == name) & (table.cell == cell)].iloc[0]
-            ax.set_title(f"{name}\n{kind} cell ({cell // grid[1]}, {cell % grid[1]}): ERF mass outside IRF "
+            ax.set_title(f"{name}\n{kind} cell ({cell // grid[1]}, {cell % grid[1]})\nERF mass outside IRF "
                          f"{row.erf_mass_outside_irf:.0%}, offset {row.centroid_distance_px:.0f} px", fontsize=8)
             ax.set_axis_off()
     fig.colorbar(im, ax=axes, shrink=0.6, label="ERF (smoothed, / its maximum)")
