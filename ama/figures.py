@@ -199,6 +199,23 @@ ATTACK_METRICS = {"fooled": "fooling rate", "cam_cosine": "CAM cosine to clean",
                   "top20_iou": "top-20% IoU with clean"}
 
 
+def _per_image_lines(long: pd.DataFrame, hue: str, e_values, fooled_bar: float | None, **kw):
+    """Lines against ``e`` from per-image rows ``long`` (``model, e, metric, value`` and ``hue``; ``metric`` a key of
+    :data:`ATTACK_METRICS`), one facet per metric and model: mean and, shaded, the seeded 95% bootstrap interval over
+    images, on a log width axis in ``[0, 1]``; ``fooled_bar`` dashed on the first column."""
+    g = sns.relplot(data=long.assign(metric=long.metric.map(ATTACK_METRICS)), x="e", y="value", hue=hue, style=hue,
+                    col="metric", row="model", kind="line", markers=True, dashes=False, errorbar=("ci", 95), seed=0,
+                    err_style="band", **kw)
+    for ax in g.axes.flat:
+        plots.log_width_axis(ax, e_values)
+        ax.set_ylim(-0.03, 1.03)
+    if fooled_bar is not None:
+        for ax in g.axes[:, 0]:
+            ax.axhline(fooled_bar, ls="--", color="grey", lw=1)
+    g.set_ylabels("mean (shaded: 95% CI over images)")
+    return g
+
+
 def attack_metrics_figure(metrics: pd.DataFrame, e_values, fooled_bar: float | None = None):
     """Fooling rate, CAM cosine and Spearman, top-20% IoU against ``e`` (8-bit images): the attack (per mode and
     ``n_iter``) and the random frame, from the per-image rows of ``attack_metrics`` (mean and, shaded, the 95%
@@ -208,19 +225,8 @@ def attack_metrics_figure(metrics: pd.DataFrame, e_values, fooled_bar: float | N
                      var_name="metric")
     long["run"] = ["random frame" if s == "random_frame" else f"AMA {m}, {it} passes" for s, m, it in
                    zip(long.setting, long["mode"], long.n_iter)]
-    long["metric"] = long.metric.map(ATTACK_METRICS)
-    g = sns.relplot(data=long, x="e", y="value", hue="run", style="run", col="metric", row="model", kind="line",
-                    markers=True, dashes=False,
-                    errorbar=("ci", 95), seed=0, err_style="band", height=3.0, aspect=1.05,
-                    facet_kws=dict(sharey=False))
-    for ax in g.axes.flat:
-        plots.log_width_axis(ax, e_values)
-        ax.set_ylim(-0.03, 1.03)
-    if fooled_bar is not None:
-        for ax in g.axes[:, 0]:
-            ax.axhline(fooled_bar, ls="--", color="grey", lw=1)
+    g = _per_image_lines(long, "run", e_values, fooled_bar, height=3.0, aspect=1.05, facet_kws=dict(sharey=False))
     g.set_titles("{row_name}: {col_name}")
-    g.set_ylabels("mean (shaded: 95% CI over images)")
     g.figure.suptitle("AMA vs a random frame, 8-bit images"
                       + (f"; dashed: claim 3's bar ({100 * fooled_bar:.0f}%)" if fooled_bar is not None else ""),
                       y=1.04)
@@ -270,18 +276,8 @@ def ablation_figure(ablation: pd.DataFrame, fooled_bar: float | None = None):
     rows = rows.assign(fooled=rows.fooled.astype(float),
                        setting=[f"{o}, {it} passes" for o, it in zip(rows.optimizer, rows.n_iter)])
     long = rows.melt(id_vars=["model", "image", "e", "setting"], value_vars=["fooled", "cam_cosine"], var_name="metric")
-    long["metric"] = long.metric.map(ATTACK_METRICS)
-    g = sns.relplot(data=long, x="e", y="value", hue="setting", style="setting", col="metric", row="model",
-                    kind="line", markers=True, dashes=False,
-                    errorbar=("ci", 95), seed=0, err_style="band", height=3.2, aspect=1.2)
-    for ax in g.axes.flat:
-        plots.log_width_axis(ax, sorted(rows.e.unique()))
-        ax.set_ylim(-0.03, 1.03)
-    if fooled_bar is not None:
-        for ax in g.axes[:, 0]:
-            ax.axhline(fooled_bar, ls="--", color="grey", lw=1)
+    g = _per_image_lines(long, "setting", sorted(rows.e.unique()), fooled_bar, height=3.2, aspect=1.2)
     g.set_titles("{row_name}: {col_name} (8-bit)")
-    g.set_ylabels("mean (shaded: 95% CI over images)")
     g.figure.suptitle(f"Optimisers at equal budget ({rows.image.nunique()} images)", y=1.03, fontsize=10)
     return g.figure
 

@@ -87,6 +87,16 @@ def cam_figure(model, images: torch.Tensor, names=None, mode: str = "bilinear", 
 
 
 # --- attack figures (results of ama.attack.marginal_attack) ------------------------------------
+class _Namer:
+    """What :func:`class_title` needs of a model, ``class_name(k)``, from a result's list of class names."""
+
+    def __init__(self, names):
+        self.names = names
+
+    def class_name(self, k) -> str:
+        return self.names[int(k)]
+
+
 def _optimizer_note(params) -> str:
     """`` (apgd)`` for an attack run with another optimiser than the reference's, else empty."""
     from .attack_result import NO_OPTIMIZER
@@ -146,18 +156,15 @@ def examples_figure(results: dict, index: int = 0, quantized: bool = True, mode:
     size = first.clean.shape[-2:]
     fig, axes = plt.subplots(2, 1 + len(es), figsize=(2.6 * (1 + len(es)), 6.4), squeeze=False)
     names = first.class_names
-
-    class _M:  # class_title needs model.class_name
-        class_name = staticmethod(lambda k: names[int(k)])
-
-    overlay(axes[0, 0], first.clean[i], title=f"clean\n{class_title(_M, first.clean_logits[i])}")
+    namer = _Namer(names)
+    overlay(axes[0, 0], first.clean[i], title=f"clean\n{class_title(namer, first.clean_logits[i])}")
     overlay(axes[1, 0], first.clean[i], upsample(first.clean_cam[i], size, mode), title="clean CAM")
     for col, e in enumerate(es, 1):
         r = results[e]
         ev = r.evaluated(quantized)
         adv, lg, cam_adv = ev.images[i], ev.logits[i], ev.cam[i]
         cos = F.cosine_similarity(cam_adv.flatten(), r.clean_cam[i].flatten(), 0).item()
-        overlay(axes[0, col], adv, title=f"e = {e}\n{class_title(_M, lg)}")
+        overlay(axes[0, col], adv, title=f"e = {e}\n{class_title(namer, lg)}")
         im = overlay(axes[1, col], adv, upsample(cam_adv, size, mode), title=f"CAM, cos {cos:.2f} to clean")
     p = first.params
     fig.suptitle(f"{first.names[i]}: AMA ({p.mode}, {p.n_iter} iterations{_optimizer_note(p)}, lambda {p.lamb:g}"
@@ -212,20 +219,17 @@ def attack_rows_figure(result: AttackResult, indices, quantized: bool = True, mo
     p = result.params
     rows = list(indices)
     fig, axes = plt.subplots(len(rows), 6, figsize=(16, 2.9 * len(rows)), squeeze=False, layout="constrained")
-    name = lambda k: result.class_names[int(k)]  # noqa: E731
-
-    class _M:  # class_title needs model.class_name
-        class_name = staticmethod(name)
-
+    namer = _Namer(result.class_names)
+    name = namer.class_name
     im = None
     for ax_row, i in zip(axes, rows):
         c, k = int(result.clean_class[i]), int(ev.classes[i])
         cos = F.cosine_similarity(ev.cam[i].flatten(), result.clean_cam[i].flatten(), 0).item()
-        overlay(ax_row[0], result.clean[i], title=f"{result.names[i]}\nclean: {class_title(_M, result.clean_logits[i])}")
+        overlay(ax_row[0], result.clean[i], title=f"{result.names[i]}\nclean: {class_title(namer, result.clean_logits[i])}")
         im = overlay(ax_row[1], result.clean[i], upsample(result.clean_cam[i], size, mode),
                      title=f"clean CAM of '{name(c)}'")
         overlay(ax_row[2], ev.images[i], title=("FOOLED" if k != c else "not fooled")
-                + f": {class_title(_M, ev.logits[i])}")
+                + f": {class_title(namer, ev.logits[i])}")
         ax_row[2].add_patch(Rectangle((-0.5, -0.5), zoom, zoom, fill=False, ec="yellow", lw=1.2))
         ax_row[3].imshow(to_numpy_image(ev.images[i][:, :zoom, :zoom]), interpolation="nearest")
         if p.e is not None:
