@@ -194,20 +194,21 @@ def run_key(params) -> tuple:
 def run_ingredients(model: CAMModel, x: torch.Tensor, names: Sequence[str], halves: dict[str, str], e: int = 1,
                     n_iter: int = 100, lamb: float = 100.0, seeds: Sequence[int] = (0,), made=(),
                     progress: bool = True) -> pd.DataFrame:
-    """Every variant of :data:`INGREDIENT_STUDY` at every seed on the images of ``x`` ``(B, 3, H, W)`` that
-    ``halves`` (:func:`study_halves`) names: the 8-bit rows of :func:`ama.metrics.attack_metrics` (flip) with the
-    columns ``variant`` and ``half``. ``made``: attack results already computed on batches holding these images
-    (the grid's, the seeds'); a run of the same settings (:func:`run_key`) is reused, not attacked again."""
+    """Every variant of :data:`INGREDIENT_STUDY` on the images of ``x`` ``(B, 3, H, W)`` that ``halves``
+    (:func:`study_halves`) names, on the reported half at every seed and on the tuning half at the first (choosing
+    needs no seed spread; time): the 8-bit rows of :func:`ama.metrics.attack_metrics` (flip) with the columns
+    ``variant`` and ``half``. ``made``: attack results already computed on batches holding these images (the
+    grid's, the seeds'); a run of the same settings (:func:`run_key`) is reused, not attacked again."""
     from tqdm import tqdm
 
-    idx = [k for k, n in enumerate(names) if n in halves]
-    if not idx:
-        return pd.DataFrame()
-    sub = [names[k] for k in idx]
     known = {run_key(r.params): r for r in made if r.params.mask == "frame" and not r.params.targeted}
     frames = []
     jobs = [(v, s) for v in INGREDIENT_STUDY for s in seeds]
     for variant, seed in tqdm(jobs, desc=f"ingredients {model.name}", mininterval=30, disable=not progress):
+        idx = [k for k, n in enumerate(names) if halves.get(n) == "report" or (n in halves and seed == seeds[0])]
+        if not idx:
+            continue
+        sub = [names[k] for k in idx]
         s = study_settings(variant)
         key = run_key(AttackParams(model=model.name, e=e, n_iter=n_iter, lamb=float(lamb), seed=int(seed), **s))
         r = known.get(key)
@@ -215,7 +216,7 @@ def run_ingredients(model: CAMModel, x: torch.Tensor, names: Sequence[str], halv
             r = marginal_attack(model, x[idx], e=e, n_iter=n_iter, lamb=lamb, seed=seed, names=sub, **s)
         rows = r.metrics[r.metrics.quantized.astype(bool) & r.metrics.image.isin(sub)]
         frames.append(rows.assign(variant=variant, half=rows.image.map(halves)))
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def _choose(per_image: pd.DataFrame) -> str | None:
@@ -246,7 +247,7 @@ def ingredient_summary(table: pd.DataFrame) -> pd.DataFrame:
         for variant in [v for v in INGREDIENT_STUDY if v in set(g.variant)]:
             s = study_settings(variant)
             row = dict(model=model, e=e, n_iter=n_iter, variant=variant, optimizer=s["optimizer"],
-                       label_loss=s["label_loss"], select=s["select"], n_seeds=g.seed.nunique(),
+                       label_loss=s["label_loss"], select=s["select"], n_seeds=g[g.half == "report"].seed.nunique(),
                        tune_images=tune.xs(variant, level="variant").shape[0] if variant in tune_means.index else 0,
                        tune_fooling_rate=tune_means.fooled.get(variant, np.nan),
                        tune_cam_cosine=tune_means.cam_cosine.get(variant, np.nan), chosen=variant == chosen)

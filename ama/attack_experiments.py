@@ -88,11 +88,14 @@ def run_grid(model: CAMModel, x: torch.Tensor, names: Sequence[str], e=(1, 2, 4,
 
 def seed_plan(params: RunParams) -> list[tuple[str, int, int]]:
     """``(optimizer, e, seed)`` of the seed study: the reference optimiser at each ``e`` of :data:`SEED_E` in the run
-    (else the smallest), with the run's seed and the next ``n_seeds - 1`` (none when ``n_seeds`` is 1)."""
+    (else the smallest; ``grid="slim"``: the smallest only, time), with the run's seed and the next ``n_seeds - 1``
+    (none when ``n_seeds`` is 1)."""
     p = params.fast_variant()
     if p.n_seeds < 2:
         return []
     widths = [e for e in SEED_E if e in p.e] or [min(p.e)]
+    if p.grid == "slim":
+        widths = [min(p.e)]
     return [(REFERENCE, e, p.seed + k) for e in widths for k in range(p.n_seeds)]
 
 

@@ -43,14 +43,15 @@ FAST_ACCURACY_IMAGES = 50  # the clean accuracy on 50 stratified images of the s
 ABLATIONS = ("strongest", "full")  # strongest: the reference and the strongest optimiser; full: every optimiser,
                                    # the budget curve and keep mode (SCIENCE.md section 6)
 ABLATION_IMAGES = 2     # the ingredient study (SCIENCE.md section 6): images spread over the run's, half to choose the
-                        # setting on, half to report it on (each at the run's n_seeds seeds, the smallest e)
+                        # setting on (the run's seed), half to report it on (its n_seeds seeds), at the smallest e
 GRIDS = ("paper", "slim")  # paper: flip at n_iter passes at every e and at 50 at e = 1, 2, keep at the smallest; slim:
-                           # flip at n_iter only
+                           # flip at n_iter only, the seed study at the smallest e only
 # Profiles: named sets of defaults for `make reproduce PROFILE=...`; a parameter given explicitly wins over its profile.
 PROFILES = {
-    # the evidence run: 200 correctly classified images at the paper's headline widths, 3 seeds of the reference,
-    # notebook 05 (transfer, the location control) on 30 of them; its time on 2 CPU cores is in the README
-    "imagenet": dict(n_images=200, e="1 2", n_seeds=3, grid="slim", beyond_images=30),
+    # the evidence run: 200 correctly classified images at the paper's headline widths, 3 seeds of the reference
+    # (e = 1), notebook 05 (transfer, the location control) and the ingredient study (15 + 15) on 30 of them; its
+    # time on 2 CPU cores is in the README
+    "imagenet": dict(n_images=200, e="1 2", n_seeds=3, grid="slim", beyond_images=30, ablation_images=30),
 }
 
 
@@ -131,6 +132,7 @@ class RunParams:
     auc_steps: int = 10                      # deletion / insertion steps (steps + 1 points), notebook 05
     score_cam_images: int = 0                # images explained by Score-CAM (1 forward pass per channel); 0 = off
     n_seeds: int = 1                         # seeds of the reference attack at e = 1, 2 (the run's and the next ones)
+                                             # and of the ingredient study's reported half
     ablation: str = "strongest"              # the optimiser ablation: strongest or full (ABLATIONS)
     grid: str = "paper"                      # the reference attack's grid: paper or slim (GRIDS)
     beyond_images: int = 0                   # notebook 05 on this many of the run's images (stratified); 0 = all

@@ -1,5 +1,6 @@
 """The ingredient study (SCIENCE.md section 6): each ingredient alone on top of the reference, chosen on one half of
-the images and reported on the other, at every seed; on a tiny seeded model and on hand-made tables."""
+the images (at the first seed) and reported on the other (at every seed); on a tiny seeded model and on hand-made
+tables."""
 from __future__ import annotations
 
 import numpy as np
@@ -36,7 +37,7 @@ def test_study_halves_alternate_over_an_even_spread():
     assert list(ablation.study_halves(names, 0).values()) == ["tune", "report"] * 5
 
 
-def test_run_ingredients_attacks_every_variant_and_seed_once_reusing_given_runs(tiny_model, x8, monkeypatch):
+def test_run_ingredients_attacks_each_variant_and_seed_once_tuning_at_the_first_seed_reusing_given_runs(tiny_model, x8, monkeypatch):
     names = list("abcd")
     halves = {"a": "tune", "c": "report"}
     given = marginal_attack(tiny_model, x8, e=1, n_iter=3, lamb=100.0, seed=1, names=names)  # reference, seed 1
@@ -50,13 +51,17 @@ def test_run_ingredients_attacks_every_variant_and_seed_once_reusing_given_runs(
     monkeypatch.setattr(ablation, "marginal_attack", counting)
     table = ablation.run_ingredients(tiny_model, x8, names, halves, e=1, n_iter=3, lamb=100.0, seeds=(0, 1),
                                      made=[given], progress=False)
-    assert len(calls) == 2 * len(ablation.INGREDIENT_STUDY) - 1           # the given run is not attacked again
-    assert ("sign", "ce", "last", 1, 2) not in calls and all(c[-1] == 2 for c in calls)  # only the study's images
-    assert len(table) == 2 * 2 * len(ablation.INGREDIENT_STUDY) and table.quantized.all()
+    n = len(ablation.INGREDIENT_STUDY)
+    assert len(calls) == 2 * n - 1                                        # the given run is not attacked again
+    assert ("sign", "ce", "last", 1, 1) not in calls                      # (the given run held c at seed 1)
+    assert [c[-1] for c in calls if c[3] == 0] == [2] * n                 # seed 0: both halves, only the study's images
+    assert [c[-1] for c in calls if c[3] == 1] == [1] * (n - 1)           # seed 1: the reported half only
+    assert len(table) == (2 + 1) * n and table.quantized.all()
     assert set(table.image) == {"a", "c"} and (table.half == table.image.map(halves)).all()
+    assert set(table[table.image == "a"].seed) == {0} and set(table[table.image == "c"].seed) == {0, 1}
     assert not table.duplicated(["image", "variant", "seed"]).any()
     reused = table[(table.variant == "reference") & (table.seed == 1)].set_index("image")
-    mine = given.metrics[given.metrics.quantized].set_index("image").loc[["a", "c"]]
+    mine = given.metrics[given.metrics.quantized].set_index("image").loc[["c"]]
     pd.testing.assert_series_equal(reused.cam_cosine, mine.cam_cosine)
 
 

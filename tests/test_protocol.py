@@ -155,6 +155,7 @@ def test_slim_grid_and_the_reference_seeds():
     assert ax.seed_plan(RunParams(n_seeds=3, e=(1, 2, 4))) == [("sign", 1, 0), ("sign", 1, 1), ("sign", 1, 2),
                                                                ("sign", 2, 0), ("sign", 2, 1), ("sign", 2, 2)]
     assert ax.seed_plan(RunParams()) == []
+    assert ax.seed_plan(RunParams(n_seeds=2, e=(1, 2), grid="slim")) == [("sign", 1, 0), ("sign", 1, 1)]  # time
     from ama.ablation import ablation_plan
 
     strongest = ablation_plan(RunParams(e=(1, 2)))
