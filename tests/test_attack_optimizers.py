@@ -316,3 +316,16 @@ def test_report_names_which_part_of_a_goal_is_missed(tmp_path):
                  ).to_csv(tmp_path / "tables" / "attack_ablation.csv", index=False)
     text = section_attack_strength(tmp_path).sentence
     assert "Goal (fooling >= 100%, cosine <= 0.3): fooling rate met, cosine missed by 0.20." in text
+
+
+def test_ieee_fp32_sets_and_restores_the_cuda_precision_knobs():
+    from ama.cam_model import ieee_fp32
+
+    knobs = (torch.backends.cudnn.conv, torch.backends.cuda.matmul)
+    before = [k.fp32_precision for k in knobs]
+    with ieee_fp32():
+        assert [k.fp32_precision for k in knobs] == ["ieee", "ieee"]
+    assert [k.fp32_precision for k in knobs] == before
+    with pytest.raises(KeyError, match="inside"), ieee_fp32():
+        raise KeyError("inside")
+    assert [k.fp32_precision for k in knobs] == before
