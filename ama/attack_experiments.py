@@ -20,7 +20,7 @@ import torch
 from . import optimizers
 from .ablation import (ADVERSARIAL_OPTIMIZERS, ablation_plan, ablation_summary, ingredient_plan, ingredient_summary,
                        run_ablation, run_ingredients, study_halves)
-from .attack import marginal_attack, random_frame
+from .attack import attack_batch, marginal_attack, random_frame
 from .attack_result import AttackResult
 from .cam_model import CAMModel
 from .metrics import history_table, summary_table
@@ -133,21 +133,20 @@ def with_labels(table: pd.DataFrame, names: Sequence[str], labels) -> pd.DataFra
 
 
 # --- the experiment --------------------------------------------------------------------------------
-ATTACK_BATCH = 16  # images attacked together: a larger batch runs slower per image on the CPU and holds more memory
-
-
 def attack_grid(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: RunParams, out_dir=None,
                 progress: bool = True, labels=None) -> tuple[dict[str, pd.DataFrame], dict | None]:
     """Tables ``attack_metrics`` (image x setting x quantised), ``attack_history`` (image x setting x iteration),
     ``attack_ablation`` (:func:`ablation_plan`; the reference's runs are shared with the grid), ``attack_seeds``
     (:func:`seed_plan`, when ``n_seeds`` > 1) and ``attack_ingredients`` (the ingredient study on ``ablation_images``
-    of the run's images, :func:`ama.ablation.study_halves`; runs of the grid and the seeds reused), and the :class:`AttackResult` of every setting (for figures):
-    ``("attack" | "random_frame", e, n_iter, mode)`` of the grid, ``(optimizer, variant, e, n_iter, mode)`` of the
-    ablation. ``labels``: the images' true classes (:func:`with_labels`). ``out_dir``: where the 8-bit adversarial
-    images of :data:`ADVERSARIAL_OPTIMIZERS` are saved (:func:`save_adversarial`). Images are attacked
-    :data:`ATTACK_BATCH` at a time (an image's result does not depend on its batch but for float rounding); with more
-    than one batch no results are kept (None: the figures attack their few images again)."""
-    cut = [slice(k, k + ATTACK_BATCH) for k in range(0, len(x), ATTACK_BATCH)]
+    of the run's images, :func:`ama.ablation.study_halves`; runs of the grid and the seeds reused), and the
+    :class:`AttackResult` of every setting (for figures): ``("attack" | "random_frame", e, n_iter, mode)`` of the
+    grid, ``(optimizer, variant, e, n_iter, mode)`` of the ablation. ``labels``: the images' true classes
+    (:func:`with_labels`). ``out_dir``: where the 8-bit adversarial images of :data:`ADVERSARIAL_OPTIMIZERS` are saved
+    (:func:`save_adversarial`). Images are attacked :func:`ama.attack.attack_batch` at a time (an image's result does
+    not depend on its batch but for float rounding); with more than one batch no results are kept (None: the figures
+    attack their few images again)."""
+    size = attack_batch(x.device)
+    cut = [slice(k, k + size) for k in range(0, len(x), size)]
     halves = study_halves(run_names(params, out_dir, names), params.fast_variant().ablation_images)
     parts = [_attack_batch(model, x[c], list(names[c]), params, out_dir, progress,
                            None if labels is None else labels[c], halves) for c in cut]

@@ -113,18 +113,19 @@ LOCATION_COLUMNS = ["image", "model", "e", "location", "mask_pixels", "changed_p
 
 
 def location_control(model, x: torch.Tensor, names: Sequence[str], params, frame_result=None, labels=None,
-                     batch: int = 16) -> pd.DataFrame:
+                     batch: int | None = None) -> pd.DataFrame:
     """The reference attack (its optimiser, ``n_iter``, ``lamb``, ``seed``; 8-bit) at the run's smallest ``e`` on every
     mask of :func:`ama.geometry.location_masks` (the same pixel count as the frame): one row per image x location
     (:data:`LOCATION_COLUMNS`; ``fooled`` against the true label where known). ``frame_result``: the run's own frame
     attack at that ``e`` (reused as the ``frame`` rows), else attacked here. ``params``: a fast variant of
-    :class:`ama.params.RunParams`; ``batch``: images attacked together."""
-    from .attack import marginal_attack
+    :class:`ama.params.RunParams`; ``batch``: images attacked together (None: :func:`ama.attack.attack_batch`)."""
+    from .attack import attack_batch, marginal_attack
     from .attack_experiments import with_labels
     from .geometry import location_masks
     from .metrics import attack_metrics
 
     e = min(params.e)
+    batch = batch or attack_batch(x.device)
     masks = location_masks(tuple(x.shape[-2:]), e, params.seed)
     frames = []
     for location, mask in masks.items():

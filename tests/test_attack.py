@@ -178,3 +178,11 @@ def test_every_entry_point_fills_the_same_params_and_metrics(tiny_model, x8):
         assert rows.changed_pixels.tolist() == attacked.changed_pixels.tolist()
     assert (again.metrics.optimizer == "sign").all() and (again.metrics.n_iter == 4).all()
     assert (base.metrics.changed_pixels > 0).all() and base.metrics["mode"].eq("random").all()
+
+
+def test_attack_batch_by_device_type():
+    from ama.attack import ATTACK_BATCH, attack_batch
+
+    assert attack_batch("cpu") == ATTACK_BATCH["cpu"] == 16
+    assert attack_batch(torch.device("cuda", 1)) == attack_batch("cuda") == ATTACK_BATCH["cuda"] == 64
+    assert attack_batch("meta") == 16  # another device type: the CPU's

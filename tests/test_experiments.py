@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ama import attack_experiments, experiments, runs, shards
+from ama import attack, attack_experiments, experiments, runs, shards
 from ama.distributed import Launch
 from ama.geometry import check_frame_width
 from ama.params import N_IMAGES, ParamsError, RunParams
@@ -259,12 +259,13 @@ def test_torchrun_two_processes(folder, tmp_path):
 
 
 def test_attack_grid_in_batches_gives_the_same_rows(tiny_model, images32, monkeypatch):
-    """Images are attacked ATTACK_BATCH at a time; the rows equal one batch's (float rounding aside) and no results
+    """Images are attacked ama.attack.attack_batch(device) at a time; the rows equal one batch's (float rounding
+    aside) and no results
     are kept past one batch; the ingredient study's one image is in the first batch only."""
     p = RunParams(models=(TINY,), e=(1,), n_iter=3, grid="slim", n_seeds=2, ablation_images=1)
     names = ["a", "b", "c", "d"]
     whole, results = attack_experiments.attack_grid(tiny_model, images32, names, p, progress=False)
-    monkeypatch.setattr(attack_experiments, "ATTACK_BATCH", 3)
+    monkeypatch.setitem(attack.ATTACK_BATCH, "cpu", 3)
     parts, none = attack_experiments.attack_grid(tiny_model, images32, names, p, progress=False)
     assert results is not None and none is None
     assert set(parts) == set(whole) == {"attack_metrics", "attack_history", "attack_ablation", "attack_seeds",
