@@ -7,7 +7,8 @@ of :mod:`ama.optimizers` at the same budget (passes per image), each ingredient 
 * :func:`ingredient_variants`: each optimiser's default and each ingredient switched;
 * :func:`ablation_summary`, :func:`ablation_lines`: per setting, what the tables and the notebook show;
 * the ingredient study (:data:`INGREDIENT_STUDY`, :func:`run_ingredients`, :func:`ingredient_summary`): each
-  ingredient alone on top of the reference, chosen on one half of the images, reported on the other, at every seed.
+  ingredient alone on top of the reference, chosen on one half of the images (at the run's first seed), reported on
+  the other at every seed.
 """
 from __future__ import annotations
 
@@ -278,10 +279,9 @@ def ingredient_lines(summary: pd.DataFrame) -> list[str]:
         rep = g.dropna(subset=["fooling_rate"]) if "fooling_rate" in g else g.iloc[:0]
         chosen = g[g.chosen]
         n_rep = int(rep.n_images.max()) if len(rep) else 0
-        head = (f"{model}, e = {e}, {n_iter} passes, {int(g.n_seeds.max())} seed(s): chosen on "
-                f"{int(g.tune_images.max())} image(s): "
+        head = (f"{model}, e = {e}, {n_iter} passes: chosen on {int(g.tune_images.max())} image(s) at the first seed: "
                 + (f"{chosen.variant.iloc[0]}" if len(chosen) else "none") + f"; reported on {n_rep} other image(s)"
-                + (" (rests on one image)" if n_rep == 1 else ""))
+                + f" at {int(g.n_seeds.max())} seed(s)" + (" (rests on one image)" if n_rep == 1 else ""))
         lines.append(head)
         for r in rep.itertuples():
             text = (f"  {r.variant:20s} fools {pct(r.fooling_rate)} ({pct(r.fooling_low)} to {pct(r.fooling_high)}; "

@@ -92,7 +92,7 @@ def test_ingredient_summary_chooses_on_one_half_and_reports_the_other_per_image_
     assert summary.loc["+Adam"].verdict == "inconclusive"   # per image 0 - 0 and 0 - 0.5
     assert summary.loc["+Adam"].cosine_drop == pytest.approx(0.7)
     lines = ablation.ingredient_lines(summary.reset_index())
-    assert "chosen on 1 image(s): +margin loss; reported on 2 other image(s)" in lines[0]
+    assert "chosen on 1 image(s) at the first seed: +margin loss; reported on 2 other image(s) at 2 seed(s)" in lines[0]
     assert any("+margin loss" in line and "+75 points (+50 to +100): holds" in line for line in lines)
 
 
