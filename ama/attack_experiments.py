@@ -36,6 +36,11 @@ REFERENCE, STRONGEST = optimizers.REFERENCE, optimizers.STRONGEST
 SEED_E = (1, 2)  # the paper's headline widths: attacked again with other seeds, and at the 2021 code's n_iter
 
 
+def headline_widths(p: RunParams) -> list[int]:
+    """The run's widths of :data:`SEED_E` (else its smallest)."""
+    return [e for e in p.e if e in SEED_E] or [min(p.e)]
+
+
 def grid_plan(params: RunParams) -> dict:
     """The attack grid of a run (keyword arguments of :func:`run_grid`). ``grid="paper"``: the reference (``flip``) at
     every ``e`` and the run's ``n_iter``, and at ``n_iter`` :data:`~ama.params.PAPER_N_ITER` at the widths of
@@ -44,7 +49,7 @@ def grid_plan(params: RunParams) -> dict:
     p = params.fast_variant()
     n_iters = sorted({p.n_iter} if p.fast or p.grid == "slim" else {PAPER_N_ITER, p.n_iter})
     modes = ("flip",) if p.grid == "slim" else ("flip", "keep")
-    headline = [e for e in p.e if e in SEED_E] or [min(p.e)]
+    headline = headline_widths(p)
     return dict(e=list(p.e), n_iters=n_iters, modes=modes, lamb=p.lamb, seed=p.seed,
                 mode_n_iters={"keep": [p.n_iter]}, mode_e={"keep": [min(p.e)]},
                 n_iter_e={PAPER_N_ITER: headline} if PAPER_N_ITER != p.n_iter else {})
@@ -93,9 +98,7 @@ def seed_plan(params: RunParams) -> list[tuple[str, int, int]]:
     p = params.fast_variant()
     if p.n_seeds < 2:
         return []
-    widths = [e for e in SEED_E if e in p.e] or [min(p.e)]
-    if p.grid == "slim":
-        widths = [min(p.e)]
+    widths = [min(p.e)] if p.grid == "slim" else headline_widths(p)
     return [(REFERENCE, e, p.seed + k) for e in widths for k in range(p.n_seeds)]
 
 

@@ -107,10 +107,14 @@ class Estimate:
     def interval(self) -> tuple[float, float]:
         return self.low, self.high
 
+    @property
+    def too_few(self) -> bool:
+        """A bootstrap estimate on fewer than two images: its interval has zero width and says nothing about others."""
+        return self.kind == "bootstrap" and self.n < 2
+
     def verdict(self, threshold: float, above: bool = True) -> str:
-        """:func:`verdict` of the interval; :data:`INCONCLUSIVE` for a bootstrap estimate that rests on fewer than two
-        images (its interval has zero width: it says nothing about other images)."""
-        if self.kind == "bootstrap" and self.n < 2:
+        """:func:`verdict` of the interval; :data:`INCONCLUSIVE` when it rests on too few images (:attr:`too_few`)."""
+        if self.too_few:
             return INCONCLUSIVE
         return verdict(self.interval, threshold, above)
 
@@ -125,7 +129,7 @@ class Estimate:
         contains the threshold of 50%: inconclusive"``."""
         f = (lambda x: f"{100 * x:.0f}%") if percent else (lambda x: f"{x:.2f}")
         outcome = self.verdict(threshold, above)
-        if self.kind == "bootstrap" and self.n < 2:
+        if self.too_few:
             return f"it rests on {self.n} image(s), too few for an interval: {outcome}"
         side = "above" if (outcome == HOLDS) == above else "below"
         where = "contains" if outcome == INCONCLUSIVE else f"lies wholly {side}"
