@@ -1,16 +1,18 @@
 """The adversarial marginal attack (AMA): change only an ``e``-pixel frame of the image.
 
-Reference algorithm (``SCIENCE.md`` section 4), in ``[0, 1]`` pixel space:
+Reference algorithm (``SCIENCE.md`` section 4), the 2021 code's loop in ``[0, 1]`` pixel space (held against a port of
+it, bit for bit, by ``tests/test_original_loop.py``):
 
 * mask ``m``: the top and bottom ``e`` rows and the left and right ``e`` columns (:func:`ama.geometry.frame_mask`);
-* ``z = where(m, n, x)``: pixels off the mask are the input's, bit for bit;
+* ``z = where(m, clamp(n, 0, 1), x)``: pixels off the mask are the input's, bit for bit;
 * start: ``n ~ U[0, 1]`` from a seeded ``torch.Generator`` (drawn on the CPU, so any device starts alike;
   one draw shared by the images of a batch, see :func:`start_noise`);
 * objective, maximised, per image ``b``:
   ``L_b = CE(f(z_b), c_b) * [argmax f(z_b) == c_b] + lamb * (1 - cos(M_z_b, M_x_b))``,
   ``c`` the clean prediction and ``M_x`` the clean CAM of ``c`` (both computed once, fixed), ``M_z`` the CAM
   of ``c`` on ``z``, cosine over the flattened ``h x w`` normalised maps;
-* update ``n <- clip(n + (1 / n_iter) * sign(dL/dn), 0, 1)``, ``n_iter`` times; then ``z`` is evaluated once more.
+* update ``n <- n + (1 / n_iter) * sign(dL/dn)``, ``n_iter`` times, ``n`` never clipped: a value past a bound gets a
+  zero gradient through the clamp and stays there; then the last ``z`` is evaluated once more, as optimised and 8-bit.
 
 Batching. The reference script attacks one image at a time. Here the gradient is taken of ``sum_b L_b``, so image
 ``b``'s update is the batch-of-one reference update and does not depend on the other images of the batch, up to float
@@ -43,7 +45,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from . import optimizers
+from . import lineage, optimizers
 from .attack_result import RANDOM, AttackParams, AttackResult, Evaluation
 from .cam import CAMOutput, compute_cam, normalize_maps, raw_cam_from_features
 from .cam_model import CAMModel, attack_network, check_images
@@ -249,6 +251,7 @@ def marginal_attack(model: CAMModel, x: torch.Tensor, e: int = 1, n_iter: int = 
     Runs on the model's device; returns an :class:`~ama.attack_result.AttackResult` on the CPU.
     """
     _check_autograd("ama.marginal_attack")
+    lineage.touch(lineage.ATTACK)
     settings = optimizers.settings(optimizer, restarts, cam_loss, label_loss, select)
     n_iter, lamb = check_n_iter(n_iter), check_lamb(lamb)
     if mode not in MODES:
@@ -324,6 +327,7 @@ def evaluate_images(model: CAMModel, x: torch.Tensor, adv: torch.Tensor, e: int 
     already); two forward passes. ``params``: :class:`~ama.attack_result.AttackParams` fields to record (how the
     images were made: ``n_iter``, ``optimizer``...; ``mode`` flip unless given)."""
     x, m, names = _prepare(model, x, e, mask, names)
+    lineage.touch(lineage.ADVERSARIAL_IMAGES)
     adv = adv.to(x.device)
     if adv.shape != x.shape:
         raise ValueError(f"adversarial images have shape {tuple(adv.shape)}, the clean ones {tuple(x.shape)}")

@@ -6,7 +6,8 @@ the leaf) and ``step(grad, loss)`` (``loss`` ``(B,)`` the objective, maximised).
 forward+backward passes per image; :func:`run_lengths` splits it over restarts and :class:`BestIterate` keeps
 each image's best point, both the same for every optimiser (``SCIENCE.md`` section 6):
 
-* ``sign`` (the reference, :class:`Sign`): ``n <- clip(n + sign(g) / n_iter, 0, 1)``, the last iterate;
+* ``sign`` (the reference, :class:`Sign`): the 2021 code's loop: ``n <- n + sign(g) / n_iter`` on an unclipped
+  iterate that enters the image clamped to ``[0, 1]``, the last iterate;
 * ``apgd`` (:class:`APGD`): the APGD-style schedule of Croce and Hein (2020);
 * ``adam`` (:class:`Adam`): ``n = sigmoid(w)`` and Adam on ``w`` with a cosine-decaying learning rate.
 
@@ -19,13 +20,13 @@ import math
 
 import torch
 
-REFERENCE = "sign"       # the reference algorithm, bit for bit
+REFERENCE = "sign"       # the reference algorithm: the original attack.py's loop (tests/test_original_loop.py)
 STRONGEST = "apgd"       # the strongest at the same budget (issue 11's measurements on lite0)
 CAM_LOSSES = ("normalized", "raw")
 LABEL_LOSSES = ("ce", "margin")
 SELECTS = ("last", "best")
 DEFAULTS = {
-    "sign": dict(restarts=0, cam_loss="normalized", label_loss="ce", select="last"),      # the reference, bit for bit
+    "sign": dict(restarts=0, cam_loss="normalized", label_loss="ce", select="last"),      # the original loop
     "apgd": dict(restarts=0, cam_loss="normalized", label_loss="margin", select="best"),  # margin: tuned on lite0
     "adam": dict(restarts=0, cam_loss="normalized", label_loss="margin", select="best"),  # margin, lr 0.5: tuned on lite0
 }
@@ -81,20 +82,23 @@ class BestIterate:
 
 
 class Sign:
-    """The reference: ``n <- clip(n + step * sign(g), 0, 1)`` with ``step = 1 / n_steps``; iterates kept in
-    ``layout`` (channels-last on the CPU, see :mod:`ama.attack`)."""
+    """The reference, the original ``attack.py``'s loop: the iterate ``n`` ``(B, 3, H, W)`` is never clipped,
+    ``n <- n + sign(g) / n_steps``, and enters the image as ``clamp(n, 0, 1)``. A value pushed past a bound gets a
+    zero gradient through the clamp, so its sign is 0 and it stays where it is (the pixel stays at the bound); it
+    never comes back. Iterates kept in ``layout`` (channels-last on the CPU, see :mod:`ama.attack`)."""
 
     def __init__(self, n: torch.Tensor, n_steps: int, layout=torch.contiguous_format):
-        self.n, self.step_size, self.layout = n, 1.0 / n_steps, layout
+        self.n, self.n_steps, self.layout = n, n_steps, layout
 
     def leaf(self) -> torch.Tensor:
         return self.n.requires_grad_(True)
 
     def point(self) -> torch.Tensor:
-        return self.n
+        """``clamp(n, 0, 1)``: the frame's pixels (a bound's gradient is 0 beyond it, passed at it)."""
+        return self.n.clamp(0, 1)
 
     def step(self, grad: torch.Tensor, loss: torch.Tensor) -> None:
-        self.n = (self.n.detach() + self.step_size * grad.sign()).clamp_(0, 1).contiguous(memory_format=self.layout)
+        self.n = (self.n.detach() + grad.sign() / self.n_steps).contiguous(memory_format=self.layout)
 
 
 def apgd_checkpoints(n_steps: int) -> list[int]:

@@ -24,7 +24,8 @@ def x8(images32):
 
 
 def reference_loop(model, x, e, n_iter, lamb, seed):
-    """The reference algorithm written out plainly (SCIENCE.md section 4), default memory layout."""
+    """The reference algorithm written out plainly for a batch (SCIENCE.md section 4), default memory layout: the
+    unclipped iterate enters the image clamped (``tests/original_loop.py`` is the 2021 code itself, one image)."""
     B, _, H, W = x.shape
     m = torch.zeros(H, W, dtype=torch.bool)
     m[:e], m[-e:], m[:, :e], m[:, -e:] = True, True, True, True
@@ -34,14 +35,14 @@ def reference_loop(model, x, e, n_iter, lamb, seed):
     n = torch.rand(x.shape[1:], generator=torch.Generator().manual_seed(seed)).expand_as(x).clone()
     for _ in range(n_iter):
         n.requires_grad_(True)
-        out = compute_cam(model, torch.where(m, n, x), target=c)
+        out = compute_cam(model, torch.where(m, n.clamp(0, 1), x), target=c)
         held = out.logits.argmax(1) == c
         loss = F.cross_entropy(out.logits, c, reduction="none") * held + lamb * (
             1 - F.cosine_similarity(out.cam.flatten(1), M_x.flatten(1), dim=1, eps=1e-8))
         (g,) = torch.autograd.grad(loss.sum(), n)
         with torch.no_grad():
-            n = (n.detach() + g.sign() / n_iter).clamp(0, 1)
-    return torch.where(m, n, x)
+            n = n.detach() + g.sign() / n_iter
+    return torch.where(m, n.clamp(0, 1), x)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 5])
