@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import lineage
 from .intervals import FAILS, HOLDS, INCONCLUSIVE, Estimate, pooled
 from .paths import resolve
 
@@ -61,7 +62,10 @@ class Claim:
 def read_table(tables: Path, stem: str) -> pd.DataFrame | None:
     """``tables/<stem>.csv`` of a run, or None when the run did not write it."""
     path = Path(tables) / f"{stem}.csv"
-    return pd.read_csv(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    lineage.inherit(path.parent, [stem])  # what this process writes next descends from it
+    return pd.read_csv(path)
 
 
 def pct(x: float) -> str:

@@ -1,79 +1,193 @@
 """A run against its reference: compare tables, find the reference of a run's parameters, save a new one.
 
-``results/reference/<run>/`` holds the tables, ``params.json``, ``run.json``, ``REPORT.md`` and the report's figures of
-a finished run. A run matches its reference when every reference table is present with the same columns and the
-same rows (matched by their key columns, the non-numeric ones) and its numbers agree within ``1e-5 + 1e-4 x |ref|``;
-tables whose values pass through ``sign()`` steps and ``argmax`` (:data:`LOOSE_TABLES`) are compared by their
-column means, because another CPU's float rounding can flip a step.
+``results/reference/<run>/`` holds the tables (with their lineage, :mod:`ama.lineage`), ``params.json``,
+``run.json``, ``REPORT.md`` and the report's figures of a finished run. A run matches its reference when every
+reference table is present with the same columns and the same rows (matched by their :data:`IDENTITY_COLUMNS`), when
+every claim's verdict is the same, and when each table's numbers agree as its lineage allows:
+
+* a **deterministic** table (no attack in its lineage) number by number, within ``DEFAULT_ATOL + DEFAULT_RTOL x
+  |reference|``, and every other value exactly;
+* a **stochastic** table (computed from an attack's iterates or its saved images) as a random variable: an attack's
+  ``sign()`` steps and ``argmax`` flip on float rounding, which differs between CPUs, thread counts and batch layouts,
+  so such a table is one draw. Its rows are grouped into *units*, one per attacked image and attack setting (the
+  identity columns but those of :data:`MEASUREMENT_COLUMNS`, which say how one attack's result was measured); for
+  every number the per-unit change from the reference (differences within the deterministic tolerance count as
+  none) is put to an exact two-sided sign test (``scipy.stats.binomtest``): a rerun's draw is as likely to come out
+  above the reference's as below it. The p-values of one check form one family, adjusted by Holm
+  (``statsmodels``); a number differs when its adjusted p is below :data:`ALPHA`. ``verdict`` columns must be equal.
+
+So a genuine rerun is called different with probability at most :data:`ALPHA` per check, while a change that moves
+a number the same way in many units (fewer iterations, no CAM term, another kernel) is caught. A table with few units
+cannot reach :data:`ALPHA` on its own (eight units give p >= 0.0078 before adjustment): its line says so.
 """
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binomtest
+from statsmodels.stats.multitest import multipletests
 
+from . import claims, lineage
 from .params import RunParams
 from .paths import ROOT, resolve
 
 DEFAULT_RTOL = 1e-4
 DEFAULT_ATOL = 1e-5
-# Tables whose values pass through sign() iterations or argmax can flip on another CPU's float rounding;
-# they are compared as distributions (column means) with a wider tolerance. See README, "What matches means".
-LOOSE_TABLES = {"attack": (0.05, 0.02), "transfer": (0.05, 0.02), "upsampling_comparison": (0.05, 0.02),
-                "frame_mass_ratio": (0.05, 0.02)}
-
+ALPHA = 0.01  # a genuine rerun fails a check with at most this probability (Holm over the check's sign tests)
 
 # Columns that say which unit a row is about (never a result): rows are matched on these.
 IDENTITY_COLUMNS = ("model", "image", "file", "experiment", "setting", "mode", "optimizer", "variant", "restarts",
                     "cam_loss", "label_loss", "select", "e", "n_iter", "seed", "lamb", "mask", "target", "method",
                     "upsampling", "fill", "cell", "i", "j", "cell_kind", "patch", "top", "left", "iteration", "quantized",
                     "location", "measure")
+# Identity columns that say how one attacked image was measured (8-bit or float, which explanation, which cell,
+# which pass), not which attack: a stochastic table's rows that differ only in these form one unit.
+MEASUREMENT_COLUMNS = ("quantized", "method", "upsampling", "iteration", "cell", "i", "j", "cell_kind", "measure",
+                       "fill", "patch", "top", "left")
 
 
-def compare_tables(run: pd.DataFrame, ref: pd.DataFrame, name: str, rtol: float = DEFAULT_RTOL,
-                   atol: float = DEFAULT_ATOL) -> list[str]:
-    """Differences between two versions of one table, as readable lines (empty: they match).
+@dataclass
+class SignTest:
+    """One number of a stochastic table: units that rose / fell against the reference, the means, the p-value."""
 
-    Rows are matched by their :data:`IDENTITY_COLUMNS` (model, image, setting...): both tables are ordered by them
-    (stably, so rows that share them keep their order) and those columns must be equal. Then every other
-    non-numeric column is compared exactly and every numeric one within the tolerance; for :data:`LOOSE_TABLES`
-    (results that pass through ``sign()`` steps and ``argmax``) every numeric or true/false column by its mean
-    (a fooling rate, say) and text results (a class name) not at all."""
-    loose = next((tol for prefix, tol in LOOSE_TABLES.items() if name.startswith(prefix)), None)
+    column: str
+    up: int
+    down: int
+    units: int
+    run_mean: float
+    ref_mean: float
+    p: float
+    p_adjusted: float = float("nan")
+
+    def line(self, table: str) -> str:
+        return (f"{table}: {self.column!r} moved in {self.up + self.down} of {self.units} units ({self.up} up, "
+                f"{self.down} down; mean {self.run_mean:.4g}, reference {self.ref_mean:.4g}): sign test p = "
+                f"{self.p:.2g}, Holm-adjusted {self.p_adjusted:.2g} < {ALPHA}")
+
+
+@dataclass
+class TableCheck:
+    """One table's comparison: how it was compared (``how``), what differs (``problems``), its sign tests."""
+
+    name: str
+    stochastic: bool
+    how: str = ""
+    problems: list[str] = field(default_factory=list)
+    tests: list[SignTest] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def line(self) -> str:
+        return f"  {'ok  ' if self.ok else 'DIFF'}  {self.name}: {self.how}"
+
+
+def compare_tables(run: pd.DataFrame, ref: pd.DataFrame, name: str, stochastic: bool = False,
+                   rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL) -> list[str]:
+    """Differences between two versions of one table, as readable lines (empty: they match); a ``stochastic``
+    table's sign tests are adjusted within the table (:func:`check_tables` adjusts over a whole check)."""
+    check = table_check(run, ref, name, stochastic, rtol, atol)
+    adjust([check])
+    return check.problems
+
+
+def table_check(run: pd.DataFrame, ref: pd.DataFrame, name: str, stochastic: bool, rtol: float = DEFAULT_RTOL,
+                atol: float = DEFAULT_ATOL, sources=(lineage.ATTACK,)) -> TableCheck:
+    """Compare one table (see the module docstring); a stochastic table's sign tests are not yet adjusted.
+    ``sources``: its lineage's sources (named in ``how``)."""
+    check = TableCheck(name, stochastic)
     if list(run.columns) != list(ref.columns):
         missing, extra = sorted(set(ref.columns) - set(run.columns)), sorted(set(run.columns) - set(ref.columns))
-        return [f"{name}: columns differ (missing {missing}, extra {extra})"]
+        check.problems.append(f"{name}: columns differ (missing {missing}, extra {extra})")
+        check.how = "columns differ"
+        return check
     if len(run) != len(ref):
-        return [f"{name}: {len(run)} rows, reference has {len(ref)}"]
+        check.problems.append(f"{name}: {len(run)} rows, reference has {len(ref)}")
+        check.how = "rows differ"
+        return check
     run, ref = (_in_identity_order(df) for df in (run, ref))
-    boolean = [c for c in ref.columns if pd.api.types.is_bool_dtype(ref[c])]
-    numeric = [c for c in ref.columns if pd.api.types.is_numeric_dtype(ref[c]) and c not in boolean]
     identity = [c for c in ref.columns if c in IDENTITY_COLUMNS]
-    exact = identity + ([] if loose else [c for c in ref.columns if c not in numeric and c not in identity])
-    diffs = []
+    boolean = [c for c in ref.columns if pd.api.types.is_bool_dtype(ref[c]) and c not in identity]
+    numeric = [c for c in ref.columns if pd.api.types.is_numeric_dtype(ref[c]) and c not in boolean + identity]
+    text = [c for c in ref.columns if c not in identity + boolean + numeric]
+    exact_set = set(identity) | ({"verdict"} & set(text) if stochastic else set(text + boolean))
+    exact = [c for c in ref.columns if c in exact_set]
     for c in exact:
         bad = (run[c].astype(str).values != ref[c].astype(str).values)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            diffs.append(f"{name}: column {c!r} differs in {int(bad.sum())} rows (first: row {i}: "
-                         f"{run[c].iloc[i]!r} vs reference {ref[c].iloc[i]!r})")
-    for c in [c for c in numeric + (boolean if loose else []) if c not in identity]:
-        a, b = run[c].to_numpy(float), ref[c].to_numpy(float)
-        if loose is not None:
-            lrtol, latol = loose
-            ma, mb = np.nanmean(a) if np.isfinite(a).any() else np.nan, np.nanmean(b) if np.isfinite(b).any() else np.nan
-            if not np.isclose(ma, mb, rtol=lrtol, atol=latol, equal_nan=True):
-                diffs.append(f"{name}: mean of {c!r} is {ma:.4g}, reference {mb:.4g} (tolerance {latol} + {lrtol:.0%})")
+            check.problems.append(f"{name}: column {c!r} differs in {int(bad.sum())} rows (first: row {i}: "
+                                  f"{run[c].iloc[i]!r} vs reference {ref[c].iloc[i]!r})")
+    if not stochastic:
+        for c in numeric:
+            a, b = run[c].to_numpy(float), ref[c].to_numpy(float)
+            close = np.isclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
+            if not close.all():
+                i = int(np.flatnonzero(~close)[0])
+                check.problems.append(f"{name}: column {c!r} differs in {int((~close).sum())} of {len(a)} rows "
+                                      f"(first: row {i}: {a[i]:.6g} vs reference {b[i]:.6g}; tolerance {atol} + "
+                                      f"{rtol:g} x |ref|)")
+        check.how = (f"deterministic: {len(ref)} rows, {len(numeric)} numbers within {atol} + {rtol:g} x |ref|, "
+                     f"{len(exact)} other columns exactly")
+        return check
+    units = _units(run, identity)
+    for c in numeric + boolean:
+        check.tests.append(_sign_test(run[c].to_numpy(float), ref[c].to_numpy(float), units, c, rtol, atol))
+    n_units = int(units.max()) + 1 if len(units) else 0
+    keys = [c for c in identity if c not in MEASUREMENT_COLUMNS and (c == "image" or ref[c].nunique() > 1)]
+    check.how = (f"stochastic (from {' and '.join(sources)}): {len(ref)} rows in {n_units} units "
+                 f"({' x '.join(keys) or 'rows'}), {len(check.tests)} numbers by paired sign test"
+                 + (", verdicts exactly" if "verdict" in text else ""))
+    return check
+
+
+def _units(df: pd.DataFrame, identity: list[str]) -> np.ndarray:
+    """``(rows,)`` unit index of each row: one unit per value of the non-measurement identity columns; a table without
+    an ``image`` column (a summary) has one unit per row."""
+    keys = [c for c in identity if c not in MEASUREMENT_COLUMNS]
+    if "image" not in keys:
+        return np.arange(len(df))
+    return df.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
+
+
+def _sign_test(a: np.ndarray, b: np.ndarray, units: np.ndarray, column: str, rtol: float, atol: float) -> SignTest:
+    """The exact sign test of the per-unit mean change ``a - b``; rows where either is NaN are left out, changes
+    within the deterministic tolerance count as none."""
+    d = np.where(np.isclose(a, b, rtol=rtol, atol=atol, equal_nan=True), 0.0, a - b)
+    both = np.isfinite(a) & np.isfinite(b)
+    per_unit = pd.Series(d[both]).groupby(units[both]).mean().to_numpy() if both.any() else np.array([])
+    up, down = int((per_unit > 0).sum()), int((per_unit < 0).sum())
+    p = binomtest(up, up + down, 0.5).pvalue if up + down else 1.0
+    mean = lambda v: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")  # noqa: E731
+    return SignTest(column, up, down, len(per_unit), mean(a), mean(b), float(p))
+
+
+def adjust(checks: list[TableCheck]) -> None:
+    """Holm-adjust the sign tests of ``checks`` as one family and add a problem for each adjusted p below
+    :data:`ALPHA`; each stochastic table's ``how`` gets its smallest adjusted p."""
+    tests = [t for c in checks for t in c.tests]
+    if not tests:
+        return
+    reject, adjusted, _, _ = multipletests([t.p for t in tests], alpha=ALPHA, method="holm")
+    for t, r, q in zip(tests, reject, adjusted):
+        t.p_adjusted = float(q)
+    for check in checks:
+        if not check.tests:
             continue
-        close = np.isclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
-        if not close.all():
-            i = int(np.flatnonzero(~close)[0])
-            diffs.append(f"{name}: column {c!r} differs in {int((~close).sum())} of {len(a)} rows "
-                         f"(first: row {i}: {a[i]:.6g} vs reference {b[i]:.6g}; tolerance {atol} + {rtol:g} x |ref|)")
-    return diffs
+        failed = [t for t in check.tests if t.p_adjusted < ALPHA]
+        check.problems += [t.line(check.name) for t in failed]
+        smallest = min(check.tests, key=lambda t: t.p_adjusted)
+        most = max(t.units for t in check.tests)
+        best_possible = binomtest(most, most, 0.5).pvalue if most else 1.0
+        check.how += (f"; smallest adjusted p {smallest.p_adjusted:.2g} ({smallest.column})"
+                      + (f"; too few units to differ alone (p >= {best_possible:.2g})" if best_possible >= ALPHA
+                         else ""))
 
 
 def _in_identity_order(df: pd.DataFrame) -> pd.DataFrame:
@@ -107,13 +221,14 @@ def _comparable(params: dict) -> dict:
     return {k: v for k, v in params.items() if k != "device"}
 
 
-def check_run(run_dir: str | Path, reference: str | Path) -> tuple[bool, list[str]]:
-    """Compare every table of the reference for the run's parameters with the run's; ``(matches, report lines)``.
+def check_run(run_dir: str | os.PathLike, reference: str | os.PathLike) -> tuple[bool, list[str]]:
+    """Compare the run with the reference for its parameters: every reference table as its lineage allows (see the
+    module docstring) and every claim's verdict; ``(matches, report lines)``: a header, one line per table saying
+    what was compared and how, the differences under it.
 
     A run whose parameters have no reference is not compared (``matches`` True, said so).
     """
     run_dir, reference = resolve(run_dir), resolve(reference)
-    lines: list[str] = []
     run_params = json.loads((run_dir / "params.json").read_text()) if (run_dir / "params.json").is_file() else None
     if run_params is None:
         return False, [f"{run_dir} has no params.json: is it a run folder? (make reproduce writes one)"]
@@ -129,26 +244,81 @@ def check_run(run_dir: str | Path, reference: str | Path) -> tuple[bool, list[st
         changed = sorted(k for k in set(ref_params) | set(_comparable(run_params))
                          if _comparable(run_params).get(k) != ref_params.get(k))
         return True, [f"the reference is for other parameters ({', '.join(changed)} differ); comparison skipped"]
-    ref_tables = sorted((folder / "tables").glob("*.csv"))
-    for ref_path in ref_tables:
-        run_path = run_dir / "tables" / ref_path.name
-        if not run_path.is_file():
-            lines.append(f"{ref_path.stem}: missing from this run")
-            continue
-        lines += compare_tables(pd.read_csv(run_path), pd.read_csv(ref_path), ref_path.stem)
-    ok = not lines
+    checks = check_tables(run_dir / "tables", folder / "tables")
+    verdicts = check_verdicts(run_dir, folder)
+    problems = [p for c in checks for p in c.problems] + verdicts
     shown = os.path.relpath(folder, ROOT) if folder.is_relative_to(ROOT) else str(folder)
-    header = (f"run {run_dir.name} matches the reference {shown}: {len(ref_tables)} tables" if ok
-              else f"run {run_dir.name} differs from the reference {shown} in {len(lines)} places:")
-    return ok, [header, *lines]
+    n_stochastic = sum(c.stochastic for c in checks)
+    if not problems:
+        header = (f"run {run_dir.name} matches the reference {shown}: {len(checks)} tables ({len(checks) - n_stochastic}"
+                  f" deterministic, {n_stochastic} stochastic; sign tests Holm-adjusted over the check at {ALPHA}), "
+                  "every claim's verdict equal")
+    else:
+        header = f"run {run_dir.name} differs from the reference {shown} in {len(problems)} places:"
+    lines = [header]
+    for c in checks:
+        lines += [c.line(), *(f"          {p}" for p in c.problems)]
+    lines += [f"  DIFF  {v}" for v in verdicts]
+    return not problems, lines
+
+
+def check_tables(run_tables: Path, ref_tables: Path) -> list[TableCheck]:
+    """Every table of ``ref_tables`` against ``run_tables``; stochastic where either side's lineage names an attack
+    (a reference older than lineage files takes the run's), the sign tests adjusted together."""
+    ref_lineage, run_lineage = lineage.read(ref_tables), lineage.read(run_tables)
+    checks = []
+    for ref_path in sorted(ref_tables.glob("*.csv")):
+        name = ref_path.stem
+        run_path = run_tables / ref_path.name
+        if not run_path.is_file():
+            checks.append(TableCheck(name, False, "missing from this run", [f"{name}: missing from this run"]))
+            continue
+        entries = [e for e in (ref_lineage.get(name), run_lineage.get(name)) if e]
+        sources = sorted({s for e in entries for s in e.get("sources", ()) if s in lineage.STOCHASTIC_SOURCES})
+        checks.append(table_check(pd.read_csv(run_path), pd.read_csv(ref_path), name, bool(sources),
+                                  sources=sources))
+    adjust(checks)
+    return checks
+
+
+def check_verdicts(run_dir: Path, ref_dir: Path) -> list[str]:
+    """Each claim whose verdict differs between the run and the reference, as a line (empty: all equal)."""
+    ref = {c.number: c.outcome for c in claims.collect_claims(ref_dir)}
+    lines = []
+    for c in claims.collect_claims(run_dir):
+        if c.outcome != ref.get(c.number):
+            theirs = ref.get(c.number) or "not measured"
+            lines.append(f"claim {c.number} ({c.title}): {c.outcome or 'not measured'} on this run, {theirs} on the "
+                         "reference")
+    return lines
 
 
 REFERENCE_FIGURE_COLOURS = 128  # reference figures are palette PNGs: the repository stays small
 
 
+class ReferenceError(ValueError):
+    """A run that cannot become a reference; the message says what to do."""
+
+
+def reference_commit(info: dict) -> str | None:
+    """The one commit every notebook of a run (its ``run.json``, ``info``) ran at; a ReferenceError when one ran from
+    a tree with uncommitted changes to ``ama/`` or ``notebooks/`` or the notebooks ran at different commits."""
+    commits = {v.get("git_commit", info.get("git_commit")) for v in info.get("notebooks", {}).values()}
+    commits = commits or {info.get("git_commit")}
+    dirty = sorted(c for c in commits if c and c.endswith("+dirty"))
+    if dirty:
+        raise ReferenceError(f"the run was made with uncommitted changes ({dirty[0]}): commit them, rerun make "
+                             "reproduce, then make reference")
+    if len(commits) > 1:
+        raise ReferenceError(f"the run's notebooks ran at different commits ({', '.join(sorted(map(str, commits)))}): "
+                             "rerun make reproduce from a clean tree, then make reference")
+    return next(iter(commits))
+
+
 def save_reference(run_dir: str | Path, reference: str | Path) -> Path:
-    """Copy a finished run into ``reference/<run>/``: its tables, ``params.json``, ``run.json``, ``REPORT.md`` and the
-    report's figures (as palette PNGs); replaces an older reference of the same run."""
+    """Copy a finished run into ``reference/<run>/``: its tables (and their lineage), ``params.json``, ``run.json``
+    (stamped with the one commit all its notebooks ran at, :func:`reference_commit`), ``REPORT.md`` and the report's
+    figures (as palette PNGs); replaces an older reference of the same run."""
     import re
     import shutil
 
@@ -158,13 +328,17 @@ def save_reference(run_dir: str | Path, reference: str | Path) -> Path:
     report = run_dir / "REPORT.md"
     if not report.is_file():
         raise FileNotFoundError(f"{run_dir} has no REPORT.md: run make reproduce to the end first")
+    info = json.loads((run_dir / "run.json").read_text())
+    commit = reference_commit(info)
     dest = resolve(reference) / run_dir.name
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "figures").mkdir(parents=True)
     shutil.copytree(run_dir / "tables", tmp / "tables", ignore=shutil.ignore_patterns("*.tmp", "*.md"))
-    for name in ("params.json", "run.json", "REPORT.md"):
+    for name in ("params.json", "REPORT.md"):
         shutil.copy2(run_dir / name, tmp / name)
+    info["reference"] = {"made_by": "make reference", "commit": commit, "clean_tree": True}
+    (tmp / "run.json").write_text(json.dumps(info, indent=2) + "\n")
     for figure in sorted(set(re.findall(r"\]\((figures/[^)]+\.png)\)", report.read_text()))):
         with Image.open(run_dir / figure) as im:
             im.convert("RGB").quantize(REFERENCE_FIGURE_COLOURS).save(tmp / figure, optimize=True)

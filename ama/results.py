@@ -12,6 +12,7 @@ from typing import Sequence
 import pandas as pd
 import torch
 
+from . import lineage
 from .paths import resolve
 
 FLOAT_FORMAT = "%.6g"  # every CSV the kit writes
@@ -63,15 +64,18 @@ def save_figures(figs, out_dir: str | os.PathLike, stem: str) -> list[Path]:
 
 
 def save_table(df: pd.DataFrame, out_dir: str | os.PathLike, stem: str) -> Path:
-    """Write ``df`` atomically as ``<out_dir>/tables/<stem>.csv``; return the path."""
-    _, tables = output_dirs(out_dir)
-    return write_csv(df, tables / f"{stem}.csv")
+    """Write ``df`` atomically as ``<out_dir>/tables/<stem>.csv`` with its lineage (:mod:`ama.lineage`); return the
+    path."""
+    return save_tables({stem: df}, out_dir)[0]
 
 
-def save_tables(tables: dict[str, pd.DataFrame], out_dir: str | os.PathLike) -> None:
-    """Write every table as ``<out_dir>/tables/<name>.csv`` (atomically)."""
-    for name, df in tables.items():
-        save_table(df, out_dir, name)
+def save_tables(tables: dict[str, pd.DataFrame], out_dir: str | os.PathLike) -> list[Path]:
+    """Write every table as ``<out_dir>/tables/<name>.csv`` (atomically) and record their lineage
+    (``tables/lineage.json``, :mod:`ama.lineage`); return the paths."""
+    _, folder = output_dirs(out_dir)
+    paths = [write_csv(df, folder / f"{name}.csv") for name, df in tables.items()]
+    atomic_write(folder / lineage.FILE, lineage.updated(folder, list(tables)))
+    return paths
 
 
 def image_major(tables: dict[str, pd.DataFrame], names: Sequence[str]) -> dict[str, pd.DataFrame]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import experiments
+from . import experiments, lineage
 from .distributed import Launch, launch_from_env, rank_device, shard
 from .params import RunParams
 from .paths import resolve
@@ -81,7 +81,7 @@ def run_shard(experiment: str, params: RunParams, run_dir, launch: Launch | None
         RankPart(folder, rank, table).write(pd.concat(frames, ignore_index=True))
     # written last: a killed rank leaves no finished plan and is recomputed
     RankPart(folder, rank).write_plan(finished=True, rank=rank, world=world, images=images, skipped=skipped,
-                                      models=labels, tables=sorted(tables))
+                                      models=labels, tables=sorted(tables), sources=lineage.sources())
     return folder
 
 
@@ -114,6 +114,9 @@ def merge(experiment: str, params: RunParams, run_dir, world: int) -> dict[str, 
         key = df.model.map(order) * (len(names) + 1) + df.image.map(position)
         tables[table] = df.iloc[key.argsort(kind="stable")].reset_index(drop=True)
     tables.update(experiments.EXPERIMENTS[experiment].summaries(tables))
+    for plan in plans.values():  # the ranks' lineage is the merged tables'
+        for source in plan.get("sources", ()):
+            lineage.touch(source)
     save_tables(tables, run_dir)
     atomic_write(folder / "merged.json", json.dumps(sorted(tables)) + "\n")
     return tables
@@ -126,6 +129,7 @@ def merged_tables(experiment: str, params: RunParams, run_dir) -> dict[str, pd.D
         world = int(folder.name.rsplit("-of-", 1)[1])
         if folder == parts_dir(run_dir, experiment, params, world) and (folder / "merged.json").is_file():
             names = json.loads((folder / "merged.json").read_text())
+            lineage.inherit(resolve(run_dir) / "tables", names)
             return {n: pd.read_csv(resolve(run_dir) / "tables" / f"{n}.csv") for n in names}
     return None
 

@@ -67,19 +67,14 @@ def test_compare_tables():
     assert "column 'image'" in reference.compare_tables(_table(image=["a", "c"]), ref, "t")[0]
     assert "1 rows, reference has 2" in reference.compare_tables(ref.iloc[:1], ref, "t")[0]
     assert "columns differ" in reference.compare_tables(ref.drop(columns="value"), ref, "t")[0]
-    # attack tables: compared by column means
-    assert reference.compare_tables(_table(value=[0.51, 0.25]), ref, "attack_metrics") == []
-    assert reference.compare_tables(_table(value=[0.9, 0.25]), ref, "attack_metrics")
     # rows are matched by their text columns, whatever their order
     assert reference.compare_tables(ref.iloc[::-1], ref, "t") == []
     swapped = _table(value=[0.25, 0.5])  # the same numbers on the other images
     assert "'value' differs in 2 of 2 rows" in reference.compare_tables(swapped, ref, "t")[0]
-    # attack tables: a true/false result by its rate, a class name not at all (another CPU's rounding flips a step)
+    # stochastic tables (test_reference.py): a true/false result by a sign test, a class name not at all
     fooled, name = _table(fooled=[True, False], adv_name=["x", "y"]), _table(fooled=[False, True], adv_name=["y", "z"])
-    assert reference.compare_tables(name, fooled, "attack_metrics") == []
+    assert reference.compare_tables(name, fooled, "attack_metrics", stochastic=True) == []
     assert "column 'fooled' differs in 2 rows" in reference.compare_tables(name, fooled, "misalignment")[0]
-    more = _table(fooled=[True, True], adv_name=["x", "y"])
-    assert "mean of 'fooled' is 1, reference 0.5" in reference.compare_tables(more, fooled, "attack_metrics")[0]
 
 
 def _write_run(folder, params, tables):
@@ -92,19 +87,19 @@ def _write_run(folder, params, tables):
 def test_check_run(tmp_path):
     params = pipeline.make_params()
     ref, run = tmp_path / "reference", tmp_path / "run"
-    _write_run(ref, params, {"misalignment": _table()})
+    _write_run(ref, params, {"sizes": _table()})
     (ref / "run.json").write_text(json.dumps({"params": {**params, "device": "cuda"}}))
-    _write_run(run, params, {"misalignment": _table()})
+    _write_run(run, params, {"sizes": _table()})
     ok, lines = reference.check_run(run, ref)
     assert ok and "matches the reference" in lines[0] and ": 1 tables" in lines[0]
-    _table(value=[0.5, 0.3]).to_csv(run / "tables" / "misalignment.csv", index=False)
+    _table(value=[0.5, 0.3]).to_csv(run / "tables" / "sizes.csv", index=False)
     ok, lines = reference.check_run(run, ref)
     assert not ok and "differs from the reference" in lines[0] and "in 1 places" in lines[0]
     (run / "params.json").write_text(json.dumps({**params, "seed": 1}))
     ok, lines = reference.check_run(run, ref)
     assert ok and "seed" in lines[0] and "skipped" in lines[0]
     (run / "params.json").write_text(json.dumps(params))
-    (run / "tables" / "misalignment.csv").unlink()
+    (run / "tables" / "sizes.csv").unlink()
     ok, lines = reference.check_run(run, ref)
     assert not ok and "missing from this run" in lines[1]
 
@@ -144,9 +139,9 @@ def test_check_run_picks_the_reference_of_the_same_parameters(tmp_path):
     default, three = pipeline.make_params(), pipeline.make_params(models="lite0 lite1 lite2")
     root, run = tmp_path / "references", tmp_path / "run"
     for name, params, value in (("a", default, 0.25), ("b", three, 0.75)):
-        _write_run(root / name, params, {"misalignment": _table(value=[0.5, value])})
+        _write_run(root / name, params, {"sizes": _table(value=[0.5, value])})
         (root / name / "run.json").write_text(json.dumps({"params": params}))
-    _write_run(run, three, {"misalignment": _table(value=[0.5, 0.75])})
+    _write_run(run, three, {"sizes": _table(value=[0.5, 0.75])})
     ok, lines = reference.check_run(run, root)
     assert ok and "references/b" in lines[0].replace(str(tmp_path) + "/", "")
     (run / "params.json").write_text(json.dumps(pipeline.make_params(seed=4)))
@@ -158,18 +153,26 @@ def test_save_reference_copies_the_run(tmp_path):
     from PIL import Image
 
     run = tmp_path / "runs" / "r1"
-    _write_run(run, pipeline.make_params(), {"misalignment": _table()})
-    (run / "run.json").write_text(json.dumps({"params": pipeline.make_params()}))
+    _write_run(run, pipeline.make_params(), {"sizes": _table()})
+    (run / "run.json").write_text(json.dumps({"params": pipeline.make_params(), "notebooks": {
+        "01": {"git_commit": "abc"}, "02": {"git_commit": "abc"}}}))
     (run / "figures").mkdir()
     Image.new("RGB", (20, 10), (200, 10, 10)).save(run / "figures" / "f.png")
     Image.new("RGB", (20, 10)).save(run / "figures" / "unused.png")
     (run / "REPORT.md").write_text("# r\n![f](figures/f.png)\n")
     dest = reference.save_reference(run, tmp_path / "ref")
-    assert dest == tmp_path / "ref" / "r1" and (dest / "tables" / "misalignment.csv").is_file()
+    assert dest == tmp_path / "ref" / "r1" and (dest / "tables" / "sizes.csv").is_file()
     assert (dest / "figures" / "f.png").is_file() and not (dest / "figures" / "unused.png").exists()
     assert Image.open(dest / "figures" / "f.png").mode == "P"
+    assert json.loads((dest / "run.json").read_text())["reference"] == {"made_by": "make reference", "commit": "abc",
+                                                                        "clean_tree": True}
     ok, lines = reference.check_run(run, tmp_path / "ref")
     assert ok and "matches" in lines[0]
+    for commits, refusal in ((("abc", "abc+dirty"), "uncommitted changes"), (("abc", "def"), "different commits")):
+        notebooks = {str(k): {"git_commit": c} for k, c in enumerate(commits)}
+        (run / "run.json").write_text(json.dumps({"params": pipeline.make_params(), "notebooks": notebooks}))
+        with pytest.raises(reference.ReferenceError, match=refusal):
+            reference.save_reference(run, tmp_path / "ref")
 
 
 @pytest.mark.parametrize("notebook", sorted(p.name for p in (ROOT / "notebooks").glob("0[1-5]_*.ipynb")))
