@@ -91,8 +91,9 @@ def device_description(device: str = "auto") -> str:
 
 
 def update_run_json(run_dir: str | Path, params: dict, notebook: str | None = None, seconds: float | None = None,
-                    status: str | None = None) -> Path:
-    """Create or update ``<run_dir>/run.json``: parameters, versions, git commit, device, wall time per notebook."""
+                    status: str | None = None, sharded_s: float | None = None) -> Path:
+    """Create or update ``<run_dir>/run.json``: parameters, versions, git commit, device, and per notebook its wall
+    time (``wall_s``: the sharded pre-step included, ``sharded_s`` of it), status and the commit that ran it."""
     run_dir = resolve(run_dir)
     path = run_dir / "run.json"
     info = json.loads(path.read_text()) if path.is_file() else {}
@@ -106,8 +107,11 @@ def update_run_json(run_dir: str | Path, params: dict, notebook: str | None = No
     )
     notebooks = info.setdefault("notebooks", {})
     if notebook is not None:
-        notebooks[notebook] = {"wall_s": None if seconds is None else round(seconds, 1), "status": status,
-                               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        total = None if seconds is None else seconds + (sharded_s or 0.0)
+        notebooks[notebook] = {"wall_s": None if total is None else round(total, 1), "status": status,
+                               "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "git_commit": info["git_commit"]}
+        if sharded_s is not None:
+            notebooks[notebook]["sharded_s"] = round(sharded_s, 1)
     write_if_changed(path, json.dumps(info, indent=2) + "\n")
     return path
 
@@ -183,7 +187,8 @@ def _shown(path: Path) -> str:
 
 
 def run_notebook(notebook: str | Path, run_dir: str | Path, params: dict, kernel: str = "ama",
-                 timeout: int = 3600, progress: bool | None = None, sharded: bool = False) -> Path:
+                 timeout: int = 3600, progress: bool | None = None, sharded: bool = False,
+                 sharded_s: float | None = None) -> Path:
     """Execute ``notebook`` with papermill into ``<run_dir>/notebooks/``; return the executed copy.
 
     The terminal gets one line when the notebook starts and one when it ends (with its time), the kernel's
@@ -191,7 +196,8 @@ def run_notebook(notebook: str | Path, run_dir: str | Path, params: dict, kernel
     else: papermill's and the kernel's output go to ``<run_dir>/logs/<notebook>.log``. The executed notebook is
     written under a temporary name and renamed only on success, so a killed run leaves no file under the final
     name (Make reruns it). On failure the partial notebook is kept as ``<name>.FAILED.ipynb`` and a
-    ``RuntimeError`` names the notebook, the failing cell and the log file.
+    ``RuntimeError`` names the notebook, the failing cell and the log file. ``sharded_s``: the seconds its
+    experiment's ``torchrun`` pre-step took (counted in the notebook's wall time).
     """
     import papermill as pm
 
@@ -233,7 +239,7 @@ def run_notebook(notebook: str | Path, run_dir: str | Path, params: dict, kernel
     if err is not None:
         if partial.is_file():
             partial.replace(failed)
-        update_run_json(run_dir, params, notebook.stem, seconds, "failed")
+        update_run_json(run_dir, params, notebook.stem, seconds, "failed", sharded_s)
         detail = str(err).strip().splitlines()
         summary = next((line for line in reversed(detail) if line.strip()), type(err).__name__)
         cell = getattr(err, "exec_count", None)
@@ -241,8 +247,9 @@ def run_notebook(notebook: str | Path, run_dir: str | Path, params: dict, kernel
         raise RuntimeError(f"notebook {notebook.name} failed{where} after {seconds:.0f} s: {summary} "
                            f"(partial executed notebook: {_shown(failed)}; log: {_shown(log_file)})")
     partial.replace(out)
-    update_run_json(run_dir, params, notebook.stem, seconds, "ok")
-    print(f"== {notebook.stem}: done in {seconds:.0f} s", flush=True)
+    update_run_json(run_dir, params, notebook.stem, seconds, "ok", sharded_s)
+    pre = f" (+ {sharded_s:.0f} s on several processes before it)" if sharded_s is not None else ""
+    print(f"== {notebook.stem}: done in {seconds:.0f} s{pre}", flush=True)
     return out
 
 
@@ -336,8 +343,10 @@ def main(argv: list[str] | None = None) -> int:
             select_images(args.params, args.run_dir)
         elif args.command == "notebook":
             params = json.loads(resolve(args.params).read_text())
+            start = time.time()
             sharded = args.nproc > 1 and shard_experiment(args.notebook, args.params, args.run_dir, args.nproc)
-            run_notebook(args.notebook, args.run_dir, params, args.kernel, args.timeout, sharded=sharded)
+            run_notebook(args.notebook, args.run_dir, params, args.kernel, args.timeout, sharded=sharded,
+                         sharded_s=time.time() - start if sharded else None)
         elif args.command == "reference":
             print(f"== reference saved: {save_reference(args.run_dir, args.reference)}")
         elif args.command == "summary":
