@@ -119,7 +119,7 @@ def table_check(run: pd.DataFrame, ref: pd.DataFrame, name: str, stochastic: boo
     exact_set = set(identity) | ({"verdict"} & set(text) if stochastic else set(text + boolean))
     exact = [c for c in ref.columns if c in exact_set]
     for c in exact:
-        bad = (run[c].astype(str).values != ref[c].astype(str).values)
+        bad = (run[c].astype(str).values != ref[c].astype(str).values) & ~(run[c].isna() & ref[c].isna()).values
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             check.problems.append(f"{name}: column {c!r} differs in {int(bad.sum())} rows (first: row {i}: "
