@@ -37,6 +37,14 @@ def test_fast_run_writes_every_artifact(fast_run):
     for png in (line.split("](")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")):
         assert (run / png).is_file()
     assert "comparison skipped" in fast_run.output  # fast parameters differ from the reference's
+    from ama import lineage  # every table's lineage, recorded as it was written
+    written = lineage.read(run / "tables")
+    assert set(written) == {p.stem for p in (run / "tables").glob("*.csv")}
+    for name in ("occlusion_keep_irf", "occlusion_margin", "misalignment", "clean_predictions"):
+        assert not lineage.is_stochastic(written[name]), name
+    for name in ("attack_metrics", "attack_summary", "attack_targeted", "faithfulness", "transfer",
+                 "attack_location", "upsampling_summary"):
+        assert lineage.is_stochastic(written[name]), name
     from ama import claims  # the report's numbers are the tables' (claim 1: the centre cells' mean)
     table = pd.read_csv(run / "tables" / "misalignment.csv")
     centre = (table[table.cell_kind == "centre"].groupby(["model", "image"]).erf_mass_outside_irf.mean()
@@ -159,7 +167,7 @@ def test_two_processes_give_the_one_process_tables(fast_run, tmp_path):
     """make reproduce NPROC=2 (torchrun, 2 CPU ranks) on lite0 writes the lite0 rows of the shared one-process run:
     per image and per model the experiments are independent, so the split and the other models change nothing. The
     run is given the shared run's images (its selection.csv: images every one of its models classifies correctly)."""
-    from ama import pipeline
+    from ama import lineage, pipeline
     from ama.reference import compare_tables
 
     run = tmp_path / "nproc2"
@@ -174,7 +182,12 @@ def test_two_processes_give_the_one_process_tables(fast_run, tmp_path):
     assert "== attack: merged 2 part(s)" in proc.stdout
     two = sorted((tmp_path / "nproc2" / "tables").glob("*.csv"))
     assert len(two) >= 16
+    written = lineage.read(tmp_path / "nproc2" / "tables")
+    assert lineage.is_stochastic(written["attack_metrics"]) and not lineage.is_stochastic(written["occlusion_margin"])
     for path in two:
         one = pd.read_csv(fast_run.dir / "tables" / path.name)
         one = one[one.model == "lite0"].reset_index(drop=True)
-        assert compare_tables(pd.read_csv(path), one, path.stem) == [], path.stem
+        stochastic = lineage.is_stochastic(written[path.stem])
+        assert compare_tables(pd.read_csv(path), one, path.stem, stochastic=stochastic) == [], path.stem
+    info = json.loads((tmp_path / "nproc2" / "run.json").read_text())["notebooks"]["03_adversarial_marginal_attack"]
+    assert 0 < info["sharded_s"] <= info["wall_s"]  # the notebook's time includes its torchrun pre-step
