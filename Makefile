@@ -25,12 +25,29 @@ PORT ?= 8888
 LAB_ARGS ?=
 RUN ?=
 ifeq ($(RUN),)
-RUN := $(shell $(PYTHON) ama/params.py run-name $(PARAM_ARGS))
+RUN := $(shell $(PYTHON) ama/params.py run-name $(PARAM_ARGS) 2>&1)
+ifneq ($(filter error:,$(firstword $(RUN))),)
+$(error $(RUN))
+endif
 endif
 RESULTS ?= results
 NOTEBOOKS ?= notebooks
 REFERENCE ?= results/reference
 RUN_DIR := $(RESULTS)/$(RUN)
+
+# A parameter this machine cannot run (no such model or weights, no such device or images, a frame too wide for a
+# model) ends `make reproduce` here, before anything is written, on its own one-line message (once .venv exists; the
+# params.json recipe checks the same on a first build).
+ifneq ($(filter reproduce reference,$(MAKECMDGOALS)),)
+ifneq ($(wildcard $(ENV_STAMP)),)
+ifneq ($(shell $(PYTHON) ama/params.py unchanged --file "$(RUN_DIR)/params.json" $(PARAM_ARGS)),yes)
+PARAM_PROBLEM := $(shell $(PY) -m ama.pipeline params --check $(PARAM_ARGS) 2>/dev/null)
+ifneq ($(PARAM_PROBLEM),)
+$(error $(PARAM_PROBLEM))
+endif
+endif
+endif
+endif
 NB_OUT := $(RUN_DIR)/notebooks
 
 # A notebook reruns when the kit's code, the notebook or the run's parameters change.

@@ -217,15 +217,16 @@ class RunParams:
 
 
 def main(argv=None) -> int:
-    """``python3 ama/params.py run-name|json --N_ITER 50 ...`` (the Makefile's bridge) or ``make-vars`` (the Make
-    variables, one per parameter)."""
+    """``python3 ama/params.py run-name|json --N_ITER 50 ...`` (the Makefile's bridge), ``make-vars`` (the Make
+    variables, one per parameter) or ``unchanged --file params.json`` (``yes`` when that file holds these values)."""
     parser = argparse.ArgumentParser(prog="ama/params.py", description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("run-name", "json", "make-vars"))
+    parser.add_argument("what", choices=("run-name", "json", "make-vars", "unchanged"))
+    parser.add_argument("--file", default="", help="unchanged: prints 'yes' when this params.json holds these values")
     parser.add_argument("--PROFILE", dest="profile", default="", help=f"one of {', '.join(PROFILES)}")
     for name in RunParams.names():
         parser.add_argument(f"--{name.upper()}", dest=name, default="")
     args = vars(parser.parse_args(argv))
-    what = args.pop("what")
+    what, file = args.pop("what"), args.pop("file")
     if what == "make-vars":
         print(" ".join(name.upper() for name in RunParams.names()))
         return 0
@@ -234,6 +235,13 @@ def main(argv=None) -> int:
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if what == "unchanged":
+        try:
+            with open(file) as f:
+                print("yes" if f.read() == params.to_json() else "no")
+        except OSError:
+            print("no")
+        return 0
     print(params.run_name() if what == "run-name" else params.to_json(), end="\n" if what == "run-name" else "")
     return 0
 

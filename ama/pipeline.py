@@ -53,12 +53,22 @@ def notebook_parameters(params: dict, run_dir: str | Path, sharded: bool = False
     return dict(params=RunParams.from_dict(params).to_dict(), out_dir=str(run_dir), sharded=bool(sharded))
 
 
-def check_models_available(models: list[str]) -> None:
-    """Fail at once (not an hour into a run) when a model's weights are missing."""
-    from .models import run_model
+def check_run_params(params: dict) -> None:
+    """Fail at once, before anything is written (not an hour into a run), with one line: the device is not usable
+    here, the images are missing, a model's weights are missing, or a frame width does not fit a model's input."""
+    from .data import list_images
+    from .geometry import check_frame_width
+    from .models import resolve_device, run_model
 
-    for name in models:
-        run_model(name, device="cpu")
+    resolve_device(params["device"])
+    list_images(params["images"])
+    for name in params["models"]:
+        size = run_model(name, device="cpu").preprocessing.crop
+        for e in params["e"]:
+            try:
+                check_frame_width(e, size)
+            except ValueError as err:
+                raise ValueError(f"{err} for {name} (input {size} x {size} px)") from None
 
 
 # --- run.json -------------------------------------------------------------------------------
@@ -307,7 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ama.pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("params", help="write params.json if the parameters changed")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", default=None, help="params.json to write (without it: only check)")
+    p.add_argument("--check", action="store_true", help="only check the parameters: print a problem as one line "
+                   "on stdout (nothing when they are usable) and exit 2 on one; write nothing")
     p.add_argument("--PROFILE", dest="profile", default="", help="a profile of ama.params.PROFILES")
     for name in RunParams.names():  # the Make variables: --N_ITER=50 ...
         p.add_argument(f"--{name.upper()}", dest=name, default="")
@@ -331,12 +343,19 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--reference", default="results/reference")
     args = parser.parse_args(argv)
     try:
-        if args.command == "params":
+        if args.command == "params" and (args.check or args.out is None):
+            try:
+                check_run_params(make_params(profile=args.profile,
+                                             **{name: getattr(args, name) for name in RunParams.names()}))
+            except Exception as err:  # noqa: BLE001 - one line, for the Makefile to end on
+                print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+                return 2
+        elif args.command == "params":
             params = make_params(profile=args.profile, **{name: getattr(args, name) for name in RunParams.names()})
             out = resolve(args.out)
             text = json.dumps(params, indent=2) + "\n"
             if not (out.is_file() and out.read_text() == text):
-                check_models_available(params["models"])  # stop now, not an hour in
+                check_run_params(params)  # stop now, before anything is written, not an hour in
                 write_if_changed(out, text)
                 print(f"== run parameters -> {os.path.relpath(out, ROOT) if out.is_relative_to(ROOT) else out}")
         elif args.command == "select":

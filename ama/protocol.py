@@ -109,6 +109,28 @@ def run_names(params: RunParams, run_dir, names) -> list[str]:
     return [r.name for r in run_records(params, run_dir)]
 
 
+def readable(records: list[ImageRecord]) -> list[ImageRecord]:
+    """The records whose files open as images (:func:`ama.data.open_image`); each one that does not is named on
+    stderr (``skipped <file>: <reason>``); an ImageLoadError when none does."""
+    import sys
+
+    from .data import ImageLoadError, open_image
+
+    kept, skipped = [], []
+    for r in records:
+        try:
+            open_image(r.path)
+            kept.append(r)
+        except ImageLoadError as err:
+            skipped.append(r.path.name)
+            print(f"skipped {r.path.name}: {str(err).split(': ', 1)[-1]}", file=sys.stderr, flush=True)
+    if not kept:
+        raise ImageLoadError(f"none of the {len(records)} image file(s) chosen could be read (skipped: "
+                             f"{', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''}); give a folder of "
+                             "readable images (IMAGES=...)")
+    return kept
+
+
 def write_selection(params: RunParams, run_dir) -> pd.DataFrame:
     """Write the run's image list ``selection.csv`` (``image, label``; -1 unlabelled) and return it. Labelled images:
     every model's clean predictions on the whole set (``tables/clean_predictions.csv``, their accuracy in
@@ -129,7 +151,7 @@ def write_selection(params: RunParams, run_dir) -> pd.DataFrame:
         save_table(accuracy(preds), run_dir, ACCURACY)
         chosen = select(records, preds, p.n_images, p.seed)
     else:
-        chosen = list_images(p.images, n=p.n_images, seed=p.seed)
+        chosen = readable(list_images(p.images, n=p.n_images, seed=p.seed))
     table = pd.DataFrame(dict(image=[r.name for r in chosen], label=[-1 if r.label is None else r.label
                                                                      for r in chosen]))
     resolve(run_dir).mkdir(parents=True, exist_ok=True)

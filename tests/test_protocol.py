@@ -180,3 +180,23 @@ def test_the_reencoded_subset_keeps_its_top1(name):
     assert len(records) == 1000 and len(subset) == 50
     preds = protocol.predictions(load_model(name, device="cpu"), subset)
     assert int(preds.top1.sum()) == SUBSET_TOP1[name][1]  # the committed files give what was measured
+
+
+def test_an_unreadable_file_is_named_and_an_empty_set_refused_before_any_notebook(tmp_path, capsys):
+    from PIL import Image
+
+    from ama.data import ImageLoadError
+    from ama.params import RunParams
+    from ama.protocol import write_selection
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "x.jpg").write_text("not an image")
+    params = RunParams(images=str(folder), n_images=None)
+    with pytest.raises(ImageLoadError, match=r"none of the 1 image file\(s\) chosen could be read \(skipped: x\.jpg\)"):
+        write_selection(params, tmp_path / "run")
+    assert not (tmp_path / "run" / "selection.csv").exists()
+    Image.new("RGB", (64, 64), (90, 120, 30)).save(folder / "good.png")
+    table = write_selection(params, tmp_path / "run")
+    assert list(table.image) == ["good"]
+    assert "skipped x.jpg: " in capsys.readouterr().err

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 import torchvision
-from conftest import run_make
+from conftest import FastRun, run_make
 
 from ama.models import torchvision_weight_file
 
@@ -100,6 +100,29 @@ def test_failing_notebook_stops_the_pipeline(tmp_path):
     assert "notebook 01_occlusion.ipynb failed in cell" in proc.stderr and "occlusion broke" in proc.stderr
     assert (tmp_path / "results" / "broken" / "notebooks" / "01_occlusion.FAILED.ipynb").is_file()
     assert not (tmp_path / "results" / "broken" / "notebooks" / "02_receptive_field_misalignment.ipynb").exists()
+
+
+def _checksums(folder) -> dict:
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("DEVICE=cuda", "device 'cuda' is not usable here"), ("MODELS=nosuch", "unknown model 'nosuch'"),
+    ("E=1 300", "below half the smaller image side"), ("IMAGES=/nonexistent", "/nonexistent: no such file"),
+    ("N_IMAGES=abc", "n_images must be an integer"), ("E=0", "must be a positive integer, got 0")])
+def test_a_refused_make_command_leaves_the_finished_run_as_it_was(fast_run, bad, message):
+    """Every parameter is checked before anything is written, and the last line is the message (not make's own)."""
+    before, folders = _checksums(fast_run.dir), sorted(fast_run.results.iterdir())
+    args = [a for a in FastRun.args(fast_run.results) if a.split("=")[0] != bad.split("=")[0]]
+    refused = run_make("reproduce", *args, bad)
+    assert refused.returncode != 0
+    last = refused.stderr.strip().splitlines()[-1]
+    assert message in last and last.count("error:") == 1, refused.stderr
+    assert "Error 1" not in refused.stderr and "running" not in refused.stdout
+    assert _checksums(fast_run.dir) == before and sorted(fast_run.results.iterdir()) == folders
 
 
 def test_make_check_detects_a_changed_table(fast_run, tmp_path):
