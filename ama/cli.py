@@ -394,6 +394,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command][1](args)
+    except KeyboardInterrupt:  # one line, not a traceback; finished images are kept (written atomically)
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError) as err:  # CLIError, ModelError, ImageLoadError, RunStoreError, ...
         print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
         return 2

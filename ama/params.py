@@ -161,6 +161,10 @@ class RunParams:
         for name, allowed in (("ablation", ABLATIONS), ("grid", GRIDS)):
             if values[name] not in allowed:
                 raise ParamsError(f"{name} must be one of {', '.join(allowed)}, got {values[name]!r}")
+        if fast:  # FAST is resolved here, once: the parameters recorded and named are those that run
+            values.update(n_images=FAST_N_IMAGES if n_images is None else min(n_images, FAST_N_IMAGES),
+                          e=values["e"][:FAST_N_E], n_iter=min(values["n_iter"], FAST_N_ITER),
+                          auc_steps=min(values["auc_steps"], FAST_AUC_STEPS))
         for name, value in values.items():
             object.__setattr__(self, name, value)
 
@@ -197,13 +201,10 @@ class RunParams:
 
     # --- what a run does ---------------------------------------------------------------------
     def fast_variant(self) -> "RunParams":
-        """The parameters the experiments use: these, or with ``fast`` a smoke run's (:data:`FAST_N_IMAGES` images,
-        the :data:`FAST_N_E` smallest frame widths, :data:`FAST_N_ITER` passes, :data:`FAST_AUC_STEPS` steps)."""
-        if not self.fast:
-            return self
-        n = FAST_N_IMAGES if self.n_images is None else min(self.n_images, FAST_N_IMAGES)
-        return dataclasses.replace(self, n_images=n, e=self.e[:FAST_N_E], n_iter=min(self.n_iter, FAST_N_ITER),
-                                   auc_steps=min(self.auc_steps, FAST_AUC_STEPS))
+        """The parameters the experiments use: these. With ``fast`` they are a smoke run's from the start
+        (:data:`FAST_N_IMAGES` images, the :data:`FAST_N_E` smallest frame widths, :data:`FAST_N_ITER` passes,
+        :data:`FAST_AUC_STEPS` steps, resolved when the parameters are made), so this is the identity."""
+        return self
 
     def run_name(self) -> str:
         """The run folder's name, e.g. ``lite0_samples_e1-2-4-8_it100_lamb100_seed0``; a parameter after ``fast``

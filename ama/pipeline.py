@@ -234,6 +234,7 @@ def run_notebook(notebook: str | Path, run_dir: str | Path, params: dict, kernel
         nb_params = {k: v for k, v in given.items() if k in declared}
         log.write(f"{notebook.name} parameters: {json.dumps(nb_params)}\n")
         print(f"== {notebook.stem}: running (log: {_shown(log_file)})", flush=True)
+        update_run_json(run_dir, params, notebook.stem, None, "running")  # not "ok" from an earlier run if killed
         start = time.time()
         with _stderr_fd_to(log) as terminal:
             try:
@@ -242,6 +243,10 @@ def run_notebook(notebook: str | Path, run_dir: str | Path, params: dict, kernel
                                     log_output=False, stdout_file=log,
                                     stderr_file=_KernelStderr(log, terminal, progress))
                 err = None
+            except KeyboardInterrupt:
+                partial.unlink(missing_ok=True)
+                update_run_json(run_dir, params, notebook.stem, time.time() - start, "interrupted", sharded_s)
+                raise
             except Exception as caught:  # noqa: BLE001 - reported as one line below
                 err = caught
                 log.write(f"\n{type(err).__name__}: {err}\n")
@@ -305,8 +310,10 @@ def print_summary(run_dir: str | Path) -> None:
     from .claims import collect_claims
 
     run_dir = resolve(run_dir)
+    params = json.loads((run_dir / "params.json").read_text()) if (run_dir / "params.json").is_file() else {}
+    smoke = " (FAST smoke run: it checks the pipeline, not the claim)" if params.get("fast") else ""
     for claim in collect_claims(run_dir):
-        print(f"== claim {claim.number} ({claim.title}): {claim.verdict}")
+        print(f"== claim {claim.number} ({claim.title}): {claim.verdict}{smoke}")
     html = run_dir / "04_report.html"
     print(f"== report: {_shown(run_dir / 'REPORT.md')}" + (f" (HTML: {_shown(html)})" if html.is_file() else ""))
 
@@ -371,9 +378,17 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "summary":
             print_summary(args.run_dir)
         elif args.command == "check":
+            if not (resolve(args.run_dir) / "params.json").is_file():
+                print(f"no run at {_shown(resolve(args.run_dir))} yet: run make reproduce with the same parameters "
+                      "first (make check compares a finished run with its reference)")
+                return 0
             ok, lines = check_run(args.run_dir, args.reference)
             print("\n".join(lines))
             return 0 if ok else 1
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume (finished notebooks and shards are kept)",
+              file=sys.stderr)
+        return 130
     except Exception as err:  # one line for the user, not a traceback
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -35,9 +35,10 @@ def test_defaults_and_fast_variant():
         RunParams.from_strings("paper")
     with pytest.raises(ParamsError, match="ablation must be one of strongest, full"):
         RunParams(ablation="some")
-    f = RunParams(fast=True, n_images=5).fast_variant()
-    assert (f.n_images, f.e, f.n_iter) == (2, (1, 2), 5)
-    assert RunParams(fast="1").run_name().endswith("_fast")
+    f = RunParams(fast=True, n_images=5)  # FAST is resolved where the parameters are made: named and recorded so
+    assert (f.n_images, f.e, f.n_iter, f.auc_steps) == (2, (1, 2), 5, 4)
+    assert f.fast_variant() == f and RunParams.from_dict(f.to_dict()) == f and f.to_dict()["n_iter"] == 5
+    assert RunParams(fast="1").run_name() == "lite0_imagenet_n2_e1-2_it5_lamb100_seed0_auc_steps4_fast"
     assert RunParams.from_strings(e="8,2 2", models="a b", seed="") == RunParams(models=("a", "b"), e=(2, 8))
     assert RunParams(auc_steps=16).run_name() == f"lite0_imagenet_n{N_IMAGES}_e1-2-4-8_it100_lamb100_seed0_auc_steps16"
     assert RunParams.from_dict(RunParams(seed=3).to_dict()) == RunParams(seed=3)
@@ -62,7 +63,7 @@ def test_makefile_bridge_runs_without_the_venv():
 
     script = [sys.executable, "-S", str(ROOT / "ama" / "params.py")]
     out = subprocess.run([*script, "run-name", "--E", "1 2", "--FAST", "1"], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == f"lite0_imagenet_n{N_IMAGES}_e1-2_it100_lamb100_seed0_fast"
+    assert out.stdout.strip() == "lite0_imagenet_n2_e1-2_it5_lamb100_seed0_auc_steps4_fast"
     bad = subprocess.run([*script, "json", "--LAMB", "-1"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("error: lamb must be")
     names = subprocess.run([*script, "make-vars"], capture_output=True, text=True, check=True).stdout.split()
