@@ -192,3 +192,27 @@ def test_a_sharded_run_refuses_a_notebook_without_the_parameter(tmp_path):
     _notebook(nb, "print(1)")
     with pytest.raises(RuntimeError, match="declares no `sharded` parameter"):
         pipeline.run_notebook(nb, tmp_path / "run", pipeline.make_params(), progress=False, sharded=True)
+
+
+def test_ctrl_c_during_a_notebook_ends_on_one_line_and_marks_the_run(tmp_path, monkeypatch, capsys):
+    import papermill as pm
+
+    nb = tmp_path / "01_slow.ipynb"
+    _notebook(nb, "print(1)")
+    run = tmp_path / "run"
+    (run / "notebooks").mkdir(parents=True)
+    (run / "notebooks" / "01_slow.ipynb").write_text("{}")  # an earlier, finished run of it
+    params_file = run / "params.json"
+    params_file.write_text(json.dumps(pipeline.make_params()))
+
+    def interrupted(*args, **kwargs):
+        (run / "notebooks" / "01_slow.running.ipynb").write_text("{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pm, "execute_notebook", interrupted)
+    code = pipeline.main(["notebook", str(nb), "--params", str(params_file), "--run-dir", str(run)])
+    assert code == 130
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "interrupted; rerun the same command to resume (finished notebooks and shards are kept)"]
+    assert not (run / "notebooks" / "01_slow.running.ipynb").exists()
+    assert json.loads((run / "run.json").read_text())["notebooks"]["01_slow"]["status"] == "interrupted"
