@@ -60,8 +60,8 @@ help: ## List the targets and the run parameters
 	@echo
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
 	@echo
-	@echo "Run parameters (make reproduce VAR=value ...; the variables are $(PARAM_VARS); defaults in ama/params.py):"
-	@$(PYTHON) ama/params.py json $(PARAM_ARGS)
+	@echo "Run parameters (make reproduce VAR=value ...; defaults and meanings in ama/params.py):"
+	@$(PYTHON) ama/params.py make-help $(PARAM_ARGS)
 	@echo "NPROC=$(NPROC) (processes for the heavy experiments, through torchrun) -> $(RESULTS)/$(RUN)/"
 	@echo "make lab: PORT=$(PORT) LAB_ARGS=\"$(LAB_ARGS)\" (extra jupyter lab options, e.g. --ServerApp.ip=0.0.0.0)"
 

@@ -217,11 +217,20 @@ class RunParams:
         return "_".join(parts) + ("_fast" if self.fast else "")
 
 
+def _make_value(value) -> str:
+    """A parameter's value as its Make variable takes it: ``1 2 4 8``, ``all``, ``1`` / ``0``."""
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    if isinstance(value, bool):
+        return str(int(value))
+    return "all" if value is None else str(value)
+
+
 def main(argv=None) -> int:
     """``python3 ama/params.py run-name|json --N_ITER 50 ...`` (the Makefile's bridge), ``make-vars`` (the Make
-    variables, one per parameter) or ``unchanged --file params.json`` (``yes`` when that file holds these values)."""
+    variables, one per parameter), ``make-help`` (the values as Make variables) or ``unchanged --file params.json`` (``yes`` when that file holds these values)."""
     parser = argparse.ArgumentParser(prog="ama/params.py", description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("run-name", "json", "make-vars", "unchanged"))
+    parser.add_argument("what", choices=("run-name", "json", "make-vars", "unchanged", "make-help"))
     parser.add_argument("--file", default="", help="unchanged: prints 'yes' when this params.json holds these values")
     parser.add_argument("--PROFILE", dest="profile", default="", help=f"one of {', '.join(PROFILES)}")
     for name in RunParams.names():
@@ -236,6 +245,12 @@ def main(argv=None) -> int:
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if what == "make-help":  # the values as Make variables, one a line
+        shown = _make_value
+        print(f"  PROFILE={args['profile']}  (a named set of the values below: {', '.join(PROFILES)}; empty: none)")
+        for name, value in params.to_dict().items():
+            print(f"  {name.upper()}={shown(value)}")
+        return 0
     if what == "unchanged":
         try:
             with open(file) as f:

@@ -375,7 +375,9 @@ def write_report(run_dir: str | os.PathLike) -> Path:
     if params:
         from .params import RunParams
 
-        used = RunParams.from_dict(params).fast_variant().to_dict()  # what the experiments used (FAST: the smoke run's)
+        used = RunParams.from_dict(params).to_dict()  # what the experiments used (FAST: the smoke run's)
+        if info.get("device"):
+            used["device"] = f"{used['device']} (used: {info['device']})"
         lines += ["| parameter | value |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in used.items()] + [""]
     if info:
         lines += [f"Device: {info.get('device')}; git commit {info.get('git_commit')}; versions: "
@@ -386,9 +388,10 @@ def write_report(run_dir: str | os.PathLike) -> Path:
     if params.get("fast"):
         lines += ["> **FAST smoke run**: few images, small settings and few attack iterations. It checks that the "
                   "pipeline works; its verdicts do not test the paper's claims. Run `make reproduce` for those.", ""]
-    lines += ["## Summary", ""] + [f"{c.number}. **{c.title}** — {c.verdict}." for c in claims] + [""]
+    smoke = " (FAST smoke run: a check of the pipeline, not a finding)" if params.get("fast") else ""
+    lines += ["## Summary", ""] + [f"{c.number}. **{c.title}** — {c.verdict}{smoke}." for c in claims] + [""]
     for c in claims:
-        lines += [f"## Claim {c.number}: {c.title}", "", f"**Verdict: {c.verdict}.** {c.sentence}", ""]
+        lines += [f"## Claim {c.number}: {c.title}", "", f"**Verdict: {c.verdict}{smoke}.** {c.sentence}", ""]
         lines += [f"![{Path(f).stem}]({f})" for f in c.figures] + [""]
         if c.table is not None:
             lines += [f"From `tables/{c.table_name}.csv`:", "", _markdown_table(c.table), ""]

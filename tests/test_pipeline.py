@@ -216,3 +216,13 @@ def test_ctrl_c_during_a_notebook_ends_on_one_line_and_marks_the_run(tmp_path, m
         "interrupted; rerun the same command to resume (finished notebooks and shards are kept)"]
     assert not (run / "notebooks" / "01_slow.running.ipynb").exists()
     assert json.loads((run / "run.json").read_text())["notebooks"]["01_slow"]["status"] == "interrupted"
+
+
+def test_make_help_lists_every_variable_with_its_value():
+    from conftest import run_make
+
+    out = run_make("help", "PROFILE=imagenet").stdout
+    lines = [line.strip() for line in out.splitlines()]
+    assert "PROFILE=imagenet  (a named set of the values below: imagenet; empty: none)" in lines
+    assert {"N_IMAGES=200", "E=1 2", "FAST=0", "MODELS=lite0"} <= set(lines)
+    assert all(f"{name.upper()}=" in out for name in RunParams.names()) and "{" not in out  # not JSON

@@ -41,9 +41,10 @@ def _env():
 
 
 def _readme_launch_line() -> list[str]:
-    """The single-machine launch line the README shows (one line, starting with ``torchrun --standalone``)."""
-    lines = [ln.strip() for ln in README.read_text().splitlines() if ln.strip().startswith("torchrun --standalone")]
-    assert lines, "README shows no `torchrun --standalone` line"
+    """The single-machine launch line the README shows (one line, starting with ``.venv/bin/torchrun --standalone``)."""
+    lines = [ln.strip() for ln in README.read_text().splitlines()
+             if ln.strip().startswith(".venv/bin/torchrun --standalone") and " -m ama attack " in ln]
+    assert lines, "README shows no `.venv/bin/torchrun --standalone ... -m ama attack` line"
     return shlex.split(lines[0])
 
 
@@ -54,7 +55,7 @@ def _single(folder, out, e=("1", "2")):
 
 def test_readme_torchrun_line_gives_the_rows_of_one_process(folder, tmp_path):
     argv = _readme_launch_line()
-    assert argv[:4] == ["torchrun", "--standalone", "--nproc_per_node=2", "-m"] and "--frame-width" in argv
+    assert argv[:4] == [".venv/bin/torchrun", "--standalone", "--nproc_per_node=2", "-m"] and "--frame-width" in argv
     images, out = argv.index("--images") + 1, argv.index("--out") + 1
     argv[images], argv[out] = str(folder), str(tmp_path / "two")
     argv = [sys.executable, "-m", "torch.distributed.run", *argv[1:], *SETTINGS]  # the torchrun script, this venv
