@@ -28,3 +28,9 @@ def resolve(path: str | os.PathLike) -> Path:
     if p.is_absolute() or p.exists():
         return p.resolve()
     return ROOT / p
+
+
+def shown(path: str | os.PathLike) -> str:
+    """A path as the kit prints it: relative to the project root when inside it, else as it is."""
+    path = Path(path)
+    return os.path.relpath(path, ROOT) if path.is_relative_to(ROOT) else str(path)

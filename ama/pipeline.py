@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .params import RunParams
-from .paths import ROOT, resolve
+from .paths import ROOT, resolve, shown
 from .reference import check_run, save_reference
 
 
@@ -192,10 +192,6 @@ def _stderr_fd_to(stream):
         terminal.close()
 
 
-def _shown(path: Path) -> str:
-    return os.path.relpath(path, ROOT) if path.is_relative_to(ROOT) else str(path)
-
-
 def run_notebook(notebook: str | Path, run_dir: str | Path, params: dict, kernel: str = "ama",
                  timeout: int = 3600, progress: bool | None = None, sharded: bool = False,
                  sharded_s: float | None = None) -> Path:
@@ -227,13 +223,13 @@ def run_notebook(notebook: str | Path, run_dir: str | Path, params: dict, kernel
         if not declared:
             raise RuntimeError(f"{notebook.name} has no cell tagged 'parameters'; papermill would run it silently "
                                "with its defaults")
-        given = notebook_parameters(params, _shown(run_dir), sharded)
+        given = notebook_parameters(params, shown(run_dir), sharded)
         if sharded and "sharded" not in declared:
             raise RuntimeError(f"{notebook.name} declares no `sharded` parameter (papermill could not parse its "
                                "parameters cell?), so it would compute again what the shards computed")
         nb_params = {k: v for k, v in given.items() if k in declared}
         log.write(f"{notebook.name} parameters: {json.dumps(nb_params)}\n")
-        print(f"== {notebook.stem}: running (log: {_shown(log_file)})", flush=True)
+        print(f"== {notebook.stem}: running (log: {shown(log_file)})", flush=True)
         update_run_json(run_dir, params, notebook.stem, None, "running")  # not "ok" from an earlier run if killed
         start = time.time()
         with _stderr_fd_to(log) as terminal:
@@ -260,7 +256,7 @@ def run_notebook(notebook: str | Path, run_dir: str | Path, params: dict, kernel
         cell = getattr(err, "exec_count", None)
         where = f" in cell [{cell}]" if cell is not None else ""
         raise RuntimeError(f"notebook {notebook.name} failed{where} after {seconds:.0f} s: {summary} "
-                           f"(partial executed notebook: {_shown(failed)}; log: {_shown(log_file)})")
+                           f"(partial executed notebook: {shown(failed)}; log: {shown(log_file)})")
     partial.replace(out)
     update_run_json(run_dir, params, notebook.stem, seconds, "ok", sharded_s)
     pre = f" (+ {sharded_s:.0f} s on several processes before it)" if sharded_s is not None else ""
@@ -302,7 +298,7 @@ def select_images(params_file: str | Path, run_dir: str | Path) -> None:
 
         for row in pd.read_csv(accuracy).itertuples():
             print(f"== {row.model}: top-1 {row.top1:.1%}, top-5 {row.top5:.1%} on {row.n_images} labelled images")
-    print(f"== images: {len(table)} -> {_shown(resolve(run_dir) / 'selection.csv')}", flush=True)
+    print(f"== images: {len(table)} -> {shown(resolve(run_dir) / 'selection.csv')}", flush=True)
 
 
 def print_summary(run_dir: str | Path) -> None:
@@ -315,7 +311,7 @@ def print_summary(run_dir: str | Path) -> None:
     for claim in collect_claims(run_dir):
         print(f"== claim {claim.number} ({claim.title}): {claim.verdict}{smoke}")
     html = run_dir / "04_report.html"
-    print(f"== report: {_shown(run_dir / 'REPORT.md')}" + (f" (HTML: {_shown(html)})" if html.is_file() else ""))
+    print(f"== report: {shown(run_dir / 'REPORT.md')}" + (f" (HTML: {shown(html)})" if html.is_file() else ""))
 
 
 # --- command line used by the Makefile ------------------------------------------------------
@@ -364,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             if not (out.is_file() and out.read_text() == text):
                 check_run_params(params)  # stop now, before anything is written, not an hour in
                 write_if_changed(out, text)
-                print(f"== run parameters -> {os.path.relpath(out, ROOT) if out.is_relative_to(ROOT) else out}")
+                print(f"== run parameters -> {shown(out)}")
         elif args.command == "select":
             select_images(args.params, args.run_dir)
         elif args.command == "notebook":
@@ -379,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
             print_summary(args.run_dir)
         elif args.command == "check":
             if not (resolve(args.run_dir) / "params.json").is_file():
-                print(f"no run at {_shown(resolve(args.run_dir))} yet: run make reproduce with the same parameters "
+                print(f"no run at {shown(resolve(args.run_dir))} yet: run make reproduce with the same parameters "
                       "first (make check compares a finished run with its reference)")
                 return 0
             ok, lines = check_run(args.run_dir, args.reference)

@@ -35,7 +35,7 @@ from statsmodels.stats.multitest import multipletests
 from . import claims, lineage
 from .intervals import FAILS, HOLDS
 from .params import RunParams
-from .paths import ROOT, resolve
+from .paths import resolve, shown
 
 DEFAULT_RTOL = 1e-4
 DEFAULT_ATOL = 1e-5
@@ -255,7 +255,7 @@ def check_run(run_dir: str | os.PathLike, reference: str | os.PathLike) -> tuple
     folder = find_reference(run_params, reference)
     if folder is None:
         known = sorted(p.parent.name for p in reference.glob("*/run.json"))
-        return True, [f"no reference for these parameters among the {len(known)} in {_shown(reference)}: comparison "
+        return True, [f"no reference for these parameters among the {len(known)} in {shown(reference)}: comparison "
                       "skipped (make reference saves a finished run as one)"]
     ref_params = _comparable(json.loads((folder / "run.json").read_text())["params"])
     if _comparable(run_params) != ref_params:
@@ -265,23 +265,19 @@ def check_run(run_dir: str | os.PathLike, reference: str | os.PathLike) -> tuple
     checks = check_tables(run_dir / "tables", folder / "tables")
     verdicts = check_verdicts(run_dir, folder)
     problems = [p for c in checks for p in c.problems] + verdicts
-    shown = _shown(folder)
+    where = shown(folder)
     n_stochastic = sum(c.stochastic for c in checks)
     if not problems:
-        header = (f"run {run_dir.name} matches the reference {shown}: {len(checks)} tables ({len(checks) - n_stochastic}"
+        header = (f"run {run_dir.name} matches the reference {where}: {len(checks)} tables ({len(checks) - n_stochastic}"
                   f" deterministic, {n_stochastic} stochastic; sign tests Holm-adjusted over the check at {ALPHA}), "
                   "every claim's verdict equal")
     else:
-        header = f"run {run_dir.name} differs from the reference {shown} in {len(problems)} places:"
+        header = f"run {run_dir.name} differs from the reference {where} in {len(problems)} places:"
     lines = [header]
     for c in checks:
         lines += [c.line(), *(f"          {p}" for p in c.problems)]
     lines += [f"  DIFF  {v}" for v in verdicts]
     return not problems, lines
-
-
-def _shown(path: Path) -> str:
-    return os.path.relpath(path, ROOT) if path.is_relative_to(ROOT) else str(path)
 
 
 def check_tables(run_tables: Path, ref_tables: Path) -> list[TableCheck]:
