@@ -202,17 +202,19 @@ ATTACK_METRICS = {"fooled": "fooling rate", "cam_cosine": "CAM cosine to clean",
 def _per_image_lines(long: pd.DataFrame, hue: str, e_values, fooled_bar: float | None, **kw):
     """Lines against ``e`` from per-image rows ``long`` (``model, e, metric, value`` and ``hue``; ``metric`` a key of
     :data:`ATTACK_METRICS`), one facet per metric and model: mean and, shaded, the seeded 95% bootstrap interval over
-    images, on a log width axis in ``[0, 1]``; ``fooled_bar`` dashed on the first column."""
+    images (error bars instead when there is one width: a band needs two points), on a log width axis in ``[0, 1]``;
+    ``fooled_bar`` dashed on the first column."""
+    one_width = long.e.nunique() == 1
     g = sns.relplot(data=long.assign(metric=long.metric.map(ATTACK_METRICS)), x="e", y="value", hue=hue, style=hue,
                     col="metric", row="model", kind="line", markers=True, dashes=False, errorbar=("ci", 95), seed=0,
-                    err_style="band", **kw)
+                    err_style="bars" if one_width else "band", **kw)
     for ax in g.axes.flat:
         plots.log_width_axis(ax, e_values)
         ax.set_ylim(-0.03, 1.03)
     if fooled_bar is not None:
         for ax in g.axes[:, 0]:
             ax.axhline(fooled_bar, ls="--", color="grey", lw=1)
-    g.set_ylabels("mean (shaded: 95% CI over images)")
+    g.set_ylabels(f"mean ({'bars' if one_width else 'shaded'}: 95% CI over images)")
     return g
 
 
@@ -344,8 +346,8 @@ def misalignment_baselines_figure(verdicts: pd.DataFrame, threshold: float):
         ax.set_ylim(0, 1)
         ax.set_title(f"{model}: centre cell")
     axes[0, 0].set_ylabel("ERF mass outside the IRF support")
-    axes[0, 0].legend(fontsize=8, loc="lower left", framealpha=0.9)
     fig.tight_layout()
+    axes[0, -1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)  # beside, not on, the bars
     return fig
 
 

@@ -100,9 +100,9 @@ class _Namer:
 def _optimizer_note(params) -> str:
     """`` (apgd)`` for an attack run with another optimiser than the reference's, else empty."""
     from .attack_result import NO_OPTIMIZER
-    from .optimizers import REFERENCE
+    from .optimizers import ORIGINAL
 
-    return "" if params.optimizer in (REFERENCE, NO_OPTIMIZER) else f" ({params.optimizer})"
+    return "" if params.optimizer in (ORIGINAL, NO_OPTIMIZER) else f" ({params.optimizer})"
 
 
 def attack_figure(result: AttackResult, index: int = 0, quantized: bool = True, mode: str = "bilinear"):
@@ -239,7 +239,8 @@ def attack_rows_figure(result: AttackResult, indices, quantized: bool = True, mo
         overlay(ax_row[4], ev.images[i], upsample(ev.cam[i], size, mode),
                 title=f"CAM of '{name(c)}'\ncos {cos:.2f} to the clean CAM")
         overlay(ax_row[5], ev.images[i], upsample(ev.cam_pred[i], size, mode),
-                title=f"CAM of the new class\n'{name(k)}'" if k != c else f"CAM of its class '{name(k)}'\n(label kept)")
+                title=f"CAM of the new class\n'{name(k)}'" if k != c
+                else f"not fooled: the class is kept,\nso this is the map on the left again")
     fig.colorbar(im, ax=axes[:, [1, 4, 5]].ravel().tolist(), shrink=0.5, label="CAM (min-max normalised)")
     what = "random frame" if p.mode == "random" else f"AMA, e = {p.e}, {p.mode}, {p.n_iter} passes{_optimizer_note(p)}"
     fig.suptitle(f"{p.model}: {what}, {'8-bit' if quantized else 'float'} images", fontsize=11)

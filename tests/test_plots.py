@@ -87,6 +87,52 @@ def test_attack_rows_figure_shows_the_new_class_cam_a_zoom_and_a_colourbar(tiny_
         np.testing.assert_allclose(cam, upsample(r.adv_q_cam_pred[i], (32, 32), "bilinear").numpy(), atol=1e-6)
 
 
+def test_attack_rows_figure_says_when_its_last_two_maps_are_one(tiny_model, images32):
+    """Not fooled (mode keep holds the class): the class's CAM is the clean class's, and the title says so."""
+    import ama
+
+    r = ama.marginal_attack(tiny_model, images32, e=1, n_iter=3, mode="keep", names=list("abcd"))
+    assert bool((r.adv_q_class == r.clean_class).all())
+    fig = plots.attack_rows_figure(r, [0], zoom=8)
+    assert fig.axes[5].get_title() == "not fooled: the class is kept,\nso this is the map on the left again"
+    np.testing.assert_array_equal(fig.axes[4].get_images()[1].get_array(), fig.axes[5].get_images()[1].get_array())
+
+
+def test_per_image_lines_draw_bars_for_one_width_and_a_band_for_several():
+    import pandas as pd
+    from matplotlib.collections import LineCollection, PolyCollection
+
+    from ama import figures
+
+    def drawn(widths):
+        long = pd.DataFrame([dict(model="m", image=i, e=e, metric="fooled", value=float((i + e) % 2), run="sign")
+                             for i in range(6) for e in widths])
+        g = figures._per_image_lines(long, "run", widths, None)
+        kinds = {k for c in g.axes.flat[0].collections for k in type(c).__mro__}
+        return kinds, g.axes.flat[0].get_ylabel()
+
+    kinds, label = drawn([1])
+    assert LineCollection in kinds and PolyCollection not in kinds and label.startswith("mean (bars:")
+    kinds, label = drawn([1, 2])
+    assert PolyCollection in kinds and label.startswith("mean (shaded:")
+
+
+def test_misalignment_baselines_legend_sits_beside_the_bars():
+    import pandas as pd
+
+    from ama import figures
+
+    verdicts = pd.DataFrame(dict(model="m", upsampling=["bilinear", "nearest"], erf_mass_outside_irf=[0.8, 0.9],
+                                 low=[0.7, 0.85], high=[0.85, 0.95], uniform_mass_outside_irf=[0.9, 0.95],
+                                 centred_gaussian_mass_outside_irf=[0.7, 0.9]))
+    fig = figures.misalignment_baselines_figure(verdicts, 0.5)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    legend, frame = ax.get_legend().get_window_extent(renderer), ax.get_window_extent(renderer)
+    assert legend.x0 >= frame.x1  # right of the axes: it covers no bar
+
+
 def test_example_images_include_failures():
     import pandas as pd
 
