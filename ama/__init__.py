@@ -4,26 +4,26 @@ Visual Explanations* (Pattern Recognition Letters 152, 275-282).
 Images live in ``[0, 1]`` pixel space; models normalise inside. Shapes: images ``(B, 3, H, W)``,
 CAMs ``(B, h, w)``, saliency maps ``(B, H, W)``.
 """
-from . import cam  # the module, callable as ama.cam(model, x): see ama.cam._CallableModule
-from .cam import compute_cam, normalize_maps, raw_cam
-from .cam_model import CAMModel, ModelError, predict, wrap_model
-from .data import ImageLoadError, load_image, load_images, sample_images, stage_samples
-from .models import WeightsNotFoundError, load_model
-from .upsampling import upsample
-
 __version__ = "0.1.0"
 
-# Names from the modules of the later kernels, imported on first use.
+# Everything is imported on first use (``import ama`` alone does not import torch), so that the pipeline's own
+# processes start in a fraction of a second; ``ama.cam`` is the module, callable as ama.cam(model, x)
+# (see ama.cam._CallableModule).
 _LAZY = {
+    "compute_cam": "cam", "normalize_maps": "cam", "raw_cam": "cam",
+    "CAMModel": "cam_model", "ModelError": "cam_model", "predict": "cam_model", "wrap_model": "cam_model",
+    "ImageLoadError": "data", "load_image": "data", "load_images": "data", "sample_images": "data",
+    "stage_samples": "data", "WeightsNotFoundError": "models", "load_model": "models", "upsample": "upsampling",
     "implicit_receptive_field": "receptive_field", "effective_receptive_field": "receptive_field",
     "theoretical_receptive_field": "receptive_field", "misalignment": "receptive_field",
     "marginal_attack": "attack", "AttackResult": "attack_result",
 }
 
 
-_SUBMODULES = ("attack", "attack_experiments", "attack_result", "claims", "experiments", "explorer", "faithfulness",
-               "geometry", "metrics", "occlusion", "optimizers", "params", "plots", "receptive_field", "reference",
-               "report", "results", "runs", "runstore", "shapes", "shards", "transfer", "upsampling")
+_SUBMODULES = ("attack", "attack_experiments", "attack_result", "cam", "cam_model", "claims", "data", "experiments",
+               "explorer", "faithfulness", "geometry", "metrics", "models", "occlusion", "optimizers", "params",
+               "plots", "receptive_field", "reference", "report", "results", "runs", "runstore", "shapes", "shards",
+               "transfer", "upsampling")
 
 
 def __getattr__(name):
@@ -35,8 +35,9 @@ def __getattr__(name):
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'ama' has no attribute {name!r}")
 
-__all__ = [
-    "CAMModel", "ImageLoadError", "ModelError", "WeightsNotFoundError", "cam", "compute_cam", "load_image",
-    "load_images", "load_model", "normalize_maps", "predict", "raw_cam", "sample_images",
-    "stage_samples", "upsample", "wrap_model", *_LAZY,
-]
+
+__all__ = ["cam", *_LAZY]
+
+
+def __dir__():
+    return sorted({*globals(), *_LAZY, *_SUBMODULES})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -244,6 +245,20 @@ def fold_batchnorm(model: "CAMModel") -> tuple["CAMModel", int]:
     return freeze(folded), n
 
 
+_FOLDED: "weakref.WeakKeyDictionary[CAMModel, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _folded(model: "CAMModel") -> tuple["CAMModel", int]:
+    """:func:`fold_batchnorm` of ``model``, remembered (weakly) until a parameter moves or is modified in place."""
+    params = list(model.parameters())
+    key = (tuple(str(p.device) for p in params[:1]), tuple(p._version for p in params), len(params))
+    cached = _FOLDED.get(model)
+    if cached is None or cached[0] != key:
+        cached = (key, *fold_batchnorm(model))
+        _FOLDED[model] = cached
+    return cached[1], cached[2]
+
+
 FOLD_TOLERANCE = 1e-3  # folded logits within this x max |logit| of the model's, or the model itself is used
 
 
@@ -267,8 +282,9 @@ def attack_network(model: CAMModel, x: torch.Tensor, logits: torch.Tensor) -> CA
     """The network an attack's passes run on: ``model`` with BatchNorm folded (:func:`fold_batchnorm`) when it has
     any and the copy's logits on the clean images ``x`` agree with ``logits`` (the model's own) within
     :data:`FOLD_TOLERANCE`, both in IEEE fp32 (:func:`ieee_fp32`; on CUDA the model's are computed again for that);
-    else ``model``, with a warning."""
-    folded, n = fold_batchnorm(model)
+    else ``model``, with a warning. The folded copy is made once per model and kept while its parameters are
+    unchanged (same device, no in-place update): an attack call no longer pays a deep copy."""
+    folded, n = _folded(model)
     if n == 0:
         return model
     with torch.no_grad(), folded.unchecked_inputs(), ieee_fp32():

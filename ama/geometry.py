@@ -5,17 +5,27 @@ row-major: cell ``k`` of an ``h x w`` grid is ``(k // w, k % w)``.
 
 The frame-width rule lives here (:func:`check_frame_width`); :mod:`ama.params` reads it before the kit's
 environment exists (``python3 ama/params.py`` from the Makefile), so this module needs only the standard
-library to import; torch is needed only by the functions that build tensors.
+library to import; torch is imported by the first function that builds a tensor.
 """
 from __future__ import annotations
 
 import math
 import numbers
 
-try:
-    import torch
-except ModuleNotFoundError:  # python3 ama/params.py before .venv exists needs check_frame_width only
-    torch = None
+
+
+class _Torch:
+    """torch, imported on first use: :mod:`ama.params` (and so every pipeline process, and ``python3 ama/params.py``
+    before ``.venv`` exists) reads the frame-width rule without importing torch (seconds)."""
+
+    def __getattr__(self, name):
+        import torch as module
+
+        globals()["torch"] = module
+        return getattr(module, name)
+
+
+torch = _Torch()
 
 CELL_KINDS = ("corner", "edge", "interior", "centre")  # the order tables and figures show cell kinds in
 

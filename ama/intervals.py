@@ -51,9 +51,20 @@ def bootstrap(values, statistic: Callable = np.mean, level: float = LEVEL, n_res
         return math.nan, math.nan
     if len(v) == 1 or np.all(v == v[0]):
         return float(statistic(v)), float(statistic(v))
+    # a statistic with an ``axis`` (np.mean, np.median) is given all resamples at once: the same resamples and interval
+    # as one call per resample, 10-200x sooner
     res = scipy_bootstrap((v,), statistic, confidence_level=level, n_resamples=n_resamples, method="percentile",
-                          random_state=np.random.default_rng(seed), vectorized=False)
+                          random_state=np.random.default_rng(seed), vectorized=_takes_axis(statistic))
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def _takes_axis(statistic: Callable) -> bool:
+    import inspect
+
+    try:
+        return "axis" in inspect.signature(statistic).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def verdict(interval: tuple[float, float], threshold: float, above: bool = True) -> str:

@@ -301,6 +301,25 @@ def test_fold_batchnorm_is_the_same_function_and_leaves_the_model_alone():
     assert not any(p.requires_grad for p in folded.parameters()) and not folded.training
 
 
+def test_attack_network_folds_once_and_again_after_an_in_place_change():
+    from conftest import make_bn_model
+    from ama.cam_model import attack_network
+
+    model = make_bn_model()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits = model(x)
+    first = attack_network(model, x, logits)
+    assert first is not model and attack_network(model, x, logits) is first  # no second deep copy
+    with torch.no_grad():
+        next(model.parameters()).mul_(2.0)  # a checkpoint loaded in place: the old copy is not this model any more
+        logits = model(x)
+    again = attack_network(model, x, logits)
+    assert again is not first
+    with torch.no_grad():
+        assert torch.allclose(again(x), logits, rtol=1e-5, atol=1e-5)
+
+
 def test_fold_batchnorm_on_lite0_folds_every_batchnorm(lite0, samples):
     from ama.cam_model import fold_batchnorm
 

@@ -37,6 +37,14 @@ def test_bootstrap_is_seeded_and_resamples_the_values():
     assert lo in v and hi in v  # a median of resamples of 5 values is one of them
 
 
+def test_bootstrap_gives_a_vectorisable_statistic_all_resamples_at_once_with_the_same_interval():
+    v = np.random.default_rng(1).normal(size=40)
+    for statistic in (np.mean, np.median):
+        one_by_one = intervals.bootstrap(v, lambda s: statistic(s))  # no axis: one call per resample
+        assert intervals._takes_axis(statistic) and not intervals._takes_axis(lambda s: statistic(s))
+        assert intervals.bootstrap(v, statistic) == one_by_one
+
+
 @pytest.mark.parametrize("interval, above, expected", [
     ((0.6, 0.9), True, "holds"), ((0.1, 0.4), True, "does not hold"), ((0.4, 0.6), True, "inconclusive"),
     ((0.1, 0.4), False, "holds"), ((0.6, 0.9), False, "does not hold"), ((np.nan, np.nan), True, "inconclusive")])
