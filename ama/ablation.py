@@ -23,9 +23,9 @@ from .attack import marginal_attack
 from .attack_result import AttackParams
 from .cam_model import CAMModel
 from .intervals import Estimate
-from .params import RunParams
+from .params import E, LAMB, N_ITER, SEED, RunParams
 
-ADVERSARIAL_OPTIMIZERS = (optimizers.REFERENCE, optimizers.STRONGEST)  # at every e, their images kept (notebook 05)
+ADVERSARIAL_OPTIMIZERS = (optimizers.ORIGINAL, optimizers.STRONGEST)  # at every e, their images kept (notebook 05)
 INGREDIENTS = ("select", "restarts", "cam_loss", "label_loss")
 _TOGGLE = {"select": {"best": "last", "last": "best"}, "cam_loss": {"normalized": "raw", "raw": "normalized"},
            "label_loss": {"ce": "margin", "margin": "ce"}}
@@ -65,25 +65,24 @@ def ablation_plan(params: RunParams) -> dict:
     the run's ``n_iter``. ``"full"``: besides, every optimiser at ``e`` in :data:`ABLATION_E`, the budget curve
     (``n_iter / 4`` too) there and keep mode at the smallest ``e`` for :data:`ABLATION_KEEP`; no per-ingredient grid
     (time). FAST: the smallest ``e``, the FAST passes, every optimiser and each ingredient switched once."""
-    p = params.fast_variant()
-    low = min(p.e)
+    low = min(params.e)
     common = dict(optimizer_names=list(optimizers.NAMES), keep_e=[low], keep_optimizers=list(ABLATION_KEEP),
-                  lamb=p.lamb, seed=p.seed)
-    if p.fast:
-        return dict(e=[low], budgets=[p.n_iter], variant_e=[low], budget_e=[low], **common)
-    if p.ablation == "strongest":
-        return dict(e=list(p.e), budgets=[p.n_iter], variant_e=[], budget_e=[], **{
+                  lamb=params.lamb, seed=params.seed)
+    if params.fast:
+        return dict(e=[low], budgets=[params.n_iter], variant_e=[low], budget_e=[low], **common)
+    if params.ablation == "strongest":
+        return dict(e=list(params.e), budgets=[params.n_iter], variant_e=[], budget_e=[], **{
             **common, "optimizer_names": list(ADVERSARIAL_OPTIMIZERS), "keep_e": []})
-    budgets = sorted({max(1, p.n_iter // ABLATION_BUDGET_SHARE), p.n_iter})
-    few = [v for v in ABLATION_E if v in p.e] or [low]
+    budgets = sorted({max(1, params.n_iter // ABLATION_BUDGET_SHARE), params.n_iter})
+    few = [v for v in ABLATION_E if v in params.e] or [low]
     narrow = {o: few for o in optimizers.NAMES if o not in ADVERSARIAL_OPTIMIZERS}
-    return dict(e=list(p.e), budgets=budgets, variant_e=[], budget_e=few, optimizer_e=narrow, **common)
+    return dict(e=list(params.e), budgets=budgets, variant_e=[], budget_e=few, optimizer_e=narrow, **common)
 
 
-def run_ablation(model: CAMModel, x: torch.Tensor, names: Sequence[str], e=(1, 2, 4, 8), budgets=(10, 30, 100),
+def run_ablation(model: CAMModel, x: torch.Tensor, names: Sequence[str], e=E, budgets=(10, 30, N_ITER),
                  optimizer_names=optimizers.NAMES, ingredients=INGREDIENTS, variant_e=None, budget_e=None,
                  optimizer_e=None, keep_e=(), keep_optimizers=None, lamb: float | None = None, mode: str = "flip",
-                 seed: int = 0, results: dict | None = None, progress: bool = True) -> pd.DataFrame:
+                 seed: int = SEED, results: dict | None = None, progress: bool = True) -> pd.DataFrame:
     """Every optimiser's default at the largest budget and every ``e`` (``optimizer_e``: ``{optimizer: [e, ...]}``
     narrows it per optimiser), at every budget (``n_iter`` in ``budgets``, passes per image) at each ``e`` of
     ``budget_e`` (default: every ``e``), each ingredient switched (:func:`ingredient_variants`) at the largest budget
@@ -166,7 +165,7 @@ def study_settings(variant: str) -> dict:
     """The :func:`ama.optimizers.settings` of one variant of :data:`INGREDIENT_STUDY`."""
     if variant not in INGREDIENT_STUDY:
         raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(INGREDIENT_STUDY)}")
-    return optimizers.settings(**{"optimizer": optimizers.REFERENCE, **INGREDIENT_STUDY[variant]})
+    return optimizers.settings(**{"optimizer": optimizers.ORIGINAL, **INGREDIENT_STUDY[variant]})
 
 
 def study_halves(reported: Sequence[str], k: int) -> dict[str, str]:
@@ -181,8 +180,7 @@ def study_halves(reported: Sequence[str], k: int) -> dict[str, str]:
 def ingredient_plan(params: RunParams) -> dict:
     """The study's attacks (keyword arguments of :func:`run_ingredients`): the smallest ``e``, the run's ``n_iter``,
     ``lamb`` and its ``n_seeds`` seeds from ``seed`` on (FAST: its passes)."""
-    p = params.fast_variant()
-    return dict(e=min(p.e), n_iter=p.n_iter, lamb=p.lamb, seeds=[p.seed + k for k in range(p.n_seeds)])
+    return dict(e=min(params.e), n_iter=params.n_iter, lamb=params.lamb, seeds=[params.seed + k for k in range(params.n_seeds)])
 
 
 def run_key(params) -> tuple:
@@ -193,7 +191,7 @@ def run_key(params) -> tuple:
 
 
 def run_ingredients(model: CAMModel, x: torch.Tensor, names: Sequence[str], halves: dict[str, str], e: int = 1,
-                    n_iter: int = 100, lamb: float = 100.0, seeds: Sequence[int] = (0,), made=(),
+                    n_iter: int = N_ITER, lamb: float = LAMB, seeds: Sequence[int] = (SEED,), made=(),
                     progress: bool = True) -> pd.DataFrame:
     """Every variant of :data:`INGREDIENT_STUDY` on the images of ``x`` ``(B, 3, H, W)`` that ``halves``
     (:func:`study_halves`) names, on the reported half at every seed and on the tuning half at the first (choosing
@@ -299,7 +297,7 @@ CAPACITY_BUDGETS = (100, 1000)  # the run's budget and ten times it
 
 
 def capacity_study(model: CAMModel, x: torch.Tensor, names: Sequence[str], e=(1, 2), budgets=CAPACITY_BUDGETS,
-                   optimizer: str = optimizers.STRONGEST, lamb: float = 100.0, seed: int = 0,
+                   optimizer: str = optimizers.STRONGEST, lamb: float = LAMB, seed: int = SEED,
                    progress: bool = True) -> pd.DataFrame:
     """Is the frame limited by its capacity or by the optimiser's budget? ``optimizer``'s defaults at every ``e`` and
     every budget (``n_iter``, passes per image) on the images ``x`` ``(B, 3, H, W)``: the 8-bit rows of

@@ -229,7 +229,7 @@ class _History:
 # --- the entry points ------------------------------------------------------------------------------
 def marginal_attack(model: CAMModel, x: torch.Tensor, e: int = 1, n_iter: int = N_ITER, lamb: float = LAMB,
                     mode: str = "flip", target_map=None, mask=None, seed: int = SEED, return_history: bool = False,
-                    names: Sequence[str] | None = None, optimizer: str = optimizers.REFERENCE,
+                    names: Sequence[str] | None = None, optimizer: str = optimizers.ORIGINAL,
                     restarts: int | None = None, cam_loss: str | None = None, label_loss: str | None = None,
                     select: str | None = None, fold_bn: bool = True) -> AttackResult:
     """Attack the images ``x`` ``(B, 3, H, W)`` in ``[0, 1]`` by changing only the mask's pixels (default: the

@@ -24,12 +24,12 @@ from .attack import attack_batch, marginal_attack, random_frame
 from .attack_result import AttackResult
 from .cam_model import CAMModel
 from .metrics import history_table, summary_table
-from .params import PAPER_N_ITER, RunParams
+from .params import E, PAPER_N_ITER, SEED, RunParams
 from .protocol import run_names
 from .paths import resolve
 from .results import image_major, save_png
 
-REFERENCE, STRONGEST = optimizers.REFERENCE, optimizers.STRONGEST
+ORIGINAL, STRONGEST = optimizers.ORIGINAL, optimizers.STRONGEST
 
 
 # --- the paper's grid ------------------------------------------------------------------------------
@@ -46,17 +46,16 @@ def grid_plan(params: RunParams) -> dict:
     every ``e`` and the run's ``n_iter``, and at ``n_iter`` :data:`~ama.params.PAPER_N_ITER` at the widths of
     :data:`SEED_E` (time); ``keep`` at the smallest ``e`` and the run's ``n_iter`` only. ``"slim"``: flip at every
     ``e`` and the run's ``n_iter`` only. The random-frame baseline at every ``e``. FAST: the run's ``n_iter`` only."""
-    p = params.fast_variant()
-    n_iters = sorted({p.n_iter} if p.fast or p.grid == "slim" else {PAPER_N_ITER, p.n_iter})
-    modes = ("flip",) if p.grid == "slim" else ("flip", "keep")
-    headline = headline_widths(p)
-    return dict(e=list(p.e), n_iters=n_iters, modes=modes, lamb=p.lamb, seed=p.seed,
-                mode_n_iters={"keep": [p.n_iter]}, mode_e={"keep": [min(p.e)]},
-                n_iter_e={PAPER_N_ITER: headline} if PAPER_N_ITER != p.n_iter else {})
+    n_iters = sorted({params.n_iter} if params.fast or params.grid == "slim" else {PAPER_N_ITER, params.n_iter})
+    modes = ("flip",) if params.grid == "slim" else ("flip", "keep")
+    headline = headline_widths(params)
+    return dict(e=list(params.e), n_iters=n_iters, modes=modes, lamb=params.lamb, seed=params.seed,
+                mode_n_iters={"keep": [params.n_iter]}, mode_e={"keep": [min(params.e)]},
+                n_iter_e={PAPER_N_ITER: headline} if PAPER_N_ITER != params.n_iter else {})
 
 
-def run_grid(model: CAMModel, x: torch.Tensor, names: Sequence[str], e=(1, 2, 4, 8), n_iters=(PAPER_N_ITER,),
-             modes=("flip", "keep"), lamb: float | None = None, seed: int = 0, mode_n_iters: dict | None = None,
+def run_grid(model: CAMModel, x: torch.Tensor, names: Sequence[str], e=E, n_iters=(PAPER_N_ITER,),
+             modes=("flip", "keep"), lamb: float | None = None, seed: int = SEED, mode_n_iters: dict | None = None,
              mode_e: dict | None = None, n_iter_e: dict | None = None, history: bool = True, progress: bool = True):
     """Attack the batch ``x`` for every ``e`` x ``n_iter`` x ``mode`` and add the random-frame baseline per ``e``.
 
@@ -95,11 +94,10 @@ def seed_plan(params: RunParams) -> list[tuple[str, int, int]]:
     """``(optimizer, e, seed)`` of the seed study: the reference optimiser at each ``e`` of :data:`SEED_E` in the run
     (else the smallest; ``grid="slim"``: the smallest only, time), with the run's seed and the next ``n_seeds - 1``
     (none when ``n_seeds`` is 1)."""
-    p = params.fast_variant()
-    if p.n_seeds < 2:
+    if params.n_seeds < 2:
         return []
-    widths = [min(p.e)] if p.grid == "slim" else headline_widths(p)
-    return [(REFERENCE, e, p.seed + k) for e in widths for k in range(p.n_seeds)]
+    widths = [min(params.e)] if params.grid == "slim" else headline_widths(params)
+    return [(ORIGINAL, e, params.seed + k) for e in widths for k in range(params.n_seeds)]
 
 
 def run_seeds(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: RunParams, results: dict,
@@ -109,13 +107,12 @@ def run_seeds(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: Ru
     :class:`AttackResult` appended to ``made``)."""
     from tqdm import tqdm
 
-    p = params.fast_variant()
     frames = []
     for optimizer, e, seed in tqdm(seed_plan(params), desc=f"seeds {model.name}", mininterval=30,
                                    disable=not progress):
-        key = (optimizer, "default", e, p.n_iter, "flip")
-        r = results[key] if seed == p.seed and key in results else marginal_attack(
-            model, x, e=e, n_iter=p.n_iter, lamb=p.lamb, seed=seed, names=names, optimizer=optimizer)
+        key = (optimizer, "default", e, params.n_iter, "flip")
+        r = results[key] if seed == params.seed and key in results else marginal_attack(
+            model, x, e=e, n_iter=params.n_iter, lamb=params.lamb, seed=seed, names=names, optimizer=optimizer)
         if made is not None:
             made.append(r)
         frames.append(r.metrics)
@@ -150,7 +147,7 @@ def attack_grid(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: 
     attack their few images again)."""
     size = attack_batch(x.device)
     cut = [slice(k, k + size) for k in range(0, len(x), size)]
-    halves = study_halves(run_names(params, out_dir, names), params.fast_variant().ablation_images)
+    halves = study_halves(run_names(params, out_dir, names), params.ablation_images)
     parts = [_attack_batch(model, x[c], list(names[c]), params, out_dir, progress,
                            None if labels is None else labels[c], halves) for c in cut]
     present = dict.fromkeys(name for t, _ in parts for name in t)  # the ingredient study's images are in few batches
@@ -161,7 +158,7 @@ def attack_grid(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: 
 def _attack_batch(model, x, names, params, out_dir, progress, labels, halves) -> tuple[dict[str, pd.DataFrame], dict]:
     results, table = run_grid(model, x, names, **grid_plan(params), progress=progress)
     history = history_table({k: v for k, v in results.items() if k[0] == "attack"})
-    shared = {(REFERENCE, "default", e, it, mode): r for (setting, e, it, mode), r in results.items()
+    shared = {(ORIGINAL, "default", e, it, mode): r for (setting, e, it, mode), r in results.items()
               if setting == "attack"}
     abl = run_ablation(model, x, names, **ablation_plan(params), results=shared, progress=progress)
     results.update(shared)
@@ -274,7 +271,7 @@ def adversarial_dir(out_dir, model: str, optimizer: str, e: int, n_iter: int) ->
 def save_adversarial(results: dict, params: RunParams, out_dir) -> None:
     """Save the 8-bit adversarial images (lossless PNGs, exactly ``adv_q``) of each optimiser of
     :data:`ADVERSARIAL_OPTIMIZERS` at every ``e`` (flip, defaults, the run's ``n_iter``)."""
-    n_iter = params.fast_variant().n_iter
+    n_iter = params.n_iter
     for key, r in results.items():
         if len(key) == 5 and key[0] in ADVERSARIAL_OPTIMIZERS and key[1] == "default" and key[3:] == (n_iter, "flip"):
             folder = adversarial_dir(out_dir, r.params.model, key[0], key[2], n_iter)
@@ -294,18 +291,17 @@ def adversarial_result(model: CAMModel, x: torch.Tensor, names: Sequence[str], p
     from .attack import evaluate_images
     from .data import load_image
 
-    p = params.fast_variant()
-    folder = adversarial_dir(out_dir, model.name, optimizer, e, p.n_iter) if out_dir is not None else None
+    folder = adversarial_dir(out_dir, model.name, optimizer, e, params.n_iter) if out_dir is not None else None
     paths = [folder / f"{name}.png" for name in names] if folder is not None else []
     if paths and all(path.is_file() for path in paths):
         adv = torch.cat([load_image(path, transform=to_tensor) for path in paths])
         try:
             return evaluate_images(model, x, adv, e=e, names=names,
-                                   params=dict(n_iter=p.n_iter, lamb=p.lamb, seed=p.seed,
+                                   params=dict(n_iter=params.n_iter, lamb=params.lamb, seed=params.seed,
                                                **optimizers.settings(optimizer)))
         except ValueError as err:
             warnings.warn(f"{folder}: {err}; attacking again")
-    return marginal_attack(model, x, e=e, n_iter=p.n_iter, lamb=p.lamb, seed=p.seed, names=names, optimizer=optimizer)
+    return marginal_attack(model, x, e=e, n_iter=params.n_iter, lamb=params.lamb, seed=params.seed, names=names, optimizer=optimizer)
 
 
 # --- the figures' attacks: of the run, or recomputed for the shown images -------------------------------
@@ -327,13 +323,12 @@ def attack_examples(model: CAMModel, data, params: RunParams, table: pd.DataFram
     """``({e: AttackResult}, indices)`` of the reference attack (flip, the run's ``n_iter``) at each ``e`` of ``widths``
     (default: the run's) for the images of :func:`example_images`; ``indices`` index the results' batch. ``results``:
     the run's own (reused), else the shown images are attacked again (a sharded run keeps no tensors)."""
-    p = params.fast_variant()
-    widths = list(p.e) if widths is None else list(widths)
-    shown = example_images(table, model.name, data.names, min(p.e), p.n_iter, k)
+    widths = list(params.e) if widths is None else list(widths)
+    shown = example_images(table, model.name, data.names, min(params.e), params.n_iter, k)
     if results is not None:
-        return {e: results[("attack", e, p.n_iter, "flip")] for e in widths}, shown
+        return {e: results[("attack", e, params.n_iter, "flip")] for e in widths}, shown
     x, names = data.images[shown], [data.names[i] for i in shown]
-    return {e: marginal_attack(model, x, e=e, n_iter=p.n_iter, lamb=p.lamb, seed=p.seed, names=names)
+    return {e: marginal_attack(model, x, e=e, n_iter=params.n_iter, lamb=params.lamb, seed=params.seed, names=names)
             for e in widths}, list(range(len(shown)))
 
 
@@ -344,7 +339,7 @@ def example_figures(runs: dict, params: RunParams, table: pd.DataFrame, results_
     from .plots import attack_rows_figure
 
     figs = []
-    e = min(params.fast_variant().e)
+    e = min(params.e)
     for name, (model, data) in runs.items():
         results = results_by_model.get(name) if results_by_model else None
         by_e, shown = attack_examples(model, data, params, table, results, k, widths=[e])
@@ -383,8 +378,7 @@ def targeted(model: CAMModel, data, params: RunParams) -> tuple[pd.DataFrame, At
     from .cam import cam
     from .metrics import cosine
 
-    p = params.fast_variant()
-    e = TARGETED_E if TARGETED_E in p.e else min(p.e)
+    e = TARGETED_E if TARGETED_E in params.e else min(params.e)
     x, names = data.images[:len(TARGETS)], list(data.names[:len(TARGETS)])
     with torch.no_grad():
         cams = cam(model, x.to(model.device)).cpu()
@@ -392,10 +386,10 @@ def targeted(model: CAMModel, data, params: RunParams) -> tuple[pd.DataFrame, At
     target_maps = torch.stack([makers[k](k) for k in range(len(names))])
     frames, reference = [], None
     for optimizer in ADVERSARIAL_OPTIMIZERS:
-        r = marginal_attack(model, x, e=e, n_iter=p.n_iter, lamb=p.lamb, target_map=target_maps, seed=p.seed,
+        r = marginal_attack(model, x, e=e, n_iter=params.n_iter, lamb=params.lamb, target_map=target_maps, seed=params.seed,
                             names=names, optimizer=optimizer)
         per_image = pd.DataFrame(dict(image=names, target=list(TARGETS[:len(names)]),
                                       clean_target_cosine=cosine(r.clean_cam, r.target_map).numpy()))
         frames.append(r.metrics.merge(per_image, on="image", how="left", sort=False))
-        reference = r if optimizer == REFERENCE else reference
+        reference = r if optimizer == ORIGINAL else reference
     return pd.concat(frames, ignore_index=True), reference

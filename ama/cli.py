@@ -29,8 +29,9 @@ import sys
 from pathlib import Path
 
 from ama import optimizers
-from ama.attack import MODES
+from ama.attack import ATTACK_BATCH, MODES
 from ama.params import RunParams
+from ama.paths import CLI_RESULTS_DIR, atomic_write
 from ama.runstore import TABLE_NAME as CSV_NAME
 from ama.upsampling import INTERPOLATIONS
 
@@ -100,13 +101,15 @@ def _add_attack(sub) -> argparse.ArgumentParser:
     p.add_argument("--target", default=None,
                    help="targeted CAM: disc, square, ring, text:X, flip, flipud, invert, or an image file (its CAM)")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed, help=f"seed of the starting noise (default {DEFAULTS.seed})")
-    p.add_argument("--optimizer", default=optimizers.REFERENCE, choices=optimizers.NAMES,
+    p.add_argument("--optimizer", default=optimizers.ORIGINAL, choices=optimizers.NAMES,
                    help="sign: the reference's signed steps (default); apgd, adam: stronger at the same budget")
     p.add_argument("--restarts", type=int, default=None,
                    help="restarts within the budget of --n_iter passes (default: the optimizer's, 0)")
-    p.add_argument("--out", default=".", help="output folder (default: the current folder)")
-    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=8,
-                   help="images per attack call in folder mode (default 8)")
+    p.add_argument("--out", default=str(CLI_RESULTS_DIR / "attack"),
+                   help="output folder (default: results/cli/attack/ in the kit's folder)")
+    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=None,
+                   help="images per attack call in folder mode (default: the kit's for the device, "
+                        + ", ".join(f"{n} on {d}" for d, n in ATTACK_BATCH.items()) + ")")
     p.add_argument("--n-images", "--n_images", dest="n_images", type=int, default=None,
                    help="folder mode: a seeded subset of this many images")
     return p
@@ -117,7 +120,8 @@ def _add_cam(sub) -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--image", required=True, help="one image file")
     p.add_argument("--upsample", default=INTERPOLATIONS[0], choices=INTERPOLATIONS)
-    p.add_argument("--out", default=".", help="output folder (default: the current folder)")
+    p.add_argument("--out", default=str(CLI_RESULTS_DIR / "cam"),
+                   help="output folder (default: results/cli/cam/ in the kit's folder)")
     return p
 
 
@@ -147,7 +151,7 @@ def _check_attack_args(args) -> None:
         RunParams(models=(args.model_name,), e=tuple(args.e), n_iter=args.n_iter, lamb=args.lamb, seed=args.seed)
     except ParamsError as err:
         raise CLIError(str(err)) from None
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise CLIError(f"--batch-size must be positive, got {args.batch_size}")
     if len(set(args.e)) != len(args.e):
         raise CLIError(f"--e lists a value twice: {args.e}")
@@ -176,7 +180,7 @@ def output_stem(image: str, e: int, args) -> str:
         stem += f"_lamb{args.lamb:g}"
     if args.mode != DEFAULT_MODE:
         stem += f"_{args.mode}"
-    if args.optimizer != optimizers.REFERENCE:
+    if args.optimizer != optimizers.ORIGINAL:
         stem += f"_{args.optimizer}"
     if args.restarts:
         stem += f"_restarts{args.restarts}"
@@ -244,9 +248,7 @@ def _attack_one(args, model) -> int:
         df = _rows(r, args)
         info = dict(image=str(path), params={**r.params.to_dict(), "target": args.target}, figure=f"{stem}.png",
                     adversarial_image=f"{stem}_adv.png", metrics=json.loads(df.to_json(orient="records")))
-        tmp = out / f"{stem}.json.tmp"
-        tmp.write_text(json.dumps(info, indent=2) + "\n")
-        tmp.replace(out / f"{stem}.json")
+        atomic_write(out / f"{stem}.json", json.dumps(info, indent=2) + "\n")
         q = df[df.quantized].iloc[0]
         print(f"{path.name} e={e}: {q.clean_name} ({q.clean_conf:.1%}) -> {q.adv_name} ({q.adv_conf:.1%}), "
               f"CAM cosine {q.cam_cosine:.3f} (8-bit); wrote {out / stem}.png/.json, {stem}_adv.png")
@@ -302,14 +304,15 @@ def _folder_loop(args, model, part, mine, settings, done, skipped) -> None:
     from ama.data import load_records
     from ama.runstore import setting_key
 
+    batch_size = args.batch_size or ama.attack.attack_batch(model.device)
     todo = {s["e"]: [(k, rec) for k, rec in mine if setting_key(k, s, True) not in done] for s in settings}
     total = len(mine) * len(settings)
     with tqdm(total=total, initial=total - sum(map(len, todo.values())), desc="attack", unit="img",
               mininterval=5, file=sys.stderr) as bar:
         for setting in settings:
             e, items = setting["e"], todo[setting["e"]]
-            for start in range(0, len(items), args.batch_size):
-                chunk = items[start:start + args.batch_size]
+            for start in range(0, len(items), batch_size):
+                chunk = items[start:start + batch_size]
                 batch = load_records([rec for _, rec in chunk], model)
                 loaded = {Path(p) for p in batch.paths}
                 reasons = dict(batch.skipped)

@@ -8,6 +8,7 @@ reported (``LoadedImages.skipped``), never fatal to the rest.
 from __future__ import annotations
 
 import csv
+import io
 import hashlib
 import importlib
 import importlib.metadata
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from .paths import SAMPLES_DIR, resolve
+from .paths import SAMPLES_DIR, atomic_write, resolve
 
 log = logging.getLogger("ama")
 
@@ -91,23 +92,18 @@ def stage_samples(dest: str | Path = SAMPLES_DIR, force: bool = False) -> Path:
         target = dest / f"{sample.name}{src.suffix.lower()}"
         digest = sha256(src)
         if force or not target.is_file() or sha256(target) != digest:
-            tmp = target.with_suffix(target.suffix + ".tmp")
-            shutil.copyfile(src, tmp)
-            tmp.replace(target)
+            atomic_write(target, write=lambda tmp: shutil.copyfile(src, tmp))
         with Image.open(target) as im:
             mode, (width, height) = im.mode, im.size
         rows.append(dict(name=sample.name, file=target.name, source_package=sample.package,
                          source_version=importlib.metadata.version(sample.package),
                          original_path=f"{sample.module}/{sample.relpath}", sha256=digest,
                          mode=mode, width=width, height=height))
-    manifest = dest / "manifest.csv"
-    tmp = manifest.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(manifest)
-    return manifest
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=MANIFEST_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write(dest / "manifest.csv", text.getvalue())
 
 
 # --- one image ------------------------------------------------------------------------------

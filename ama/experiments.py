@@ -52,14 +52,13 @@ def occlusion(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: Ru
     """Tables ``occlusion_keep_irf``, ``occlusion_occlude_irf`` (image x fill x cell), ``occlusion_margin``
     (image x e x fill), ``occlusion_margin_cells`` (image x e x fill x cell), ``occlusion_sliding_patch``
     (image x patch position) for images ``x`` ``(B, 3, H, W)`` in ``[0, 1]``."""
-    p = params.fast_variant()
-    fills = list(occ.FILLS)[:FAST_N_FILLS if p.fast else None]
-    cells = occlusion_cells(model.feature_size(tuple(x.shape[-2:])), p.fast)
-    keep = occ.keep_irf(model, x, names, fills=fills, cells=cells, seed=p.seed)
-    occlude = occ.occlude_irf(model, x, names, fills=fills, cells=cells, seed=p.seed)
-    margin, margin_cells = occ.margin_experiment(model, x, names, e=p.e, fills=fills, seed=p.seed)
-    stride = FAST_SLIDING_STRIDE if p.fast else occ.SLIDING_PATCH
-    slides = occ.sliding_patch(model, x, names, stride=stride, fill=fills[0], seed=p.seed)
+    fills = list(occ.FILLS)[:FAST_N_FILLS if params.fast else None]
+    cells = occlusion_cells(model.feature_size(tuple(x.shape[-2:])), params.fast)
+    keep = occ.keep_irf(model, x, names, fills=fills, cells=cells, seed=params.seed)
+    occlude = occ.occlude_irf(model, x, names, fills=fills, cells=cells, seed=params.seed)
+    margin, margin_cells = occ.margin_experiment(model, x, names, e=params.e, fills=fills, seed=params.seed)
+    stride = FAST_SLIDING_STRIDE if params.fast else occ.SLIDING_PATCH
+    slides = occ.sliding_patch(model, x, names, stride=stride, fill=fills[0], seed=params.seed)
     return image_major(dict(occlusion_keep_irf=keep, occlusion_occlude_irf=occlude, occlusion_margin=margin,
                             occlusion_margin_cells=margin_cells, occlusion_sliding_patch=slides), names), None
 
@@ -97,11 +96,10 @@ def receptive_fields(model: CAMModel, x: torch.Tensor, names: Sequence[str], par
     ``misalignment_upsampling_cells`` (image x upsampling of :data:`MISALIGNMENT_UPSAMPLINGS` x cell) and
     ``receptive_field_image_sizes`` (per image: theoretical RF, centre cell's IRF width, the side holding
     :data:`ERF_EXTENT_SHARE` of its ERF); extras: the ERF maps ``(B, h*w, H, W)``."""
-    p = params.fast_variant()
     erf = rf.effective_receptive_field(model, x)
     ranks = rf.erf_ranks(erf)  # the ERF's pixel order, shared by every IRF below
-    table = rf.misalignment_table(model, x, names, e=p.e, erf=erf, ranks=ranks)
-    ups = pd.concat([rf.misalignment_table(model, x, names, e=p.e[:1], mode=mode, align_corners=corners, erf=erf,
+    table = rf.misalignment_table(model, x, names, e=params.e, erf=erf, ranks=ranks)
+    ups = pd.concat([rf.misalignment_table(model, x, names, e=params.e[:1], mode=mode, align_corners=corners, erf=erf,
                                            ranks=ranks) for mode, corners in MISALIGNMENT_UPSAMPLINGS],
                     ignore_index=True)
     ups = ups[["image", "model", "upsampling", "cell", "cell_kind", "erf_mass_outside_irf", "uniform_mass_outside_irf",
@@ -157,21 +155,20 @@ def beyond(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: RunPa
 
     from .protocol import evenly, run_names
 
-    p = params.fast_variant()
     reported = run_names(params, out_dir, names)
-    if p.beyond_images:  # notebook 05 on a spread subset of the run's images
-        keep = set(evenly(reported, p.beyond_images))
+    if params.beyond_images:  # notebook 05 on a spread subset of the run's images
+        keep = set(evenly(reported, params.beyond_images))
         idx = [k for k, n in enumerate(names) if n in keep]
         if not idx:
             return {}, {}
         x, names = x[idx], [names[k] for k in idx]
         labels = None if labels is None else torch.as_tensor(labels)[idx]
-    tr, checks, attacks = transfer.transfer_experiment(model, x, names, p, out_dir)
-    frame_attack = attacks[(attack_experiments.REFERENCE, min(p.e))]
-    location = controls.location_control(model, x, names, p, frame_attack, labels)
+    tr, checks, attacks = transfer.transfer_experiment(model, x, names, params, out_dir)
+    frame_attack = attacks[(attack_experiments.ORIGINAL, min(params.e))]
+    location = controls.location_control(model, x, names, params, frame_attack, labels)
     fit = faithfulness.calibration_fit(model, params, reported)
     comparison, faith, info = faithfulness.faithfulness_experiment(
-        model, x, names, frame_attack, p.auc_steps,
+        model, x, names, frame_attack, params.auc_steps,
         [m for m in transfer.TRANSFER_METHODS if m not in ("scorecam", "occlusion")], fit)
     tables = dict(transfer=tr, transfer_scale_check_images=checks, faithfulness=faith,
                   upsampling_comparison=comparison, attack_location=location)

@@ -139,10 +139,9 @@ def calibration_fit(model, params, exclude=()) -> dict:
     from .paths import DATA_DIR
     from .protocol import stratified_choice
 
-    p = params.fast_variant()
     records = [r for r in list_images(DATA_DIR / "imagenet") if r.name not in set(exclude)]
-    n = FAST_N_IMAGES if p.fast else CALIBRATION_IMAGES
-    keep = set(stratified_choice([r.name for r in records], [r.label for r in records], n, p.seed))
+    n = FAST_N_IMAGES if params.fast else CALIBRATION_IMAGES
+    keep = set(stratified_choice([r.name for r in records], [r.label for r in records], n, params.seed))
     x = load_records([r for r in records if r.name in keep], model).images.to(model.device)
     return fit_erf_gaussian(effective_receptive_field(model, x), model.feature_size(tuple(x.shape[-2:])))
 
@@ -173,20 +172,19 @@ def under_attack_panels(runs: dict, extras: dict | None, params, out_dir) -> dic
     the frame's share of the area (``{upsampling: ratio}``, ``SCIENCE.md`` section 7), all of the same model and image. ``runs``: :func:`ama.runs.load_runs`;
     ``extras``: the ``beyond`` experiment's (reused), or None (a sharded run keeps no maps: computed again for the
     first image)."""
-    from .attack_experiments import REFERENCE, adversarial_result
+    from .attack_experiments import ORIGINAL, adversarial_result
     from .protocol import run_names
 
-    p = params.fast_variant()
-    e0 = min(p.e)
+    e0 = min(params.e)
     panels = {}
     for name, (model, data) in runs.items():
         if extras:
-            attack = extras[name]["attacks"][(REFERENCE, e0)]
+            attack = extras[name]["attacks"][(ORIGINAL, e0)]
             maps = {up: m[:1] for up, m in extras[name]["upsampling"]["adv_saliency"].items()}
             table = extras[name]["upsampling"]["table"]
         else:
             x, names, x_names = data.images[:1], data.names[:1], list(data.names)
-            attack = adversarial_result(model, x, names, p, out_dir, REFERENCE, e0)
+            attack = adversarial_result(model, x, names, params, out_dir, ORIGINAL, e0)
             reported = run_names(params, out_dir, x_names)
             fit = calibration_fit(model, params, reported)
             table, info = upsampling_comparison(model, x, names, attack, steps=1, fit=fit)

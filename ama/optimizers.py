@@ -20,7 +20,8 @@ import math
 
 import torch
 
-REFERENCE = "sign"       # the reference algorithm: the original attack.py's loop (tests/test_original_loop.py)
+ORIGINAL = "sign"        # the original attack.py's loop, the paper's algorithm (tests/test_original_loop.py); "reference"
+                         # in the kit means a saved run that make check compares with (ama.reference)
 STRONGEST = "apgd"       # the strongest at the same budget (issue 11's measurements on lite0)
 CAM_LOSSES = ("normalized", "raw")
 LABEL_LOSSES = ("ce", "margin")
@@ -38,7 +39,7 @@ ADAM_LR = 0.5          # first learning rate on the sigmoid's logits
 ADAM_EPS = 1e-3        # the start is clamped to [eps, 1 - eps] before its logit is taken
 
 
-def settings(optimizer: str = REFERENCE, restarts=None, cam_loss=None, label_loss=None, select=None) -> dict:
+def settings(optimizer: str = ORIGINAL, restarts=None, cam_loss=None, label_loss=None, select=None) -> dict:
     """The settings of one optimiser: its :data:`DEFAULTS` with the given values in their place, validated;
     ``{"optimizer", "restarts", "cam_loss", "label_loss", "select"}``."""
     if optimizer not in DEFAULTS:

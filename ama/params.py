@@ -128,7 +128,7 @@ class RunParams:
     lamb: float = LAMB                       # weight of the attack's CAM term
     seed: int = SEED                         # image subset, attack start, noise fill
     device: str = "auto"                     # auto (CUDA when present), cpu, cuda, cuda:N
-    fast: bool = False                       # a smoke run: see fast_variant()
+    fast: bool = False                       # a smoke run, resolved in __post_init__
     auc_steps: int = 10                      # deletion / insertion steps (steps + 1 points), notebook 05
     score_cam_images: int = 0                # images explained by Score-CAM (1 forward pass per channel); 0 = off
     n_seeds: int = 1                         # seeds of the reference attack at e = 1, 2 (the run's and the next ones)
@@ -200,12 +200,6 @@ class RunParams:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
     # --- what a run does ---------------------------------------------------------------------
-    def fast_variant(self) -> "RunParams":
-        """The parameters the experiments use: these. With ``fast`` they are a smoke run's from the start
-        (:data:`FAST_N_IMAGES` images, the :data:`FAST_N_E` smallest frame widths, :data:`FAST_N_ITER` passes,
-        :data:`FAST_AUC_STEPS` steps, resolved when the parameters are made), so this is the identity."""
-        return self
-
     def run_name(self) -> str:
         """The run folder's name, e.g. ``lite0_samples_e1-2-4-8_it100_lamb100_seed0``; a parameter after ``fast``
         that differs from its default is appended (``_auc_steps16``)."""

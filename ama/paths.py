@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 
 def project_root() -> Path:
@@ -19,6 +20,8 @@ def project_root() -> Path:
 ROOT = project_root()
 DATA_DIR = ROOT / "data"
 SAMPLES_DIR = DATA_DIR / "samples"
+RESULTS_DIR = ROOT / "results"
+CLI_RESULTS_DIR = RESULTS_DIR / "cli"  # the command line's default --out (git-ignored, beside make's runs)
 
 
 def resolve(path: str | os.PathLike) -> Path:
@@ -34,3 +37,22 @@ def shown(path: str | os.PathLike) -> str:
     """A path as the kit prints it: relative to the project root when inside it, else as it is."""
     path = Path(path)
     return os.path.relpath(path, ROOT) if path.is_relative_to(ROOT) else str(path)
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes | None = None, *, write: Callable[[Path], object] | None = None,
+                 sync: bool = False) -> Path:
+    """Write ``data`` (text or bytes), or let ``write(tmp)`` write the file, under a temporary name beside ``path``,
+    then rename it onto ``path``: a reader, or a run killed midway, never sees a half-written file. ``sync``: flush it
+    to disk before the rename (files that other processes poll). Returns ``path``. The kit's only such write."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    if write is not None:
+        write(tmp)
+    else:
+        with open(tmp, "wb" if isinstance(data, bytes) else "w", encoding=None if isinstance(data, bytes) else "utf-8") as f:
+            f.write(data)
+    if sync:
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+    tmp.replace(path)
+    return path

@@ -22,8 +22,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .params import RunParams
-from .paths import ROOT, resolve, shown
-from .reference import check_run, save_reference
+from .paths import ROOT, atomic_write, resolve, shown
 
 
 # --- parameters -----------------------------------------------------------------------------
@@ -41,9 +40,7 @@ def write_if_changed(path: Path, text: str) -> bool:
     if path.is_file() and path.read_text() == text:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_write(path, text)
     return True
 
 
@@ -113,7 +110,10 @@ def update_run_json(run_dir: str | Path, params: dict, notebook: str | None = No
         versions={"python": platform.python_version(),
                   **{d: _version(d) for d in ("torch", "torchvision", "timm", "numpy", "papermill", "ama")}},
         git_commit=git_commit(),
-        device=device_description(params.get("device", "auto")),
+        # described once per device setting (the image selection does it first): a notebook's process need not import
+        # torch (seconds) only to describe the machine again
+        device=(info["device"] if "device" in info and info.get("params", {}).get("device") == params.get("device")
+                else device_description(params.get("device", "auto"))),
     )
     notebooks = info.setdefault("notebooks", {})
     if notebook is not None:
@@ -192,6 +192,17 @@ def _stderr_fd_to(stream):
         terminal.close()
 
 
+def _ipc_kernel_manager():
+    """A Jupyter kernel manager that talks to its kernel over local Unix sockets, not TCP.
+
+    The kernel and papermill run on one machine; TCP without encryption made every kernel log an (irrelevant
+    here) eavesdropping warning, and IPC sockets are reachable only through the file system.
+    """
+    from jupyter_client import AsyncKernelManager
+
+    return type("IPCKernelManager", (AsyncKernelManager,), {"transport": "ipc"})
+
+
 def run_notebook(notebook: str | Path, run_dir: str | Path, params: dict, kernel: str = "ama",
                  timeout: int = 3600, progress: bool | None = None, sharded: bool = False,
                  sharded_s: float | None = None) -> Path:
@@ -237,7 +248,8 @@ def run_notebook(notebook: str | Path, run_dir: str | Path, params: dict, kernel
                 pm.execute_notebook(str(notebook), str(partial), parameters=nb_params, kernel_name=kernel,
                                     cwd=str(notebook.parent), execution_timeout=timeout, progress_bar=False,
                                     log_output=False, stdout_file=log,
-                                    stderr_file=_KernelStderr(log, terminal, progress))
+                                    stderr_file=_KernelStderr(log, terminal, progress),
+                                    kernel_manager_class=_ipc_kernel_manager())
                 err = None
             except KeyboardInterrupt:
                 partial.unlink(missing_ok=True)
@@ -292,6 +304,7 @@ def select_images(params_file: str | Path, run_dir: str | Path) -> None:
 
     params = RunParams.from_dict(json.loads(resolve(params_file).read_text()))
     table = write_selection(params, run_dir)
+    update_run_json(run_dir, params.to_dict())  # the device, described while torch is loaded
     accuracy = resolve(run_dir) / "tables" / f"{ACCURACY}.csv"
     if (table.label >= 0).all() and accuracy.is_file():
         import pandas as pd
@@ -370,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
             run_notebook(args.notebook, args.run_dir, params, args.kernel, args.timeout, sharded=sharded,
                          sharded_s=time.time() - start if sharded else None)
         elif args.command == "reference":
+            from .reference import save_reference
+
             print(f"== reference saved: {save_reference(args.run_dir, args.reference)}")
         elif args.command == "summary":
             print_summary(args.run_dir)
@@ -378,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"no run at {shown(resolve(args.run_dir))} yet: run make reproduce with the same parameters "
                       "first (make check compares a finished run with its reference)")
                 return 0
+            from .reference import check_run
+
             ok, lines = check_run(args.run_dir, args.reference)
             print("\n".join(lines))
             return 0 if ok else 1

@@ -98,7 +98,7 @@ def run_records(params: RunParams, run_dir) -> list[ImageRecord]:
     if not path.is_file():
         write_selection(params, run_dir)
     chosen = set(pd.read_csv(path, keep_default_na=False).image)
-    return [r for r in list_images(params.fast_variant().images) if r.name in chosen]
+    return [r for r in list_images(params.images) if r.name in chosen]
 
 
 def run_names(params: RunParams, run_dir, names) -> list[str]:
@@ -139,19 +139,18 @@ def write_selection(params: RunParams, run_dir) -> pd.DataFrame:
     from .models import run_model
     from .results import save_table, write_csv
 
-    p = params.fast_variant()
-    records = list_images(p.images)
+    records = list_images(params.images)
     if labelled(records):
-        if p.fast:  # a smoke run predicts a stratified subset of the set, not all of it
+        if params.fast:  # a smoke run predicts a stratified subset of the set, not all of it
             keep = set(stratified_choice([r.name for r in records], [r.label for r in records],
-                                         FAST_ACCURACY_IMAGES, p.seed))
+                                         FAST_ACCURACY_IMAGES, params.seed))
             records = [r for r in records if r.name in keep]
-        preds = pd.concat([predictions(run_model(name, p.device), records) for name in p.models], ignore_index=True)
+        preds = pd.concat([predictions(run_model(name, params.device), records) for name in params.models], ignore_index=True)
         save_table(preds, run_dir, PREDICTIONS)
         save_table(accuracy(preds), run_dir, ACCURACY)
-        chosen = select(records, preds, p.n_images, p.seed)
+        chosen = select(records, preds, params.n_images, params.seed)
     else:
-        chosen = readable(list_images(p.images, n=p.n_images, seed=p.seed))
+        chosen = readable(list_images(params.images, n=params.n_images, seed=params.seed))
     table = pd.DataFrame(dict(image=[r.name for r in chosen], label=[-1 if r.label is None else r.label
                                                                      for r in chosen]))
     resolve(run_dir).mkdir(parents=True, exist_ok=True)

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import optimizers
 from .claims import CRITERIA, collect_claims, existing_figures, model_table, pct, read_table, reference_attack
 from .intervals import FAILS, HOLDS, pooled
-from .paths import resolve
+from .paths import atomic_write, resolve
 
 # Goals of the stronger optimisers (issue 11; lite0, the staged photos, 100 passes, 8-bit): e -> (fooling, cosine)
 ATTACK_GOALS = {1: (0.9, 0.5), 2: (1.0, 0.3)}
@@ -110,7 +111,7 @@ def section_attack_strength(run_dir: Path) -> Section | None:
     s = s[s.quantized & (s.n_iter == s.n_iter.max())]
     lines = []
     for (model, e), g in s[s["mode"] == "flip"].groupby(["model", "e"]):
-        ref = g[(g.optimizer == "sign") & (g.variant == "default")]
+        ref = g[(g.optimizer == optimizers.ORIGINAL) & (g.variant == "default")]
         top = g.sort_values(["fooling_rate", "cam_cosine"], ascending=[False, True]).iloc[0]
         text = (f"{model}, e = {e}, {int(top.n_iter)} passes per image (8-bit): the strongest setting, "
                 f"{top.optimizer} ({top.variant}), fools {pct(top.fooling_rate)} of the images with CAM cosine "
@@ -142,9 +143,10 @@ def section_attack_strength(run_dir: Path) -> Section | None:
             g = g.droplevel([0, 1])
             text = (f"- {model}, targeted, e = {e}: cosine to the target shape "
                     + ", ".join(f"{opt} {v:.2f}" for opt, v in g.items()))
-            if "sign" in g and len(g) > 1:
-                best = g.drop("sign").idxmax()
-                text += (f"; {best} " + ("beats" if g[best] > g["sign"] else "does not beat") + " the reference")
+            if optimizers.ORIGINAL in g and len(g) > 1:
+                best = g.drop(optimizers.ORIGINAL).idxmax()
+                text += (f"; {best} " + ("beats" if g[best] > g[optimizers.ORIGINAL] else "does not beat")
+                         + " the reference")
             lines.append(text + ".")
     return Section("Beyond the paper: the strongest attack at the same budget", "\n".join(lines),
                    existing_figures(run_dir / "figures", "attack_ablation"), None, "attack_ablation")
@@ -405,8 +407,4 @@ def write_report(run_dir: str | os.PathLike) -> Path:
             lines += [f"From the run's tables ({section.table_name}):", "", _markdown_table(section.table), ""]
     lines += ["## Criteria", "", "Claims and the kit's criteria (the paper publishes no thresholds; these are the kit's):",
               "", CRITERIA, ""]
-    path = run_dir / "REPORT.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
-    return path
+    return atomic_write(run_dir / "REPORT.md", "\n".join(lines))

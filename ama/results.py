@@ -13,18 +13,9 @@ import pandas as pd
 import torch
 
 from . import lineage
-from .paths import resolve
+from .paths import atomic_write, resolve
 
 FLOAT_FORMAT = "%.6g"  # every CSV the kit writes
-
-
-def atomic_write(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename; return the path."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
 
 
 def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
@@ -99,8 +90,4 @@ def save_png(image: torch.Tensor, path: str | os.PathLike) -> Path:
     """Write one ``(3, H, W)`` image losslessly as an 8-bit PNG (atomically); return the path."""
     from PIL import Image
 
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(to_uint8(image)).save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    return atomic_write(path, write=lambda tmp: Image.fromarray(to_uint8(image)).save(tmp, format="PNG"))

@@ -17,11 +17,10 @@ def load_runs(params: RunParams, run_dir) -> dict:
     from .models import run_model
     from .protocol import run_records
 
-    p = params.fast_variant()
     records = run_records(params, run_dir)
     runs = {}
-    for name in p.models:
-        model = run_model(name, p.device)
+    for name in params.models:
+        model = run_model(name, params.device)
         runs[name] = (model, load_records(records, model))
     return runs
 
@@ -42,7 +41,7 @@ def compute(experiment: str, runs: dict, params: RunParams, out_dir, sharded: bo
     Returns ``(tables, extras)`` and writes the tables (with the experiment's summaries) under ``out_dir``. With
     ``sharded`` the tables are those a ``torchrun`` pre-step merged (:func:`ama.shards.merged_tables`) and ``extras``
     is None; otherwise they are computed here and ``extras`` maps each model to what its figures reuse (the ERF maps,
-    or the attack results). ``params``: the run's parameters (not yet :meth:`~ama.params.RunParams.fast_variant`).
+    or the attack results). ``params``: the run's parameters.
     """
     from .shards import merged_tables
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .paths import atomic_write
 from .results import FLOAT_FORMAT, write_csv
 
 TABLE_STEM = "attack_metrics"
@@ -225,26 +226,17 @@ class RankPart:
             if old.split("\n", 1)[0] != ",".join(df.columns):
                 raise RunStoreError(f"{self.path}: other columns than this version writes; use another --out")
             text = old + ("" if old.endswith("\n") or not old else "\n") + text
-        _write_synced(self.path, text)
+        atomic_write(self.path, text, sync=True)
 
     def write(self, df: pd.DataFrame) -> None:
         """Write ``df`` as the whole part (atomically)."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        _write_synced(self.path, df.to_csv(index=False, float_format=FLOAT_FORMAT))
+        atomic_write(self.path, df.to_csv(index=False, float_format=FLOAT_FORMAT), sync=True)
 
     def write_plan(self, finished: bool = False, **info) -> None:
         """Record what this rank is asked to do (``info``, JSON) and whether it has ``finished``."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        _write_synced(self.plan_path, json.dumps(dict(info, finished=finished), indent=1))
-
-
-def _write_synced(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+        atomic_write(self.plan_path, json.dumps(dict(info, finished=finished), indent=1), sync=True)
 
 
 def part_files(folder: Path, table: str = TABLE_STEM) -> dict[int, Path]:

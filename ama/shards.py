@@ -25,9 +25,9 @@ import pandas as pd
 from . import experiments, lineage
 from .distributed import Launch, launch_from_env, rank_device, shard
 from .params import RunParams
-from .paths import resolve
+from .paths import atomic_write, resolve
 from .protocol import run_records
-from .results import atomic_write, save_tables
+from .results import save_tables
 from .runstore import RankPart, RunStoreError, owners, part_files, read_plans
 
 

@@ -166,6 +166,20 @@ def test_cam_command(folder, tmp_path, capsys):
     assert line.startswith(f"im2.png: class{int(prob.argmax())} ({100 * prob.max().item():.1f}%); wrote ")
 
 
+def test_default_out_is_under_results_not_the_current_folder(folder, tmp_path, monkeypatch, capsys):
+    """Without --out a run writes under the kit's results/cli/<command>/ (git-ignored), whatever the current folder."""
+    from ama.paths import CLI_RESULTS_DIR, RESULTS_DIR
+
+    assert CLI_RESULTS_DIR.parent == RESULTS_DIR
+    for command in ("attack", "cam"):
+        assert cli.build_parser().parse_args([command, "--image", "x.png"]).out == str(CLI_RESULTS_DIR / command)
+    monkeypatch.setattr(cli, "CLI_RESULTS_DIR", tmp_path / "results" / "cli")
+    monkeypatch.chdir(folder)
+    assert cli.main(["cam", "--model_name", TINY, "--image", str(folder / "im2.png")]) == 0
+    assert (tmp_path / "results" / "cli" / "cam" / "im2_cam.png").is_file()
+    assert not list(folder.glob("*_cam.png"))
+
+
 # --- issue 13: every bad input a one-line error, exit status 2, before any work ----------------
 def _never_load(*a, **k):
     raise AssertionError("the model was loaded before the arguments were checked")

@@ -236,6 +236,7 @@ def test_run_notebook_is_quiet_and_logs(tmp_path, capsys):
     assert "noise" not in captured.err + captured.out
     log = (run / "logs" / "01_quiet.log").read_text()
     assert "chatter" in log and "noise" in log
+    assert "running over TCP" not in log  # the kernel talks over local IPC sockets (pipeline._ipc_kernel_manager)
 
 
 def test_timm_weights_fail_fast_when_the_hub_is_unreachable(monkeypatch):

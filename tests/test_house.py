@@ -82,3 +82,21 @@ def test_notebooks_only_call_plot_and_save(notebook):
         for node in ast.walk(ast.parse(cell)):
             assert not isinstance(node, (ast.For, ast.While, ast.FunctionDef, ast.ClassDef)), \
                 f"{notebook}: {ast.unparse(node).splitlines()[0]} belongs in ama"
+
+
+def test_files_are_written_atomically_in_one_place():
+    """``ama.paths.atomic_write`` is the kit's one write-then-rename; no module spells its own ``.tmp`` file (the
+    reference's folder swap aside: a folder, not a file)."""
+    spelled = {p.name for p in PACKAGE.glob("*.py") if '".tmp"' in p.read_text() or "'.tmp'" in p.read_text()}
+    assert spelled <= {"paths.py", "reference.py"}, spelled
+    assert (PACKAGE / "reference.py").read_text().count('".tmp"') == 1
+
+
+def test_import_ama_and_the_pipeline_do_not_import_torch():
+    """``make reproduce`` starts a pipeline process per step: they must start in a fraction of a second."""
+    import subprocess
+    import sys
+
+    code = "import sys, ama, ama.pipeline, ama.params; print(sorted({'torch', 'scipy', 'pandas'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert out.strip() == "[]"

@@ -18,7 +18,7 @@ def x8(images32):
 
 def test_each_single_ingredient_differs_from_the_reference_in_that_ingredient_alone():
     ref = ablation.study_settings("reference")
-    assert ref == optimizers.settings(optimizers.REFERENCE)
+    assert ref == optimizers.settings(optimizers.ORIGINAL)
     singles = {"+margin loss": {"label_loss"}, "+best 8-bit iterate": {"select"}, "+APGD schedule": {"optimizer"},
                "+Adam": {"optimizer"}}
     for variant, changed in singles.items():
