@@ -60,9 +60,10 @@ class Claim:
 
 
 def read_table(tables: Path, stem: str) -> pd.DataFrame | None:
-    """``tables/<stem>.csv`` of a run, or None when the run did not write it."""
-    path = Path(tables) / f"{stem}.csv"
-    if not path.is_file():
+    """``tables/<stem>.csv`` of a run (or ``<stem>.csv.gz``, as a reference stores its large tables), or None when
+    the run did not write it."""
+    path = next((p for p in (Path(tables) / f"{stem}.csv", Path(tables) / f"{stem}.csv.gz") if p.is_file()), None)
+    if path is None:
         return None
     lineage.inherit(path.parent, [stem])  # what this process writes next descends from it
     return pd.read_csv(path)
@@ -317,3 +318,43 @@ def model_table(run_dir: Path) -> pd.DataFrame | None:
         out["claim3"] = out.model.map({m: combine(fooled[m].verdict(FOOLED_RATE), gap[m].verdict(0.0))
                                        for m in fooled})
     return out
+
+
+def glance_table(runs: dict[str, str | os.PathLike]) -> str:
+    """The README's *Results at a glance*: a Markdown table, one row per claim, one column per run (``{label:
+    run or reference folder}``), each cell the claim's statistic with its 95% interval and the verdict, computed by
+    the functions above from the folder's tables (``tests/test_readme.py`` checks that the README holds this)."""
+    def short(est: Estimate, percent: bool) -> str:
+        f = (lambda x: f"{100 * x:.0f}%") if percent else (lambda x: f"{x:.2f}")
+        return f"{f(est.value)} ({f(est.low)}-{f(est.high)})"
+
+    def cells(run_dir: Path) -> list[str]:
+        tables = resolve(run_dir) / "tables"
+        outcomes = {c.number: c.outcome for c in collect_claims(run_dir)}
+        mis, keep = read_table(tables, "misalignment"), read_table(tables, "occlusion_keep_irf")
+        metrics = read_table(tables, "attack_metrics")
+        rows = attack_at(metrics, int(metrics.e.min()))
+        n = rows.image.nunique()
+        return [f"{short(centre_mass_outside(mis), True)}: {outcomes[1]}",
+                f"{short(keep_irf_change(keep), True)}: {outcomes[2]}",
+                f"fooled {short(fooling_rate(rows), True)}, cosine gap {short(pooled(rows, 'cosine_gap'), False)}: "
+                f"{outcomes[3]} ({n} images)"]
+
+    bars = [f"centre cell's ERF mass outside its IRF, > {pct(MISALIGNED_MASS)}",
+            f"keep-IRF median change of the cell, > {pct(MOVED_REL_CHANGE)} of the map's range",
+            f"at the smallest e: fooled > {pct(FOOLED_RATE)}, random-frame minus attack CAM cosine > 0"]
+    titles = [f"{c.number}. {c.title} ({bar})" for c, bar in zip(collect_claims(next(iter(runs.values()))), bars)]
+    columns = {label: cells(path) for label, path in runs.items()}
+    lines = ["| claim | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
+    for k, title in enumerate(titles):
+        lines.append(f"| {title} | " + " | ".join(col[k] for col in columns.values()) + " |")
+    return "\n".join(lines)
+
+
+def glance_runs(reference: str | os.PathLike = "results/reference") -> dict[str, Path]:
+    """The references the README's table quotes: the default run's and the evidence run's (``PROFILE=imagenet``)."""
+    from .params import RunParams
+
+    default, evidence = RunParams(), RunParams.from_strings("imagenet")
+    return {f"default run ({default.n_images} images)": resolve(reference) / default.run_name(),
+            f"evidence run ({evidence.n_images} images)": resolve(reference) / evidence.run_name()}

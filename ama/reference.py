@@ -35,7 +35,7 @@ from statsmodels.stats.multitest import multipletests
 from . import claims, lineage
 from .intervals import FAILS, HOLDS
 from .params import RunParams
-from .paths import resolve, shown
+from .paths import atomic_write, resolve, shown
 
 DEFAULT_RTOL = 1e-4
 DEFAULT_ATOL = 1e-5
@@ -280,14 +280,43 @@ def check_run(run_dir: str | os.PathLike, reference: str | os.PathLike) -> tuple
     return not problems, lines
 
 
+COMPRESS_ABOVE = 256 * 1024  # a reference's table larger than this (bytes) is stored as <name>.csv.gz
+
+
+def table_files(tables: Path) -> list[Path]:
+    """The tables of a run's or a reference's ``tables/`` folder: ``<name>.csv`` or ``<name>.csv.gz``, by name."""
+    return sorted([*Path(tables).glob("*.csv"), *Path(tables).glob("*.csv.gz")], key=table_name)
+
+
+def table_name(path: Path) -> str:
+    return Path(path).name.removesuffix(".gz").removesuffix(".csv")
+
+
+def compress_tables(tables: Path, above: int | None = None) -> list[str]:
+    """Replace each ``<name>.csv`` of ``tables`` larger than ``above`` bytes by ``<name>.csv.gz`` (the same bytes,
+    gzip level 9, no timestamp: the same file every time; ``above`` defaults to :data:`COMPRESS_ABOVE`); the names
+    compressed. pandas reads either."""
+    import gzip
+
+    above = COMPRESS_ABOVE if above is None else above
+    done = []
+    for path in sorted(Path(tables).glob("*.csv")):
+        if path.stat().st_size > above:
+            data = path.read_bytes()
+            atomic_write(path.with_name(path.name + ".gz"), gzip.compress(data, compresslevel=9, mtime=0))
+            path.unlink()
+            done.append(table_name(path))
+    return done
+
+
 def check_tables(run_tables: Path, ref_tables: Path) -> list[TableCheck]:
     """Every table of ``ref_tables`` against ``run_tables``; stochastic where either side's lineage names an attack
     (a reference older than lineage files takes the run's), the sign tests adjusted together."""
     ref_lineage, run_lineage = lineage.read(ref_tables), lineage.read(run_tables)
     checks = []
-    for ref_path in sorted(ref_tables.glob("*.csv")):
-        name = ref_path.stem
-        run_path = run_tables / ref_path.name
+    for ref_path in table_files(ref_tables):
+        name = table_name(ref_path)
+        run_path = run_tables / f"{name}.csv"
         if not run_path.is_file():
             checks.append(TableCheck(name, False, "missing from this run", [f"{name}: missing from this run"]))
             continue
@@ -353,6 +382,7 @@ def save_reference(run_dir: str | Path, reference: str | Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "figures").mkdir(parents=True)
     shutil.copytree(run_dir / "tables", tmp / "tables", ignore=shutil.ignore_patterns("*.tmp", "*.md"))
+    compress_tables(tmp / "tables")
     for name in ("params.json", "REPORT.md"):
         shutil.copy2(run_dir / name, tmp / name)
     info["reference"] = {"made_by": "make reference", "commit": commit, "clean_tree": True}

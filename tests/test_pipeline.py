@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -174,6 +175,28 @@ def test_save_reference_copies_the_run(tmp_path):
         (run / "run.json").write_text(json.dumps({"params": pipeline.make_params(), "notebooks": notebooks}))
         with pytest.raises(reference.ReferenceError, match=refusal):
             reference.save_reference(run, tmp_path / "ref")
+
+
+def test_a_reference_stores_its_large_tables_compressed_and_is_checked_through_them(tmp_path, monkeypatch):
+    import gzip
+
+    from ama import claims
+
+    run = tmp_path / "runs" / "r1"
+    big = pd.DataFrame(dict(model="m", image=[f"i{k}" for k in range(4000)], value=np.linspace(0, 1, 4000)))
+    _write_run(run, pipeline.make_params(), {"sizes": _table(), "cells": big})
+    (run / "run.json").write_text(json.dumps({"params": pipeline.make_params(), "notebooks": {"01": {"git_commit": "a"}}}))
+    (run / "REPORT.md").write_text("# r\n")
+    monkeypatch.setattr(reference, "COMPRESS_ABOVE", 20_000)
+    dest = reference.save_reference(run, tmp_path / "ref") / "tables"
+    assert sorted(p.name for p in dest.iterdir() if p.suffix != ".json") == ["cells.csv.gz", "sizes.csv"]
+    assert gzip.decompress((dest / "cells.csv.gz").read_bytes()) == (run / "tables" / "cells.csv").read_bytes()
+    assert claims.read_table(dest, "cells").equals(big)
+    ok, lines = reference.check_run(run, tmp_path / "ref")
+    assert ok and ": 2 tables" in lines[0]
+    big.assign(value=big.value[::-1].to_numpy()).to_csv(run / "tables" / "cells.csv", index=False)
+    ok, lines = reference.check_run(run, tmp_path / "ref")
+    assert not ok and any("cells" in line and "differs" in line for line in lines)
 
 
 @pytest.mark.parametrize("notebook", sorted(p.name for p in (ROOT / "notebooks").glob("0[1-5]_*.ipynb")))

@@ -26,10 +26,10 @@ DEFAULT_REFERENCE = ROOT / "results/reference/lite0_imagenet_n8_e1-2-4-8_it100_l
 
 
 def main(argv=None) -> int:
-    import pandas as pd
     import torch
 
     import ama
+    from ama.claims import read_table
     from ama.models import lite_weight_file
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -42,8 +42,8 @@ def main(argv=None) -> int:
     params = json.loads((args.reference / "params.json").read_text())
     params = params.get("params", params)
     n_iter, seed, widths = int(params["n_iter"]), int(params["seed"]), [int(e) for e in params["e"]]
-    metrics = pd.read_csv(args.reference / "tables/attack_metrics.csv")
-    ablation = pd.read_csv(args.reference / "tables/attack_ablation.csv")
+    metrics = read_table(args.reference / "tables", "attack_metrics")  # .csv, or .csv.gz where large
+    ablation = read_table(args.reference / "tables", "attack_ablation")
     found: dict = {"torch": torch.__version__, "device": args.device}
     if args.device.startswith("cuda"):
         found["gpu"] = torch.cuda.get_device_name(torch.device(args.device))
