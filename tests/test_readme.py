@@ -1,14 +1,17 @@
 """Every Python block of the README and of ``docs/`` runs as written: the blocks of one file in order, in one
-namespace, from the project root.
+namespace, from the project root; so does every line of a block fenced as ```` ```bash runnable ````.
 
 The documented fixture (the README says so): ``ama.load_images`` keeps the first image of what it is given and
-``ama.marginal_attack`` runs at most 5 passes, so that the blocks run in seconds on the real model; nothing else is
-changed. A snippet that breaks (a renamed argument, an undefined name) fails ``make test``.
+``ama.marginal_attack`` runs at most 5 passes, so that the blocks run in seconds on the real model; a runnable shell
+line has ``results/`` pointed into a temporary folder, and its ``python -m ama attack`` at most 2 passes (``--n_iter``
+appended: the last value wins) and ``attack``/``cam`` without ``--out`` an ``--out`` there; nothing else is changed.
+A snippet that breaks (a renamed argument, an undefined name, a missing file) fails ``make test``.
 """
 from __future__ import annotations
 
 import os
 import re
+import subprocess
 
 import pytest
 
@@ -23,8 +26,62 @@ def python_blocks(path) -> list[str]:
     return re.findall(r"```python\n(.*?)```", (ROOT / path).read_text(), re.S)
 
 
-def test_the_readme_has_python_blocks():
-    assert len(python_blocks("README.md")) >= 3
+def runnable_lines(path) -> list[str]:
+    """The commands of the ```` ```bash runnable ```` blocks of ``path``: comments dropped, continuations joined."""
+    lines = []
+    for block in re.findall(r"```bash runnable\n(.*?)```", (ROOT / path).read_text(), re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split("  #")[0].strip()
+            if line and not line.startswith("#"):
+                lines.append(line)
+    return lines
+
+
+def with_fixture(line: str, tmp) -> str:
+    line = re.sub(r"(?<![\w/])results/", f"{tmp}/results/", line)
+    command = re.search(r"-m ama (attack|cam)\b", line)
+    if command and "--out" not in line:
+        line += f" --out {tmp}/results/cli/{command.group(1)}"
+    if command and command.group(1) == "attack":
+        line += " --n_iter 2"
+    return line
+
+
+def test_the_readme_has_python_blocks_and_runnable_lines():
+    assert len(runnable_lines("README.md")) >= 4
+    assert python_blocks("README.md") and sum(len(python_blocks(d)) for d in DOCUMENTS) >= 5
+
+
+def glance_block(text: str) -> str:
+    start, end = "<!-- results-at-a-glance: start -->\n", "\n<!-- results-at-a-glance: end -->"
+    return text.split(start, 1)[1].split(end, 1)[0]
+
+
+def test_the_results_at_a_glance_are_the_references():
+    """The README's claim table is generated from the committed references, not typed: regenerate it with
+    ``ama.claims.glance_table(ama.claims.glance_runs())`` after ``make reference``."""
+    from ama.claims import glance_runs, glance_table
+
+    assert all((path / "run.json").is_file() for path in glance_runs().values())
+    assert glance_block((ROOT / "README.md").read_text()) == glance_table(glance_runs())
+
+
+def test_the_fixture_only_shortens_and_redirects(tmp_path):
+    line = ".venv/bin/python -m ama attack --images data/imagenet --e 1 2 --out results/attack-run"
+    assert with_fixture(line, tmp_path) == (f".venv/bin/python -m ama attack --images data/imagenet --e 1 2 --out "
+                                            f"{tmp_path}/results/attack-run --n_iter 2")
+    assert with_fixture(".venv/bin/python -m ama cam --image a.jpg", tmp_path).endswith(
+        f"--out {tmp_path}/results/cli/cam")
+
+
+@pytest.mark.parametrize("document", [d for d in DOCUMENTS if runnable_lines(d)])
+def test_every_runnable_shell_line_runs(document, tmp_path):
+    for line in runnable_lines(document):
+        proc = subprocess.run(["bash", "-c", with_fixture(line, tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                              timeout=600)
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
+        assert proc.returncode == 0, f"{document}: `{line}` fails (exit {proc.returncode}): {' / '.join(tail)}"
+    assert any((tmp_path / "results").rglob("*.json"))  # they wrote their outputs, into the temporary folder
 
 
 @pytest.mark.parametrize("document", [d for d in DOCUMENTS if python_blocks(d)])

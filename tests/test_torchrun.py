@@ -18,7 +18,7 @@ import ama.runstore
 
 TINY = "conftest:make_tiny_model"
 TESTS = Path(__file__).parent
-README = TESTS.parent / "README.md"
+SCALING = TESTS.parent / "docs" / "SCALING.md"  # where the torchrun lines are documented
 SETTINGS = ["--model_name", TINY, "--n_iter", "3", "--batch-size", "2", "--device", "cpu"]
 
 
@@ -41,10 +41,10 @@ def _env():
 
 
 def _readme_launch_line() -> list[str]:
-    """The single-machine launch line the README shows (one line, starting with ``.venv/bin/torchrun --standalone``)."""
-    lines = [ln.strip() for ln in README.read_text().splitlines()
+    """The single-machine launch line docs/SCALING.md shows (one line, starting with ``.venv/bin/torchrun --standalone``)."""
+    lines = [ln.strip() for ln in SCALING.read_text().splitlines()
              if ln.strip().startswith(".venv/bin/torchrun --standalone") and " -m ama attack " in ln]
-    assert lines, "README shows no `.venv/bin/torchrun --standalone ... -m ama attack` line"
+    assert lines, "docs/SCALING.md shows no `.venv/bin/torchrun --standalone ... -m ama attack` line"
     return shlex.split(lines[0])
 
 
@@ -71,7 +71,7 @@ def test_readme_torchrun_line_gives_the_rows_of_one_process(folder, tmp_path):
 
 
 def test_torchrun_claims_the_short_e(folder, tmp_path):
-    """Why the README says --frame-width under torchrun: torchrun stops at --e itself."""
+    """Why docs/SCALING.md says --frame-width under torchrun: torchrun stops at --e itself."""
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ama",
             "attack", "--images", str(folder), "--e", "1", "--out", str(tmp_path)]
     proc = subprocess.run(argv, capture_output=True, text=True, env=_env(), timeout=120)
