@@ -257,9 +257,9 @@ def _read_label_file(path: Path) -> dict[str, int]:
 def list_images(source, n: int | None = None, seed: int = 0, labels: str | Path | None = None) -> list[ImageRecord]:
     """Image files of ``source`` (a file, a folder searched recursively, or a list of files), sorted.
 
-    Labels come from ImageNet class sub-folders (``n01440764/...``) or a label file in the folder
-    (``labels.csv``/``labels.txt``: ``file label`` per line; a ``manifest.csv`` with a label column, as the kit's
-    ``data/imagenet`` has) or ``labels=``. ``n``: a subset chosen with ``seed``.
+    Labels come from ImageNet class sub-folders (``n01440764/...``) or a label file in the folder (for a single file
+    or a list, in each file's own folder: ``labels.csv``/``labels.txt``: ``file label`` per line; a ``manifest.csv``
+    with a label column, as the kit's ``data/imagenet`` has) or ``labels=``. ``n``: a subset chosen with ``seed``.
     """
     if isinstance(source, (str, Path)):
         root = _resolve_source(source)
@@ -279,16 +279,23 @@ def list_images(source, n: int | None = None, seed: int = 0, labels: str | Path 
     else:
         files = [_resolve_or_keep(p) for p in source]
         root = None
-    label_map: dict[str, int] = {}
-    label_file = resolve(labels) if labels is not None else next(
-        (root / f for f in LABEL_FILES if root is not None and (root / f).is_file()), None)
-    if label_file is not None:
-        label_map = _read_label_file(label_file)
+    given = _read_label_file(resolve(labels)) if labels is not None else None
+    folder_maps: dict[Path, dict[str, int]] = {}
+
+    def label_map(folder: Path) -> dict[str, int]:
+        """``labels=``, else the label file of ``root`` (a folder) or of each listed file's own folder."""
+        if given is not None:
+            return given
+        if folder not in folder_maps:
+            found = next((folder / f for f in LABEL_FILES if (folder / f).is_file()), None)
+            folder_maps[folder] = _read_label_file(found) if found is not None else {}
+        return folder_maps[folder]
+
     wnid_index = None
     records = []
     for path in files:
         name = path.relative_to(root).with_suffix("").as_posix() if root is not None else path.stem
-        label = label_map.get(path.stem)
+        label = label_map(root if root is not None else path.parent).get(path.stem)
         if label is None and path.parent.name.startswith("n") and len(path.parent.name) == 9:
             wnid_index = wnid_index or {w: i for i, w in enumerate(imagenet_wnids())}
             label = wnid_index.get(path.parent.name)

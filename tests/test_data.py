@@ -145,6 +145,20 @@ def test_flat_folder_with_label_file(tmp_path):
         load_images(tmp_path)
 
 
+def test_single_files_and_lists_take_the_label_of_their_folder(tmp_path):
+    """A file of data/imagenet, alone or in a list with a file of another labelled folder, keeps its manifest label."""
+    from ama.paths import DATA_DIR
+
+    other = tmp_path / "other"
+    other.mkdir()
+    _photo().save(other / "a.png")
+    (other / "labels.csv").write_text("file,label\na.png,7\n")
+    tench, brambling = DATA_DIR / "imagenet" / "n01440764_tench.jpg", DATA_DIR / "imagenet" / "n01530575_brambling.jpg"
+    assert [r.label for r in list_images(tench)] == [0]
+    assert [r.label for r in list_images([tench, brambling, other / "a.png"])] == [0, 10, 7]
+    assert [r.label for r in list_images([other / "a.png"], labels=other / "labels.csv")] == [7]
+
+
 def test_subset_is_reproducible(tmp_path):
     for i in range(10):
         _photo(seed=i).save(tmp_path / f"{i:02d}.png")
