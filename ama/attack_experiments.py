@@ -17,6 +17,7 @@ from typing import Sequence
 import pandas as pd
 import torch
 
+from .artifacts import TABLES
 from . import optimizers
 from .ablation import (ADVERSARIAL_OPTIMIZERS, ablation_plan, ablation_summary, ingredient_plan, ingredient_summary,
                        run_ablation, run_ingredients, study_halves)
@@ -167,12 +168,12 @@ def _attack_batch(model, x, names, params, out_dir, progress, labels, halves) ->
     if out_dir is not None:
         save_adversarial(results, params, out_dir)
     ingredients = run_ingredients(model, x, names, halves, **ingredient_plan(params), made=made, progress=progress)
-    tables = dict(attack_metrics=table, attack_history=history, attack_ablation=abl)
+    tables = {TABLES.attack_metrics: table, TABLES.attack_history: history, TABLES.attack_ablation: abl}
     if not seeds.empty:
-        tables["attack_seeds"] = seeds
+        tables[TABLES.attack_seeds] = seeds
     if not ingredients.empty:
-        tables["attack_ingredients"] = ingredients
-    tables = {k: (v if k == "attack_history" else with_labels(v, names, labels)) for k, v in tables.items()}
+        tables[TABLES.attack_ingredients] = ingredients
+    tables = {k: (v if k == TABLES.attack_history else with_labels(v, names, labels)) for k, v in tables.items()}
     return image_major(tables, names), results
 
 
@@ -181,15 +182,15 @@ def summaries(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     ``attack_ablation_summary`` (:func:`ablation_summary`) and ``attack_seed_spread`` (:func:`seed_spread`) from the
     per-image tables present."""
     out = {}
-    if "attack_metrics" in tables:
-        out["attack_summary"] = summary_table(tables["attack_metrics"])
-        out["attack_by_confidence"] = by_confidence(tables["attack_metrics"])
-    if "attack_ablation" in tables:
-        out["attack_ablation_summary"] = ablation_summary(tables["attack_ablation"])
-    if "attack_seeds" in tables:
-        out["attack_seed_spread"] = seed_spread(tables["attack_seeds"])
-    if "attack_ingredients" in tables:
-        out["attack_ingredients_summary"] = ingredient_summary(tables["attack_ingredients"])
+    if TABLES.attack_metrics in tables:
+        out[TABLES.attack_summary] = summary_table(tables[TABLES.attack_metrics])
+        out[TABLES.attack_by_confidence] = by_confidence(tables[TABLES.attack_metrics])
+    if TABLES.attack_ablation in tables:
+        out[TABLES.attack_ablation_summary] = ablation_summary(tables[TABLES.attack_ablation])
+    if TABLES.attack_seeds in tables:
+        out[TABLES.attack_seed_spread] = seed_spread(tables[TABLES.attack_seeds])
+    if TABLES.attack_ingredients in tables:
+        out[TABLES.attack_ingredients_summary] = ingredient_summary(tables[TABLES.attack_ingredients])
     return out
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .artifacts import FIGURES, TABLES
 from . import lineage
 from .intervals import FAILS, HOLDS, INCONCLUSIVE, Estimate, pooled
 from .paths import resolve
@@ -136,9 +137,9 @@ def fooling_rate(rows: pd.DataFrame) -> Estimate:
 # --- the claims ------------------------------------------------------------------------------------
 def claim_misalignment(run_dir: Path) -> Claim:
     title = "The implicit and the effective receptive field of a CAM cell are misaligned"
-    df = read_table(run_dir / "tables", "misalignment")
-    figs = existing_figures(run_dir / "figures", "erf_vs_irf", "misalignment_by_cell_kind",
-                           "misalignment_baselines")
+    df = read_table(run_dir / "tables", TABLES.misalignment)
+    figs = existing_figures(run_dir / "figures", FIGURES.erf_vs_irf, FIGURES.misalignment_by_cell_kind,
+                           FIGURES.misalignment_baselines)
     if df is None or df.empty:
         return Claim(1, title, None, "The misalignment table is missing (notebook 02 did not write it).", figs)
     from .receptive_field import misalignment_summary
@@ -150,8 +151,8 @@ def claim_misalignment(run_dir: Path) -> Claim:
                 f"{est.text(percent=True)} of its mass outside its IRF (all cells: "
                 f"{pct(df.erf_mass_outside_irf.mean())}; top-q IoU of ERF and IRF {df.top_q_iou.mean():.2f}); "
                 f"{est.against(MISALIGNED_MASS, percent=True)}.")
-    sentence += baselines_sentence(df, read_table(run_dir / "tables", "misalignment_upsampling_cells"))
-    return Claim(1, title, outcome, sentence, figs, by_kind, "misalignment")
+    sentence += baselines_sentence(df, read_table(run_dir / "tables", TABLES.misalignment_upsampling_cells))
+    return Claim(1, title, outcome, sentence, figs, by_kind, TABLES.misalignment)
 
 
 def baselines_sentence(df: pd.DataFrame, cells: pd.DataFrame | None) -> str:
@@ -189,9 +190,9 @@ def baselines_sentence(df: pd.DataFrame, cells: pd.DataFrame | None) -> str:
 
 def claim_occlusion(run_dir: Path) -> Claim:
     title = "Occlusion outside a cell's IRF changes that cell's value"
-    keep = read_table(run_dir / "tables", "occlusion_keep_irf")
-    margin = read_table(run_dir / "tables", "occlusion_margin")
-    figs = existing_figures(run_dir / "figures", "occlusion_keep_occlude_irf", "occlusion_margin_delta")
+    keep = read_table(run_dir / "tables", TABLES.occlusion_keep_irf)
+    margin = read_table(run_dir / "tables", TABLES.occlusion_margin)
+    figs = existing_figures(run_dir / "figures", FIGURES.occlusion_keep_occlude_irf, FIGURES.occlusion_margin_delta)
     if keep is None or keep.empty:
         return Claim(2, title, None, "The keep-IRF table is missing (notebook 01 did not write it).", figs)
     est = keep_irf_change(keep)
@@ -201,7 +202,7 @@ def claim_occlusion(run_dir: Path) -> Claim:
     sentence = (f"Filling every pixel outside a cell's IRF changes that cell's raw CAM by a median "
                 f"{est.text(percent=True)} of the map's range (per image the median over its cells and fills); were "
                 f"the IRF what the cell sees, it would not change: {est.against(MOVED_REL_CHANGE, percent=True)}.")
-    occlude = read_table(run_dir / "tables", "occlusion_occlude_irf")
+    occlude = read_table(run_dir / "tables", TABLES.occlusion_occlude_irf)
     if occlude is not None and not occlude.empty:
         sentence += f" Filling the IRF itself changes the cell by a median {keep_irf_change(occlude).text(True)}."
     if margin is not None and not margin.empty and "interior_max_abs_rel_change" in margin:
@@ -212,7 +213,7 @@ def claim_occlusion(run_dir: Path) -> Claim:
                      f"image x fill cases (median largest change {pct(e1.interior_max_abs_rel_change.median())}).")
     if occlude is not None and not occlude.empty:
         sentence += per_area_sentence(keep, occlude)
-    return Claim(2, title, outcome, sentence, figs, summary, "occlusion_keep_irf")
+    return Claim(2, title, outcome, sentence, figs, summary, TABLES.occlusion_keep_irf)
 
 
 def per_area_sentence(keep: pd.DataFrame, occlude: pd.DataFrame) -> str:
@@ -236,9 +237,10 @@ def per_area_sentence(keep: pd.DataFrame, occlude: pd.DataFrame) -> str:
 
 def claim_attack(run_dir: Path) -> Claim:
     title = "A 1-pixel frame is enough to change the saliency map and the prediction"
-    metrics = read_table(run_dir / "tables", "attack_metrics")
-    summary = read_table(run_dir / "tables", "attack_summary")
-    figs = existing_figures(run_dir / "figures", "attack_examples", "attack_metrics_vs_e", "attack_location")
+    metrics = read_table(run_dir / "tables", TABLES.attack_metrics)
+    summary = read_table(run_dir / "tables", TABLES.attack_summary)
+    figs = existing_figures(run_dir / "figures", FIGURES.attack_examples, FIGURES.attack_metrics_vs_e,
+                            FIGURES.attack_location)
     if metrics is None or metrics.empty or summary is None:
         return Claim(3, title, None, "The attack tables are missing (notebook 03 did not write them).", figs)
     e_min = int(reference_attack(metrics).e.min())
@@ -252,11 +254,11 @@ def claim_attack(run_dir: Path) -> Claim:
                 f"{fooled.against(FOOLED_RATE, percent=True)}. The random frame's CAM cosine to the clean CAM minus "
                 f"the attack's is {gap.text()} (attack {rows.cam_cosine.mean():.2f}, random frame "
                 f"{rows.random_cam_cosine.mean():.2f}): {gap.against(0.0)}. Both parts must hold for the claim to hold.")
-    location = read_table(run_dir / "tables", "attack_location")
+    location = read_table(run_dir / "tables", TABLES.attack_location)
     if location is not None and not location.empty:
         sentence += location_sentence(location)
     q = reference_attack(summary)
-    return Claim(3, title, outcome, sentence, figs, q[q.e == e_min].round(3), "attack_summary")
+    return Claim(3, title, outcome, sentence, figs, q[q.e == e_min].round(3), TABLES.attack_summary)
 
 
 def location_sentence(location: pd.DataFrame) -> str:
@@ -292,7 +294,8 @@ def model_table(run_dir: Path) -> pd.DataFrame | None:
     rate and CAM cosine (8-bit) at each ``e``."""
     tables = Path(run_dir) / "tables"
     sizes, mis, keep, metrics, summary = (read_table(tables, t) for t in (
-        "receptive_field_sizes", "misalignment", "occlusion_keep_irf", "attack_metrics", "attack_summary"))
+        TABLES.receptive_field_sizes, TABLES.misalignment, TABLES.occlusion_keep_irf, TABLES.attack_metrics,
+        TABLES.attack_summary))
     if sizes is None:
         return None
     out = sizes[["model", "input_px", "grid", "theoretical_rf_px"]].copy()
@@ -331,8 +334,8 @@ def glance_table(runs: dict[str, str | os.PathLike]) -> str:
     def cells(run_dir: Path) -> list[str]:
         tables = resolve(run_dir) / "tables"
         outcomes = {c.number: c.outcome for c in collect_claims(run_dir)}
-        mis, keep = read_table(tables, "misalignment"), read_table(tables, "occlusion_keep_irf")
-        metrics = read_table(tables, "attack_metrics")
+        mis, keep = read_table(tables, TABLES.misalignment), read_table(tables, TABLES.occlusion_keep_irf)
+        metrics = read_table(tables, TABLES.attack_metrics)
         rows = attack_at(metrics, int(metrics.e.min()))
         n = rows.image.nunique()
         return [f"{short(centre_mass_outside(mis), True)}: {outcomes[1]}",

@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 
+from .artifacts import TABLES
 from . import attack_experiments, controls, geometry
 from . import occlusion as occ
 from . import receptive_field as rf
@@ -59,8 +60,9 @@ def occlusion(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: Ru
     margin, margin_cells = occ.margin_experiment(model, x, names, e=params.e, fills=fills, seed=params.seed)
     stride = FAST_SLIDING_STRIDE if params.fast else occ.SLIDING_PATCH
     slides = occ.sliding_patch(model, x, names, stride=stride, fill=fills[0], seed=params.seed)
-    return image_major(dict(occlusion_keep_irf=keep, occlusion_occlude_irf=occlude, occlusion_margin=margin,
-                            occlusion_margin_cells=margin_cells, occlusion_sliding_patch=slides), names), None
+    return image_major({TABLES.occlusion_keep_irf: keep, TABLES.occlusion_occlude_irf: occlude,
+                        TABLES.occlusion_margin: margin, TABLES.occlusion_margin_cells: margin_cells,
+                        TABLES.occlusion_sliding_patch: slides}, names), None
 
 
 def occlusion_summaries(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
@@ -69,19 +71,19 @@ def occlusion_summaries(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFra
     CAM's cosine and Spearman and of the largest interior change) and ``occlusion_per_area`` (per model and cell
     kind: the IRF's and the outside's change per unit of area, :func:`ama.controls.per_area_summary`)."""
     out = {}
-    if "occlusion_margin_cells" in tables:
-        cells = tables["occlusion_margin_cells"]
-        out["occlusion_margin_cell_means"] = (cells.groupby(["model", "e", "fill", "cell", "i", "j"], sort=False)
+    if TABLES.occlusion_margin_cells in tables:
+        cells = tables[TABLES.occlusion_margin_cells]
+        out[TABLES.occlusion_margin_cell_means] = (cells.groupby(["model", "e", "fill", "cell", "i", "j"], sort=False)
                                               .agg(abs_delta=("abs_delta", "mean"),
                                                    irf_touches_margin=("irf_touches_margin", "first"))
                                               .reset_index())
-    if "occlusion_margin" in tables:
-        out["occlusion_margin_summary"] = (tables["occlusion_margin"].groupby(["model", "e", "fill"])
+    if TABLES.occlusion_margin in tables:
+        out[TABLES.occlusion_margin_summary] = (tables[TABLES.occlusion_margin].groupby(["model", "e", "fill"])
                                            [["cam_cosine", "cam_spearman", "interior_max_abs_rel_change"]]
                                            .mean().reset_index())
-    if {"occlusion_keep_irf", "occlusion_occlude_irf"} <= set(tables):
-        rows = controls.per_area_influence(tables["occlusion_keep_irf"], tables["occlusion_occlude_irf"])
-        out["occlusion_per_area"] = controls.per_area_summary(rows)
+    if {TABLES.occlusion_keep_irf, TABLES.occlusion_occlude_irf} <= set(tables):
+        rows = controls.per_area_influence(tables[TABLES.occlusion_keep_irf], tables[TABLES.occlusion_occlude_irf])
+        out[TABLES.occlusion_per_area] = controls.per_area_summary(rows)
     return out
 
 
@@ -111,7 +113,8 @@ def receptive_fields(model: CAMModel, x: torch.Tensor, names: Sequence[str], par
         image=list(names), model=model.name, input_px=H, grid=f"{h} x {w}", cell_stride_px=H / h,
         theoretical_rf_px=rf.theoretical_receptive_field(model), irf_support_px=rf.irf_width((h, w), (H, W), centre),
         erf90_px=rf.erf_extent(erf[:, centre].cpu(), ERF_EXTENT_SHARE).numpy()))
-    tables = dict(misalignment=table, misalignment_upsampling_cells=ups, receptive_field_image_sizes=sizes)
+    tables = {TABLES.misalignment: table, TABLES.misalignment_upsampling_cells: ups,
+              TABLES.receptive_field_image_sizes: sizes}
     return image_major(tables, names), erf
 
 
@@ -119,23 +122,23 @@ def receptive_field_summaries(tables: dict[str, pd.DataFrame]) -> dict[str, pd.D
     """``misalignment_summary``, ``margin_mass_ratio`` (per model, cell kind and e), ``misalignment_upsampling`` and
     ``receptive_field_sizes`` from the per-image tables present."""
     out = {}
-    if "misalignment" in tables:
-        table = tables["misalignment"]
-        out["misalignment_summary"] = rf.misalignment_summary(table)
-        out["margin_mass_ratio"] = rf.margin_mass_ratio_summary(table)
+    if TABLES.misalignment in tables:
+        table = tables[TABLES.misalignment]
+        out[TABLES.misalignment_summary] = rf.misalignment_summary(table)
+        out[TABLES.margin_mass_ratio] = rf.margin_mass_ratio_summary(table)
         if "centred_gaussian_mass_outside_irf" in table:
-            out["misalignment_baselines"] = controls.misalignment_baseline_table(table)
-    if "misalignment_upsampling_cells" in tables:
-        ups = tables["misalignment_upsampling_cells"]
-        out["misalignment_upsampling_verdicts"] = controls.misalignment_by_upsampling(ups, MISALIGNED_MASS)
-        out["misalignment_upsampling"] = (ups.groupby(["model", "upsampling", "cell_kind"])
+            out[TABLES.misalignment_baselines] = controls.misalignment_baseline_table(table)
+    if TABLES.misalignment_upsampling_cells in tables:
+        ups = tables[TABLES.misalignment_upsampling_cells]
+        out[TABLES.misalignment_upsampling_verdicts] = controls.misalignment_by_upsampling(ups, MISALIGNED_MASS)
+        out[TABLES.misalignment_upsampling] = (ups.groupby(["model", "upsampling", "cell_kind"])
                                           [["erf_mass_outside_irf", "uniform_mass_outside_irf",
                                             "centred_gaussian_mass_outside_irf", "top_q_iou", "irf_support_px"]]
                                           .mean().reset_index())
-    if "receptive_field_image_sizes" in tables:
-        sizes = tables["receptive_field_image_sizes"]
+    if TABLES.receptive_field_image_sizes in tables:
+        sizes = tables[TABLES.receptive_field_image_sizes]
         keys = ["model", "input_px", "grid", "cell_stride_px", "theoretical_rf_px", "irf_support_px"]
-        out["receptive_field_sizes"] = sizes.groupby(keys, sort=False).erf90_px.mean().reset_index()
+        out[TABLES.receptive_field_sizes] = sizes.groupby(keys, sort=False).erf90_px.mean().reset_index()
     return out
 
 
@@ -170,8 +173,8 @@ def beyond(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: RunPa
     comparison, faith, info = faithfulness.faithfulness_experiment(
         model, x, names, frame_attack, params.auc_steps,
         [m for m in transfer.TRANSFER_METHODS if m not in ("scorecam", "occlusion")], fit)
-    tables = dict(transfer=tr, transfer_scale_check_images=checks, faithfulness=faith,
-                  upsampling_comparison=comparison, attack_location=location)
+    tables = {TABLES.transfer: tr, TABLES.transfer_scale_check_images: checks, TABLES.faithfulness: faith,
+              TABLES.upsampling_comparison: comparison, TABLES.attack_location: location}
     return image_major(tables, names), dict(attacks=attacks, upsampling=info)
 
 
@@ -183,19 +186,20 @@ def beyond_summaries(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]
     from .transfer import scale_check_summary
 
     out = {}
-    if "transfer_scale_check_images" in tables:
-        out["transfer_scale_check"] = scale_check_summary(tables["transfer_scale_check_images"])
-    if "faithfulness" in tables:
-        out["faithfulness_summary"] = (tables["faithfulness"].groupby(["model", "method", "upsampling"])
+    if TABLES.transfer_scale_check_images in tables:
+        out[TABLES.transfer_scale_check] = scale_check_summary(tables[TABLES.transfer_scale_check_images])
+    if TABLES.faithfulness in tables:
+        out[TABLES.faithfulness_summary] = (tables[TABLES.faithfulness].groupby(["model", "method", "upsampling"])
                                        [["deletion_auc", "insertion_auc"]].mean().reset_index())
-    if "transfer" in tables:
-        out["transfer_verdicts"] = controls.transfer_verdicts(tables["transfer"])
-    if "attack_location" in tables:
-        out["attack_location_summary"] = controls.location_summary(tables["attack_location"])
-    if "upsampling_comparison" in tables and "frame_share" in tables["upsampling_comparison"]:
-        out["frame_mass_ratio"] = controls.frame_mass_summary(controls.frame_mass_ratio(tables["upsampling_comparison"]))
-    if "upsampling_comparison" in tables:
-        out["upsampling_summary"] = (tables["upsampling_comparison"].drop(columns="image")
+    if TABLES.transfer in tables:
+        out[TABLES.transfer_verdicts] = controls.transfer_verdicts(tables[TABLES.transfer])
+    if TABLES.attack_location in tables:
+        out[TABLES.attack_location_summary] = controls.location_summary(tables[TABLES.attack_location])
+    if TABLES.upsampling_comparison in tables and "frame_share" in tables[TABLES.upsampling_comparison]:
+        ratio = controls.frame_mass_ratio(tables[TABLES.upsampling_comparison])
+        out[TABLES.frame_mass_ratio] = controls.frame_mass_summary(ratio)
+    if TABLES.upsampling_comparison in tables:
+        out[TABLES.upsampling_summary] = (tables[TABLES.upsampling_comparison].drop(columns="image")
                                      .groupby(["model", "upsampling"]).mean(numeric_only=True).reset_index())
     return out
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .artifacts import TABLES
 from .data import ImageRecord, list_images, load_records
 from .intervals import Estimate
 from .params import FAST_ACCURACY_IMAGES, RunParams
@@ -20,8 +21,8 @@ from .paths import resolve
 
 BATCH = 50                     # images per forward pass of the accuracy pass
 TOP_K = 5
-PREDICTIONS = "clean_predictions"  # the run's table of clean predictions (every labelled image x model)
-ACCURACY = "clean_accuracy"        # each model's top-1 / top-5 on the set
+PREDICTIONS = TABLES.clean_predictions  # the run's table of clean predictions (every labelled image x model)
+ACCURACY = TABLES.clean_accuracy        # each model's top-1 / top-5 on the set
 SELECTION = "selection.csv"        # the run's image list (file, name, label), in the run folder
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .artifacts import FIGURES, TABLES
 from . import optimizers
 from .claims import CRITERIA, collect_claims, existing_figures, model_table, pct, read_table, reference_attack
 from .intervals import FAILS, HOLDS, pooled
@@ -44,7 +45,7 @@ def across_models_figure(run_dir: Path) -> str | None:
     from .plots import log_width_axis
     from .results import save_figure
 
-    df = read_table(run_dir / "tables", "attack_summary")
+    df = read_table(run_dir / "tables", TABLES.attack_summary)
     if df is None or df.empty:
         return None
     ref = reference_attack(df)
@@ -59,9 +60,9 @@ def across_models_figure(run_dir: Path) -> str | None:
     axes[1].legend(title="model")
     fig.suptitle(f"The reference attack across models ({int(ref.n_iter.max())} iterations, 8-bit)")
     fig.tight_layout()
-    save_figure(fig, run_dir, "attack_across_models")
+    save_figure(fig, run_dir, FIGURES.attack_across_models)
     plt.close(fig)
-    return "figures/attack_across_models.png"
+    return f"figures/{FIGURES.attack_across_models}.png"
 
 
 def section_across_models(run_dir: Path) -> Section | None:
@@ -102,7 +103,7 @@ def section_attack_strength(run_dir: Path) -> Section | None:
     result beside the strongest of ``tables/attack_ablation.csv`` (flip, largest budget, 8-bit; strongest = highest
     fooling rate, then lowest CAM cosine), keep mode per optimiser, the targeted attack per optimiser
     (``tables/attack_targeted.csv``), each with its goal; None when the ablation table is missing."""
-    df = read_table(run_dir / "tables", "attack_ablation")
+    df = read_table(run_dir / "tables", TABLES.attack_ablation)
     if df is None or df.empty:
         return None
     from .ablation import ablation_summary
@@ -136,7 +137,7 @@ def section_attack_strength(run_dir: Path) -> Section | None:
             text += (f". Goal (label kept on >= {pct(goal_kept)} of the images, cosine < {goal_cos}): "
                      + (f"met by {', '.join(met)}" if met else "missed"))
         lines.append(text + ".")
-    tg = read_table(run_dir / "tables", "attack_targeted")
+    tg = read_table(run_dir / "tables", TABLES.attack_targeted)
     if tg is not None and not tg.empty and "optimizer" in tg:
         t = tg[tg.quantized.astype(bool)].groupby(["model", "e", "optimizer"]).target_cosine.mean()
         for (model, e), g in t.groupby(level=[0, 1]):
@@ -149,14 +150,14 @@ def section_attack_strength(run_dir: Path) -> Section | None:
                          + " the reference")
             lines.append(text + ".")
     return Section("Beyond the paper: the strongest attack at the same budget", "\n".join(lines),
-                   existing_figures(run_dir / "figures", "attack_ablation"), None, "attack_ablation")
+                   existing_figures(run_dir / "figures", FIGURES.attack_ablation), None, TABLES.attack_ablation)
 
 
 def section_ingredients(run_dir: Path) -> Section | None:
     """*Which ingredient makes the attack strong?*: the ingredient study of ``tables/attack_ingredients_summary.csv``
     (:func:`ama.ablation.ingredient_summary`): the setting chosen on one half of the images, each variant's result on
     the other half beside the reference's, and which ingredients raise the fooling rate there; None without it."""
-    s = read_table(run_dir / "tables", "attack_ingredients_summary")
+    s = read_table(run_dir / "tables", TABLES.attack_ingredients_summary)
     if s is None or s.empty:
         return None
     from .ablation import ingredient_lines
@@ -184,8 +185,8 @@ def section_ingredients(run_dir: Path) -> Section | None:
     cols = ["model", "e", "variant", "chosen", "n_images", "n_seeds", "fooling_rate", "fooling_low", "fooling_high",
             "cam_cosine", "gain", "gain_low", "gain_high", "verdict"]
     return Section("Which ingredient makes the attack strong? (chosen on one half, reported on the other)",
-                   "\n\n".join(lines), existing_figures(run_dir / "figures", "attack_ingredients"),
-                   s[[c for c in cols if c in s]].round(3), "attack_ingredients_summary")
+                   "\n\n".join(lines), existing_figures(run_dir / "figures", FIGURES.attack_ingredients),
+                   s[[c for c in cols if c in s]].round(3), TABLES.attack_ingredients_summary)
 
 
 def section_beyond_the_paper(run_dir: Path) -> Section | None:
@@ -202,7 +203,7 @@ def section_images(run_dir: Path) -> Section | None:
     ImageNet validation top-1, which images the run attacked, the fooling rate by clean-confidence tercile and the
     spread of the attack across seeds."""
     tables = run_dir / "tables"
-    accuracy, selection = read_table(tables, "clean_accuracy"), run_dir / "selection.csv"
+    accuracy, selection = read_table(tables, TABLES.clean_accuracy), run_dir / "selection.csv"
     lines = []
     if selection.is_file():
         chosen = pd.read_csv(selection, keep_default_na=False)
@@ -223,14 +224,14 @@ def section_images(run_dir: Path) -> Section | None:
         else:
             lines.append(f"The run's {len(chosen)} images carry no labels: fooled means the prediction changed, and "
                          "no accuracy is measured.")
-    conf = read_table(tables, "attack_by_confidence")
+    conf = read_table(tables, TABLES.attack_by_confidence)
     if conf is not None and not conf.empty:
         e = conf.e.min()
         parts = [f"{r.tercile} ({r.conf_min:.2f} to {r.conf_max:.2f}): {pct(r.fooling_rate)} ({pct(r.low)} to "
                  f"{pct(r.high)}, {r.n_images} images)" for r in conf[conf.e == e].itertuples()]
         lines.append(f"The reference attack's fooling rate at e = {e} by tercile of the clean confidence: "
                      + "; ".join(parts) + ".")
-    seeds = read_table(tables, "attack_seed_spread")
+    seeds = read_table(tables, TABLES.attack_seed_spread)
     if seeds is not None and not seeds.empty:
         lines.append("Across seeds (the start noise): " + "; ".join(
             f"{r.model} {r.optimizer} e = {r.e}: fooling {pct(r.fooling_rate)} on average over {r.n_seeds} seeds "
@@ -239,7 +240,7 @@ def section_images(run_dir: Path) -> Section | None:
     if not lines:
         return None
     return Section("The images", "\n\n".join(lines), [], accuracy.round(3) if accuracy is not None else None,
-                   "clean_accuracy")
+                   TABLES.clean_accuracy)
 
 
 SECTIONS = (section_images, section_across_models, section_attack_strength, section_ingredients,
@@ -263,7 +264,7 @@ def beyond_the_paper(run_dir: str | os.PathLike) -> list[str]:
     lines = ["## Beyond the paper", "",
              "Questions the paper leaves open (notebook 05, `SCIENCE.md` section 6). These are findings of this run, "
              "not verdicts on the paper's claims.", ""]
-    tr, check = read_table(tables, "transfer"), read_table(tables, "transfer_scale_check")
+    tr, check = read_table(tables, TABLES.transfer), read_table(tables, TABLES.transfer_scale_check)
     if tr is None or tr.empty:
         lines += ["**Transfer to other explanations:** not measured on this run (notebook 05 did not write "
                   "`tables/transfer.csv`).", ""]
@@ -295,7 +296,7 @@ def beyond_the_paper(run_dir: str | os.PathLike) -> list[str]:
         lines += [f"Check, not a transfer result: Grad-CAM, HiResCAM and XGrad-CAM equal CAM up to a positive scale for "
                   f"this global-average-pool + linear head (largest difference of the normalised maps "
                   f"{check.max_abs_diff.max():.1e}).", ""]
-    faith = read_table(tables, "faithfulness")
+    faith = read_table(tables, TABLES.faithfulness)
     if faith is not None and not faith.empty:
         f = faith.groupby(["method", "upsampling"])[["deletion_auc", "insertion_auc"]].mean()
         best_del, best_ins = f.deletion_auc.idxmin(), f.insertion_auc.idxmax()
@@ -303,7 +304,7 @@ def beyond_the_paper(run_dir: str | os.PathLike) -> list[str]:
                   f"insertion are better): the lowest deletion AUC is {' / '.join(best_del)} "
                   f"({f.deletion_auc.min():.3f}), the highest insertion AUC {' / '.join(best_ins)} "
                   f"({f.insertion_auc.max():.3f}).", "", _markdown_table(f.round(3).reset_index()), ""]
-    up = read_table(tables, "upsampling_comparison")
+    up = read_table(tables, TABLES.upsampling_comparison)
     if up is None or up.empty:
         lines += ["**ERF-aware upsampling:** not measured on this run (no `tables/upsampling_comparison.csv`).", ""]
         return lines
@@ -327,7 +328,7 @@ def beyond_the_paper(run_dir: str | os.PathLike) -> list[str]:
                  f"pixels divided by the frame's share of the image (1: as much as its area), clean -> attacked: "
                  + "; ".join(parts) + ". A map that revealed the attack's evidence would raise it (change > 0).")
     lines += [sent, "", _markdown_table(u[cols].round(3).reset_index()), ""]
-    figs = existing_figures(resolve(run_dir) / "figures", "transfer_cosine", "upsampling_under_attack")
+    figs = existing_figures(resolve(run_dir) / "figures", FIGURES.transfer_cosine, FIGURES.upsampling_under_attack)
     lines += [f"![{Path(f).stem}]({f})" for f in figs] + [""]
     return lines
 

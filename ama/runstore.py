@@ -27,10 +27,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from .artifacts import TABLES
 from .paths import atomic_write
 from .results import FLOAT_FORMAT, write_csv
 
-TABLE_STEM = "attack_metrics"
+TABLE_STEM = TABLES.attack_metrics
 TABLE_NAME = f"{TABLE_STEM}.csv"
 PARTS_DIR = "parts"
 # Columns that say which setting a row belongs to.

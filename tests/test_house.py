@@ -100,3 +100,50 @@ def test_import_ama_and_the_pipeline_do_not_import_torch():
     code = "import sys, ama, ama.pipeline, ama.params; print(sorted({'torch', 'scipy', 'pandas'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert out.strip() == "[]"
+
+
+# Words that are an artifact's name and also, here, something else: a function, a module, a measure's column.
+NOT_ARTIFACTS = {("__init__.py", "misalignment"), ("__init__.py", "faithfulness"), ("__init__.py", "transfer"),
+                 ("receptive_field.py", "margin_mass_ratio"), ("figures.py", "margin_mass_ratio")}
+
+
+def spelled_artifacts(source: str) -> list[tuple[int, str]]:
+    """``(line, name)`` of every string literal of ``source`` that is a declared table's or figure's name (docstrings
+    and f-string pieces aside)."""
+    from ama.artifacts import FIGURES, TABLES
+
+    names = {str(a) for a in TABLES} | {str(a) for a in FIGURES}
+    tree = ast.parse(source)
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.body
+            and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    pieces = {id(v) for n in ast.walk(tree) if isinstance(n, ast.JoinedStr) for v in n.values}
+    return [(n.lineno, n.value) for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value in names
+            and id(n) not in docs and id(n) not in pieces]
+
+
+def test_the_spelling_check_finds_a_literal_name():
+    assert spelled_artifacts('"""attack_metrics"""\nx = tables["attack_metrics"]\ny = f"{a}attack_metrics"') == [
+        (2, "attack_metrics")]
+
+
+def test_no_artifact_name_is_spelled_twice():
+    """A table or figure is named by its declaration in ama/artifacts.py everywhere else: module code and notebooks."""
+    found = [f"ama/{p.name}:{line}: {name!r}" for p in sorted(PACKAGE.glob("*.py")) if p.name != "artifacts.py"
+             for line, name in spelled_artifacts(p.read_text()) if (p.name, name) not in NOT_ARTIFACTS]
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for k, cell in enumerate(json.loads(nb.read_text())["cells"]):
+            if cell["cell_type"] == "code":
+                found += [f"{nb.name} cell {k}: {name!r}" for _, name in spelled_artifacts("".join(cell["source"]))]
+    assert found == [], "spell these by ama.artifacts.TABLES / FIGURES:\n" + "\n".join(found)
+
+
+def test_artifact_declarations_are_unique_and_explained():
+    from ama.artifacts import FIGURES, TABLES
+
+    for declared in (TABLES, FIGURES):
+        names = [str(a) for a in declared]
+        assert len(names) == len(set(names)) and all(a.meaning and a.notebook in {"01", "02", "03", "04", "05"}
+                                                     for a in declared)
+        assert all(getattr(declared, n) == n for n in names)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pandas as pd
@@ -37,6 +38,12 @@ def test_fast_run_writes_every_artifact(fast_run):
     for png in (line.split("](")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")):
         assert (run / png).is_file()
     assert "comparison skipped" in fast_run.output  # fast parameters differ from the reference's
+    from ama.artifacts import FIGURES, TABLES  # every artifact is declared, and a FAST run writes every FAST one
+
+    for declared, folder, suffix in ((TABLES, "tables", ".csv"), (FIGURES, "figures", ".png")):
+        written = {re.sub(r"_\d+$", "", p.name.removesuffix(suffix)) for p in (run / folder).glob(f"*{suffix}")}
+        assert written <= {str(a) for a in declared}, f"undeclared {folder}: {written - set(map(str, declared))}"
+        assert {str(a) for a in declared if a.fast} <= written, f"declared, not written: {folder}"
     from ama import lineage  # every table's lineage, recorded as it was written
     written = lineage.read(run / "tables")
     assert set(written) == {p.stem for p in (run / "tables").glob("*.csv")}
