@@ -20,7 +20,7 @@ import torch
 
 from . import optimizers
 from .attack import marginal_attack
-from .attack_result import AttackParams
+from .attack_result import AttackParams, OptimizerKey
 from .cam_model import CAMModel
 from .intervals import Estimate
 from .params import E, LAMB, N_ITER, SEED, RunParams
@@ -91,9 +91,9 @@ def run_ablation(model: CAMModel, x: torch.Tensor, names: Sequence[str], e=E, bu
     :func:`ama.metrics.attack_metrics` rows (one per image x quantized) with the columns ``variant``, ``cam_loss``,
     ``label_loss`` and ``select`` added.
 
-    ``results``: a dict of :class:`AttackResult` keyed ``(optimizer, variant, e, n_iter, mode)``; a setting found
-    there is reused (e.g. the reference runs of :func:`run_grid`: ``("sign", "default", e, n_iter, "flip")``), the
-    others are added to it."""
+    ``results``: a dict of :class:`AttackResult` keyed by :class:`~ama.attack_result.OptimizerKey`; a setting found
+    there is reused (e.g. the original loop's runs of :func:`run_grid`, ``OptimizerKey.default("sign", e, n_iter)``),
+    the others are added to it."""
     from tqdm import tqdm
 
     widths = [e] if isinstance(e, int) else list(e)
@@ -114,7 +114,7 @@ def run_ablation(model: CAMModel, x: torch.Tensor, names: Sequence[str], e=E, bu
     kw = {} if lamb is None else {"lamb": lamb}
     frames = []
     for s, w, it, m in tqdm(jobs, desc=f"ablation {model.name}", mininterval=30, disable=not progress):
-        key = (s["optimizer"], s["variant"], w, it, m)
+        key = OptimizerKey(s["optimizer"], s["variant"], w, it, m)
         if key not in results:
             opt = {k: s[k] for k in ("optimizer", "restarts", "cam_loss", "label_loss", "select")}
             results[key] = marginal_attack(model, x, e=w, n_iter=it, mode=m, seed=seed, names=names, **opt, **kw)

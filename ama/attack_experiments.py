@@ -17,12 +17,12 @@ from typing import Sequence
 import pandas as pd
 import torch
 
-from .artifacts import TABLES
 from . import optimizers
+from .artifacts import TABLES
 from .ablation import (ADVERSARIAL_OPTIMIZERS, ablation_plan, ablation_summary, ingredient_plan, ingredient_summary,
                        run_ablation, run_ingredients, study_halves)
 from .attack import attack_batch, marginal_attack, random_frame
-from .attack_result import AttackResult
+from .attack_result import RANDOM, AttackResult, GridKey, OptimizerKey
 from .cam_model import CAMModel
 from .metrics import history_table, summary_table
 from .params import E, PAPER_N_ITER, SEED, RunParams
@@ -61,10 +61,10 @@ def run_grid(model: CAMModel, x: torch.Tensor, names: Sequence[str], e=E, n_iter
     """Attack the batch ``x`` for every ``e`` x ``n_iter`` x ``mode`` and add the random-frame baseline per ``e``.
 
     ``mode_n_iters`` / ``mode_e``: per mode, the ``n_iter`` / ``e`` values to run (default: all); ``n_iter_e``: per
-    ``n_iter``, the ``e`` values to run it at (default: all); ``lamb`` None: the
-    attack's default. Returns ``(results, table)``: ``results[(setting, e, n_iter, mode)]`` -> :class:`AttackResult`
-    (``setting`` ``"attack"`` or ``"random_frame"``, the baseline with ``n_iter`` 0 and mode ``"random"``) and all
-    metric rows with a ``setting`` column. Histories are kept for every attack when ``history``.
+    ``n_iter``, the ``e`` values to run it at (default: all); ``lamb`` None: the attack's default. Returns
+    ``(results, table)``: ``results[GridKey(setting, e, n_iter, mode)]`` -> :class:`AttackResult` (``setting``
+    ``"attack"`` or ``"random_frame"``, the baseline with ``n_iter`` 0 and mode ``"random"``) and all metric rows
+    with a ``setting`` column. Histories are kept for every attack when ``history``.
     """
     from tqdm import tqdm  # plain text bar: no widget warning under papermill, few lines in logs
 
@@ -76,11 +76,11 @@ def run_grid(model: CAMModel, x: torch.Tensor, names: Sequence[str], e=E, n_iter
     results, frames = {}, []
     for w in widths:
         r = random_frame(model, x, e=w, seed=seed, names=names)
-        results[("random_frame", w, 0, "random")] = r
+        results[GridKey("random_frame", w, 0, RANDOM)] = r
         frames.append(r.metrics.assign(setting="random_frame"))
     for w, it, mode in tqdm(jobs, desc=f"AMA {model.name}", mininterval=30, disable=not progress):
         r = marginal_attack(model, x, e=w, n_iter=it, mode=mode, seed=seed, return_history=history, names=names, **kw)
-        results[("attack", w, it, mode)] = r
+        results[GridKey("attack", w, it, mode)] = r
         frames.append(r.metrics.assign(setting="attack"))
     table = pd.concat(frames, ignore_index=True)
     cols = list(table.columns)
@@ -111,7 +111,7 @@ def run_seeds(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: Ru
     frames = []
     for optimizer, e, seed in tqdm(seed_plan(params), desc=f"seeds {model.name}", mininterval=30,
                                    disable=not progress):
-        key = (optimizer, "default", e, params.n_iter, "flip")
+        key = OptimizerKey.default(optimizer, e, params.n_iter)
         r = results[key] if seed == params.seed and key in results else marginal_attack(
             model, x, e=e, n_iter=params.n_iter, lamb=params.lamb, seed=seed, names=names, optimizer=optimizer)
         if made is not None:
@@ -158,9 +158,9 @@ def attack_grid(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: 
 
 def _attack_batch(model, x, names, params, out_dir, progress, labels, halves) -> tuple[dict[str, pd.DataFrame], dict]:
     results, table = run_grid(model, x, names, **grid_plan(params), progress=progress)
-    history = history_table({k: v for k, v in results.items() if k[0] == "attack"})
-    shared = {(ORIGINAL, "default", e, it, mode): r for (setting, e, it, mode), r in results.items()
-              if setting == "attack"}
+    attacks = {k: r for k, r in results.items() if k.setting == "attack"}
+    history = history_table(attacks)
+    shared = {OptimizerKey.default(ORIGINAL, k.e, k.n_iter, k.mode): r for k, r in attacks.items()}
     abl = run_ablation(model, x, names, **ablation_plan(params), results=shared, progress=progress)
     results.update(shared)
     made = list(results.values())
@@ -274,8 +274,9 @@ def save_adversarial(results: dict, params: RunParams, out_dir) -> None:
     :data:`ADVERSARIAL_OPTIMIZERS` at every ``e`` (flip, defaults, the run's ``n_iter``)."""
     n_iter = params.n_iter
     for key, r in results.items():
-        if len(key) == 5 and key[0] in ADVERSARIAL_OPTIMIZERS and key[1] == "default" and key[3:] == (n_iter, "flip"):
-            folder = adversarial_dir(out_dir, r.params.model, key[0], key[2], n_iter)
+        if (isinstance(key, OptimizerKey) and key.optimizer in ADVERSARIAL_OPTIMIZERS
+                and key == OptimizerKey.default(key.optimizer, key.e, n_iter)):
+            folder = adversarial_dir(out_dir, r.params.model, key.optimizer, key.e, n_iter)
             for name, image in zip(r.names, r.adv_q):
                 path = folder / f"{name}.png"
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -327,7 +328,7 @@ def attack_examples(model: CAMModel, data, params: RunParams, table: pd.DataFram
     widths = list(params.e) if widths is None else list(widths)
     shown = example_images(table, model.name, data.names, min(params.e), params.n_iter, k)
     if results is not None:
-        return {e: results[("attack", e, params.n_iter, "flip")] for e in widths}, shown
+        return {e: results[GridKey("attack", e, params.n_iter, "flip")] for e in widths}, shown
     x, names = data.images[shown], [data.names[i] for i in shown]
     return {e: marginal_attack(model, x, e=e, n_iter=params.n_iter, lamb=params.lamb, seed=params.seed, names=names)
             for e in widths}, list(range(len(shown)))
@@ -357,8 +358,8 @@ def keep_example(model: CAMModel, data, params: RunParams, table: pd.DataFrame, 
                  & table.quantized.astype(bool)]
     score = dict(zip(rows.image, rows.cam_cosine.where(~rows.fooled.astype(bool), 2.0)))
     best = min(range(len(data.names)), key=lambda i: (score.get(data.names[i], 3.0), i))
-    if results is not None and ("attack", e, n_iter, "keep") in results:
-        return results[("attack", e, n_iter, "keep")], best
+    if results is not None and GridKey("attack", e, n_iter, "keep") in results:
+        return results[GridKey("attack", e, n_iter, "keep")], best
     r = marginal_attack(model, data.images[best:best + 1], e=e, n_iter=n_iter, lamb=plan["lamb"], mode="keep",
                         seed=plan["seed"], names=[data.names[best]])
     return r, 0

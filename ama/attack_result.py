@@ -17,6 +17,33 @@ NO_OPTIMIZER = "none"
 
 
 @dataclass(frozen=True)
+class GridKey:
+    """Where a result of the paper's grid (:func:`ama.attack_experiments.run_grid`) is kept: ``setting``
+    ``"attack"`` or ``"random_frame"`` (the baseline: ``n_iter`` 0, mode :data:`RANDOM`)."""
+
+    setting: str
+    e: int
+    n_iter: int
+    mode: str
+
+
+@dataclass(frozen=True)
+class OptimizerKey:
+    """Where a result of one optimiser's setting is kept (the ablation, the seeds, the saved PNGs, notebook 05):
+    ``variant`` ``"default"`` (the optimiser's defaults) or an ingredient's name."""
+
+    optimizer: str
+    variant: str
+    e: int
+    n_iter: int
+    mode: str = "flip"
+
+    @classmethod
+    def default(cls, optimizer: str, e: int, n_iter: int, mode: str = "flip") -> "OptimizerKey":
+        return cls(optimizer, "default", e, n_iter, mode)
+
+
+@dataclass(frozen=True)
 class AttackParams:
     """The settings of one attack: ``e`` is the frame width (None for a custom ``mask``); ``mode`` ``flip``,
     ``keep`` or ``random`` (the baseline, ``n_iter`` 0); the optimiser's settings are those of

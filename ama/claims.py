@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .artifacts import FIGURES, TABLES
 from . import lineage
+from .artifacts import FIGURES, TABLES
 from .intervals import FAILS, HOLDS, INCONCLUSIVE, Estimate, pooled
 from .paths import resolve
 

@@ -18,10 +18,11 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 
-from .artifacts import TABLES
 from . import attack_experiments, controls, geometry
 from . import occlusion as occ
 from . import receptive_field as rf
+from .artifacts import TABLES
+from .attack_result import OptimizerKey
 from .cam_model import CAMModel
 from .claims import MISALIGNED_MASS
 from .params import FAST_N_FILLS, FAST_SLIDING_STRIDE, RunParams
@@ -167,7 +168,7 @@ def beyond(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: RunPa
         x, names = x[idx], [names[k] for k in idx]
         labels = None if labels is None else torch.as_tensor(labels)[idx]
     tr, checks, attacks = transfer.transfer_experiment(model, x, names, params, out_dir)
-    frame_attack = attacks[(attack_experiments.ORIGINAL, min(params.e))]
+    frame_attack = attacks[OptimizerKey.default(attack_experiments.ORIGINAL, min(params.e), params.n_iter)]
     location = controls.location_control(model, x, names, params, frame_attack, labels)
     fit = faithfulness.calibration_fit(model, params, reported)
     comparison, faith, info = faithfulness.faithfulness_experiment(

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from .attack_result import OptimizerKey
 from .cam import compute_cam, normalize_maps
 from .geometry import frame_mask
 from .metrics import FAITHFULNESS_STEPS, deletion_auc, insertion_auc, spearman
@@ -179,7 +180,7 @@ def under_attack_panels(runs: dict, extras: dict | None, params, out_dir) -> dic
     panels = {}
     for name, (model, data) in runs.items():
         if extras:
-            attack = extras[name]["attacks"][(ORIGINAL, e0)]
+            attack = extras[name]["attacks"][OptimizerKey.default(ORIGINAL, e0, params.n_iter)]
             maps = {up: m[:1] for up, m in extras[name]["upsampling"]["adv_saliency"].items()}
             table = extras[name]["upsampling"]["table"]
         else:

@@ -183,7 +183,8 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def history_table(results: dict) -> pd.DataFrame:
     """Long table of the per-iteration histories: ``model, e, n_iter, mode, image, iteration`` and the recorded
-    quantities; ``results`` maps ``(setting, e, n_iter, mode)`` -> AttackResult (those without history skipped)."""
+    quantities; ``results`` maps a :class:`~ama.attack_result.GridKey` -> AttackResult (those without history
+    skipped)."""
     frames = []
     for key, r in results.items():
         if r.history is None:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .artifacts import FIGURES, TABLES
 from . import optimizers
+from .artifacts import FIGURES, TABLES
 from .claims import CRITERIA, collect_claims, existing_figures, model_table, pct, read_table, reference_attack
 from .intervals import FAILS, HOLDS, pooled
 from .paths import atomic_write, resolve

@@ -23,11 +23,14 @@ transfer result.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
+from .attack_result import OptimizerKey
 from .metrics import cosine, spearman, top_iou
 from .upsampling import upsample
 
@@ -143,6 +146,17 @@ def _similarity(clean: torch.Tensor, adv: torch.Tensor, size) -> dict:
             "top20_iou": top_iou(upsample(clean, size), upsample(adv, size)).numpy()}
 
 
+@dataclass(frozen=True)
+class MapKey:
+    """A map :func:`transfer_table` keeps for reuse: ``method``'s maps of the first ``n`` images, of the clean images
+    (``frame`` ``"clean"``) or of the random frame at ``e``."""
+
+    method: str
+    n: int
+    frame: str = "clean"
+    e: int | None = None
+
+
 def transfer_table(model, attack, baseline, methods=TRANSFER_METHODS, optimizer: str = "reference",
                    image_limits: dict | None = None, clean_maps: dict | None = None,
                    batch_size: int = SCORE_CAM_BATCH) -> pd.DataFrame:
@@ -168,12 +182,12 @@ def transfer_table(model, attack, baseline, methods=TRANSFER_METHODS, optimizer:
         n = min(len(c), int(image_limits.get(method, len(c))))
         if n < 1:
             continue
-        key = (method, n)
+        key = MapKey(method, n)
         if key not in clean_maps:
             clean_maps[key] = explanation(model, attack.clean[:n], c[:n], method, batch_size)
         clean = clean_maps[key]
         adv = explanation(model, attack.adv_q[:n], c[:n], method, batch_size)
-        random_key = (method, n, "random frame", attack.params.e)  # shared by the optimisers at one e
+        random_key = MapKey(method, n, "random frame", attack.params.e)  # shared by the optimisers at one e
         if random_key not in clean_maps:
             clean_maps[random_key] = explanation(model, baseline.adv_q[:n], c[:n], method, batch_size)
         rand = clean_maps[random_key]
@@ -232,7 +246,7 @@ def transfer_experiment(model, x: torch.Tensor, names, params, out_dir=None) -> 
     :data:`ama.ablation.ADVERSARIAL_OPTIMIZERS` (the run's PNGs, attacked again where missing) and the
     random frame, explained by :data:`TRANSFER_METHODS` (Score-CAM on the first ``params.score_cam_images`` images,
     none when 0; :data:`SMALLEST_E_ONLY` at the smallest ``e`` only). Returns the :func:`transfer_table` rows, the :func:`scale_check` rows and
-    ``{(optimizer, e): AttackResult}``."""
+    ``{OptimizerKey: AttackResult}``."""
     from .attack import random_frame
     from .ablation import ADVERSARIAL_OPTIMIZERS
     from .attack_experiments import adversarial_result
@@ -245,7 +259,8 @@ def transfer_experiment(model, x: torch.Tensor, names, params, out_dir=None) -> 
         rand = random_frame(model, x, e=e, seed=params.seed, names=names)
         here = [m for m in methods if e == min(params.e) or m not in SMALLEST_E_ONLY]
         for optimizer in ADVERSARIAL_OPTIMIZERS:
-            attacks[(optimizer, e)] = adversarial_result(model, x, names, params, out_dir, optimizer, e)
-            frames.append(transfer_table(model, attacks[(optimizer, e)], rand, here, optimizer=optimizer,
+            key = OptimizerKey.default(optimizer, e, params.n_iter)
+            attacks[key] = adversarial_result(model, x, names, params, out_dir, optimizer, e)
+            frames.append(transfer_table(model, attacks[key], rand, here, optimizer=optimizer,
                                          image_limits=limits, clean_maps=cache))
     return pd.concat(frames, ignore_index=True), checks, attacks

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 import ama
 from ama import ablation, attack, optimizers
 from ama.attack import quantize, start_noise
+from ama.attack_result import OptimizerKey
 from ama.cam import compute_cam
 from ama.geometry import frame_mask
 
@@ -282,7 +283,7 @@ def test_a_fold_that_changes_the_function_is_refused_with_a_warning(x8):
 def test_ablation_reuses_given_results_and_adds_keep_mode(tiny_model, x8):
     names = list("abcd")
     ref = ama.marginal_attack(tiny_model, x8, e=1, n_iter=5, names=names)
-    results = {("sign", "default", 1, 5, "flip"): ref}
+    results = {OptimizerKey.default("sign", 1, 5): ref}
     calls = []
     features = tiny_model.features
     tiny_model.features = lambda z: (calls.append(z.shape[0]), features(z))[1]
@@ -292,8 +293,8 @@ def test_ablation_reuses_given_results_and_adds_keep_mode(tiny_model, x8):
     runs = set(map(tuple, table[["optimizer", "mode"]].drop_duplicates().values))
     assert runs == {("sign", "flip"), ("apgd", "flip"), ("apgd", "keep")}
     assert len(calls) == 2 * (5 + 3)  # two new runs (passes, clean, two evaluations); the sign run was reused
-    assert set(results) == {("sign", "default", 1, 5, "flip"), ("apgd", "default", 1, 5, "flip"),
-                            ("apgd", "default", 1, 5, "keep")}
+    assert set(results) == {OptimizerKey.default("sign", 1, 5), OptimizerKey.default("apgd", 1, 5),
+                            OptimizerKey.default("apgd", 1, 5, "keep")}
     sign = table[(table.optimizer == "sign")]
     assert sign.cam_cosine.tolist() == ref.metrics.cam_cosine.tolist()
 

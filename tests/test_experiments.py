@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from ama import attack, attack_experiments, experiments, lineage, runs, shards
+from ama.attack_result import GridKey, OptimizerKey
 from ama.distributed import Launch
 from ama.geometry import check_frame_width
 from ama.params import N_IMAGES, ParamsError, RunParams
@@ -102,18 +103,18 @@ def test_attack_grid_runs_the_planned_settings_once(tiny_model, images32, tmp_pa
     features = tiny_model.features
     tiny_model.features = lambda z: (calls.append(torch.is_grad_enabled()), features(z))[1]
     _, results = attack_experiments.attack_grid(tiny_model, images32[:2], ["a", "b"], p, progress=False)
-    grid = {("attack", e, 8, "flip") for e in (1, 2, 4)} | {("attack", e, 50, "flip") for e in (1, 2)}
-    grid |= {("attack", 1, 8, "keep")}
-    grid |= {("random_frame", e, 0, "random") for e in (1, 2, 4)}
-    abl = {(o, "default", e, 8, "flip") for o in ("sign", "apgd") for e in (1, 2, 4)}
-    abl |= {("adam", "default", e, 8, "flip") for e in (1, 2)}
-    abl |= {(o, "default", e, 2, "flip") for o in ("sign", "apgd", "adam") for e in (1, 2)}
-    abl |= {(o, "default", 1, 8, "keep") for o in ("sign", "apgd")}
-    shared = {("sign", "default", e, it, m) for (_, e, it, m) in grid if it}  # the grid's runs, under their names
+    grid = {GridKey("attack", e, 8, "flip") for e in (1, 2, 4)} | {GridKey("attack", e, 50, "flip") for e in (1, 2)}
+    grid |= {GridKey("attack", 1, 8, "keep")}
+    grid |= {GridKey("random_frame", e, 0, "random") for e in (1, 2, 4)}
+    abl = {OptimizerKey.default(o, e, 8) for o in ("sign", "apgd") for e in (1, 2, 4)}
+    abl |= {OptimizerKey.default("adam", e, 8) for e in (1, 2)}
+    abl |= {OptimizerKey.default(o, e, 2) for o in ("sign", "apgd", "adam") for e in (1, 2)}
+    abl |= {OptimizerKey.default(o, 1, 8, "keep") for o in ("sign", "apgd")}
+    shared = {OptimizerKey.default("sign", k.e, k.n_iter, k.mode) for k in grid if k.n_iter}  # the grid's, renamed
     assert set(results) == grid | abl | shared
-    for _, e, it, m in (k for k in grid if k[0] == "attack"):
-        assert results[("sign", "default", e, it, m)] is results[("attack", e, it, m)]
-    attacks = {id(r): r for k, r in results.items() if k[0] != "random_frame"}.values()  # each run once
+    for k in (k for k in grid if k.setting == "attack"):
+        assert results[OptimizerKey.default("sign", k.e, k.n_iter, k.mode)] is results[k]
+    attacks = {id(r): r for k, r in results.items() if getattr(k, "setting", "") != "random_frame"}.values()  # once
     assert len(attacks) == 6 + 12  # the grid: 5 flip + 1 keep; the ablation: apgd 3, adam 2, quarter budget 6, keep 1
     # the ingredient study at e = 1 adds 4 attacks: sign + margin, sign + best, apgd and adam with ce and the last
     # iterate; the reference and the apgd and adam defaults are the ablation's runs, reused
@@ -130,7 +131,7 @@ def test_attack_grid_shares_the_reference_runs_and_saves_the_adversarial_images(
     names = ["a", "b", "c", "d"]
     tables, results = attack_experiments.attack_grid(tiny_model, images32, names, p, out_dir=tmp_path, progress=False)
     abl = tables["attack_ablation"]
-    assert results[("sign", "default", 2, 4, "flip")] is results[("attack", 2, 4, "flip")]
+    assert results[OptimizerKey.default("sign", 2, 4)] is results[GridKey("attack", 2, 4, "flip")]
     assert set(abl[abl["mode"] == "keep"].optimizer) == {"sign", "apgd"}
     pngs = sorted(tmp_path.glob("adversarial/tiny/*/*.png"))
     assert sorted({q.parent.name for q in pngs}) == ["apgd_e1_it4", "apgd_e2_it4", "sign_e1_it4", "sign_e2_it4"]
@@ -139,7 +140,7 @@ def test_attack_grid_shares_the_reference_runs_and_saves_the_adversarial_images(
     tables, results = attack_experiments.attack_grid(tiny_model, x8, names, p, out_dir=tmp_path, progress=False)
     for opt in ("sign", "apgd"):
         saved = attack_experiments.adversarial_result(tiny_model, x8, names, p, tmp_path, opt, 2)
-        made = results[(opt, "default", 2, 4, "flip")]
+        made = results[OptimizerKey.default(opt, 2, 4)]
         assert torch.equal(saved.adv_q, made.adv_q)  # the PNGs are exactly the 8-bit images
         assert torch.allclose(saved.adv_q_logits, made.adv_q_logits, atol=1e-5)  # memory layout: rounding only
         assert saved.params.optimizer == opt and saved.params.n_iter == 4

@@ -7,6 +7,7 @@ from conftest import make_tiny_model
 
 import ama
 from ama import attack, transfer
+from ama.transfer import MapKey
 
 
 @pytest.fixture
@@ -65,8 +66,8 @@ def test_transfer_table(tiny_batch):
                                    "cam_spearman", "top20_iou", "random_cam_cosine", "random_cam_spearman",
                                    "random_top20_iou"]
     assert (table.method == "gradcam++").sum() == 3 and (table.method == "scorecam").sum() == 1
-    assert set(cache) == {("gradcam++", 3), ("scorecam", 1),  # the clean maps and the random frame's at e = 1
-                          ("gradcam++", 3, "random frame", 1), ("scorecam", 1, "random frame", 1)}
+    assert set(cache) == {MapKey("gradcam++", 3), MapKey("scorecam", 1),  # the clean maps, the random frame's at e = 1
+                          MapKey("gradcam++", 3, "random frame", 1), MapKey("scorecam", 1, "random frame", 1)}
     clean = transfer.library_cam(model, x, adv.clean_class, "gradcam++")  # the rows, computed by hand
     attacked = transfer.library_cam(model, adv.adv_q, adv.clean_class, "gradcam++")
     expected = torch.nn.functional.cosine_similarity(clean.flatten(1), attacked.flatten(1), dim=1)
