@@ -147,3 +147,9 @@ def test_artifact_declarations_are_unique_and_explained():
         assert len(names) == len(set(names)) and all(a.meaning and a.notebook in {"01", "02", "03", "04", "05"}
                                                      for a in declared)
         assert all(getattr(declared, n) == n for n in names)
+
+
+def test_the_layout_page_names_every_module():
+    text = (ROOT / "docs" / "LAYOUT.md").read_text()
+    missing = [p.stem for p in PACKAGE.glob("*.py") if not p.stem.startswith("__") and f"`{p.stem}`" not in text]
+    assert missing == [], f"docs/LAYOUT.md does not say what these modules are: {missing}"
