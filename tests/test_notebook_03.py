@@ -24,7 +24,7 @@ def test_notebook_committed_without_outputs():
 def test_notebook_03_fast(fast_run):
     """Notebook 03 as `make reproduce FAST=1` ran it under papermill (the shared run of conftest)."""
     tables, figures = fast_run.dir / "tables", fast_run.dir / "figures"
-    for stem in ("attack_examples", "attack_examples_2", "attack_examples_by_e", "attack_metrics_vs_e",
+    for stem in ("attack_examples", "attack_examples_1", "attack_examples_by_e", "attack_metrics_vs_e",
                  "attack_history", "attack_keep_example", "attack_targeted_example", "attack_random_baseline",
                  "attack_ingredients"):
         assert (figures / f"{stem}.png").stat().st_size > 10_000, stem

@@ -66,7 +66,7 @@ def test_notebook_02_tables_and_figures(fast_run):
     summary = pd.read_csv(tables / "misalignment_summary.csv")
     assert set(summary.cell_kind) == {"all", "centre", "corner", "edge", "interior"}
     sizes = pd.read_csv(tables / "receptive_field_sizes.csv")
-    assert list(sizes.input_px) == [224, 240, 260] and list(sizes.grid) == ["7 x 7", "8 x 8", "9 x 9"]
+    assert list(sizes.input_px) == [224, 240] and list(sizes.grid) == ["7 x 7", "8 x 8"]
     assert (sizes.theoretical_rf_px > sizes.input_px).all() and (sizes.irf_support_px < sizes.erf90_px).all()
     ups = pd.read_csv(tables / "misalignment_upsampling.csv")
     assert ups.upsampling.nunique() == 4 and ups.model.nunique() == len(FAST_MODELS)
