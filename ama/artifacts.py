@@ -40,12 +40,6 @@ class _Declared:
     def __iter__(self):
         return iter(self._all.values())
 
-    def __contains__(self, name) -> bool:
-        return name in self._all
-
-    def __getitem__(self, name: str) -> Artifact:
-        return self._all[name]
-
 
 TABLES = _Declared("table", [
     ("01", "occlusion_keep_irf", "image x fill x cell: a cell's raw CAM change when everything outside its IRF is filled"),
