@@ -22,8 +22,11 @@ from . import optimizers
 from .attack import marginal_attack
 from .attack_result import AttackParams, OptimizerKey
 from .cam_model import CAMModel
+from .criteria import pct
 from .intervals import Estimate
 from .params import E, LAMB, N_ITER, SEED, RunParams
+from .protocol import evenly
+from .selectors import eight_bit
 
 ADVERSARIAL_OPTIMIZERS = (optimizers.ORIGINAL, optimizers.STRONGEST)  # at every e, their images kept (notebook 05)
 INGREDIENTS = ("select", "restarts", "cam_loss", "label_loss")
@@ -138,7 +141,7 @@ def ablation_summary(table: pd.DataFrame) -> pd.DataFrame:
 def ablation_lines(summary: pd.DataFrame) -> list[str]:
     """One line per model, ``e``, mode, optimiser and variant of :func:`ablation_summary` at the largest budget
     (8-bit): fooling rate (flip) or labels kept (keep), and the CAM cosine."""
-    top = summary[summary.quantized.astype(bool) & (summary.n_iter == summary.n_iter.max())]
+    top = eight_bit(summary[summary.n_iter == summary.n_iter.max()])
     return [f"{r.model} e={r.e} {r.mode:4s} {r.optimizer:5s} {r.variant:18s}: "
             + (f"fooling {r.fooling_rate:.0%}" if r.mode == "flip" else f"label kept {r.kept_rate:.0%}")
             + f", CAM cosine {r.cam_cosine:.3f}" for r in top.itertuples()]
@@ -172,8 +175,6 @@ def study_halves(reported: Sequence[str], k: int) -> dict[str, str]:
     """``{image: "tune" | "report"}``: ``k`` of the run's ``reported`` images (class order) spread over them (all when
     ``k`` is 0 or at least their number), alternately in the half the setting is chosen on and the half it is
     reported on; the first image tunes."""
-    from .protocol import evenly
-
     return {name: HALVES[i % 2] for i, name in enumerate(evenly(list(reported), k))}
 
 
@@ -213,7 +214,7 @@ def run_ingredients(model: CAMModel, x: torch.Tensor, names: Sequence[str], halv
         r = known.get(key)
         if r is None or not set(sub) <= set(r.names):
             r = marginal_attack(model, x[idx], e=e, n_iter=n_iter, lamb=lamb, seed=seed, names=sub, **s)
-        rows = r.metrics[r.metrics.quantized.astype(bool) & r.metrics.image.isin(sub)]
+        rows = eight_bit(r.metrics[r.metrics.image.isin(sub)])
         frames.append(rows.assign(variant=variant, half=rows.image.map(halves)))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -269,9 +270,6 @@ def ingredient_summary(table: pd.DataFrame) -> pd.DataFrame:
 def ingredient_lines(summary: pd.DataFrame) -> list[str]:
     """Per model and ``e`` of :func:`ingredient_summary`: which variant the tuning half chose and how each variant
     does on the reported half beside the reference, with intervals."""
-    def pct(x):
-        return f"{100 * x:.0f}%"
-
     lines = []
     for (model, e, n_iter), g in summary.groupby(["model", "e", "n_iter"], sort=False):
         rep = g.dropna(subset=["fooling_rate"]) if "fooling_rate" in g else g.iloc[:0]
@@ -308,7 +306,7 @@ def capacity_study(model: CAMModel, x: torch.Tensor, names: Sequence[str], e=(1,
     frames = []
     for w, it in tqdm(jobs, desc=f"capacity {model.name}", disable=not progress):
         r = marginal_attack(model, x, e=w, n_iter=it, lamb=lamb, seed=seed, names=names, optimizer=optimizer)
-        frames.append(r.metrics[r.metrics.quantized.astype(bool)])
+        frames.append(eight_bit(r.metrics))
     return pd.concat(frames, ignore_index=True)
 
 

@@ -17,17 +17,22 @@ from typing import Sequence
 import pandas as pd
 import torch
 
-from . import optimizers
-from .artifacts import TABLES
+from . import optimizers, shapes
 from .ablation import (ADVERSARIAL_OPTIMIZERS, ablation_plan, ablation_summary, ingredient_plan, ingredient_summary,
                        run_ablation, run_ingredients, study_halves)
-from .attack import attack_batch, marginal_attack, random_frame
+from .artifacts import TABLES
+from .attack import attack_batch, evaluate_images, marginal_attack, random_frame
 from .attack_result import RANDOM, AttackResult, GridKey, OptimizerKey
+from .cam import cam
 from .cam_model import CAMModel
-from .metrics import history_table, summary_table
+from .data import load_image
+from .intervals import wilson
+from .metrics import cosine, history_table, summary_table
 from .params import E, PAPER_N_ITER, SEED, RunParams
-from .protocol import run_names
 from .paths import resolve
+from .plots import attack_rows_figure
+from .protocol import run_names
+from .selectors import attack_rows, eight_bit, original_attack
 from .results import image_major, save_png
 
 ORIGINAL, STRONGEST = optimizers.ORIGINAL, optimizers.STRONGEST
@@ -201,10 +206,7 @@ def by_confidence(metrics: pd.DataFrame) -> pd.DataFrame:
     """The reference attack's fooling rate (flip, the run's largest ``n_iter``, 8-bit) per model, ``e`` and tercile of
     the clean confidence (the model's images cut at its 1/3 and 2/3 quantiles): ``n_images``, ``fooled``,
     ``fooling_rate`` with its Wilson interval (``low``, ``high``) and the tercile's confidence range."""
-    from .intervals import wilson
-
-    rows = metrics[(metrics.setting == "attack") & (metrics["mode"] == "flip") & metrics.quantized.astype(bool)]
-    rows = rows[rows.n_iter == rows.n_iter.max()]
+    rows = original_attack(metrics)
     out = []
     for model, g in rows.groupby("model", sort=False):
         conf = g.drop_duplicates("image").set_index("image").clean_conf
@@ -223,7 +225,7 @@ def by_confidence(metrics: pd.DataFrame) -> pd.DataFrame:
 def seed_spread(seeds: pd.DataFrame) -> pd.DataFrame:
     """Per model, optimiser and ``e`` (8-bit rows of ``attack_seeds``): the fooling rate and mean CAM cosine of each
     seed summarised across seeds: ``n_seeds``, their mean, standard deviation, minimum and maximum."""
-    q = seeds[seeds.quantized.astype(bool)]
+    q = eight_bit(seeds)
     per_seed = q.groupby(["model", "optimizer", "e", "seed"]).agg(fooling_rate=("fooled", "mean"),
                                                                   cam_cosine=("cam_cosine", "mean"))
     out = per_seed.groupby(["model", "optimizer", "e"]).agg(
@@ -247,7 +249,7 @@ SUMMARY_COLUMNS = ["model", "e", "n_iter", "mode", "setting", "quantized", "n_im
 
 def headline(summary: pd.DataFrame) -> list[str]:
     """One line per model, ``e`` and ``n_iter`` of the reference attack (flip, 8-bit) beside the random frame."""
-    head = summary[(summary.setting == "attack") & (summary["mode"] == "flip") & summary.quantized.astype(bool)]
+    head = attack_rows(summary, "flip")
     return [f"{r.model} e={r.e} n_iter={r.n_iter}: fooling {r.fooling_rate:.0%} (random frame "
             f"{r.random_fooling_rate:.0%}), CAM cosine {r.cam_cosine:.3f} (random frame {r.random_cam_cosine:.3f})"
             for r in head.itertuples()]
@@ -255,7 +257,7 @@ def headline(summary: pd.DataFrame) -> list[str]:
 
 def keep_line(metrics: pd.DataFrame, model: str) -> str:
     """How the keep mode did for ``model`` (8-bit rows of ``attack_metrics``): labels kept and their CAM cosine."""
-    rows = metrics[(metrics.model == model) & (metrics["mode"] == "keep") & metrics.quantized.astype(bool)]
+    rows = attack_rows(metrics[metrics.model == model], "keep")
     if rows.empty:
         return "keep mode: not in this run's grid (GRID=slim); the figure attacks one image in keep mode"
     kept = ~rows.fooled.astype(bool)
@@ -290,9 +292,6 @@ def adversarial_result(model: CAMModel, x: torch.Tensor, names: Sequence[str], p
     ``out_dir``) attacked here."""
     from torchvision.transforms.functional import to_tensor  # uint8 k -> k / 255, exactly ama.attack.quantize's grid
 
-    from .attack import evaluate_images
-    from .data import load_image
-
     folder = adversarial_dir(out_dir, model.name, optimizer, e, params.n_iter) if out_dir is not None else None
     paths = [folder / f"{name}.png" for name in names] if folder is not None else []
     if paths and all(path.is_file() for path in paths):
@@ -311,9 +310,8 @@ def example_images(table: pd.DataFrame, model: str, names: Sequence[str], e: int
     """Indices into ``names`` of up to ``k`` images to show, failures included: up to ``k - k // 2`` that the reference
     attack (flip, 8-bit) fooled at frame width ``e`` and ``k // 2`` it did not (either group filling in when the
     other is short), each in image order, the fooled first."""
-    rows = table[(table.model == model) & (table.setting == "attack") & (table["mode"] == "flip") & (table.e == e)
-                 & (table.n_iter == n_iter) & table.quantized.astype(bool)]
-    fooled = dict(zip(rows.image, rows.fooled.astype(bool)))
+    rows = attack_rows(table[(table.model == model) & (table.e == e) & (table.n_iter == n_iter)], "flip")
+    fooled = dict(zip(rows.image, rows.fooled))
     yes = [i for i in range(len(names)) if fooled.get(names[i], False)]
     no = [i for i in range(len(names)) if not fooled.get(names[i], False)]
     n_no = min(len(no), max(k // 2, k - len(yes)))
@@ -338,8 +336,6 @@ def example_figures(runs: dict, params: RunParams, table: pd.DataFrame, results_
                     k: int = 4) -> list:
     """Per model of ``runs`` (:func:`ama.runs.load_runs`), :func:`ama.plots.attack_rows_figure` of the reference
     attack at the smallest ``e`` on up to ``k`` images of :func:`example_images`, failures included."""
-    from .plots import attack_rows_figure
-
     figs = []
     e = min(params.e)
     for name, (model, data) in runs.items():
@@ -354,9 +350,8 @@ def keep_example(model: CAMModel, data, params: RunParams, table: pd.DataFrame, 
     lowest CAM cosine; reused from ``results`` or attacked again alone."""
     plan = grid_plan(params)
     e, n_iter = min(plan["mode_e"]["keep"]), min(plan["mode_n_iters"]["keep"])
-    rows = table[(table.model == model.name) & (table["mode"] == "keep") & (table.e == e) & (table.n_iter == n_iter)
-                 & table.quantized.astype(bool)]
-    score = dict(zip(rows.image, rows.cam_cosine.where(~rows.fooled.astype(bool), 2.0)))
+    rows = attack_rows(table[(table.model == model.name) & (table.e == e) & (table.n_iter == n_iter)], "keep")
+    score = dict(zip(rows.image, rows.cam_cosine.where(~rows.fooled, 2.0)))
     best = min(range(len(data.names)), key=lambda i: (score.get(data.names[i], 3.0), i))
     if results is not None and GridKey("attack", e, n_iter, "keep") in results:
         return results[GridKey("attack", e, n_iter, "keep")], best
@@ -376,10 +371,6 @@ def targeted(model: CAMModel, data, params: RunParams) -> tuple[pd.DataFrame, At
     the first, its own clean CAM mirrored left-right for the second. Returns the metric rows with the columns
     ``target`` (the target's name) and ``clean_target_cosine`` (clean CAM vs target), and the reference
     optimiser's result (for the figures)."""
-    from . import shapes
-    from .cam import cam
-    from .metrics import cosine
-
     e = TARGETED_E if TARGETED_E in params.e else min(params.e)
     x, names = data.images[:len(TARGETS)], list(data.names[:len(TARGETS)])
     with torch.no_grad():

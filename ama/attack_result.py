@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .metrics import attack_metrics
+
 RANDOM = "random"   # the mode of the random-frame baseline (not optimised)
 NO_OPTIMIZER = "none"
 
@@ -156,7 +158,6 @@ class AttackResult:
         """Tidy ``pandas.DataFrame``: one row per image x ``quantized`` (False: as optimised, True: 8-bit), see
         :func:`ama.metrics.attack_metrics`."""
         if "metrics" not in self._tables:
-            from .metrics import attack_metrics
 
             self._tables["metrics"] = attack_metrics(self)
         return self._tables["metrics"]

@@ -7,17 +7,7 @@ by a seeded bootstrap over images; with several models, per image over the model
 its threshold, **does not hold** when it lies on the other side and is **inconclusive** when it straddles it. The
 same functions give the report's claims, its *Across models* table (:func:`model_table`) and the notebooks' numbers.
 
-Claims and the kit's criteria (the paper publishes no thresholds; these are the kit's, stated in every report):
-
-1. **The IRF and the ERF are misaligned**: the centre cell's ERF puts most of its mass (more than 50%) outside its
-   IRF support (mean over images).
-2. **Occlusion outside a cell's IRF moves it**: filling everything outside a cell's IRF changes that cell's raw CAM
-   by more than 10% of the map's range (per image the median over cells and fills; then the median over images), and
-   a 1-pixel margin occlusion moves interior cells whose IRF never touches the margin.
-3. **A 1-pixel frame changes the saliency map and the prediction**: at the smallest ``e`` the attack (reference
-   setting, 8-bit quantised) fools more than 50% of the images (top-1 no longer the true label, or no longer the
-   clean prediction where the label is unknown) and leaves a CAM less similar to the clean one than a random
-   (unoptimised) frame of the same width does (per image the random frame's cosine minus the attack's, mean above 0).
+The claims and the kit's criteria for them, every threshold named once: :mod:`ama.criteria`.
 """
 from __future__ import annotations
 
@@ -30,14 +20,16 @@ import pandas as pd
 
 from . import lineage
 from .artifacts import FIGURES, TABLES
+from .controls import (location_summary, margin_special, misalignment_baselines, misalignment_by_upsampling,
+                       per_area_influence)
+from .criteria import BARS, FOOLED_RATE, KEEP_IRF_CHANGE, MARGIN_MOVES_INTERIOR, MISALIGNED_MASS, pct
 from .intervals import FAILS, HOLDS, INCONCLUSIVE, Estimate, pooled
+from .params import RunParams
+from .results import read_table
+from .selectors import eight_bit, original_attack
 from .paths import resolve
+from .receptive_field import misalignment_summary
 
-MISALIGNED_MASS = 0.5
-MOVED_REL_CHANGE = 0.10
-FOOLED_RATE = 0.5
-INTERIOR_MOVED = 0.01  # an interior cell "moves" under margin occlusion beyond this share of the map's range
-CRITERIA = __doc__.split("every report):", 1)[1].strip()
 VERDICTS = {HOLDS: "holds on this run", FAILS: "does NOT hold on this run", INCONCLUSIVE: "is inconclusive on this run",
             None: "not measured on this run"}
 
@@ -58,20 +50,6 @@ class Claim:
     @property
     def verdict(self) -> str:
         return VERDICTS[self.outcome]
-
-
-def read_table(tables: Path, stem: str) -> pd.DataFrame | None:
-    """``tables/<stem>.csv`` of a run (or ``<stem>.csv.gz``, as a reference stores its large tables), or None when
-    the run did not write it."""
-    path = next((p for p in (Path(tables) / f"{stem}.csv", Path(tables) / f"{stem}.csv.gz") if p.is_file()), None)
-    if path is None:
-        return None
-    lineage.inherit(path.parent, [stem])  # what this process writes next descends from it
-    return pd.read_csv(path)
-
-
-def pct(x: float) -> str:
-    return f"{100 * x:.0f}%"
 
 
 def existing_figures(figures: Path, *stems: str) -> list[str]:
@@ -109,18 +87,11 @@ def occlusion_medians(irf_rows: pd.DataFrame, keys=("model", "experiment", "cell
     return out.rename("median_abs_rel_change").reset_index()
 
 
-def reference_attack(summary: pd.DataFrame) -> pd.DataFrame:
-    """The reference attack's rows of ``attack_summary`` or ``attack_metrics``: the attack (not the random frame),
-    flip, 8-bit, the run's largest ``n_iter``, with the random frame's rates beside (``random_*``) in the summary."""
-    rows = summary[(summary.setting == "attack") & (summary["mode"] == "flip") & summary.quantized.astype(bool)]
-    return rows[rows.n_iter == rows.n_iter.max()]
-
-
 def attack_at(metrics: pd.DataFrame, e: int) -> pd.DataFrame:
     """Per (model, image) at frame width ``e``: the reference attack's ``fooled`` and ``cam_cosine`` (8-bit) and the
     random frame's ``random_cam_cosine``; ``cosine_gap`` = random minus attack (> 0: the attack moves the CAM more)."""
-    q = metrics[metrics.quantized.astype(bool) & (metrics.e == e)]
-    attack = reference_attack(q)[["model", "image", "fooled", "cam_cosine"]]
+    q = eight_bit(metrics[metrics.e == e])
+    attack = original_attack(q)[["model", "image", "fooled", "cam_cosine"]]
     random = q[q.setting == "random_frame"][["model", "image", "cam_cosine"]].rename(
         columns={"cam_cosine": "random_cam_cosine"})
     rows = attack.merge(random, on=["model", "image"], how="left")
@@ -142,7 +113,6 @@ def claim_misalignment(run_dir: Path) -> Claim:
                            FIGURES.misalignment_baselines)
     if df is None or df.empty:
         return Claim(1, title, None, "The misalignment table is missing (notebook 02 did not write it).", figs)
-    from .receptive_field import misalignment_summary
 
     by_kind = misalignment_summary(df, ("erf_mass_outside_irf", "centroid_distance_px", "top_q_iou")).round(3)
     est = centre_mass_outside(df)
@@ -157,8 +127,6 @@ def claim_misalignment(run_dir: Path) -> Claim:
 
 def baselines_sentence(df: pd.DataFrame, cells: pd.DataFrame | None) -> str:
     """Claim 1 beside its baselines (:func:`ama.controls.misalignment_baselines`) and under each upsampling."""
-    from .controls import misalignment_baselines, misalignment_by_upsampling
-
     est = misalignment_baselines(df)
     parts = []
     if "uniform" in est:
@@ -198,18 +166,18 @@ def claim_occlusion(run_dir: Path) -> Claim:
     est = keep_irf_change(keep)
     summary = occlusion_medians(keep, ("model", "fill", "cell_kind")).round(3)
     summary = summary.rename(columns={"median_abs_rel_change": "median |relative change| of R(i, j)"})
-    outcome = est.verdict(MOVED_REL_CHANGE)
+    outcome = est.verdict(KEEP_IRF_CHANGE)
     sentence = (f"Filling every pixel outside a cell's IRF changes that cell's raw CAM by a median "
                 f"{est.text(percent=True)} of the map's range (per image the median over its cells and fills); were "
-                f"the IRF what the cell sees, it would not change: {est.against(MOVED_REL_CHANGE, percent=True)}.")
+                f"the IRF what the cell sees, it would not change: {est.against(KEEP_IRF_CHANGE, percent=True)}.")
     occlude = read_table(run_dir / "tables", TABLES.occlusion_occlude_irf)
     if occlude is not None and not occlude.empty:
         sentence += f" Filling the IRF itself changes the cell by a median {keep_irf_change(occlude).text(True)}."
     if margin is not None and not margin.empty and "interior_max_abs_rel_change" in margin:
         e1 = margin[margin.e == margin.e.min()]
-        moved = (e1.interior_max_abs_rel_change > INTERIOR_MOVED).mean()
+        moved = (e1.interior_max_abs_rel_change > MARGIN_MOVES_INTERIOR).mean()
         sentence += (f" A {int(e1.e.iloc[0])}-pixel margin occlusion moves an interior cell whose IRF never "
-                     f"touches the margin by more than {pct(INTERIOR_MOVED)} of the map's range in {pct(moved)} of "
+                     f"touches the margin by more than {pct(MARGIN_MOVES_INTERIOR)} of the map's range in {pct(moved)} of "
                      f"image x fill cases (median largest change {pct(e1.interior_max_abs_rel_change.median())}).")
     if occlude is not None and not occlude.empty:
         sentence += per_area_sentence(keep, occlude)
@@ -218,8 +186,6 @@ def claim_occlusion(run_dir: Path) -> Claim:
 
 def per_area_sentence(keep: pd.DataFrame, occlude: pd.DataFrame) -> str:
     """Claim 2 per unit of area (:func:`ama.controls.per_area_influence`), by cell kind."""
-    from .controls import per_area_influence
-
     rows = per_area_influence(keep, occlude)
     parts = []
     for kind, g in rows.groupby("cell_kind", sort=False):
@@ -243,12 +209,12 @@ def claim_attack(run_dir: Path) -> Claim:
                             FIGURES.attack_location)
     if metrics is None or metrics.empty or summary is None:
         return Claim(3, title, None, "The attack tables are missing (notebook 03 did not write them).", figs)
-    e_min = int(reference_attack(metrics).e.min())
+    e_min = int(original_attack(metrics).e.min())
     rows = attack_at(metrics, e_min)
     fooled, gap = fooling_rate(rows), pooled(rows, "cosine_gap")
     outcome = combine(fooled.verdict(FOOLED_RATE), gap.verdict(0.0))
     against = "the true label" if "label" in metrics and (metrics.label >= 0).all() else "the clean prediction"
-    n_iter = int(reference_attack(metrics).n_iter.max())
+    n_iter = int(original_attack(metrics).n_iter.max())
     sentence = (f"With only the {e_min}-pixel frame changed ({n_iter} iterations, after 8-bit quantisation), the attack "
                 f"changes the top-1 away from {against} for {fooled.text(percent=True)}: "
                 f"{fooled.against(FOOLED_RATE, percent=True)}. The random frame's CAM cosine to the clean CAM minus "
@@ -257,14 +223,12 @@ def claim_attack(run_dir: Path) -> Claim:
     location = read_table(run_dir / "tables", TABLES.attack_location)
     if location is not None and not location.empty:
         sentence += location_sentence(location)
-    q = reference_attack(summary)
+    q = original_attack(summary)
     return Claim(3, title, outcome, sentence, figs, q[q.e == e_min].round(3), TABLES.attack_summary)
 
 
 def location_sentence(location: pd.DataFrame) -> str:
     """Claim 3's control: is the margin special? (:func:`ama.controls.location_summary`)."""
-    from .controls import location_summary, margin_special
-
     s = location_summary(location)
     e, n_px, n = int(s.e.min()), int(s.mask_pixels.iloc[0]), int(s.n_images.max())
     rates = "; ".join(f"{r.location} {pct(r.fooling_rate)} ({pct(r.fooling_low)} to {pct(r.fooling_high)})"
@@ -308,9 +272,9 @@ def model_table(run_dir: Path) -> pd.DataFrame | None:
     if mis is not None:
         add("centre_erf_mass_outside_irf", _by_model(mis, centre_mass_outside), MISALIGNED_MASS, "claim1")
     if keep is not None:
-        add("keep_irf_median_change", _by_model(keep, keep_irf_change), MOVED_REL_CHANGE, "claim2")
+        add("keep_irf_median_change", _by_model(keep, keep_irf_change), KEEP_IRF_CHANGE, "claim2")
     if metrics is not None and summary is not None:
-        ref = reference_attack(summary)
+        ref = original_attack(summary)
         for e in sorted(ref.e.unique()):
             at = ref[ref.e == e].set_index("model")
             out[f"fooling_e{e}"] = out.model.map(at.fooling_rate)
@@ -343,10 +307,7 @@ def glance_table(runs: dict[str, str | os.PathLike]) -> str:
                 f"fooled {short(fooling_rate(rows), True)}, cosine gap {short(pooled(rows, 'cosine_gap'), False)}: "
                 f"{outcomes[3]} ({n} images)"]
 
-    bars = [f"centre cell's ERF mass outside its IRF, > {pct(MISALIGNED_MASS)}",
-            f"keep-IRF median change of the cell, > {pct(MOVED_REL_CHANGE)} of the map's range",
-            f"at the smallest e: fooled > {pct(FOOLED_RATE)}, random-frame minus attack CAM cosine > 0"]
-    titles = [f"{c.number}. {c.title} ({bar})" for c, bar in zip(collect_claims(next(iter(runs.values()))), bars)]
+    titles = [f"{c.number}. {c.title} ({bar})" for c, bar in zip(collect_claims(next(iter(runs.values()))), BARS)]
     columns = {label: cells(path) for label, path in runs.items()}
     lines = ["| claim | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
     for k, title in enumerate(titles):
@@ -356,8 +317,6 @@ def glance_table(runs: dict[str, str | os.PathLike]) -> str:
 
 def glance_runs(reference: str | os.PathLike = "results/reference") -> dict[str, Path]:
     """The references the README's table quotes: the default run's and the evidence run's (``PROFILE=imagenet``)."""
-    from .params import RunParams
-
     default, evidence = RunParams(), RunParams.from_strings("imagenet")
     return {f"default run ({default.n_images} images)": resolve(reference) / default.run_name(),
             f"evidence run ({evidence.n_images} images)": resolve(reference) / evidence.run_name()}

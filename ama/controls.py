@@ -22,7 +22,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .attack import attack_batch, marginal_attack
+from .attack_experiments import with_labels
+from .criteria import UNMOVED
+from .geometry import location_masks
 from .intervals import FAILS, HOLDS, INCONCLUSIVE, Estimate, pooled
+from .metrics import attack_metrics
+from .selectors import eight_bit
+from .transfer import RELATIVES
 
 BASELINES = {"erf": "erf_mass_outside_irf", "uniform": "uniform_mass_outside_irf",
              "centred_gaussian": "centred_gaussian_mass_outside_irf"}
@@ -72,7 +79,6 @@ def misalignment_by_upsampling(cells: pd.DataFrame, threshold: float) -> pd.Data
 
 # --- claim 2 -------------------------------------------------------------------------------------------
 KEYS = ["model", "image", "fill", "cell", "cell_kind"]
-UNMOVED = 1e-4  # |rel_change| below this share of the map's range: the cell did not move (float rounding)
 
 
 def per_area_influence(keep: pd.DataFrame, occlude: pd.DataFrame) -> pd.DataFrame:
@@ -119,11 +125,6 @@ def location_control(model, x: torch.Tensor, names: Sequence[str], params, frame
     (:data:`LOCATION_COLUMNS`; ``fooled`` against the true label where known). ``frame_result``: the run's own frame
     attack at that ``e`` (reused as the ``frame`` rows), else attacked here. ``params``: a fast variant of
     :class:`ama.params.RunParams`; ``batch``: images attacked together (None: :func:`ama.attack.attack_batch`)."""
-    from .attack import attack_batch, marginal_attack
-    from .attack_experiments import with_labels
-    from .geometry import location_masks
-    from .metrics import attack_metrics
-
     e = min(params.e)
     batch = batch or attack_batch(x.device)
     masks = location_masks(tuple(x.shape[-2:]), e, params.seed)
@@ -137,7 +138,7 @@ def location_control(model, x: torch.Tensor, names: Sequence[str], params, frame
                        for s in range(0, len(x), batch)]
         for result in results:
             m = attack_metrics(result)
-            m = with_labels(m[m.quantized.astype(bool)], names, labels)
+            m = with_labels(eight_bit(m), names, labels)
             frames.append(m.assign(e=e, location=location, mask_pixels=int(mask.sum()))[LOCATION_COLUMNS])
     return pd.concat(frames, ignore_index=True)
 
@@ -182,8 +183,6 @@ def transfer_verdicts(transfer: pd.DataFrame, keys=("model", "optimizer", "metho
     explanation more than an unoptimised frame), per image (over the models when ``keys`` omits ``model``), its mean
     over images with the bootstrap interval and verdict against 0, and whether the method is one of CAM's relatives
     (:data:`ama.transfer.RELATIVES`)."""
-    from .transfer import RELATIVES
-
     rows = []
     table = transfer.assign(gap=transfer.random_cam_cosine - transfer.cam_cosine)
     for key, g in table.groupby(list(keys), sort=True):

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from .cam_model import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from .paths import SAMPLES_DIR, atomic_write, resolve
 
 log = logging.getLogger("ama")
@@ -312,7 +313,6 @@ def list_images(source, n: int | None = None, seed: int = 0, labels: str | Path 
 def _transform_for(model) -> Callable:
     if model is not None:
         return model.preprocess
-    from .cam_model import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
     return Preprocessing(256, 224, "bilinear", IMAGENET_MEAN, IMAGENET_STD).transform()
 

@@ -18,15 +18,17 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 
-from . import attack_experiments, controls, geometry
+from . import attack_experiments, controls, faithfulness, geometry, transfer, under_attack
 from . import occlusion as occ
 from . import receptive_field as rf
 from .artifacts import TABLES
 from .attack_result import OptimizerKey
 from .cam_model import CAMModel
-from .claims import MISALIGNED_MASS
+from .criteria import MISALIGNED_MASS
 from .params import FAST_N_FILLS, FAST_SLIDING_STRIDE, RunParams
+from .protocol import evenly, run_names
 from .results import image_major
+from .transfer import scale_check_summary
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,7 @@ def receptive_field_summaries(tables: dict[str, pd.DataFrame]) -> dict[str, pd.D
 def beyond(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: RunParams, out_dir=None,
            progress: bool = False, labels=None) -> tuple[dict[str, pd.DataFrame], dict]:
     """Tables ``transfer`` (image x e x optimiser x method: the attack's 8-bit images explained by other methods,
-    :func:`ama.transfer.transfer_experiment`), ``attack_location`` (image x location: the reference attack on masks of
+    :func:`ama.under_attack.transfer_experiment`), ``attack_location`` (image x location: the reference attack on masks of
     the frame's pixel count elsewhere, :func:`ama.controls.location_control`), ``transfer_scale_check_images`` (image x
     method), ``faithfulness``
     (image x method x upsampling) and ``upsampling_comparison`` (image x upsampling), from the adversarial PNGs the
@@ -155,10 +157,6 @@ def beyond(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: RunPa
     (:func:`ama.protocol.evenly`; all when 0); the Gaussian upsampling is fitted to images
     of the kit's set that the run does not report (:func:`ama.faithfulness.calibration_fit`), so each image's rows do
     not depend on the others; extras: the attack results and the upsampling comparison's maps."""
-    from . import faithfulness, transfer
-
-    from .protocol import evenly, run_names
-
     reported = run_names(params, out_dir, names)
     if params.beyond_images:  # notebook 05 on a spread subset of the run's images
         keep = set(evenly(reported, params.beyond_images))
@@ -167,7 +165,7 @@ def beyond(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: RunPa
             return {}, {}
         x, names = x[idx], [names[k] for k in idx]
         labels = None if labels is None else torch.as_tensor(labels)[idx]
-    tr, checks, attacks = transfer.transfer_experiment(model, x, names, params, out_dir)
+    tr, checks, attacks = under_attack.transfer_experiment(model, x, names, params, out_dir)
     frame_attack = attacks[OptimizerKey.default(attack_experiments.ORIGINAL, min(params.e), params.n_iter)]
     location = controls.location_control(model, x, names, params, frame_attack, labels)
     fit = faithfulness.calibration_fit(model, params, reported)
@@ -184,8 +182,6 @@ def beyond_summaries(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]
     ``faithfulness_summary`` (per model, method and upsampling: mean AUCs), ``transfer_verdicts``,
     ``attack_location_summary`` and ``frame_mass_ratio`` (:mod:`ama.controls`) and ``upsampling_summary`` (per model and
     upsampling: the means of the comparison's columns)."""
-    from .transfer import scale_check_summary
-
     out = {}
     if TABLES.transfer_scale_check_images in tables:
         out[TABLES.transfer_scale_check] = scale_check_summary(tables[TABLES.transfer_scale_check_images])

@@ -23,12 +23,16 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .attack_result import OptimizerKey
 from .cam import compute_cam, normalize_maps
+from .data import list_images, load_records
 from .geometry import frame_mask
 from .metrics import FAITHFULNESS_STEPS, deletion_auc, insertion_auc, spearman
 from .occlusion import SLIDING_PATCH, sliding_patch
+from .params import FAST_N_IMAGES
+from .paths import DATA_DIR
+from .protocol import stratified_choice
 from .receptive_field import effective_receptive_field
+from .transfer import explanation
 from .upsampling import fit_erf_gaussian, upsample
 
 SALIENCY_UPSAMPLINGS = ("bilinear", "gaussian", "erf")
@@ -135,11 +139,6 @@ def calibration_fit(model, params, exclude=()) -> dict:
     of :data:`CALIBRATION_IMAGES` images (FAST: :data:`~ama.params.FAST_N_IMAGES`) of the kit's ``data/imagenet`` set,
     drawn by a class-stratified choice with the run's seed among those not named in ``exclude`` (the run's own): the
     fit is tuned on images the run does not report, and the same for every shard of a run. ``params``: the run's."""
-    from .data import list_images, load_records
-    from .params import FAST_N_IMAGES
-    from .paths import DATA_DIR
-    from .protocol import stratified_choice
-
     records = [r for r in list_images(DATA_DIR / "imagenet") if r.name not in set(exclude)]
     n = FAST_N_IMAGES if params.fast else CALIBRATION_IMAGES
     keep = set(stratified_choice([r.name for r in records], [r.label for r in records], n, params.seed))
@@ -155,8 +154,6 @@ def faithfulness_experiment(model, x: torch.Tensor, names, attack, steps: int = 
     and of each method of ``methods`` (:func:`ama.transfer.explanation`, bilinear). Returns the comparison
     rows, the faithfulness rows (``image, model, method, upsampling, deletion_auc, insertion_auc``) and the
     comparison's maps and table (:func:`upsampling_comparison`)."""
-    from .transfer import explanation
-
     occlusion = sliding_patch(model, x, names)
     comparison, info = upsampling_comparison(model, x, names, attack, occlusion, steps=steps, fit=fit)
     cam_rows = comparison[["image", "model", "upsampling", "deletion_auc", "insertion_auc"]].assign(method="cam")
@@ -165,31 +162,3 @@ def faithfulness_experiment(model, x: torch.Tensor, names, attack, steps: int = 
     maps = {(m, "bilinear"): upsample(explanation(model, x, c, m), x.shape[-2:]) for m in methods}
     faith = pd.concat([cam_rows, faithfulness_table(model, x, names, maps, c, steps)], ignore_index=True)
     return comparison, faith[["image", "model", "method", "upsampling", "deletion_auc", "insertion_auc"]], info
-
-
-def under_attack_panels(runs: dict, extras: dict | None, params, out_dir) -> dict:
-    """For :func:`ama.figures.upsampling_under_attack_figure`: per model, the reference attack at the smallest ``e``
-    on its first image, that image's attacked saliency under each upsampling, and its mass on the frame's pixels over
-    the frame's share of the area (``{upsampling: ratio}``, ``SCIENCE.md`` section 7), all of the same model and image. ``runs``: :func:`ama.runs.load_runs`;
-    ``extras``: the ``beyond`` experiment's (reused), or None (a sharded run keeps no maps: computed again for the
-    first image)."""
-    from .attack_experiments import ORIGINAL, adversarial_result
-    from .protocol import run_names
-
-    e0 = min(params.e)
-    panels = {}
-    for name, (model, data) in runs.items():
-        if extras:
-            attack = extras[name]["attacks"][OptimizerKey.default(ORIGINAL, e0, params.n_iter)]
-            maps = {up: m[:1] for up, m in extras[name]["upsampling"]["adv_saliency"].items()}
-            table = extras[name]["upsampling"]["table"]
-        else:
-            x, names, x_names = data.images[:1], data.names[:1], list(data.names)
-            attack = adversarial_result(model, x, names, params, out_dir, ORIGINAL, e0)
-            reported = run_names(params, out_dir, x_names)
-            fit = calibration_fit(model, params, reported)
-            table, info = upsampling_comparison(model, x, names, attack, steps=1, fit=fit)
-            maps = info["adv_saliency"]
-        rows = table[table.image == attack.names[0]].set_index("upsampling")
-        panels[name] = (attack, maps, (rows.adv_frame_mass / rows.frame_share).to_dict())
-    return panels

@@ -11,7 +11,9 @@ import seaborn as sns
 import torch
 
 from . import geometry, plots
+from . import receptive_field as rf
 from .geometry import CELL_KINDS
+from .selectors import eight_bit
 
 
 def set_theme() -> None:
@@ -23,6 +25,24 @@ def kind_order(kinds) -> list[str]:
     """The cell kinds present, in :data:`ama.geometry.CELL_KINDS` order."""
     present = set(kinds)
     return [k for k in CELL_KINDS if k in present]
+
+
+# --- the report ---------------------------------------------------------------------------------------
+def attack_across_models_figure(summary: pd.DataFrame):
+    """Fooling rate and CAM cosine against ``e``, one line per model, from the original optimiser's rows of
+    ``attack_summary`` (8-bit images)."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for model, rows in summary.groupby("model", sort=False):
+        for ax, col in zip(axes, ("fooling_rate", "cam_cosine")):
+            ax.plot(rows.e, rows[col], marker="o", label=model)
+    for ax, label in zip(axes, ("fooling rate (prediction changed)", "cosine(clean CAM, adversarial CAM)")):
+        plots.log_width_axis(ax, sorted(summary.e.unique()))
+        ax.set(ylabel=label, ylim=(-0.02, 1.02))
+        ax.grid(alpha=0.3)
+    axes[1].legend(title="model")
+    fig.suptitle(f"The original attack across models ({int(summary.n_iter.max())} iterations, 8-bit)")
+    fig.tight_layout()
+    return fig
 
 
 # --- notebook 01: occlusion ----------------------------------------------------------------------------
@@ -112,8 +132,6 @@ def erf_vs_irf_figure(model, images: torch.Tensor, names, erf: torch.Tensor, tab
     titles give the cell's row of ``table`` (:func:`ama.receptive_field.misalignment_table`). ``erf``
     ``(B, h*w, H, W)``."""
     import torchvision.transforms.functional as TF
-
-    from . import receptive_field as rf
 
     H, W = images.shape[-2:]
     grid = model.feature_size((H, W))
@@ -222,7 +240,7 @@ def attack_metrics_figure(metrics: pd.DataFrame, e_values, fooled_bar: float | N
     """Fooling rate, CAM cosine and Spearman, top-20% IoU against ``e`` (8-bit images): the attack (per mode and
     ``n_iter``) and the random frame, from the per-image rows of ``attack_metrics`` (mean and, shaded, the 95%
     bootstrap interval over images, seeded); ``fooled_bar``: claim 3's threshold, dashed."""
-    rows = metrics[metrics.quantized.astype(bool)].assign(fooled=lambda d: d.fooled.astype(float))
+    rows = eight_bit(metrics).assign(fooled=lambda d: d.fooled.astype(float))
     long = rows.melt(id_vars=["model", "image", "e", "n_iter", "mode", "setting"], value_vars=list(ATTACK_METRICS),
                      var_name="metric")
     long["run"] = ["random frame" if s == "random_frame" else f"AMA {m}, {it} passes" for s, m, it in
@@ -238,7 +256,7 @@ def attack_metrics_figure(metrics: pd.DataFrame, e_values, fooled_bar: float | N
 def random_baseline_figure(metrics: pd.DataFrame):
     """CAM cosine and fooling rate of the attack (flip) beside the random frame, per ``e`` (8-bit), from the per-image
     rows of ``attack_metrics`` (bars: mean, 95% bootstrap interval over images, seeded)."""
-    rows = metrics[metrics.quantized.astype(bool) & ((metrics.setting == "random_frame") | (metrics["mode"] == "flip"))]
+    rows = eight_bit(metrics[(metrics.setting == "random_frame") | (metrics["mode"] == "flip")])
     rows = rows.assign(fooled=rows.fooled.astype(float), run=["random frame" if s == "random_frame" else
                                                               f"AMA flip, {it} passes"
                                                               for s, it in zip(rows.setting, rows.n_iter)])
@@ -274,7 +292,7 @@ def ablation_figure(ablation: pd.DataFrame, fooled_bar: float | None = None):
     """Each optimiser's default (flip, 8-bit) against ``e``, one line per optimiser and budget, from the per-image rows
     of ``attack_ablation``: fooling rate and CAM cosine, mean and (shaded) 95% bootstrap interval over images (seeded);
     ``fooled_bar``: claim 3's threshold, dashed."""
-    rows = ablation[(ablation.variant == "default") & (ablation["mode"] == "flip") & ablation.quantized.astype(bool)]
+    rows = eight_bit(ablation[(ablation.variant == "default") & (ablation["mode"] == "flip")])
     rows = rows.assign(fooled=rows.fooled.astype(float),
                        setting=[f"{o}, {it} passes" for o, it in zip(rows.optimizer, rows.n_iter)])
     long = rows.melt(id_vars=["model", "image", "e", "setting"], value_vars=["fooled", "cam_cosine"], var_name="metric")
@@ -307,7 +325,7 @@ def transfer_figure(transfer: pd.DataFrame):
 def upsampling_under_attack_figure(panels: dict):
     """One row per model: the attacked image and its saliency under each upsampling (each over its maximum, one
     colourbar), titled with that map's mass on the frame's pixels over the frame's share of the area (1: no preference
-    for the frame). ``panels``: :func:`ama.faithfulness.under_attack_panels`."""
+    for the frame). ``panels``: :func:`ama.under_attack.upsampling_panels`."""
     ups = list(next(iter(panels.values()))[1])
     fig, axes = plt.subplots(len(panels), 1 + len(ups), figsize=(3 * (1 + len(ups)) + 0.8, 3.2 * len(panels)),
                              squeeze=False, layout="constrained")

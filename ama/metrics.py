@@ -19,6 +19,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from .upsampling import upsample
+
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 TOP_SHARE = 0.2
 
@@ -105,8 +107,6 @@ def compare_maps(clean_cam: torch.Tensor, adv_cam: torch.Tensor, size=None, pref
 
     ``size``: ``(H, W)`` for the saliency-based metrics (top-20% IoU, pointing game); default the CAM size.
     """
-    from .upsampling import upsample
-
     out = {f"{prefix}cosine": cosine(clean_cam, adv_cam), f"{prefix}spearman": spearman(clean_cam, adv_cam)}
     for t in THRESHOLDS:
         out[f"iou_{t:.1f}"] = threshold_iou(clean_cam, adv_cam, t)

@@ -27,6 +27,7 @@ import torchvision.transforms.functional as TF
 from .cam import compute_cam, normalize_maps
 from .cam_model import IMAGENET_MEAN, CAMModel
 from .geometry import cell_kinds, frame_mask, patch_masks, patch_positions
+from .criteria import CELL_MOVED
 from .metrics import spearman
 from .params import E, SEED
 from .receptive_field import implicit_receptive_field, irf_support
@@ -35,7 +36,6 @@ FILLS = ("mean", "black", "noise", "blur")
 BLUR_SIGMA = 8.0
 BATCH_SIZE = 32        # occluded copies per forward pass
 SLIDING_PATCH = 32     # px: the sliding patch's side (one cell of a 7 x 7 CAM at 224 px) and its default stride
-MOVED_SHARE = 0.05     # a cell "moves" when its raw CAM changes by more than this share of the map's range
 
 
 def fill_images(x: torch.Tensor, fill: str, model: CAMModel | None = None, seed: int = SEED,
@@ -196,7 +196,7 @@ def margin_experiment(model: CAMModel, x: torch.Tensor, names: Sequence[str] | N
 
 def sliding_patch(model: CAMModel, x: torch.Tensor, names: Sequence[str] | None = None, patch: int = SLIDING_PATCH,
                   stride: int = SLIDING_PATCH, fill: str = "mean", batch_size: int = BATCH_SIZE, seed: int = SEED,
-                  threshold: float = MOVED_SHARE) -> pd.DataFrame:
+                  threshold: float = CELL_MOVED) -> pd.DataFrame:
     """Occlude a ``patch x patch`` square at every ``stride``; one row per image x position: ``top``, ``left``,
     ``n_cells_moved`` (cells whose raw CAM changes by more than ``threshold`` x the range), ``max_abs_rel_change``,
     ``cam_cosine``."""

@@ -1,15 +1,15 @@
 """Plot helpers: saliency overlays and titles with class names. Images ``(3, H, W)`` in ``[0, 1]``."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-if TYPE_CHECKING:
-    from .attack_result import AttackResult
+from .attack_result import NO_OPTIMIZER, RANDOM, AttackResult
+from .cam import compute_cam
+from .optimizers import ORIGINAL
+from .upsampling import upsample
 
 
 def to_numpy_image(image: torch.Tensor) -> np.ndarray:
@@ -68,9 +68,6 @@ def class_title(model, logits: torch.Tensor, index: int | None = None, prefix: s
 def cam_figure(model, images: torch.Tensor, names=None, mode: str = "bilinear", align_corners: bool = True):
     """A row per image: the image, its ``h x w`` CAM with the cell grid, the upsampled saliency overlay (with the
     colourbar of both maps: min-max normalised, ``[0, 1]``)."""
-    from .cam import compute_cam
-    from .upsampling import upsample
-
     with torch.no_grad():
         out = compute_cam(model, images.to(model.device))
     sal = upsample(out.cam, images.shape[-2:], mode, align_corners).cpu()
@@ -99,9 +96,6 @@ class _Namer:
 
 def _optimizer_note(params) -> str:
     """`` (apgd)`` for an attack run with another optimiser than the reference's, else empty."""
-    from .attack_result import NO_OPTIMIZER
-    from .optimizers import ORIGINAL
-
     return "" if params.optimizer in (ORIGINAL, NO_OPTIMIZER) else f" ({params.optimizer})"
 
 
@@ -109,11 +103,6 @@ def attack_figure(result: AttackResult, index: int = 0, quantized: bool = True, 
     """The reference's 2 x 2 figure for image ``index``: clean image, clean saliency, adversarial image,
     adversarial saliency (the CAM of the clean class ``c``, as the attack optimises it), each titled with the
     predicted class and its confidence. ``quantized``: show the 8-bit adversarial image (what the PNG holds)."""
-    import matplotlib.pyplot as plt
-
-    from .attack_result import RANDOM
-    from .upsampling import upsample
-
     i = int(index)
     ev = result.evaluated(quantized)
     adv, logits, cam_adv = ev.images[i], ev.logits[i], ev.cam[i]
@@ -146,10 +135,6 @@ def examples_figure(results: dict, index: int = 0, quantized: bool = True, mode:
     """Image ``index`` attacked at several ``e``: ``results`` maps ``e`` -> :class:`AttackResult`. Top row: the clean
     and the adversarial images titled with class and confidence; bottom row: their saliency (CAM of the clean
     class) with the cosine to the clean CAM."""
-    import matplotlib.pyplot as plt
-
-    from .upsampling import upsample
-
     es = sorted(results)
     first = results[es[0]]
     i = int(index)
@@ -177,10 +162,6 @@ def examples_figure(results: dict, index: int = 0, quantized: bool = True, mode:
 
 def target_figure(result: AttackResult, index: int = 0, quantized: bool = True, mode: str = "bilinear"):
     """A targeted attack on image ``index``: clean saliency, the target map, the adversarial saliency."""
-    import matplotlib.pyplot as plt
-
-    from .upsampling import upsample
-
     i = int(index)
     size = result.clean.shape[-2:]
     ev = result.evaluated(quantized)
@@ -211,8 +192,6 @@ def attack_rows_figure(result: AttackResult, indices, quantized: bool = True, mo
     neighbour), the adversarial CAM of ``c`` (cosine to the clean CAM) and the CAM of the class the attacked image is
     now given (the explanation a user would see); one colourbar for the CAMs. ``indices`` index the result's batch."""
     from matplotlib.patches import Rectangle
-
-    from .upsampling import upsample
 
     ev = result.evaluated(quantized)
     size = result.clean.shape[-2:]

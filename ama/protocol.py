@@ -14,10 +14,12 @@ import pandas as pd
 import torch
 
 from .artifacts import TABLES
-from .data import ImageRecord, list_images, load_records
+from .data import ImageLoadError, ImageRecord, list_images, load_records, open_image
 from .intervals import Estimate
+from .models import run_model
 from .params import FAST_ACCURACY_IMAGES, RunParams
 from .paths import resolve
+from .results import save_table, write_csv
 
 BATCH = 50                     # images per forward pass of the accuracy pass
 TOP_K = 5
@@ -115,8 +117,6 @@ def readable(records: list[ImageRecord]) -> list[ImageRecord]:
     stderr (``skipped <file>: <reason>``); an ImageLoadError when none does."""
     import sys
 
-    from .data import ImageLoadError, open_image
-
     kept, skipped = [], []
     for r in records:
         try:
@@ -137,9 +137,6 @@ def write_selection(params: RunParams, run_dir) -> pd.DataFrame:
     every model's clean predictions on the whole set (``tables/clean_predictions.csv``, their accuracy in
     ``tables/clean_accuracy.csv``) and :func:`select`; unlabelled: ``n_images`` at random with the seed. FAST: the
     accuracy of :data:`~ama.params.FAST_ACCURACY_IMAGES` stratified images only."""
-    from .models import run_model
-    from .results import save_table, write_csv
-
     records = list_images(params.images)
     if labelled(records):
         if params.fast:  # a smoke run predicts a stratified subset of the set, not all of it

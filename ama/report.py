@@ -10,13 +10,22 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
 
 from . import optimizers
+from .ablation import ablation_summary, ingredient_lines
 from .artifacts import FIGURES, TABLES
-from .claims import CRITERIA, collect_claims, existing_figures, model_table, pct, read_table, reference_attack
+from .claims import collect_claims, existing_figures, model_table
+from .controls import frame_mass_ratio, transfer_verdicts
+from .criteria import CRITERIA, pct
+from .figures import attack_across_models_figure
 from .intervals import FAILS, HOLDS, pooled
+from .models import published_top1
+from .params import RunParams
 from .paths import atomic_write, resolve
+from .results import read_table, save_figure
+from .selectors import eight_bit, original_attack
 
 # Goals of the stronger optimisers (issue 11; lite0, the staged photos, 100 passes, 8-bit): e -> (fooling, cosine)
 ATTACK_GOALS = {1: (0.9, 0.5), 2: (1.0, 0.3)}
@@ -35,31 +44,12 @@ class Section:
 
 
 def across_models_figure(run_dir: Path) -> str | None:
-    """``figures/attack_across_models.png``: fooling rate and CAM cosine (reference attack, 8-bit) against ``e``,
-    one line per model; its path relative to the run folder."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    from .plots import log_width_axis
-    from .results import save_figure
-
+    """``figures/attack_across_models.png`` (:func:`ama.figures.attack_across_models_figure`) of the run's
+    ``attack_summary``; its path relative to the run folder, None without that table."""
     df = read_table(run_dir / "tables", TABLES.attack_summary)
     if df is None or df.empty:
         return None
-    ref = reference_attack(df)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for model, rows in ref.groupby("model", sort=False):
-        for ax, col in zip(axes, ("fooling_rate", "cam_cosine")):
-            ax.plot(rows.e, rows[col], marker="o", label=model)
-    for ax, label in zip(axes, ("fooling rate (prediction changed)", "cosine(clean CAM, adversarial CAM)")):
-        log_width_axis(ax, sorted(ref.e.unique()))
-        ax.set(ylabel=label, ylim=(-0.02, 1.02))
-        ax.grid(alpha=0.3)
-    axes[1].legend(title="model")
-    fig.suptitle(f"The reference attack across models ({int(ref.n_iter.max())} iterations, 8-bit)")
-    fig.tight_layout()
+    fig = attack_across_models_figure(original_attack(df))
     save_figure(fig, run_dir, FIGURES.attack_across_models)
     plt.close(fig)
     return f"figures/{FIGURES.attack_across_models}.png"
@@ -106,10 +96,10 @@ def section_attack_strength(run_dir: Path) -> Section | None:
     df = read_table(run_dir / "tables", TABLES.attack_ablation)
     if df is None or df.empty:
         return None
-    from .ablation import ablation_summary
 
     s = ablation_summary(df)
-    s = s[s.quantized & (s.n_iter == s.n_iter.max())]
+    s = eight_bit(s)
+    s = s[s.n_iter == s.n_iter.max()]
     lines = []
     for (model, e), g in s[s["mode"] == "flip"].groupby(["model", "e"]):
         ref = g[(g.optimizer == optimizers.ORIGINAL) & (g.variant == "default")]
@@ -118,7 +108,7 @@ def section_attack_strength(run_dir: Path) -> Section | None:
                 f"{top.optimizer} ({top.variant}), fools {pct(top.fooling_rate)} of the images with CAM cosine "
                 f"{top.cam_cosine:.2f}")
         if len(ref):
-            text += (f"; the reference optimiser (sign) fools {pct(ref.fooling_rate.iloc[0])} with cosine "
+            text += (f"; the original optimiser ({optimizers.ORIGINAL}) fools {pct(ref.fooling_rate.iloc[0])} with cosine "
                      f"{ref.cam_cosine.iloc[0]:.2f}")
         if e in ATTACK_GOALS:
             fool, cos = ATTACK_GOALS[e]
@@ -139,7 +129,7 @@ def section_attack_strength(run_dir: Path) -> Section | None:
         lines.append(text + ".")
     tg = read_table(run_dir / "tables", TABLES.attack_targeted)
     if tg is not None and not tg.empty and "optimizer" in tg:
-        t = tg[tg.quantized.astype(bool)].groupby(["model", "e", "optimizer"]).target_cosine.mean()
+        t = eight_bit(tg).groupby(["model", "e", "optimizer"]).target_cosine.mean()
         for (model, e), g in t.groupby(level=[0, 1]):
             g = g.droplevel([0, 1])
             text = (f"- {model}, targeted, e = {e}: cosine to the target shape "
@@ -160,7 +150,6 @@ def section_ingredients(run_dir: Path) -> Section | None:
     s = read_table(run_dir / "tables", TABLES.attack_ingredients_summary)
     if s is None or s.empty:
         return None
-    from .ablation import ingredient_lines
 
     lines = ["Each ingredient of the stronger optimisers alone on top of the reference (sign steps, cross-entropy, "
              "last iterate), and each optimiser with all three, at the same budget; the setting is chosen on one "
@@ -208,7 +197,6 @@ def section_images(run_dir: Path) -> Section | None:
     if selection.is_file():
         chosen = pd.read_csv(selection, keep_default_na=False)
         if (chosen.label >= 0).all() and accuracy is not None:
-            from .models import published_top1
 
             lines.append(f"The run attacks {len(chosen)} labelled images that every model classifies correctly, one "
                          "per stratum of the class order (a seeded, class-stratified choice, `ama.protocol`); fooled "
@@ -272,7 +260,6 @@ def beyond_the_paper(run_dir: str | os.PathLike) -> list[str]:
         tr = tr.assign(optimizer=tr.optimizer.astype(str))
         g = tr.groupby(["optimizer", "method", "e"])[["cam_cosine", "random_cam_cosine", "top20_iou",
                                                      "random_top20_iou"]].mean()
-        from .controls import transfer_verdicts
 
         e_min = int(tr.e.min())
         v = transfer_verdicts(tr, ("optimizer", "method", "e"))  # per image over the models
@@ -315,7 +302,6 @@ def beyond_the_paper(run_dir: str | os.PathLike) -> list[str]:
             + ", ".join(f"{m} {u.loc[m, 'occlusion_spearman']:.2f}" for m in u.index) + "; deletion AUC "
             + ", ".join(f"{m} {u.loc[m, 'deletion_auc']:.3f}" for m in u.index) + ".")
     if "frame_share" in up:
-        from .controls import frame_mass_ratio
 
         ratios = frame_mass_ratio(up)
         e = int(up.e.iloc[0])
@@ -376,7 +362,6 @@ def write_report(run_dir: str | os.PathLike) -> Path:
              "Xia et al., *On the Receptive Field Misalignment in CAM-based Visual Explanations*, "
              "Pattern Recognition Letters 152 (2021). Every sentence below is written from this run's tables.", ""]
     if params:
-        from .params import RunParams
 
         used = RunParams.from_dict(params).to_dict()  # what the experiments used (FAST: the smoke run's)
         if info.get("device"):

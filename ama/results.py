@@ -69,6 +69,26 @@ def save_tables(tables: dict[str, pd.DataFrame], out_dir: str | os.PathLike) -> 
     return paths
 
 
+BOOLEAN_COLUMNS = ("quantized", "fooled", "chosen", "targeted", "top1", "top5", "prediction_changed")
+"""Columns the selections index with (:mod:`ama.selectors`): a table read back must hold them as ``bool``."""
+
+
+def read_table(tables: str | os.PathLike, stem: str) -> pd.DataFrame | None:
+    """``tables/<stem>.csv`` of a run (or ``<stem>.csv.gz``, as a reference stores its large tables) with its
+    :data:`BOOLEAN_COLUMNS` as ``bool``, or None when the run did not write it. A flag column with an empty or other
+    value is refused in one line (a damaged table: a selection would silently take its rows as True)."""
+    path = next((p for p in (Path(tables) / f"{stem}.csv", Path(tables) / f"{stem}.csv.gz") if p.is_file()), None)
+    if path is None:
+        return None
+    lineage.inherit(path.parent, [stem])  # what this process writes next descends from it
+    table = pd.read_csv(path)
+    bad = [c for c in BOOLEAN_COLUMNS if c in table and table[c].dtype != bool]
+    if bad:
+        raise ValueError(f"{path}: column {bad[0]} is not all True/False; the table is damaged: delete it and run "
+                         "the notebook that writes it again")
+    return table
+
+
 def image_major(tables: dict[str, pd.DataFrame], names: Sequence[str]) -> dict[str, pd.DataFrame]:
     """Rows ordered by the image's position in ``names`` (stable: an image's rows keep their order), so that a run
     split across ranks and merged (:mod:`ama.shards`) has the rows of a one-process run in the same order."""

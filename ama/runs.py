@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .data import load_records
 from .experiments import EXPERIMENTS
+from .models import run_model
 from .params import RunParams
+from .protocol import run_records
 from .results import save_tables
+from .shards import merged_tables
 
 
 def load_runs(params: RunParams, run_dir) -> dict:
     """``{model name: (model, LoadedImages)}`` for every model of the run: the run's images
     (:func:`ama.protocol.run_records`, chosen once per run folder) at each model's input size, with their labels."""
-    from .data import load_records
-    from .models import run_model
-    from .protocol import run_records
-
     records = run_records(params, run_dir)
     runs = {}
     for name in params.models:
@@ -43,8 +43,6 @@ def compute(experiment: str, runs: dict, params: RunParams, out_dir, sharded: bo
     is None; otherwise they are computed here and ``extras`` maps each model to what its figures reuse (the ERF maps,
     or the attack results). ``params``: the run's parameters.
     """
-    from .shards import merged_tables
-
     spec = EXPERIMENTS[experiment]
     if sharded:
         tables = merged_tables(experiment, params, out_dir)

@@ -10,6 +10,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .cam import cam as cam_of
+from .data import load_image
+from .paths import resolve
+
 SUPERSAMPLE = 8
 SPECS = ("disc", "square", "ring", "text:<glyphs>", "flip", "flipud", "invert", "<image file>")
 
@@ -117,9 +121,6 @@ def inverted(cam: torch.Tensor) -> torch.Tensor:
 
 def image_cam(model, image) -> torch.Tensor:
     """Another image's CAM ``(h, w)`` (its predicted class): ``image`` a path or a ``(3, H, W)``/``(1, 3, H, W)`` tensor."""
-    from .cam import cam as cam_of
-    from .data import load_image
-
     x = load_image(image, model) if not isinstance(image, torch.Tensor) else image
     x = x.unsqueeze(0) if x.ndim == 3 else x
     with torch.no_grad():
@@ -130,8 +131,6 @@ def make_target(spec: str, size, clean_cam: torch.Tensor | None = None, model=No
     """A target from a short spec: ``disc``, ``square``, ``ring``, ``text:X``, ``flip`` / ``flipud`` / ``invert``
     (of ``clean_cam``, ``(B, h, w)`` -> ``(B, h, w)``), or an image file (its CAM under ``model``)."""
     from pathlib import Path
-
-    from .paths import resolve
 
     named = {"disc": disc, "square": square, "ring": ring}
     if spec in named:

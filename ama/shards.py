@@ -23,7 +23,9 @@ from pathlib import Path
 import pandas as pd
 
 from . import experiments, lineage
+from .data import load_records
 from .distributed import Launch, launch_from_env, rank_device, shard
+from .models import run_model
 from .params import RunParams
 from .paths import atomic_write, resolve
 from .protocol import run_records
@@ -54,9 +56,6 @@ def run_shard(experiment: str, params: RunParams, run_dir, launch: Launch | None
               progress: bool = False) -> Path:
     """Compute this rank's share of ``experiment`` for every model of ``params``; return its parts folder.
     ``launch``: who this process is (default: from torchrun's environment, :func:`ama.distributed.launch_from_env`)."""
-    from .data import load_records
-    from .models import run_model
-
     launch = launch or launch_from_env()
     rank, world = launch.rank, launch.world
     folder = parts_dir(run_dir, experiment, params, world)

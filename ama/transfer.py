@@ -30,8 +30,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .attack_result import OptimizerKey
+from .cam import cam, normalize_maps
 from .metrics import cosine, spearman, top_iou
+from .occlusion import occlusion_map
 from .upsampling import upsample
 
 TRANSFER_METHODS = ("gradcam++", "layercam", "eigencam", "eigencam-signed", "occlusion", "scorecam")
@@ -63,7 +64,6 @@ def _classes():
 
 def _native_resolution(cls):
     """The library's class with its resize switched off: maps come back at the target layer's ``h x w``."""
-
     class Native(cls):
         def get_target_width_height(self, input_tensor):
             a = self.activations_and_grads.activations[0]
@@ -121,9 +121,6 @@ def kit_map(model, x: torch.Tensor, target, method: str) -> torch.Tensor:
     """A :data:`KIT_METHODS` map of ``x`` ``(B, 3, H, W)`` in ``[0, 1]`` for class ``target`` ``(B,)``: ``(B, h, w)`` in
     ``[0, 1]`` (ReLU, min-max normalised) on the CPU. ``eigencam-signed``: :func:`eigen_projection`; ``occlusion``:
     :func:`ama.occlusion.occlusion_map` (the sliding patch, no gradient)."""
-    from .cam import normalize_maps
-    from .occlusion import occlusion_map
-
     if method == "occlusion":
         return occlusion_map(model, x, target)
     if method == "eigencam-signed":
@@ -215,8 +212,6 @@ def scale_check(model, x: torch.Tensor, names=None, target=None, methods=CHECK_M
     One row per image x method: ``max_abs_diff`` between the library's normalised map and the kit's normalised
     ReLU(CAM) (:func:`ama.cam`), and their ``cosine``; :func:`scale_check_summary` aggregates over images.
     """
-    from .cam import cam
-
     names = list(names) if names is not None else [str(i) for i in range(len(x))]
     with torch.no_grad():
         logits = model(x.to(model.device))
@@ -238,29 +233,3 @@ def scale_check_summary(rows: pd.DataFrame) -> pd.DataFrame:
     g = rows.groupby(["model", "method"], sort=False)
     return g.agg(n_images=("image", "size"), max_abs_diff=("max_abs_diff", "max"),
                  min_cosine=("cosine", "min")).reset_index()
-
-
-def transfer_experiment(model, x: torch.Tensor, names, params, out_dir=None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Notebook 05's transfer study for one model: at every ``e`` of ``params`` (a fast variant of
-    :class:`ama.params.RunParams`), the 8-bit images of each optimiser of
-    :data:`ama.ablation.ADVERSARIAL_OPTIMIZERS` (the run's PNGs, attacked again where missing) and the
-    random frame, explained by :data:`TRANSFER_METHODS` (Score-CAM on the first ``params.score_cam_images`` images,
-    none when 0; :data:`SMALLEST_E_ONLY` at the smallest ``e`` only). Returns the :func:`transfer_table` rows, the :func:`scale_check` rows and
-    ``{OptimizerKey: AttackResult}``."""
-    from .attack import random_frame
-    from .ablation import ADVERSARIAL_OPTIMIZERS
-    from .attack_experiments import adversarial_result
-
-    methods = [m for m in TRANSFER_METHODS if m != "scorecam" or params.score_cam_images > 0]
-    limits = {"scorecam": params.score_cam_images}
-    checks = scale_check(model, x, names)
-    cache, attacks, frames = {}, {}, []
-    for e in params.e:
-        rand = random_frame(model, x, e=e, seed=params.seed, names=names)
-        here = [m for m in methods if e == min(params.e) or m not in SMALLEST_E_ONLY]
-        for optimizer in ADVERSARIAL_OPTIMIZERS:
-            key = OptimizerKey.default(optimizer, e, params.n_iter)
-            attacks[key] = adversarial_result(model, x, names, params, out_dir, optimizer, e)
-            frames.append(transfer_table(model, attacks[key], rand, here, optimizer=optimizer,
-                                         image_limits=limits, clean_maps=cache))
-    return pd.concat(frames, ignore_index=True), checks, attacks

@@ -230,7 +230,7 @@ def test_report_states_the_strongest_result_beside_the_reference(tmp_path):
     pd.DataFrame(rows).to_csv(tmp_path / "tables" / "attack_ablation.csv", index=False)
     text = section_attack_strength(tmp_path).sentence
     assert "apgd (default), fools 100% of the images with CAM cosine 0.45" in text
-    assert "the reference optimiser (sign) fools 50% with cosine 0.85" in text
+    assert "the original optimiser (sign) fools 50% with cosine 0.85" in text
     assert "Goal (fooling >= 90%, cosine <= 0.5): met" in text
     assert "sign (default)" not in text.split("e = 1")[1].split("the reference")[0]  # apgd is the strongest
     assert "keep mode, e = 1: apgd keeps the label on 2 of 2 images with CAM cosine 0.65; sign keeps the label on 1 " \

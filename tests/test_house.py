@@ -1,9 +1,10 @@
-"""The kit's structure: no import cycle inside ``ama``, the geometry at the bottom, modules of one concept each, thin
-notebooks."""
+"""The kit's structure: layers as docs/LAYOUT.md orders them (no import cycle, none upwards, imports at the top),
+modules of one concept each, thin notebooks."""
 from __future__ import annotations
 
 import ast
 import json
+import re
 
 import pytest
 
@@ -12,6 +13,35 @@ from ama.paths import ROOT
 PACKAGE = ROOT / "ama"
 MAX_MODULE_LINES = 450  # one concept per module: past this, split it by job
 MAX_NOTEBOOK_CODE_LINES = 60
+
+
+LAYOUT = ROOT / "docs" / "LAYOUT.md"
+# Modules that import the kit inside functions on purpose: the package's lazy attributes, and the processes
+# `make reproduce` starts (the pipeline's steps, the CLI, the parameters the Makefile reads before .venv exists),
+# which must start without importing torch (test_import_ama_and_the_pipeline_do_not_import_torch).
+LAZY_IMPORTERS = {"__init__", "__main__", "pipeline", "cli", "params"}
+
+
+def layer_order(text: str) -> list[str]:
+    """The modules of docs/LAYOUT.md's table, top to bottom (left to right within a row)."""
+    return [m for line in text.splitlines() if line.startswith("| `")
+            for m in re.findall(r"`(\w+)`", line.split("|")[1])]
+
+
+def upward_imports(graph: dict[str, set[str]], order: list[str]) -> list[tuple[str, str]]:
+    """``(module, imported)`` pairs where a module imports one placed below it (or one the order does not name)."""
+    rank = {m: k for k, m in enumerate(order)}
+    return sorted((m, d) for m, deps in graph.items() if m in rank
+                  for d in deps if rank.get(d, len(order)) > rank[m])
+
+
+def function_level_imports(source: str) -> list[str]:
+    """``"line: statement"`` of every import of the kit inside a function or class body of ``source``."""
+    tree = ast.parse(source)
+    top = {id(n) for n in tree.body}
+    return [f"{n.lineno}: {ast.unparse(n)}" for n in ast.walk(tree)
+            if id(n) not in top and ((isinstance(n, ast.ImportFrom) and (n.level or (n.module or "").startswith("ama")))
+                                     or (isinstance(n, ast.Import) and any(a.name.startswith("ama") for a in n.names)))]
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -56,6 +86,29 @@ def test_cycle_finder_finds_a_cycle():
 def test_ama_has_no_import_cycle():
     graph = {k: v for k, v in import_graph().items() if k != "__init__"}  # the package imports its parts lazily
     assert cycles(graph) == []
+
+
+def test_the_layer_checks_find_what_they_look_for():
+    assert layer_order("| `a` | x |\n| `b`, `c` | y |\n| not | a row |") == ["a", "b", "c"]
+    assert upward_imports({"a": {"b"}, "b": set(), "c": {"a"}}, ["a", "b", "c"]) == [("a", "b")]
+    assert upward_imports({"a": {"z"}}, ["a"]) == [("a", "z")]
+    source = "from . import a\n\ndef f():\n    from .b import c\n    import os\n"
+    assert function_level_imports(source) == ["4: from .b import c"]
+
+
+def test_every_module_imports_only_modules_above_it_in_the_layout():
+    """docs/LAYOUT.md's table is the order (the README links it): each module imports only modules above it, and
+    every module of ``ama`` has its row."""
+    order = layer_order(LAYOUT.read_text())
+    modules = {p.stem for p in PACKAGE.glob("*.py") if not p.stem.startswith("__")}
+    assert sorted(modules - set(order)) == [] and sorted(set(order) - modules) == []
+    assert upward_imports(import_graph(), order) == []
+
+
+@pytest.mark.parametrize("module", sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in LAZY_IMPORTERS))
+def test_the_kit_is_imported_at_the_top_of_each_module(module):
+    """Dependencies are visible at the top; only the lazy entry points import the kit inside functions."""
+    assert function_level_imports((PACKAGE / f"{module}.py").read_text()) == []
 
 
 def test_geometry_and_params_sit_at_the_bottom():
@@ -150,6 +203,6 @@ def test_artifact_declarations_are_unique_and_explained():
 
 
 def test_the_layout_page_names_every_module():
-    text = (ROOT / "docs" / "LAYOUT.md").read_text()
+    text = LAYOUT.read_text()
     missing = [p.stem for p in PACKAGE.glob("*.py") if not p.stem.startswith("__") and f"`{p.stem}`" not in text]
     assert missing == [], f"docs/LAYOUT.md does not say what these modules are: {missing}"

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from ama import occlusion
+from ama import criteria, occlusion
 from ama.cam_model import wrap_model
 from ama.geometry import frame_mask
 
@@ -92,7 +92,7 @@ def test_sliding_patch(tiny_model, images32):
     change = (raw_cam(tiny_model, occluded, tiny_model(x).argmax(1)) - clean).abs()
     rel = change / (clean.max() - clean.min())
     row = rows[(rows.image == "1") & (rows.top == 8) & (rows.left == 16)].iloc[0]
-    assert row.n_cells_moved == int((rel > occlusion.MOVED_SHARE).sum())
+    assert row.n_cells_moved == int((rel > criteria.CELL_MOVED).sum())
     assert row.max_abs_rel_change == pytest.approx(rel.max().item(), rel=1e-5)
     with pytest.raises(ValueError, match="patch must be in 1..32"):
         occlusion.sliding_patch(tiny_model, images32, patch=40)

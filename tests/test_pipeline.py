@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ama import pipeline, reference
+from ama import pipeline, reference, results
 from ama.params import RunParams
 from ama.paths import ROOT
 
@@ -191,7 +191,7 @@ def test_a_reference_stores_its_large_tables_compressed_and_is_checked_through_t
     dest = reference.save_reference(run, tmp_path / "ref") / "tables"
     assert sorted(p.name for p in dest.iterdir() if p.suffix != ".json") == ["cells.csv.gz", "sizes.csv"]
     assert gzip.decompress((dest / "cells.csv.gz").read_bytes()) == (run / "tables" / "cells.csv").read_bytes()
-    assert claims.read_table(dest, "cells").equals(big)
+    assert results.read_table(dest, "cells").equals(big)
     ok, lines = reference.check_run(run, tmp_path / "ref")
     assert ok and ": 2 tables" in lines[0]
     big.assign(value=big.value[::-1].to_numpy()).to_csv(run / "tables" / "cells.csv", index=False)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ama import claims, experiments, report
+from ama import claims, criteria, experiments, report
 from ama.params import RunParams
 from ama.results import save_tables
 
@@ -38,7 +38,7 @@ def test_across_models_section_for_any_cnns(tmp_path, tiny_model, resnet18_64):
     assert table.set_index("model").keep_irf_median_change["resnet50"] == pytest.approx(per_image.median())
     for model, row in table.set_index("model").iterrows():  # the verdict follows the interval and the threshold
         lo, hi = map(float, row.keep_irf_median_change_ci.split(" to "))
-        expected = ("holds" if lo > claims.MOVED_REL_CHANGE else "does not hold" if hi < claims.MOVED_REL_CHANGE
+        expected = ("holds" if lo > criteria.KEEP_IRF_CHANGE else "does not hold" if hi < criteria.KEEP_IRF_CHANGE
                     else "inconclusive")
         assert row.claim2 == expected, model
     assert report.section_across_models(tmp_path) is not None

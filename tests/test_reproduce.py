@@ -63,7 +63,7 @@ def test_fast_run_writes_every_artifact(fast_run):
 
 def test_tables_are_tidy(fast_run):
     """One row per unit (no key twice), and each summary is its per-image table aggregated."""
-    from ama.claims import reference_attack
+    from ama.selectors import original_attack
 
     tables = {p.stem: pd.read_csv(p) for p in (fast_run.dir / "tables").glob("*.csv")}
     units = {"occlusion_keep_irf": ["model", "image", "fill", "cell"], "occlusion_margin": ["model", "image", "e", "fill"],
@@ -76,7 +76,7 @@ def test_tables_are_tidy(fast_run):
     fooled = metrics[metrics.quantized].groupby(["model", "e", "n_iter", "mode", "setting"]).fooled.mean()
     got = summary[summary.quantized].set_index(["model", "e", "n_iter", "mode", "setting"]).fooling_rate
     assert got.sort_index().tolist() == pytest.approx(fooled.sort_index().tolist())
-    ref = reference_attack(summary)
+    ref = original_attack(summary)
     assert set(ref.n_iter) == {5} and (ref.setting == "attack").all()
     cells = tables["occlusion_margin_cells"].groupby(["model", "e", "fill", "cell"]).abs_delta.mean()
     means = tables["occlusion_margin_cell_means"].set_index(["model", "e", "fill", "cell"]).abs_delta

@@ -1,0 +1,59 @@
+"""The kit's criteria for the paper's three claims, and what "a cell moved" means where the kit counts it.
+
+The paper publishes no thresholds; these are the kit's, stated in every report. Each number lives here once: the
+claims' verdicts (:mod:`ama.claims`), the tables that count against a bar, the figures that draw it and the
+sentences of :data:`CRITERIA` (written from the constants) all read it from this module. Changes and masses are
+shares: of the map's range for a CAM change, of the ERF's total for a mass. Standard library only.
+"""
+from __future__ import annotations
+
+MISALIGNED_MASS = 0.5
+"""Claim 1: the centre cell's ERF is misaligned with its IRF when more than this share of its mass lies outside the
+IRF support (mean over images)."""
+
+KEEP_IRF_CHANGE = 0.10
+"""Claim 2: filling everything outside a cell's IRF moves the cell when its raw CAM changes by more than this share of
+the map's range (per image the median over cells and fills; then the median over images)."""
+
+MARGIN_MOVES_INTERIOR = 0.01
+"""Claim 2's second part: a 1-pixel margin occlusion moves an interior cell (one whose IRF never touches the margin)
+when it changes the cell's raw CAM by more than this share of the map's range."""
+
+FOOLED_RATE = 0.5
+"""Claim 3: at the smallest frame width the attack fools more than this share of the images."""
+
+CELL_MOVED = 0.05
+"""Occlusion tables (``n_cells_moved``): a cell counts as moved by a patch when its raw CAM changes by more than this
+share of the map's range. A description of the tables, not a claim's bar."""
+
+UNMOVED = 1e-4
+"""Below this share of the map's range a change is float rounding: the cell did not move (claim 2 per unit of area
+leaves such cells out, as their ratio has no finite value)."""
+
+
+def pct(share: float) -> str:
+    """A share in ``[0, 1]`` as a whole percentage: ``0.1`` -> ``"10%"``."""
+    return f"{100 * share:.0f}%"
+
+
+def criteria_text() -> str:
+    """The three claims with the kit's criteria, as the report states them (Markdown list)."""
+    return f"""\
+1. **The IRF and the ERF are misaligned**: the centre cell's ERF puts most of its mass (more than \
+{pct(MISALIGNED_MASS)}) outside its IRF support (mean over images).
+2. **Occlusion outside a cell's IRF moves it**: filling everything outside a cell's IRF changes that cell's raw CAM \
+by more than {pct(KEEP_IRF_CHANGE)} of the map's range (per image the median over cells and fills; then the median \
+over images), and a 1-pixel margin occlusion moves interior cells whose IRF never touches the margin (by more than \
+{pct(MARGIN_MOVES_INTERIOR)} of the map's range).
+3. **A 1-pixel frame changes the saliency map and the prediction**: at the smallest ``e`` the attack (reference \
+setting, 8-bit quantised) fools more than {pct(FOOLED_RATE)} of the images (top-1 no longer the true label, or no \
+longer the clean prediction where the label is unknown) and leaves a CAM less similar to the clean one than a random \
+(unoptimised) frame of the same width does (per image the random frame's cosine minus the attack's, mean above 0)."""
+
+
+CRITERIA = criteria_text()
+
+BARS = (f"centre cell's ERF mass outside its IRF, > {pct(MISALIGNED_MASS)}",
+        f"keep-IRF median change of the cell, > {pct(KEEP_IRF_CHANGE)} of the map's range",
+        f"at the smallest e: fooled > {pct(FOOLED_RATE)}, random-frame minus attack CAM cosine > 0")
+"""Each claim's bar in a few words, in claim order (the README's *Results at a glance*)."""
