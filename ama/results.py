@@ -69,23 +69,20 @@ def save_tables(tables: dict[str, pd.DataFrame], out_dir: str | os.PathLike) -> 
     return paths
 
 
-BOOLEAN_COLUMNS = ("quantized", "fooled", "chosen", "targeted", "top1", "top5", "prediction_changed")
-"""Columns the selections index with (:mod:`ama.selectors`): a table read back must hold them as ``bool``."""
-
-
 def read_table(tables: str | os.PathLike, stem: str) -> pd.DataFrame | None:
-    """``tables/<stem>.csv`` of a run (or ``<stem>.csv.gz``, as a reference stores its large tables) with its
-    :data:`BOOLEAN_COLUMNS` as ``bool``, or None when the run did not write it. A flag column with an empty or other
-    value is refused in one line (a damaged table: a selection would silently take its rows as True)."""
+    """``tables/<stem>.csv`` of a run (or ``<stem>.csv.gz``, as a reference stores its large tables), its True/False
+    columns as ``bool``, or None when the run did not write it. A True/False column with an empty cell is refused in
+    one line (a damaged table: a selection such as :func:`ama.selectors.eight_bit` would mistake its rows)."""
     path = next((p for p in (Path(tables) / f"{stem}.csv", Path(tables) / f"{stem}.csv.gz") if p.is_file()), None)
     if path is None:
         return None
     lineage.inherit(path.parent, [stem])  # what this process writes next descends from it
     table = pd.read_csv(path)
-    bad = [c for c in BOOLEAN_COLUMNS if c in table and table[c].dtype != bool]
-    if bad:
-        raise ValueError(f"{path}: column {bad[0]} is not all True/False; the table is damaged: delete it and run "
-                         "the notebook that writes it again")
+    flags = [c for c in table.columns if table[c].dtype == object and table[c].isna().any()
+             and table[c].notna().any() and set(table[c].dropna()) <= {True, False}]
+    if flags:
+        raise ValueError(f"{path}: column {flags[0]} is True/False with empty cells; the table is damaged: delete it "
+                         "and run the notebook that writes it again")
     return table
 
 

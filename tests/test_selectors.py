@@ -26,11 +26,14 @@ def test_a_table_is_read_back_with_its_flags_as_bool(tmp_path):
     back = results.read_table(tmp_path, "attack_metrics")
     assert back.quantized.dtype == bool and selectors.original_attack(back).index.tolist() == [0, 3]
     assert results.read_table(tmp_path, "absent") is None
+    rates = pd.DataFrame(dict(model=["a", "b"], top1=[0.8, None]))  # a rate, not a flag, may be empty
+    rates.to_csv(tmp_path / "clean_accuracy.csv", index=False)
+    assert results.read_table(tmp_path, "clean_accuracy").top1.isna().sum() == 1
 
 
 def test_a_damaged_flag_is_refused_not_read_as_true(tmp_path):
     damaged = TABLE.astype({"quantized": object})
     damaged.loc[1, "quantized"] = None  # an empty cell: astype(bool) would take the row as 8-bit
     damaged.to_csv(tmp_path / "attack_metrics.csv", index=False)
-    with pytest.raises(ValueError, match="column quantized is not all True/False.*run the notebook"):
+    with pytest.raises(ValueError, match="column quantized is True/False with empty cells.*run the notebook"):
         results.read_table(tmp_path, "attack_metrics")
