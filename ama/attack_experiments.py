@@ -7,10 +7,13 @@ targeted maps, and the 8-bit adversarial images a run keeps for notebook 05.
 * :func:`seed_plan` / :func:`run_seeds`: the reference attack from other starting noises;
 * :func:`attack_grid`: both, as the ``attack`` experiment of :mod:`ama.experiments` (per-image tables).
 * :func:`targeted`: pull the CAM towards a glyph or the mirrored clean CAM, per optimiser.
+
+Their summaries over images are in :mod:`ama.attack_summaries`, the figures' examples in :mod:`ama.attack_examples`.
 """
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -21,18 +24,16 @@ from . import optimizers, shapes
 from .ablation import (ADVERSARIAL_OPTIMIZERS, ablation_plan, ablation_summary, ingredient_plan, ingredient_summary,
                        run_ablation, run_ingredients, study_halves)
 from .artifacts import TABLES
+from .attack_summaries import by_confidence, seed_spread
 from .attack import attack_batch, evaluate_images, marginal_attack, random_frame
 from .attack_result import RANDOM, AttackResult, GridKey, OptimizerKey
 from .cam import cam
 from .cam_model import CAMModel
 from .data import load_image
-from .intervals import wilson
 from .metrics import cosine, history_table, summary_table
-from .params import E, PAPER_N_ITER, SEED, RunParams
+from .params import E, LAMB, PAPER_N_ITER, SEED, RunParams
 from .paths import resolve
-from .plots import attack_rows_figure
 from .protocol import run_names
-from .selectors import attack_rows, eight_bit, original_attack
 from .results import image_major, save_png
 
 ORIGINAL, STRONGEST = optimizers.ORIGINAL, optimizers.STRONGEST
@@ -47,44 +48,60 @@ def headline_widths(p: RunParams) -> list[int]:
     return [e for e in p.e if e in SEED_E] or [min(p.e)]
 
 
-def grid_plan(params: RunParams) -> dict:
-    """The attack grid of a run (keyword arguments of :func:`run_grid`). ``grid="paper"``: the reference (``flip``) at
-    every ``e`` and the run's ``n_iter``, and at ``n_iter`` :data:`~ama.params.PAPER_N_ITER` at the widths of
-    :data:`SEED_E` (time); ``keep`` at the smallest ``e`` and the run's ``n_iter`` only. ``"slim"``: flip at every
-    ``e`` and the run's ``n_iter`` only. The random-frame baseline at every ``e``. FAST: the run's ``n_iter`` only."""
+@dataclass(frozen=True)
+class GridPlan:
+    """The paper's attack grid as a run plans it: ``flip`` / ``keep`` attacks at frame widths ``e`` and ``n_iters``,
+    restricted per mode (``mode_n_iters``, ``mode_e``: the values a mode runs at; absent: all) and per ``n_iter``
+    (``n_iter_e``: the widths it runs at; absent: all), and the random frame at every ``e``."""
+
+    e: tuple[int, ...] = E
+    n_iters: tuple[int, ...] = (PAPER_N_ITER,)
+    modes: tuple[str, ...] = ("flip", "keep")
+    lamb: float = LAMB
+    seed: int = SEED
+    mode_n_iters: dict = field(default_factory=dict)
+    mode_e: dict = field(default_factory=dict)
+    n_iter_e: dict = field(default_factory=dict)
+
+    def jobs(self) -> list[tuple[int, int, str]]:
+        """``(e, n_iter, mode)`` of every attack of the grid, in the order they run."""
+        return [(w, it, mode) for w in self.e for mode in self.modes for it in self.mode_n_iters.get(mode, self.n_iters)
+                if w in self.mode_e.get(mode, self.e) and w in self.n_iter_e.get(it, self.e)]
+
+    def first(self, mode: str) -> tuple[int, int]:
+        """``(e, n_iter)``: the smallest width and ``n_iter`` at which ``mode`` runs."""
+        return min(self.mode_e.get(mode, self.e)), min(self.mode_n_iters.get(mode, self.n_iters))
+
+
+def grid_plan(params: RunParams) -> GridPlan:
+    """The attack grid of a run. ``grid="paper"``: the original attack (``flip``) at every ``e`` and the run's
+    ``n_iter``, and at ``n_iter`` :data:`~ama.params.PAPER_N_ITER` at the widths of :data:`SEED_E` (time); ``keep`` at
+    the smallest ``e`` and the run's ``n_iter`` only. ``"slim"``: flip at every ``e`` and the run's ``n_iter`` only.
+    The random-frame baseline at every ``e``. FAST: the run's ``n_iter`` only."""
     n_iters = sorted({params.n_iter} if params.fast or params.grid == "slim" else {PAPER_N_ITER, params.n_iter})
     modes = ("flip",) if params.grid == "slim" else ("flip", "keep")
-    headline = headline_widths(params)
-    return dict(e=list(params.e), n_iters=n_iters, modes=modes, lamb=params.lamb, seed=params.seed,
-                mode_n_iters={"keep": [params.n_iter]}, mode_e={"keep": [min(params.e)]},
-                n_iter_e={PAPER_N_ITER: headline} if PAPER_N_ITER != params.n_iter else {})
+    return GridPlan(e=tuple(params.e), n_iters=tuple(n_iters), modes=modes, lamb=params.lamb, seed=params.seed,
+                    mode_n_iters={"keep": (params.n_iter,)}, mode_e={"keep": (min(params.e),)},
+                    n_iter_e={PAPER_N_ITER: tuple(headline_widths(params))} if PAPER_N_ITER != params.n_iter else {})
 
 
-def run_grid(model: CAMModel, x: torch.Tensor, names: Sequence[str], e=E, n_iters=(PAPER_N_ITER,),
-             modes=("flip", "keep"), lamb: float | None = None, seed: int = SEED, mode_n_iters: dict | None = None,
-             mode_e: dict | None = None, n_iter_e: dict | None = None, history: bool = True, progress: bool = True):
-    """Attack the batch ``x`` for every ``e`` x ``n_iter`` x ``mode`` and add the random-frame baseline per ``e``.
-
-    ``mode_n_iters`` / ``mode_e``: per mode, the ``n_iter`` / ``e`` values to run (default: all); ``n_iter_e``: per
-    ``n_iter``, the ``e`` values to run it at (default: all); ``lamb`` None: the attack's default. Returns
-    ``(results, table)``: ``results[GridKey(setting, e, n_iter, mode)]`` -> :class:`AttackResult` (``setting``
-    ``"attack"`` or ``"random_frame"``, the baseline with ``n_iter`` 0 and mode ``"random"``) and all metric rows
-    with a ``setting`` column. Histories are kept for every attack when ``history``.
-    """
+def run_grid(model: CAMModel, x: torch.Tensor, names: Sequence[str], plan: GridPlan = GridPlan(),
+             history: bool = True, progress: bool = True):
+    """Attack the batch ``x`` ``(B, 3, H, W)`` in ``[0, 1]`` at every job of ``plan`` and add the random-frame
+    baseline per ``e``. Returns ``(results, table)``: ``results[GridKey(setting, e, n_iter, mode)]`` ->
+    :class:`AttackResult` (``setting`` ``"attack"`` or ``"random_frame"``, the baseline with ``n_iter`` 0 and mode
+    ``"random"``) and all metric rows with a ``setting`` column. Histories are kept for every attack when
+    ``history``."""
     from tqdm import tqdm  # plain text bar: no widget warning under papermill, few lines in logs
 
-    widths = [e] if isinstance(e, int) else list(e)
-    mode_n_iters, mode_e, n_iter_e = mode_n_iters or {}, mode_e or {}, n_iter_e or {}
-    kw = {} if lamb is None else {"lamb": lamb}
-    jobs = [(w, it, mode) for w in widths for mode in modes for it in mode_n_iters.get(mode, n_iters)
-            if w in mode_e.get(mode, widths) and w in n_iter_e.get(it, widths)]
     results, frames = {}, []
-    for w in widths:
-        r = random_frame(model, x, e=w, seed=seed, names=names)
+    for w in plan.e:
+        r = random_frame(model, x, e=w, seed=plan.seed, names=names)
         results[GridKey("random_frame", w, 0, RANDOM)] = r
         frames.append(r.metrics.assign(setting="random_frame"))
-    for w, it, mode in tqdm(jobs, desc=f"AMA {model.name}", mininterval=30, disable=not progress):
-        r = marginal_attack(model, x, e=w, n_iter=it, mode=mode, seed=seed, return_history=history, names=names, **kw)
+    for w, it, mode in tqdm(plan.jobs(), desc=f"AMA {model.name}", mininterval=30, disable=not progress):
+        r = marginal_attack(model, x, e=w, n_iter=it, mode=mode, lamb=plan.lamb, seed=plan.seed,
+                            return_history=history, names=names)
         results[GridKey("attack", w, it, mode)] = r
         frames.append(r.metrics.assign(setting="attack"))
     table = pd.concat(frames, ignore_index=True)
@@ -162,7 +179,7 @@ def attack_grid(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: 
 
 
 def _attack_batch(model, x, names, params, out_dir, progress, labels, halves) -> tuple[dict[str, pd.DataFrame], dict]:
-    results, table = run_grid(model, x, names, **grid_plan(params), progress=progress)
+    results, table = run_grid(model, x, names, grid_plan(params), progress=progress)
     attacks = {k: r for k, r in results.items() if k.setting == "attack"}
     history = history_table(attacks)
     shared = {OptimizerKey.default(ORIGINAL, k.e, k.n_iter, k.mode): r for k, r in attacks.items()}
@@ -183,8 +200,8 @@ def _attack_batch(model, x, names, params, out_dir, progress, labels, halves) ->
 
 
 def summaries(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    """``attack_summary`` (:func:`ama.metrics.summary_table`), ``attack_by_confidence`` (:func:`by_confidence`),
-    ``attack_ablation_summary`` (:func:`ablation_summary`) and ``attack_seed_spread`` (:func:`seed_spread`) from the
+    """``attack_summary`` (:func:`ama.metrics.summary_table`), ``attack_by_confidence`` (:func:`ama.attack_summaries.by_confidence`),
+    ``attack_ablation_summary`` (:func:`ablation_summary`) and ``attack_seed_spread`` (:func:`ama.attack_summaries.seed_spread`) from the
     per-image tables present."""
     out = {}
     if TABLES.attack_metrics in tables:
@@ -197,72 +214,6 @@ def summaries(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     if TABLES.attack_ingredients in tables:
         out[TABLES.attack_ingredients_summary] = ingredient_summary(tables[TABLES.attack_ingredients])
     return out
-
-
-TERCILES = ("low", "middle", "high")
-
-
-def by_confidence(metrics: pd.DataFrame) -> pd.DataFrame:
-    """The reference attack's fooling rate (flip, the run's largest ``n_iter``, 8-bit) per model, ``e`` and tercile of
-    the clean confidence (the model's images cut at its 1/3 and 2/3 quantiles): ``n_images``, ``fooled``,
-    ``fooling_rate`` with its Wilson interval (``low``, ``high``) and the tercile's confidence range."""
-    rows = original_attack(metrics)
-    out = []
-    for model, g in rows.groupby("model", sort=False):
-        conf = g.drop_duplicates("image").set_index("image").clean_conf
-        if len(conf) < len(TERCILES):  # too few images to cut: one group
-            tercile = pd.Series("all", index=conf.index)
-        else:
-            tercile = pd.qcut(conf.rank(method="first"), len(TERCILES), labels=list(TERCILES))
-        for (e, t), h in g.assign(tercile=g.image.map(tercile)).groupby(["e", "tercile"], observed=True):
-            k, n = int(h.fooled.sum()), len(h)
-            lo, hi = wilson(k, n)
-            out.append(dict(model=model, e=e, tercile=t, conf_min=h.clean_conf.min(), conf_max=h.clean_conf.max(),
-                            n_images=n, fooled=k, fooling_rate=k / n, low=lo, high=hi))
-    return pd.DataFrame(out)
-
-
-def seed_spread(seeds: pd.DataFrame) -> pd.DataFrame:
-    """Per model, optimiser and ``e`` (8-bit rows of ``attack_seeds``): the fooling rate and mean CAM cosine of each
-    seed summarised across seeds: ``n_seeds``, their mean, standard deviation, minimum and maximum."""
-    q = eight_bit(seeds)
-    per_seed = q.groupby(["model", "optimizer", "e", "seed"]).agg(fooling_rate=("fooled", "mean"),
-                                                                  cam_cosine=("cam_cosine", "mean"))
-    out = per_seed.groupby(["model", "optimizer", "e"]).agg(
-        n_seeds=("fooling_rate", "size"), fooling_rate=("fooling_rate", "mean"), fooling_sd=("fooling_rate", "std"),
-        fooling_min=("fooling_rate", "min"), fooling_max=("fooling_rate", "max"), cam_cosine=("cam_cosine", "mean"),
-        cam_cosine_sd=("cam_cosine", "std"))
-    return out.reset_index()
-
-
-SUMMARY_MARKDOWN_DROP = ("iou_0.4", "iou_0.6")
-
-
-def summary_markdown(summary: pd.DataFrame) -> str:
-    """``attack_summary`` as a Markdown table (rounded to 3 digits; the IoU at 0.4 and 0.6 left out for width)."""
-    return summary.drop(columns=list(SUMMARY_MARKDOWN_DROP)).round(3).to_markdown(index=False) + "\n"
-
-
-SUMMARY_COLUMNS = ["model", "e", "n_iter", "mode", "setting", "quantized", "n_images", "fooling_rate", "cam_cosine",
-                   "cam_spearman", "iou_0.5", "top20_iou", "pointing_rate", "random_fooling_rate", "random_cam_cosine"]
-
-
-def headline(summary: pd.DataFrame) -> list[str]:
-    """One line per model, ``e`` and ``n_iter`` of the reference attack (flip, 8-bit) beside the random frame."""
-    head = attack_rows(summary, "flip")
-    return [f"{r.model} e={r.e} n_iter={r.n_iter}: fooling {r.fooling_rate:.0%} (random frame "
-            f"{r.random_fooling_rate:.0%}), CAM cosine {r.cam_cosine:.3f} (random frame {r.random_cam_cosine:.3f})"
-            for r in head.itertuples()]
-
-
-def keep_line(metrics: pd.DataFrame, model: str) -> str:
-    """How the keep mode did for ``model`` (8-bit rows of ``attack_metrics``): labels kept and their CAM cosine."""
-    rows = attack_rows(metrics[metrics.model == model], "keep")
-    if rows.empty:
-        return "keep mode: not in this run's grid (GRID=slim); the figure attacks one image in keep mode"
-    kept = ~rows.fooled.astype(bool)
-    return (f"keep mode, e = {', '.join(str(e) for e in sorted(rows.e.unique()))}: label kept for {int(kept.sum())} "
-            f"of {len(rows)} images (8-bit); mean CAM cosine where kept {rows[kept].cam_cosine.mean():.3f}")
 
 
 # --- the adversarial images a run keeps ------------------------------------------------------------
@@ -303,61 +254,6 @@ def adversarial_result(model: CAMModel, x: torch.Tensor, names: Sequence[str], p
         except ValueError as err:
             warnings.warn(f"{folder}: {err}; attacking again")
     return marginal_attack(model, x, e=e, n_iter=params.n_iter, lamb=params.lamb, seed=params.seed, names=names, optimizer=optimizer)
-
-
-# --- the figures' attacks: of the run, or recomputed for the shown images -------------------------------
-def example_images(table: pd.DataFrame, model: str, names: Sequence[str], e: int, n_iter: int, k: int = 4) -> list[int]:
-    """Indices into ``names`` of up to ``k`` images to show, failures included: up to ``k - k // 2`` that the reference
-    attack (flip, 8-bit) fooled at frame width ``e`` and ``k // 2`` it did not (either group filling in when the
-    other is short), each in image order, the fooled first."""
-    rows = attack_rows(table[(table.model == model) & (table.e == e) & (table.n_iter == n_iter)], "flip")
-    fooled = dict(zip(rows.image, rows.fooled))
-    yes = [i for i in range(len(names)) if fooled.get(names[i], False)]
-    no = [i for i in range(len(names)) if not fooled.get(names[i], False)]
-    n_no = min(len(no), max(k // 2, k - len(yes)))
-    return (yes[:k - n_no] + no[:n_no])[:k]
-
-
-def attack_examples(model: CAMModel, data, params: RunParams, table: pd.DataFrame, results: dict | None = None,
-                    k: int = 4, widths=None) -> tuple[dict, list[int]]:
-    """``({e: AttackResult}, indices)`` of the reference attack (flip, the run's ``n_iter``) at each ``e`` of ``widths``
-    (default: the run's) for the images of :func:`example_images`; ``indices`` index the results' batch. ``results``:
-    the run's own (reused), else the shown images are attacked again (a sharded run keeps no tensors)."""
-    widths = list(params.e) if widths is None else list(widths)
-    shown = example_images(table, model.name, data.names, min(params.e), params.n_iter, k)
-    if results is not None:
-        return {e: results[GridKey("attack", e, params.n_iter, "flip")] for e in widths}, shown
-    x, names = data.images[shown], [data.names[i] for i in shown]
-    return {e: marginal_attack(model, x, e=e, n_iter=params.n_iter, lamb=params.lamb, seed=params.seed, names=names)
-            for e in widths}, list(range(len(shown)))
-
-
-def example_figures(runs: dict, params: RunParams, table: pd.DataFrame, results_by_model: dict | None = None,
-                    k: int = 4) -> list:
-    """Per model of ``runs`` (:func:`ama.runs.load_runs`), :func:`ama.plots.attack_rows_figure` of the reference
-    attack at the smallest ``e`` on up to ``k`` images of :func:`example_images`, failures included."""
-    figs = []
-    e = min(params.e)
-    for name, (model, data) in runs.items():
-        results = results_by_model.get(name) if results_by_model else None
-        by_e, shown = attack_examples(model, data, params, table, results, k, widths=[e])
-        figs.append(attack_rows_figure(by_e[e], shown))
-    return figs
-
-
-def keep_example(model: CAMModel, data, params: RunParams, table: pd.DataFrame, results: dict | None = None):
-    """``(AttackResult, index)`` of the keep-mode attack for the image whose label was kept (8-bit) with the
-    lowest CAM cosine; reused from ``results`` or attacked again alone."""
-    plan = grid_plan(params)
-    e, n_iter = min(plan["mode_e"]["keep"]), min(plan["mode_n_iters"]["keep"])
-    rows = attack_rows(table[(table.model == model.name) & (table.e == e) & (table.n_iter == n_iter)], "keep")
-    score = dict(zip(rows.image, rows.cam_cosine.where(~rows.fooled, 2.0)))
-    best = min(range(len(data.names)), key=lambda i: (score.get(data.names[i], 3.0), i))
-    if results is not None and GridKey("attack", e, n_iter, "keep") in results:
-        return results[GridKey("attack", e, n_iter, "keep")], best
-    r = marginal_attack(model, data.images[best:best + 1], e=e, n_iter=n_iter, lamb=plan["lamb"], mode="keep",
-                        seed=plan["seed"], names=[data.names[best]])
-    return r, 0
 
 
 # --- targeted maps -------------------------------------------------------------------------------------

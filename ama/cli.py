@@ -48,13 +48,13 @@ class CLIError(ValueError):
 
 
 def check_device(device: str) -> str:
-    """``device`` if this machine can use it (:func:`ama.models.resolve_device`: ``auto``, ``cpu``, ``cuda``,
+    """``device`` if this machine can use it (:func:`ama.devices.resolve_device`: ``auto``, ``cpu``, ``cuda``,
     ``cuda:N``, ``mps`` where present), else a one-line CLIError; checked before the model loads."""
-    from ama.models import ModelError, resolve_device
+    from ama.devices import DeviceError, resolve_device
 
     try:
         resolve_device(device)
-    except ModelError as err:
+    except DeviceError as err:
         raise CLIError(f"--device: {err}") from None
     return device
 

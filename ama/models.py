@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from .cam_model import IMAGENET_MEAN, IMAGENET_STD, CAMModel, ModelError, Preprocessing, freeze
+from .devices import resolve_device
 from .params import DEFAULT_MODEL
 
 # name -> torchvision weights enum attribute path (IMAGENET1K_V1, as in the paper's code)
@@ -349,35 +350,6 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = No
     backbone, fc, prep = parts
     classes = imagenet_class_names() if fc.out_features == 1000 else None
     return CAMModel(name, backbone, fc, prep, classes).to(resolve_device(device))
-
-
-def _valid_devices() -> list[str]:
-    valid = ["auto", "cpu"]
-    if torch.cuda.is_available():
-        valid += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        valid.append("mps")
-    return valid
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``/``"auto"`` -> ``cuda`` when available, else ``cpu``; otherwise ``cpu``, ``cuda``, ``cuda:N``
-    (``N`` below the GPU count) or ``mps`` where this machine has them; a one-line :class:`ModelError` if not."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    valid = _valid_devices()
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        dev = None
-    ok = dev is not None and (
-        dev.type == "cpu" and dev.index in (None, 0)
-        or dev.type == "cuda" and torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()
-        or dev.type == "mps" and "mps" in valid)
-    if not ok:
-        why = "; torch sees no CUDA GPU" if dev is not None and dev.type == "cuda" and not torch.cuda.is_available() else ""
-        raise ModelError(f"device {str(device)!r} is not usable here{why}; use one of {', '.join(valid)}")
-    return dev
 
 
 def load_factory_model(spec: str, device: str | torch.device | None = None) -> CAMModel:

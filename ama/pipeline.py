@@ -55,7 +55,8 @@ def check_run_params(params: dict) -> None:
     here, the images are missing, a model's weights are missing, or a frame width does not fit a model's input."""
     from .data import list_images
     from .geometry import check_frame_width
-    from .models import resolve_device, run_model
+    from .devices import resolve_device
+    from .models import run_model
 
     resolve_device(params["device"])
     list_images(params["images"])
@@ -86,21 +87,12 @@ def git_commit() -> str | None:
         return None
 
 
-def device_description(device: str = "auto") -> str:
-    import torch
-
-    from .models import resolve_device
-
-    dev = resolve_device(device)
-    if dev.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(dev)}"
-    return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
-
-
 def update_run_json(run_dir: str | Path, params: dict, notebook: str | None = None, seconds: float | None = None,
                     status: str | None = None, sharded_s: float | None = None) -> Path:
     """Create or update ``<run_dir>/run.json``: parameters, versions, git commit, device, and per notebook its wall
     time (``wall_s``: the sharded pre-step included, ``sharded_s`` of it), status and the commit that ran it."""
+    from .devices import describe_device
+
     run_dir = resolve(run_dir)
     path = run_dir / "run.json"
     info = json.loads(path.read_text()) if path.is_file() else {}
@@ -113,7 +105,7 @@ def update_run_json(run_dir: str | Path, params: dict, notebook: str | None = No
         # described once per device setting (the image selection does it first): a notebook's process need not import
         # torch (seconds) only to describe the machine again
         device=(info["device"] if "device" in info and info.get("params", {}).get("device") == params.get("device")
-                else device_description(params.get("device", "auto"))),
+                else describe_device(params.get("device", "auto"))),
     )
     notebooks = info.setdefault("notebooks", {})
     if notebook is not None:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import ama
 from ama.cam_model import wrap_model
 from ama.geometry import frame_mask
-from ama.models import resolve_device
+from ama.devices import resolve_device
 
 
 def make_model(name: str, device):

@@ -11,7 +11,7 @@ import torch.nn as nn
 from PIL import Image
 
 import ama
-from ama import attack, data, models, pipeline
+from ama import attack, data, devices, models, pipeline
 from ama.cam import resolve_target
 from ama.geometry import frame_mask
 from ama.receptive_field import effective_receptive_field
@@ -160,15 +160,15 @@ def test_wrap_model_probe_leaves_batchnorm_statistics(tmp_path):
 # --- devices --------------------------------------------------------------------------------
 @pytest.mark.parametrize("device", ["tpu", "gpu", "meta", "cuda:99", "cpu:3", "banana"])
 def test_bad_device_is_one_line(device):
-    with pytest.raises(models.ModelError, match=r"device .* is not usable here.*use one of auto, cpu") as err:
-        models.resolve_device(device)
+    with pytest.raises(devices.DeviceError, match=r"device .* is not usable here.*use one of auto, cpu") as err:
+        devices.resolve_device(device)
     one_line(err)
 
 
 def test_good_devices():
-    assert models.resolve_device("cpu") == torch.device("cpu")
-    assert models.resolve_device(torch.device("cpu")) == torch.device("cpu")
-    assert models.resolve_device("auto").type in ("cpu", "cuda")
+    assert devices.resolve_device("cpu") == torch.device("cpu")
+    assert devices.resolve_device(torch.device("cpu")) == torch.device("cpu")
+    assert devices.resolve_device("auto").type in ("cpu", "cuda")
 
 
 # --- timm models ------------------------------------------------------------------------------

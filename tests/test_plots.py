@@ -136,7 +136,7 @@ def test_misalignment_baselines_legend_sits_beside_the_bars():
 def test_example_images_include_failures():
     import pandas as pd
 
-    from ama.attack_experiments import example_images
+    from ama.attack_examples import example_images
 
     def table(fooled):
         return pd.DataFrame(dict(model="m", setting="attack", mode="flip", e=1, n_iter=5, quantized=True,

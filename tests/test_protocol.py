@@ -124,6 +124,7 @@ def test_labels_decide_fooled_and_the_terciles_and_seeds_summarise(tiny_model, i
     import torch
 
     from ama import attack_experiments as ax
+    from ama import attack_summaries
     from ama.intervals import wilson
 
     x = torch.cat([images32, images32.flip(-1), images32.flip(-2)])  # 12 images
@@ -138,7 +139,7 @@ def test_labels_decide_fooled_and_the_terciles_and_seeds_summarise(tiny_model, i
     assert bool(got[got.image == "im0"].fooled.iloc[0]) == bool(got[got.image == "im0"].adv_class.iloc[0] != labels[0])
     unlabelled = ax.with_labels(rows, names, torch.full((12,), -1))
     assert unlabelled.fooled.tolist() == rows.fooled.tolist()
-    conf = ax.by_confidence(got)
+    conf = attack_summaries.by_confidence(got)
     assert list(conf.tercile) == ["low", "middle", "high"] and (conf.n_images == 4).all()
     assert (conf.conf_max.iloc[:2].to_numpy() <= conf.conf_min.iloc[1:].to_numpy()).all()  # ordered, disjoint
     q = got[got.quantized]
@@ -147,7 +148,7 @@ def test_labels_decide_fooled_and_the_terciles_and_seeds_summarise(tiny_model, i
         assert row.fooled == k and (row.low, row.high) == wilson(k, 4)
     seeds = pd.concat([ax.marginal_attack(tiny_model, x[:4], e=2, n_iter=3, seed=s, names=names[:4]).metrics
                        for s in (0, 1, 2)], ignore_index=True)
-    spread = ax.seed_spread(seeds)
+    spread = attack_summaries.seed_spread(seeds)
     per_seed = seeds[seeds.quantized].groupby("seed").fooled.mean()
     assert spread.n_seeds.iloc[0] == 3 and spread.fooling_rate.iloc[0] == pytest.approx(per_seed.mean())
     assert (spread.fooling_min.iloc[0], spread.fooling_max.iloc[0]) == (per_seed.min(), per_seed.max())
@@ -158,8 +159,12 @@ def test_slim_grid_and_the_reference_seeds():
     from ama.params import RunParams
 
     slim = ax.grid_plan(RunParams(grid="slim", e=(1, 2)))
-    assert slim["n_iters"] == [100] and slim["modes"] == ("flip",)
-    assert ax.grid_plan(RunParams())["n_iters"] == [50, 100]
+    assert slim.n_iters == (100,) and slim.modes == ("flip",)
+    assert slim.jobs() == [(1, 100, "flip"), (2, 100, "flip")]
+    paper = ax.grid_plan(RunParams())
+    assert paper.n_iters == (50, 100) and paper.first("keep") == (1, 100)
+    assert paper.jobs() == [(1, 50, "flip"), (1, 100, "flip"), (1, 100, "keep"), (2, 50, "flip"), (2, 100, "flip"),
+                            (4, 100, "flip"), (8, 100, "flip")]  # 50 passes at e = 1, 2 only; keep at the smallest e
     assert ax.seed_plan(RunParams(n_seeds=3, e=(1, 2, 4))) == [("sign", 1, 0), ("sign", 1, 1), ("sign", 1, 2),
                                                                ("sign", 2, 0), ("sign", 2, 1), ("sign", 2, 2)]
     assert ax.seed_plan(RunParams()) == []
