@@ -231,7 +231,8 @@ def ingredient_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per model, ``e``, ``n_iter`` and variant of :func:`run_ingredients` rows, on the reported half: the fooling
     rate (each image's share of seeds fooled, mean over images) and the mean CAM cosine with bootstrap 95% intervals
     over images, the lowest and highest fooling rate across seeds, ``gain`` (fooled share minus the reference's, paired
-    per image) with its interval and ``verdict`` against 0 (holds: the variant fools more than the reference), and
+    per image; ``more_fooled`` / ``less_fooled``: images where the variant fools more / less often across seeds) with
+    its interval and the ``verdict`` against 0 of the exact sign test (``p_value``; holds: the variant fools more), and
     ``cosine_drop`` (the reference's CAM cosine minus the variant's: above 0, it moves the CAM more); from the tuning
     half its fooling rate and cosine and ``chosen`` (the variant picked there: highest fooling, then lowest cosine)."""
     rows = []
@@ -259,9 +260,10 @@ def ingredient_summary(table: pd.DataFrame) -> pd.DataFrame:
                            fooling_high=fooled.high, seed_min=by_seed.min(), seed_max=by_seed.max(),
                            cam_cosine=cosine.value, cosine_low=cosine.low, cosine_high=cosine.high)
                 if ref is not None and variant != "reference":
-                    gain = Estimate.of((r.fooled - ref.fooled.reindex(r.index)).to_numpy())
+                    gain = Estimate.paired(r.fooled, ref.fooled.reindex(r.index))
                     drop = Estimate.of((ref.cam_cosine.reindex(r.index) - r.cam_cosine).to_numpy())
-                    row.update(gain=gain.value, gain_low=gain.low, gain_high=gain.high, verdict=gain.verdict(0.0),
+                    row.update(gain=gain.value, gain_low=gain.low, gain_high=gain.high, more_fooled=gain.discordant[0],
+                               less_fooled=gain.discordant[1], p_value=gain.p_value, verdict=gain.verdict(0.0),
                                cosine_drop=drop.value, drop_low=drop.low, drop_high=drop.high)
             rows.append(row)
     return pd.DataFrame(rows)
@@ -285,7 +287,8 @@ def ingredient_lines(summary: pd.DataFrame) -> list[str]:
                     f"({r.cosine_low:.2f} to {r.cosine_high:.2f})")
             if isinstance(getattr(r, "verdict", None), str):
                 text += (f"; gain over the reference {100 * r.gain:+.0f} points ({100 * r.gain_low:+.0f} to "
-                         f"{100 * r.gain_high:+.0f}): {r.verdict}")
+                         f"{100 * r.gain_high:+.0f}; {int(r.more_fooled)} vs {int(r.less_fooled)} images, exact sign "
+                         f"test p = {r.p_value:.2g}): {r.verdict}")
             lines.append(text)
     return lines
 
@@ -311,7 +314,7 @@ def capacity_study(model: CAMModel, x: torch.Tensor, names: Sequence[str], e=(1,
 
 
 def capacity_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per model, optimiser, ``e`` and budget of :func:`capacity_study` rows: the fooling rate with its Wilson 95%
+    """Per model, optimiser, ``e`` and budget of :func:`capacity_study` rows: the fooling rate with its exact 95%
     interval, the mean CAM cosine with its bootstrap interval, and, paired per image with the smallest budget,
     ``newly_fooled`` (images fooled here but not there) and ``no_longer_fooled``."""
     rows = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .intervals import wilson
+from .intervals import clopper_pearson
 from .selectors import attack_rows, eight_bit, original_attack
 
 
@@ -15,7 +15,7 @@ TERCILES = ("low", "middle", "high")
 def by_confidence(metrics: pd.DataFrame) -> pd.DataFrame:
     """The reference attack's fooling rate (flip, the run's largest ``n_iter``, 8-bit) per model, ``e`` and tercile of
     the clean confidence (the model's images cut at its 1/3 and 2/3 quantiles): ``n_images``, ``fooled``,
-    ``fooling_rate`` with its Wilson interval (``low``, ``high``) and the tercile's confidence range."""
+    ``fooling_rate`` with its exact (Clopper-Pearson) interval (``low``, ``high``) and the tercile's confidence range."""
     rows = original_attack(metrics)
     out = []
     for model, g in rows.groupby("model", sort=False):
@@ -26,7 +26,7 @@ def by_confidence(metrics: pd.DataFrame) -> pd.DataFrame:
             tercile = pd.qcut(conf.rank(method="first"), len(TERCILES), labels=list(TERCILES))
         for (e, t), h in g.assign(tercile=g.image.map(tercile)).groupby(["e", "tercile"], observed=True):
             k, n = int(h.fooled.sum()), len(h)
-            lo, hi = wilson(k, n)
+            lo, hi = clopper_pearson(k, n)
             out.append(dict(model=model, e=e, tercile=t, conf_min=h.clean_conf.min(), conf_max=h.clean_conf.max(),
                             n_images=n, fooled=k, fooling_rate=k / n, low=lo, high=hi))
     return pd.DataFrame(out)

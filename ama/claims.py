@@ -1,7 +1,7 @@
 """The paper's three claims: the statistic each one rests on, its 95% interval over images, and a three-valued verdict.
 
 Each statistic is summarised per image first (cells, fills and settings of one image are not independent samples),
-then over images with its interval (:mod:`ama.intervals`): a rate of images by Wilson's interval, a mean or median
+then over images with its interval (:mod:`ama.intervals`): a rate of images by its exact (Clopper-Pearson) interval, a mean or median
 by a seeded bootstrap over images; with several models, per image over the models, then a bootstrap over images
 (an image's models are not independent either). A verdict **holds** when the interval lies on the claim's side of
 its threshold, **does not hold** when it lies on the other side and is **inconclusive** when it straddles it. The
@@ -99,7 +99,7 @@ def attack_at(metrics: pd.DataFrame, e: int) -> pd.DataFrame:
 
 
 def fooling_rate(rows: pd.DataFrame) -> Estimate:
-    """Claim 3's rate: Wilson's interval for one model's images; a bootstrap over images for several models."""
+    """Claim 3's rate: the exact interval for one model's images; a bootstrap over images for several models."""
     if rows.model.nunique() == 1:
         return Estimate.rate(int(rows.fooled.sum()), len(rows))
     return pooled(rows, "fooled")
@@ -234,12 +234,15 @@ def location_sentence(location: pd.DataFrame) -> str:
     rates = "; ".join(f"{r.location} {pct(r.fooling_rate)} ({pct(r.fooling_low)} to {pct(r.fooling_high)})"
                       for r in s.itertuples())
     gaps = "; ".join(f"{r.location} {100 * r.frame_minus_fooled:+.0f} points ({100 * r.gap_low:+.0f} to "
-                     f"{100 * r.gap_high:+.0f})" for r in s.dropna(subset=["frame_minus_fooled"]).itertuples())
+                     f"{100 * r.gap_high:+.0f}; {int(r.frame_only)} vs {int(r.location_only)} images, exact "
+                     f"p = {r.p_value:.2g})" for r in s.dropna(subset=["frame_minus_fooled"]).itertuples())
     answer = {HOLDS: "yes: the frame fools more than every other location",
               FAILS: "no: some location of the same pixel count fools more than the frame",
-              INCONCLUSIVE: "not decided on this run: some difference's interval contains 0"}[margin_special(s)]
+              INCONCLUSIVE: "not decided on this run: some difference's exact test has p >= 0.05"}[margin_special(s)]
     return (f" Control, is the margin special? The same attack on {n_px} pixels (the {e}-pixel frame's count) placed "
-            f"elsewhere ({n} images, notebook 05) fools: {rates}. The frame minus each location, paired per image: "
+            f"elsewhere ({n} images, notebook 05) fools: {rates}. The frame minus each location, paired per image "
+            f"(Newcombe's 95% interval; the images where only the frame or only the location fools, McNemar's exact "
+            f"test): "
             f"{gaps}. Answer: {answer}.")
 
 

@@ -144,23 +144,25 @@ def location_control(model, x: torch.Tensor, names: Sequence[str], params, frame
 
 
 def location_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per model, ``e`` and location of :func:`location_control` rows: the fooling rate with Wilson's interval, the
+    """Per model, ``e`` and location of :func:`location_control` rows: the fooling rate with its exact interval, the
     mean CAM cosine with its bootstrap interval and, paired per image with the frame, ``frame_minus_fooled`` (the
-    frame's fooled minus this location's, mean over images) with its bootstrap interval and its verdict against 0
-    (holds: the frame fools more)."""
+    frame's fooled minus this location's, mean over images) with Newcombe's interval for paired rates, the images
+    where only the frame fools (``frame_only``) and only this location (``location_only``), the exact McNemar
+    ``p_value`` and the verdict against 0 it gives (holds: the frame fools more)."""
     rows = []
     for (model, e), g in table.groupby(["model", "e"], sort=False):
         frame = g[g.location == "frame"].set_index("image")
         for location, h in g.groupby("location", sort=False):
-            fooled = Estimate.rate(int(h.fooled.astype(bool).sum()), len(h))
+            fooled = Estimate.rate(int(h.fooled.sum()), len(h))
             cosine = Estimate.of(h.cam_cosine)
             row = dict(model=model, e=e, location=location, mask_pixels=int(h.mask_pixels.iloc[0]),
                        n_images=len(h), fooling_rate=fooled.value, fooling_low=fooled.low, fooling_high=fooled.high,
                        cam_cosine=cosine.value, cosine_low=cosine.low, cosine_high=cosine.high)
             if location != "frame" and len(frame):
-                d = frame.fooled.astype(float) - h.set_index("image").fooled.astype(float).reindex(frame.index)
-                gap = Estimate.of(d.to_numpy())
+                here = h.set_index("image").fooled.astype(float).reindex(frame.index)
+                gap = Estimate.paired(frame.fooled.astype(float), here)
                 row.update(frame_minus_fooled=gap.value, gap_low=gap.low, gap_high=gap.high,
+                           frame_only=gap.discordant[0], location_only=gap.discordant[1], p_value=gap.p_value,
                            verdict=gap.verdict(0.0))
             rows.append(row)
     return pd.DataFrame(rows)

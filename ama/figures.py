@@ -371,7 +371,7 @@ def misalignment_baselines_figure(verdicts: pd.DataFrame, threshold: float):
 
 def location_control_figure(summary: pd.DataFrame):
     """Is the margin special? (:func:`ama.controls.location_summary`): per location of the same pixel count, the
-    fooling rate (Wilson 95% interval) and the mean CAM cosine to the clean CAM (bootstrap 95% interval); the frame's
+    fooling rate (exact 95% interval) and the mean CAM cosine to the clean CAM (bootstrap 95% interval); the frame's
     values as dotted lines."""
     models = list(summary.model.unique())
     fig, axes = plt.subplots(len(models), 2, figsize=(11, 3.6 * len(models)), squeeze=False)

@@ -1,9 +1,13 @@
-"""Intervals and verdicts that can fail (``SCIENCE.md`` section 7).
+"""Intervals and verdicts that can fail (``SCIENCE.md`` sections 7 and 8), computed by scipy and statsmodels.
 
-* a rate ``k / n`` gets the Wilson score 95% interval (:func:`wilson`);
-* a mean or median over images gets a seeded percentile bootstrap 95% interval, resampling images
-  (:func:`bootstrap`): cells, settings or seeds of one image are not independent samples, so a caller summarises
-  per image first (:func:`per_image`);
+* a rate ``k / n`` gets the exact Clopper-Pearson 95% interval (:func:`clopper_pearson`), on which its verdict
+  turns, with Wilson's score interval beside it (:func:`wilson`);
+* a mean or median over images gets a seeded bias-corrected and accelerated (BCa) bootstrap 95% interval,
+  resampling images (:func:`bootstrap`): cells, settings or seeds of one image are not independent samples, so a
+  caller summarises per image first (:func:`per_image`);
+* a paired comparison of two outcomes on the same images (:meth:`Estimate.paired`) gets the exact sign test on
+  the images where they differ (McNemar's exact test when the outcomes are yes/no), on which its verdict turns,
+  and for yes/no outcomes Newcombe's hybrid score interval of the paired difference;
 * a claim's verdict against a threshold ``t`` is three-valued (:func:`verdict`): **holds** when the whole interval
   lies on the claim's side of ``t``, **does not hold** when it lies wholly on the other side, **inconclusive**
   otherwise. :class:`Estimate` carries a value, its interval and how many images it rests on, and writes the
@@ -11,12 +15,17 @@
 """
 from __future__ import annotations
 
+import inspect
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import pandas as pd
+from scipy.stats import DegenerateDataWarning, binomtest
+from scipy.stats import bootstrap as scipy_bootstrap
+from statsmodels.stats.proportion import proportion_confint
 
 LEVEL = 0.95
 N_RESAMPLES = 10_000
@@ -24,27 +33,62 @@ SEED = 0
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 
 
-def wilson(k: int, n: int, level: float = LEVEL) -> tuple[float, float]:
-    """Wilson score interval of the rate ``k / n``; ``(nan, nan)`` for ``n = 0``."""
-    from scipy.stats import norm
-
-    if n == 0:
-        return math.nan, math.nan
+def _check_rate(k: int, n: int) -> None:
     if not 0 <= k <= n:
         raise ValueError(f"a rate needs 0 <= k <= n, got k={k}, n={n}")
-    z = norm.ppf(0.5 + level / 2)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def wilson(k: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """Wilson score interval of the rate ``k / n`` (statsmodels); ``(nan, nan)`` for ``n = 0``."""
+    if n == 0:
+        return math.nan, math.nan
+    _check_rate(k, n)
+    lo, hi = proportion_confint(k, n, alpha=1 - level, method="wilson")
+    return float(lo), float(hi)
+
+
+def clopper_pearson(k: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) interval of the rate ``k / n`` (scipy's binomial test); ``(nan, nan)`` for
+    ``n = 0``."""
+    if n == 0:
+        return math.nan, math.nan
+    _check_rate(k, n)
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method="exact")
+    return float(ci.low), float(ci.high)
+
+
+def sign_test(n_more: int, n_less: int) -> float:
+    """Two-sided exact p-value of the sign test on the pairs that differ: ``n_more`` where the first outcome is
+    larger, ``n_less`` where it is smaller (for yes/no outcomes, McNemar's exact test); 1 when none differ."""
+    m = int(n_more) + int(n_less)
+    return float(binomtest(int(n_more), m, 0.5).pvalue) if m else 1.0
+
+
+def paired_rate_interval(first, second, level: float = LEVEL) -> tuple[float, float]:
+    """Newcombe's hybrid score interval (1998, method 10) of the paired difference of two yes/no rates on the same
+    images, ``mean(first) - mean(second)``: Wilson intervals of the two rates (statsmodels) combined with the
+    outcomes' correlation. ``first``, ``second``: per-image 0/1 outcomes, one pair per image."""
+    x, y = np.asarray(first, dtype=bool), np.asarray(second, dtype=bool)
+    n = len(x)
+    if n == 0:
+        return math.nan, math.nan
+    both, only_x, only_y = int((x & y).sum()), int((x & ~y).sum()), int((~x & y).sum())
+    neither = n - both - only_x - only_y
+    p1, p2 = (both + only_x) / n, (both + only_y) / n
+    (l1, u1), (l2, u2) = wilson(both + only_x, n, level), wilson(both + only_y, n, level)
+    margins = (both + only_x) * (only_y + neither) * (both + only_y) * (only_x + neither)
+    phi = (both * neither - only_x * only_y) / math.sqrt(margins) if margins else 0.0
+    delta = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    eps = math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    return p1 - p2 - delta, p1 - p2 + eps
 
 
 def bootstrap(values, statistic: Callable = np.mean, level: float = LEVEL, n_resamples: int = N_RESAMPLES,
               seed: int = SEED) -> tuple[float, float]:
-    """Seeded percentile bootstrap interval of ``statistic`` over ``values`` (one per image; NaNs dropped). One value,
-    or values that are all equal, give a zero-width interval at that value; none give ``(nan, nan)``."""
-    from scipy.stats import bootstrap as scipy_bootstrap
-
+    """Seeded BCa bootstrap interval of ``statistic`` over ``values`` (one per image; NaNs dropped; scipy). One
+    value, or values that are all equal, give a zero-width interval at that value; none give ``(nan, nan)``. Where
+    BCa is undefined (its acceleration needs jackknife values that differ, e.g. a median of few distinct values) the
+    percentile interval of the same resamples is given."""
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     if len(v) == 0:
@@ -53,14 +97,20 @@ def bootstrap(values, statistic: Callable = np.mean, level: float = LEVEL, n_res
         return float(statistic(v)), float(statistic(v))
     # a statistic with an ``axis`` (np.mean, np.median) is given all resamples at once: the same resamples and interval
     # as one call per resample, 10-200x sooner
-    res = scipy_bootstrap((v,), statistic, confidence_level=level, n_resamples=n_resamples, method="percentile",
-                          random_state=np.random.default_rng(seed), vectorized=_takes_axis(statistic))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+    vectorized = _takes_axis(statistic)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DegenerateDataWarning)
+        res = scipy_bootstrap((v,), statistic, confidence_level=level, n_resamples=n_resamples, method="BCa",
+                              random_state=np.random.default_rng(seed), vectorized=vectorized)
+    lo, hi = res.confidence_interval
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        res = scipy_bootstrap((v,), statistic, confidence_level=level, n_resamples=n_resamples, method="percentile",
+                              random_state=np.random.default_rng(seed), vectorized=vectorized)
+        lo, hi = res.confidence_interval
+    return float(lo), float(hi)
 
 
 def _takes_axis(statistic: Callable) -> bool:
-    import inspect
-
     try:
         return "axis" in inspect.signature(statistic).parameters
     except (TypeError, ValueError):
@@ -93,18 +143,25 @@ def pooled(table: pd.DataFrame, column: str, statistic=np.mean, per_image: str =
 
 @dataclass(frozen=True)
 class Estimate:
-    """A value with its 95% interval over ``n`` images (``kind``: ``"rate"`` for Wilson, ``"bootstrap"``)."""
+    """A value with its 95% interval over ``n`` images. ``kind``: ``"rate"`` (a share of images, Clopper-Pearson;
+    Wilson's interval beside in ``wilson``), ``"bootstrap"`` (a mean or median over images, BCa) or ``"paired"`` (a
+    paired difference; ``discordant`` = images where the first outcome is larger, smaller; ``p_value`` its exact
+    two-sided sign test, on which the verdict against 0 turns)."""
 
     value: float
     low: float
     high: float
     n: int
     kind: str = "bootstrap"
+    wilson: tuple[float, float] | None = None
+    discordant: tuple[int, int] | None = None
+    p_value: float = math.nan
 
     @classmethod
     def rate(cls, k: int, n: int) -> "Estimate":
-        lo, hi = wilson(int(k), int(n))
-        return cls(k / n if n else math.nan, lo, hi, int(n), "rate")
+        """The share ``k / n`` with its exact interval (and Wilson's)."""
+        k, n = int(k), int(n)
+        return cls(k / n if n else math.nan, *clopper_pearson(k, n), n, "rate", wilson=wilson(k, n))
 
     @classmethod
     def of(cls, values, statistic: Callable = np.mean, seed: int = SEED) -> "Estimate":
@@ -113,6 +170,20 @@ class Estimate:
         v = v[np.isfinite(v)]
         value = float(statistic(v)) if len(v) else math.nan
         return cls(value, *bootstrap(v, statistic, seed=seed), len(v))
+
+    @classmethod
+    def paired(cls, first, second, seed: int = SEED) -> "Estimate":
+        """The mean over images of ``first - second`` (per-image outcomes of two settings on the same images, in
+        ``[0, 1]``; pairs with a NaN dropped): the exact sign test on the images where they differ and, when both are
+        yes/no, Newcombe's interval for paired rates (:func:`paired_rate_interval`), else BCa."""
+        a, b = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+        keep = np.isfinite(a) & np.isfinite(b)
+        d = a[keep] - b[keep]
+        more, less, n = int((d > 0).sum()), int((d < 0).sum()), len(d)
+        binary = np.isin(a[keep], (0.0, 1.0)).all() and np.isin(b[keep], (0.0, 1.0)).all()
+        low, high = paired_rate_interval(a[keep], b[keep]) if binary else bootstrap(d, seed=seed)
+        return cls(float(d.mean()) if n else math.nan, low, high, n, "paired", discordant=(more, less),
+                   p_value=sign_test(more, less))
 
     @property
     def interval(self) -> tuple[float, float]:
@@ -124,16 +195,27 @@ class Estimate:
         return self.kind == "bootstrap" and self.n < 2
 
     def verdict(self, threshold: float, above: bool = True) -> str:
-        """:func:`verdict` of the interval; :data:`INCONCLUSIVE` when it rests on too few images (:attr:`too_few`)."""
+        """:func:`verdict` of the interval; :data:`INCONCLUSIVE` when it rests on too few images (:attr:`too_few`). A
+        paired difference against 0: its exact sign test at the same level (two-sided p < 0.05, on the side of
+        its value)."""
         if self.too_few:
             return INCONCLUSIVE
+        if self.kind == "paired":
+            if threshold != 0:
+                raise ValueError("a paired difference is judged against 0")
+            if not self.p_value < 1 - LEVEL or self.value == 0:
+                return INCONCLUSIVE
+            return HOLDS if (self.value > 0) == above else FAILS
         return verdict(self.interval, threshold, above)
 
     def text(self, percent: bool = False) -> str:
         """``"67% (95% CI 35% to 88%, 9 images)"`` or ``"0.80 (95% CI 0.74 to 0.85, 9 images)"``."""
         f = (lambda x: f"{100 * x:.0f}%") if percent else (lambda x: f"{x:.2f}")
         single = " (rests on one image)" if self.n == 1 else ""
-        return f"{f(self.value)} (95% CI {f(self.low)} to {f(self.high)}, {self.n} images{single})"
+        exact = "exact " if self.kind == "rate" else ""
+        test = (f"; {self.discordant[0]} vs {self.discordant[1]} images differ, exact sign test p = {self.p_value:.3g}"
+                if self.kind == "paired" else "")
+        return f"{f(self.value)} (95% {exact}CI {f(self.low)} to {f(self.high)}, {self.n} images{single}{test})"
 
     def against(self, threshold: float, above: bool = True, percent: bool = False) -> str:
         """Where the interval lies with respect to ``threshold`` and the verdict: ``"its 95% interval (35% to 88%)
@@ -142,6 +224,10 @@ class Estimate:
         outcome = self.verdict(threshold, above)
         if self.too_few:
             return f"it rests on {self.n} image(s), too few for an interval: {outcome}"
+        if self.kind == "paired":
+            more, less = self.discordant
+            return (f"the exact sign test on the {more + less} images where the two differ ({more} vs {less}) gives "
+                    f"p = {self.p_value:.3g}: {outcome}")
         side = "above" if (outcome == HOLDS) == above else "below"
         where = "contains" if outcome == INCONCLUSIVE else f"lies wholly {side}"
         t = f(threshold) if percent else f"{threshold:g}"

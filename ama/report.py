@@ -188,7 +188,7 @@ def section_beyond_the_paper(run_dir: Path) -> Section | None:
 
 
 def section_images(run_dir: Path) -> Section | None:
-    """*The images*: the clean accuracy of each model on a labelled set (with Wilson intervals) beside its published
+    """*The images*: the clean accuracy of each model on a labelled set (with exact intervals) beside its published
     ImageNet validation top-1, which images the run attacked, the fooling rate by clean-confidence tercile and the
     spread of the attack across seeds."""
     tables = run_dir / "tables"
