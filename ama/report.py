@@ -154,8 +154,8 @@ def section_ingredients(run_dir: Path) -> Section | None:
     lines = ["Each ingredient of the stronger optimisers alone on top of the reference (sign steps, cross-entropy, "
              "last iterate), and each optimiser with all three, at the same budget; the setting is chosen on one "
              "half of the study's images and every variant reported on the other half (fooling: each image's share "
-             "of seeds fooled, mean over images; 95% bootstrap intervals over images; gain: paired per image with "
-             "the reference, against 0)."]
+             "of seeds fooled, mean over images; 95% BCa bootstrap intervals over images; gain: paired per image with "
+             "the reference, judged against 0 by the exact sign test on the images where the two differ)."]
     for (model, e), g in s.groupby(["model", "e"], sort=False):
         rep = g.dropna(subset=["verdict"]) if "verdict" in g else g.iloc[:0]
         up = [r.variant for r in rep.itertuples() if r.verdict == HOLDS]

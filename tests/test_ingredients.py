@@ -71,38 +71,43 @@ def _table(rows):
                          for i, h, v, s, f, c in rows])
 
 
+REPORTED = [f"r{k}" for k in range(1, 7)]  # six held-out images: the fewest an exact sign test can decide (p = 1/32)
+
+
 def test_ingredient_summary_chooses_on_one_half_and_reports_the_other_per_image_first():
     rows = []
-    for v, tune_fooled, report_fooled, cos in (("reference", 0, [(0, 0), (0, 1)], 0.9),
-                                               ("+margin loss", 1, [(1, 1), (1, 1)], 0.5),
-                                               ("+Adam", 0, [(0, 0), (0, 0)], 0.2)):
+    for v, tune_fooled, report_fooled, cos in (("reference", 0, [(0, 0)] * 3 + [(0, 1)] * 3, 0.9),
+                                               ("+margin loss", 1, [(1, 1)] * 6, 0.5),
+                                               ("+Adam", 0, [(0, 0)] * 6, 0.2)):
         for s in (0, 1):
             rows.append(("t1", "tune", v, s, tune_fooled, cos))
-            for image, f in zip(("r1", "r2"), report_fooled):
+            for image, f in zip(REPORTED, report_fooled):
                 rows.append((image, "report", v, s, f[s], cos + 0.01 * s))
     summary = ablation.ingredient_summary(_table(rows)).set_index("variant")
     assert summary.chosen.to_dict() == {"reference": False, "+margin loss": True, "+Adam": False}
     ref, margin = summary.loc["reference"], summary.loc["+margin loss"]
-    assert ref.fooling_rate == pytest.approx(0.25)          # r1 0 of 2 seeds, r2 1 of 2: per image 0, 0.5
-    assert (ref.seed_min, ref.seed_max) == (0.0, 0.5)       # seed 0 fools neither, seed 1 fools r2
-    assert margin.fooling_rate == 1.0 and margin.n_images == 2 and margin.n_seeds == 2
+    assert ref.fooling_rate == pytest.approx(0.25)          # r1-r3 0 of 2 seeds, r4-r6 1 of 2: per image 0, 0.5
+    assert (ref.seed_min, ref.seed_max) == (0.0, 0.5)       # seed 0 fools none, seed 1 fools r4-r6
+    assert margin.fooling_rate == 1.0 and margin.n_images == 6 and margin.n_seeds == 2
     assert margin.gain == pytest.approx(0.75)               # per image 1 - 0 and 1 - 0.5
-    assert margin.gain_low == pytest.approx(0.5) and margin.gain_high == pytest.approx(1.0)
+    assert 0.5 <= margin.gain_low < 0.75 < margin.gain_high <= 1.0  # BCa over images of means over seeds
+    assert (margin.more_fooled, margin.less_fooled) == (6, 0) and margin.p_value == pytest.approx(2 / 2 ** 6)
     assert margin.verdict == "holds" and np.isnan(summary.loc["reference"].gain)
-    assert summary.loc["+Adam"].verdict == "inconclusive"   # per image 0 - 0 and 0 - 0.5
-    assert summary.loc["+Adam"].cosine_drop == pytest.approx(0.7)
+    adam = summary.loc["+Adam"]
+    assert adam.verdict == "inconclusive" and (adam.more_fooled, adam.less_fooled) == (0, 3)  # 0 - 0 and 0 - 0.5
+    assert adam.cosine_drop == pytest.approx(0.7)
     lines = ablation.ingredient_lines(summary.reset_index())
-    assert "chosen on 1 image(s) at the first seed: +margin loss; reported on 2 other image(s) at 2 seed(s)" in lines[0]
-    assert any("+margin loss" in line and "+75 points (+50 to +100): holds" in line for line in lines)
+    assert "chosen on 1 image(s) at the first seed: +margin loss; reported on 6 other image(s) at 2 seed(s)" in lines[0]
+    assert any("+margin loss" in line and "6 vs 0 images, exact sign test p = 0.031): holds" in line for line in lines)
 
 
 def test_ingredient_summary_without_a_tuning_half_chooses_nothing_and_can_say_does_not_hold():
-    rows = [(i, "report", v, 0, f, 0.5) for i, fs in (("r1", (1, 0, 0)), ("r2", (1, 1, 0)))
-            for v, f in zip(("reference", "+margin loss", "+Adam"), fs)]
+    rows = [(i, "report", v, 0, f, 0.5) for k, i in enumerate(REPORTED)
+            for v, f in zip(("reference", "+margin loss", "+Adam"), (1, int(k >= 3), 0))]
     s = ablation.ingredient_summary(_table(rows)).set_index("variant")
     assert not s.chosen.any() and (s.tune_images == 0).all()
-    assert s.loc["+margin loss"].verdict == "inconclusive"   # per image -1 and 0
-    assert s.loc["+Adam"].verdict == "does not hold"         # -1 on both
+    assert s.loc["+margin loss"].verdict == "inconclusive"   # per image -1 (3 images) and 0 (3): p = 0.25
+    assert s.loc["+Adam"].verdict == "does not hold"         # -1 on all six: p = 1/32
 
 
 def test_capacity_summary_pairs_each_budget_with_the_smallest():
@@ -111,7 +116,7 @@ def test_capacity_summary_pairs_each_budget_with_the_smallest():
     s = ablation.capacity_summary(pd.DataFrame(rows)).set_index("n_iter")
     assert s.loc[10].fooled == 1 and s.loc[100].fooled == 3 and s.loc[100].newly_fooled == 2
     assert s.loc[100].no_longer_fooled == 0 and s.loc[10].newly_fooled == 0
-    assert s.loc[100].fooling_low == pytest.approx(0.3006, abs=1e-3)   # Wilson 95% of 3 / 4: 0.30 to 0.95
+    assert s.loc[100].fooling_low == pytest.approx(0.1941, abs=1e-3)   # Clopper-Pearson 95% of 3 / 4: 0.19 to 0.99
     assert s.loc[100].cam_cosine == pytest.approx(0.4)
 
 
@@ -124,14 +129,16 @@ def test_report_section_states_the_held_out_result_with_its_interval(tmp_path):
     from ama.report import section_ingredients
 
     rows = []
-    for v, tune_fooled, report_fooled in (("reference", 0, (0, 0)), ("+margin loss", 1, (1, 1)), ("+Adam", 0, (0, 0))):
+    for v, tune_fooled, report_fooled in (("reference", 0, 0), ("+margin loss", 1, 1), ("+Adam", 0, 0)):
         rows.append(("t1", "tune", v, 0, tune_fooled, 0.5))
-        rows += [(i, "report", v, 0, f, 0.5) for i, f in zip(("r1", "r2"), report_fooled)]
+        rows += [(i, "report", v, 0, report_fooled, 0.5) for i in REPORTED]
     (tmp_path / "tables").mkdir()
     ablation.ingredient_summary(_table(rows)).to_csv(tmp_path / "tables" / "attack_ingredients_summary.csv",
                                                      index=False)
     section = section_ingredients(tmp_path)
     assert "m, e = 1: fools more than the reference on the held-out images: +margin loss." in section.sentence
-    assert "+margin loss, gains +100 points (+100 to +100) there: holds" in section.sentence
+    # Newcombe's interval by hand: Wilson's lower end for 6 of 6 is 0.61, the upper for 0 of 6 is 0.39, the outcomes'
+    # correlation is 0 (one margin is empty): 1 - sqrt(0.39^2 + 0.39^2) = 0.45
+    assert "+margin loss, gains +100 points (+45 to +100) there: holds" in section.sentence
     assert list(section.table.variant) == ["reference", "+margin loss", "+Adam"]
     assert section_ingredients(tmp_path / "nothing") is None

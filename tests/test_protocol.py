@@ -187,7 +187,7 @@ def test_labels_decide_fooled_and_the_terciles_and_seeds_summarise(tiny_model, i
 
     from ama import attack_experiments as ax
     from ama import attack_summaries
-    from ama.intervals import wilson
+    from ama.intervals import clopper_pearson
 
     x = torch.cat([images32, images32.flip(-1), images32.flip(-2)])  # 12 images
     names = [f"im{k}" for k in range(12)]
@@ -207,7 +207,7 @@ def test_labels_decide_fooled_and_the_terciles_and_seeds_summarise(tiny_model, i
     q = got[got.quantized]
     for row in conf.itertuples():
         k = int(q[q.clean_conf.between(row.conf_min, row.conf_max)].fooled.sum())
-        assert row.fooled == k and (row.low, row.high) == wilson(k, 4)
+        assert row.fooled == k and (row.low, row.high) == clopper_pearson(k, 4)
     seeds = pd.concat([ax.marginal_attack(tiny_model, x[:4], e=2, n_iter=3, seed=s, names=names[:4]).metrics
                        for s in (0, 1, 2)], ignore_index=True)
     spread = attack_summaries.seed_spread(seeds)
