@@ -41,7 +41,8 @@ def ingredient_variants(optimizer_names=optimizers.NAMES, ingredients=INGREDIENT
     """Per optimiser its default settings (``variant`` ``"default"``) and, per ingredient, the default with that
     ingredient switched (``"select=last"``, ``"restarts=1"``, ``"cam_loss=raw"``, ...): ``select`` best <-> last,
     ``restarts`` 0 <-> 1 (restarts imply ``select="best"``), ``cam_loss`` normalized <-> raw, ``label_loss`` ce <->
-    margin. Each a dict of :func:`ama.optimizers.settings` plus ``variant``."""
+    margin. Each a dict of :func:`ama.optimizers.settings` plus ``variant``. ``ingredients``: the settings switched, of
+    :data:`INGREDIENTS`."""
     out = []
     for opt in optimizer_names:
         base = optimizers.settings(opt)
@@ -96,7 +97,7 @@ def run_ablation(model: CAMModel, x: torch.Tensor, names: Sequence[str], e=E, bu
 
     ``results``: a dict of :class:`AttackResult` keyed by :class:`~ama.attack_result.OptimizerKey`; a setting found
     there is reused (e.g. the original loop's runs of :func:`run_grid`, ``OptimizerKey.default("sign", e, n_iter)``),
-    the others are added to it."""
+    the others are added to it. ``ingredients``: the settings switched one at a time (:func:`ingredient_variants`)."""
     from tqdm import tqdm
 
     widths = [e] if isinstance(e, int) else list(e)
@@ -165,7 +166,8 @@ _RUN_KEYS = ("optimizer", "restarts", "cam_loss", "label_loss", "select", "e", "
 
 
 def study_settings(variant: str) -> dict:
-    """The :func:`ama.optimizers.settings` of one variant of :data:`INGREDIENT_STUDY`."""
+    """The :func:`ama.optimizers.settings` of one variant of :data:`INGREDIENT_STUDY`. ``variant``: a name of
+    :data:`INGREDIENT_STUDY`."""
     if variant not in INGREDIENT_STUDY:
         raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(INGREDIENT_STUDY)}")
     return optimizers.settings(**{"optimizer": optimizers.ORIGINAL, **INGREDIENT_STUDY[variant]})

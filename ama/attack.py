@@ -86,14 +86,15 @@ def quantize(x: torch.Tensor) -> torch.Tensor:
 
 # --- the objective ---------------------------------------------------------------------------------
 def cross_entropy_term(logits: torch.Tensor, c: torch.Tensor, flip: bool) -> torch.Tensor:
-    """``(B,)``: flip: ``CE(f(z), c)`` while ``c`` is still predicted, else 0; keep: ``-CE``."""
+    """``(B,)``: flip: ``CE(f(z), c)`` while ``c`` is still predicted, else 0; keep: ``-CE``. ``flip``: True for the
+    flip mode, False for keep."""
     ce = F.cross_entropy(logits, c, reduction="none")
     return ce * (logits.argmax(1) == c) if flip else -ce
 
 
 def margin_term(logits: torch.Tensor, c: torch.Tensor, flip: bool) -> torch.Tensor:
     """``(B,)``: flip: ``max_{k != c} f_k - f_c`` while ``c`` is still predicted (continuous at the boundary), else 0;
-    keep: ``-relu(max_{k != c} f_k - f_c)``."""
+    keep: ``-relu(max_{k != c} f_k - f_c)``. ``flip``: True for the flip mode, False for keep."""
     z_c = logits.gather(1, c[:, None]).squeeze(1)
     other = logits.scatter(1, c[:, None], float("-inf")).amax(1)
     return (other - z_c) * (logits.argmax(1) == c) if flip else -F.relu(other - z_c)
@@ -107,7 +108,8 @@ CAM_VIEWS: dict[str, Callable[[CAMOutput], torch.Tensor]] = {"normalized": lambd
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` cosine of flattened maps, differentiable (the objective's; :func:`ama.metrics.cosine` reports)."""
+    """``(B,)`` cosine of the flattened maps ``a`` and ``b`` ``(B, h, w)``, differentiable (the objective's;
+    :func:`ama.metrics.cosine` reports)."""
     return F.cosine_similarity(a.flatten(1), b.flatten(1), dim=1, eps=COS_EPS)
 
 
@@ -249,7 +251,7 @@ def marginal_attack(model: CAMModel, x: torch.Tensor, e: int = 1, n_iter: int = 
     third faster on the CPU); the clean and the reported adversarial outputs always come from ``model`` itself.
     ``False``: every pass on ``model``, bit for bit the reference's arithmetic.
     Runs on the model's device; returns an :class:`~ama.attack_result.AttackResult` on the CPU.
-    """
+    ``return_history``: keep the per-iteration CAM cosine and prediction (``AttackResult.history``)."""
     _check_autograd("ama.marginal_attack")
     lineage.touch(lineage.ATTACK)
     settings = optimizers.settings(optimizer, restarts, cam_loss, label_loss, select)
@@ -307,7 +309,7 @@ def random_frame(model: CAMModel, x: torch.Tensor, e: int = 1, mask=None, seed: 
 
     The noise is the attack's own starting point for the same ``seed``; ``params.mode`` is ``"random"`` and ``n_iter``
     0. Evaluated as-is and 8-bit quantised, like the attack.
-    """
+    ``mask``: boolean ``(H, W)`` or ``(B, H, W)`` in place of the frame."""
     x, m, names = _prepare(model, x, e, mask, names)
     n, m4 = start_noise(x, seed), m.unsqueeze(1)
     with torch.no_grad():
@@ -325,7 +327,8 @@ def evaluate_images(model: CAMModel, x: torch.Tensor, adv: torch.Tensor, e: int 
     another tool's): ``adv`` ``(B, 3, H, W)`` in ``[0, 1]``, equal to the clean images ``x`` off the mask (default: the
     ``e``-pixel frame), else a ValueError. ``adv`` is both the ``adv`` and the ``adv_q`` set (saved images are 8-bit
     already); two forward passes. ``params``: :class:`~ama.attack_result.AttackParams` fields to record (how the
-    images were made: ``n_iter``, ``optimizer``...; ``mode`` flip unless given)."""
+    images were made: ``n_iter``, ``optimizer``...; ``mode`` flip unless given). ``mask``: boolean ``(H, W)`` or ``(B,
+    H, W)`` in place of the frame."""
     x, m, names = _prepare(model, x, e, mask, names)
     lineage.touch(lineage.ADVERSARIAL_IMAGES)
     adv = adv.to(x.device)

@@ -31,7 +31,7 @@ def example_images(table: pd.DataFrame, model: str, names: Sequence[str], e: int
 def attack_examples(model: CAMModel, data, params: RunParams, table: pd.DataFrame, results: dict | None = None,
                     k: int = 4, widths=None) -> tuple[dict, list[int]]:
     """``({e: AttackResult}, indices)`` of the reference attack (flip, the run's ``n_iter``) at each ``e`` of ``widths``
-    (default: the run's) for the images of :func:`example_images`; ``indices`` index the results' batch. ``results``:
+    (default: the run's) for the ``k`` images of :func:`example_images`; ``indices`` index the results' batch. ``results``:
     the run's own (reused), else the shown images are attacked again (a sharded run keeps no tensors)."""
     widths = list(params.e) if widths is None else list(widths)
     shown = example_images(table, model.name, data.names, min(params.e), params.n_iter, k)
@@ -45,7 +45,8 @@ def attack_examples(model: CAMModel, data, params: RunParams, table: pd.DataFram
 def example_figures(runs: dict, params: RunParams, table: pd.DataFrame, results_by_model: dict | None = None,
                     k: int = 4) -> list:
     """Per model of ``runs`` (:func:`ama.runs.load_runs`), :func:`ama.plots.attack_rows_figure` of the reference
-    attack at the smallest ``e`` on up to ``k`` images of :func:`example_images`, failures included."""
+    attack at the smallest ``e`` on up to ``k`` images of :func:`example_images`, failures included.
+    ``results_by_model``: ``{model: the run's attack results}`` to reuse, or None."""
     figs = []
     e = min(params.e)
     for name, (model, data) in runs.items():

@@ -55,12 +55,13 @@ def resolve_target(target, logits: torch.Tensor) -> torch.Tensor:
 
 
 def raw_cam_from_features(model: CAMModel, features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``R`` ``(B, h, w)`` from features ``(B, K, h, w)`` and classes ``(B,)``."""
+    """``R`` ``(B, h, w)`` from the backbone's ``features`` ``(B, K, h, w)`` and classes ``target`` ``(B,)``."""
     return torch.einsum("bkhw,bk->bhw", features, model.weight[target])
 
 
 def normalize_maps(maps: torch.Tensor, eps: float = NORMALIZE_EPS) -> torch.Tensor:
-    """Min-max normalise each map of ``(B, h, w)`` to ``[0, 1]``; a constant map becomes all zeros, never NaN."""
+    """Min-max normalise each map of ``(B, h, w)`` to ``[0, 1]``; a constant map becomes all zeros, never NaN. ``eps``:
+    a range below it counts as constant."""
     flat = maps.flatten(1)
     lo = flat.min(dim=1, keepdim=True).values
     hi = flat.max(dim=1, keepdim=True).values
@@ -69,7 +70,8 @@ def normalize_maps(maps: torch.Tensor, eps: float = NORMALIZE_EPS) -> torch.Tens
 
 def compute_cam(model: CAMModel, x: torch.Tensor, target=None, relu: bool = True,
                 normalize: bool = True) -> CAMOutput:
-    """CAM of ``x`` ``(B, 3, H, W)`` in ``[0, 1]`` with its logits, from one forward pass."""
+    """CAM of ``x`` ``(B, 3, H, W)`` in ``[0, 1]`` with its logits, from one forward pass. ``relu``: clip negative cells
+    to 0 first; ``normalize``: min-max normalise to ``[0, 1]``."""
     features = model.features(x)
     logits = model.head(features)
     t = resolve_target(target, logits)
@@ -81,7 +83,8 @@ def compute_cam(model: CAMModel, x: torch.Tensor, target=None, relu: bool = True
 
 
 def cam(model: CAMModel, x: torch.Tensor, target=None, relu: bool = True, normalize: bool = True) -> torch.Tensor:
-    """CAM ``(B, h, w)``; normalised maps lie in ``[0, 1]``. ``target`` None -> predicted class."""
+    """CAM ``(B, h, w)``; normalised maps lie in ``[0, 1]``. ``target`` None -> predicted class. ``relu``: clip negative
+    cells to 0 first; ``normalize``: min-max normalise to ``[0, 1]``."""
     return compute_cam(model, x, target, relu, normalize).cam
 
 

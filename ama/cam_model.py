@@ -161,7 +161,7 @@ def freeze(net: nn.Module) -> nn.Module:
 
     Networks are built in training mode; one forward pass in that mode (a shape probe, a warm-up) would
     overwrite every BatchNorm layer's running statistics and count ``num_batches_tracked``.
-    """
+    ``net``: any module; returned frozen."""
     net.eval()
     net.requires_grad_(False)
     return net
@@ -201,7 +201,8 @@ def wrap_model(backbone: nn.Module, fc: nn.Linear, *, name: str = "custom", inpu
 
     The pair is probed once (eval mode, no grad, one random image): a backbone that does not give a 4-D map, or
     whose channel count is not ``fc.in_features``, is refused with a one-line :class:`ModelError`.
-    """
+    ``input_size``: the side the images are resized and cropped to; ``mean``, ``std``: the normalisation the network was
+    trained with (applied inside the model); ``class_names``: one per output, for titles."""
     prep = Preprocessing(resize=input_size, crop=input_size, interpolation="bilinear", mean=tuple(mean), std=tuple(std))
     if isinstance(backbone, nn.Module):
         freeze(backbone)

@@ -53,7 +53,8 @@ class Claim:
 
 
 def existing_figures(figures: Path, *stems: str) -> list[str]:
-    """``figures/<stem>.png`` (relative to the run folder) of the stems whose figure the run wrote."""
+    """``figures/<stem>.png`` (relative to the run folder) of the stems whose figure the run wrote. ``figures``: the
+    run's ``figures/`` folder."""
     return [f"figures/{s}.png" for s in stems if (Path(figures) / f"{s}.png").is_file()]
 
 
@@ -70,19 +71,21 @@ def _by_model(table: pd.DataFrame, estimate) -> dict:
 
 # --- the statistics --------------------------------------------------------------------------------
 def centre_mass_outside(misalignment: pd.DataFrame) -> Estimate:
-    """Claim 1: per image the mean ERF mass outside the IRF of its centre cell(s); the mean over images."""
+    """Claim 1: per image the mean ERF mass outside the IRF of its centre cell(s); the mean over images.
+    ``misalignment``: rows of ``misalignment``."""
     centre = misalignment[misalignment.cell_kind == "centre"]
     return pooled(centre if len(centre) else misalignment, "erf_mass_outside_irf")
 
 
 def keep_irf_change(keep: pd.DataFrame) -> Estimate:
-    """Claim 2: per image the median ``|rel_change|`` of keep-IRF rows (over cells and fills); the median over
-    images."""
+    """Claim 2: per image the median ``|rel_change|`` of ``keep`` (keep-IRF rows; over cells and fills); the median
+    over images."""
     return pooled(keep.assign(a=keep.rel_change.abs()), "a", np.median, "median")
 
 
 def occlusion_medians(irf_rows: pd.DataFrame, keys=("model", "experiment", "cell_kind")) -> pd.DataFrame:
-    """Median ``|rel_change|`` of keep-IRF / occlude-IRF rows per ``keys``, column ``median_abs_rel_change``."""
+    """Median ``|rel_change|`` of keep-IRF / occlude-IRF rows per ``keys``, column ``median_abs_rel_change``.
+    ``irf_rows``: rows of ``occlusion_keep_irf`` or ``occlusion_occlude_irf``."""
     out = irf_rows.assign(a=irf_rows.rel_change.abs()).groupby(list(keys)).a.median()
     return out.rename("median_abs_rel_change").reset_index()
 
@@ -185,7 +188,8 @@ def claim_occlusion(run_dir: Path) -> Claim:
 
 
 def per_area_sentence(keep: pd.DataFrame, occlude: pd.DataFrame) -> str:
-    """Claim 2 per unit of area (:func:`ama.controls.per_area_influence`), by cell kind."""
+    """Claim 2 per unit of area (:func:`ama.controls.per_area_influence`), by cell kind. ``keep``, ``occlude``: rows of
+    the keep-IRF and occlude-IRF tables."""
     rows = per_area_influence(keep, occlude)
     parts = []
     for kind, g in rows.groupby("cell_kind", sort=False):
@@ -220,6 +224,9 @@ def claim_attack(run_dir: Path) -> Claim:
                 f"{fooled.against(FOOLED_RATE, percent=True)}. The random frame's CAM cosine to the clean CAM minus "
                 f"the attack's is {gap.text()} (attack {rows.cam_cosine.mean():.2f}, random frame "
                 f"{rows.random_cam_cosine.mean():.2f}): {gap.against(0.0)}. Both parts must hold for the claim to hold.")
+    if f"figures/{FIGURES.attack_examples}.png" in figs:
+        sentence += (f" The examples figure shows fooled and unfooled images in equal numbers where the run has them, "
+                     f"to show failures: its share of fooled images is not the run's {pct(fooled.value)}.")
     location = read_table(run_dir / "tables", TABLES.attack_location)
     if location is not None and not location.empty:
         sentence += location_sentence(location)
@@ -228,7 +235,8 @@ def claim_attack(run_dir: Path) -> Claim:
 
 
 def location_sentence(location: pd.DataFrame) -> str:
-    """Claim 3's control: is the margin special? (:func:`ama.controls.location_summary`)."""
+    """Claim 3's control: is the margin special? (:func:`ama.controls.location_summary`). ``location``: rows of
+    ``attack_location``."""
     s = location_summary(location)
     e, n_px, n = int(s.e.min()), int(s.mask_pixels.iloc[0]), int(s.n_images.max())
     rates = "; ".join(f"{r.location} {pct(r.fooling_rate)} ({pct(r.fooling_low)} to {pct(r.fooling_high)})"

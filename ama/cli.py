@@ -170,7 +170,8 @@ def _check_e_for(args, model) -> None:
 
 def output_stem(image: str, e: int, args) -> str:
     """``<image>_ama_<e>`` for the default settings (the reference script's name), the other settings appended
-    otherwise (``<image>_ama_<e>_it50_lamb10_keep_seed1_target-disc``) so reruns do not overwrite each other."""
+    otherwise (``<image>_ama_<e>_it50_lamb10_keep_seed1_target-disc``) so reruns do not overwrite each other. ``args``:
+    the parsed command line."""
     import re
 
     stem = f"{image}_ama_{e}"
@@ -256,7 +257,8 @@ def _attack_one(args, model) -> int:
 
 
 def file_key(path: Path, root: Path) -> str:
-    """The run-store key of an image: its path relative to the folder, suffix included (POSIX separators)."""
+    """The run-store key of an image: its path relative to the folder, suffix included (POSIX separators). ``root``: the
+    folder the run reads."""
     return path.relative_to(root).as_posix() if root is not None else path.name
 
 

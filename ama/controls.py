@@ -36,7 +36,8 @@ BASELINES = {"erf": "erf_mass_outside_irf", "uniform": "uniform_mass_outside_irf
 
 
 def estimate_rows(estimates: dict, **keys) -> pd.DataFrame:
-    """``{name: Estimate}`` as rows ``<keys>, measure, value, low, high, n_images``."""
+    """``{name: Estimate}`` as rows ``<keys>, measure, value, low, high, n_images``. ``estimates``: ``{measure:
+    Estimate}``; ``keys``: columns to add to every row."""
     return pd.DataFrame([dict(keys, measure=name, value=e.value, low=e.low, high=e.high, n_images=e.n)
                          for name, e in estimates.items()])
 
@@ -85,7 +86,8 @@ def per_area_influence(keep: pd.DataFrame, occlude: pd.DataFrame) -> pd.DataFram
     """One row per (model, image, fill, cell) present in both occlusion tables: ``outside_change`` (|rel_change| when
     everything outside the IRF is filled; share of the map's range), ``outside_share`` (the share of the image
     filled), ``irf_change``, ``irf_share``, the changes per unit of area ``outside_per_area`` and ``irf_per_area``,
-    and ``irf_to_outside`` = their ratio (> 1: a pixel of the IRF moves the cell more than a pixel outside)."""
+    and ``irf_to_outside`` = their ratio (> 1: a pixel of the IRF moves the cell more than a pixel outside). ``keep``,
+    ``occlude``: rows of the keep-IRF and occlude-IRF tables."""
     k = keep[KEYS + ["rel_change", "occluded_share"]].rename(
         columns={"rel_change": "outside_change", "occluded_share": "outside_share"})
     o = occlude[KEYS + ["rel_change", "occluded_share"]].rename(
@@ -184,7 +186,7 @@ def transfer_verdicts(transfer: pd.DataFrame, keys=("model", "optimizer", "metho
     """Per ``keys`` of ``transfer.csv``: the random frame's cosine minus the attack's (> 0: the attack moves the
     explanation more than an unoptimised frame), per image (over the models when ``keys`` omits ``model``), its mean
     over images with the bootstrap interval and verdict against 0, and whether the method is one of CAM's relatives
-    (:data:`ama.transfer.RELATIVES`)."""
+    (:data:`ama.transfer.RELATIVES`). ``transfer``: rows of ``transfer``."""
     rows = []
     table = transfer.assign(gap=transfer.random_cam_cosine - transfer.cam_cosine)
     for key, g in table.groupby(list(keys), sort=True):
@@ -200,7 +202,7 @@ def transfer_verdicts(transfer: pd.DataFrame, keys=("model", "optimizer", "metho
 def frame_mass_ratio(comparison: pd.DataFrame) -> pd.DataFrame:
     """Per (model, image, upsampling, e) of ``upsampling_comparison``: the map's mass on the frame's own pixels
     divided by the frame's share of the image (``frame_share``), clean (``clean_ratio``) and attacked (``adv_ratio``),
-    and ``change`` = attacked minus clean."""
+    and ``change`` = attacked minus clean. ``comparison``: rows of ``upsampling_comparison``."""
     out = comparison[["model", "image", "upsampling", "e"]].copy()
     out["clean_ratio"] = comparison.clean_frame_mass / comparison.frame_share
     out["adv_ratio"] = comparison.adv_frame_mass / comparison.frame_share
@@ -211,7 +213,7 @@ def frame_mass_ratio(comparison: pd.DataFrame) -> pd.DataFrame:
 def frame_mass_summary(ratios: pd.DataFrame) -> pd.DataFrame:
     """Per model, upsampling and ``e`` of :func:`frame_mass_ratio` rows: the mean clean and attacked ratios and the
     mean change, each with its bootstrap interval over images; ``verdict``: does the attack raise the map's mass
-    on the frame (change above 0)?"""
+    on the frame (change above 0)? ``ratios``: rows of :func:`frame_mass_ratio`."""
     rows = []
     for (model, mode, e), g in ratios.groupby(["model", "upsampling", "e"], sort=False):
         row = dict(model=model, upsampling=mode, e=e, n_images=g.image.nunique())

@@ -32,7 +32,7 @@ leaves such cells out, as their ratio has no finite value)."""
 
 
 def pct(share: float) -> str:
-    """A share in ``[0, 1]`` as a whole percentage: ``0.1`` -> ``"10%"``."""
+    """A share in ``[0, 1]`` as a whole percentage: ``0.1`` -> ``"10%"``. ``share``: e.g. a threshold of this module."""
     return f"{100 * share:.0f}%"
 
 

@@ -84,7 +84,7 @@ def stage_samples(dest: str | Path = SAMPLES_DIR, force: bool = False) -> Path:
 
     Files are copied unchanged (the sha256 is the original's); greyscale ``camera`` is
     converted to RGB when it is loaded. Already-staged files with the right checksum are kept.
-    """
+    ``force``: copy again even where the checksum matches."""
     dest = resolve(dest)
     dest.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -158,7 +158,8 @@ def _resolve_or_keep(path) -> Path:
 def open_image(path: str | Path, min_side: int = MIN_SIDE) -> Image.Image:
     """Open, fully decode and check one image file -> 8-bit RGB PIL image; :class:`ImageLoadError` if unusable.
 
-    The EXIF orientation tag is applied (a phone photo taken upright comes out upright)."""
+    The EXIF orientation tag is applied (a phone photo taken upright comes out upright). ``min_side``: the shortest side
+    accepted, in pixels."""
     path = Path(path)
     name = path.name
     link = _link_problem(path)
@@ -343,7 +344,8 @@ def load_images(source=SAMPLES_DIR, model=None, n: int | None = None, seed: int 
 
     ``source``: a file, a folder (recursive; ImageNet-val layouts give labels), or a list of files;
     default: the staged sample photos. One file that cannot be loaded raises :class:`ImageLoadError`;
-    in a folder or list bad files are skipped and reported. Raises if nothing could be loaded.
+    in a folder or list bad files are skipped and reported. Raises if nothing could be loaded. ``n``: a seeded
+    choice of that many (None: all); ``labels``: a ``labels.csv`` in place of the folder's.
     """
     records = list_images(source, n=n, seed=seed, labels=labels)
     single = isinstance(source, (str, Path)) and len(records) == 1 and not resolve(source).is_dir()

@@ -41,7 +41,8 @@ def _int_env(env, name: str, default: int) -> int:
 
 
 def launch_from_env(env=None) -> Launch:
-    """The :class:`Launch` described by torchrun's environment variables (rank 0 of 1 without them)."""
+    """The :class:`Launch` described by torchrun's environment variables (rank 0 of 1 without them). ``env``: a mapping
+    in place of ``os.environ``."""
     env = os.environ if env is None else env
     world = _int_env(env, "WORLD_SIZE", 1)
     rank = _int_env(env, "RANK", 0)
@@ -58,7 +59,8 @@ def shard(items: Sequence[T], launch: Launch) -> list[T]:
 
 
 def cpu_threads(launch: Launch, cores: int | None = None) -> int:
-    """Torch threads per process on the CPU: ``max(1, cores // processes on this machine)``."""
+    """Torch threads per process on the CPU: ``max(1, cores // processes on this machine)``. ``cores``: this machine's
+    cores (default ``os.cpu_count()``)."""
     cores = cores or os.cpu_count() or 1
     return max(1, cores // max(1, launch.local_world))
 

@@ -46,7 +46,8 @@ class Experiment:
 # --- occlusion (notebook 01) -------------------------------------------------------------------------
 def occlusion_cells(grid, fast: bool = False) -> list[int]:
     """The cells the IRF experiments use: the corners, edge midpoints and centre (their 3 x 3 lattice); FAST: the
-    centre, the middle of the top edge and the top-left corner (:func:`ama.geometry.representative_cells`)."""
+    centre, the middle of the top edge and the top-left corner (:func:`ama.geometry.representative_cells`). ``grid``:
+    the CAM's ``(h, w)``; ``fast``: the run's FAST flag."""
     rep = set(geometry.representative_cells(grid).values())
     return sorted(rep) if fast else sorted(set(geometry.lattice_cells(grid)) | rep)
 

@@ -40,7 +40,8 @@ BAND = 16  # px beyond the frame counted as its neighbourhood (half the stride o
 
 
 def saliency_maps(cams: torch.Tensor, size, erf: torch.Tensor, fit: dict, upsamplings=SALIENCY_UPSAMPLINGS) -> dict:
-    """``{upsampling: (B, H, W)}`` saliency of CAMs ``(B, h, w)``, each min-max normalised to ``[0, 1]``."""
+    """``{upsampling: (B, H, W)}`` saliency of CAMs ``(B, h, w)``, each min-max normalised to ``[0, 1]``. ``fit``: the
+    Gaussian's ``{"sigma", "centres"}``; ``upsamplings``: names of :data:`SALIENCY_UPSAMPLINGS`."""
     out = {}
     for mode in upsamplings:
         if mode == "gaussian":
@@ -67,7 +68,7 @@ def patch_means(maps: torch.Tensor, patch: int, stride: int) -> torch.Tensor:
 
 def occlusion_agreement(occlusion: pd.DataFrame, maps: torch.Tensor, names, patch: int, stride: int) -> torch.Tensor:
     """``(B,)`` Spearman correlation between the sliding-patch occlusion effect (``max_abs_rel_change`` per
-    position) and the saliency's patch means."""
+    position) and the saliency's patch means. ``occlusion``: rows of :func:`ama.occlusion.sliding_patch`."""
     means = patch_means(maps, patch, stride)
     effect = torch.stack([torch.tensor(occlusion[occlusion.image == n].sort_values(["top", "left"])
                                        .max_abs_rel_change.to_numpy(), dtype=torch.float32) for n in names])
@@ -82,7 +83,9 @@ def upsampling_comparison(model, x: torch.Tensor, names, attack=None, occlusion:
     image), ``clean_frame_mass, adv_frame_mass, clean_band_mass, adv_band_mass`` (the attacked image's map uses its own ERFs in ``erf`` mode; ``gaussian`` the
     same fit). ``fit``: the Gaussian's ``{"sigma", "centres"}`` (:func:`calibration_fit`: images held out); default
     fitted to the ERFs of ``x`` themselves. Returns the table and ``{"sigma", "centres", "saliency", "adv_saliency"}``
-    (``{upsampling: (B, H, W)}`` maps of the clean and the attacked images; the latter None without ``attack``)."""
+    (``{upsampling: (B, H, W)}`` maps of the clean and the attacked images; the latter None without ``attack``).
+    ``occlusion``: the images' sliding-patch rows (computed when None); ``band``: pixels beyond the frame in its
+    neighbourhood."""
     x = x.to(model.device)
     B, _, H, W = x.shape
     with torch.no_grad():
@@ -153,7 +156,8 @@ def faithfulness_experiment(model, x: torch.Tensor, names, attack, steps: int = 
     :class:`~ama.attack_result.AttackResult` of ``x``), and the deletion / insertion AUC of CAM under each upsampling
     and of each method of ``methods`` (:func:`ama.transfer.explanation`, bilinear). Returns the comparison
     rows, the faithfulness rows (``image, model, method, upsampling, deletion_auc, insertion_auc``) and the
-    comparison's maps and table (:func:`upsampling_comparison`)."""
+    comparison's maps and table (:func:`upsampling_comparison`). ``fit``: the Gaussian's ``{"sigma", "centres"}``
+    (:func:`calibration_fit`)."""
     occlusion = sliding_patch(model, x, names)
     comparison, info = upsampling_comparison(model, x, names, attack, occlusion, steps=steps, fit=fit)
     cam_rows = comparison[["image", "model", "upsampling", "deletion_auc", "insertion_auc"]].assign(method="cam")

@@ -22,7 +22,8 @@ def set_theme() -> None:
 
 
 def kind_order(kinds) -> list[str]:
-    """The cell kinds present, in :data:`ama.geometry.CELL_KINDS` order."""
+    """The cell kinds present, in :data:`ama.geometry.CELL_KINDS` order. ``kinds``: cell kinds, in any order, repeats
+    allowed."""
     present = set(kinds)
     return [k for k in CELL_KINDS if k in present]
 
@@ -65,7 +66,8 @@ def occlusion_irf_figure(irf: pd.DataFrame, moved_bar: float | None = None):
 
 
 def margin_occlusion_figure(margin: pd.DataFrame, e_values):
-    """Margin occlusion: the CAM's cosine to the clean CAM and the largest interior change, against ``e``."""
+    """Margin occlusion: the CAM's cosine to the clean CAM and the largest interior change, against ``e``. ``margin``:
+    rows of ``occlusion_margin``."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     sns.lineplot(data=margin, x="e", y="cam_cosine", hue="fill", style="model", marker="o", ax=axes[0], legend=False)
     axes[0].set(ylabel="cosine(clean CAM, occluded CAM)", title="whole CAM: similarity to the clean CAM")
@@ -83,7 +85,8 @@ def margin_occlusion_figure(margin: pd.DataFrame, e_values):
 
 def margin_cells_figure(cell_means: pd.DataFrame, e: int, fill: str):
     """Per model, the mean ``|delta|`` of the normalised CAM per cell under an ``e``-pixel margin occlusion with
-    ``fill`` (rows of the ``occlusion_margin_cell_means`` summary); cells whose IRF misses the margin framed white."""
+    ``fill`` (rows of the ``occlusion_margin_cell_means`` summary); cells whose IRF misses the margin framed white.
+    ``cell_means``: rows of ``occlusion_margin_cell_means``."""
     rows = cell_means[(cell_means.e == e) & (cell_means.fill == fill)]
     models = list(dict.fromkeys(rows.model))
     fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 4.2), squeeze=False)
@@ -106,7 +109,8 @@ def margin_cells_figure(cell_means: pd.DataFrame, e: int, fill: str):
 
 def sliding_patch_figure(slides: pd.DataFrame, model: str, image: str, cell_px: float, threshold: float):
     """The number of cells one sliding patch moves (by more than ``threshold`` of the map's range) at each position,
-    for one model and image; ``cell_px``: pixels per CAM cell of that model (the title compares the patch with it)."""
+    for one model and image; ``cell_px``: pixels per CAM cell of that model (the title compares the patch with it).
+    ``slides``: rows of ``occlusion_sliding_patch``."""
     rows = slides[(slides.model == model) & (slides.image == image)]
     grid = rows.pivot(index="top", columns="left", values="n_cells_moved")
     patch = int(rows.patch.iloc[0])
@@ -172,7 +176,7 @@ MISALIGNMENT_LABELS = {"erf_mass_outside_irf": "ERF mass outside IRF", "centroid
 
 def misalignment_figure(table: pd.DataFrame, measures, e: int):
     """Each misalignment measure per cell kind and model (box plots over images x cells); ``e``: the frame width of
-    the margin mass ratio column."""
+    the margin mass ratio column. ``measures``: the columns drawn."""
     long = table.melt(id_vars=["model", "image", "cell_kind"], value_vars=list(measures), var_name="measure")
     g = sns.catplot(data=long, x="cell_kind", y="value", col="measure", hue="model", kind="box",
                     order=kind_order(table.cell_kind), sharey=False, height=3.2, aspect=0.95, showfliers=False)
@@ -186,7 +190,8 @@ def misalignment_figure(table: pd.DataFrame, measures, e: int):
 
 def margin_mass_ratio_figure(long: pd.DataFrame, e_values):
     """The ERF mass in the ``e``-pixel margin over the margin's share of the image, per cell kind, against ``e``
-    (rows of :func:`ama.receptive_field.margin_mass_ratio_long`); 1 = as much as its area."""
+    (rows of :func:`ama.receptive_field.margin_mass_ratio_long`); 1 = as much as its area. ``long``: rows of
+    :func:`ama.receptive_field.margin_mass_ratio_long`."""
     fig, ax = plt.subplots(figsize=(6, 4))
     sns.lineplot(data=long, x="e", y="ratio", hue="cell_kind", hue_order=kind_order(long.cell_kind), style="model",
                  marker="o", ax=ax)
@@ -202,7 +207,8 @@ SIZE_LABELS = {"input_px": "input image", "theoretical_rf_px": "theoretical RF",
 
 
 def receptive_field_sizes_figure(sizes: pd.DataFrame):
-    """Per model, the input side beside the centre cell's theoretical RF, IRF support and 90%-mass ERF side."""
+    """Per model, the input side beside the centre cell's theoretical RF, IRF support and 90%-mass ERF side. ``sizes``:
+    rows of ``receptive_field_sizes``."""
     fig, ax = plt.subplots(figsize=(7, 0.9 + 0.9 * len(sizes)))
     long = sizes.melt(id_vars="model", value_vars=list(SIZE_LABELS))
     long["variable"] = long.variable.map(SIZE_LABELS)
@@ -275,7 +281,7 @@ def random_baseline_figure(metrics: pd.DataFrame):
 
 def history_figure(history: pd.DataFrame, model: str, n_iter: int, lamb: float):
     """The CAM cosine to the clean CAM and the share still predicted as the clean class over the iterations (flip,
-    ``n_iter``), per ``e``, for one model (rows of ``attack_history``)."""
+    ``n_iter``), per ``e``, for one model (rows of ``attack_history``). ``history``: rows of ``attack_history``."""
     h = history[(history.model == model) & (history["mode"] == "flip") & (history.n_iter == n_iter)]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     sns.lineplot(data=h, x="iteration", y="cam_cosine", hue="e", palette="viridis", ax=axes[0], errorbar=("pi", 50))
@@ -291,7 +297,7 @@ def history_figure(history: pd.DataFrame, model: str, n_iter: int, lamb: float):
 def ablation_figure(ablation: pd.DataFrame, fooled_bar: float | None = None):
     """Each optimiser's default (flip, 8-bit) against ``e``, one line per optimiser and budget, from the per-image rows
     of ``attack_ablation``: fooling rate and CAM cosine, mean and (shaded) 95% bootstrap interval over images (seeded);
-    ``fooled_bar``: claim 3's threshold, dashed."""
+    ``fooled_bar``: claim 3's threshold, dashed. ``ablation``: rows of ``attack_ablation``."""
     rows = eight_bit(ablation[(ablation.variant == "default") & (ablation["mode"] == "flip")])
     rows = rows.assign(fooled=rows.fooled.astype(float),
                        setting=[f"{o}, {it} passes" for o, it in zip(rows.optimizer, rows.n_iter)])
@@ -347,7 +353,8 @@ def upsampling_under_attack_figure(panels: dict):
 def misalignment_baselines_figure(verdicts: pd.DataFrame, threshold: float):
     """Claim 1 beside its baselines, per model and upsampling (:func:`ama.controls.misalignment_by_upsampling`): the
     centre cells' ERF mass outside the IRF (bars: 95% bootstrap interval over images), a flat ERF's and a centred
-    Gaussian's of the ERF's own spread (markers), and the claim's bar (dashed)."""
+    Gaussian's of the ERF's own spread (markers), and the claim's bar (dashed). ``verdicts``: rows of
+    ``misalignment_upsampling_verdicts``; ``threshold``: claim 1's bar."""
     models = list(verdicts.model.unique())
     fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4.2), squeeze=False, sharey=True)
     for ax, model in zip(axes[0], models):

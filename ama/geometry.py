@@ -31,12 +31,12 @@ CELL_KINDS = ("corner", "edge", "interior", "centre")  # the order tables and fi
 
 
 def pair(v) -> tuple[int, int]:
-    """``(a, b)`` from an int ``a`` (square) or a pair."""
+    """``(a, b)`` from an int ``a`` (square) or a pair. ``v``: an int or a pair of ints."""
     return (int(v), int(v)) if isinstance(v, numbers.Integral) else (int(v[0]), int(v[1]))
 
 
 def is_int(v) -> bool:
-    """A Python or numpy integer (``numbers.Integral``), not a bool."""
+    """A Python or numpy integer (``numbers.Integral``), not a bool. ``v``: any value."""
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
@@ -75,7 +75,8 @@ def frame_pixels(size, e: int) -> int:
 
 
 def side_mask(size, e: int = 1, side: str = "top", device=None) -> "torch.Tensor":
-    """One ``e``-pixel side of the image: ``top``, ``bottom``, ``left`` or ``right``; ``(H, W)`` bool."""
+    """One ``e``-pixel side of the image: ``top``, ``bottom``, ``left`` or ``right``; ``(H, W)`` bool. ``side``: which
+    side."""
     H, W = pair(size)
     e = check_frame_width(e, (H, W))
     rows_cols = {"top": (slice(0, e), slice(None)), "bottom": (slice(H - e, H), slice(None)),
@@ -157,7 +158,8 @@ def location_masks(size=(224, 224), e: int = 1, seed: int = 0, depths=LOCATION_D
     """The attack's location control: ``{name: (H, W) bool}`` masks of exactly the ``e``-pixel frame's pixel count
     (:func:`frame_pixels`): ``frame``, ``ring<d>`` (:func:`ring_mask` at each depth ``d`` whose interior holds that
     many pixels), ``random``
-    (:func:`random_pixels_mask`), ``strip`` (one side, :func:`strip_mask`), ``square`` (:func:`centred_square_mask`)."""
+    (:func:`random_pixels_mask`), ``strip`` (one side, :func:`strip_mask`), ``square`` (:func:`centred_square_mask`).
+    ``depths``: the rings' distances from the border, in pixels."""
     n = frame_pixels(size, e)
     masks = {"frame": frame_mask(size, e, device)}
     inside = depth_map(size)

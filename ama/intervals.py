@@ -88,7 +88,7 @@ def bootstrap(values, statistic: Callable = np.mean, level: float = LEVEL, n_res
     """Seeded BCa bootstrap interval of ``statistic`` over ``values`` (one per image; NaNs dropped; scipy). One
     value, or values that are all equal, give a zero-width interval at that value; none give ``(nan, nan)``. Where
     BCa is undefined (its acceleration needs jackknife values that differ, e.g. a median of few distinct values) the
-    percentile interval of the same resamples is given."""
+    percentile interval of the same resamples is given. ``n_resamples``: resamples of the images."""
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     if len(v) == 0:

@@ -35,7 +35,8 @@ LAB_CONFIG = ROOT / "jupyter-config"  # labconfig/default_setting_overrides.json
 
 
 def has_display(env=None) -> bool:
-    """Whether a browser can open here: a desktop session (``$DISPLAY``/``$WAYLAND_DISPLAY``), macOS or Windows."""
+    """Whether a browser can open here: a desktop session (``$DISPLAY``/``$WAYLAND_DISPLAY``), macOS or Windows.
+    ``env``: a mapping in place of ``os.environ``."""
     env = os.environ if env is None else env
     return sys.platform in ("darwin", "win32") or bool(env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"))
 
@@ -43,7 +44,10 @@ def has_display(env=None) -> bool:
 def lab_command(port: int = DEFAULT_PORT, notebook_dir: str | os.PathLike = ROOT / "notebooks",
                 open_notebook: str | None = DEFAULT_NOTEBOOK, extra=(), *, is_root: bool | None = None,
                 display: bool | None = None) -> list[str]:
-    """The ``jupyter lab`` command line (a list) for this user and machine; ``extra`` options come last."""
+    """The ``jupyter lab`` command line (a list) for this user and machine; ``extra`` options come last. ``port``: the
+    server's port; ``notebook_dir``: the folder it serves; ``open_notebook``: the notebook to open first (None: the file
+    browser); ``is_root``: run as root (``--allow-root``; default: detected); ``display``: a browser can open here
+    (default: :func:`has_display`; without one, no browser is started)."""
     is_root = (hasattr(os, "geteuid") and os.geteuid() == 0) if is_root is None else is_root
     display = has_display() if display is None else display
     cmd = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={notebook_dir}", f"--port={int(port)}",
@@ -73,14 +77,16 @@ def runtime_dir() -> Path:
 
 
 def server_url(info: dict, open_notebook: str | None = DEFAULT_NOTEBOOK) -> str:
-    """The URL a user opens, with the token, from a server's runtime info (``url``, ``token``)."""
+    """The URL a user opens, with the token, from a server's runtime info (``url``, ``token``). ``info``: the server's
+    runtime info; ``open_notebook``: the notebook the URL opens (None: the file browser)."""
     page = f"lab/tree/{open_notebook}" if open_notebook else "lab"
     token = info.get("token")
     return f"{info['url'].rstrip('/')}/{page}" + (f"?token={token}" if token else "")
 
 
 def wait_for_server(proc: subprocess.Popen, timeout: float = START_TIMEOUT_S) -> dict:
-    """The runtime info of the server ``proc`` once it answers HTTP; ``RuntimeError`` if it exits or times out."""
+    """The runtime info of the server ``proc`` once it answers HTTP; ``RuntimeError`` if it exits or times out.
+    ``timeout``: seconds to wait."""
     info_file = runtime_dir() / f"jpserver-{proc.pid}.json"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -44,13 +44,14 @@ def reset() -> None:
 
 
 def read(tables_dir) -> dict[str, dict]:
-    """``{table: {"sources": [...]}}`` of a ``tables/`` folder; ``{}`` when it has no lineage file."""
+    """``{table: {"sources": [...]}}`` of a ``tables/`` folder; ``{}`` when it has no lineage file. ``tables_dir``: a
+    run's ``tables/`` folder."""
     path = Path(tables_dir) / FILE
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def is_stochastic(entry: dict | None) -> bool:
-    """Whether a table's lineage entry names a stochastic source."""
+    """Whether a table's lineage entry names a stochastic source. ``entry``: one table's entry of :func:`read`, or None."""
     return bool(entry) and any(s in STOCHASTIC_SOURCES for s in entry.get("sources", ()))
 
 

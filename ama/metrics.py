@@ -37,13 +37,15 @@ def _maps_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity of each pair of flattened maps, ``(B,)`` in ``[-1, 1]`` (0 when a map is all zero)."""
+    """Cosine similarity of each pair of flattened maps ``a``, ``b`` ``(B, h, w)``: ``(B,)`` in ``[-1, 1]`` (0 when a map
+    is all zero)."""
     a, b = _maps_pair(a, b)
     return F.cosine_similarity(a, b, dim=1, eps=1e-8)
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Spearman rank correlation of each pair, ``(B,)`` in ``[-1, 1]``; NaN where a map is constant."""
+    """Spearman rank correlation of each pair of maps ``a``, ``b`` ``(B, h, w)``: ``(B,)`` in ``[-1, 1]``; NaN where a
+    map is constant."""
     from scipy.stats import rankdata
 
     a, b = _maps_pair(a, b)
@@ -64,13 +66,15 @@ def _iou(ra: torch.Tensor, rb: torch.Tensor) -> torch.Tensor:
 
 
 def threshold_iou(a: torch.Tensor, b: torch.Tensor, threshold: float) -> torch.Tensor:
-    """IoU of the regions ``a >= threshold`` and ``b >= threshold``, ``(B,)`` in ``[0, 1]``."""
+    """IoU of the regions ``a >= threshold`` and ``b >= threshold``, ``(B,)`` in ``[0, 1]``. ``threshold``: in the maps'
+    units."""
     a, b = _maps_pair(a, b)
     return _iou(a >= threshold, b >= threshold)
 
 
 def top_region(maps: torch.Tensor, share: float = TOP_SHARE) -> torch.Tensor:
-    """Boolean ``(B, N)`` (flattened): the ``ceil(share * N)`` highest cells of each map."""
+    """Boolean ``(B, N)`` (flattened): the ``ceil(share * N)`` highest cells of each map. ``share``: of the cells, in
+    ``(0, 1]``."""
     if not 0 < share <= 1:
         raise ValueError(f"share must lie in (0, 1], got {share}")
     flat = maps.flatten(1)
@@ -93,12 +97,14 @@ def pointing_game(a: torch.Tensor, b: torch.Tensor, share: float = TOP_SHARE) ->
 
 
 def changed_pixels(clean: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` number of pixel positions where any channel differs, for images ``(B, 3, H, W)``."""
+    """``(B,)`` number of pixel positions where any channel differs, for images ``(B, 3, H, W)``. ``clean``, ``adv``:
+    the images before and after the attack."""
     return (clean != adv).any(1).flatten(1).sum(1)
 
 
 def linf(clean: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` largest absolute change of any pixel and channel, in ``[0, 1]`` units (x 255 for 8-bit levels)."""
+    """``(B,)`` largest absolute change of any pixel and channel, in ``[0, 1]`` units (x 255 for 8-bit levels).
+    ``clean``, ``adv``: the images before and after the attack."""
     return (clean.float() - adv.float()).abs().flatten(1).amax(1)
 
 
@@ -106,7 +112,7 @@ def compare_maps(clean_cam: torch.Tensor, adv_cam: torch.Tensor, size=None, pref
     """Every map metric of clean vs adversarial CAMs ``(B, h, w)``, as ``{column: (B,) numpy}``.
 
     ``size``: ``(H, W)`` for the saliency-based metrics (top-20% IoU, pointing game); default the CAM size.
-    """
+    ``clean_cam``, ``adv_cam``: the maps compared; ``prefix``: of the columns' names."""
     out = {f"{prefix}cosine": cosine(clean_cam, adv_cam), f"{prefix}spearman": spearman(clean_cam, adv_cam)}
     for t in THRESHOLDS:
         out[f"iou_{t:.1f}"] = threshold_iou(clean_cam, adv_cam, t)
@@ -163,7 +169,7 @@ SUMMARY_KEYS = ("model", "e", "n_iter", "mode", "setting", "quantized")
 
 def summarize(df: pd.DataFrame, keys=SUMMARY_KEYS) -> pd.DataFrame:
     """Means per setting (``fooling_rate`` is the mean of ``fooled``) with ``n_images``; keys missing from ``df``
-    are left out."""
+    are left out. ``keys``: the setting's columns."""
     keys = [k for k in keys if k in df.columns]
     numeric = [c for c in METRIC_COLUMNS if c in df.columns]
     g = df.groupby(keys, sort=True, dropna=False)
@@ -277,6 +283,7 @@ def insertion_auc(model, x: torch.Tensor, saliency: torch.Tensor, target=None, s
                   baseline="blur", batch_size: int = 32, return_curve: bool = False):
     """Insertion AUC ``(B,)`` in ``[0, 1]`` (higher = more faithful): start from ``baseline`` (default ``"blur"``,
     a Gaussian blur of ``x`` with kernel 11 and sigma 5) and reveal the top ``floor(t H W / steps)`` pixels of
-    ``x`` at step ``t = 0..steps``; otherwise as :func:`deletion_auc`."""
+    ``x`` at step ``t = 0..steps``; otherwise as :func:`deletion_auc`. ``saliency``: ``(B, H, W)``, higher first;
+    ``return_curve``: also return the scores at each step."""
     curve = _order_curve(model, x, saliency, target, steps, baseline, True, batch_size)
     return (curve.mean(1), curve) if return_curve else curve.mean(1)

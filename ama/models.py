@@ -166,7 +166,7 @@ def map_lite_state_dict(source: dict, target: nn.Module, name: str = DEFAULT_MOD
     """Map a wheel's ``_blocks.N._depthwise_conv``-style keys onto timm's, by position.
 
     Both networks hold the same tensors in the same order; the count and every shape are checked.
-    """
+    ``source``: the wheel's state dict; ``target``: timm's network."""
     arch = LITE_MODELS[name].arch if name in LITE_MODELS else name
     target_state = target.state_dict()
     if len(source) != len(target_state):
@@ -354,7 +354,8 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = No
 
 def load_factory_model(spec: str, device: str | torch.device | None = None) -> CAMModel:
     """Your own model from a factory ``"package.module:function"`` that returns a :class:`CAMModel` (importable from
-    the current ``sys.path``/``PYTHONPATH``); on ``device``. The tests use it for a tiny model."""
+    the current ``sys.path``/``PYTHONPATH``); on ``device``. The tests use it for a tiny model. ``spec``:
+    ``package.module:function``."""
     import importlib
 
     module, _, func = spec.partition(":")

@@ -40,7 +40,8 @@ SLIDING_PATCH = 32     # px: the sliding patch's side (one cell of a 7 x 7 CAM a
 
 def fill_images(x: torch.Tensor, fill: str, model: CAMModel | None = None, seed: int = SEED,
                 blur_sigma: float = BLUR_SIGMA) -> torch.Tensor:
-    """What occluded pixels become: ``(B, 3, H, W)`` in ``[0, 1]`` for images ``x`` ``(B, 3, H, W)``."""
+    """What occluded pixels become: ``(B, 3, H, W)`` in ``[0, 1]`` for images ``x`` ``(B, 3, H, W)``. ``blur_sigma``:
+    the Gaussian blur's sigma of the ``blur`` fill, in pixels."""
     if fill == "mean":
         mean = model.mean if model is not None else torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         return mean.to(x).expand_as(x).clone()

@@ -41,7 +41,8 @@ ADAM_EPS = 1e-3        # the start is clamped to [eps, 1 - eps] before its logit
 
 def settings(optimizer: str = ORIGINAL, restarts=None, cam_loss=None, label_loss=None, select=None) -> dict:
     """The settings of one optimiser: its :data:`DEFAULTS` with the given values in their place, validated;
-    ``{"optimizer", "restarts", "cam_loss", "label_loss", "select"}``."""
+    ``{"optimizer", "restarts", "cam_loss", "label_loss", "select"}``. ``restarts``, ``cam_loss``, ``label_loss``,
+    ``select``: None keeps the optimiser's default."""
     if optimizer not in DEFAULTS:
         raise ValueError(f"unknown optimizer {optimizer!r}; use one of {', '.join(NAMES)}")
     given = dict(restarts=restarts, cam_loss=cam_loss, label_loss=label_loss, select=select)
@@ -104,7 +105,8 @@ class Sign:
 
 def apgd_checkpoints(n_steps: int) -> list[int]:
     """Iterations at which APGD checks progress: ``round(p_j n_steps)`` for ``p_0 = 0, p_1 = 0.22,
-    p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`` below 1 (``SCIENCE.md`` section 6)."""
+    p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`` below 1 (``SCIENCE.md`` section 6). ``n_steps``: the iterations of
+    one run."""
     p = [0.0, 0.22]
     while p[-1] + max(p[-1] - p[-2] - 0.03, 0.06) <= 1:
         p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))

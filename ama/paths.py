@@ -43,7 +43,8 @@ def atomic_write(path: str | os.PathLike, data: str | bytes | None = None, *, wr
                  sync: bool = False) -> Path:
     """Write ``data`` (text or bytes), or let ``write(tmp)`` write the file, under a temporary name beside ``path``,
     then rename it onto ``path``: a reader, or a run killed midway, never sees a half-written file. ``sync``: flush it
-    to disk before the rename (files that other processes poll). Returns ``path``. The kit's only such write."""
+    to disk before the rename (files that other processes poll). Returns ``path``. The kit's only such write. ``write``:
+    a function that writes the temporary file it is given."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     if write is not None:

@@ -28,7 +28,8 @@ from .paths import ROOT, atomic_write, resolve, shown
 # --- parameters -----------------------------------------------------------------------------
 def make_params(profile: str = "", **values) -> dict:
     """Run parameters as ``params.json`` holds them: :class:`ama.params.RunParams` (defaults, validation) from the
-    Makefile's variables (strings; empty means the default) or Python values."""
+    Makefile's variables (strings; empty means the default) or Python values. ``profile``: a profile of
+    :mod:`ama.params` whose values fill the empty ones."""
     strings = {k: "" if v is None else " ".join(map(str, v)) if isinstance(v, (list, tuple)) else v
                for k, v in values.items()}
     return RunParams.from_strings(profile, **strings).to_dict()
@@ -90,7 +91,9 @@ def git_commit() -> str | None:
 def update_run_json(run_dir: str | Path, params: dict, notebook: str | None = None, seconds: float | None = None,
                     status: str | None = None, sharded_s: float | None = None) -> Path:
     """Create or update ``<run_dir>/run.json``: parameters, versions, git commit, device, and per notebook its wall
-    time (``wall_s``: the sharded pre-step included, ``sharded_s`` of it), status and the commit that ran it."""
+    time (``wall_s``: the sharded pre-step included, ``sharded_s`` of it), status and the commit that ran it.
+    ``notebook``: the notebook whose ``seconds``, ``status`` and ``sharded_s`` these are (None: the run's own fields
+    only)."""
     from .devices import describe_device
 
     run_dir = resolve(run_dir)
@@ -207,7 +210,8 @@ def run_notebook(notebook: str | Path, run_dir: str | Path, params: dict, kernel
     name (Make reruns it). On failure the partial notebook is kept as ``<name>.FAILED.ipynb`` and a
     ``RuntimeError`` names the notebook, the failing cell and the log file. ``sharded_s``: the seconds its
     experiment's ``torchrun`` pre-step took (counted in the notebook's wall time).
-    """
+    ``kernel``: the Jupyter kernel's name; ``timeout``: seconds per cell; ``sharded``: the notebook's experiment ran
+    before on several processes (:func:`shard_experiment`): the notebook reads its merged tables."""
     import papermill as pm
 
     notebook = resolve(notebook)
@@ -271,7 +275,7 @@ def run_notebook(notebook: str | Path, run_dir: str | Path, params: dict, kernel
 def shard_experiment(notebook: str | Path, params_file: str | Path, run_dir: str | Path, nproc: int) -> bool:
     """Before ``notebook``: its experiment (:data:`ama.experiments.NOTEBOOK_EXPERIMENTS`) on ``nproc`` processes
     through ``torchrun`` (:mod:`ama.shards`), then the merge of their parts into the run's tables. False (nothing done)
-    when the notebook has no experiment."""
+    when the notebook has no experiment. ``params_file``: the run's ``params.json``."""
     from . import shards
     from .experiments import NOTEBOOK_EXPERIMENTS
 
@@ -291,7 +295,7 @@ def shard_experiment(notebook: str | Path, params_file: str | Path, run_dir: str
 
 def select_images(params_file: str | Path, run_dir: str | Path) -> None:
     """The run's image list (:func:`ama.protocol.write_selection`), with each model's clean accuracy on a labelled
-    set printed."""
+    set printed. ``params_file``: the run's ``params.json``."""
     from .protocol import ACCURACY, write_selection
 
     params = RunParams.from_dict(json.loads(resolve(params_file).read_text()))

@@ -19,7 +19,8 @@ def to_numpy_image(image: torch.Tensor) -> np.ndarray:
 
 def overlay(ax, image: torch.Tensor, saliency: torch.Tensor | None = None, title: str | None = None,
             cmap: str = "jet", alpha: float = 0.5, colorbar: bool = False):
-    """Show ``image`` ``(3, H, W)`` with ``saliency`` ``(H, W)`` in ``[0, 1]`` blended on top."""
+    """Show ``image`` ``(3, H, W)`` with ``saliency`` ``(H, W)`` in ``[0, 1]`` blended on top. ``title``: above the
+    image; ``alpha``: the saliency's opacity; ``colorbar``: draw one."""
     ax.imshow(to_numpy_image(image))
     im = None
     if saliency is not None:
@@ -33,7 +34,8 @@ def overlay(ax, image: torch.Tensor, saliency: torch.Tensor | None = None, title
 
 
 def log_width_axis(ax, widths, label: str = "frame width e (pixels)") -> None:
-    """Log-scaled x axis for margin/frame widths: one labelled tick per width, no minor labels."""
+    """Log-scaled x axis for margin/frame widths: one labelled tick per width, no minor labels. ``widths``: the ticks;
+    ``label``: the axis label."""
     ax.set_xscale("log")
     ax.set_xticks(list(widths), [str(w) for w in widths])
     ax.xaxis.set_minor_locator(plt.NullLocator())
@@ -41,7 +43,7 @@ def log_width_axis(ax, widths, label: str = "frame width e (pixels)") -> None:
 
 
 def show_map(ax, cam: torch.Tensor, title: str | None = None, cmap: str = "jet", grid: bool = True):
-    """Show a low-resolution CAM ``(h, w)`` cell by cell, with the cell grid drawn."""
+    """Show a low-resolution CAM ``(h, w)`` cell by cell, with the cell grid drawn. ``title``: above the map."""
     m = cam.detach().float().cpu().numpy()
     ax.imshow(m, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
     if grid:
@@ -59,7 +61,8 @@ def show_map(ax, cam: torch.Tensor, title: str | None = None, cmap: str = "jet",
 
 
 def class_title(model, logits: torch.Tensor, index: int | None = None, prefix: str = "") -> str:
-    """``"espresso (87.1%)"`` for one image's logits ``(C,)``; ``index`` default: the predicted class."""
+    """``"espresso (87.1%)"`` for one image's logits ``(C,)``; ``index`` default: the predicted class. ``prefix``: put
+    before the class name."""
     prob = torch.softmax(logits.detach().float(), dim=-1)
     i = int(prob.argmax()) if index is None else int(index)
     return f"{prefix}{model.class_name(i)} ({100 * prob[i].item():.1f}%)"
@@ -190,7 +193,8 @@ def attack_rows_figure(result: AttackResult, indices, quantized: bool = True, mo
     """Several images of one attack, a row each: the clean image and its CAM (of the clean class ``c``), the 8-bit
     adversarial image (the zoomed corner outlined), a zoom on its top-left corner (the frame's pixels, nearest
     neighbour), the adversarial CAM of ``c`` (cosine to the clean CAM) and the CAM of the class the attacked image is
-    now given (the explanation a user would see); one colourbar for the CAMs. ``indices`` index the result's batch."""
+    now given (the explanation a user would see); one colourbar for the CAMs. ``indices`` index the result's batch.
+    ``zoom``: side of the zoomed corner, in pixels."""
     from matplotlib.patches import Rectangle
 
     ev = result.evaluated(quantized)

@@ -49,7 +49,8 @@ def predictions(model, records, batch_size: int = BATCH) -> pd.DataFrame:
 
 
 def accuracy(preds: pd.DataFrame) -> pd.DataFrame:
-    """Per model: ``n_images``, ``top1`` and ``top5`` accuracy with their exact (Clopper-Pearson) 95% intervals (``*_low``, ``*_high``)."""
+    """Per model: ``n_images``, ``top1`` and ``top5`` accuracy with their exact (Clopper-Pearson) 95% intervals
+    (``*_low``, ``*_high``). ``preds``: rows of :func:`predictions`."""
     out = []
     for model, g in preds.groupby("model", sort=False):
         row = {"model": model, "n_images": len(g)}

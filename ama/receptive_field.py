@@ -35,7 +35,8 @@ def implicit_receptive_field(grid=(7, 7), size=(224, 224), mode: str = "bilinear
 
 
 def irf_support(irf: torch.Tensor, eps: float = SUPPORT_EPS) -> torch.Tensor:
-    """Boolean support of IRF maps (same shape): the pixels a cell's value reaches."""
+    """Boolean support of IRF maps (same shape): the pixels a cell's value reaches. ``eps``: a pixel counts when its IRF
+    weight exceeds it."""
     return irf.abs() > eps
 
 
@@ -137,7 +138,8 @@ def erf_extent(erf: torch.Tensor, share: float = 0.9, center=None) -> torch.Tens
 
 def irf_width(grid=(7, 7), size=(224, 224), cell: int | None = None, mode: str = "bilinear",
               align_corners: bool | None = True) -> int:
-    """Width in pixels of one cell's IRF support (default the centre cell), along the image's columns."""
+    """Width in pixels of one cell's IRF support (default the centre cell), along the image's columns. ``cell``: the
+    cell's index, row-major."""
     h, w = pair(grid)
     cell = centre_cell((h, w)) if cell is None else int(cell)
     return int(irf_support(implicit_receptive_field((h, w), size, mode, align_corners))[cell].any(0).sum())
@@ -261,7 +263,7 @@ def misalignment_table(model: CAMModel, x: torch.Tensor, names=None, e=(1,), mod
     """ERF of every cell of every image of ``x`` vs the IRF: :func:`misalignment` rows with ``image`` names,
     ``model``, ``upsampling``, and one ``margin_mass_ratio_e<e>`` column per frame width ``e``. ``erf`` (and its
     :func:`erf_ranks`): maps already computed by :func:`effective_receptive_field` for ``x`` (to compare upsamplings
-    without recomputing)."""
+    without recomputing). ``ranks``: :func:`erf_ranks` of ``erf``."""
     if erf is None:
         erf = effective_receptive_field(model, x, batch_size=batch_size)
     H, W = x.shape[-2:]
@@ -282,7 +284,8 @@ MISALIGNMENT_MEASURES = ("erf_mass_outside_irf", "centroid_distance_px", "margin
 
 def misalignment_summary(table: pd.DataFrame, measures=MISALIGNMENT_MEASURES) -> pd.DataFrame:
     """Mean and standard deviation of each measure per ``model`` and ``cell_kind``, plus ``cell_kind == "all"``;
-    columns ``<measure>_mean``, ``<measure>_std``. ``table``: rows of :func:`misalignment_table`."""
+    columns ``<measure>_mean``, ``<measure>_std``. ``table``: rows of :func:`misalignment_table`. ``measures``: the
+    columns summarised."""
     measures = [m for m in measures if m in table.columns]
     by_kind = table.groupby(["model", "cell_kind"])[measures].agg(["mean", "std"])
     overall = table.assign(cell_kind="all").groupby(["model", "cell_kind"])[measures].agg(["mean", "std"])

@@ -94,7 +94,9 @@ class TableCheck:
 def compare_tables(run: pd.DataFrame, ref: pd.DataFrame, name: str, stochastic: bool = False,
                    rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL) -> list[str]:
     """Differences between two versions of one table, as readable lines (empty: they match); a ``stochastic``
-    table's sign tests are adjusted within the table (:func:`check_tables` adjusts over a whole check)."""
+    table's sign tests are adjusted within the table (:func:`check_tables` adjusts over a whole check). ``run``,
+    ``ref``: the run's and the reference's version; ``rtol``, ``atol``: the tolerance of a deterministic table's
+    numbers."""
     check = table_check(run, ref, name, stochastic, rtol, atol)
     adjust([check])
     return check.problems
@@ -103,7 +105,9 @@ def compare_tables(run: pd.DataFrame, ref: pd.DataFrame, name: str, stochastic: 
 def table_check(run: pd.DataFrame, ref: pd.DataFrame, name: str, stochastic: bool, rtol: float = DEFAULT_RTOL,
                 atol: float = DEFAULT_ATOL, sources=(lineage.ATTACK,)) -> TableCheck:
     """Compare one table (see the module docstring); a stochastic table's sign tests are not yet adjusted.
-    ``sources``: its lineage's sources (named in ``how``)."""
+    ``sources``: its lineage's sources (named in ``how``). ``run``, ``ref``: the run's and the reference's version;
+    ``stochastic``: compared as statistics (:mod:`ama.lineage`); ``rtol``, ``atol``: the tolerance of a deterministic
+    table's numbers."""
     check = TableCheck(name, stochastic)
     if list(run.columns) != list(ref.columns):
         missing, extra = sorted(set(ref.columns) - set(run.columns)), sorted(set(run.columns) - set(ref.columns))
@@ -219,7 +223,8 @@ def _in_identity_order(df: pd.DataFrame) -> pd.DataFrame:
 
 def find_reference(run_params: dict, reference: str | Path) -> Path | None:
     """The reference folder for a run's parameters: ``reference`` itself when it holds a ``run.json`` (one reference),
-    else the sub-folder ``reference/<run>/`` whose ``run.json`` has the same parameters (the device aside)."""
+    else the sub-folder ``reference/<run>/`` whose ``run.json`` has the same parameters (the device aside).
+    ``run_params``: the run's ``params.json``."""
     reference = resolve(reference)
     if (reference / "run.json").is_file():
         return reference
@@ -329,7 +334,8 @@ def check_tables(run_tables: Path, ref_tables: Path) -> list[TableCheck]:
 
 
 def check_verdicts(run_dir: Path, ref_dir: Path) -> list[str]:
-    """Each claim whose verdict differs between the run and the reference, as a line (empty: all equal)."""
+    """Each claim whose verdict differs between the run and the reference, as a line (empty: all equal). ``ref_dir``:
+    the reference's folder."""
     ref = {c.number: c.outcome for c in claims.collect_claims(ref_dir)}
     lines = []
     for c in claims.collect_claims(run_dir):

@@ -312,7 +312,10 @@ def beyond_the_paper(run_dir: str | os.PathLike) -> list[str]:
                          f"{change.low:+.2f} to {change.high:+.2f}: {change.verdict(0.0)})")
         sent += (f" Where does each map put its mass under the {e}-pixel attack? The map's mass on the frame's own "
                  f"pixels divided by the frame's share of the image (1: as much as its area), clean -> attacked: "
-                 + "; ".join(parts) + ". A map that revealed the attack's evidence would raise it (change > 0).")
+                 + "; ".join(parts) + ". A map that revealed the attack's evidence would raise it (change > 0). The "
+                 "gaussian map spreads each cell by one receptive-field Gaussian fitted on held-out images, the same "
+                 "for every image: its change only follows the CAM's cell values, and a few hundredths mean that the "
+                 "border cells gained weight, not that the map finds the frame's pixels.")
     lines += [sent, "", _markdown_table(u[cols].round(3).reset_index()), ""]
     figs = existing_figures(resolve(run_dir) / "figures", FIGURES.transfer_cosine, FIGURES.upsampling_under_attack)
     lines += [f"![{Path(f).stem}]({f})" for f in figs] + [""]

@@ -33,7 +33,7 @@ def output_dirs(out_dir: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def save_figure(fig, out_dir: str | os.PathLike, stem: str, dpi: int = 150) -> Path:
-    """Save ``fig`` as ``<out_dir>/figures/<stem>.png`` and ``.pdf``; return the PNG path."""
+    """Save ``fig`` as ``<out_dir>/figures/<stem>.png`` and ``.pdf``; return the PNG path. ``dpi``: of the PNG."""
     figures, _ = output_dirs(out_dir)
     png = figures / f"{stem}.png"
     fig.savefig(png, dpi=dpi, bbox_inches="tight")
@@ -43,7 +43,7 @@ def save_figure(fig, out_dir: str | os.PathLike, stem: str, dpi: int = 150) -> P
 
 def save_figures(figs, out_dir: str | os.PathLike, stem: str) -> list[Path]:
     """Save figures as ``<stem>``, ``<stem>_1``, ``<stem>_2``, ...; every figure after the first is closed (a notebook
-    shows the first)."""
+    shows the first). ``figs``: matplotlib figures, in order."""
     import matplotlib.pyplot as plt
 
     paths = []

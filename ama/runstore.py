@@ -68,7 +68,7 @@ def check_writable(folder: Path) -> Path:
 
 
 def os_reason(err: OSError) -> str:
-    """A short reason for an OS error (``no space left on device``, ``permission denied``, ...)."""
+    """A short reason for an OS error (``no space left on device``, ``permission denied``, ...). ``err``: the error."""
     if err.errno == errno.ENOSPC:
         return "no space left on device"
     return (err.strerror or str(err)).lower()
@@ -259,7 +259,8 @@ def read_plans(folder: Path) -> dict[int, dict]:
 
 def owners(items_by_rank: dict[int, list[str]], what: str = "item", of: str = "") -> dict[str, int]:
     """``{item: rank}`` over the ranks' item lists; a :class:`RunStoreError` names an item that two ranks (or one
-    rank twice) hold: ``"<what> '<item>'<of> was computed by ranks ..."``."""
+    rank twice) hold: ``"<what> '<item>'<of> was computed by ranks ..."``. ``items_by_rank``: ``{rank: items}``;
+    ``what``, ``of``: words of the error message."""
     seen: dict[str, int] = {}
     for rank, items in sorted(items_by_rank.items()):
         for item in items:
@@ -301,7 +302,8 @@ def expected(out: Path) -> tuple[set[str], dict[str, str]]:
 def merge(out: Path, strict: bool = False) -> tuple[pd.DataFrame, list[str]]:
     """Write ``OUT/attack_metrics.csv`` from the part files; return the table and the expected keys still missing.
 
-    Refuses (one line) rows that two parts, or one part twice, hold. ``strict``: also refuse missing rows."""
+    Refuses (one line) rows that two parts, or one part twice, hold. ``strict``: also refuse missing rows. ``out``: the
+    folder of the part files (``OUT``)."""
     out = Path(out)
     lock_fd = os.open(out / ".lock.merge", os.O_RDWR | os.O_CREAT, 0o644)
     try:

@@ -107,7 +107,8 @@ def _maps(cam: torch.Tensor) -> torch.Tensor:
 
 
 def flipped(cam: torch.Tensor, axis: str = "horizontal") -> torch.Tensor:
-    """The CAM mirrored left-right (``horizontal``) or top-bottom (``vertical``); ``(h, w)`` or ``(B, h, w)``."""
+    """The CAM mirrored left-right (``horizontal``) or top-bottom (``vertical``); ``(h, w)`` or ``(B, h, w)``. ``axis``:
+    ``horizontal`` or ``vertical``."""
     dims = {"horizontal": (-1,), "vertical": (-2,), "both": (-2, -1)}
     if axis not in dims:
         raise ValueError(f"unknown axis {axis!r}; use horizontal, vertical or both")
@@ -129,7 +130,8 @@ def image_cam(model, image) -> torch.Tensor:
 
 def make_target(spec: str, size, clean_cam: torch.Tensor | None = None, model=None) -> torch.Tensor:
     """A target from a short spec: ``disc``, ``square``, ``ring``, ``text:X``, ``flip`` / ``flipud`` / ``invert``
-    (of ``clean_cam``, ``(B, h, w)`` -> ``(B, h, w)``), or an image file (its CAM under ``model``)."""
+    (of ``clean_cam``, ``(B, h, w)`` -> ``(B, h, w)``), or an image file (its CAM under ``model``). ``spec``: one of the
+    forms above."""
     from pathlib import Path
 
     named = {"disc": disc, "square": square, "ring": ring}

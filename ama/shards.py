@@ -46,6 +46,8 @@ def code_fingerprint() -> str:
 
 
 def parts_dir(run_dir, experiment: str, params: RunParams, world: int) -> Path:
+    """The folder of one run's part files for ``experiment``: one per parameter set, code version and ``world`` (the number
+    of processes), so that a change of any of them starts new parts."""
     key = hashlib.sha256((params.to_json() + code_fingerprint()).encode()).hexdigest()[:12]
     return resolve(run_dir) / "parts" / experiment / f"{key}-of-{world}"
 

@@ -104,7 +104,7 @@ def eigen_projection(features: torch.Tensor, signed: bool = True) -> torch.Tenso
     """EigenCAM's map before its ReLU: each cell's activations ``(B, K, h, w)``, centred over the cells, projected on
     their first right singular vector; ``(B, h, w)``. A singular vector's sign is arbitrary (pytorch-grad-cam keeps
     whichever the SVD returns); ``signed`` flips each map to correlate positively with the channel sum of the
-    activations, so that the ReLU keeps the activated half."""
+    activations, so that the ReLU keeps the activated half. ``features``: the backbone's maps ``(B, K, h, w)``."""
     B, K, h, w = features.shape
     flat = features.detach().double().flatten(2).transpose(1, 2)            # (B, h*w, K)
     centred = flat - flat.mean(1, keepdim=True)
@@ -120,7 +120,7 @@ def eigen_projection(features: torch.Tensor, signed: bool = True) -> torch.Tenso
 def kit_map(model, x: torch.Tensor, target, method: str) -> torch.Tensor:
     """A :data:`KIT_METHODS` map of ``x`` ``(B, 3, H, W)`` in ``[0, 1]`` for class ``target`` ``(B,)``: ``(B, h, w)`` in
     ``[0, 1]`` (ReLU, min-max normalised) on the CPU. ``eigencam-signed``: :func:`eigen_projection`; ``occlusion``:
-    :func:`ama.occlusion.occlusion_map` (the sliding patch, no gradient)."""
+    :func:`ama.occlusion.occlusion_map` (the sliding patch, no gradient). ``method``: one of :data:`KIT_METHODS`."""
     if method == "occlusion":
         return occlusion_map(model, x, target)
     if method == "eigencam-signed":
@@ -166,7 +166,7 @@ def transfer_table(model, attack, baseline, methods=TRANSFER_METHODS, optimizer:
     the first ``n`` images with that method (Score-CAM costs one forward pass per channel). ``clean_maps``: a dict
     filled with and reused for the clean images' maps (they do not depend on ``e``) and the random frame's (the same
     for every optimiser at one ``e``: pass the same ``baseline``).
-    """
+    ``methods``: of :data:`TRANSFER_METHODS`."""
     if attack.clean.shape != baseline.clean.shape or not torch.equal(attack.clean, baseline.clean):
         raise ValueError("attack and baseline must be results on the same images")
     clean_maps = {} if clean_maps is None else clean_maps
@@ -211,7 +211,7 @@ def scale_check(model, x: torch.Tensor, names=None, target=None, methods=CHECK_M
 
     One row per image x method: ``max_abs_diff`` between the library's normalised map and the kit's normalised
     ReLU(CAM) (:func:`ama.cam`), and their ``cosine``; :func:`scale_check_summary` aggregates over images.
-    """
+    ``methods``: of :data:`CHECK_METHODS`."""
     names = list(names) if names is not None else [str(i) for i in range(len(x))]
     with torch.no_grad():
         logits = model(x.to(model.device))

@@ -202,6 +202,39 @@ def test_artifact_declarations_are_unique_and_explained():
         assert all(getattr(declared, n) == n for n in names)
 
 
+def shared_parameters(text: str) -> set[str]:
+    """The parameter names of docs/API.md's table *Parameters that mean the same everywhere*."""
+    section = text.split("## Parameters that mean the same everywhere", 1)[1]
+    return {m for line in section.splitlines() if line.startswith("| `")
+            for m in re.findall(r"`(\w+)`", line.split("|")[1])}
+
+
+def undocumented_parameters(source: str, shared: set[str]) -> list[str]:
+    """``"function: parameter"`` for each parameter of a public top-level function of ``source`` that is neither
+    shared nor written in ``code`` in its docstring (inside any ````...```` span: ````k / n```` names ``k`` and ``n``)."""
+    out = []
+    for fn in ast.parse(source).body:
+        if isinstance(fn, ast.FunctionDef) and not fn.name.startswith("_"):
+            spans = re.findall(r"``(.+?)``", ast.get_docstring(fn) or "", re.S)
+            for arg in fn.args.args + fn.args.kwonlyargs:
+                named = any(re.search(rf"(?<![\w.]){arg.arg}(?!\w)", span) for span in spans)
+                if arg.arg not in shared | {"self", "cls"} and not named:
+                    out.append(f"{fn.name}: {arg.arg}")
+    return out
+
+
+def test_the_parameter_check_finds_an_undocumented_parameter():
+    source = 'def f(model, k, n, width):\n    """The rate ``k / n``."""\n\ndef _g(z):\n    pass\n'
+    assert undocumented_parameters(source, {"model"}) == ["f: width"]
+
+
+@pytest.mark.parametrize("module", sorted(p.stem for p in PACKAGE.glob("*.py")))
+def test_public_functions_document_their_parameters(module):
+    """One style: each parameter in ``code`` in its function's docstring, or in docs/API.md's shared table."""
+    shared = shared_parameters((ROOT / "docs" / "API.md").read_text())
+    assert undocumented_parameters((PACKAGE / f"{module}.py").read_text(), shared) == []
+
+
 def test_the_layout_page_names_every_module():
     text = LAYOUT.read_text()
     missing = [p.stem for p in PACKAGE.glob("*.py") if not p.stem.startswith("__") and f"`{p.stem}`" not in text]
