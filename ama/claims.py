@@ -11,6 +11,7 @@ The claims and the kit's criteria for them, every threshold named once: :mod:`am
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -324,6 +325,19 @@ def glance_table(runs: dict[str, str | os.PathLike]) -> str:
     for k, title in enumerate(titles):
         lines.append(f"| {title} | " + " | ".join(col[k] for col in columns.values()) + " |")
     return "\n".join(lines)
+
+
+def reference_runs(reference: str | os.PathLike = "results/reference") -> dict[str, Path]:
+    """Every committed reference of a full run (FAST ones aside), fewest images first, labelled by their image
+    count: the columns of docs/EVIDENCE.md's generated table of claims."""
+    found = []
+    for folder in resolve(reference).iterdir():
+        path = folder / "params.json"
+        if path.is_file():
+            params = json.loads(path.read_text())
+            if not params.get("fast"):
+                found.append((params["n_images"], folder))
+    return {f"{n} ImageNet images": folder for n, folder in sorted(found)}
 
 
 def glance_runs(reference: str | os.PathLike = "results/reference") -> dict[str, Path]:

@@ -52,18 +52,34 @@ def test_the_readme_has_python_blocks_and_runnable_lines():
     assert python_blocks("README.md") and sum(len(python_blocks(d)) for d in DOCUMENTS) >= 5
 
 
-def glance_block(text: str) -> str:
-    start, end = "<!-- results-at-a-glance: start -->\n", "\n<!-- results-at-a-glance: end -->"
+def generated_block(text: str, marker: str) -> str:
+    """What a page holds between ``<!-- marker: start -->`` and ``<!-- marker: end -->``."""
+    start, end = f"<!-- {marker}: start -->\n", f"\n<!-- {marker}: end -->"
     return text.split(start, 1)[1].split(end, 1)[0]
 
 
+def test_the_generated_block_is_found():
+    assert generated_block("a\n<!-- x: start -->\nkept\n<!-- x: end -->\nb", "x") == "kept"
+
+
 def test_the_results_at_a_glance_are_the_references():
-    """The README's claim table is generated from the committed references, not typed: regenerate it with
-    ``ama.claims.glance_table(ama.claims.glance_runs())`` after ``make reference``."""
+    """The README's claim table is generated from the committed references, not typed: after ``make reference``,
+    ``tools/update_generated_docs.py`` writes it again."""
     from ama.claims import glance_runs, glance_table
 
     assert all((path / "run.json").is_file() for path in glance_runs().values())
-    assert glance_block((ROOT / "README.md").read_text()) == glance_table(glance_runs())
+    assert generated_block((ROOT / "README.md").read_text(), "results-at-a-glance") == glance_table(glance_runs())
+
+
+def test_the_evidence_pages_claims_are_the_references():
+    """docs/EVIDENCE.md's table of the committed references' claims: ``glance_table(reference_runs())``, written by
+    ``tools/update_generated_docs.py``."""
+    from ama.claims import glance_table, reference_runs
+
+    runs = reference_runs()
+    assert len(runs) >= 3 and all((path / "run.json").is_file() for path in runs.values())
+    text = (ROOT / "docs" / "EVIDENCE.md").read_text()
+    assert generated_block(text, "reference-claims") == glance_table(runs)
 
 
 def test_the_fixture_only_shortens_and_redirects(tmp_path):
