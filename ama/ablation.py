@@ -266,6 +266,7 @@ def ingredient_summary(table: pd.DataFrame) -> pd.DataFrame:
                     drop = Estimate.of((ref.cam_cosine.reindex(r.index) - r.cam_cosine).to_numpy())
                     row.update(gain=gain.value, gain_low=gain.low, gain_high=gain.high, more_fooled=gain.discordant[0],
                                less_fooled=gain.discordant[1], p_value=gain.p_value, verdict=gain.verdict(0.0),
+                               **gain.p_columns(0.0),
                                cosine_drop=drop.value, drop_low=drop.low, drop_high=drop.high)
             rows.append(row)
     return pd.DataFrame(rows)

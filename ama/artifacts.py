@@ -83,6 +83,7 @@ TABLES = _Declared("table", [
     ("05", "frame_mass_ratio", "upsampling: the map's mass on the frame over the frame's share, clean vs attacked"),
     ("05", "attack_location", "image x location: the reference attack on as many pixels as the frame, elsewhere"),
     ("05", "attack_location_summary", "location: its fooling rate and the frame minus it, paired"),
+    ("04", "verdicts", "verdict: its family, value and interval, one-sided p-values, the outcome before and after Holm"),
 ])
 
 FIGURES = _Declared("figure", [

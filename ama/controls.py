@@ -67,12 +67,14 @@ def misalignment_baseline_table(table: pd.DataFrame) -> pd.DataFrame:
 
 def misalignment_by_upsampling(cells: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """Per model and upsampling of ``misalignment_upsampling_cells``: the centre cells' ERF mass outside the IRF with
-    its interval, its baselines and the verdict against ``threshold`` (above: misaligned)."""
+    its interval, its baselines and the verdict against ``threshold`` (above: misaligned) with its one-sided
+    p-values (``p_holds``, ``p_fails``: :meth:`ama.intervals.Estimate.p_columns`)."""
     rows = []
     for (model, mode), g in cells.groupby(["model", "upsampling"], sort=False):
         est = misalignment_baselines(g)
         row = dict(model=model, upsampling=mode, erf_mass_outside_irf=est["erf"].value, low=est["erf"].low,
-                   high=est["erf"].high, n_images=est["erf"].n, verdict=est["erf"].verdict(threshold))
+                   high=est["erf"].high, n_images=est["erf"].n, verdict=est["erf"].verdict(threshold),
+                   **est["erf"].p_columns(threshold))
         row.update({f"{k}_mass_outside_irf": e.value for k, e in est.items() if k in ("uniform", "centred_gaussian")})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -165,7 +167,7 @@ def location_summary(table: pd.DataFrame) -> pd.DataFrame:
                 gap = Estimate.paired(frame.fooled.astype(float), here)
                 row.update(frame_minus_fooled=gap.value, gap_low=gap.low, gap_high=gap.high,
                            frame_only=gap.discordant[0], location_only=gap.discordant[1], p_value=gap.p_value,
-                           verdict=gap.verdict(0.0))
+                           verdict=gap.verdict(0.0), **gap.p_columns(0.0))
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -185,7 +187,7 @@ def margin_special(summary: pd.DataFrame) -> str:
 def transfer_verdicts(transfer: pd.DataFrame, keys=("model", "optimizer", "method", "e")) -> pd.DataFrame:
     """Per ``keys`` of ``transfer.csv``: the random frame's cosine minus the attack's (> 0: the attack moves the
     explanation more than an unoptimised frame), per image (over the models when ``keys`` omits ``model``), its mean
-    over images with the bootstrap interval and verdict against 0, and whether the method is one of CAM's relatives
+    over images with the bootstrap interval and verdict against 0 (with ``p_holds``, ``p_fails``), and whether the method is one of CAM's relatives
     (:data:`ama.transfer.RELATIVES`). ``transfer``: rows of ``transfer``."""
     rows = []
     table = transfer.assign(gap=transfer.random_cam_cosine - transfer.cam_cosine)
@@ -194,7 +196,7 @@ def transfer_verdicts(transfer: pd.DataFrame, keys=("model", "optimizer", "metho
         row = dict(zip(keys, key))
         rows.append(dict(row, relative_of_cam=row["method"] in RELATIVES, cam_cosine=g.cam_cosine.mean(),
                          random_cam_cosine=g.random_cam_cosine.mean(), gap=gap.value, low=gap.low, high=gap.high,
-                         n_images=gap.n, verdict=gap.verdict(0.0)))
+                         n_images=gap.n, verdict=gap.verdict(0.0), **gap.p_columns(0.0)))
     return pd.DataFrame(rows)
 
 
@@ -213,13 +215,14 @@ def frame_mass_ratio(comparison: pd.DataFrame) -> pd.DataFrame:
 def frame_mass_summary(ratios: pd.DataFrame) -> pd.DataFrame:
     """Per model, upsampling and ``e`` of :func:`frame_mass_ratio` rows: the mean clean and attacked ratios and the
     mean change, each with its bootstrap interval over images; ``verdict``: does the attack raise the map's mass
-    on the frame (change above 0)? ``ratios``: rows of :func:`frame_mass_ratio`."""
+    on the frame (change above 0)? (with ``p_holds``, ``p_fails``) ``ratios``: rows of :func:`frame_mass_ratio`."""
     rows = []
     for (model, mode, e), g in ratios.groupby(["model", "upsampling", "e"], sort=False):
         row = dict(model=model, upsampling=mode, e=e, n_images=g.image.nunique())
         for col in ("clean_ratio", "adv_ratio", "change"):
             est = pooled(g, col)
             row.update({col: est.value, f"{col}_low": est.low, f"{col}_high": est.high})
-        row["verdict"] = pooled(g, "change").verdict(0.0)
+        change = pooled(g, "change")
+        row.update(verdict=change.verdict(0.0), **change.p_columns(0.0))
         rows.append(row)
     return pd.DataFrame(rows)

@@ -18,16 +18,18 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import pandas as pd
-from scipy.stats import DegenerateDataWarning, binomtest
+from scipy.stats import DegenerateDataWarning, binomtest, ttest_1samp
 from scipy.stats import bootstrap as scipy_bootstrap
+from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
 LEVEL = 0.95
+ALPHA = (1 - LEVEL) / 2  # a one-sided p-value below it decides a verdict: 0.025 on each side, the 95% intervals' level
 N_RESAMPLES = 10_000
 SEED = 0
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
@@ -117,6 +119,25 @@ def _takes_axis(statistic: Callable) -> bool:
         return False
 
 
+def p_verdict(p_holds: float, p_fails: float, alpha: float = ALPHA) -> str:
+    """:data:`HOLDS` when the one-sided p-value on the claim's side is below ``alpha``, :data:`FAILS` when the one on
+    the other side is, else :data:`INCONCLUSIVE` (``p_holds``, ``p_fails``: of :meth:`Estimate.p_values`, maybe
+    adjusted)."""
+    if p_holds < alpha:
+        return HOLDS
+    return FAILS if p_fails < alpha else INCONCLUSIVE
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjustment of a family's ``p_values`` (statsmodels); NaN stays NaN."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full_like(p, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], method="holm")[1]
+    return out
+
+
 def verdict(interval: tuple[float, float], threshold: float, above: bool = True) -> str:
     """:data:`HOLDS` when ``interval`` lies wholly on the claim's side of ``threshold`` (``above``: greater than it;
     else below it), :data:`FAILS` when wholly on the other side, :data:`INCONCLUSIVE` otherwise (or when unknown)."""
@@ -156,6 +177,8 @@ class Estimate:
     wilson: tuple[float, float] | None = None
     discordant: tuple[int, int] | None = None
     p_value: float = math.nan
+    values: tuple = field(default=(), repr=False, compare=False)  # a bootstrap's per-image values
+    statistic: str = "mean"
 
     @classmethod
     def rate(cls, k: int, n: int) -> "Estimate":
@@ -169,7 +192,8 @@ class Estimate:
         v = np.asarray(values, dtype=float)
         v = v[np.isfinite(v)]
         value = float(statistic(v)) if len(v) else math.nan
-        return cls(value, *bootstrap(v, statistic, seed=seed), len(v))
+        return cls(value, *bootstrap(v, statistic, seed=seed), len(v), values=tuple(v.tolist()),
+                   statistic=getattr(statistic, "__name__", "statistic"))
 
     @classmethod
     def paired(cls, first, second, seed: int = SEED) -> "Estimate":
@@ -184,6 +208,42 @@ class Estimate:
         low, high = paired_rate_interval(a[keep], b[keep]) if binary else bootstrap(d, seed=seed)
         return cls(float(d.mean()) if n else math.nan, low, high, n, "paired", discordant=(more, less),
                    p_value=sign_test(more, less))
+
+    def p_values(self, threshold: float) -> tuple[float, float]:
+        """One-sided p-values ``(above, below)``: of "the quantity exceeds ``threshold``" and of "it lies below it"
+        (each against the null on the other side; scipy). A rate: the exact binomial test of ``k`` of ``n`` against
+        ``threshold``; a paired difference (``threshold`` 0): the sign test on the images that differ; a median over
+        images: the sign test of the images' values against ``threshold``; a mean: the one-sample t-test. Too few
+        images, or no test for the statistic: ``(1, 1)``."""
+        if self.kind == "rate" and self.n:
+            k = round(self.value * self.n)
+            return tuple(float(binomtest(k, self.n, threshold, alternative=a).pvalue) for a in ("greater", "less"))
+        if self.kind == "paired":
+            if threshold != 0:
+                raise ValueError("a paired difference is judged against 0")
+            more, less = self.discordant
+            if more + less == 0:
+                return 1.0, 1.0
+            return tuple(float(binomtest(more, more + less, 0.5, alternative=a).pvalue) for a in ("greater", "less"))
+        v = np.asarray(self.values, dtype=float)
+        if len(v) < 2:
+            return 1.0, 1.0
+        if self.statistic == "median":
+            above, below = int((v > threshold).sum()), int((v < threshold).sum())
+            if above + below == 0:
+                return 1.0, 1.0
+            return tuple(float(binomtest(above, above + below, 0.5, alternative=a).pvalue) for a in ("greater", "less"))
+        if self.statistic == "mean":
+            if np.all(v == v[0]):  # no spread: the t statistic is undefined; the values lie on one side or on it
+                return (0.0, 1.0) if v[0] > threshold else (1.0, 0.0) if v[0] < threshold else (1.0, 1.0)
+            return tuple(float(ttest_1samp(v, threshold, alternative=a).pvalue) for a in ("greater", "less"))
+        return 1.0, 1.0
+
+    def p_columns(self, threshold: float, above: bool = True) -> dict:
+        """``{"p_holds", "p_fails"}``: :meth:`p_values` on the claim's side (``above``: greater than ``threshold``)
+        and on the other, for a table's verdict row (the family's adjustment reads them, :mod:`ama.verdicts`)."""
+        p_above, p_below = self.p_values(threshold)
+        return dict(p_holds=p_above, p_fails=p_below) if above else dict(p_holds=p_below, p_fails=p_above)
 
     @property
     def interval(self) -> tuple[float, float]:

@@ -24,8 +24,9 @@ from .intervals import FAILS, HOLDS, pooled
 from .models import published_top1
 from .params import RunParams
 from .paths import atomic_write, resolve
-from .results import read_table, save_figure
+from .results import read_table, save_figure, save_table
 from .selectors import eight_bit, original_attack
+from .verdicts import adjusted_claims, multiplicity_lines, verdict_table
 
 # Goals of the stronger optimisers (issue 11; lite0, the staged photos, 100 passes, 8-bit): e -> (fooling, cosine)
 ATTACK_GOALS = {1: (0.9, 0.5), 2: (1.0, 0.3)}
@@ -380,7 +381,13 @@ def write_report(run_dir: str | os.PathLike) -> Path:
         lines += ["> **FAST smoke run**: few images, small settings and few attack iterations. It checks that the "
                   "pipeline works; its verdicts do not test the paper's claims. Run `make reproduce` for those.", ""]
     smoke = " (FAST smoke run: a check of the pipeline, not a finding)" if params.get("fast") else ""
-    lines += ["## Summary", ""] + [f"{c.number}. **{c.title}** — {c.verdict}{smoke}." for c in claims] + [""]
+    verdicts = verdict_table(run_dir)
+    save_table(verdicts, run_dir, TABLES.verdicts)
+    adjusted = adjusted_claims(verdicts)
+    lines += ["## Summary", ""] + [
+        f"{c.number}. **{c.title}** — {c.verdict}{smoke}"
+        + (f"; with Holm's adjustment within the claims' family: {adjusted[c.number]}" if c.number in adjusted else "")
+        + "." for c in claims] + [""]
     for c in claims:
         lines += [f"## Claim {c.number}: {c.title}", "", f"**Verdict: {c.verdict}{smoke}.** {c.sentence}", ""]
         lines += [f"![{Path(f).stem}]({f})" for f in c.figures] + [""]
@@ -394,6 +401,14 @@ def write_report(run_dir: str | os.PathLike) -> Path:
         lines += [f"![{Path(f).stem}]({f})" for f in section.figures] + [""]
         if section.table is not None:
             lines += [f"From the run's tables ({section.table_name}):", "", _markdown_table(section.table), ""]
+    if len(verdicts):
+        lines += ["## Verdicts and multiplicity", "",
+                  f"This report states {len(verdicts)} verdicts at 95%. Each has a one-sided p-value on each side of "
+                  "its threshold (exact for a rate and for paired yes/no outcomes; a sign test for a median, a "
+                  "t-test for a mean); within each family Holm's method adjusts them, and a verdict holds (does not "
+                  "hold) when its adjusted p on that side is below 0.025, the intervals' level. The sentences above "
+                  "state each verdict by its interval, unadjusted.", ""]
+        lines += multiplicity_lines(verdicts) + ["", f"From `tables/{TABLES.verdicts}.csv`.", ""]
     lines += ["## Criteria", "", "Claims and the kit's criteria (the paper publishes no thresholds; these are the kit's):",
               "", CRITERIA, ""]
     return atomic_write(run_dir / "REPORT.md", "\n".join(lines))
