@@ -13,6 +13,7 @@ import torch
 from . import geometry, plots
 from . import receptive_field as rf
 from .geometry import CELL_KINDS
+from .intervals import bootstrap, clopper_pearson
 from .selectors import eight_bit
 
 
@@ -223,14 +224,24 @@ ATTACK_METRICS = {"fooled": "fooling rate", "cam_cosine": "CAM cosine to clean",
                   "top20_iou": "top-20% IoU with clean"}
 
 
+def verdict_interval(values) -> tuple[float, float]:
+    """The 95% interval a verdict gives per-image ``values``: the exact (Clopper-Pearson) interval of a yes/no rate
+    (all values 0 or 1), else the seeded BCa bootstrap (:mod:`ama.intervals`); a figure's error bars and bands."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) and np.isin(v, (0.0, 1.0)).all():
+        return clopper_pearson(int(v.sum()), len(v))
+    return bootstrap(v)
+
+
 def _per_image_lines(long: pd.DataFrame, hue: str, e_values, fooled_bar: float | None, **kw):
     """Lines against ``e`` from per-image rows ``long`` (``model, e, metric, value`` and ``hue``; ``metric`` a key of
-    :data:`ATTACK_METRICS`), one facet per metric and model: mean and, shaded, the seeded 95% bootstrap interval over
-    images (error bars instead when there is one width: a band needs two points), on a log width axis in ``[0, 1]``;
-    ``fooled_bar`` dashed on the first column."""
+    :data:`ATTACK_METRICS`), one facet per metric and model: mean and, shaded, the verdicts' 95% interval over images
+    (:func:`verdict_interval`; error bars instead when there is one width: a band needs two points), on a log width
+    axis in ``[0, 1]``; ``fooled_bar`` dashed on the first column."""
     one_width = long.e.nunique() == 1
     g = sns.relplot(data=long.assign(metric=long.metric.map(ATTACK_METRICS)), x="e", y="value", hue=hue, style=hue,
-                    col="metric", row="model", kind="line", markers=True, dashes=False, errorbar=("ci", 95), seed=0,
+                    col="metric", row="model", kind="line", markers=True, dashes=False, errorbar=verdict_interval,
                     err_style="bars" if one_width else "band", **kw)
     for ax in g.axes.flat:
         plots.log_width_axis(ax, e_values)
@@ -238,14 +249,14 @@ def _per_image_lines(long: pd.DataFrame, hue: str, e_values, fooled_bar: float |
     if fooled_bar is not None:
         for ax in g.axes[:, 0]:
             ax.axhline(fooled_bar, ls="--", color="grey", lw=1)
-    g.set_ylabels(f"mean ({'bars' if one_width else 'shaded'}: 95% CI over images)")
+    g.set_ylabels(f"mean ({'bars' if one_width else 'shaded'}: 95% CI, exact for a rate, BCa otherwise)")
     return g
 
 
 def attack_metrics_figure(metrics: pd.DataFrame, e_values, fooled_bar: float | None = None):
     """Fooling rate, CAM cosine and Spearman, top-20% IoU against ``e`` (8-bit images): the attack (per mode and
-    ``n_iter``) and the random frame, from the per-image rows of ``attack_metrics`` (mean and, shaded, the 95%
-    bootstrap interval over images, seeded); ``fooled_bar``: claim 3's threshold, dashed."""
+    ``n_iter``) and the random frame, from the per-image rows of ``attack_metrics`` (mean and, shaded, the verdicts'
+    95% interval over images, :func:`verdict_interval`); ``fooled_bar``: claim 3's threshold, dashed."""
     rows = eight_bit(metrics).assign(fooled=lambda d: d.fooled.astype(float))
     long = rows.melt(id_vars=["model", "image", "e", "n_iter", "mode", "setting"], value_vars=list(ATTACK_METRICS),
                      var_name="metric")
@@ -261,7 +272,7 @@ def attack_metrics_figure(metrics: pd.DataFrame, e_values, fooled_bar: float | N
 
 def random_baseline_figure(metrics: pd.DataFrame):
     """CAM cosine and fooling rate of the attack (flip) beside the random frame, per ``e`` (8-bit), from the per-image
-    rows of ``attack_metrics`` (bars: mean, 95% bootstrap interval over images, seeded)."""
+    rows of ``attack_metrics`` (bars: mean, the verdicts' 95% interval over images, :func:`verdict_interval`)."""
     rows = eight_bit(metrics[(metrics.setting == "random_frame") | (metrics["mode"] == "flip")])
     rows = rows.assign(fooled=rows.fooled.astype(float), run=["random frame" if s == "random_frame" else
                                                               f"AMA flip, {it} passes"
@@ -269,8 +280,9 @@ def random_baseline_figure(metrics: pd.DataFrame):
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, col, label in ((axes[0], "cam_cosine", "cosine(clean CAM, adversarial CAM)"),
                            (axes[1], "fooled", "fooling rate")):
-        sns.barplot(data=rows, x="e", y=col, hue="run", ax=ax, errorbar=("ci", 95), seed=0, capsize=0.1)
-        ax.set(ylabel=f"{label} (95% CI)", xlabel="frame width e (pixels)", ylim=(0, 1.05))
+        sns.barplot(data=rows, x="e", y=col, hue="run", ax=ax, errorbar=verdict_interval, capsize=0.1)
+        kind = "exact" if col == "fooled" else "BCa"
+        ax.set(ylabel=f"{label} ({kind} 95% CI)", xlabel="frame width e (pixels)", ylim=(0, 1.05))
     axes[0].get_legend().remove()
     sns.move_legend(axes[1], "center left", bbox_to_anchor=(1.02, 0.5), title=None, fontsize=8)
     fig.suptitle(f"{', '.join(dict.fromkeys(rows.model))}: attack vs random frame, 8-bit images, "
@@ -296,7 +308,7 @@ def history_figure(history: pd.DataFrame, model: str, n_iter: int, lamb: float):
 
 def ablation_figure(ablation: pd.DataFrame, fooled_bar: float | None = None):
     """Each optimiser's default (flip, 8-bit) against ``e``, one line per optimiser and budget, from the per-image rows
-    of ``attack_ablation``: fooling rate and CAM cosine, mean and (shaded) 95% bootstrap interval over images (seeded);
+    of ``attack_ablation``: fooling rate and CAM cosine, mean and (shaded) the verdicts' 95% interval over images;
     ``fooled_bar``: claim 3's threshold, dashed. ``ablation``: rows of ``attack_ablation``."""
     rows = eight_bit(ablation[(ablation.variant == "default") & (ablation["mode"] == "flip")])
     rows = rows.assign(fooled=rows.fooled.astype(float),
@@ -311,15 +323,15 @@ def ablation_figure(ablation: pd.DataFrame, fooled_bar: float | None = None):
 # --- notebook 05: beyond the paper -----------------------------------------------------------------------
 def transfer_figure(transfer: pd.DataFrame):
     """Clean vs attacked map cosine of each explanation method, the attack beside the random frame, per ``e`` and
-    optimiser, from the per-image rows of ``transfer`` (mean and 95% bootstrap interval over images, seeded)."""
+    optimiser, from the per-image rows of ``transfer`` (mean and its BCa 95% interval over images)."""
     cols = ["model", "image", "e", "optimizer", "method", "frame", "cam_cosine"]
     long = pd.concat([transfer.assign(frame="attack")[cols],
                       transfer.assign(frame="random frame", cam_cosine=transfer.random_cam_cosine)[cols]],
                      ignore_index=True)
     g = sns.catplot(data=long, x="e", y="cam_cosine", hue="frame", col="method", row="optimizer", kind="bar",
-                    errorbar=("ci", 95), seed=0, capsize=0.15, height=2.9, aspect=0.95,
+                    errorbar=verdict_interval, capsize=0.15, height=2.9, aspect=0.95,
                     margin_titles=True, sharex=False)
-    g.set_axis_labels("frame width e (px)", "map cosine, clean vs attacked")
+    g.set_axis_labels("frame width e (px)", "map cosine, clean vs attacked (BCa 95% CI)")
     g.set_titles(row_template="{row_name}", col_template="{col_name}", size=9)
     for ax in g.axes.flat:
         ax.set_ylim(0, 1.05)
@@ -352,7 +364,7 @@ def upsampling_under_attack_figure(panels: dict):
 # --- the controls (notebooks 02 and 05, ama.controls) ---------------------------------------------------------
 def misalignment_baselines_figure(verdicts: pd.DataFrame, threshold: float):
     """Claim 1 beside its baselines, per model and upsampling (:func:`ama.controls.misalignment_by_upsampling`): the
-    centre cells' ERF mass outside the IRF (bars: 95% bootstrap interval over images), a flat ERF's and a centred
+    centre cells' ERF mass outside the IRF (bars: BCa 95% interval over images, as its verdict), a flat ERF's and a centred
     Gaussian's of the ERF's own spread (markers), and the claim's bar (dashed). ``verdicts``: rows of
     ``misalignment_upsampling_verdicts``; ``threshold``: claim 1's bar."""
     models = list(verdicts.model.unique())
@@ -378,7 +390,7 @@ def misalignment_baselines_figure(verdicts: pd.DataFrame, threshold: float):
 
 def location_control_figure(summary: pd.DataFrame):
     """Is the margin special? (:func:`ama.controls.location_summary`): per location of the same pixel count, the
-    fooling rate (exact 95% interval) and the mean CAM cosine to the clean CAM (bootstrap 95% interval); the frame's
+    fooling rate (exact 95% interval) and the mean CAM cosine to the clean CAM (BCa 95% interval); the frame's
     values as dotted lines."""
     models = list(summary.model.unique())
     fig, axes = plt.subplots(len(models), 2, figsize=(11, 3.6 * len(models)), squeeze=False)
@@ -402,7 +414,7 @@ def location_control_figure(summary: pd.DataFrame):
 
 def ingredients_figure(summary: pd.DataFrame):
     """Which ingredient makes the attack strong? (:func:`ama.ablation.ingredient_summary`): per variant on the reported
-    half, the fooling rate and the CAM cosine (bars: 95% bootstrap interval over images, each image's mean over the
+    half, the fooling rate and the CAM cosine (bars: BCa 95% interval over images, each image's mean over the
     seeds), the reference's values as dotted lines, the variant chosen on the tuning half in red."""
     rows = summary.dropna(subset=["fooling_rate"])
     groups = list(rows.groupby(["model", "e", "n_iter"], sort=False))
