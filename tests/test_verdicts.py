@@ -57,3 +57,11 @@ def test_claim_3_holds_only_when_both_its_parts_hold():
     table = pd.DataFrame(dict(family="claims", verdict_of=["claim 1: x", "claim 3: fooled", "claim 3: gap"],
                               holm_verdict=["holds", "holds", "inconclusive"]))
     assert verdicts.adjusted_claims(table) == {1: "holds", 3: "inconclusive"}
+
+
+def test_figures_draw_the_verdicts_intervals():
+    from ama.figures import verdict_interval
+
+    assert verdict_interval([1, 0, 1, 1]) == intervals.clopper_pearson(3, 4)  # a rate: exact
+    values = [0.2, 0.4, 0.9, 0.5, 0.3]
+    assert verdict_interval(values) == intervals.bootstrap(values)  # a mean: BCa, seeded as the verdicts
