@@ -70,7 +70,8 @@ def occlusion(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: Ru
 
 
 def occlusion_summaries(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    """``occlusion_margin_cell_means`` (per model, e, fill and cell: the mean over images of ``abs_delta``, and
+    """``occlusion_margin_cell_means`` (per model, e, fill and cell: the means over images of ``abs_delta`` and of
+    ``abs_rel_change``, and
     whether the cell's IRF touches the margin) and ``occlusion_margin_summary`` (per model, e and fill: means of the
     CAM's cosine and Spearman and of the largest interior change) and ``occlusion_per_area`` (per model and cell
     kind: the IRF's and the outside's change per unit of area, :func:`ama.controls.per_area_summary`)."""
@@ -79,6 +80,7 @@ def occlusion_summaries(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFra
         cells = tables[TABLES.occlusion_margin_cells]
         out[TABLES.occlusion_margin_cell_means] = (cells.groupby(["model", "e", "fill", "cell", "i", "j"], sort=False)
                                               .agg(abs_delta=("abs_delta", "mean"),
+                                                   abs_rel_change=("abs_rel_change", "mean"),
                                                    irf_touches_margin=("irf_touches_margin", "first"))
                                               .reset_index())
     if TABLES.occlusion_margin in tables:
