@@ -122,7 +122,8 @@ def verdict_table(run_dir: str | Path) -> pd.DataFrame:
 
 
 def adjusted_claims(verdicts: pd.DataFrame) -> dict[int, str]:
-    """``{claim number: verdict}`` after Holm within the claims' family (claim 3: both parts must hold)."""
+    """``{claim number: verdict}`` after Holm within the claims' family (claim 3: both parts must hold), from the
+    rows of :func:`verdict_table` (``verdicts``)."""
     claims = verdicts[verdicts.family == "claims"]
     by = {int(name.split(":")[0].split()[1]): [] for name in claims.verdict_of}
     for name, v in zip(claims.verdict_of, claims.holm_verdict):
@@ -132,7 +133,7 @@ def adjusted_claims(verdicts: pd.DataFrame) -> dict[int, str]:
 
 def multiplicity_lines(verdicts: pd.DataFrame) -> list[str]:
     """The report's account: per family how many verdicts it holds and their outcomes before and after Holm's
-    adjustment, and each verdict the adjustment changed."""
+    adjustment, and each verdict the adjustment changed; ``verdicts``: rows of :func:`verdict_table`."""
     lines = []
     for family, meaning in FAMILIES.items():
         g = verdicts[verdicts.family == family]

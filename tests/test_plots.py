@@ -120,12 +120,12 @@ def test_per_image_lines_draw_bars_for_one_width_and_a_band_for_several():
 def test_misalignment_baselines_legend_sits_beside_the_bars():
     import pandas as pd
 
-    from ama import figures
+    from ama import control_figures
 
     verdicts = pd.DataFrame(dict(model="m", upsampling=["bilinear", "nearest"], erf_mass_outside_irf=[0.8, 0.9],
                                  low=[0.7, 0.85], high=[0.85, 0.95], uniform_mass_outside_irf=[0.9, 0.95],
                                  centred_gaussian_mass_outside_irf=[0.7, 0.9]))
-    fig = figures.misalignment_baselines_figure(verdicts, 0.5)
+    fig = control_figures.misalignment_baselines_figure(verdicts, 0.5)
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     ax = fig.axes[0]
