@@ -172,6 +172,19 @@ def gaussian_mass_outside(support: torch.Tensor, centres: torch.Tensor, spread: 
     return 1 - inside / (gy.sum(-1) * gx.sum(-1))
 
 
+def gaussian_centroid(size, centres: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
+    """The centroid ``(..., n, 2)`` (row, column) of the Gaussians of :func:`gaussian_mass_outside` (centred on
+    ``centres`` ``(n, 2)`` with standard deviations ``spread`` ``(..., n, 2)``) cut to the image ``size`` ``(H, W)``
+    and renormalised: at the centre well inside the image, pulled inwards near its edge."""
+    H, W = size
+    ys = torch.arange(H, device=centres.device, dtype=torch.float32)
+    xs = torch.arange(W, device=centres.device, dtype=torch.float32)
+    sd = spread.clamp_min(1e-3)
+    gy = torch.exp(-0.5 * ((ys - centres[:, :1]) / sd[..., :1]) ** 2)     # (..., n, H)
+    gx = torch.exp(-0.5 * ((xs - centres[:, 1:]) / sd[..., 1:]) ** 2)     # (..., n, W)
+    return torch.stack([(gy * ys).sum(-1) / gy.sum(-1), (gx * xs).sum(-1) / gx.sum(-1)], -1)
+
+
 # --- misalignment ---------------------------------------------------------------------------
 def erf_ranks(erf: torch.Tensor) -> torch.Tensor:
     """``(B, n, H*W)``: each pixel's rank in its ERF map ``(B, n, H, W)``, 0 for the largest (the top-q IoU's
@@ -193,7 +206,9 @@ def misalignment(erf: torch.Tensor, irf: torch.Tensor, e=1, align_corners: bool 
     image; > 1: the border moves the cell more than its area suggests), ``top_q_iou`` (IoU of the ``q`` pixels of
     largest ERF with the IRF support, ``q`` the support's area), ``irf_support_px``; the baselines of the first measure: ``uniform_mass_outside_irf`` (a flat ERF,
     ``1 - irf_support_px / (H W)``) and ``centred_gaussian_mass_outside_irf`` (a Gaussian of the ERF's own spread
-    centred on the cell, :func:`gaussian_mass_outside`: what the width alone gives, without the offset); for several
+    centred on the cell, :func:`gaussian_mass_outside`: what the width alone gives, without the offset; claim 1's
+    aligned null) and ``null_centroid_distance_px`` (that Gaussian's centroid to the cell's centre, non-zero where the
+    image cuts it: :func:`gaussian_centroid`); for several
     ``e`` (a sequence)
     ``margin_mass_ratio`` is the first one's and ``margin_mass_ratio_e<e>`` columns follow for each.
     ``cells``: which IRF cells the ERF maps are of (default all, in order); ``grid``: ``(h, w)`` (default square);
@@ -224,7 +239,9 @@ def misalignment(erf: torch.Tensor, irf: torch.Tensor, e=1, align_corners: bool 
     outside = (erf * (~support)).sum((-2, -1))
     centroid = erf_centroid(erf)                                           # (B, n, 2)
     dist = (centroid - centres).norm(dim=-1)
-    gaussian = gaussian_mass_outside(support, centres, erf_spread(erf))  # (B, n)
+    spread = erf_spread(erf)
+    gaussian = gaussian_mass_outside(support, centres, spread)             # (B, n)
+    null_dist = (gaussian_centroid((H, W), centres, spread) - centres).norm(dim=-1)
     uniform = 1 - support.flatten(1).float().mean(1)                       # (n,)
     margin_ratio = {w_: (erf * m).sum((-2, -1)) / m.float().mean() for w_, m in borders.items()}
     q = support.flatten(1).sum(1)                                          # (n,)
@@ -245,6 +262,7 @@ def misalignment(erf: torch.Tensor, irf: torch.Tensor, e=1, align_corners: bool 
                 uniform_mass_outside_irf=uniform[k].item(),
                 centred_gaussian_mass_outside_irf=float("nan") if empty else gaussian[b, k].item(),
                 centroid_distance_px=float("nan") if empty else dist[b, k].item(),
+                null_centroid_distance_px=float("nan") if empty else null_dist[b, k].item(),
                 margin_mass_ratio=float("nan") if empty else margin_ratio[widths[0]][b, k].item(),
                 top_q_iou=float("nan") if empty else iou[b, k].item(),
                 irf_support_px=int(q[k]),

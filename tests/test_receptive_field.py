@@ -218,3 +218,33 @@ def test_erf_centroid_extent_and_irf_width_known_numbers():
     # bilinear with corners aligned: a 7 x 7 map on 224 px, cells 223/6 = 37.17 px apart: the centre tent is 74 px wide
     assert rf.irf_width((7, 7), (224, 224)) == 74
     assert rf.irf_width((2, 2), (8, 8), cell=0) == 7  # corner cell of a 2 x 2 map reaches all but the last column
+
+
+def test_the_aligned_nulls_centroid_is_pulled_inwards_at_the_border():
+    """A Gaussian centred on the border and cut there is a half-Gaussian: its mean lies sd * sqrt(2 / pi) inside
+    (less half a pixel: the border row counts whole); one centred inside the image keeps its centre."""
+    import math
+
+    from ama.receptive_field import gaussian_centroid
+
+    centres = torch.tensor([[0.0, 111.5], [111.5, 111.5]])
+    spread = torch.tensor([[20.0, 20.0], [20.0, 20.0]])
+    c = gaussian_centroid((224, 224), centres, spread)
+    assert c[0, 0].item() == pytest.approx(20 * math.sqrt(2 / math.pi), abs=0.6) and c[0, 1].item() == pytest.approx(111.5)
+    assert c[1].tolist() == pytest.approx([111.5, 111.5])
+
+
+def test_claim_1_is_judged_against_the_aligned_null_for_every_cell_kind():
+    import pandas as pd
+
+    from ama.claims import aligned_null_gaps, misalignment_outcome
+
+    rows = pd.DataFrame(dict(model="m", image=["a", "a", "b", "b"] * 2, cell_kind=["centre", "corner"] * 4,
+                             erf_mass_outside_irf=[0.8, 0.9, 0.82, 0.93, 0.8, 0.9, 0.82, 0.93],
+                             centred_gaussian_mass_outside_irf=[0.7, 0.8, 0.71, 0.85, 0.7, 0.8, 0.71, 0.85]))
+    gaps = aligned_null_gaps(rows)
+    assert list(gaps) == ["corner", "centre"]  # ama.geometry.CELL_KINDS order
+    assert gaps["centre"].value == pytest.approx((0.1 + 0.11) / 2) and gaps["corner"].value == pytest.approx(0.09)
+    assert misalignment_outcome(gaps) == "holds"
+    flat = rows.assign(centred_gaussian_mass_outside_irf=rows.erf_mass_outside_irf + [0.0, 0.01] * 4)
+    assert misalignment_outcome(aligned_null_gaps(flat)) in ("inconclusive", "does not hold")  # corner: not above
