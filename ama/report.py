@@ -386,7 +386,8 @@ def write_report(run_dir: str | os.PathLike) -> Path:
     adjusted = adjusted_claims(verdicts)
     lines += ["## Summary", ""] + [
         f"{c.number}. **{c.title}** — {c.verdict}{smoke}"
-        + (f"; with Holm's adjustment within the claims' family: {adjusted[c.number]}" if c.number in adjusted else "")
+        + (f"; by its one-sided tests, Holm-adjusted within the claims' family (*Verdicts and multiplicity*): "
+           f"{adjusted[c.number]}" if c.number in adjusted else "")
         + "." for c in claims] + [""]
     for c in claims:
         lines += [f"## Claim {c.number}: {c.title}", "", f"**Verdict: {c.verdict}{smoke}.** {c.sentence}", ""]
