@@ -261,7 +261,7 @@ def _per_image_lines(long: pd.DataFrame, hue: str, e_values, fooled_bar: float |
     if fooled_bar is not None:
         for ax in g.axes[:, 0]:
             ax.axhline(fooled_bar, ls="--", color="grey", lw=1)
-    g.set_ylabels(f"mean ({'bars' if one_width else 'shaded'}: 95% CI, exact for a rate, BCa otherwise)")
+    g.set_ylabels(f"mean ({'bars' if one_width else 'shaded'}: 95% CI, exact / BCa)")
     return g
 
 
