@@ -6,7 +6,7 @@ targeted maps, and the 8-bit adversarial images a run keeps for notebook 05.
 * the optimiser ablation (:mod:`ama.ablation`), computed with the grid;
 * :func:`seed_plan` / :func:`run_seeds`: the reference attack from other starting noises;
 * :func:`attack_grid`: both, as the ``attack`` experiment of :mod:`ama.experiments` (per-image tables).
-* :func:`targeted`: pull the CAM towards a glyph or the mirrored clean CAM, per optimiser.
+* the targeted shapes (:mod:`ama.targeted_shapes`), computed with the grid.
 
 Their summaries over images are in :mod:`ama.attack_summaries`, the figures' examples in :mod:`ama.attack_examples`.
 """
@@ -20,21 +20,21 @@ from typing import Sequence
 import pandas as pd
 import torch
 
-from . import optimizers, shapes
+from . import optimizers
 from .ablation import (ADVERSARIAL_OPTIMIZERS, ablation_plan, ablation_summary, ingredient_plan, ingredient_summary,
                        run_ablation, run_ingredients, study_halves)
 from .artifacts import TABLES
 from .attack_summaries import by_confidence, seed_spread
 from .attack import attack_batch, evaluate_images, marginal_attack, random_frame
 from .attack_result import RANDOM, AttackResult, GridKey, OptimizerKey
-from .cam import cam
 from .cam_model import CAMModel
 from .data import load_image
-from .metrics import cosine, history_table, summary_table
+from .metrics import history_table, summary_table
 from .params import E, LAMB, PAPER_N_ITER, SEED, RunParams
 from .paths import resolve
 from .protocol import run_names
 from .results import image_major, save_png
+from .targeted_shapes import targeted_attacks, targeted_images, targeted_summary
 
 ORIGINAL, STRONGEST = optimizers.ORIGINAL, optimizers.STRONGEST
 
@@ -170,15 +170,17 @@ def attack_grid(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: 
     attack their few images again)."""
     size = attack_batch(x.device)
     cut = [slice(k, k + size) for k in range(0, len(x), size)]
-    halves = study_halves(run_names(params, out_dir, names), params.ablation_images)
+    reported = run_names(params, out_dir, names)
+    halves, chosen = study_halves(reported, params.ablation_images), set(targeted_images(reported))
     parts = [_attack_batch(model, x[c], list(names[c]), params, out_dir, progress,
-                           None if labels is None else labels[c], halves) for c in cut]
+                           None if labels is None else labels[c], halves, chosen) for c in cut]
     present = dict.fromkeys(name for t, _ in parts for name in t)  # the ingredient study's images are in few batches
     tables = {name: pd.concat([t[name] for t, _ in parts if name in t], ignore_index=True) for name in present}
     return image_major(tables, names), parts[0][1] if len(parts) == 1 else None
 
 
-def _attack_batch(model, x, names, params, out_dir, progress, labels, halves) -> tuple[dict[str, pd.DataFrame], dict]:
+def _attack_batch(model, x, names, params, out_dir, progress, labels, halves,
+                  chosen) -> tuple[dict[str, pd.DataFrame], dict]:
     results, table = run_grid(model, x, names, grid_plan(params), progress=progress)
     attacks = {k: r for k, r in results.items() if k.setting == "attack"}
     history = history_table(attacks)
@@ -195,7 +197,14 @@ def _attack_batch(model, x, names, params, out_dir, progress, labels, halves) ->
         tables[TABLES.attack_seeds] = seeds
     if not ingredients.empty:
         tables[TABLES.attack_ingredients] = ingredients
-    tables = {k: (v if k == TABLES.attack_history else with_labels(v, names, labels)) for k, v in tables.items()}
+    pick = [i for i, name in enumerate(names) if name in chosen]
+    if pick:
+        targets, targeted = targeted_attacks(model, x[pick], [names[i] for i in pick], params)
+        tables[TABLES.attack_targets] = targets
+        if not targeted.empty:
+            tables[TABLES.attack_targeted] = targeted
+    tables = {k: (v if k in (TABLES.attack_history, TABLES.attack_targets) else with_labels(v, names, labels))
+              for k, v in tables.items()}
     return image_major(tables, names), results
 
 
@@ -213,6 +222,9 @@ def summaries(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
         out[TABLES.attack_seed_spread] = seed_spread(tables[TABLES.attack_seeds])
     if TABLES.attack_ingredients in tables:
         out[TABLES.attack_ingredients_summary] = ingredient_summary(tables[TABLES.attack_ingredients])
+    if TABLES.attack_targeted in tables:
+        out[TABLES.attack_targeted_summary] = targeted_summary(tables[TABLES.attack_targeted],
+                                                               tables[TABLES.attack_targets])
     return out
 
 
@@ -254,31 +266,3 @@ def adversarial_result(model: CAMModel, x: torch.Tensor, names: Sequence[str], p
         except ValueError as err:
             warnings.warn(f"{folder}: {err}; attacking again")
     return marginal_attack(model, x, e=e, n_iter=params.n_iter, lamb=params.lamb, seed=params.seed, names=names, optimizer=optimizer)
-
-
-# --- targeted maps -------------------------------------------------------------------------------------
-TARGETED_E = 2        # the targeted comparison's frame width (the smallest e of the run when 2 is not among them)
-TARGETS = ("glyph X", "clean CAM flipped")  # image k of the first two gets target k
-
-
-def targeted(model: CAMModel, data, params: RunParams) -> tuple[pd.DataFrame, AttackResult]:
-    """The targeted attack (flip, pull the CAM towards a map) with each optimiser of :data:`ADVERSARIAL_OPTIMIZERS`
-    at :data:`TARGETED_E` on the first two images: the letter "X" at CAM resolution (:func:`ama.shapes.glyph`) for
-    the first, its own clean CAM mirrored left-right for the second. Returns the metric rows with the columns
-    ``target`` (the target's name) and ``clean_target_cosine`` (clean CAM vs target), and the reference
-    optimiser's result (for the figures)."""
-    e = TARGETED_E if TARGETED_E in params.e else min(params.e)
-    x, names = data.images[:len(TARGETS)], list(data.names[:len(TARGETS)])
-    with torch.no_grad():
-        cams = cam(model, x.to(model.device)).cpu()
-    makers = (lambda k: shapes.glyph(tuple(cams.shape[-2:]), "X"), lambda k: shapes.flipped(cams[k]))
-    target_maps = torch.stack([makers[k](k) for k in range(len(names))])
-    frames, reference = [], None
-    for optimizer in ADVERSARIAL_OPTIMIZERS:
-        r = marginal_attack(model, x, e=e, n_iter=params.n_iter, lamb=params.lamb, target_map=target_maps, seed=params.seed,
-                            names=names, optimizer=optimizer)
-        per_image = pd.DataFrame(dict(image=names, target=list(TARGETS[:len(names)]),
-                                      clean_target_cosine=cosine(r.clean_cam, r.target_map).numpy()))
-        frames.append(r.metrics.merge(per_image, on="image", how="left", sort=False))
-        reference = r if optimizer == ORIGINAL else reference
-    return pd.concat(frames, ignore_index=True), reference

@@ -19,19 +19,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import lineage
+from . import complete_change, lineage
 from .artifacts import FIGURES, TABLES
 from .controls import (location_summary, margin_special, misalignment_baselines, misalignment_by_upsampling,
                        per_area_influence)
-from .criteria import BARS, FOOLED_RATE, KEEP_IRF_CHANGE, MARGIN_MOVES_INTERIOR, MISALIGNED_MASS, pct
+from .criteria import BARS, FOOLED_RATE, JOINT_RATE, KEEP_IRF_CHANGE, MARGIN_MOVES_INTERIOR, MISALIGNED_MASS, pct
 from .geometry import CELL_KINDS
 from .intervals import FAILS, HOLDS, INCONCLUSIVE, Estimate, pooled
 from .params import RunParams
 from .results import read_table
 from .selectors import eight_bit, original_attack
 from .paths import resolve
+from .optimizers import ORIGINAL
 from .receptive_field import misalignment_summary
+from .targeted_shapes import targeted_lines
 
+JOINT_COLUMNS = ["model", "e", "optimizer", "n_images", "tau", "fooled", "completely_changed", "joint", "joint_low",
+                 "joint_high", "vs_random", "vs_random_low", "vs_random_high", "attack_only", "random_only", "p_value"]
 VERDICTS = {HOLDS: "holds on this run", FAILS: "does NOT hold on this run", INCONCLUSIVE: "is inconclusive on this run",
             None: "not measured on this run"}
 
@@ -39,7 +43,8 @@ VERDICTS = {HOLDS: "holds on this run", FAILS: "does NOT hold on this run", INCO
 @dataclass
 class Claim:
     """One claim of the paper as this run supports it: ``outcome`` ``holds`` / ``does not hold`` / ``inconclusive``
-    (:mod:`ama.intervals`), None when not measured on this run."""
+    (:mod:`ama.intervals`), None when not measured on this run. ``parts``: a claim judged by several verdicts
+    (claim 3: ``{"capability": ..., "prevalence": ...}``), each stated; ``outcome`` is then the first part's."""
 
     number: int
     title: str
@@ -48,9 +53,12 @@ class Claim:
     figures: list[str] = field(default_factory=list)
     table: pd.DataFrame | None = None
     table_name: str = ""
+    parts: dict[str, str] = field(default_factory=dict)
 
     @property
     def verdict(self) -> str:
+        if self.parts:
+            return "; ".join(f"{name}: {VERDICTS[v]}" for name, v in self.parts.items())
         return VERDICTS[self.outcome]
 
 
@@ -229,32 +237,54 @@ def per_area_sentence(keep: pd.DataFrame, occlude: pd.DataFrame) -> str:
 
 
 def claim_attack(run_dir: Path) -> Claim:
-    title = "A 1-pixel frame is enough to change the saliency map and the prediction"
-    metrics = read_table(run_dir / "tables", TABLES.attack_metrics)
-    summary = read_table(run_dir / "tables", TABLES.attack_summary)
+    """Claim 3 on the calibrated criterion (:mod:`ama.complete_change`): the reference attack at the smallest ``e``
+    fools the model and completely changes the CAM on more images than the random frame (capability) and on more
+    than :data:`~ama.criteria.JOINT_RATE` of them (prevalence); the kit's earlier bar beside them."""
+    title = "A 1-pixel frame is enough to change the saliency map completely and the prediction"
+    tables = run_dir / "tables"
+    metrics, summary = read_table(tables, TABLES.attack_metrics), read_table(tables, TABLES.attack_summary)
     figs = existing_figures(run_dir / "figures", FIGURES.attack_examples, FIGURES.attack_metrics_vs_e,
                             FIGURES.attack_location)
-    if metrics is None or metrics.empty or summary is None:
+    joint = complete_change.from_tables(tables)
+    if metrics is None or metrics.empty or summary is None or joint is None:
         return Claim(3, title, None, "The attack tables are missing (notebook 03 did not write them).", figs)
     e_min = int(original_attack(metrics).e.min())
-    rows = attack_at(metrics, e_min)
-    fooled, gap = fooling_rate(rows), pooled(rows, "cosine_gap")
-    outcome = combine(fooled.verdict(FOOLED_RATE), gap.verdict(0.0))
+    cap, prev = complete_change.capability(joint, e_min, ORIGINAL), complete_change.prevalence(joint, e_min, ORIGINAL)
+    parts = {"capability": cap.verdict(0.0), "prevalence": prev.verdict(JOINT_RATE)}
+    at = joint[(joint.e == e_min) & (joint.optimizer == ORIGINAL)]
+    rf = joint[(joint.e == e_min) & (joint.optimizer == complete_change.RANDOM_FRAME)]
+    taus = ", ".join(f"{m} {t:.2f}" for m, t in at.groupby("model").tau.first().items())
     against = "the true label" if "label" in metrics and (metrics.label >= 0).all() else "the clean prediction"
     n_iter = int(original_attack(metrics).n_iter.max())
-    sentence = (f"With only the {e_min}-pixel frame changed ({n_iter} iterations, after 8-bit quantisation), the attack "
-                f"changes the top-1 away from {against} for {fooled.text(percent=True)}: "
-                f"{fooled.against(FOOLED_RATE, percent=True)}. The random frame's CAM cosine to the clean CAM minus "
-                f"the attack's is {gap.text()} (attack {rows.cam_cosine.mean():.2f}, random frame "
-                f"{rows.random_cam_cosine.mean():.2f}): {gap.against(0.0)}. Both parts must hold for the claim to hold.")
+    more, less = cap.discordant
+    sentence = (f"Completely changed: a CAM whose cosine to the clean CAM is at most the median cosine between the "
+                f"clean CAMs of two unrelated images (tau: {taus}; `tables/{TABLES.cam_null}.csv`). With only the "
+                f"{e_min}-pixel frame changed ({n_iter} iterations, 8-bit), the attack completely changes the CAM on "
+                f"{pct(at.completely_changed.mean())} of the images (random frame {pct(rf.completely_changed.mean())}) "
+                f"and changes the top-1 away from {against} **and** completely changes the CAM on "
+                f"{prev.text(percent=True)} (random frame {pct(rf.joint.mean())}). *Capability*, more than the random "
+                f"frame on the same images: {100 * cap.value:+.0f} points ({100 * cap.low:+.0f} to "
+                f"{100 * cap.high:+.0f}; {more} vs {less} images where only one does, McNemar's exact p = "
+                f"{cap.p_value:.2g}): {parts['capability']}. *Prevalence*, against {pct(JOINT_RATE)}: "
+                f"{prev.against(JOINT_RATE, percent=True)}.")
+    rows = attack_at(metrics, e_min)
+    fooled, gap = fooling_rate(rows), pooled(rows, "cosine_gap")
+    sentence += (f" The kit's earlier bar, beside them: fooled {fooled.text(percent=True)} "
+                 f"({fooled.against(FOOLED_RATE, percent=True)}); the random frame's CAM cosine minus the attack's "
+                 f"{gap.text()} (attack {rows.cam_cosine.mean():.2f}, random frame "
+                 f"{rows.random_cam_cosine.mean():.2f}): {gap.against(0.0)}.")
     if f"figures/{FIGURES.attack_examples}.png" in figs:
         sentence += (f" The examples figure shows fooled and unfooled images in equal numbers where the run has them, "
                      f"to show failures: its share of fooled images is not the run's {pct(fooled.value)}.")
-    location = read_table(run_dir / "tables", TABLES.attack_location)
+    targeted = read_table(tables, TABLES.attack_targeted_summary)
+    if targeted is not None and not targeted.empty:
+        sentence += " " + " ".join(targeted_lines(targeted))
+    location = read_table(tables, TABLES.attack_location)
     if location is not None and not location.empty:
         sentence += location_sentence(location)
-    q = original_attack(summary)
-    return Claim(3, title, outcome, sentence, figs, q[q.e == e_min].round(3), TABLES.attack_summary)
+    table = read_table(tables, TABLES.attack_complete_change)
+    table = table[table.e == e_min][JOINT_COLUMNS].round(3)
+    return Claim(3, title, parts["capability"], sentence, figs, table, TABLES.attack_complete_change, parts)
 
 
 def location_sentence(location: pd.DataFrame) -> str:
@@ -289,7 +319,9 @@ def model_table(run_dir: Path) -> pd.DataFrame | None:
     """One row per model: input size, CAM grid, theoretical RF, each claim's statistic with its interval (the centre
     cell's ERF mass outside its IRF, the keep-IRF median |change|, the reference attack's fooling rate at the
     smallest ``e``) and each claim's verdict for that model (``claim1`` ... ``claim3``; claim 1 against its aligned
-    null, :func:`misalignment_outcome`); the reference attack's fooling rate and CAM cosine (8-bit) at each ``e``."""
+    null, :func:`misalignment_outcome`; claim 3 its capability, ``claim3_prevalence`` beside it, ``joint_e_min`` the
+    share fooled and completely changed, ``claim3_earlier_bar`` the kit's earlier bar); the reference attack's fooling
+    rate and CAM cosine (8-bit) at each ``e``."""
     tables = Path(run_dir) / "tables"
     sizes, mis, keep, metrics, summary = (read_table(tables, t) for t in (
         TABLES.receptive_field_sizes, TABLES.misalignment, TABLES.occlusion_keep_irf, TABLES.attack_metrics,
@@ -317,8 +349,17 @@ def model_table(run_dir: Path) -> pd.DataFrame | None:
         rows = attack_at(metrics, int(ref.e.min()))
         fooled, gap = _by_model(rows, fooling_rate), _by_model(rows, lambda g: pooled(g, "cosine_gap"))
         out["fooling_ci"] = out.model.map({m: f"{e.low:.2f} to {e.high:.2f}" for m, e in fooled.items()})
-        out["claim3"] = out.model.map({m: combine(fooled[m].verdict(FOOLED_RATE), gap[m].verdict(0.0))
-                                       for m in fooled})
+        out["claim3_earlier_bar"] = out.model.map({m: combine(fooled[m].verdict(FOOLED_RATE), gap[m].verdict(0.0))
+                                                   for m in fooled})
+        joint = complete_change.from_tables(tables)
+        if joint is not None:
+            e = int(ref.e.min())
+            by = {m: g for m, g in joint.groupby("model", sort=False)}
+            prev = {m: complete_change.prevalence(g, e, ORIGINAL) for m, g in by.items()}
+            out["joint_e_min"] = out.model.map({m: p.value for m, p in prev.items()})
+            out["claim3"] = out.model.map({m: complete_change.capability(g, e, ORIGINAL).verdict(0.0)
+                                           for m, g in by.items()})
+            out["claim3_prevalence"] = out.model.map({m: p.verdict(JOINT_RATE) for m, p in prev.items()})
     return out
 
 
@@ -332,17 +373,21 @@ def glance_table(runs: dict[str, str | os.PathLike]) -> str:
 
     def cells(run_dir: Path) -> list[str]:
         tables = resolve(run_dir) / "tables"
-        outcomes = {c.number: c.outcome for c in collect_claims(run_dir)}
+        outcomes = {c.number: c.parts or c.outcome for c in collect_claims(run_dir)}
         mis, keep = read_table(tables, TABLES.misalignment), read_table(tables, TABLES.occlusion_keep_irf)
-        metrics = read_table(tables, TABLES.attack_metrics)
-        rows = attack_at(metrics, int(metrics.e.min()))
-        n = rows.image.nunique()
+        metrics, joint = read_table(tables, TABLES.attack_metrics), complete_change.from_tables(tables)
+        e = int(original_attack(metrics).e.min())
+        n = attack_at(metrics, e).image.nunique()
         gaps = aligned_null_gaps(mis)
         kind, gap = ("centre", gaps["centre"]) if "centre" in gaps else next(iter(gaps.items()))
+        third = "not measured"
+        if joint is not None:
+            cap, prev = complete_change.capability(joint, e, ORIGINAL), complete_change.prevalence(joint, e, ORIGINAL)
+            third = (f"fooled and completely changed {short(prev, True)}, minus the random frame "
+                     f"{100 * cap.value:+.0f} points: capability {outcomes[3]['capability']}, prevalence "
+                     f"{outcomes[3]['prevalence']} ({n} images)")
         return [f"{kind} {short(gap, True)} beyond the aligned null: {outcomes[1]}",
-                f"{short(keep_irf_change(keep), True)}: {outcomes[2]}",
-                f"fooled {short(fooling_rate(rows), True)}, cosine gap {short(pooled(rows, 'cosine_gap'), False)}: "
-                f"{outcomes[3]} ({n} images)"]
+                f"{short(keep_irf_change(keep), True)}: {outcomes[2]}", third]
 
     titles = [f"{c.number}. {c.title} ({bar})" for c, bar in zip(collect_claims(next(iter(runs.values()))), BARS)]
     columns = {label: cells(path) for label, path in runs.items()}

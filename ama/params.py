@@ -38,6 +38,7 @@ FAST_N_ITER = 5          # this many attack passes,
 FAST_AUC_STEPS = 4       # this many deletion / insertion steps,
 FAST_N_FILLS = 2         # the first two occlusion fills,
 FAST_SLIDING_STRIDE = 64  # the sliding patch every 64 px,
+FAST_NULL_IMAGES = 20    # claim 3's null of unrelated CAMs on 20 images (190 pairs),
 FAST_ACCURACY_IMAGES = 50  # the clean accuracy on 50 stratified images of the set; and (where each experiment is
                          # planned) the three representative occlusion cells, the optimiser ablation at the smallest e
 ABLATIONS = ("strongest", "full")  # strongest: the reference and the strongest optimiser; full: every optimiser,

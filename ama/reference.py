@@ -336,13 +336,13 @@ def check_tables(run_tables: Path, ref_tables: Path) -> list[TableCheck]:
 def check_verdicts(run_dir: Path, ref_dir: Path) -> list[str]:
     """Each claim whose verdict differs between the run and the reference, as a line (empty: all equal). ``ref_dir``:
     the reference's folder."""
-    ref = {c.number: c.outcome for c in claims.collect_claims(ref_dir)}
+    ref = {c.number: c for c in claims.collect_claims(ref_dir)}
     lines = []
     for c in claims.collect_claims(run_dir):
-        if c.outcome != ref.get(c.number):
-            theirs = ref.get(c.number) or "not measured"
-            lines.append(f"claim {c.number} ({c.title}): {c.outcome or 'not measured'} on this run, {theirs} on the "
-                         "reference")
+        theirs = ref.get(c.number)
+        if theirs is None or (c.outcome, c.parts) != (theirs.outcome, theirs.parts):
+            lines.append(f"claim {c.number} ({c.title}): this run: {c.verdict}; the reference: "
+                         f"{theirs.verdict if theirs else 'not measured'}")
     return lines
 
 

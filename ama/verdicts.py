@@ -1,7 +1,7 @@
 """Every verdict of a run in its family, with Holm's adjustment within the family (``SCIENCE.md`` section 8).
 
 A run states many verdicts at 95%; some would come out "holds" by chance alone. They are grouped in three families
-(:data:`FAMILIES`): the paper's three claims (claim 3 counts its two parts), the controls beside them, and the
+(:data:`FAMILIES`): the paper's three claims (claim 3 counts its two verdicts), the controls beside them, and the
 questions beyond the paper. Each verdict carries a one-sided p-value on each side of its threshold
 (:meth:`ama.intervals.Estimate.p_values`: exact for rates and paired outcomes); within a family each side's p-values
 are adjusted by Holm's method, and a verdict holds (does not hold) when its adjusted p on that side is below
@@ -17,13 +17,15 @@ from typing import Callable
 import pandas as pd
 
 from .artifacts import TABLES
-from .claims import aligned_null_gaps, attack_at, combine, fooling_rate, keep_irf_change
-from .criteria import FOOLED_RATE, KEEP_IRF_CHANGE, MISALIGNED_MASS
-from .intervals import Estimate, holm, p_verdict, pooled
+from . import complete_change
+from .claims import aligned_null_gaps, combine, keep_irf_change
+from .criteria import JOINT_RATE, KEEP_IRF_CHANGE, MISALIGNED_MASS
+from .intervals import Estimate, holm, p_verdict
+from .optimizers import ORIGINAL
 from .results import read_table
 from .selectors import original_attack
 
-FAMILIES = {"claims": "the paper's three claims (claim 3: its two parts)",
+FAMILIES = {"claims": "the paper's three claims (claim 1 per cell kind; claim 3: capability and prevalence)",
             "controls": "the controls beside the claims",
             "beyond": "the questions beyond the paper"}
 
@@ -66,8 +68,9 @@ def _row(family: str, name: str, table: str, est: Estimate, threshold: float, mo
 
 
 def claim_rows(run_dir: Path) -> list[dict]:
-    """The claims' family: claim 1, claim 2 and claim 3's two parts (over the run's models), as the report states
-    them (:mod:`ama.claims`)."""
+    """The claims' family: claim 1 (per cell kind), claim 2 and claim 3's two verdicts, capability and prevalence
+    (over the run's models), as the report states them (:mod:`ama.claims`). The kit's earlier bar of claim 3 is
+    stated beside them in the report, not in a family."""
     tables = Path(run_dir) / "tables"
     mis, keep = read_table(tables, TABLES.misalignment), read_table(tables, TABLES.occlusion_keep_irf)
     metrics = read_table(tables, TABLES.attack_metrics)
@@ -79,12 +82,13 @@ def claim_rows(run_dir: Path) -> list[dict]:
     if keep is not None and not keep.empty:
         rows.append(_row("claims", "claim 2: the keep-IRF median change of a cell", TABLES.occlusion_keep_irf,
                          keep_irf_change(keep), KEEP_IRF_CHANGE))
-    if metrics is not None and not metrics.empty:
-        at = attack_at(metrics, int(original_attack(metrics).e.min()))
-        rows.append(_row("claims", "claim 3: fooled at the smallest e", TABLES.attack_metrics, fooling_rate(at),
-                         FOOLED_RATE))
-        rows.append(_row("claims", "claim 3: random-frame minus attack CAM cosine", TABLES.attack_metrics,
-                         pooled(at, "cosine_gap"), 0.0))
+    joint = complete_change.from_tables(tables)
+    if joint is not None:
+        e = int(original_attack(metrics).e.min())
+        rows.append(_row("claims", f"claim 3 capability: fooled and completely changed, attack minus random frame, "
+                         f"e = {e}", TABLES.attack_complete_change, complete_change.capability(joint, e, ORIGINAL), 0.0))
+        rows.append(_row("claims", f"claim 3 prevalence: fooled and completely changed, e = {e}",
+                         TABLES.attack_complete_change, complete_change.prevalence(joint, e, ORIGINAL), JOINT_RATE))
     return rows
 
 
@@ -123,13 +127,16 @@ def verdict_table(run_dir: str | Path) -> pd.DataFrame:
 
 
 def adjusted_claims(verdicts: pd.DataFrame) -> dict[int, str]:
-    """``{claim number: verdict}`` after Holm within the claims' family (claim 3: both parts must hold), from the
-    rows of :func:`verdict_table` (``verdicts``)."""
+    """``{claim number: verdict}`` after Holm within the claims' family, from the rows of :func:`verdict_table`
+    (``verdicts``): the rows of one claim (claim 1's cell kinds) must all hold; a claim with named verdicts (``"claim
+    3 capability: ..."``) states each: ``"capability: holds; prevalence: does not hold"``."""
     claims = verdicts[verdicts.family == "claims"]
-    by = {int(name.split(":")[0].split()[1]): [] for name in claims.verdict_of}
+    by: dict[int, dict[str, list]] = {}
     for name, v in zip(claims.verdict_of, claims.holm_verdict):
-        by[int(name.split(":")[0].split()[1])].append(v)
-    return {k: combine(*v) for k, v in by.items()}
+        words = name.split(":")[0].split()
+        by.setdefault(int(words[1]), {}).setdefault(" ".join(words[2:]), []).append(v)
+    return {k: combine(*parts[""]) if list(parts) == [""] else
+            "; ".join(f"{part}: {combine(*v)}" for part, v in parts.items()) for k, parts in by.items()}
 
 
 def multiplicity_lines(verdicts: pd.DataFrame) -> list[str]:

@@ -235,10 +235,6 @@ def test_report_states_the_strongest_result_beside_the_reference(tmp_path):
     assert "sign (default)" not in text.split("e = 1")[1].split("the reference")[0]  # apgd is the strongest
     assert "keep mode, e = 1: apgd keeps the label on 2 of 2 images with CAM cosine 0.65; sign keeps the label on 1 " \
            "of 2 images with CAM cosine 1.05" in text and "cosine < 0.7): met by apgd" in text
-    pd.DataFrame(dict(model="m", e=2, optimizer=["sign", "apgd"], quantized=True, target_cosine=[0.5, 0.6])
-                 ).to_csv(tmp_path / "tables" / "attack_targeted.csv", index=False)
-    text = section_attack_strength(tmp_path).sentence
-    assert "targeted, e = 2: cosine to the target shape apgd 0.60, sign 0.50; apgd beats the reference" in text
     assert section_attack_strength(tmp_path / "nothing") is None
 
 

@@ -119,8 +119,11 @@ def test_attack_grid_runs_the_planned_settings_once(tiny_model, images32, tmp_pa
     # the ingredient study at e = 1 adds 4 attacks: sign + margin, sign + best, apgd and adam with ce and the last
     # iterate; the reference and the apgd and adam defaults are the ablation's runs, reused
     study = 4
-    assert sum(calls) == sum(r.params.n_iter for r in attacks) + study * 8  # every pass with gradients: a planned one
-    assert len(calls) - sum(calls) == 3 * (len(attacks) + study) + 3 * 3  # per attack: clean + 2 evaluations
+    # the targeted shapes: sign and apgd at e = 1, 2 (a random frame beside each width, and one clean CAM per image
+    # for the targets)
+    targeted = 2 * 2
+    assert sum(calls) == sum(r.params.n_iter for r in attacks) + (study + targeted) * 8  # every pass: a planned one
+    assert len(calls) - sum(calls) == 3 * (len(attacks) + study + targeted) + 3 * (3 + 2) + 1  # clean + 2 evaluations
 
 
 def test_attack_grid_shares_the_reference_runs_and_saves_the_adversarial_images(tiny_model, images32, tmp_path):
@@ -265,7 +268,8 @@ def test_torchrun_two_processes(folder, tmp_path):
 def test_attack_grid_in_batches_gives_the_same_rows(tiny_model, images32, monkeypatch):
     """Images are attacked ama.attack.attack_batch(device) at a time; the rows equal one batch's (float rounding
     aside) and no results
-    are kept past one batch; the ingredient study's one image is in the first batch only."""
+    are kept past one batch; the ingredient study's one image is in the first batch only; the targeted shapes are
+    attacked in whichever batch holds their images."""
     p = RunParams(models=(TINY,), e=(1,), n_iter=3, grid="slim", n_seeds=2, ablation_images=1)
     names = ["a", "b", "c", "d"]
     whole, results = attack_experiments.attack_grid(tiny_model, images32, names, p, progress=False)
@@ -273,7 +277,7 @@ def test_attack_grid_in_batches_gives_the_same_rows(tiny_model, images32, monkey
     parts, none = attack_experiments.attack_grid(tiny_model, images32, names, p, progress=False)
     assert results is not None and none is None
     assert set(parts) == set(whole) == {"attack_metrics", "attack_history", "attack_ablation", "attack_seeds",
-                                        "attack_ingredients"}
+                                        "attack_ingredients", "attack_targets", "attack_targeted"}
     assert set(whole["attack_ingredients"].image) == {"a"}
     for name, df in whole.items():
         assert list(parts[name].image.drop_duplicates()) == list(df.image.drop_duplicates()), name

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from ama import claims, criteria, experiments, report
+from ama import claims, complete_change, criteria, experiments, report
+from ama.artifacts import TABLES
 from ama.params import RunParams
 from ama.results import save_tables
 
@@ -22,6 +23,7 @@ def test_across_models_section_for_any_cnns(tmp_path, tiny_model, resnet18_64):
         tables = {}
         for name in ("occlusion", "receptive_fields", "attack"):  # the tables the section reads
             tables.update(experiments.run(name, model, x, ["a", "b"], params))
+        tables[TABLES.cam_null] = complete_change.null_cosines(model, x, ["a", "b"])
         per_model.append(tables)
     tables = {k: pd.concat([t[k] for t in per_model], ignore_index=True) for k in per_model[0]}
     tables.update(experiments.summaries(tables))
@@ -31,6 +33,7 @@ def test_across_models_section_for_any_cnns(tmp_path, tiny_model, resnet18_64):
     assert "2 models, each at its own input size (resnet50 32 px, resnext50_32x4d 64 px)" in section.sentence
     for k in (1, 2, 3):
         assert f"claim {k} (" in section.sentence
+    assert "capability" in section.sentence and "prevalence" in section.sentence
     assert section.figures == ["figures/attack_across_models.png"] and (tmp_path / section.figures[0]).is_file()
     table = claims.model_table(tmp_path)
     keep = tables["occlusion_keep_irf"]

@@ -53,10 +53,11 @@ def test_the_verdict_table_adjusts_within_each_family(tmp_path):
     assert sum("changed by the adjustment" in line for line in lines) == 3  # ring8, ring32 and random lose "holds"
 
 
-def test_claim_3_holds_only_when_both_its_parts_hold():
-    table = pd.DataFrame(dict(family="claims", verdict_of=["claim 1: x", "claim 3: fooled", "claim 3: gap"],
-                              holm_verdict=["holds", "holds", "inconclusive"]))
-    assert verdicts.adjusted_claims(table) == {1: "holds", 3: "inconclusive"}
+def test_claim_1_holds_only_when_every_cell_kind_holds_and_claim_3_states_both_verdicts():
+    table = pd.DataFrame(dict(family="claims", verdict_of=["claim 1: centre", "claim 1: edge", "claim 3 capability: x",
+                                                           "claim 3 prevalence: y"],
+                              holm_verdict=["holds", "inconclusive", "holds", "does not hold"]))
+    assert verdicts.adjusted_claims(table) == {1: "inconclusive", 3: "capability: holds; prevalence: does not hold"}
 
 
 def test_figures_draw_the_verdicts_intervals():
