@@ -232,8 +232,8 @@ def receptive_field_sizes_figure(sizes: pd.DataFrame):
 
 
 # --- notebook 03: the attack -----------------------------------------------------------------------------
-ATTACK_METRICS = {"fooled": "fooling rate", "cam_cosine": "CAM cosine to clean", "cam_spearman": "CAM Spearman to clean",
-                  "top20_iou": "top-20% IoU with clean"}
+ATTACK_METRICS = {"joint": "fooled and completely changed", "fooled": "fooling rate", "cam_cosine": "CAM cosine to clean",
+                  "cam_spearman": "CAM Spearman to clean", "top20_iou": "top-20% IoU with clean"}
 
 
 def verdict_interval(values) -> tuple[float, float]:
@@ -265,20 +265,26 @@ def _per_image_lines(long: pd.DataFrame, hue: str, e_values, fooled_bar: float |
     return g
 
 
-def attack_metrics_figure(metrics: pd.DataFrame, e_values, fooled_bar: float | None = None):
-    """Fooling rate, CAM cosine and Spearman, top-20% IoU against ``e`` (8-bit images): the attack (per mode and
-    ``n_iter``) and the random frame, from the per-image rows of ``attack_metrics`` (mean and, shaded, the verdicts'
-    95% interval over images, :func:`verdict_interval`); ``fooled_bar``: claim 3's threshold, dashed."""
+def attack_metrics_figure(metrics: pd.DataFrame, e_values, bar: float | None = None, null: pd.DataFrame | None = None):
+    """Claim 3's joint event (fooled and completely changed, when ``null``, rows of ``cam_null``, is given:
+    :mod:`ama.complete_change`), fooling rate, CAM cosine and Spearman, top-20% IoU against ``e`` (8-bit images): the
+    attack (per mode and ``n_iter``) and the random frame, from the per-image rows of ``attack_metrics`` (mean and,
+    shaded, the verdicts' 95% interval over images, :func:`verdict_interval`); ``bar``: the first column's
+    threshold (claim 3's prevalence bar with ``null``, else the earlier fooling bar), dashed."""
     rows = eight_bit(metrics).assign(fooled=lambda d: d.fooled.astype(float))
-    long = rows.melt(id_vars=["model", "image", "e", "n_iter", "mode", "setting"], value_vars=list(ATTACK_METRICS),
+    names = [m for m in ATTACK_METRICS if m != "joint"]
+    if null is not None:
+        tau = rows.model.map(null.groupby("model").cosine.median())
+        rows, names = rows.assign(joint=rows.fooled * (rows.cam_cosine <= tau)), list(ATTACK_METRICS)
+    long = rows.melt(id_vars=["model", "image", "e", "n_iter", "mode", "setting"], value_vars=names,
                      var_name="metric")
     long["run"] = ["random frame" if s == "random_frame" else f"AMA {m}, {it} passes" for s, m, it in
                    zip(long.setting, long["mode"], long.n_iter)]
-    g = _per_image_lines(long, "run", e_values, fooled_bar, height=3.0, aspect=1.05, facet_kws=dict(sharey=False))
+    g = _per_image_lines(long, "run", e_values, bar, height=3.0, aspect=1.05, facet_kws=dict(sharey=False))
     g.set_titles("{row_name}: {col_name}")
     g.figure.suptitle("AMA vs a random frame, 8-bit images"
-                      + (f"; dashed: claim 3's bar ({100 * fooled_bar:.0f}%)" if fooled_bar is not None else ""),
-                      y=1.04)
+                      + (f"; dashed: claim 3's {'prevalence' if null is not None else 'earlier'} bar ({100 * bar:.0f}%)"
+                         if bar is not None else ""), y=1.04)
     return g.figure
 
 
