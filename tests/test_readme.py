@@ -82,6 +82,25 @@ def test_the_evidence_pages_claims_are_the_references():
     assert generated_block(text, "reference-claims") == glance_table(runs)
 
 
+def test_the_evidence_pages_claim_3_numbers_are_the_references():
+    """docs/EVIDENCE.md's paragraph on claim 3 as stated quotes the evidence reference's joint event (fooled and
+    completely changed) per optimiser and width, its null's median and the discordant images."""
+    from ama import complete_change
+    from ama.params import RunParams
+
+    run = ROOT / "results" / "reference" / RunParams.from_strings("imagenet").run_name()
+    s = complete_change.joint_summary(complete_change.from_tables(run / "tables")).set_index(["e", "optimizer"])
+    text = " ".join((ROOT / "docs" / "EVIDENCE.md").read_text().split())
+    share = lambda r: f"{100 * r.joint:.0f}% ({100 * r.joint_low:.0f}-{100 * r.joint_high:.0f}%)"  # noqa: E731
+    sign1 = s.loc[(1, "sign")]
+    assert f"median cosine of {s.tau.iloc[0]:.2f}" in text
+    assert f"{share(sign1)} of the images ({int(sign1.joint * 200)})" in text
+    assert f"{int(sign1.attack_only)} against {int(sign1.random_only)} discordant images" in text
+    assert s.loc[(1, "random frame")].joint == 0 and s.loc[(1, "random frame")].joint_high < 0.02
+    assert f"`apgd` does it on {share(s.loc[(1, 'apgd')])} at e = 1" in text
+    assert f"`sign` on {share(s.loc[(2, 'sign')])} and `apgd` on {share(s.loc[(2, 'apgd')])}" in text
+
+
 def test_the_fixture_only_shortens_and_redirects(tmp_path):
     line = ".venv/bin/python -m ama attack --images data/imagenet --e 1 2 --out results/attack-run"
     assert with_fixture(line, tmp_path) == (f".venv/bin/python -m ama attack --images data/imagenet --e 1 2 --out "
