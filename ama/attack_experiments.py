@@ -28,6 +28,7 @@ from .attack_summaries import by_confidence, seed_spread
 from .attack import attack_batch, evaluate_images, marginal_attack, random_frame
 from .attack_result import RANDOM, AttackResult, GridKey, OptimizerKey
 from .cam_model import CAMModel
+from .confidence import confidence_regression
 from .data import load_image
 from .metrics import history_table, summary_table
 from .params import E, LAMB, PAPER_N_ITER, SEED, RunParams
@@ -210,12 +211,14 @@ def _attack_batch(model, x, names, params, out_dir, progress, labels, halves,
 
 def summaries(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     """``attack_summary`` (:func:`ama.metrics.summary_table`), ``attack_by_confidence`` (:func:`ama.attack_summaries.by_confidence`),
+    ``attack_confidence`` (:func:`ama.confidence.confidence_regression`),
     ``attack_ablation_summary`` (:func:`ablation_summary`) and ``attack_seed_spread`` (:func:`ama.attack_summaries.seed_spread`) from the
     per-image tables present."""
     out = {}
     if TABLES.attack_metrics in tables:
         out[TABLES.attack_summary] = summary_table(tables[TABLES.attack_metrics])
         out[TABLES.attack_by_confidence] = by_confidence(tables[TABLES.attack_metrics])
+        out[TABLES.attack_confidence] = confidence_regression(tables[TABLES.attack_metrics])
     if TABLES.attack_ablation in tables:
         out[TABLES.attack_ablation_summary] = ablation_summary(tables[TABLES.attack_ablation])
     if TABLES.attack_seeds in tables:

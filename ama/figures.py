@@ -288,6 +288,28 @@ def attack_metrics_figure(metrics: pd.DataFrame, e_values, bar: float | None = N
     return g.figure
 
 
+def confidence_figure(table: pd.DataFrame):
+    """The reference attack's fooling rate against the clean logit margin, per model and ``e``: at each tercile's
+    median margin the logistic fit's rate with its 95% interval (bars) and the tercile's observed rate (crosses);
+    ``table``: rows of ``attack_confidence`` (:func:`ama.confidence.confidence_regression`)."""
+    fits = table[table.fit == "ok"] if "predicted" in table else table.iloc[0:0]
+    groups = list((fits if len(fits) else table).groupby(["model", "e"], sort=True))
+    fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(3.6 * max(len(groups), 1), 3.2), squeeze=False)
+    for ax, ((model, e), g) in zip(axes[0], groups):
+        g = g[g.tercile != "all"]
+        if "predicted" in g and g.predicted.notna().any():
+            ax.errorbar(g.margin_median, g.predicted, yerr=[g.predicted - g.predicted_low,
+                                                            g.predicted_high - g.predicted],
+                        fmt="o-", capsize=3, label="logistic fit (95% CI)")
+        ax.plot(g.margin_median, g.fooling_rate, "x", color="black", label="observed, per tercile")
+        ax.set(title=f"{model}, e = {e}", xlabel="clean logit margin (top-1 minus top-2)", ylim=(-0.03, 1.03))
+    axes[0][0].set_ylabel("fooling rate")
+    axes[0][-1].legend(fontsize=7, loc="upper right")
+    fig.suptitle("The reference attack (8-bit) against the clean confidence: tercile medians", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def random_baseline_figure(metrics: pd.DataFrame):
     """CAM cosine and fooling rate of the attack (flip) beside the random frame, per ``e`` (8-bit), from the per-image
     rows of ``attack_metrics`` (bars: mean, the verdicts' 95% interval over images, :func:`verdict_interval`)."""

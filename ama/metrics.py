@@ -131,7 +131,8 @@ def attack_metrics(result) -> pd.DataFrame:
     """One row per image x ``quantized`` (False, then True) of an :class:`~ama.attack.AttackResult`.
 
     Columns: ``image, model, e, mode, optimizer, restarts, n_iter, lamb, seed, targeted, mask, quantized``; the classes
-    ``clean_class, clean_name, clean_conf, adv_class, adv_name, adv_conf``; :data:`METRIC_COLUMNS`
+    ``clean_class, clean_name, clean_conf, clean_margin`` (top-1 minus top-2 clean logit), ``adv_class, adv_name,
+    adv_conf``; :data:`METRIC_COLUMNS`
     (``cam_*`` compare the clean class's CAM on both images; ``cam_cosine_pred`` uses the adversarial image's own
     predicted class; ``target_cosine`` is NaN unless targeted; ``changed_share`` = ``changed_pixels / (H W)``;
     ``linf`` in ``[0, 1]`` units).
@@ -139,6 +140,8 @@ def attack_metrics(result) -> pd.DataFrame:
     p = result.params
     clean = result.evaluations["clean"]
     B, _, H, W = clean.images.shape
+    top2 = clean.logits.topk(2, dim=1).values if clean.logits.shape[1] > 1 else None
+    clean_margin = (top2[:, 0] - top2[:, 1]).numpy() if top2 is not None else np.full(B, np.nan)
     frames = []
     for quantized in (False, True):
         adv = result.evaluated(quantized)
@@ -149,7 +152,8 @@ def attack_metrics(result) -> pd.DataFrame:
             image=list(result.names), model=p.model, e=p.e if p.e is not None else -1, mode=p.mode,
             optimizer=p.optimizer, restarts=p.restarts, n_iter=p.n_iter, lamb=p.lamb, seed=p.seed,
             targeted=bool(p.targeted), mask=p.mask, quantized=quantized, clean_class=clean.classes.numpy(),
-            clean_name=clean.names, clean_conf=clean.conf.numpy(), adv_class=adv_class.numpy(),
+            clean_name=clean.names, clean_conf=clean.conf.numpy(), clean_margin=clean_margin,
+            adv_class=adv_class.numpy(),
             adv_name=[result.class_names[int(i)] for i in adv_class], adv_conf=adv_conf.numpy(),
             fooled=(adv_class != clean.classes).numpy(),
         )

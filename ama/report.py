@@ -17,6 +17,7 @@ from . import optimizers
 from .ablation import ablation_summary, ingredient_lines
 from .artifacts import FIGURES, TABLES
 from .claims import collect_claims, existing_figures, model_table
+from .confidence import confidence_lines
 from .controls import frame_mass_ratio, transfer_verdicts
 from .criteria import CRITERIA, pct
 from .figures import attack_across_models_figure
@@ -168,6 +169,21 @@ def section_ingredients(run_dir: Path) -> Section | None:
                    s[[c for c in cols if c in s]].round(3), TABLES.attack_ingredients_summary)
 
 
+def section_confidence(run_dir: Path) -> Section | None:
+    """*Beyond the paper: image confidence*: the reference attack's fooling against the clean logit margin
+    (:func:`ama.confidence.confidence_regression`, ``tables/attack_confidence.csv``); None when the table is
+    missing."""
+    table = read_table(run_dir / "tables", TABLES.attack_confidence)
+    if table is None or table.empty:
+        return None
+    sentence = ("Do confident images resist? A logistic regression of fooled (the reference attack, 8-bit) on the "
+                "clean logit margin (top-1 minus top-2 logit), per model and e, read off at the median margin of each "
+                "third of the images by margin; the least confident third shows what less confident (validation-"
+                "like) images would give:\n\n" + "\n".join(f"- {line}" for line in confidence_lines(table)))
+    figs = existing_figures(run_dir / "figures", FIGURES.attack_confidence)
+    return Section("Beyond the paper: image confidence", sentence, figs)
+
+
 def section_beyond_the_paper(run_dir: Path) -> Section | None:
     """*Beyond the paper* (notebook 05): transfer to other CAM methods, faithfulness, ERF-aware upsampling."""
     lines = beyond_the_paper(run_dir)
@@ -222,7 +238,7 @@ def section_images(run_dir: Path) -> Section | None:
 
 
 SECTIONS = (section_images, section_across_models, section_attack_strength, section_ingredients,
-            section_beyond_the_paper)
+            section_confidence, section_beyond_the_paper)
 
 
 def _markdown_table(df: pd.DataFrame) -> str:
