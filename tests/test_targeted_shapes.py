@@ -16,6 +16,13 @@ from ama.params import RunParams
 from ama.shapes import glyph
 
 
+def test_a_quarter_of_the_images_two_to_fifty_spread_over_them():
+    names = [f"i{k:03d}" for k in range(400)]
+    assert len(ts.targeted_images(names[:200])) == 50 and len(ts.targeted_images(names)) == 50
+    assert ts.targeted_images(names[:8]) == ["i000", "i007"] and ts.targeted_images(names[:1]) == ["i000"]
+    assert len(ts.targeted_images(names[:100])) == 25
+
+
 def test_targets_are_the_glyphs_at_cam_resolution_and_close_ones_are_skipped(tiny_model, images32):
     table, maps = ts.target_table(tiny_model, images32, list("abcd"))
     assert list(table.target[:2]) == [f"glyph {g}" for g in ts.GLYPHS] and len(table) == 4 * len(ts.GLYPHS)
