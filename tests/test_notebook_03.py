@@ -52,9 +52,19 @@ def test_notebook_03_fast(fast_run):
     assert (tables / "attack_summary.md").read_text().count("\n") == 2 * len(summary) + 2  # two models
     hist = pd.read_csv(tables / "attack_history.csv").query("model == 'lite0'")
     assert set(hist.iteration) == set(range(6))
+    targets = pd.read_csv(tables / "attack_targets.csv")
+    assert len(targets) == 2 * 2 * 2 and set(targets.target) == {"glyph X", "glyph L"}  # models x images x glyphs
     targeted = pd.read_csv(tables / "attack_targeted.csv")
-    assert targeted.target_cosine.notna().all()
-    assert list(targeted.target[:2]) == ["glyph X", "clean CAM flipped"] and set(targeted.optimizer) == {"sign", "apgd"}
+    assert targeted.target_cosine.notna().all() and set(targeted.e) == {1, 2}
+    assert set(targeted.optimizer) == {"sign", "apgd", "random frame"}
+    assert len(targeted) == targets.attacked.sum() * 2 * 3 * 2  # e x (sign, apgd, random frame) x quantised
+    summary = pd.read_csv(tables / "attack_targeted_summary.csv")
+    assert set(summary.model) == {"lite0", "lite1"} and summary.reached.between(0, 1).all()
+    null = pd.read_csv(tables / "cam_null.csv")
+    assert null.groupby("model").size().eq(190).all() and (null.image_a != null.image_b).all()  # FAST: 20 images
+    joint = pd.read_csv(tables / "attack_complete_change.csv")
+    assert set(joint.model) == {"lite0", "lite1"} and (joint.joint <= joint.completely_changed + 1e-9).all()
+    assert (joint.tau == joint.model.map(null.groupby("model").cosine.median())).all()
     # the saved 8-bit image gives the table's 8-bit prediction again
     import torch
 
