@@ -85,9 +85,12 @@ def test_an_images_rows_do_not_depend_on_the_others(experiment, tiny_model, imag
     whole = experiments.run(experiment, tiny_model, images32, names, run_params)
     parts = [experiments.run(experiment, tiny_model, images32[i:i + 2], names[i:i + 2], run_params) for i in (0, 2)]
     assert whole and set(whole) == set(parts[0])
+    chosen = {"attack_targets", "attack_targeted"}  # a quarter of the run's images (2 to 50): the run's choice
     for table, df in whole.items():
-        assert list(df.image.drop_duplicates()) == names, table  # image-major, in the batch's order
+        shown = [n for n in names if n in set(df.image)] if table in chosen else names
+        assert list(df.image.drop_duplicates()) == shown, table  # image-major, in the batch's order
         joined = pd.concat([p[table] for p in parts], ignore_index=True)
+        joined = joined[joined.image.isin(shown)].reset_index(drop=True)
         if "upsampling" in df and (df.upsampling == "gaussian").any():  # the Gaussian is fitted to the batch's ERFs
             df, joined = (t[t.upsampling != "gaussian"].reset_index(drop=True) for t in (df, joined))
         loose = table.startswith(("attack", "transfer"))  # batched convolutions round differently in the 6th digit
