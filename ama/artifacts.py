@@ -88,6 +88,9 @@ TABLES = _Declared("table", [
     ("05", "frame_mass_ratio", "upsampling: the map's mass on the frame over the frame's share, clean vs attacked"),
     ("05", "attack_location", "image x location: the reference attack on as many pixels as the frame, elsewhere"),
     ("05", "attack_location_summary", "location: its fooling rate and the frame minus it, paired"),
+    ("05", "border_defence", "image x e x optimiser x defence: the defended attacked image's class and CAM"),
+    ("05", "border_defence_summary", "e x optimiser x defence: the share restored, the CAM cosines"),
+    ("05", "border_defence_cost", "defence x e: top-1 on the labelled set, undefended and defended, paired"),
     ("04", "verdicts", "verdict: its family, value and interval, one-sided p-values, the outcome before and after Holm"),
 ])
 

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 
-from . import attack_experiments, controls, faithfulness, geometry, transfer, under_attack
+from . import attack_experiments, border_defence, controls, faithfulness, geometry, transfer, under_attack
 from . import occlusion as occ
 from . import receptive_field as rf
 from .artifacts import TABLES
@@ -155,7 +155,8 @@ def beyond(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: RunPa
     :func:`ama.under_attack.transfer_experiment`), ``attack_location`` (image x location: the reference attack on masks of
     the frame's pixel count elsewhere, :func:`ama.controls.location_control`), ``transfer_scale_check_images`` (image x
     method), ``faithfulness``
-    (image x method x upsampling) and ``upsampling_comparison`` (image x upsampling), from the adversarial PNGs the
+    (image x method x upsampling), ``upsampling_comparison`` (image x upsampling) and ``border_defence`` (image x e x
+    optimiser x defence, :func:`ama.border_defence.defence_rows`), from the adversarial PNGs the
     attack experiment saved in ``out_dir`` (attacked again where missing), on ``beyond_images`` of the run's images
     (:func:`ama.protocol.evenly`; all when 0); the Gaussian upsampling is fitted to images
     of the kit's set that the run does not report (:func:`ama.faithfulness.calibration_fit`), so each image's rows do
@@ -175,8 +176,12 @@ def beyond(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: RunPa
     comparison, faith, info = faithfulness.faithfulness_experiment(
         model, x, names, frame_attack, params.auc_steps,
         [m for m in transfer.TRANSFER_METHODS if m not in ("scorecam", "occlusion")], fit)
+    defence = pd.concat([border_defence.defence_rows(model, attacks[OptimizerKey.default(o, e, params.n_iter)], labels, o)
+                         for e in border_defence.defence_widths(params) for o in attack_experiments.ADVERSARIAL_OPTIMIZERS],
+                        ignore_index=True)
     tables = {TABLES.transfer: tr, TABLES.transfer_scale_check_images: checks, TABLES.faithfulness: faith,
-              TABLES.upsampling_comparison: comparison, TABLES.attack_location: location}
+              TABLES.upsampling_comparison: comparison, TABLES.attack_location: location,
+              TABLES.border_defence: defence}
     return image_major(tables, names), dict(attacks=attacks, upsampling=info)
 
 
@@ -198,6 +203,8 @@ def beyond_summaries(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]
     if TABLES.upsampling_comparison in tables and "frame_share" in tables[TABLES.upsampling_comparison]:
         ratio = controls.frame_mass_ratio(tables[TABLES.upsampling_comparison])
         out[TABLES.frame_mass_ratio] = controls.frame_mass_summary(ratio)
+    if TABLES.border_defence in tables:
+        out[TABLES.border_defence_summary] = border_defence.defence_summary(tables[TABLES.border_defence])
     if TABLES.upsampling_comparison in tables:
         out[TABLES.upsampling_summary] = (tables[TABLES.upsampling_comparison].drop(columns="image")
                                      .groupby(["model", "upsampling"]).mean(numeric_only=True).reset_index())

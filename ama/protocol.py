@@ -133,17 +133,24 @@ def readable(records: list[ImageRecord]) -> list[ImageRecord]:
     return kept
 
 
+def checked_records(params: RunParams) -> list[ImageRecord]:
+    """The images of the run's set whose clean predictions a labelled run checks: all of them; FAST: a stratified
+    :data:`~ama.params.FAST_ACCURACY_IMAGES` (unlabelled sets: all their records)."""
+    records = list_images(params.images)
+    if labelled(records) and params.fast:  # a smoke run predicts a stratified subset of the set, not all of it
+        keep = set(stratified_choice([r.name for r in records], [r.label for r in records],
+                                     FAST_ACCURACY_IMAGES, params.seed))
+        records = [r for r in records if r.name in keep]
+    return records
+
+
 def write_selection(params: RunParams, run_dir) -> pd.DataFrame:
     """Write the run's image list ``selection.csv`` (``image, label``; -1 unlabelled) and return it. Labelled images:
     every model's clean predictions on the whole set (``tables/clean_predictions.csv``, their accuracy in
     ``tables/clean_accuracy.csv``) and :func:`select`; unlabelled: ``n_images`` at random with the seed. FAST: the
     accuracy of :data:`~ama.params.FAST_ACCURACY_IMAGES` stratified images only."""
-    records = list_images(params.images)
+    records = checked_records(params)
     if labelled(records):
-        if params.fast:  # a smoke run predicts a stratified subset of the set, not all of it
-            keep = set(stratified_choice([r.name for r in records], [r.label for r in records],
-                                         FAST_ACCURACY_IMAGES, params.seed))
-            records = [r for r in records if r.name in keep]
         preds = pd.concat([predictions(run_model(name, params.device), records) for name in params.models], ignore_index=True)
         save_table(preds, run_dir, PREDICTIONS)
         save_table(accuracy(preds), run_dir, ACCURACY)

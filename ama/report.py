@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from . import optimizers
+from .border_defence import defence_lines
 from .ablation import ablation_summary, ingredient_lines
 from .artifacts import FIGURES, TABLES
 from .claims import collect_claims, existing_figures, model_table
@@ -184,6 +185,21 @@ def section_confidence(run_dir: Path) -> Section | None:
     return Section("Beyond the paper: image confidence", sentence, figs)
 
 
+def section_border_defence(run_dir: Path) -> Section | None:
+    """*Beyond the paper: a border defence* (:mod:`ama.border_defence`): what replacing the outer ``e`` px restores
+    on the attacked images and what it costs on the labelled set; None when notebook 05 did not write it."""
+    tables = run_dir / "tables"
+    summary, cost = read_table(tables, TABLES.border_defence_summary), read_table(tables, TABLES.border_defence_cost)
+    if summary is None or summary.empty:
+        return None
+    sentence = ("Should one worry about 1-pixel frames? Replacing the outer e px before the model (by the pixel e px "
+                "inside, or by cropping and resizing back) makes the input independent of the frame: an attacked "
+                "image and its clean image defend to the same image, so an attack that knows the defence has no "
+                "pixel left to change. What it restores and what it costs:\n\n"
+                + "\n".join(f"- {line}" for line in defence_lines(summary, cost)))
+    return Section("Beyond the paper: a border defence", sentence)
+
+
 def section_beyond_the_paper(run_dir: Path) -> Section | None:
     """*Beyond the paper* (notebook 05): transfer to other CAM methods, faithfulness, ERF-aware upsampling."""
     lines = beyond_the_paper(run_dir)
@@ -238,7 +254,7 @@ def section_images(run_dir: Path) -> Section | None:
 
 
 SECTIONS = (section_images, section_across_models, section_attack_strength, section_ingredients,
-            section_confidence, section_beyond_the_paper)
+            section_confidence, section_beyond_the_paper, section_border_defence)
 
 
 def _markdown_table(df: pd.DataFrame) -> str:

@@ -53,6 +53,11 @@ def test_fast_run_writes_every_artifact(fast_run):
     for name in ("attack_metrics", "attack_summary", "attack_targeted", "faithfulness", "transfer",
                  "attack_location", "upsampling_summary"):
         assert lineage.is_stochastic(written[name]), name
+    defence = pd.read_csv(run / "tables" / "border_defence.csv")  # the defended image never depends on the frame
+    assert defence.same_as_clean.all() and (defence.restored == defence.clean_kept).all()
+    assert set(defence.defence) == {"replicate", "crop_resize"} and set(defence.e) == {1, 2}
+    cost = pd.read_csv(run / "tables" / "border_defence_cost.csv")
+    assert (cost.n_images == 50).all() and "Beyond the paper: a border defence" in report
     from ama import claims  # the report's numbers are the tables' (claim 1: the centre cells' mean)
     table = pd.read_csv(run / "tables" / "misalignment.csv")
     centre = (table[table.cell_kind == "centre"].groupby(["model", "image"]).erf_mass_outside_irf.mean()

@@ -1,0 +1,62 @@
+"""The border defence: what it does to the pixels, that the frame no longer matters, what it restores and costs."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ama import border_defence as bd
+from ama.attack import marginal_attack
+from ama.geometry import frame_mask
+
+
+def test_replicate_copies_the_pixel_e_inside_and_crop_resize_rescales_the_inner_image(images32):
+    x = images32[:1]
+    d = bd.defend(x, 2, "replicate")
+    assert torch.equal(d[..., 2:-2, 2:-2], x[..., 2:-2, 2:-2])            # the inner image is untouched
+    assert torch.equal(d[..., 0, 5], x[..., 2, 5]) and torch.equal(d[..., 0, 0], x[..., 2, 2])  # rows, corners
+    c = bd.defend(x, 1, "crop_resize")
+    assert torch.equal(c, F.interpolate(x[..., 1:-1, 1:-1], size=(32, 32), mode="bilinear", align_corners=False))
+    with pytest.raises(ValueError, match="unknown defence"):
+        bd.defend(x, 1, "blur")
+    with pytest.raises(ValueError, match="leave an inner image"):
+        bd.defend(x, 16, "replicate")
+
+
+@pytest.mark.parametrize("defence", bd.DEFENCES)
+def test_the_defended_image_does_not_depend_on_the_frame_so_an_adaptive_attack_has_no_gradient(defence, images32):
+    x = images32[:2]
+    m = frame_mask((32, 32), 1)
+    frame = torch.rand(2, 3, 32, 32, requires_grad=True)
+    z = x * (~m) + frame * m
+    assert torch.equal(bd.defend(z, 1, defence), bd.defend(x, 1, defence))
+    bd.defend(z, 1, defence).sum().backward()
+    assert frame.grad.abs().max() == 0
+
+
+def test_defence_rows_on_a_real_attack_restore_every_image_whose_defended_clean_image_is_right(tiny_model, images32):
+    r = marginal_attack(tiny_model, images32, e=1, n_iter=3, names=list("abcd"))
+    rows = bd.defence_rows(tiny_model, r, None, "sign")
+    assert len(rows) == 4 * len(bd.DEFENCES) and rows.same_as_clean.all()
+    assert (rows.restored == rows.clean_kept).all()  # the same defended image: the same prediction
+    assert rows.fooled.tolist()[:4] == (r.adv_q_class != r.clean_class).tolist()
+    s = bd.defence_summary(rows)
+    assert list(s.defence) == sorted(bd.DEFENCES) and (s.n_images == 4).all()
+
+
+def test_clean_cost_counts_the_images_the_defence_loses(tiny_model, monkeypatch):
+    from ama.data import LoadedImages
+
+    x = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        labels = tiny_model(x).argmax(1)
+    monkeypatch.setattr(bd, "load_records", lambda recs, model: LoadedImages(x[recs[0]:recs[-1] + 1], [str(i) for i in recs],
+                                                                             labels[recs[0]:recs[-1] + 1], [], []))
+    cost = bd.clean_cost(tiny_model, list(range(6)), [1, 2], batch_size=4)
+    assert len(cost) == 4 and (cost.top1 == 1).all() and (cost.n_images == 6).all()
+    with torch.no_grad():
+        kept = (tiny_model(bd.defend(x, 2, "replicate")).argmax(1) == labels).float()
+    row = cost[(cost.defence == "replicate") & (cost.e == 2)].iloc[0]
+    assert row.defended_top1 == pytest.approx(kept.mean().item()) and row.lost == int((kept == 0).sum())
+    assert row.gained == 0 and isinstance(bd.defence_lines(pd.DataFrame(), cost)[0], str)
