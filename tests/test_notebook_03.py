@@ -1,6 +1,7 @@
 """Notebook 03 runs under papermill in fast mode and writes sane tables and figures."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -64,7 +65,7 @@ def test_notebook_03_fast(fast_run):
     assert null.groupby("model").size().eq(190).all() and (null.image_a != null.image_b).all()  # FAST: 20 images
     joint = pd.read_csv(tables / "attack_complete_change.csv")
     assert set(joint.model) == {"lite0", "lite1"} and (joint.joint <= joint.completely_changed + 1e-9).all()
-    assert (joint.tau == joint.model.map(null.groupby("model").cosine.median())).all()
+    assert np.allclose(joint.tau, joint.model.map(null.groupby("model").cosine.median()), atol=1e-5)  # CSV digits
     # the saved 8-bit image gives the table's 8-bit prediction again
     import torch
 
