@@ -46,7 +46,7 @@ SEED_E = (1, 2)  # the paper's headline widths: attacked again with other seeds,
 
 def headline_widths(p: RunParams) -> list[int]:
     """The run's widths of :data:`SEED_E` (else its smallest). ``p``: the run's parameters."""
-    return [e for e in p.e if e in SEED_E] or [min(p.e)]
+    return p.widths_among(SEED_E)
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ def defend(x: torch.Tensor, e: int, defence: str = "replicate") -> torch.Tensor:
 
 def defence_widths(params: RunParams) -> list[int]:
     """The run's widths of :data:`DEFENCE_E` (else its smallest). ``params``: the run's parameters."""
-    return [e for e in params.e if e in DEFENCE_E] or [min(params.e)]
+    return params.widths_among(DEFENCE_E)
 
 
 def defence_rows(model: CAMModel, result: AttackResult, labels, optimizer: str) -> pd.DataFrame:

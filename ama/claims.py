@@ -25,7 +25,7 @@ from .controls import (location_summary, margin_special, misalignment_baselines,
                        per_area_influence)
 from .criteria import BARS, FOOLED_RATE, JOINT_RATE, KEEP_IRF_CHANGE, MARGIN_MOVES_INTERIOR, MISALIGNED_MASS, pct
 from .geometry import CELL_KINDS
-from .intervals import FAILS, HOLDS, INCONCLUSIVE, Estimate, pooled
+from .intervals import FAILS, HOLDS, INCONCLUSIVE, Estimate, image_rate, pooled
 from .params import RunParams
 from .results import read_table
 from .selectors import eight_bit, original_attack
@@ -113,9 +113,7 @@ def attack_at(metrics: pd.DataFrame, e: int) -> pd.DataFrame:
 
 def fooling_rate(rows: pd.DataFrame) -> Estimate:
     """Claim 3's rate: the exact interval for one model's images; a bootstrap over images for several models."""
-    if rows.model.nunique() == 1:
-        return Estimate.rate(int(rows.fooled.sum()), len(rows))
-    return pooled(rows, "fooled")
+    return image_rate(rows, "fooled")
 
 
 def aligned_null_gaps(misalignment: pd.DataFrame, column: str = "erf_mass_outside_irf",

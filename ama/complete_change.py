@@ -21,7 +21,7 @@ from .artifacts import TABLES
 from .cam import compute_cam
 from .criteria import JOINT_RATE
 from .data import load_images
-from .intervals import Estimate, pooled
+from .intervals import Estimate, image_rate
 from .metrics import cosine
 from .params import FAST_NULL_IMAGES, RunParams
 from .results import read_table
@@ -112,13 +112,6 @@ def from_tables(tables) -> pd.DataFrame | None:
     return joint_rows(metrics, null, read_table(tables, TABLES.attack_ablation))
 
 
-def _rate(rows: pd.DataFrame, column: str) -> Estimate:
-    """A share of images: exact for one model; several models: per image over the models, then a bootstrap."""
-    if rows.model.nunique() == 1:
-        return Estimate.rate(int(rows[column].sum()), len(rows))
-    return pooled(rows, column)
-
-
 def _paired(rows: pd.DataFrame, optimizer: str, column: str = "joint", other: str = RANDOM_FRAME) -> Estimate:
     """``optimizer`` minus ``other`` on ``column``, paired per image (mean over models first)."""
     wide = rows.pivot_table(index="image", columns="optimizer", values=column, aggfunc="mean")
@@ -134,7 +127,7 @@ def capability(rows: pd.DataFrame, e: int, optimizer: str) -> Estimate:
 def prevalence(rows: pd.DataFrame, e: int, optimizer: str) -> Estimate:
     """Claim 3, prevalence: the share of images on which ``optimizer`` at ``e`` fools and completely changes the CAM
     (exact interval; judged against :data:`ama.criteria.JOINT_RATE`)."""
-    return _rate(rows[(rows.e == e) & (rows.optimizer == optimizer)], "joint")
+    return image_rate(rows[(rows.e == e) & (rows.optimizer == optimizer)], "joint")
 
 
 def joint_summary(rows: pd.DataFrame) -> pd.DataFrame:
@@ -149,7 +142,7 @@ def joint_summary(rows: pd.DataFrame) -> pd.DataFrame:
         row = dict(model=model, e=e, optimizer=optimizer, n_images=len(g), tau=g.tau.iloc[0],
                    fooled=g.fooled.mean())
         for column in ("completely_changed", "joint"):
-            est = _rate(g, column)
+            est = image_rate(g, column)
             row.update({column: est.value, f"{column}_low": est.low, f"{column}_high": est.high})
         p = prevalence(g, e, optimizer).p_columns(JOINT_RATE)
         row.update(prevalence_p_holds=p["p_holds"], prevalence_p_fails=p["p_fails"])

@@ -162,6 +162,14 @@ def pooled(table: pd.DataFrame, column: str, statistic=np.mean, per_image: str =
     return Estimate.of(per.groupby(level="image", sort=False).mean().to_numpy(), statistic)
 
 
+def image_rate(table: pd.DataFrame, column: str) -> "Estimate":
+    """The share of images where ``column`` (0/1) holds: exact (:meth:`Estimate.rate`) for one model's rows; for
+    several models per image over the models, then a bootstrap over images (:func:`pooled`)."""
+    if table.model.nunique() == 1:
+        return Estimate.rate(int(table[column].sum()), len(table))
+    return pooled(table, column)
+
+
 @dataclass(frozen=True)
 class Estimate:
     """A value with its 95% interval over ``n`` images. ``kind``: ``"rate"`` (a share of images, Clopper-Pearson;

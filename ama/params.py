@@ -201,6 +201,11 @@ class RunParams:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
     # --- what a run does ---------------------------------------------------------------------
+    def widths_among(self, wanted) -> list[int]:
+        """The run's frame widths that are in ``wanted`` (its smallest when none is): where an experiment runs at
+        the paper's headline widths only."""
+        return [e for e in self.e if e in wanted] or [min(self.e)]
+
     def run_name(self) -> str:
         """The run folder's name, e.g. ``lite0_samples_e1-2-4-8_it100_lamb100_seed0``; a parameter after ``fast``
         that differs from its default is appended (``_auc_steps16``)."""

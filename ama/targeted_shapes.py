@@ -20,8 +20,9 @@ from .ablation import ADVERSARIAL_OPTIMIZERS
 from .attack import marginal_attack, random_frame
 from .cam import cam
 from .cam_model import CAMModel
+from .complete_change import RANDOM_FRAME  # the ``optimizer`` of the random frame's rows
 from .criteria import TARGET_REACHED, TARGET_SKIP
-from .intervals import Estimate, pooled
+from .intervals import Estimate, image_rate, pooled
 from .metrics import attack_metrics, cosine
 from .params import RunParams
 from .protocol import evenly
@@ -32,7 +33,6 @@ TARGETED_IMAGES = 50      # at most this many of the run's images, spread over t
 TARGETED_SHARE = 4        # a quarter of them (the evidence run's 200: 50; the default run's 8: 2),
 MIN_TARGETED_IMAGES = 2   # at least two (all when the run has fewer)
 TARGETED_E = (1, 2)       # the widths attacked (of the run's; its smallest when it has neither)
-RANDOM_FRAME = "random frame"  # the ``optimizer`` of the random frame's rows
 BOTH = "both glyphs"      # the summary's rows over both glyphs (per image the mean over its attacked targets)
 
 
@@ -46,7 +46,7 @@ def targeted_images(reported: Sequence[str]) -> list[str]:
 
 def targeted_widths(params: RunParams) -> list[int]:
     """The run's widths of :data:`TARGETED_E` (else its smallest). ``params``: the run's parameters."""
-    return [e for e in params.e if e in TARGETED_E] or [min(params.e)]
+    return params.widths_among(TARGETED_E)
 
 
 def target_table(model: CAMModel, x: torch.Tensor, names: Sequence[str]) -> tuple[pd.DataFrame, torch.Tensor]:
@@ -123,7 +123,7 @@ def _summary_row(g: pd.DataFrame, t: pd.DataFrame, optimizer: str) -> dict:
     targets, ``optimizer`` the setting summarised."""
     o = g[g.optimizer == optimizer]
     both = o.target.nunique() > 1 or (t.target.nunique() > 1)
-    est = pooled(o, "reached") if both else Estimate.rate(int(o.reached.sum()), len(o))
+    est = pooled(o, "reached") if both else image_rate(o, "reached")
     row = dict(model=o.model.iloc[0], e=o.e.iloc[0], target=BOTH if both else o.target.iloc[0], optimizer=optimizer,
                n_targets=len(t), n_skipped=int((~t.attacked).sum()), n_attacked=int(t.attacked.sum()),
                n_images=o.image.nunique(), reached=est.value, reached_low=est.low, reached_high=est.high,
