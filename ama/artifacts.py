@@ -56,6 +56,7 @@ TABLES = _Declared("table", [
     ("02", "misalignment_upsampling_cells", "image x upsampling x cell: the ERF mass outside each upsampling's IRF"),
     ("02", "misalignment_upsampling", "model x upsampling x cell kind: those means"),
     ("02", "misalignment_upsampling_verdicts", "model x upsampling: claim 1's verdict under each upsampling"),
+    ("02", "frame_side_mass", "model x cell kind x side: the ERF's mass on each side of the frame over its share, paired"),
     ("02", "margin_mass_ratio", "cell kind x e: the ERF's mass on the e-pixel margin over the margin's area share"),
     ("02", "receptive_field_image_sizes", "image: theoretical RF, the centre cell's IRF width, the ERF's 90% side"),
     ("02", "receptive_field_sizes", "model: those sizes, mean over images"),
@@ -91,6 +92,12 @@ TABLES = _Declared("table", [
     ("05", "border_defence", "image x e x optimiser x defence: the defended attacked image's class and CAM"),
     ("05", "border_defence_summary", "e x optimiser x defence: the share restored, the CAM cosines"),
     ("05", "border_defence_cost", "defence x e: top-1 on the labelled set, undefended and defended, paired"),
+    ("05", "attack_sides", "image x side: the reference attack confined to one side of the frame"),
+    ("05", "attack_sides_summary", "side: its fooling rate; left against right and top against bottom, paired"),
+    ("05", "erf_definitions_cells", "image x definition x cell: claim 1's measures under the gradient and the occlusion ERF"),
+    ("05", "erf_definitions", "definition x cell kind: the mass outside the IRF beyond the aligned null, claim 1's verdict"),
+    ("05", "padding_variants", "padding variant: accuracy, frame ERF mass, fooling rates, the location control", False),
+    ("05", "padding_tests", "zero vs non-zero padding x e x optimiser: fooled minus fooled, paired", False),
     ("04", "verdicts", "verdict: its family, value and interval, one-sided p-values, the outcome before and after Holm"),
 ])
 
@@ -119,4 +126,6 @@ FIGURES = _Declared("figure", [
     ("05", "transfer_cosine", "other explanations' cosine, attack vs random frame"),
     ("05", "upsampling_under_attack", "an attacked image's saliency under each upsampling"),
     ("05", "attack_location", "the location control's fooling rates"),
+    ("05", "frame_sides", "each side's ERF mass over its area and the one-side attack's fooling rate"),
+    ("05", "erf_definitions", "claim 1 beyond the aligned null under the gradient and the occlusion ERF"),
 ])

@@ -319,7 +319,7 @@ def model_table(run_dir: Path) -> pd.DataFrame | None:
     smallest ``e``) and each claim's verdict for that model (``claim1`` ... ``claim3``; claim 1 against its aligned
     null, :func:`misalignment_outcome`; claim 3 its capability, ``claim3_prevalence`` beside it, ``joint_e_min`` the
     share fooled and completely changed, ``claim3_earlier_bar`` the kit's earlier bar); the reference attack's fooling
-    rate and CAM cosine (8-bit) at each ``e``."""
+    rate and CAM cosine (8-bit) at each ``e``; ``margin_special``, the location control's verdict (notebook 05)."""
     tables = Path(run_dir) / "tables"
     sizes, mis, keep, metrics, summary = (read_table(tables, t) for t in (
         TABLES.receptive_field_sizes, TABLES.misalignment, TABLES.occlusion_keep_irf, TABLES.attack_metrics,
@@ -358,6 +358,9 @@ def model_table(run_dir: Path) -> pd.DataFrame | None:
             out["claim3"] = out.model.map({m: complete_change.capability(g, e, ORIGINAL).verdict(0.0)
                                            for m, g in by.items()})
             out["claim3_prevalence"] = out.model.map({m: p.verdict(JOINT_RATE) for m, p in prev.items()})
+    location = read_table(tables, TABLES.attack_location_summary)
+    if location is not None and len(location):  # the location control per model: is the frame special?
+        out["margin_special"] = out.model.map({m: margin_special(g) for m, g in location.groupby("model")})
     return out
 
 

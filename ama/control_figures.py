@@ -86,3 +86,56 @@ def ingredients_figure(summary: pd.DataFrame):
                          fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def erf_definitions_figure(summary: pd.DataFrame):
+    """Claim 1 under two ERF definitions (:func:`ama.erf_definitions.definition_summary`): per model and cell kind, the
+    ERF mass outside the IRF minus the aligned null's, gradient beside occlusion (BCa 95% intervals over images; above
+    0: misaligned)."""
+    models = list(summary.model.unique())
+    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 3.8), squeeze=False, sharey=True)
+    for ax, model in zip(axes[0], models):
+        d = summary[summary.model == model]
+        kinds = list(d.cell_kind.unique())
+        for k, (definition, g) in enumerate(d.groupby("definition", sort=False)):
+            g = g.set_index("cell_kind").reindex(kinds)
+            x = np.arange(len(kinds)) + (k - 0.5) * 0.38
+            ax.bar(x, g.null_gap, 0.36, yerr=[g.null_gap - g.low, g.high - g.null_gap], capsize=3, color=f"C{k}",
+                   label=f"{definition} ERF: claim 1 {g.claim1.iloc[0]}")
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xticks(np.arange(len(kinds)), kinds)
+        ax.set_title(f"{model}, {int(d.n_images.max())} images")
+        ax.legend(fontsize=8)
+    axes[0, 0].set_ylabel("mass outside the IRF minus the aligned null's")
+    fig.tight_layout()
+    return fig
+
+
+def frame_sides_figure(mass: pd.DataFrame, attack: pd.DataFrame | None):
+    """The frame's sides (:mod:`ama.sides`): per model, each side's ERF mass over its share of the image (all cells,
+    BCa 95% intervals) and, when ``attack`` is given, the one-side attack's fooling rate (exact 95% intervals).
+    ``mass``: :func:`ama.sides.side_mass_summary` rows; ``attack``: :func:`ama.sides.side_attack_summary` rows."""
+    mass = mass[mass.cell_kind == "all"]
+    models = list(mass.model.unique())
+    sides = [s for s in mass.measure.unique() if " - " not in s]
+    panels = 2 if attack is not None and len(attack) else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 3.8), squeeze=False)
+    width = 0.8 / max(len(models), 1)
+    for k, model in enumerate(models):
+        x = np.arange(len(sides)) + (k - (len(models) - 1) / 2) * width
+        d = mass[mass.model == model].set_index("measure").reindex(sides)
+        axes[0, 0].bar(x, d.value, width * 0.95, yerr=[d.value - d.low, d.high - d.value], capsize=3, label=model)
+        if panels == 2:
+            a = attack[(attack.model == model)].set_index("side").reindex(sides)
+            axes[0, 1].bar(x, a.fooling_rate, width * 0.95, yerr=[a.fooling_rate - a.low, a.high - a.fooling_rate],
+                           capsize=3, label=model)
+    axes[0, 0].axhline(1, ls=":", color="grey")
+    axes[0, 0].set_ylabel("ERF mass on the side / its area share")
+    for ax in axes[0]:
+        ax.set_xticks(np.arange(len(sides)), sides)
+        ax.legend(fontsize=7)
+    if panels == 2:
+        axes[0, 1].set_ylim(0, 1.05)
+        axes[0, 1].set_ylabel("fooling rate, attack on that side only")
+    fig.tight_layout()
+    return fig

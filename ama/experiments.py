@@ -18,7 +18,8 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 
-from . import attack_experiments, border_defence, controls, faithfulness, geometry, transfer, under_attack
+from . import (attack_experiments, border_defence, controls, erf_definitions, faithfulness, geometry, sides, transfer,
+               under_attack)
 from . import occlusion as occ
 from . import receptive_field as rf
 from .artifacts import TABLES
@@ -132,6 +133,8 @@ def receptive_field_summaries(tables: dict[str, pd.DataFrame]) -> dict[str, pd.D
         table = tables[TABLES.misalignment]
         out[TABLES.misalignment_summary] = rf.misalignment_summary(table)
         out[TABLES.margin_mass_ratio] = rf.margin_mass_ratio_summary(table)
+        if sides.side_columns(table):
+            out[TABLES.frame_side_mass] = sides.side_mass_summary(table)
         if "centred_gaussian_mass_outside_irf" in table:
             out[TABLES.misalignment_baselines] = controls.misalignment_baseline_table(table)
     if TABLES.misalignment_upsampling_cells in tables:
@@ -156,7 +159,10 @@ def beyond(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: RunPa
     the frame's pixel count elsewhere, :func:`ama.controls.location_control`), ``transfer_scale_check_images`` (image x
     method), ``faithfulness``
     (image x method x upsampling), ``upsampling_comparison`` (image x upsampling) and ``border_defence`` (image x e x
-    optimiser x defence, :func:`ama.border_defence.defence_rows`), from the adversarial PNGs the
+    optimiser x defence, :func:`ama.border_defence.defence_rows`), ``attack_sides`` (image x side: the reference attack on
+    one side of the frame, :func:`ama.sides.side_attack`) and ``erf_definitions_cells`` (image x definition x cell:
+    claim 1's measures under the gradient and the occlusion ERF, :func:`ama.erf_definitions.definition_rows`), from the
+    adversarial PNGs the
     attack experiment saved in ``out_dir`` (attacked again where missing), on ``beyond_images`` of the run's images
     (:func:`ama.protocol.evenly`; all when 0); the Gaussian upsampling is fitted to images
     of the kit's set that the run does not report (:func:`ama.faithfulness.calibration_fit`), so each image's rows do
@@ -181,7 +187,8 @@ def beyond(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: RunPa
                         ignore_index=True)
     tables = {TABLES.transfer: tr, TABLES.transfer_scale_check_images: checks, TABLES.faithfulness: faith,
               TABLES.upsampling_comparison: comparison, TABLES.attack_location: location,
-              TABLES.border_defence: defence}
+              TABLES.border_defence: defence, TABLES.attack_sides: sides.side_attack(model, x, names, params, labels),
+              TABLES.erf_definitions_cells: erf_definitions.definition_rows(model, x, names, min(params.e))}
     return image_major(tables, names), dict(attacks=attacks, upsampling=info)
 
 
@@ -203,6 +210,10 @@ def beyond_summaries(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]
     if TABLES.upsampling_comparison in tables and "frame_share" in tables[TABLES.upsampling_comparison]:
         ratio = controls.frame_mass_ratio(tables[TABLES.upsampling_comparison])
         out[TABLES.frame_mass_ratio] = controls.frame_mass_summary(ratio)
+    if TABLES.attack_sides in tables:
+        out[TABLES.attack_sides_summary] = sides.side_attack_summary(tables[TABLES.attack_sides])
+    if TABLES.erf_definitions_cells in tables:
+        out[TABLES.erf_definitions] = erf_definitions.definition_summary(tables[TABLES.erf_definitions_cells])
     if TABLES.border_defence in tables:
         out[TABLES.border_defence_summary] = border_defence.defence_summary(tables[TABLES.border_defence])
     if TABLES.upsampling_comparison in tables:

@@ -88,6 +88,22 @@ def side_mask(size, e: int = 1, side: str = "top", device=None) -> "torch.Tensor
     return m
 
 
+FRAME_SIDES = ("left", "right", "top", "bottom")  # the frame's sides; a corner belongs to the first listed that holds it
+
+
+def frame_sides(size, e: int = 1, device=None) -> dict:
+    """The ``e``-pixel frame split into its sides, ``{side: (H, W) bool}`` in :data:`FRAME_SIDES` order: ``left`` and
+    ``right`` are full columns, ``top`` and ``bottom`` the rows between them (each corner counted once, on the side
+    listed first), so the four masks partition :func:`frame_mask`."""
+    H, W = pair(size)
+    e = check_frame_width(e, (H, W))
+    masks = {side: side_mask((H, W), e, side, device) for side in FRAME_SIDES}
+    for side in ("top", "bottom"):
+        masks[side][:, :e] = False
+        masks[side][:, W - e:] = False
+    return masks
+
+
 def corner_mask(size, k: int = 8, device=None) -> "torch.Tensor":
     """The four ``k x k`` corner squares; ``(H, W)`` bool."""
     H, W = pair(size)

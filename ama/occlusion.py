@@ -8,6 +8,10 @@ The paper does not publish its occlusion protocol; this is the kit's reconstruct
 * **margin**: fill the ``e``-pixel border; the CAM's change (cosine, Spearman, per-cell ``|delta|``) and,
   separately, the change of interior cells whose IRF never touches the margin.
 * **sliding patch** (Zeiler & Fergus): a square patch at each position; how many cells move.
+* **occlusion ERF** (:func:`occlusion_erf`, ``SCIENCE.md`` section 8): a gradient-free ERF of every cell, the
+  ``|change|`` of its raw CAM when each patch of a grid is filled with the image's mean colour, spread over the
+  patch's pixels and normalised to sum 1; the same maps as :func:`ama.effective_receptive_field` gives, so claim 1's
+  statistics read either.
 
 Changes of ``R`` are reported relative to the clean raw map's range ``max R - min R`` of that image
 (``rel_change``), which stays finite where ``R(i, j)`` itself is near zero. The class is the clean
@@ -30,12 +34,13 @@ from .geometry import cell_kinds, frame_mask, patch_masks, patch_positions
 from .criteria import CELL_MOVED
 from .metrics import spearman
 from .params import E, SEED
-from .receptive_field import implicit_receptive_field, irf_support
+from .receptive_field import implicit_receptive_field, irf_support, normalize_mass
 
 FILLS = ("mean", "black", "noise", "blur")
 BLUR_SIGMA = 8.0
 BATCH_SIZE = 32        # occluded copies per forward pass
 SLIDING_PATCH = 32     # px: the sliding patch's side (one cell of a 7 x 7 CAM at 224 px) and its default stride
+OCCLUSION_ERF_PATCH = 16  # px: the occlusion ERF's patch side and stride (a 14 x 14 grid at 224 px)
 
 
 def fill_images(x: torch.Tensor, fill: str, model: CAMModel | None = None, seed: int = SEED,
@@ -245,3 +250,41 @@ def occlusion_map(model: CAMModel, x: torch.Tensor, target, patch: int = SLIDING
             copies = torch.where(masks[s:s + batch_size, None], filler, x[b])
             drops[b, s:s + len(copies)] = (clean - torch.softmax(model(copies), 1)[:, target[b]]).cpu()
     return normalize_maps(torch.relu(drops.view(B, rows, -1)))
+
+
+def _covering_patches(size, patch: int, device=None) -> torch.Tensor:
+    """``(P, H, W)`` bool: ``patch x patch`` squares at stride ``patch`` covering every pixel (the last row and column
+    of squares flush with the bottom and right edges)."""
+    H, W = size
+    patch_positions((H, W), patch, patch)  # checks the patch
+    tops, lefts = ([*range(0, n - patch + 1, patch)] for n in (H, W))
+    tops += [H - patch] if tops[-1] + patch < H else []
+    lefts += [W - patch] if lefts[-1] + patch < W else []
+    masks = torch.zeros(len(tops) * len(lefts), H, W, dtype=torch.bool, device=device)
+    for k, (t, l) in enumerate((t, l) for t in tops for l in lefts):
+        masks[k, t:t + patch, l:l + patch] = True
+    return masks
+
+
+@torch.no_grad()
+def occlusion_erf(model: CAMModel, x: torch.Tensor, patch: int = OCCLUSION_ERF_PATCH, batch_size: int = BATCH_SIZE,
+                  target=None) -> torch.Tensor:
+    """Gradient-free ERF of every cell of the raw CAM: ``(B, h*w, H, W)``, each map summing to 1 (all zero where no
+    patch moves the cell). For each ``patch x patch`` square of the grid (stride ``patch``;
+    the last row and column flush with the edge where ``patch`` does not divide the side), the cell's ``|R_occluded -
+    R|`` with the square filled by the image's own mean colour, spread evenly over the square's pixels: so a map's
+    mass outside the IRF counts each patch by the share of its pixels outside (``SCIENCE.md`` section 8).
+    ``x`` ``(B, 3, H, W)`` in ``[0, 1]``; ``target``: class per image (default the prediction, as in :func:`ama.cam`)."""
+    x = _check(model, x, ["mean"], batch_size)
+    B, _, H, W = x.shape
+    masks = _covering_patches((H, W), patch, x.device)                    # (P, H, W)
+    spread = masks.float() / masks.flatten(1).sum(1).clamp_min(1)[:, None, None]
+    clean = compute_cam(model, x, target)
+    h, w = clean.raw.shape[-2:]
+    out = torch.empty(B, h * w, H, W, dtype=x.dtype, device=x.device)
+    for b in range(B):
+        filler = x[b].mean((1, 2), keepdim=True).expand_as(x[b])          # the image's mean colour
+        raw = _occluded_raw_maps(model, x[b], filler, masks, clean.target[b].expand(len(masks)), batch_size)
+        change = (raw - clean.raw[b]).abs().flatten(1)                    # (P, h*w)
+        out[b] = torch.einsum("pn,phw->nhw", change, spread)
+    return normalize_mass(out)

@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from .cam import compute_cam
 from .cam_model import CAMModel
-from .geometry import cell_centres, cell_kinds, centre_cell, corners_aligned, frame_mask, grid_side, pair
+from .geometry import cell_centres, cell_kinds, centre_cell, corners_aligned, frame_mask, frame_sides, grid_side, pair
 from .upsampling import label, upsample
 
 SUPPORT_EPS = 1e-6
@@ -203,7 +203,8 @@ def misalignment(erf: torch.Tensor, irf: torch.Tensor, e=1, align_corners: bool 
     Columns: ``image`` (batch index), ``cell``, ``i``, ``j``, ``cell_kind``, ``erf_mass_outside_irf`` (ERF mass
     off the IRF support, ``[0, 1]``), ``centroid_distance_px`` (ERF centroid to the cell's centre in the
     upsampled map), ``margin_mass_ratio`` (ERF mass in the ``e``-pixel border / the border's share of the
-    image; > 1: the border moves the cell more than its area suggests), ``top_q_iou`` (IoU of the ``q`` pixels of
+    image; > 1: the border moves the cell more than its area suggests), ``side_mass_ratio_<side>`` (the same for
+    each side of that border, :func:`ama.geometry.frame_sides`: its ERF mass / its share of the image), ``top_q_iou`` (IoU of the ``q`` pixels of
     largest ERF with the IRF support, ``q`` the support's area), ``irf_support_px``; the baselines of the first measure: ``uniform_mass_outside_irf`` (a flat ERF,
     ``1 - irf_support_px / (H W)``) and ``centred_gaussian_mass_outside_irf`` (a Gaussian of the ERF's own spread
     centred on the cell, :func:`gaussian_mass_outside`: what the width alone gives, without the offset; claim 1's
@@ -244,6 +245,8 @@ def misalignment(erf: torch.Tensor, irf: torch.Tensor, e=1, align_corners: bool 
     null_dist = (gaussian_centroid((H, W), centres, spread) - centres).norm(dim=-1)
     uniform = 1 - support.flatten(1).float().mean(1)                       # (n,)
     margin_ratio = {w_: (erf * m).sum((-2, -1)) / m.float().mean() for w_, m in borders.items()}
+    side_ratio = {side: (erf * m).sum((-2, -1)) / m.float().mean()
+                  for side, m in frame_sides((H, W), widths[0], erf.device).items()}
     q = support.flatten(1).sum(1)                                          # (n,)
     ranks = erf_ranks(erf) if ranks is None else ranks
     top = ranks < q[None, :, None]
@@ -266,6 +269,7 @@ def misalignment(erf: torch.Tensor, irf: torch.Tensor, e=1, align_corners: bool 
                 margin_mass_ratio=float("nan") if empty else margin_ratio[widths[0]][b, k].item(),
                 top_q_iou=float("nan") if empty else iou[b, k].item(),
                 irf_support_px=int(q[k]),
+                **{f"side_mass_ratio_{side}": float("nan") if empty else r[b, k].item() for side, r in side_ratio.items()},
             ))
     table = pd.DataFrame(rows)
     if not isinstance(e, numbers.Integral):

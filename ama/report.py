@@ -15,6 +15,7 @@ import pandas as pd
 
 from . import optimizers
 from .border_defence import defence_lines
+from .causes import cause_lines
 from .ablation import ablation_summary, ingredient_lines
 from .artifacts import FIGURES, TABLES
 from .claims import collect_claims, existing_figures, model_table
@@ -76,6 +77,9 @@ def section_across_models(run_dir: Path) -> Section | None:
         else:
             verdicts.append(f"claim {k} ({title}) " + ", ".join(f"{o} for {', '.join(ms)}"
                                                               for o, ms in by_outcome.items()))
+    if "margin_special" in table:  # the location control, a control beside claim 3
+        verdicts.append("the margin is special (location control) " + ", ".join(
+            f"{o} for {', '.join(ms)}" for o, ms in table.groupby("margin_special", sort=False).model.agg(list).items()))
     e_cols = [c for c in table.columns if c.startswith("fooling_e")]
     spread = ""
     if e_cols:
@@ -200,6 +204,15 @@ def section_border_defence(run_dir: Path) -> Section | None:
     return Section("Beyond the paper: a border defence", sentence)
 
 
+def section_causes(run_dir: Path) -> Section | None:
+    """*Beyond the paper: why the margin?* (:mod:`ama.causes`): the ERF's two definitions, the frame's sides, the
+    padding variants; None when notebook 05 wrote none of it."""
+    lines = cause_lines(run_dir)
+    figs = existing_figures(run_dir / "figures", FIGURES.erf_definitions, FIGURES.frame_sides)
+    return Section("Beyond the paper: why the margin? (the ERF's definition, the sides, the padding)",
+                   "\n".join(f"- {line}" for line in lines), figs) if lines else None
+
+
 def section_beyond_the_paper(run_dir: Path) -> Section | None:
     """*Beyond the paper* (notebook 05): transfer to other CAM methods, faithfulness, ERF-aware upsampling."""
     lines = beyond_the_paper(run_dir)
@@ -254,7 +267,7 @@ def section_images(run_dir: Path) -> Section | None:
 
 
 SECTIONS = (section_images, section_across_models, section_attack_strength, section_ingredients,
-            section_confidence, section_beyond_the_paper, section_border_defence)
+            section_confidence, section_beyond_the_paper, section_causes, section_border_defence)
 
 
 def _markdown_table(df: pd.DataFrame) -> str:

@@ -55,6 +55,16 @@ FAMILY_TABLES = {
     TABLES.frame_mass_ratio: VerdictTable(
         "beyond", "change", "change_low", "change_high", 0.0,
         lambda r: f"the attack raises the {r.upsampling} map's mass on the frame, e = {r.e}"),
+    TABLES.erf_definitions: VerdictTable(
+        "beyond", "null_gap", "low", "high", 0.0,
+        lambda r: f"claim 1 with the {r.definition} ERF: mass outside the IRF beyond the aligned null, {r.cell_kind} cells"),
+    TABLES.frame_side_mass: VerdictTable(
+        "beyond", "value", "low", "high", 0.0, lambda r: f"the ERF's mass on the frame's sides, {r.measure}"),
+    TABLES.attack_sides_summary: VerdictTable(
+        "beyond", "fooling_rate", "low", "high", 0.0, lambda r: f"the one-side attack fools, {r.side}, e = {r.e}"),
+    TABLES.padding_tests: VerdictTable(
+        "beyond", "zero_minus_other", "low", "high", 0.0,
+        lambda r: f"{r.zero} padding is fooled more than {r.other} ({r.optimizer}, e = {r.e})"),
     TABLES.attack_ingredients_summary: VerdictTable(
         "beyond", "gain", "gain_low", "gain_high", 0.0, lambda r: f"{r.variant} fools more than the reference, e = {r.e}"),
 }
