@@ -169,7 +169,9 @@ def test_summaries_of_receptive_field_tables(tiny_model, images32, run_params):
     assert erf.shape == (4, 64, 32, 32) and torch.allclose(erf.sum((-2, -1)), torch.ones(4, 64))
     s = experiments.summaries(t)
     assert set(s) == {"misalignment_summary", "margin_mass_ratio", "misalignment_upsampling", "receptive_field_sizes",
-                      "misalignment_baselines", "misalignment_upsampling_verdicts"}
+                      "misalignment_baselines", "misalignment_upsampling_verdicts", "frame_side_mass"}
+    sides = s["frame_side_mass"].query("cell_kind == 'all'").set_index("measure").value
+    assert sides["left - right"] == pytest.approx(sides["left"] - sides["right"])  # the pair is the sides' difference
     sizes = s["receptive_field_sizes"]
     assert len(sizes) == 1 and sizes.erf90_px.iloc[0] == pytest.approx(t["receptive_field_image_sizes"].erf90_px.mean())
     allrow = s["misalignment_summary"].query("cell_kind == 'all'")
