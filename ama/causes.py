@@ -90,3 +90,13 @@ def cause_lines(run_dir: Path) -> list[str]:
     tests = read_table(tables, TABLES.padding_tests)
     lines += padding_lines(variant_table(run_dir), tests if tests is not None else pd.DataFrame())
     return lines
+
+
+def padding_summary(run_dir: Path) -> list[str]:
+    """The padding variants' lines of a run (:func:`ama.padding_study.padding_lines`) and the frame's imbalance beside
+    them (:func:`imbalance_line`): docs/EVIDENCE.md's generated block of the models reference."""
+    tables = Path(run_dir) / "tables"
+    tests, mass = read_table(tables, TABLES.padding_tests), read_table(tables, TABLES.frame_side_mass)
+    lines = padding_lines(variant_table(run_dir), tests if tests is not None else pd.DataFrame())
+    imbalance = imbalance_line(mass) if mass is not None and len(mass) else None
+    return lines + ([imbalance] if imbalance else [])

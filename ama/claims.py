@@ -399,16 +399,17 @@ def glance_table(runs: dict[str, str | os.PathLike]) -> str:
 
 
 def reference_runs(reference: str | os.PathLike = "results/reference") -> dict[str, Path]:
-    """Every committed reference of a full run (FAST ones aside), fewest images first, labelled by their image
-    count: the columns of docs/EVIDENCE.md's generated table of claims."""
+    """Every committed reference of a full run (FAST ones aside), the one-model runs first, fewest images first,
+    labelled by their image count (and model count): the columns of docs/EVIDENCE.md's generated table of claims."""
     found = []
     for folder in resolve(reference).iterdir():
         path = folder / "params.json"
         if path.is_file():
             params = json.loads(path.read_text())
             if not params.get("fast"):
-                found.append((params["n_images"], folder))
-    return {f"{n} ImageNet images": folder for n, folder in sorted(found)}
+                models = params.get("models", [])
+                found.append((len(models) > 1, params["n_images"], len(models), folder))
+    return {f"{n} ImageNet images" + (f", {k} models" if k > 1 else ""): folder for _, n, k, folder in sorted(found)}
 
 
 def glance_runs(reference: str | os.PathLike = "results/reference") -> dict[str, Path]:

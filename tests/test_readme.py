@@ -139,3 +139,24 @@ def test_every_python_block_runs(document, monkeypatch):
         except Exception as err:  # noqa: BLE001 - the block and its error, for the reader
             pytest.fail(f"{document}, python block {k + 1} fails: {type(err).__name__}: {err}\n{block}")
     assert os.getcwd() == str(ROOT)
+
+
+def test_the_evidence_pages_padding_lines_are_the_models_reference():
+    """docs/EVIDENCE.md's lines on the padding variants: ``ama.causes.padding_summary`` of the ``PROFILE=models``
+    reference, written by ``tools/update_generated_docs.py``; SCIENCE.md's accuracies of the variants are its."""
+    import pandas as pd
+
+    from ama.causes import padding_summary
+    from ama.params import RunParams
+
+    run = ROOT / "results" / "reference" / RunParams.from_strings("models").run_name()
+    lines = padding_summary(run)
+    assert any("depends on zero padding" in line for line in lines)
+    text = (ROOT / "docs" / "EVIDENCE.md").read_text()
+    assert generated_block(text, "padding-variants") == "\n".join(f"- {line}" for line in lines)
+    acc = pd.read_csv(run / "tables" / "clean_accuracy.csv").set_index("model").top1
+    science = " ".join((ROOT / "docs" / "SCIENCE.md").read_text().split())
+    quoted = ", ".join(f"{100 * acc[m]:.1f}% {w}" for m, w in (("lite0-zero-pad", "symmetric zeros"),
+                                                             ("lite0-reflect-pad", "reflect"),
+                                                             ("lite0-replicate-pad", "replicate")))
+    assert f"{100 * acc['lite0']:.1f}% top-1 as trained, {quoted}" in science
