@@ -13,7 +13,7 @@ from .artifacts import FIGURES, TABLES
 from .control_figures import erf_definitions_figure, frame_sides_figure
 from .erf_definitions import definition_lines
 from .intervals import INCONCLUSIVE
-from .padding import AS_TRAINED, padding_of
+from .padding import AS_TRAINED, base_of, padding_of
 from .padding_study import padding_lines, padding_tests, variant_table
 from .results import read_table, save_figure, save_table
 from .sides import side_lines
@@ -47,33 +47,41 @@ def save_cause_figures(run_dir: Path) -> list[Path]:
     return saved
 
 
+AXES = (("left - right", "left / right"), ("top - bottom", "top / bottom"))
+
+
+def _axis_cause(lead, variants) -> str:
+    """One axis of :func:`imbalance_line`: the as-trained model's row ``lead`` beside the symmetric variants' rows."""
+    decided = [v for v in variants if v.verdict != INCONCLUSIVE]
+    if lead.verdict == INCONCLUSIVE:
+        return "no clear imbalance as trained" + (", though the symmetric paddings show one" if decided else "")
+    if not variants:
+        return "an imbalance as trained; run the padding variants (MODELS=lite0,lite0-zero-pad,...) to test the cause"
+    if len(decided) == len(variants) and all((v.value > 0) != (lead.value > 0) for v in decided):
+        return "it flips with the padding: the padding's geometry causes it"
+    return "it does not follow the padding: the kit leaves it unexplained"
+
+
 def imbalance_line(mass: pd.DataFrame) -> str | None:
-    """Is the frame's left / right imbalance of ERF mass the padding's? Each model's ``left - right`` and ``top -
-    bottom`` (all cells) side by side, and what the padding's geometry predicts: TF "same" and symmetric padding each
-    treat rows and columns alike (TF "same" pads a stride-2 layer on the right and bottom; symmetric padding at stride 2
-    centres the kernels on the first row and column), so an imbalance on one axis only is not the padding's geometry.
-    ``mass``: rows of ``frame_side_mass`` (:func:`ama.sides.side_mass_summary`)."""
+    """Is the frame's imbalance of ERF mass between opposite sides the padding's? TF "same" gives the right column and
+    the bottom row a stride-2 kernel's centre tap and the left and top only its edge tap, symmetric padding the
+    reverse; so where the padding causes an imbalance, it flips between the as-trained model and its symmetric
+    variants. Per axis (all cells): each model's paired difference, and that reading of it. ``mass``: rows of
+    ``frame_side_mass`` (:func:`ama.sides.side_mass_summary`)."""
     rows = mass[mass.cell_kind == "all"].set_index(["model", "measure"])
-    models = [m for m in mass.model.unique() if (m, "left - right") in rows.index and (m, "top - bottom") in rows.index]
-    if not models:
-        return None
-    text = lambda r: f"{r.value:+.2f} ({r.low:+.2f} to {r.high:+.2f}, {r.verdict})"  # noqa: E731
-    parts = [f"{m} left - right {text(rows.loc[(m, 'left - right')])}, top - bottom {text(rows.loc[(m, 'top - bottom')])}"
-             for m in models]
+    models = [m for m in mass.model.unique() if all((m, a) in rows.index for a, _ in AXES)]
     lead = [m for m in models if padding_of(m) == AS_TRAINED]
-    why = ""
-    if lead:
-        lr, tb = rows.loc[(lead[0], "left - right")].verdict, rows.loc[(lead[0], "top - bottom")].verdict
-        if lr == INCONCLUSIVE and tb == INCONCLUSIVE:
-            why = f": {lead[0]} shows no clear imbalance to explain"
-        elif (lr == INCONCLUSIVE) != (tb == INCONCLUSIVE):
-            why = (f": {lead[0]}'s imbalance is on one axis only, which the padding's geometry (alike for rows and "
-                   "columns) does not predict; the kit leaves it unexplained")
-        else:
-            why = f": {lead[0]} is imbalanced on both axes, as the padding's geometry predicts"
-    variants = "" if any(padding_of(m) != AS_TRAINED for m in models) else (
-        " (run the padding variants, MODELS=lite0,lite0-zero-pad,..., to see the padding's part)")
-    return "ERF mass on opposite sides of the frame, paired per image: " + "; ".join(parts) + why + variants + "."
+    if not lead:
+        return None
+    symmetric = [m for m in models if base_of(m) == lead[0] and m != lead[0]]
+    text = lambda r: f"{r.value:+.2f} ({r.low:+.2f} to {r.high:+.2f}, {r.verdict})"  # noqa: E731
+    parts = []
+    for measure, axis in AXES:
+        values = "; ".join(f"{m} {text(rows.loc[(m, measure)])}" for m in [lead[0], *symmetric])
+        cause = _axis_cause(rows.loc[(lead[0], measure)], [rows.loc[(m, measure)] for m in symmetric])
+        parts.append(f"{measure}: {values}: {cause}")
+    return ("ERF mass on opposite sides of the frame, paired per image (TF 'same' padding gives the right column and the "
+            "bottom row a stride-2 kernel's centre tap, symmetric padding the left and top): " + ". ".join(parts) + ".")
 
 
 def cause_lines(run_dir: Path) -> list[str]:

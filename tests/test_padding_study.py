@@ -44,13 +44,18 @@ def _mass(model, lr, tb):
     return rows
 
 
-def test_an_imbalance_on_one_axis_only_is_not_the_paddings_geometry_and_is_left_unexplained():
+def test_an_imbalance_that_flips_with_the_padding_is_the_paddings_and_one_that_does_not_is_unexplained():
     from ama.causes import imbalance_line
 
-    one_axis = pd.DataFrame(_mass("lite0", (-0.3, "does not hold"), (0.0, "inconclusive"))
-                            + _mass("lite0-zero-pad", (0.4, "holds"), (0.4, "holds")))
-    line = imbalance_line(one_axis)
-    assert "on one axis only" in line and "unexplained" in line and "lite0-zero-pad left - right +0.40" in line
-    both = imbalance_line(pd.DataFrame(_mass("lite0", (-0.3, "does not hold"), (-0.3, "does not hold"))))
-    assert "as the padding's geometry predicts" in both and "run the padding variants" in both
-    assert "no clear imbalance" in imbalance_line(pd.DataFrame(_mass("lite0", (0, "inconclusive"), (0, "inconclusive"))))
+    flips = pd.DataFrame(_mass("lite0", (-0.3, "does not hold"), (0.0, "inconclusive"))
+                         + _mass("lite0-zero-pad", (0.4, "holds"), (0.4, "holds")))
+    line = imbalance_line(flips)
+    left_right, top_bottom = line.split("top - bottom:")
+    assert "lite0-zero-pad +0.40" in left_right and "flips with the padding" in left_right
+    assert "no clear imbalance as trained, though the symmetric paddings show one" in top_bottom
+    stays = imbalance_line(pd.DataFrame(_mass("lite0", (-0.3, "does not hold"), (0, "inconclusive"))
+                                        + _mass("lite0-reflect-pad", (-0.2, "does not hold"), (0, "inconclusive"))))
+    assert "does not follow the padding: the kit leaves it unexplained" in stays
+    alone = imbalance_line(pd.DataFrame(_mass("lite0", (-0.3, "does not hold"), (-0.3, "does not hold"))))
+    assert alone.count("run the padding variants") == 2
+    assert imbalance_line(pd.DataFrame(_mass("lite0-zero-pad", (0, "inconclusive"), (0, "inconclusive")))) is None
