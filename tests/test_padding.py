@@ -85,3 +85,10 @@ def test_a_variant_computes_another_function_on_the_same_grid_and_the_attacks_fo
         assert (variant(x) - lite0(x)).abs().max() > 1e-3                # the padding is in effect
         folded, n = fold_batchnorm(variant)
         assert n > 0 and torch.allclose(folded(x), variant(x), atol=1e-3, rtol=1e-3)
+
+
+def test_a_run_with_an_unknown_padding_variant_fails_before_anything_is_written():
+    from ama.pipeline import check_run_params
+
+    with pytest.raises(ModelError, match="unknown padding variant 'lite0-circular-pad'"):
+        check_run_params(dict(device="cpu", images="data/imagenet", models=["lite0", "lite0-circular-pad"], e=[1]))
