@@ -231,7 +231,7 @@ def test_two_processes_give_the_one_process_tables(fast_run, tmp_path):
     expected = {str(t) for t in TABLES if t.notebook == "03" and t not in selection} & one_process
     assert {p.stem for p in two} == expected
     written = lineage.read(tmp_path / "nproc2" / "tables")
-    assert lineage.is_stochastic(written["attack_metrics"]) and not lineage.is_stochastic(written["cam_null"])
+    assert lineage.is_stochastic(written["attack_metrics"])  # compared as statistics; a table with no attack exactly
     for path in two:
         one = pd.read_csv(fast_run.dir / "tables" / path.name)
         one = one[one.model == "lite0"].reset_index(drop=True)
