@@ -30,11 +30,12 @@ from .attack_result import RANDOM, AttackResult, GridKey, OptimizerKey
 from .cam_model import CAMModel
 from .confidence import confidence_regression
 from .data import load_image
-from .metrics import history_table, summary_table
+from .metrics import attack_metrics, history_table, summary_table
 from .params import E, LAMB, PAPER_N_ITER, SEED, RunParams
 from .paths import resolve
 from .protocol import run_names
 from .results import image_major, save_png
+from .selectors import eight_bit
 from .targeted_shapes import targeted_attacks, targeted_images, targeted_summary
 
 ORIGINAL, STRONGEST = optimizers.ORIGINAL, optimizers.STRONGEST
@@ -155,6 +156,24 @@ def with_labels(table: pd.DataFrame, names: Sequence[str], labels) -> pd.DataFra
     table["fooled"] = table.fooled.where(label < 0, table.adv_class != label)
     return table
 
+
+
+def masked_attack_rows(model: CAMModel, x: torch.Tensor, names: Sequence[str], masks: dict, params, labels=None,
+                       batch: int | None = None, done: dict | None = None) -> list[tuple[str, torch.Tensor, pd.DataFrame]]:
+    """The reference attack (``params``' ``n_iter``, ``lamb``, ``seed``) at the run's smallest ``e`` confined to each
+    mask of ``masks`` (``{name: (H, W) bool}``), ``batch`` images at a time (None: :func:`ama.attack.attack_batch`):
+    per mask ``(name, mask, rows)``, the rows its 8-bit images' metrics with the true ``labels`` (:func:`with_labels`).
+    ``done``: ``{name: AttackResult}`` already attacked on all of ``x`` (used instead of attacking again)."""
+    e, batch, done = min(params.e), batch or attack_batch(x.device), done or {}
+    out = []
+    for name, mask in masks.items():
+        results = [done[name]] if name in done else [
+            marginal_attack(model, x[s:s + batch], e=e, n_iter=params.n_iter, lamb=params.lamb, seed=params.seed,
+                            mask=mask, names=list(names[s:s + batch])) for s in range(0, len(x), batch)]
+        rows = pd.concat([with_labels(eight_bit(attack_metrics(r)), names, labels) for r in results],
+                         ignore_index=True)
+        out.append((name, mask, rows))
+    return out
 
 # --- the experiment --------------------------------------------------------------------------------
 def attack_grid(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: RunParams, out_dir=None,

@@ -22,13 +22,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .attack import attack_batch, marginal_attack
-from .attack_experiments import with_labels
+from .attack_experiments import masked_attack_rows
 from .criteria import UNMOVED
 from .geometry import location_masks
 from .intervals import FAILS, HOLDS, INCONCLUSIVE, Estimate, pooled
-from .metrics import attack_metrics
-from .selectors import eight_bit
 from .transfer import RELATIVES
 
 BASELINES = {"erf": "erf_mass_outside_irf", "uniform": "uniform_mass_outside_irf",
@@ -130,20 +127,10 @@ def location_control(model, x: torch.Tensor, names: Sequence[str], params, frame
     attack at that ``e`` (reused as the ``frame`` rows), else attacked here. ``params``: a fast variant of
     :class:`ama.params.RunParams`; ``batch``: images attacked together (None: :func:`ama.attack.attack_batch`)."""
     e = min(params.e)
-    batch = batch or attack_batch(x.device)
     masks = location_masks(tuple(x.shape[-2:]), e, params.seed)
-    frames = []
-    for location, mask in masks.items():
-        if location == "frame" and frame_result is not None:
-            results = [frame_result]
-        else:
-            results = [marginal_attack(model, x[s:s + batch], e=e, n_iter=params.n_iter, lamb=params.lamb,
-                                       seed=params.seed, mask=mask, names=list(names[s:s + batch]))
-                       for s in range(0, len(x), batch)]
-        for result in results:
-            m = attack_metrics(result)
-            m = with_labels(eight_bit(m), names, labels)
-            frames.append(m.assign(e=e, location=location, mask_pixels=int(mask.sum()))[LOCATION_COLUMNS])
+    done = {} if frame_result is None else {"frame": frame_result}
+    frames = [rows.assign(e=e, location=location, mask_pixels=int(mask.sum()))[LOCATION_COLUMNS]
+              for location, mask, rows in masked_attack_rows(model, x, names, masks, params, labels, batch, done)]
     return pd.concat(frames, ignore_index=True)
 
 

@@ -18,12 +18,9 @@ from typing import Sequence
 import pandas as pd
 import torch
 
-from .attack import attack_batch, marginal_attack
-from .attack_experiments import with_labels
+from .attack_experiments import masked_attack_rows
 from .geometry import FRAME_SIDES, frame_sides
 from .intervals import Estimate, pooled
-from .metrics import attack_metrics
-from .selectors import eight_bit
 
 PAIRS = (("left", "right"), ("top", "bottom"))  # the opposite sides compared
 SIDE_COLUMNS = ["image", "model", "e", "side", "mask_pixels", "clean_class", "adv_class", "fooled", "cam_cosine"]
@@ -62,16 +59,9 @@ def side_attack(model, x: torch.Tensor, names: Sequence[str], params, labels=Non
     side of the frame: one row per image x side (:data:`SIDE_COLUMNS`; ``fooled`` against the true label where
     known). ``params``: :class:`ama.params.RunParams` (or its fast variant); ``batch``: images attacked together."""
     e = min(params.e)
-    batch = batch or attack_batch(x.device)
-    rows = []
-    for side, mask in frame_sides(tuple(x.shape[-2:]), e).items():
-        for s in range(0, len(x), batch):
-            result = marginal_attack(model, x[s:s + batch], e=e, n_iter=params.n_iter, lamb=params.lamb,
-                                     seed=params.seed, mask=mask, names=list(names[s:s + batch]))
-            m = with_labels(eight_bit(attack_metrics(result)), names, labels)
-            rows.append(m.assign(e=e, side=side, mask_pixels=int(mask.sum()))[SIDE_COLUMNS])
-    return pd.concat(rows, ignore_index=True)
-
+    return pd.concat([rows.assign(e=e, side=side, mask_pixels=int(mask.sum()))[SIDE_COLUMNS] for side, mask, rows in
+                      masked_attack_rows(model, x, names, frame_sides(tuple(x.shape[-2:]), e), params, labels, batch)],
+                     ignore_index=True)
 
 def side_attack_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per model and ``e`` of :func:`side_attack` rows: each side's fooling rate (exact interval) and mean CAM cosine;
