@@ -16,6 +16,7 @@ import subprocess
 import pytest
 
 import ama
+from ama.evidence import BLOCKS, block_of
 from ama.paths import ROOT
 
 pytestmark = pytest.mark.slow
@@ -52,53 +53,38 @@ def test_the_readme_has_python_blocks_and_runnable_lines():
     assert python_blocks("README.md") and sum(len(python_blocks(d)) for d in DOCUMENTS) >= 5
 
 
-def generated_block(text: str, marker: str) -> str:
-    """What a page holds between ``<!-- marker: start -->`` and ``<!-- marker: end -->``."""
-    start, end = f"<!-- {marker}: start -->\n", f"\n<!-- {marker}: end -->"
-    return text.split(start, 1)[1].split(end, 1)[0]
+def test_the_generated_block_is_found_and_replaced():
+    from ama.evidence import replace_block
+
+    page = "a\n<!-- x: start -->\nkept\n<!-- x: end -->\nb"
+    assert block_of(page, "x") == "kept" and replace_block(page, "x", "new") == page.replace("kept", "new")
+    with pytest.raises(ValueError, match="add the block's two marker lines"):
+        block_of(page, "y")
 
 
-def test_the_generated_block_is_found():
-    assert generated_block("a\n<!-- x: start -->\nkept\n<!-- x: end -->\nb", "x") == "kept"
-
-
-def test_the_results_at_a_glance_are_the_references():
-    """The README's claim table is generated from the committed references, not typed: after ``make reference``,
-    ``tools/update_generated_docs.py`` writes it again."""
-    from ama.claims import glance_runs, glance_table
+def test_the_glanced_and_listed_references_are_committed():
+    """The README's table quotes the default and the evidence reference; docs/EVIDENCE.md's every full reference."""
+    from ama.claims import glance_runs, reference_runs
 
     assert all((path / "run.json").is_file() for path in glance_runs().values())
-    assert generated_block((ROOT / "README.md").read_text(), "results-at-a-glance") == glance_table(glance_runs())
-
-
-def test_the_evidence_pages_claims_are_the_references():
-    """docs/EVIDENCE.md's table of the committed references' claims: ``glance_table(reference_runs())``, written by
-    ``tools/update_generated_docs.py``."""
-    from ama.claims import glance_table, reference_runs
-
     runs = reference_runs()
     assert len(runs) >= 3 and all((path / "run.json").is_file() for path in runs.values())
-    text = (ROOT / "docs" / "EVIDENCE.md").read_text()
-    assert generated_block(text, "reference-claims") == glance_table(runs)
 
 
-def test_the_evidence_pages_claim_3_numbers_are_the_references():
-    """docs/EVIDENCE.md's paragraph on claim 3 as stated quotes the evidence reference's joint event (fooled and
-    completely changed) per optimiser and width, its null's median and the discordant images."""
-    from ama import complete_change
-    from ama.params import RunParams
+@pytest.mark.parametrize("page, marker", list(BLOCKS))
+def test_every_generated_block_is_what_its_reference_gives(page, marker):
+    """A page's generated block (the README's claims at a glance, docs/EVIDENCE.md's claims, evidence run and padding
+    lines, docs/ATTACK.md's optimiser table and ingredient study) is ``ama.evidence.BLOCKS``' function of the committed
+    references, not typed: after ``make reference``, ``tools/update_generated_docs.py`` writes it again."""
+    assert block_of((ROOT / page).read_text(), marker) == BLOCKS[page, marker]()
 
-    run = ROOT / "results" / "reference" / RunParams.from_strings("imagenet").run_name()
-    s = complete_change.joint_summary(complete_change.from_tables(run / "tables")).set_index(["e", "optimizer"])
-    text = " ".join((ROOT / "docs" / "EVIDENCE.md").read_text().split())
-    share = lambda r: f"{100 * r.joint:.0f}% ({100 * r.joint_low:.0f}-{100 * r.joint_high:.0f}%)"  # noqa: E731
-    sign1 = s.loc[(1, "sign")]
-    assert f"median cosine of {s.tau.iloc[0]:.2f}" in text
-    assert f"{share(sign1)} of the images ({int(sign1.joint * 200)})" in text
-    assert f"{int(sign1.attack_only)} against {int(sign1.random_only)} discordant images" in text
-    assert s.loc[(1, "random frame")].joint == 0 and s.loc[(1, "random frame")].joint_high < 0.02
-    assert f"`apgd` does it on {share(s.loc[(1, 'apgd')])} at e = 1" in text
-    assert f"`sign` on {share(s.loc[(2, 'sign')])} and `apgd` on {share(s.loc[(2, 'apgd')])}" in text
+
+def test_the_evidence_run_block_quotes_every_claim_and_its_time():
+    from ama.evidence import EVIDENCE_PROFILE, evidence_lines, profile_reference
+
+    text = "\n".join(evidence_lines(profile_reference(EVIDENCE_PROFILE)))
+    assert all(f"**Claim {n}: " in text for n in (1, 2, 3)) and "03_adversarial_marginal_attack" in text
+    assert "Is the margin special?" in text or "is the margin special?" in text
 
 
 def test_the_fixture_only_shortens_and_redirects(tmp_path):
@@ -152,8 +138,6 @@ def test_the_evidence_pages_padding_lines_are_the_models_reference():
     run = ROOT / "results" / "reference" / RunParams.from_strings("models").run_name()
     lines = padding_summary(run)
     assert any("depends on zero padding" in line for line in lines)
-    text = (ROOT / "docs" / "EVIDENCE.md").read_text()
-    assert generated_block(text, "padding-variants") == "\n".join(f"- {line}" for line in lines)
     acc = pd.read_csv(run / "tables" / "clean_accuracy.csv").set_index("model").top1
     science = " ".join((ROOT / "docs" / "SCIENCE.md").read_text().split())
     quoted = ", ".join(f"{100 * acc[m]:.1f}% {w}" for m, w in (("lite0-zero-pad", "symmetric zeros"),
