@@ -31,7 +31,7 @@ def test_defaults_and_fast_resolved_when_made():
     assert p.run_name() == f"lite0_imagenet_n{N_IMAGES}_e1-2-4-8_it100_lamb100_seed0"
     assert RunParams(images="data/samples", n_images="all").run_name() == "lite0_samples_all_e1-2-4-8_it100_lamb100_seed0"
     evidence = RunParams.from_strings("imagenet", n_seeds="", e="1 2")  # a profile's values, unless given
-    assert (evidence.n_images, evidence.n_seeds, evidence.e) == (200, 3, (1, 2))
+    assert (evidence.n_images, evidence.n_seeds, evidence.e) == (200, 2, (1, 2))
     with pytest.raises(ParamsError, match="unknown profile 'paper'"):
         RunParams.from_strings("paper")
     with pytest.raises(ParamsError, match="ablation must be one of strongest, full"):
