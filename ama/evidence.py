@@ -130,9 +130,3 @@ def replace_block(text: str, marker: str, content: str) -> str:
     head, rest = text.split(start, 1)
     return head + start + content + end + rest.split(end, 1)[1]
 
-
-def stale_blocks() -> list[str]:
-    """``"page (marker)"`` of every block of :data:`BLOCKS` whose page differs from what it would write."""
-    return [f"{page} ({marker})" for (page, marker), make in BLOCKS.items()
-            if block_of((ROOT / page).read_text(), marker) != make()]
-
