@@ -30,7 +30,7 @@ from .selectors import eight_bit
 
 GLYPHS = ("X", "L")       # two shapes far from a typical CAM (median cosine to lite0's clean CAMs about 0.5)
 TARGETED_IMAGES = 20      # at most this many of the run's images, spread over them (each costs ~16 s here):
-TARGETED_SHARE = 4        # a quarter of them (the evidence run's 200: 20; the default run's 8: 2),
+TARGETED_SHARE = 4        # a quarter of them (the evidence run's 150: 20; the default run's 8: 2),
 MIN_TARGETED_IMAGES = 2   # at least two (all when the run has fewer)
 TARGETED_E = (1, 2)       # the widths attacked (of the run's; its smallest when it has neither)
 BOTH = "both glyphs"      # the summary's rows over both glyphs (per image the mean over its attacked targets)

@@ -17,7 +17,7 @@ from ama import attack, attack_experiments, experiments, lineage, runs, shards
 from ama.attack_result import GridKey, OptimizerKey
 from ama.distributed import Launch
 from ama.geometry import check_frame_width
-from ama.params import N_IMAGES, ParamsError, RunParams
+from ama.params import N_IMAGES, PROFILES, ParamsError, RunParams
 from ama.reference import compare_tables
 
 TINY = "conftest:make_tiny_model"
@@ -31,7 +31,8 @@ def test_defaults_and_fast_resolved_when_made():
     assert p.run_name() == f"lite0_imagenet_n{N_IMAGES}_e1-2-4-8_it100_lamb100_seed0"
     assert RunParams(images="data/samples", n_images="all").run_name() == "lite0_samples_all_e1-2-4-8_it100_lamb100_seed0"
     evidence = RunParams.from_strings("imagenet", n_seeds="", e="1 2")  # a profile's values, unless given
-    assert (evidence.n_images, evidence.n_seeds, evidence.e) == (200, 2, (1, 2))
+    profile = PROFILES["imagenet"]
+    assert (evidence.n_images, evidence.n_seeds, evidence.e) == (profile["n_images"], profile["n_seeds"], (1, 2))
     with pytest.raises(ParamsError, match="unknown profile 'paper'"):
         RunParams.from_strings("paper")
     with pytest.raises(ParamsError, match="ablation must be one of strongest, full"):

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from ama import pipeline, reference, results
-from ama.params import RunParams
+from ama.params import PROFILES, RunParams
 from ama.paths import ROOT
 
 
@@ -19,7 +19,7 @@ def test_make_params_from_make_variables():
     assert p == {**RunParams().to_dict(), **dict(models=["lite0", "resnet50"], images="data/samples",
                                                  n_images=2, e=[1, 2], n_iter=5, seed=3, device="cpu",
                                                  fast=True, auc_steps=4)}  # FAST recorded as it runs
-    assert pipeline.make_params(profile="imagenet")["n_images"] == 200
+    assert pipeline.make_params(profile="imagenet")["n_images"] == PROFILES["imagenet"]["n_images"]
     assert pipeline.make_params() == RunParams().to_dict()  # empty Make variables: the defaults, from one place
     nb = pipeline.notebook_parameters(p, "results/x", sharded=True)
     assert nb == dict(params=p, out_dir="results/x", sharded=True)
