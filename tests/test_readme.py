@@ -9,6 +9,7 @@ A snippet that breaks (a renamed argument, an undefined name, a missing file) fa
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -144,3 +145,51 @@ def test_the_evidence_pages_padding_lines_are_the_models_reference():
                                                              ("lite0-reflect-pad", "reflect"),
                                                              ("lite0-replicate-pad", "replicate")))
     assert f"{100 * acc['lite0']:.1f}% top-1 as trained, {quoted}" in science
+
+
+def test_every_reference_a_page_names_is_committed():
+    """A path under ``results/reference/`` that README.md or a page of ``docs/`` names (a link, a path) exists, and a
+    run's folder holds its ``run.json``: a regenerated reference under a new name cannot leave a page pointing at the
+    old one."""
+    named = {(doc, m.rstrip("./")) for doc in DOCUMENTS
+             for m in re.findall(r"results/reference/([A-Za-z0-9_./-]+)", (ROOT / doc).read_text())}
+    assert named
+    reference = ROOT / "results" / "reference"
+
+    def committed(path: str) -> bool:  # a run's folder (no file named in it) holds its run.json
+        return (reference / path).exists() and ("/" in path or (reference / path / "run.json").is_file())
+
+    missing = [f"{doc}: results/reference/{path}" for doc, path in sorted(named) if not committed(path)]
+    assert not missing, "named but not committed: " + "; ".join(missing)
+
+
+def minutes(text: str) -> float:
+    """``"1 h 27 min 18 s"``, ``"1 h 52 min"``, ``"87 min"`` -> minutes."""
+    parts = dict((unit, float(value)) for value, unit in re.findall(r"(\d+) (h|min|s)\b", text))
+    return 60 * parts.get("h", 0) + parts.get("min", 0) + parts.get("s", 0) / 60
+
+
+def test_minutes_reads_the_pages_durations():
+    assert (minutes("1 h 27 min 18 s"), minutes("1 h 52 min"), minutes("87 min")) == (87.3, 112, 87)
+
+
+def test_a_profiles_quoted_size_and_time_are_its_references():
+    """The README's commented profile commands (``# ...: 150 images, 1 h 20 min here``) and docs/EVIDENCE.md's
+    measured times (``time make reference PROFILE=...``: **...**) quote the committed reference of that profile: its
+    image count, and its notebooks' wall times from ``run.json`` plus at most 6 minutes (the image selection and make's
+    own steps, which ``run.json`` does not time)."""
+    from ama.evidence import profile_reference
+    from ama.params import PROFILES
+
+    quoted = [(profile, n, when) for profile, n, when in re.findall(
+        r"make reproduce PROFILE=(\w+).*# [^\n]*?(\d+) images, ([\dhmins ]+?) here", (ROOT / "README.md").read_text())]
+    quoted += [(profile, None, when) for profile, when in re.findall(
+        r"`time make reference PROFILE=(\w+)[^`]*`[^*]*?\*\*([\dhmins ]+?)[*:]",
+        (ROOT / "docs/EVIDENCE.md").read_text())]
+    assert {profile for profile, _, _ in quoted} == set(PROFILES), quoted
+    for profile, n, when in quoted:
+        run = json.loads((profile_reference(profile) / "run.json").read_text())
+        if n is not None:
+            assert int(n) == run["params"]["n_images"], (profile, n)
+        notebooks = sum(v["wall_s"] for v in run["notebooks"].values()) / 60
+        assert notebooks - 1 <= minutes(when) <= notebooks + 6, (profile, when, f"notebooks {notebooks:.1f} min")
