@@ -181,8 +181,8 @@ def test_a_profiles_quoted_size_and_time_are_its_references():
     from ama.evidence import profile_reference
     from ama.params import PROFILES
 
-    quoted = [(profile, n, when) for profile, n, when in re.findall(
-        r"make reproduce PROFILE=(\w+).*# [^\n]*?(\d+) images, ([\dhmins ]+?) here", (ROOT / "README.md").read_text())]
+    quoted = re.findall(r"make reproduce PROFILE=(\w+).*# [^\n]*?(\d+) images, ([\dhmins ]+?) here",
+                        (ROOT / "README.md").read_text())
     quoted += [(profile, None, when) for profile, when in re.findall(
         r"`time make reference PROFILE=(\w+)[^`]*`[^*]*?\*\*([\dhmins ]+?)[*:]",
         (ROOT / "docs/EVIDENCE.md").read_text())]
