@@ -1,9 +1,11 @@
 """Project folders, resolved from the project root (never from the current directory)."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 
 def project_root() -> Path:
@@ -44,9 +46,10 @@ def atomic_write(path: str | os.PathLike, data: str | bytes | None = None, *, wr
     """Write ``data`` (text or bytes), or let ``write(tmp)`` write the file, under a temporary name beside ``path``,
     then rename it onto ``path``: a reader, or a run killed midway, never sees a half-written file. ``sync``: flush it
     to disk before the rename (files that other processes poll). Returns ``path``. The kit's only such write. ``write``:
-    a function that writes the temporary file it is given."""
+    a function that writes the temporary file it is given. The temporary name carries the process id, so two
+    processes writing one file never rename each other's half: the last complete write wins."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     if write is not None:
         write(tmp)
     else:
@@ -57,3 +60,18 @@ def atomic_write(path: str | os.PathLike, data: str | bytes | None = None, *, wr
             os.fsync(f.fileno())
     tmp.replace(path)
     return path
+
+
+@contextlib.contextmanager
+def exclusive(lock_file: str | os.PathLike) -> Iterator[Path]:
+    """Hold an exclusive ``flock`` on ``lock_file`` (created, with its folder, if missing) for the ``with`` block;
+    other processes that ask for it wait their turn. Released on leaving the block or when the process ends."""
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield lock_file
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

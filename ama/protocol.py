@@ -18,7 +18,7 @@ from .data import ImageLoadError, ImageRecord, list_images, load_records, open_i
 from .intervals import Estimate
 from .models import run_model
 from .params import FAST_ACCURACY_IMAGES, RunParams
-from .paths import resolve
+from .paths import exclusive, resolve
 from .results import save_table, write_csv
 
 BATCH = 50                     # images per forward pass of the accuracy pass
@@ -97,10 +97,13 @@ def select(records: list[ImageRecord], preds: pd.DataFrame, n: int | None, seed:
 
 def run_records(params: RunParams, run_dir) -> list[ImageRecord]:
     """The images of a run, which every experiment, notebook and rank uses: the run folder's ``selection.csv``,
-    written first by :func:`write_selection` when missing."""
+    written first by :func:`write_selection` when missing. Ranks started together choose once: the first to take
+    the run folder's ``.lock.selection`` writes it, the others wait and read it."""
     path = resolve(run_dir) / SELECTION
     if not path.is_file():
-        write_selection(params, run_dir)
+        with exclusive(resolve(run_dir) / ".lock.selection"):
+            if not path.is_file():
+                write_selection(params, run_dir)
     chosen = set(pd.read_csv(path, keep_default_na=False).image)
     return [r for r in list_images(params.images) if r.name in chosen]
 

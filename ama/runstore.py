@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from .artifacts import TABLES
-from .paths import atomic_write
+from .paths import atomic_write, exclusive
 from .results import FLOAT_FORMAT, write_csv
 
 TABLE_STEM = TABLES.attack_metrics
@@ -305,9 +305,7 @@ def merge(out: Path, strict: bool = False) -> tuple[pd.DataFrame, list[str]]:
     Refuses (one line) rows that two parts, or one part twice, hold. ``strict``: also refuse missing rows. ``out``: the
     folder of the part files (``OUT``)."""
     out = Path(out)
-    lock_fd = os.open(out / ".lock.merge", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX)  # merges take turns; writers of parts are not held up
+    with exclusive(out / ".lock.merge"):  # merges take turns; writers of parts are not held up
         df = read_parts(out)
         if not len(df):
             raise RunStoreError(f"{out / PARTS_DIR}: no part files with rows; nothing to merge")
@@ -326,6 +324,3 @@ def merge(out: Path, strict: bool = False) -> tuple[pd.DataFrame, list[str]]:
         table = df.drop(columns="_part").sort_values([*SETTING_COLUMNS, "file", "quantized"], kind="stable")
         write_csv(table, out / TABLE_NAME)
         return table.reset_index(drop=True), missing
-    finally:
-        fcntl.flock(lock_fd, fcntl.LOCK_UN)
-        os.close(lock_fd)

@@ -275,3 +275,34 @@ def test_an_unreadable_file_is_named_and_an_empty_set_refused_before_any_noteboo
     table = write_selection(params, tmp_path / "run")
     assert list(table.image) == ["good"]
     assert "skipped x.jpg: " in capsys.readouterr().err
+
+
+def test_ranks_started_together_choose_the_run_images_once(tmp_path):
+    """Two torchrun ranks that reach a run folder without ``selection.csv`` must not both choose (they could choose
+    differently, and their renames collided): the second waits on ``.lock.selection`` and reads the first's choice."""
+    import subprocess
+    import sys
+    import time
+
+    from PIL import Image
+
+    from ama.params import RunParams
+    from ama.paths import exclusive
+
+    folder, run = tmp_path / "images", tmp_path / "run"
+    folder.mkdir()
+    for k in range(4):
+        Image.new("RGB", (32, 32), (60 * k, 90, 30)).save(folder / f"im{k}.png")
+    params = RunParams(images=str(folder), n_images=3)
+    rank = ("import json, sys; from ama.params import RunParams; from ama.protocol import run_records\n"
+            "params = RunParams.from_dict(json.loads(sys.argv[1])); print('started', flush=True)\n"
+            "print(' '.join(r.name for r in run_records(params, sys.argv[2])), flush=True)")
+    with exclusive(run / ".lock.selection"):  # the first rank, choosing
+        other = subprocess.Popen([sys.executable, "-c", rank, params.to_json(), str(run)], stdout=subprocess.PIPE,
+                                 text=True)
+        assert other.stdout.readline() == "started\n"
+        time.sleep(1.0)
+        assert not (run / "selection.csv").exists()  # the second rank waits instead of choosing
+        (run / "selection.csv").write_text("image,label\nim2,-1\n")
+    out, _ = other.communicate(timeout=60)
+    assert other.returncode == 0 and out.strip() == "im2"  # ... and reads the choice it waited for

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from ama.distributed import Launch, cpu_threads, launch_from_env, shard
+from ama.paths import atomic_write
 from ama.runstore import (PARTS_DIR, RankLock, RankPart, RunStoreError, check_writable, done_keys, merge, owners,
                           read_plans, read_table, setting_key)
 
@@ -104,3 +105,24 @@ def test_plans_and_owners(tmp_path):
     (tmp_path / "plan.rank2.json").write_text("{not json")
     with pytest.raises(RunStoreError, match="plan.rank2.json: unreadable plan"):
         read_plans(tmp_path)
+
+
+def _write_many(path, text, times):
+    for _ in range(times):
+        atomic_write(path, text)
+
+
+def test_two_processes_writing_one_file_never_rename_each_others_half(tmp_path):
+    """``atomic_write``'s temporary file is its process's own: two writers of one file (two ranks writing one table)
+    never fail on, or publish, the other's half-written file; the last complete write wins."""
+    import multiprocessing
+
+    target = tmp_path / "table.csv"
+    texts = [f"writer {k}\n" * 20000 for k in range(2)]
+    writers = [multiprocessing.get_context("fork").Process(target=_write_many, args=(target, t, 200)) for t in texts]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(120)
+    assert [w.exitcode for w in writers] == [0, 0]
+    assert target.read_text() in texts and not list(tmp_path.glob("*.tmp"))
