@@ -64,15 +64,16 @@ def occlusion_irf_figure(irf: pd.DataFrame, moved_bar: float | None = None):
     for ax, (_, rows) in zip(g.axes.flat, per_image.groupby("model", sort=False)):
         sns.pointplot(data=rows, x="experiment", y="abs_rel_change", estimator=np.median, errorbar=median_interval,
                       color="k", markers="D", linestyle="none", capsize=0.2, ax=ax)
-    g.set_axis_labels("", "per image: median |change of R(i, j)| / range of R")
+    g.set_axis_labels("", "median over an image's cells and fills\nof |change of R(i, j)| / range of R")
     g.set_titles("{col_name}")
     for ax in g.axes.flat:
         ax.axhline(0, color="k", lw=0.8)
         if moved_bar is not None:
             ax.axhline(moved_bar, color="grey", lw=1, ls="--")
-    g.figure.suptitle("Filling outside a cell's IRF (keep_irf) still changes the cell; filling inside it (occlude_irf) "
-                      "changes it too" + (f"\n(dashed: claim 2's bar, {100 * moved_bar:.0f}% of the range)"
-                                          if moved_bar is not None else ""), y=1.03 if moved_bar is None else 1.1)
+    g.figure.suptitle("Filling outside a cell's IRF (keep_irf) still changes the cell;\nfilling inside it "
+                      "(occlude_irf) changes it too" + (f"\n(dashed: claim 2's bar, {100 * moved_bar:.0f}% of the range)"
+                                                        if moved_bar is not None else ""), fontsize="medium",
+                      y=1.1 if moved_bar is None else 1.16)
     return g.figure
 
 
