@@ -14,6 +14,8 @@ import torch
 
 from .metrics import attack_metrics
 
+__all__ = ["RANDOM", "NO_OPTIMIZER", "GridKey", "OptimizerKey", "AttackParams", "Evaluation", "AttackResult"]
+
 RANDOM = "random"   # the mode of the random-frame baseline (not optimised)
 NO_OPTIMIZER = "none"
 

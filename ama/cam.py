@@ -15,6 +15,9 @@ import torch.nn.functional as F
 
 from .cam_model import CAMModel
 
+__all__ = ["NORMALIZE_EPS", "CAMOutput", "resolve_target", "raw_cam_from_features", "normalize_maps", "compute_cam",
+           "cam", "raw_cam"]
+
 NORMALIZE_EPS = 1e-8
 
 

@@ -21,6 +21,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms as T
 
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ModelError", "Preprocessing", "check_images", "CAMModel", "freeze",
+           "wrap_model", "fold_batchnorm", "FOLD_TOLERANCE", "ieee_fp32", "attack_network", "predict"]
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

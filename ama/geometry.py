@@ -12,6 +12,11 @@ from __future__ import annotations
 import math
 import numbers
 
+__all__ = ["CELL_KINDS", "pair", "is_int", "check_frame_width", "corners_aligned", "frame_mask", "frame_pixels",
+           "side_mask", "FRAME_SIDES", "frame_sides", "corner_mask", "depth_map", "ring_mask", "strip_mask",
+           "centred_square_mask", "random_pixels_mask", "LOCATION_DEPTHS", "location_masks", "patch_positions",
+           "patch_masks", "cell_stride", "cell_centres", "cell_kinds", "centre_cell", "representative_cells",
+           "lattice_cells", "grid_side"]
 
 
 class _Torch:

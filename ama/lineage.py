@@ -5,8 +5,9 @@ CPUs, thread counts and batch layouts; so a table computed from an attack is one
 :mod:`ama.reference` compares it with its reference as statistics. Every other table is deterministic on the CPU and
 is compared number by number.
 
-The lineage is recorded as it happens, not listed by hand: the attack's entry points call :func:`touch` (``attack``:
-:func:`ama.attack.marginal_attack`; ``adversarial images``: :func:`ama.attack.evaluate_images` of saved images), a
+The lineage is recorded as it happens, not listed by hand: the attack kernel counts its entry points' calls
+(:data:`ama.attack.CALLS`; it imports nothing of this module), and :func:`sources` reads those counts (``attack``:
+:func:`ama.attack.marginal_attack`; ``adversarial images``: :func:`ama.attack.evaluate_images` of saved images); a
 process that reads a run's tables inherits their sources (:func:`inherit`), ranks pass theirs to the merge
 (:mod:`ama.shards`), and :func:`ama.results.save_table` writes, for every table, the sources its process had met before
 writing it into ``tables/lineage.json`` (``{table: {"sources": [...]}}``). This errs one way only: a table written
@@ -16,14 +17,23 @@ never wrongly as exact).
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 FILE = "lineage.json"      # in a run's tables/ folder
 ATTACK = "attack"
 ADVERSARIAL_IMAGES = "adversarial images"
 STOCHASTIC_SOURCES = (ATTACK, ADVERSARIAL_IMAGES)
+KERNEL_CALLS = {"marginal_attack": ATTACK, "evaluate_images": ADVERSARIAL_IMAGES}  # ama.attack.CALLS' keys -> sources
 
-_met: set[str] = set()     # the sources this process has met so far
+_met: set[str] = set()     # the sources this process has met so far, besides the kernel's calls
+_seen: dict[str, int] = {}  # the kernel's call counts at the last reset
+
+
+def _kernel_calls() -> dict[str, int]:
+    """``ama.attack.CALLS`` where this process imported the attack (no import here: without it, no attack ran)."""
+    attack = sys.modules.get(f"{__package__}.attack")
+    return dict(getattr(attack, "CALLS", {}))
 
 
 def touch(source: str) -> None:
@@ -34,13 +44,17 @@ def touch(source: str) -> None:
 
 
 def sources() -> list[str]:
-    """The sources this process has met, sorted."""
-    return sorted(_met)
+    """The sources this process has met since the last :func:`reset`, sorted: those touched or inherited, and the
+    attack kernel's entry points called since."""
+    called = {KERNEL_CALLS[k] for k, n in _kernel_calls().items() if k in KERNEL_CALLS and n > _seen.get(k, 0)}
+    return sorted(_met | called)
 
 
 def reset() -> None:
     """Forget the sources met (a test's fresh start)."""
     _met.clear()
+    _seen.clear()
+    _seen.update(_kernel_calls())
 
 
 def read(tables_dir) -> dict[str, dict]:

@@ -14,12 +14,20 @@ reference); the other map metrics use the ``h x w`` CAMs the attack optimises.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from .upsampling import upsample
+
+if TYPE_CHECKING:  # the map comparisons need no pandas; the table functions import it when called
+    import pandas as pd
+
+__all__ = ["THRESHOLDS", "TOP_SHARE", "cosine", "spearman", "threshold_iou", "top_region", "top_iou", "pointing_game",
+           "changed_pixels", "linf", "compare_maps", "METRIC_COLUMNS", "attack_metrics", "SUMMARY_KEYS", "summarize",
+           "summary_table", "history_table", "FAITHFULNESS_STEPS", "deletion_auc", "insertion_auc"]
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 TOP_SHARE = 0.2
@@ -137,6 +145,8 @@ def attack_metrics(result) -> pd.DataFrame:
     predicted class; ``target_cosine`` is NaN unless targeted; ``changed_share`` = ``changed_pixels / (H W)``;
     ``linf`` in ``[0, 1]`` units).
     """
+    import pandas as pd
+
     p = result.params
     clean = result.evaluations["clean"]
     B, _, H, W = clean.images.shape
@@ -174,6 +184,7 @@ SUMMARY_KEYS = ("model", "e", "n_iter", "mode", "setting", "quantized")
 def summarize(df: pd.DataFrame, keys=SUMMARY_KEYS) -> pd.DataFrame:
     """Means per setting (``fooling_rate`` is the mean of ``fooled``) with ``n_images``; keys missing from ``df``
     are left out. ``keys``: the setting's columns."""
+
     keys = [k for k in keys if k in df.columns]
     numeric = [c for c in METRIC_COLUMNS if c in df.columns]
     g = df.groupby(keys, sort=True, dropna=False)
@@ -195,6 +206,8 @@ def history_table(results: dict) -> pd.DataFrame:
     """Long table of the per-iteration histories: ``model, e, n_iter, mode, image, iteration`` and the recorded
     quantities; ``results`` maps a :class:`~ama.attack_result.GridKey` -> AttackResult (those without history
     skipped)."""
+    import pandas as pd
+
     frames = []
     for key, r in results.items():
         if r.history is None:

@@ -33,8 +33,12 @@ from .cam_model import IMAGENET_MEAN, CAMModel
 from .geometry import cell_kinds, frame_mask, patch_masks, patch_positions
 from .criteria import CELL_MOVED
 from .metrics import spearman
-from .params import E, SEED
+from .defaults import E, SEED
 from .receptive_field import implicit_receptive_field, irf_support, normalize_mass
+
+__all__ = ["FILLS", "BLUR_SIGMA", "BATCH_SIZE", "SLIDING_PATCH", "OCCLUSION_ERF_PATCH", "fill_images",
+           "irf_experiment", "keep_irf", "occlude_irf", "margin_experiment", "sliding_patch", "occlusion_map",
+           "occlusion_erf"]
 
 FILLS = ("mean", "black", "noise", "blur")
 BLUR_SIGMA = 8.0

@@ -20,6 +20,10 @@ import math
 
 import torch
 
+__all__ = ["ORIGINAL", "STRONGEST", "CAM_LOSSES", "LABEL_LOSSES", "SELECTS", "DEFAULTS", "NAMES", "APGD_ETA0",
+           "APGD_MOMENTUM", "APGD_RHO", "ADAM_LR", "ADAM_EPS", "settings", "run_lengths", "BestIterate", "Sign",
+           "apgd_checkpoints", "APGD", "Adam", "OPTIMIZERS"]
+
 ORIGINAL = "sign"        # the original attack.py's loop, the paper's algorithm (tests/test_original_loop.py); "reference"
                          # in the kit means a saved run that make check compares with (ama.reference)
 STRONGEST = "apgd"       # the strongest at the same budget (issue 11's measurements on lite0)

