@@ -12,7 +12,7 @@ from .attack_experiments import grid_plan
 from .attack_result import GridKey
 from .cam_model import CAMModel
 from .params import RunParams
-from .plots import attack_rows_figure
+from .plots import attack_figure, attack_rows_figure, examples_figure
 from .selectors import attack_rows
 
 
@@ -69,3 +69,20 @@ def keep_example(model: CAMModel, data, params: RunParams, table: pd.DataFrame, 
     r = marginal_attack(model, data.images[best:best + 1], e=e, n_iter=n_iter, lamb=plan.lamb, mode="keep",
                         seed=plan.seed, names=[data.names[best]])
     return r, 0
+
+
+def by_e_figure(runs: dict, params: RunParams, table: pd.DataFrame, results_by_model: dict | None = None):
+    """:func:`ama.plots.examples_figure` of the first model's first shown image attacked at every ``e`` of the run
+    (reused from ``results_by_model`` or attacked again)."""
+    name = params.models[0]
+    model, data = runs[name]
+    by_e, shown = attack_examples(model, data, params, table, (results_by_model or {}).get(name), k=1)
+    return examples_figure(by_e, shown[0])
+
+
+def keep_figure(runs: dict, params: RunParams, table: pd.DataFrame, results_by_model: dict | None = None):
+    """:func:`ama.plots.attack_figure` of the first model's :func:`keep_example`."""
+    name = params.models[0]
+    model, data = runs[name]
+    keep, index = keep_example(model, data, params, table, (results_by_model or {}).get(name))
+    return attack_figure(keep, index)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 
 from .artifacts import FIGURES, TABLES
@@ -15,36 +14,31 @@ from .erf_definitions import definition_lines
 from .intervals import INCONCLUSIVE
 from .padding import AS_TRAINED, base_of, padding_of
 from .padding_study import padding_lines, padding_tests, variant_table
-from .results import read_table, save_figure, save_table
+from .results import read_table
 from .sides import side_lines
 
 
-def save_padding_tables(run_dir: Path) -> dict[str, pd.DataFrame]:
-    """``padding_variants`` and ``padding_tests`` of a run with padding variants (written to its tables, returned);
-    ``{}`` for a run without (nothing written)."""
+def padding_tables(run_dir: Path) -> dict[str, pd.DataFrame]:
+    """``padding_variants`` and ``padding_tests`` of a run with padding variants, from its tables; ``{}`` for a run
+    without."""
     tables = Path(run_dir) / "tables"
     table, ablation = variant_table(run_dir), read_table(tables, TABLES.attack_ablation)
     if table is None or ablation is None:
         return {}
-    out = {TABLES.padding_variants: table, TABLES.padding_tests: padding_tests(ablation)}
-    for name, df in out.items():
-        save_table(df, run_dir, name)
-    return out
+    return {TABLES.padding_variants: table, TABLES.padding_tests: padding_tests(ablation)}
 
 
-def save_cause_figures(run_dir: Path) -> list[Path]:
-    """The figures ``frame_sides`` and ``erf_definitions`` from the run's tables (those it has), saved; their paths."""
-    tables, saved = Path(run_dir) / "tables", []
+def frame_sides_of(run_dir: Path):
+    """The figure ``frame_sides`` from the run's tables, or None when it has no side masses."""
+    tables = Path(run_dir) / "tables"
     mass, attack = read_table(tables, TABLES.frame_side_mass), read_table(tables, TABLES.attack_sides_summary)
-    definitions = read_table(tables, TABLES.erf_definitions)
-    for stem, make, ok in ((FIGURES.frame_sides, lambda: frame_sides_figure(mass, attack), mass is not None and len(mass)),
-                           (FIGURES.erf_definitions, lambda: erf_definitions_figure(definitions),
-                            definitions is not None and len(definitions))):
-        if ok:
-            fig = make()
-            saved.append(save_figure(fig, run_dir, stem))
-            plt.close(fig)
-    return saved
+    return frame_sides_figure(mass, attack) if mass is not None and len(mass) else None
+
+
+def erf_definitions_of(run_dir: Path):
+    """The figure ``erf_definitions`` from the run's tables, or None when it has none."""
+    definitions = read_table(Path(run_dir) / "tables", TABLES.erf_definitions)
+    return erf_definitions_figure(definitions) if definitions is not None and len(definitions) else None
 
 
 AXES = (("left - right", "left / right"), ("top - bottom", "top / bottom"))

@@ -143,6 +143,13 @@ ERF_DISPLAY_SIGMA = 4.0  # px: the ERFs are shown smoothed (pixel gradients are 
 IRF_LEVELS = (0.25, 0.5, 0.75)  # contours of the IRF's weight (the upsampling's tent, 1 at the cell's centre)
 
 
+def run_sliding_patch_figure(slides: pd.DataFrame, model, data, threshold: float):
+    """:func:`sliding_patch_figure` of ``model``'s first image of ``data`` (a run's
+    :class:`~ama.data.LoadedImages`), the patch compared with the model's CAM cell."""
+    cell_px = geometry.cell_stride(model.input_size, model.feature_size())
+    return sliding_patch_figure(slides, model.name, data.names[0], cell_px, threshold)
+
+
 def erf_vs_irf_figure(model, images: torch.Tensor, names, erf: torch.Tensor, table: pd.DataFrame):
     """Per image (rows) the ERF (colour, smoothed, over its maximum) of a centre, an edge and a corner cell against its
     IRF drawn as what it is, the upsampling's tent-shaped weight (white contours at :data:`IRF_LEVELS`; dotted: the
@@ -186,6 +193,14 @@ def erf_vs_irf_figure(model, images: torch.Tensor, names, erf: torch.Tensor, tab
 
 MISALIGNMENT_LABELS = {"erf_mass_outside_irf": "ERF mass outside IRF", "centroid_distance_px": "ERF centroid to cell (px)",
                        "margin_mass_ratio": "margin mass ratio", "top_q_iou": "top-q IoU(ERF, IRF)"}
+
+
+def run_erf_vs_irf_figure(model, data, table: pd.DataFrame, erf: torch.Tensor | None = None, k: int = 3):
+    """:func:`erf_vs_irf_figure` of the first ``k`` images of ``data`` (a run's :class:`~ama.data.LoadedImages`);
+    ``erf``: the run's ERF maps of all its images (reused), or None (computed again for the shown ones)."""
+    shown = list(range(min(k, len(data.names))))
+    erf = erf[shown] if erf is not None else rf.effective_receptive_field(model, data.images[shown])
+    return erf_vs_irf_figure(model, data.images[shown], [data.names[i] for i in shown], erf, table)
 
 
 def misalignment_figure(table: pd.DataFrame, measures, e: int):

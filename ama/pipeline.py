@@ -47,8 +47,11 @@ def write_if_changed(path: Path, text: str) -> bool:
 
 def notebook_parameters(params: dict, run_dir: str | Path, sharded: bool = False) -> dict:
     """The papermill parameters of every notebook: ``params`` (the run's :class:`~ama.params.RunParams` as a dict),
-    ``out_dir`` and ``sharded`` (True: read the per-image tables a ``torchrun`` pre-step merged)."""
-    return dict(params=RunParams.from_dict(params).to_dict(), out_dir=str(run_dir), sharded=bool(sharded))
+    ``out_dir``, ``recompute`` (always True: a notebook ``make`` runs computes everything, never reading back an
+    earlier run's tables, :class:`ama.runs.RunFolder`) and ``sharded`` (True: read the per-image tables a
+    ``torchrun`` pre-step merged)."""
+    return dict(params=RunParams.from_dict(params).to_dict(), out_dir=str(run_dir), recompute=True,
+                sharded=bool(sharded))
 
 
 def check_run_params(params: dict) -> None:

@@ -86,6 +86,13 @@ def cam_figure(model, images: torch.Tensor, names=None, mode: str = "bilinear", 
     return fig
 
 
+def cam_pipeline_figure(model, data, k: int = 3):
+    """:func:`cam_figure` of the first ``k`` images of ``data`` (a run's :class:`~ama.data.LoadedImages`), titled."""
+    fig = cam_figure(model, data.images[:k], data.names[:k])
+    fig.suptitle(f"{model.name}: the CAM pipeline (bilinear upsampling, corners aligned)", y=1.01)
+    return fig
+
+
 # --- attack figures (results of ama.attack.marginal_attack) ------------------------------------
 class _Namer:
     """What :func:`class_title` needs of a model, ``class_name(k)``, from a result's list of class names."""

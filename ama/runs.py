@@ -1,16 +1,23 @@
 """A run's orchestration for the notebooks: load its models and images, compute an experiment (or read the tables a
-``torchrun`` pre-step merged), save its tables. Above :mod:`ama.experiments` and :mod:`ama.shards`, which it uses.
+``torchrun`` pre-step merged), save its tables; open a finished run folder and show what it holds (:class:`RunFolder`).
+Above :mod:`ama.experiments` and :mod:`ama.shards`, which it uses.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Callable
+
 import pandas as pd
 
-from .data import load_records
+from .artifacts import TABLES
+from .data import list_images, load_records
 from .experiments import EXPERIMENTS
 from .models import run_model
 from .params import RunParams
-from .protocol import run_records
-from .results import save_tables
+from .paths import RESULTS_DIR, atomic_write, resolve, shown
+from .protocol import PREDICTIONS, SELECTION, checked_records, labelled, readable, run_records, select
+from .results import read_table, save_figures, save_table, save_tables
 from .shards import merged_tables
 
 
@@ -58,3 +65,146 @@ def compute(experiment: str, runs: dict, params: RunParams, out_dir, sharded: bo
     tables.update(spec.summaries(tables))
     save_tables(tables, out_dir)
     return tables, extras
+
+
+# --- a run folder as a notebook opens it ---------------------------------------------------------------------------
+REFERENCE_DIR = RESULTS_DIR / "reference"
+
+
+def is_reference(path) -> bool:
+    """Whether ``path`` lies in ``results/reference/`` (committed references: read-only for the notebooks)."""
+    path = resolve(path)
+    return path == REFERENCE_DIR or REFERENCE_DIR in path.parents
+
+
+class RunFolderError(ValueError):
+    """A run folder a notebook cannot open as asked; the message says what to do."""
+
+
+def run_params(params, out_dir) -> RunParams:
+    """A notebook's ``params``: a dict of :class:`~ama.params.RunParams` fields, the path of a ``params.json`` (e.g. a
+    finished run's), or None: ``out_dir``'s own ``params.json``, else the kit's defaults. Checked against ``out_dir``'s
+    ``params.json`` when it has one: a run folder holds the results of one set of parameters."""
+    saved = resolve(out_dir) / "params.json"
+    if params is None:
+        params = json.loads(saved.read_text()) if saved.is_file() else {}
+    elif isinstance(params, (str, Path)):
+        params = json.loads(resolve(params).read_text())
+    run = RunParams.from_dict(params)
+    if saved.is_file() and RunParams.from_dict(json.loads(saved.read_text())) != run:
+        raise RunFolderError(f"{shown(saved.parent)} holds a run of other parameters; open it with "
+                             f"params={shown(saved)!r}, or give another out_dir")
+    return run
+
+
+class RunFolder:
+    """A notebook's run folder ``out_dir``: what its experiment computes goes there, and a finished run is read back.
+
+    *Finished*: ``run.json`` says the notebook ran to the end (status ``ok``) for these parameters, and ``recompute``
+    is False. A finished folder's tables are read, its saved figures shown, and only what is missing is drawn, from
+    the tables; a missing figure that would need an attack is named, not drawn. Otherwise the experiment runs as
+    before (:func:`compute`). A folder under ``results/reference/`` is read-only: nothing is written there (copy it
+    to compute into it). ``make reproduce`` passes ``recompute=True``: a notebook it reruns computes everything.
+    """
+
+    def __init__(self, params, out_dir, notebook: str, recompute: bool = False, sharded: bool = False):
+        self.out = resolve(out_dir)
+        self.params = run_params(params, self.out)
+        self.notebook, self.recompute, self.sharded = notebook, bool(recompute), bool(sharded)
+        self.read_only = is_reference(self.out)
+        info = self.out / "run.json"
+        status = (json.loads(info.read_text()).get("notebooks", {}).get(notebook, {}).get("status")
+                  if info.is_file() else None)
+        self.finished = not self.recompute and status == "ok"
+        if self.read_only and not self.finished:
+            raise RunFolderError(f"{shown(self.out)} is a committed reference, read-only: "
+                                 + ("copy it under results/ to recompute it" if self.recompute
+                                    else f"it has no finished {notebook}"))
+        self.extras = None
+        self._loaded = None
+
+    @property
+    def loaded(self) -> dict:
+        """``{model name: (model, LoadedImages)}`` (:func:`load_runs`), loaded on first use; a read-only folder's
+        images are chosen again from its saved clean predictions, writing nothing."""
+        if self._loaded is None:
+            if self.read_only and not (self.out / SELECTION).is_file():
+                records, self._loaded = chosen_records(self.params, self.out / "tables"), {}
+                for name in self.params.models:
+                    model = run_model(name, self.params.device)
+                    self._loaded[name] = (model, load_records(records, model))
+            else:
+                self._loaded = load_runs(self.params, self.out)
+        return self._loaded
+
+    def compute(self, experiment: str) -> dict:
+        """The experiment's tables: read back when finished (``extras`` None), else computed and saved (``extras``:
+        what its figures reuse, per model)."""
+        if self.finished:
+            return self.saved_tables()
+        tables, self.extras = compute(experiment, self.loaded, self.params, self.out, self.sharded)
+        return tables
+
+    def saved_tables(self) -> dict:
+        """Every table declared for this notebook that the folder holds, by name."""
+        found = {t: read_table(self.out / "tables", t) for t in TABLES if t.notebook == self.notebook[:2]}
+        return {t: df for t, df in found.items() if df is not None}
+
+    def table(self, name: str, make: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+        """Table ``name``: read back when finished and saved, else ``make()`` and saved (unless read-only)."""
+        saved = read_table(self.out / "tables", name) if self.finished else None
+        if saved is not None:
+            return saved
+        table = make()
+        if not self.read_only:
+            save_table(table, self.out, name)
+        return table
+
+    def figure(self, name: str, draw: Callable, attacks: bool = False):
+        """Figure ``name``: its saved PNG shown when finished, else ``draw()`` (a figure or a list of figures, which
+        the notebook shows; None: nothing to draw) saved unless read-only. ``attacks``: drawing it may attack images again, which a finished
+        folder does not do: it says so instead."""
+        import matplotlib.pyplot as plt
+        from IPython.display import Image, display
+
+        png = self.out / "figures" / f"{name}.png"
+        if self.finished and png.is_file():
+            display(Image(filename=str(png)))
+        elif self.finished and attacks:
+            print(f"{name}: not saved in this run folder, and drawing it attacks images again; "
+                  "open the notebook with recompute=True to draw it")
+        else:
+            figs = draw()
+            figs = [] if figs is None else figs if isinstance(figs, list) else [figs]
+            if figs and not self.read_only:
+                save_figures(figs, self.out, name)
+            if figs:  # shown here, whatever matplotlib's backend, then closed: each figure once
+                display(figs[0])
+            for fig in figs:
+                plt.close(fig)
+
+    def save(self, tables: dict) -> dict:
+        """``tables`` (``{name: DataFrame}``) saved, unless the folder is finished or read-only; returned."""
+        if not (self.finished or self.read_only):
+            save_tables(tables, self.out)
+        return tables
+
+    def write_text(self, name: str, text: str) -> None:
+        """``tables/<name>`` (a text beside the tables, e.g. a Markdown table), written unless read-only."""
+        if not self.read_only:
+            atomic_write(self.out / "tables" / name, text)
+
+
+def chosen_records(params: RunParams, tables) -> list:
+    """The run's images chosen again from the clean predictions saved in ``tables`` (no model runs, nothing is
+    written): :func:`ama.protocol.select`, as the run chose them; an unlabelled set's seeded choice."""
+    preds = read_table(tables, PREDICTIONS)
+    records = checked_records(params)
+    if preds is not None and labelled(records):
+        return select(records, preds, params.n_images, params.seed)
+    return readable(list_images(params.images, n=params.n_images, seed=params.seed))
+
+
+def open_run(params, out_dir, notebook: str, recompute: bool = False, sharded: bool = False) -> RunFolder:
+    """A notebook's :class:`RunFolder` (see there)."""
+    return RunFolder(params, out_dir, notebook, recompute, sharded)

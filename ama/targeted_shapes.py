@@ -25,6 +25,7 @@ from .criteria import TARGET_REACHED, TARGET_SKIP
 from .intervals import Estimate, image_rate, pooled
 from .metrics import attack_metrics, cosine
 from .params import RunParams
+from .plots import target_figure
 from .protocol import evenly
 from .selectors import eight_bit
 
@@ -179,3 +180,11 @@ def targeted_lines(summary: pd.DataFrame) -> list[str]:
                      f" to {100 * r.vs_reference_high:+.0f}, exact p = {r.vs_reference_p:.2g})")
         lines.append(text + ".")
     return lines
+
+
+def example_figures(runs: dict, params: RunParams, targets: pd.DataFrame) -> list:
+    """:func:`ama.plots.target_figure` of each image of the first model's :func:`targeted_example` (attacked
+    again); ``[]`` when no target was attacked."""
+    model, data = runs[params.models[0]]
+    example = targeted_example(model, data, params, targets)
+    return [] if example is None else [target_figure(example, k) for k in range(len(example))]

@@ -208,6 +208,7 @@ def test_papermill_reads_every_parameter_the_pipeline_gives(notebook):
     declared = set(pm.inspect_notebook(str(ROOT / "notebooks" / notebook)))
     given = set(pipeline.notebook_parameters(pipeline.make_params(), "results/x", sharded=True))
     assert declared == ({"out_dir"} if notebook.startswith("04") else given)
+    assert "recompute" in given  # make never reads an earlier run back
 
 
 def test_a_sharded_run_refuses_a_notebook_without_the_parameter(tmp_path):
