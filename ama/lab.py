@@ -128,6 +128,8 @@ def main(argv=None) -> int:
         return 1
     print(f"== JupyterLab is running, serving {args.notebook_dir}; from another machine: ssh -L "
           f"{info.get('port', args.port)}:localhost:{info.get('port', args.port)} user@this-host", flush=True)
+    print("== notebooks 01-05 open the default reference (results/reference/) in seconds: run all cells; set "
+          "out_dir and params in their first cell for another run", flush=True)
     print(server_url(info, args.open or None), flush=True)
     return proc.wait()
 

@@ -94,3 +94,19 @@ def test_a_finished_run_is_read_back_and_left_as_it_was(fast_run, tmp_path):
                         kernel_name="ama", progress_bar=False, parameters=dict(out_dir=str(fast_run.dir)),
                         cwd=str(ROOT / "notebooks"))
     assert digest(fast_run.dir / "tables") == before
+
+
+@pytest.mark.parametrize("notebook", sorted(p.name for p in (ROOT / "notebooks").glob("0[1-5]_*.ipynb")))
+def test_each_notebook_opens_the_default_reference_as_committed(notebook):
+    """A JupyterLab user's first run of a notebook shows the default reference: its ``out_dir`` is that committed
+    folder, whose parameters are the kit's defaults, and the README names the same folder."""
+    import papermill as pm
+
+    from ama.params import RunParams
+
+    declared = pm.inspect_notebook(str(ROOT / "notebooks" / notebook))
+    out_dir = json.loads(declared["out_dir"]["default"])
+    assert ROOT / out_dir == DEFAULT and (DEFAULT / "run.json").is_file()
+    assert RunParams.from_dict(json.loads((DEFAULT / "params.json").read_text())) == RunParams()
+    assert "params" not in declared or declared["params"]["default"] == "None"
+    assert out_dir in (ROOT / "README.md").read_text()
