@@ -161,8 +161,8 @@ def beyond(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: RunPa
     (image x method x upsampling), ``upsampling_comparison`` (image x upsampling) and ``border_defence`` (image x e x
     optimiser x defence, :func:`ama.border_defence.defence_rows`), ``attack_sides`` (image x side: the reference attack on
     one side of the frame, :func:`ama.sides.side_attack`) and ``erf_definitions_cells`` (image x definition x cell:
-    claim 1's measures under the gradient and the occlusion ERF, :func:`ama.erf_definitions.definition_rows`), from the
-    adversarial PNGs the
+    claim 1's measures under the gradient and the occlusion ERF, :func:`ama.erf_definitions.definition_rows`): those of
+    the run's ``studies`` (:data:`ama.params.STUDIES`), from the adversarial PNGs the
     attack experiment saved in ``out_dir`` (attacked again where missing), on ``beyond_images`` of the run's images
     (:func:`ama.protocol.evenly`; all when 0); the Gaussian upsampling is fitted to images
     of the kit's set that the run does not report (:func:`ama.faithfulness.calibration_fit`), so each image's rows do
@@ -175,20 +175,35 @@ def beyond(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: RunPa
             return {}, {}
         x, names = x[idx], [names[k] for k in idx]
         labels = None if labels is None else torch.as_tensor(labels)[idx]
-    tr, checks, attacks = under_attack.transfer_experiment(model, x, names, params, out_dir)
-    frame_attack = attacks[OptimizerKey.default(attack_experiments.ORIGINAL, min(params.e), params.n_iter)]
-    location = controls.location_control(model, x, names, params, frame_attack, labels)
-    fit = faithfulness.calibration_fit(model, params, reported)
-    comparison, faith, info = faithfulness.faithfulness_experiment(
-        model, x, names, frame_attack, params.auc_steps,
-        [m for m in transfer.TRANSFER_METHODS if m not in ("scorecam", "occlusion")], fit)
-    defence = pd.concat([border_defence.defence_rows(model, attacks[OptimizerKey.default(o, e, params.n_iter)], labels, o)
-                         for e in border_defence.defence_widths(params) for o in attack_experiments.ADVERSARIAL_OPTIMIZERS],
-                        ignore_index=True)
-    tables = {TABLES.transfer: tr, TABLES.transfer_scale_check_images: checks, TABLES.faithfulness: faith,
-              TABLES.upsampling_comparison: comparison, TABLES.attack_location: location,
-              TABLES.border_defence: defence, TABLES.attack_sides: sides.side_attack(model, x, names, params, labels),
-              TABLES.erf_definitions_cells: erf_definitions.definition_rows(model, x, names, min(params.e))}
+    studies, tables, attacks, info = set(params.studies), {}, {}, None
+
+    def attack(optimizer: str, e: int):  # the run's saved attack (attacked again where missing), once
+        key = OptimizerKey.default(optimizer, e, params.n_iter)
+        if key not in attacks:
+            attacks[key] = attack_experiments.adversarial_result(model, x, names, params, out_dir, optimizer, e)
+        return attacks[key]
+
+    if "transfer" in studies:
+        tr, checks, found = under_attack.transfer_experiment(model, x, names, params, out_dir)
+        attacks.update(found)
+        tables.update({TABLES.transfer: tr, TABLES.transfer_scale_check_images: checks})
+    frame_attack = attack(attack_experiments.ORIGINAL, min(params.e)) if studies & {"location", "faithfulness"} else None
+    if "location" in studies:
+        tables[TABLES.attack_location] = controls.location_control(model, x, names, params, frame_attack, labels)
+    if "faithfulness" in studies:
+        fit = faithfulness.calibration_fit(model, params, reported)
+        comparison, faith, info = faithfulness.faithfulness_experiment(
+            model, x, names, frame_attack, params.auc_steps,
+            [m for m in transfer.TRANSFER_METHODS if m not in ("scorecam", "occlusion")], fit)
+        tables.update({TABLES.faithfulness: faith, TABLES.upsampling_comparison: comparison})
+    if "defence" in studies:
+        tables[TABLES.border_defence] = pd.concat(
+            [border_defence.defence_rows(model, attack(o, e), labels, o) for e in border_defence.defence_widths(params)
+             for o in attack_experiments.ADVERSARIAL_OPTIMIZERS], ignore_index=True)
+    if "sides" in studies:
+        tables[TABLES.attack_sides] = sides.side_attack(model, x, names, params, labels)
+    if "erf_definitions" in studies:
+        tables[TABLES.erf_definitions_cells] = erf_definitions.definition_rows(model, x, names, min(params.e))
     return image_major(tables, names), dict(attacks=attacks, upsampling=info)
 
 

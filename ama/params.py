@@ -43,6 +43,10 @@ ABLATIONS = ("strongest", "full")  # strongest: the reference and the strongest 
                                    # the budget curve and keep mode (SCIENCE.md section 6)
 ABLATION_IMAGES = 2     # the ingredient study (SCIENCE.md section 6): images spread over the run's, half to choose the
                         # setting on (the run's seed), half to report it on (its n_seeds seeds), at the smallest e
+# Notebook 05's studies beyond the paper (STUDIES=...; all: every one). The default run computes the location control
+# alone, the control claim 3's verdict stands beside; the profiles compute them all. Their order is the notebook's.
+STUDIES = ("transfer", "faithfulness", "location", "defence", "sides", "erf_definitions")
+DEFAULT_STUDIES = ("location",)
 GRIDS = ("paper", "slim")  # paper: flip at n_iter passes at every e and at 50 at e = 1, 2, keep at the smallest; slim:
                            # flip at n_iter only, the seed study at the smallest e only
 # Profiles: named sets of defaults for `make reproduce PROFILE=...`; a parameter given explicitly wins over its profile.
@@ -51,12 +55,13 @@ PROFILES = {
     # (e = 1), notebook 05 (transfer, the location control, ...) on 20 of them and the ingredient study (10 + 10) on 20;
     # its time on 2 CPU cores is in docs/EVIDENCE.md (cut to fit 90 min here: a third seed, 200 -> 150 images,
     # 30 -> 20 images for notebook 05 and the ingredient study)
-    "imagenet": dict(n_images=150, e="1 2", n_seeds=2, grid="slim", beyond_images=20, ablation_images=20),
+    "imagenet": dict(n_images=150, e="1 2", n_seeds=2, grid="slim", beyond_images=20, ablation_images=20,
+                     studies="all"),
     # across models: the three EfficientNet-Lites and lite0's padding variants (ama.padding) on the same 8 images every
     # one of them classifies correctly, at e = 1, 2 with the slim grid (cut from the default: e = 4, 8, the paper grid's
     # 50-pass attacks; kept: notebook 05 on every image, the ablation's apgd, the targeted shapes on a quarter)
     "models": dict(models="lite0 lite1 lite2 lite0-zero-pad lite0-reflect-pad lite0-replicate-pad", n_images=8,
-                   e="1 2", grid="slim"),
+                   e="1 2", grid="slim", studies="all"),
 }
 
 
@@ -69,6 +74,18 @@ def _ints(value, what: str) -> tuple[int, ...]:
         raise ParamsError(f"{what} must be integers, got {value!r}") from None
 
 
+
+
+def _studies(value) -> tuple[str, ...]:
+    """Notebook 05's studies as a tuple in :data:`STUDIES`' order: names (a list, or a string split at spaces or
+    commas) or ``all``; an unknown name or none is refused."""
+    names = str(value).replace(",", " ").split() if isinstance(value, str) else [str(v) for v in value]
+    if names == ["all"]:
+        return STUDIES
+    unknown = [n for n in names if n not in STUDIES]
+    if unknown or not names:
+        raise ParamsError(f"studies must be one or more of {', '.join(STUDIES)} (or all), got {value!r}")
+    return tuple(n for n in STUDIES if n in names)
 
 
 def check_e(e) -> int:
@@ -100,6 +117,7 @@ class RunParams:
     grid: str = "paper"                      # the reference attack's grid: paper or slim (GRIDS)
     beyond_images: int = 0                   # notebook 05 on this many of the run's images (stratified); 0 = all
     ablation_images: int = ABLATION_IMAGES   # the ingredient study on this many of the run's images; 0 = all
+    studies: tuple[str, ...] = DEFAULT_STUDIES  # notebook 05's studies (STUDIES), or all
 
     def __post_init__(self):
         models = tuple(str(self.models).replace(",", " ").split()) if isinstance(self.models, str) else \
@@ -120,7 +138,8 @@ class RunParams:
                       score_cam_images=check_int(self.score_cam_images, "score_cam_images"),
                       n_seeds=check_int(self.n_seeds, "n_seeds", low=1), ablation=str(self.ablation),
                       grid=str(self.grid), beyond_images=check_int(self.beyond_images, "beyond_images"),
-                      ablation_images=check_int(self.ablation_images, "ablation_images"))
+                      ablation_images=check_int(self.ablation_images, "ablation_images"),
+                      studies=_studies(self.studies))
         for name, allowed in (("ablation", ABLATIONS), ("grid", GRIDS)):
             if values[name] not in allowed:
                 raise ParamsError(f"{name} must be one of {', '.join(allowed)}, got {values[name]!r}")
@@ -175,8 +194,15 @@ class RunParams:
         parts = ["-".join(self.models), images] + ([f"n{self.n_images}"] if self.n_images else ["all"])
         parts += [f"e{'-'.join(map(str, self.e))}", f"it{self.n_iter}", f"lamb{self.lamb:g}", f"seed{self.seed}"]
         later = self.names()[self.names().index("fast") + 1:]
-        parts += [f"{k}{getattr(self, k)}" for k in later if getattr(self, k) != getattr(type(self)(), k)]
+        parts += [f"{k}{_name_value(getattr(self, k))}" for k in later if getattr(self, k) != getattr(type(self)(), k)]
         return "_".join(parts) + ("_fast" if self.fast else "")
+
+
+def _name_value(value) -> str:
+    """A parameter's value in a run's name: ``all`` for every study, names joined by ``-``, else as it prints."""
+    if isinstance(value, tuple):
+        return "all" if value == STUDIES else "-".join(map(str, value))
+    return str(value)
 
 
 def _make_value(value) -> str:

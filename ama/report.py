@@ -289,8 +289,8 @@ def beyond_the_paper(run_dir: str | os.PathLike) -> list[str]:
              "not verdicts on the paper's claims.", ""]
     tr, check = read_table(tables, TABLES.transfer), read_table(tables, TABLES.transfer_scale_check)
     if tr is None or tr.empty:
-        lines += ["**Transfer to other explanations:** not measured on this run (notebook 05 did not write "
-                  "`tables/transfer.csv`).", ""]
+        lines += ["**Transfer to other explanations:** not measured on this run (not among its studies; "
+                  "`make reproduce STUDIES=all` measures it).", ""]
     else:
         tr = tr.assign(optimizer=tr.optimizer.astype(str))
         g = tr.groupby(["optimizer", "method", "e"])[["cam_cosine", "random_cam_cosine", "top20_iou",
@@ -328,7 +328,8 @@ def beyond_the_paper(run_dir: str | os.PathLike) -> list[str]:
                   f"({f.insertion_auc.max():.3f}).", "", _markdown_table(f.round(3).reset_index()), ""]
     up = read_table(tables, TABLES.upsampling_comparison)
     if up is None or up.empty:
-        lines += ["**ERF-aware upsampling:** not measured on this run (no `tables/upsampling_comparison.csv`).", ""]
+        lines += ["**ERF-aware upsampling:** not measured on this run (not among its studies; `make reproduce "
+                  "STUDIES=all` measures it).", ""]
         return lines
     u = up.groupby("upsampling").mean(numeric_only=True)
     cols = [c for c in ("deletion_auc", "insertion_auc", "occlusion_spearman", "clean_band_mass", "adv_band_mass",

@@ -109,7 +109,7 @@ class FastRun:
     @staticmethod
     def args(results) -> list[str]:
         """The make variables of the shared run (a rerun with the same ones must find everything up to date)."""
-        return ["FAST=1", f"MODELS={' '.join(FAST_MODELS)}", "DEVICE=cpu", "RUN=fast", f"RESULTS={results}"]
+        return ["FAST=1", f"MODELS={' '.join(FAST_MODELS)}", "STUDIES=all", "DEVICE=cpu", "RUN=fast", f"RESULTS={results}"]
 
 
 def stop_process_group(proc, grace: float = 30) -> None:

@@ -18,6 +18,8 @@ from ama.attack_result import GridKey, OptimizerKey
 from ama.distributed import Launch
 from ama.geometry import check_frame_width
 from ama.params import N_IMAGES, PROFILES, ParamsError, RunParams
+from ama.params import STUDIES as PARAMS_STUDIES
+from ama.artifacts import TABLES
 from ama.reference import compare_tables
 
 TINY = "conftest:make_tiny_model"
@@ -77,7 +79,7 @@ def test_makefile_bridge_runs_without_the_venv():
 def run_params():
     # the ingredient study on every image: which images it takes is the run folder's choice (selection.csv), and
     # outside one a batch's own
-    return RunParams(models=(TINY,), e=(1, 2), n_iter=3, fast=False, ablation_images=0)
+    return RunParams(models=(TINY,), e=(1, 2), n_iter=3, fast=False, ablation_images=0, studies="all")
 
 
 @pytest.mark.parametrize("experiment", experiments.EXPERIMENTS)
@@ -290,3 +292,19 @@ def test_attack_grid_in_batches_gives_the_same_rows(tiny_model, images32, monkey
         assert compare_tables(parts[name], df, name, stochastic=True) == [], name
     seeds = whole["attack_seeds"]
     assert sorted(seeds.seed.unique()) == [0, 1] and set(seeds.optimizer) == {"sign"}
+
+
+def test_notebook_05_computes_the_studies_a_run_names(tiny_model, images32):
+    """STUDIES: the default run computes the location control alone; each study's tables appear with it."""
+    names = [f"im{i}" for i in range(2)]
+    base = dict(models=(TINY,), e=(1,), n_iter=2, fast=False)
+    assert RunParams().studies == ("location",)
+    alone = experiments.run("beyond", tiny_model, images32[:2], names, RunParams(**base))
+    assert set(alone) == {TABLES.attack_location}
+    sides = experiments.run("beyond", tiny_model, images32[:2], names, RunParams(**base, studies="sides defence"))
+    assert set(sides) == {TABLES.attack_sides, TABLES.border_defence}
+    assert RunParams(studies="all").studies == RunParams(studies=list(reversed(PARAMS_STUDIES))).studies
+    with pytest.raises(ParamsError, match="studies must be one or more of"):
+        RunParams(studies="transfer speed")
+    assert RunParams(studies="all").run_name().endswith("_studiesall")
+    assert "studies" not in RunParams().run_name()

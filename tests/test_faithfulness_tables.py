@@ -76,7 +76,7 @@ def test_under_attack_figure_pairs_each_model_with_its_own_image_and_numbers(reu
     from ama import experiments, figures
     from ama.params import RunParams
 
-    params = RunParams(models=("a", "b"), e=(1,), n_iter=2, auc_steps=2)
+    params = RunParams(models=("a", "b"), e=(1,), n_iter=2, auc_steps=2, studies="faithfulness")
     loaded, extras, comparisons = {}, {}, {}
     for name, size in (("a", 32), ("b", 40)):
         model = make_tiny_model(seed=size, size=size)

@@ -22,7 +22,7 @@ def test_make_params_from_make_variables():
     assert pipeline.make_params(profile="imagenet")["n_images"] == PROFILES["imagenet"]["n_images"]
     assert pipeline.make_params() == RunParams().to_dict()  # empty Make variables: the defaults, from one place
     nb = pipeline.notebook_parameters(p, "results/x", sharded=True)
-    assert nb == dict(params=p, out_dir="results/x", sharded=True)
+    assert nb == dict(params=p, out_dir="results/x", recompute=True, sharded=True)
 
 
 @pytest.mark.parametrize("kwargs, message", [(dict(models=","), "models is empty"), (dict(e="0 1"), "e .*positive"),
