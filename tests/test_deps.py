@@ -105,7 +105,8 @@ def test_the_tool_runs_on_the_standard_library_alone(tmp_path):
 def test_a_bad_argument_is_one_line(capsys):
     assert main(["lower-case=x"]) == 2 and main(["X=nosuch:f"]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err[0].startswith("error: expected NAME=module") and err[1] == "error: no module ama/nosuch.py (entry 'nosuch:f')"
+    assert err[0].startswith("error: expected NAME=module")
+    assert err[1] == "error: no module ama/nosuch.py (entry 'nosuch:f')"
 
 
 def _finished_run(tmp_path):
