@@ -50,8 +50,19 @@ endif
 endif
 NB_OUT := $(RUN_DIR)/notebooks
 
-# A notebook reruns when the kit's code, the notebook or the run's parameters change.
+# A notebook reruns when the notebook, the run's parameters or images, or the ama modules it imports change: those its
+# code cells import, directly or through other modules, and those of the step that runs it (ama.pipeline's
+# run_notebook and shard_experiment); the image selection, when those of ama.pipeline's select_images do. ama/deps.py
+# (standard library only) reads the import graph into $(DEPS_MK), which make rewrites when a module or a notebook
+# changes and then rereads; without it every module counts.
 SRC := $(wildcard ama/*.py)
+NB_SOURCES := $(wildcard $(NOTEBOOKS)/*.ipynb)
+DEPS_MK := build/deps.mk
+$(DEPS_MK): $(SRC) $(NB_SOURCES)
+	@$(PYTHON) ama/deps.py --out $@ RUNNER_DEPS=pipeline:run_notebook,pipeline:shard_experiment \
+	  SELECT_DEPS=pipeline:select_images $(NB_SOURCES)
+-include $(DEPS_MK)
+nb_deps = $(or $(NB_DEPS_$(1)),$(SRC)) $(or $(RUNNER_DEPS),$(SRC))
 
 .PHONY: help env data reproduce check reference test browser lab clean-results clean
 
@@ -101,18 +112,18 @@ RUN_NB = $(PY) -m ama.pipeline notebook --params $(NB_PARAMS) --run-dir $(RUN_DI
 
 # The run's images (labelled: correctly classified by every model, ama.protocol), chosen once for every notebook.
 SELECTION := $(RUN_DIR)/selection.csv
-$(SELECTION): $(NB_PARAMS) $(SRC) $(SAMPLES)
+$(SELECTION): $(NB_PARAMS) $(or $(SELECT_DEPS),$(SRC)) $(SAMPLES)
 	@$(PY) -m ama.pipeline select --params $(NB_PARAMS) --run-dir $(RUN_DIR)
 
-$(NB_OUT)/01_occlusion.ipynb: $(NOTEBOOKS)/01_occlusion.ipynb $(SRC) $(NB_PARAMS) $(SELECTION)
+$(NB_OUT)/01_occlusion.ipynb: $(NOTEBOOKS)/01_occlusion.ipynb $(call nb_deps,01_occlusion) $(NB_PARAMS) $(SELECTION)
 	@$(RUN_NB) $<
-$(NB_OUT)/02_receptive_field_misalignment.ipynb: $(NOTEBOOKS)/02_receptive_field_misalignment.ipynb $(SRC) $(NB_PARAMS) $(SELECTION) | $(NB_OUT)/01_occlusion.ipynb
+$(NB_OUT)/02_receptive_field_misalignment.ipynb: $(NOTEBOOKS)/02_receptive_field_misalignment.ipynb $(call nb_deps,02_receptive_field_misalignment) $(NB_PARAMS) $(SELECTION) | $(NB_OUT)/01_occlusion.ipynb
 	@$(RUN_NB) $<
-$(NB_OUT)/03_adversarial_marginal_attack.ipynb: $(NOTEBOOKS)/03_adversarial_marginal_attack.ipynb $(SRC) $(NB_PARAMS) $(SELECTION) | $(NB_OUT)/02_receptive_field_misalignment.ipynb
+$(NB_OUT)/03_adversarial_marginal_attack.ipynb: $(NOTEBOOKS)/03_adversarial_marginal_attack.ipynb $(call nb_deps,03_adversarial_marginal_attack) $(NB_PARAMS) $(SELECTION) | $(NB_OUT)/02_receptive_field_misalignment.ipynb
 	@$(RUN_NB) $<
-$(NB_OUT)/05_beyond_the_paper.ipynb: $(NOTEBOOKS)/05_beyond_the_paper.ipynb $(SRC) $(NB_PARAMS) $(SELECTION) | $(NB_OUT)/03_adversarial_marginal_attack.ipynb
+$(NB_OUT)/05_beyond_the_paper.ipynb: $(NOTEBOOKS)/05_beyond_the_paper.ipynb $(call nb_deps,05_beyond_the_paper) $(NB_PARAMS) $(SELECTION) | $(NB_OUT)/03_adversarial_marginal_attack.ipynb
 	@$(RUN_NB) $<
-$(RUN_DIR)/REPORT.md: $(NOTEBOOKS)/04_report.ipynb $(SRC) $(NB_OUT)/01_occlusion.ipynb $(NB_OUT)/02_receptive_field_misalignment.ipynb $(NB_OUT)/03_adversarial_marginal_attack.ipynb $(NB_OUT)/05_beyond_the_paper.ipynb
+$(RUN_DIR)/REPORT.md: $(NOTEBOOKS)/04_report.ipynb $(call nb_deps,04_report) $(NB_OUT)/01_occlusion.ipynb $(NB_OUT)/02_receptive_field_misalignment.ipynb $(NB_OUT)/03_adversarial_marginal_attack.ipynb $(NB_OUT)/05_beyond_the_paper.ipynb
 	@$(RUN_NB) $<
 	@$(VENV)/bin/jupyter nbconvert --to html --log-level ERROR --output-dir $(RUN_DIR) $(NB_OUT)/04_report.ipynb
 

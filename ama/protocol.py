@@ -9,16 +9,23 @@ same images), one per stratum of the class-index order; the clean predictions of
 """
 from __future__ import annotations
 
+import os
+import re
+from importlib import metadata
+from pathlib import Path
+
+import joblib
 import numpy as np
 import pandas as pd
 import torch
 
 from .artifacts import TABLES
 from .data import ImageLoadError, ImageRecord, list_images, load_records, open_image
+from .deps import Graph
 from .intervals import Estimate
 from .models import run_model
 from .params import FAST_ACCURACY_IMAGES, RunParams
-from .paths import exclusive, resolve
+from .paths import RESULTS_DIR, exclusive, resolve
 from .results import save_table, write_csv
 
 BATCH = 50                     # images per forward pass of the accuracy pass
@@ -26,6 +33,8 @@ TOP_K = 5
 PREDICTIONS = TABLES.clean_predictions  # the run's table of clean predictions (every labelled image x model)
 ACCURACY = TABLES.clean_accuracy        # each model's top-1 / top-5 on the set
 SELECTION = "selection.csv"        # the run's image list (file, name, label), in the run folder
+CACHE_ENV = "AMA_CACHE"            # the shared cache's folder (default results/.cache, git-ignored; tests: a tmp one)
+VERSIONED = ("torch", "torchvision", "timm", "pillow")  # libraries whose version is part of a cached prediction's key
 
 
 def predictions(model, records, batch_size: int = BATCH) -> pd.DataFrame:
@@ -46,6 +55,35 @@ def predictions(model, records, batch_size: int = BATCH) -> pd.DataFrame:
             label_conf=prob.gather(1, labels.clamp_min(0)[:, None])[:, 0].numpy(),
             top1=(top[:, 0] == labels).numpy(), top5=(top == labels[:, None]).any(1).numpy())))
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+def cache_dir() -> Path:
+    """The folder of results shared by the runs of this checkout: ``$AMA_CACHE``, else ``results/.cache``."""
+    return Path(os.environ.get(CACHE_ENV) or RESULTS_DIR / ".cache")
+
+
+def _cached_predictions(name: str, device: str, files: tuple, code: tuple, versions: tuple) -> pd.DataFrame:
+    """:func:`predictions` of the model ``name`` on ``device`` for ``files`` (``(path, name, label, size,
+    mtime_ns)`` per image); ``code`` and ``versions`` are there only to be part of the cache's key."""
+    return predictions(run_model(name, device), [ImageRecord(Path(f[0]), f[1], f[2]) for f in files])
+
+
+def clean_predictions(name: str, device: str, records: list[ImageRecord]) -> pd.DataFrame:
+    """:func:`predictions` of the model ``name`` (:func:`ama.models.run_model` on ``device``) on ``records``, computed
+    once per model, device and image set and read back by every later run (``joblib.Memory`` under
+    :func:`cache_dir`). The key holds the model's name, the device, each image's path, name, label, size and
+    modification time, the versions of :data:`VERSIONED` and the text of every module the prediction runs through
+    (:mod:`ama.deps`), so a changed image, library or module computes them again. Processes asking for one model
+    take turns (``.lock.<model>``): the second reads what the first wrote."""
+    stats = [(r, r.path.stat()) for r in records]
+    files = tuple((str(r.path.resolve()), r.name, r.label, st.st_size, st.st_mtime_ns) for r, st in stats)
+    graph = Graph()
+    used = graph.files(graph.entry("protocol:_cached_predictions"))
+    code = tuple((f, (graph.dir.parent / f).read_text()) for f in used)
+    versions = tuple((d, metadata.version(d)) for d in VERSIONED)
+    cached = joblib.Memory(cache_dir(), verbose=0).cache(_cached_predictions)
+    with exclusive(cache_dir() / f".lock.{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}"):
+        return cached(name, device, files, code, versions)
 
 
 def accuracy(preds: pd.DataFrame) -> pd.DataFrame:
@@ -149,12 +187,14 @@ def checked_records(params: RunParams) -> list[ImageRecord]:
 
 def write_selection(params: RunParams, run_dir) -> pd.DataFrame:
     """Write the run's image list ``selection.csv`` (``image, label``; -1 unlabelled) and return it. Labelled images:
-    every model's clean predictions on the whole set (``tables/clean_predictions.csv``, their accuracy in
-    ``tables/clean_accuracy.csv``) and :func:`select`; unlabelled: ``n_images`` at random with the seed. FAST: the
+    every model's clean predictions on the whole set (:func:`clean_predictions`: once per model and image set, then
+    from the shared cache; ``tables/clean_predictions.csv``, their accuracy in ``tables/clean_accuracy.csv``) and
+    :func:`select`; unlabelled: ``n_images`` at random with the seed. FAST: the
     accuracy of :data:`~ama.params.FAST_ACCURACY_IMAGES` stratified images only."""
     records = checked_records(params)
     if labelled(records):
-        preds = pd.concat([predictions(run_model(name, params.device), records) for name in params.models], ignore_index=True)
+        preds = pd.concat([clean_predictions(name, params.device, records) for name in params.models],
+                          ignore_index=True)
         save_table(preds, run_dir, PREDICTIONS)
         save_table(accuracy(preds), run_dir, ACCURACY)
         chosen = select(records, preds, params.n_images, params.seed)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 import torch
@@ -9,6 +10,8 @@ import torch.nn as nn
 
 os.environ.setdefault("AMA_OFFLINE", "1")  # tests never try the network
 os.environ.setdefault("MPLBACKEND", "Agg")
+# cached clean predictions (ama.protocol.clean_predictions) go to a folder of this session, not the runs' shared one
+os.environ.setdefault("AMA_CACHE", tempfile.mkdtemp(prefix="ama-test-cache-"))
 
 import ama  # noqa: E402
 from ama.cam_model import wrap_model  # noqa: E402

@@ -17,9 +17,9 @@ MAX_NOTEBOOK_CODE_LINES = 60
 
 LAYOUT = ROOT / "docs" / "LAYOUT.md"
 # Modules that import the kit inside functions on purpose: the package's lazy attributes, and the processes
-# `make reproduce` starts (the pipeline's steps, the CLI, the parameters the Makefile reads before .venv exists),
-# which must start without importing torch (test_import_ama_and_the_pipeline_do_not_import_torch).
-LAZY_IMPORTERS = {"__init__", "__main__", "pipeline", "cli", "params"}
+# `make reproduce` starts (the pipeline's steps, the CLI, the parameters and the import graph the Makefile reads before
+# .venv exists), which must start without importing torch (test_import_ama_and_the_pipeline_do_not_import_torch).
+LAZY_IMPORTERS = {"__init__", "__main__", "pipeline", "cli", "params", "deps"}
 
 
 def layer_order(text: str) -> list[str]:

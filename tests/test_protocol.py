@@ -174,6 +174,32 @@ def test_predictions_and_accuracy_of_a_tiny_model(tiny_model, tmp_path):
     assert (preds.top5 >= preds.top1).all()
 
 
+def test_clean_predictions_are_computed_once_per_model_and_image_set(tiny_model, tmp_path, monkeypatch):
+    """A second run on the same images reads the first's predictions; another image set, or an edited image, computes
+    again."""
+    import os
+
+    from PIL import Image
+
+    from ama.data import list_images
+
+    monkeypatch.setenv(protocol.CACHE_ENV, str(tmp_path / "cache"))
+    loaded = []
+    monkeypatch.setattr(protocol, "run_model", lambda name, device: loaded.append(name) or tiny_model)
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        Image.fromarray((rng.random((40, 40, 3)) * 255).astype("uint8")).save(tmp_path / f"im{k}.png")
+    records = [r._replace(label=k) for k, r in enumerate(list_images(tmp_path))]
+    first = protocol.clean_predictions("tiny", "cpu", records)
+    pd.testing.assert_frame_equal(protocol.clean_predictions("tiny", "cpu", records), first)
+    assert loaded == ["tiny"] and (tmp_path / "cache" / ".lock.tiny").is_file()
+    protocol.clean_predictions("tiny", "cpu", records[:2])
+    assert loaded == ["tiny"] * 2
+    os.utime(records[0].path, ns=(1, 1))  # the same name, another file
+    protocol.clean_predictions("tiny", "cpu", records)
+    assert loaded == ["tiny"] * 3
+
+
 def test_evenly_keeps_the_subset_spread():
     names = [f"im{k}" for k in range(10)]
     assert protocol.evenly(names, 4) == ["im0", "im3", "im6", "im9"]
