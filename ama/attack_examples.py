@@ -73,7 +73,8 @@ def keep_example(model: CAMModel, data, params: RunParams, table: pd.DataFrame, 
 
 def by_e_figure(runs: dict, params: RunParams, table: pd.DataFrame, results_by_model: dict | None = None):
     """:func:`ama.plots.examples_figure` of the first model's first shown image attacked at every ``e`` of the run
-    (reused from ``results_by_model`` or attacked again)."""
+    (reused from ``results_by_model``, ``{model: the run's attack results}``, or attacked again). ``runs``:
+    :func:`ama.runs.load_runs`; ``params``: the run's; ``table``: its ``attack_metrics``."""
     name = params.models[0]
     model, data = runs[name]
     by_e, shown = attack_examples(model, data, params, table, (results_by_model or {}).get(name), k=1)
@@ -81,7 +82,8 @@ def by_e_figure(runs: dict, params: RunParams, table: pd.DataFrame, results_by_m
 
 
 def keep_figure(runs: dict, params: RunParams, table: pd.DataFrame, results_by_model: dict | None = None):
-    """:func:`ama.plots.attack_figure` of the first model's :func:`keep_example`."""
+    """:func:`ama.plots.attack_figure` of the first model's :func:`keep_example` (``runs``, ``params``, ``table`` and
+    ``results_by_model`` as :func:`by_e_figure` takes them)."""
     name = params.models[0]
     model, data = runs[name]
     keep, index = keep_example(model, data, params, table, (results_by_model or {}).get(name))

@@ -187,7 +187,9 @@ def beyond(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: RunPa
         tr, checks, found = under_attack.transfer_experiment(model, x, names, params, out_dir)
         attacks.update(found)
         tables.update({TABLES.transfer: tr, TABLES.transfer_scale_check_images: checks})
-    frame_attack = attack(attack_experiments.ORIGINAL, min(params.e)) if studies & {"location", "faithfulness"} else None
+    frame_attack = None
+    if "location" in studies or "faithfulness" in studies:
+        frame_attack = attack(attack_experiments.ORIGINAL, min(params.e))
     if "location" in studies:
         tables[TABLES.attack_location] = controls.location_control(model, x, names, params, frame_attack, labels)
     if "faithfulness" in studies:

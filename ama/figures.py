@@ -145,7 +145,8 @@ IRF_LEVELS = (0.25, 0.5, 0.75)  # contours of the IRF's weight (the upsampling's
 
 def run_sliding_patch_figure(slides: pd.DataFrame, model, data, threshold: float):
     """:func:`sliding_patch_figure` of ``model``'s first image of ``data`` (a run's
-    :class:`~ama.data.LoadedImages`), the patch compared with the model's CAM cell."""
+    :class:`~ama.data.LoadedImages`), the patch compared with the model's CAM cell. ``slides``: rows of
+    ``occlusion_sliding_patch``; ``threshold``: what a moved cell moves by, over the map's range."""
     cell_px = geometry.cell_stride(model.input_size, model.feature_size())
     return sliding_patch_figure(slides, model.name, data.names[0], cell_px, threshold)
 

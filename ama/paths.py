@@ -24,6 +24,7 @@ DATA_DIR = ROOT / "data"
 SAMPLES_DIR = DATA_DIR / "samples"
 RESULTS_DIR = ROOT / "results"
 CLI_RESULTS_DIR = RESULTS_DIR / "cli"  # the command line's default --out (git-ignored, beside make's runs)
+REFERENCE_DIR = RESULTS_DIR / "reference"  # the committed references (make reference writes them)
 
 
 def resolve(path: str | os.PathLike) -> Path:
@@ -75,3 +76,9 @@ def exclusive(lock_file: str | os.PathLike) -> Iterator[Path]:
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def is_reference(path: str | os.PathLike) -> bool:
+    """Whether ``path`` lies in ``results/reference/``: a committed reference, which the notebooks only read."""
+    path = resolve(path)
+    return path == REFERENCE_DIR or REFERENCE_DIR in path.parents

@@ -15,7 +15,7 @@ from .data import list_images, load_records
 from .experiments import EXPERIMENTS
 from .models import run_model
 from .params import RunParams
-from .paths import RESULTS_DIR, atomic_write, resolve, shown
+from .paths import atomic_write, is_reference, resolve, shown
 from .protocol import PREDICTIONS, SELECTION, checked_records, labelled, readable, run_records, select
 from .results import read_table, save_figures, save_table, save_tables
 from .shards import merged_tables
@@ -68,15 +68,6 @@ def compute(experiment: str, runs: dict, params: RunParams, out_dir, sharded: bo
 
 
 # --- a run folder as a notebook opens it ---------------------------------------------------------------------------
-REFERENCE_DIR = RESULTS_DIR / "reference"
-
-
-def is_reference(path) -> bool:
-    """Whether ``path`` lies in ``results/reference/`` (committed references: read-only for the notebooks)."""
-    path = resolve(path)
-    return path == REFERENCE_DIR or REFERENCE_DIR in path.parents
-
-
 class RunFolderError(ValueError):
     """A run folder a notebook cannot open as asked; the message says what to do."""
 
@@ -206,5 +197,7 @@ def chosen_records(params: RunParams, tables) -> list:
 
 
 def open_run(params, out_dir, notebook: str, recompute: bool = False, sharded: bool = False) -> RunFolder:
-    """A notebook's :class:`RunFolder` (see there)."""
+    """A notebook's :class:`RunFolder`: ``params`` (a dict, a ``params.json`` or None) and ``out_dir`` as
+    :func:`run_params` takes them, ``notebook`` its name (``03_adversarial_marginal_attack``), ``recompute`` True to
+    compute everything again, ``sharded`` True when ``torchrun`` computed the tables first."""
     return RunFolder(params, out_dir, notebook, recompute, sharded)

@@ -114,7 +114,8 @@ def _finished_run(tmp_path):
     Makefile's order) and the ``make`` arguments that aim at its report without running anything."""
     repo = tmp_path / "repo"
     for folder in ("ama", "notebooks"):
-        shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copytree(ROOT / folder, repo / folder,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "kernel-ipc-*", ".ipynb_checkpoints"))
     for name in ("Makefile", "pyproject.toml", "requirements-lock.txt"):
         shutil.copy2(ROOT / name, repo / name)
     run = repo / "results" / "fake"

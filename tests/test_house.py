@@ -174,13 +174,18 @@ def spelled_artifacts(source: str) -> list[tuple[int, str]]:
     pieces = {id(v) for n in ast.walk(tree) if isinstance(n, ast.JoinedStr) for v in n.values}
     exports = {id(v) for n in tree.body if isinstance(n, ast.Assign)  # __all__ names functions, not artifacts
                and any(isinstance(t, ast.Name) and t.id == "__all__" for t in n.targets) for v in ast.walk(n.value)}
+    studies = {id(n.left) for n in ast.walk(tree)  # a study's name (ama.params.STUDIES), not its table's: "x" in studies
+               if isinstance(n, ast.Compare) and "studies" in ast.unparse(n.comparators[0])}
+    studies |= {id(v) for n in tree.body if isinstance(n, ast.Assign)
+                and any(isinstance(t, ast.Name) and t.id.endswith("STUDIES") for t in n.targets) for v in ast.walk(n.value)}
     return [(n.lineno, n.value) for n in ast.walk(tree)
             if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value in names
-            and id(n) not in docs and id(n) not in pieces and id(n) not in exports]
+            and id(n) not in docs and id(n) not in pieces and id(n) not in exports and id(n) not in studies]
 
 
 def test_the_spelling_check_finds_a_literal_name():
     assert spelled_artifacts('__all__ = ["attack_metrics"]') == []
+    assert spelled_artifacts('STUDIES = ("transfer",)\nif "transfer" in P.studies: pass') == []  # a study's name
     assert spelled_artifacts('"""attack_metrics"""\nx = tables["attack_metrics"]\ny = f"{a}attack_metrics"') == [
         (2, "attack_metrics")]
 

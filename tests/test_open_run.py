@@ -10,6 +10,7 @@ import pytest
 
 from ama import runs
 from ama.artifacts import FIGURES
+from ama.params import RunParams
 from ama.paths import ROOT
 
 DEFAULT = ROOT / "results" / "reference" / "lite0_imagenet_n8_e1-2-4-8_it100_lamb100_seed0"
@@ -26,7 +27,7 @@ def digest(folder) -> dict[str, str]:
 def test_a_reference_opens_finished_and_read_only():
     folder = runs.open_run(None, FAST, ATTACK)
     assert folder.finished and folder.read_only
-    assert folder.params.to_dict() == json.loads((FAST / "params.json").read_text())
+    assert folder.params == RunParams.from_dict(json.loads((FAST / "params.json").read_text()))
     tables = folder.compute("attack")
     assert folder.extras is None
     assert pd.read_csv(FAST / "tables" / "attack_metrics.csv").equals(tables["attack_metrics"])
