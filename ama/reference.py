@@ -90,6 +90,10 @@ class TableCheck:
     def line(self) -> str:
         return f"  {'ok  ' if self.ok else 'DIFF'}  {self.name}: {self.how}"
 
+    def lines(self) -> list[str]:
+        """The table's line and, under it, each problem it does not already say (a missing table's is said once)."""
+        return [self.line(), *(f"          {p}" for p in self.problems if p != f"{self.name}: {self.how}")]
+
 
 def compare_tables(run: pd.DataFrame, ref: pd.DataFrame, name: str, stochastic: bool = False,
                    rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL) -> list[str]:
@@ -280,7 +284,7 @@ def check_run(run_dir: str | os.PathLike, reference: str | os.PathLike) -> tuple
         header = f"run {run_dir.name} differs from the reference {where} in {len(problems)} places:"
     lines = [header]
     for c in checks:
-        lines += [c.line(), *(f"          {p}" for p in c.problems)]
+        lines += c.lines()
     lines += [f"  DIFF  {v}" for v in verdicts]
     return not problems, lines
 
@@ -315,14 +319,16 @@ def compress_tables(tables: Path, above: int | None = None) -> list[str]:
 
 
 def check_tables(run_tables: Path, ref_tables: Path) -> list[TableCheck]:
-    """Every table of ``ref_tables`` against ``run_tables``; stochastic where either side's lineage names an attack
+    """Every table of ``ref_tables`` against ``run_tables`` (either side's ``<name>.csv`` or ``<name>.csv.gz``,
+    :func:`table_files`); stochastic where either side's lineage names an attack
     (a reference older than lineage files takes the run's), the sign tests adjusted together."""
     ref_lineage, run_lineage = lineage.read(ref_tables), lineage.read(run_tables)
+    run_files = {table_name(p): p for p in table_files(run_tables)}  # <name>.csv or <name>.csv.gz: the same table
     checks = []
     for ref_path in table_files(ref_tables):
         name = table_name(ref_path)
-        run_path = run_tables / f"{name}.csv"
-        if not run_path.is_file():
+        run_path = run_files.get(name)
+        if run_path is None:
             checks.append(TableCheck(name, False, "missing from this run", [f"{name}: missing from this run"]))
             continue
         entries = [e for e in (ref_lineage.get(name), run_lineage.get(name)) if e]

@@ -3,6 +3,7 @@ Holm over the check; a rerun with other float rounding matches, a sabotaged atta
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -12,9 +13,12 @@ import torch
 import ama
 from ama import attack, attack_experiments, lineage, reference
 from ama.params import RunParams
+from ama.paths import ROOT
 from ama.results import save_table
 
 TINY = "conftest:make_tiny_model"
+REFERENCES = ROOT / "results" / "reference"
+DEFAULT_REFERENCE = REFERENCES / "lite0_imagenet_n8_e1-2-4-8_it100_lamb100_seed0"
 
 
 @pytest.fixture
@@ -85,6 +89,31 @@ def test_stochastic_tables_match_a_rerun_and_not_a_shift():
     # the same rerun as a deterministic table: every changed number counts
     exact = reference.compare_tables(rerun.drop(columns="adv_name"), ref.drop(columns="adv_name"), "t")
     assert any("'cam_cosine' differs in 10 of 160 rows" in d for d in exact)
+
+
+def _copy_reference(folder, tmp_path):
+    """A committed reference copied as a finished run (it holds params.json), its tables stored as they are."""
+    run = tmp_path / folder.name
+    shutil.copytree(folder, run)
+    return run
+
+
+@pytest.mark.parametrize("folder", sorted(p.parent for p in REFERENCES.glob("*/run.json")), ids=lambda p: p.name[:40])
+def test_a_copy_of_a_reference_matches_it(folder, tmp_path):
+    """Its large tables are <name>.csv.gz, as the reference stores them: the same tables as <name>.csv."""
+    ok, lines = reference.check_run(_copy_reference(folder, tmp_path), REFERENCES)
+    assert ok, "\n".join(line for line in lines if "DIFF" in line or line.startswith(" " * 10))
+    assert "matches the reference" in lines[0] and not any("missing" in line for line in lines)
+
+
+def test_a_run_reads_the_same_however_its_tables_are_stored(tmp_path):
+    run = _copy_reference(DEFAULT_REFERENCE, tmp_path)
+    assert reference.compress_tables(run / "tables", above=0)  # every table as .csv.gz
+    assert reference.check_run(run, REFERENCES)[0]
+    (run / "tables" / "border_defence_cost.csv.gz").unlink()  # no claim reads it
+    ok, lines = reference.check_run(run, REFERENCES)
+    assert not ok and lines[0].endswith("in 1 places:")
+    assert [line.strip() for line in lines if "missing" in line] == ["DIFF  border_defence_cost: missing from this run"]
 
 
 def test_a_stochastic_tables_verdicts_are_compared_by_side():
