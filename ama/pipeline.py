@@ -300,15 +300,14 @@ def select_images(params_file: str | Path, run_dir: str | Path) -> None:
     """The run's image list (:func:`ama.protocol.write_selection`), with each model's clean accuracy on a labelled
     set printed. ``params_file``: the run's ``params.json``."""
     from .protocol import ACCURACY, write_selection
+    from .results import read_table
 
     params = RunParams.from_dict(json.loads(resolve(params_file).read_text()))
     table = write_selection(params, run_dir)
     update_run_json(run_dir, params.to_dict())  # the device, described while torch is loaded
-    accuracy = resolve(run_dir) / "tables" / f"{ACCURACY}.csv"
-    if (table.label >= 0).all() and accuracy.is_file():
-        import pandas as pd
-
-        for row in pd.read_csv(accuracy).itertuples():
+    accuracy = read_table(resolve(run_dir) / "tables", ACCURACY)  # .csv or .csv.gz
+    if (table.label >= 0).all() and accuracy is not None:
+        for row in accuracy.itertuples():
             print(f"== {row.model}: top-1 {row.top1:.1%}, top-5 {row.top5:.1%} on {row.n_images} labelled images")
     print(f"== images: {len(table)} -> {shown(resolve(run_dir) / 'selection.csv')}", flush=True)
 

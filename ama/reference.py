@@ -15,10 +15,18 @@ every claim's verdict is the same, and when each table's numbers agree as its li
   none) is put to an exact two-sided sign test (``scipy.stats.binomtest``): a rerun's draw is as likely to come out
   above the reference's as below it. The p-values of one check form one family, adjusted by Holm
   (``statsmodels``); a number differs when its adjusted p is below :data:`ALPHA`. ``verdict`` columns must be equal.
+  A sign test sees only a direction, so a yes/no (True/False) column is also bounded in how many units change at
+  all: with ``k`` of ``n`` units changed (a unit changed when any of its rows' answer differs), the exact binomial
+  p-value ``P(K >= k)``, ``K ~ Binomial(n, CHANGE_RATE)`` (``binomtest(k, n, CHANGE_RATE, alternative="greater")``),
+  joins the same Holm family. :data:`CHANGE_RATE` bounds the share of units whose answer a genuine rerun changes
+  (calibrated on reruns in another layout, batch size and thread count, ``docs/MATCHING.md``); if each unit changes
+  independently with probability ``q <= CHANGE_RATE``, ``K`` is no larger in distribution than that binomial, so the
+  p-value is valid. Scattered corruption (answers flipped both ways) is caught here.
 
 So a genuine rerun is called different with probability at most :data:`ALPHA` per check, while a change that moves
 a number the same way in many units (fewer iterations, no CAM term, another kernel) is caught. A table with few units
-cannot reach :data:`ALPHA` on its own (eight units give p >= 0.0078 before adjustment): its line says so.
+may not reach :data:`ALPHA` on its own (eight units: a sign test's p >= 0.0078 before adjustment, a yes/no bound's
+p >= ``CHANGE_RATE ** 8`` = 1.5e-5): its line says so when none of its tests can.
 """
 from __future__ import annotations
 
@@ -41,7 +49,8 @@ DEFAULT_RTOL = 1e-4
 DEFAULT_ATOL = 1e-5
 SCALE_TOL = 1e-3  # of a column's largest magnitude: what float rounding moves between thread counts and batch layouts
                   # (measured: a difference of two CAM values by 1.5e-5, a top-q IoU by one pixel's share, 1.8e-4)
-ALPHA = 0.01  # a genuine rerun fails a check with at most this probability (Holm over the check's sign tests)
+ALPHA = 0.01  # a genuine rerun fails a check with at most this probability (Holm over the check's tests and bounds)
+CHANGE_RATE = 0.25  # at most this share of a yes/no column's units changes in a genuine rerun (docs/MATCHING.md)
 
 # Columns that say which unit a row is about (never a result): rows are matched on these.
 IDENTITY_COLUMNS = ("model", "image", "file", "experiment", "setting", "mode", "optimizer", "variant", "restarts",
@@ -67,6 +76,11 @@ class SignTest:
     p: float
     p_adjusted: float = float("nan")
 
+    @property
+    def best_p(self) -> float:
+        """The smallest p-value its units allow (all moved one way)."""
+        return binomtest(self.units, self.units, 0.5).pvalue if self.units else 1.0
+
     def line(self, table: str) -> str:
         return (f"{table}: {self.column!r} moved in {self.up + self.down} of {self.units} units ({self.up} up, "
                 f"{self.down} down; mean {self.run_mean:.4g}, reference {self.ref_mean:.4g}): sign test p = "
@@ -74,14 +88,37 @@ class SignTest:
 
 
 @dataclass
+class ChangeBound:
+    """One yes/no column of a stochastic table: how many units changed their answer against the reference and the
+    exact binomial p-value of at least that many if each changes with probability :data:`CHANGE_RATE`."""
+
+    column: str
+    changed: int
+    units: int
+    p: float
+    p_adjusted: float = float("nan")
+
+    @property
+    def best_p(self) -> float:
+        """The smallest p-value its units allow (all changed): ``CHANGE_RATE ** units``."""
+        return binomtest(self.units, self.units, CHANGE_RATE, alternative="greater").pvalue if self.units else 1.0
+
+    def line(self, table: str) -> str:
+        return (f"{table}: yes/no {self.column!r} changed in {self.changed} of {self.units} units (a rerun changes "
+                f"at most {CHANGE_RATE:.0%}): binomial p = {self.p:.2g}, Holm-adjusted {self.p_adjusted:.2g} < {ALPHA}")
+
+
+@dataclass
 class TableCheck:
-    """One table's comparison: how it was compared (``how``), what differs (``problems``), its sign tests."""
+    """One table's comparison: how it was compared (``how``), what differs (``problems``), its sign tests and its
+    yes/no columns' change bounds (``bounds``)."""
 
     name: str
     stochastic: bool
     how: str = ""
     problems: list[str] = field(default_factory=list)
     tests: list[SignTest] = field(default_factory=list)
+    bounds: list[ChangeBound] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -89,6 +126,10 @@ class TableCheck:
 
     def line(self) -> str:
         return f"  {'ok  ' if self.ok else 'DIFF'}  {self.name}: {self.how}"
+
+    def lines(self) -> list[str]:
+        """The table's line and, under it, each problem it does not already say (a missing table's is said once)."""
+        return [self.line(), *(f"          {p}" for p in self.problems if p != f"{self.name}: {self.how}")]
 
 
 def compare_tables(run: pd.DataFrame, ref: pd.DataFrame, name: str, stochastic: bool = False,
@@ -149,10 +190,12 @@ def table_check(run: pd.DataFrame, ref: pd.DataFrame, name: str, stochastic: boo
     units = _units(run, identity)
     for c in numeric + boolean:
         check.tests.append(_sign_test(run[c].to_numpy(float), ref[c].to_numpy(float), units, c, rtol, atol))
+    check.bounds = [_change_bound(run[c].to_numpy(float), ref[c].to_numpy(float), units, c) for c in boolean]
     n_units = int(units.max()) + 1 if len(units) else 0
     keys = [c for c in identity if c not in MEASUREMENT_COLUMNS and (c == "image" or ref[c].nunique() > 1)]
     check.how = (f"stochastic (from {' and '.join(sources)}): {len(ref)} rows in {n_units} units "
-                 f"({' x '.join(keys) or 'rows'}), {len(check.tests)} numbers by paired sign test" + check.how)
+                 f"({' x '.join(keys) or 'rows'}), {len(check.tests)} numbers by paired sign test"
+                 + (f", {len(boolean)} yes/no by changed units (<= {CHANGE_RATE:.0%})" if boolean else "") + check.how)
     return check
 
 
@@ -190,10 +233,20 @@ def _sign_test(a: np.ndarray, b: np.ndarray, units: np.ndarray, column: str, rto
     return SignTest(column, up, down, len(per_unit), mean(a), mean(b), float(p))
 
 
+def _change_bound(a: np.ndarray, b: np.ndarray, units: np.ndarray, column: str) -> ChangeBound:
+    """How many units of a yes/no column changed (any row whose answer differs; rows where either is missing are left
+    out) and the exact one-sided binomial p-value ``P(K >= changed)``, ``K ~ Binomial(units, CHANGE_RATE)``."""
+    both = np.isfinite(a) & np.isfinite(b)
+    changed_rows = pd.Series(a[both] != b[both]).groupby(units[both]).any()
+    changed, n = int(changed_rows.sum()), len(changed_rows)
+    p = binomtest(changed, n, CHANGE_RATE, alternative="greater").pvalue if n else 1.0
+    return ChangeBound(column, changed, n, float(p))
+
+
 def adjust(checks: list[TableCheck]) -> None:
-    """Holm-adjust the sign tests of ``checks`` as one family and add a problem for each adjusted p below
-    :data:`ALPHA`; each stochastic table's ``how`` gets its smallest adjusted p."""
-    tests = [t for c in checks for t in c.tests]
+    """Holm-adjust the sign tests and change bounds of ``checks`` as one family and add a problem for each adjusted p
+    below :data:`ALPHA`; each stochastic table's ``how`` gets its smallest adjusted p."""
+    tests = [t for c in checks for t in (*c.tests, *c.bounds)]
     if not tests:
         return
     reject, adjusted, _, _ = multipletests([t.p for t in tests], alpha=ALPHA, method="holm")
@@ -202,11 +255,11 @@ def adjust(checks: list[TableCheck]) -> None:
     for check in checks:
         if not check.tests:
             continue
-        failed = [t for t in check.tests if t.p_adjusted < ALPHA]
+        both = (*check.tests, *check.bounds)
+        failed = [t for t in both if t.p_adjusted < ALPHA]
         check.problems += [t.line(check.name) for t in failed]
-        smallest = min(check.tests, key=lambda t: t.p_adjusted)
-        most = max(t.units for t in check.tests)
-        best_possible = binomtest(most, most, 0.5).pvalue if most else 1.0
+        smallest = min(both, key=lambda t: t.p_adjusted)
+        best_possible = min(t.best_p for t in both)
         check.how += (f"; smallest adjusted p {smallest.p_adjusted:.2g} ({smallest.column})"
                       + (f"; too few units to differ alone (p >= {best_possible:.2g})" if best_possible >= ALPHA
                          else ""))
@@ -274,13 +327,13 @@ def check_run(run_dir: str | os.PathLike, reference: str | os.PathLike) -> tuple
     n_stochastic = sum(c.stochastic for c in checks)
     if not problems:
         header = (f"run {run_dir.name} matches the reference {where}: {len(checks)} tables ({len(checks) - n_stochastic}"
-                  f" deterministic, {n_stochastic} stochastic; sign tests Holm-adjusted over the check at {ALPHA}), "
-                  "every claim's verdict equal")
+                  f" deterministic, {n_stochastic} stochastic; sign tests and yes/no bounds Holm-adjusted over the "
+                  f"check at {ALPHA}), every claim's verdict equal")
     else:
         header = f"run {run_dir.name} differs from the reference {where} in {len(problems)} places:"
     lines = [header]
     for c in checks:
-        lines += [c.line(), *(f"          {p}" for p in c.problems)]
+        lines += c.lines()
     lines += [f"  DIFF  {v}" for v in verdicts]
     return not problems, lines
 
@@ -315,14 +368,16 @@ def compress_tables(tables: Path, above: int | None = None) -> list[str]:
 
 
 def check_tables(run_tables: Path, ref_tables: Path) -> list[TableCheck]:
-    """Every table of ``ref_tables`` against ``run_tables``; stochastic where either side's lineage names an attack
+    """Every table of ``ref_tables`` against ``run_tables`` (either side's ``<name>.csv`` or ``<name>.csv.gz``,
+    :func:`table_files`); stochastic where either side's lineage names an attack
     (a reference older than lineage files takes the run's), the sign tests adjusted together."""
     ref_lineage, run_lineage = lineage.read(ref_tables), lineage.read(run_tables)
+    run_files = {table_name(p): p for p in table_files(run_tables)}  # <name>.csv or <name>.csv.gz: the same table
     checks = []
     for ref_path in table_files(ref_tables):
         name = table_name(ref_path)
-        run_path = run_tables / f"{name}.csv"
-        if not run_path.is_file():
+        run_path = run_files.get(name)
+        if run_path is None:
             checks.append(TableCheck(name, False, "missing from this run", [f"{name}: missing from this run"]))
             continue
         entries = [e for e in (ref_lineage.get(name), run_lineage.get(name)) if e]

@@ -29,7 +29,7 @@ from .models import run_model
 from .params import RunParams
 from .paths import atomic_write, resolve
 from .protocol import run_records
-from .results import save_tables
+from .results import read_table, save_tables
 from .runstore import RankPart, RunStoreError, owners, part_files, read_plans
 
 
@@ -130,8 +130,7 @@ def merged_tables(experiment: str, params: RunParams, run_dir) -> dict[str, pd.D
         world = int(folder.name.rsplit("-of-", 1)[1])
         if folder == parts_dir(run_dir, experiment, params, world) and (folder / "merged.json").is_file():
             names = json.loads((folder / "merged.json").read_text())
-            lineage.inherit(resolve(run_dir) / "tables", names)
-            return {n: pd.read_csv(resolve(run_dir) / "tables" / f"{n}.csv") for n in names}
+            return {n: read_table(resolve(run_dir) / "tables", n) for n in names}  # .csv or .csv.gz; inherits lineage
     return None
 
 

@@ -3,18 +3,23 @@ Holm over the check; a rerun with other float rounding matches, a sabotaged atta
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy.stats import binomtest
 
 import ama
 from ama import attack, attack_experiments, lineage, reference
 from ama.params import RunParams
+from ama.paths import ROOT
 from ama.results import save_table
 
 TINY = "conftest:make_tiny_model"
+REFERENCES = ROOT / "results" / "reference"
+DEFAULT_REFERENCE = REFERENCES / "lite0_imagenet_n8_e1-2-4-8_it100_lamb100_seed0"
 
 
 @pytest.fixture
@@ -85,6 +90,69 @@ def test_stochastic_tables_match_a_rerun_and_not_a_shift():
     # the same rerun as a deterministic table: every changed number counts
     exact = reference.compare_tables(rerun.drop(columns="adv_name"), ref.drop(columns="adv_name"), "t")
     assert any("'cam_cosine' differs in 10 of 160 rows" in d for d in exact)
+
+
+def test_yes_no_answers_changed_both_ways_are_a_difference():
+    """A sign test sees only a direction: 20 units' answers flipped up and 20 down leave it at p = 1. The change
+    bound counts them: 40 of 80 units changed is far beyond what a rerun changes; 3 of 80 is a rerun."""
+    ref = _attack_table()
+    scattered = ref.assign(fooled=ref.fooled ^ (ref.e == 1))  # every image at e = 1 (fooled: odd ones): 20 up, 20 down
+    check = reference.table_check(scattered, ref, "attack_metrics", stochastic=True)
+    fooled = next(t for t in check.tests if t.column == "fooled")
+    assert (fooled.up, fooled.down, fooled.p) == (20, 20, 1.0)
+    bound = next(b for b in check.bounds if b.column == "fooled")
+    assert (bound.changed, bound.units) == (40, 80)
+    assert bound.p == pytest.approx(binomtest(40, 80, reference.CHANGE_RATE, alternative="greater").pvalue)
+    problems = reference.compare_tables(scattered, ref, "attack_metrics", stochastic=True)
+    assert len(problems) == 1 and "yes/no 'fooled' changed in 40 of 80 units" in problems[0]
+    few = ref.assign(fooled=ref.fooled ^ (ref.image.isin(["im0", "im1", "im2"]) & (ref.e == 2)))
+    assert reference.compare_tables(few, ref, "attack_metrics", stochastic=True) == []
+
+
+def _copy_reference(folder, tmp_path):
+    """A committed reference copied as a finished run (it holds params.json), its tables stored as they are."""
+    run = tmp_path / folder.name
+    shutil.copytree(folder, run)
+    return run
+
+
+@pytest.mark.parametrize("folder", sorted(p.parent for p in REFERENCES.glob("*/run.json")), ids=lambda p: p.name[:40])
+def test_a_copy_of_a_reference_matches_it(folder, tmp_path):
+    """Its large tables are <name>.csv.gz, as the reference stores them: the same tables as <name>.csv."""
+    ok, lines = reference.check_run(_copy_reference(folder, tmp_path), REFERENCES)
+    assert ok, "\n".join(line for line in lines if "DIFF" in line or line.startswith(" " * 10))
+    assert "matches the reference" in lines[0] and not any("missing" in line for line in lines)
+
+
+def test_a_run_reads_the_same_however_its_tables_are_stored(tmp_path):
+    run = _copy_reference(DEFAULT_REFERENCE, tmp_path)
+    assert reference.compress_tables(run / "tables", above=0)  # every table as .csv.gz
+    assert reference.check_run(run, REFERENCES)[0]
+    (run / "tables" / "border_defence_cost.csv.gz").unlink()  # no claim reads it
+    ok, lines = reference.check_run(run, REFERENCES)
+    assert not ok and lines[0].endswith("in 1 places:")
+    assert [line.strip() for line in lines if "missing" in line] == ["DIFF  border_defence_cost: missing from this run"]
+
+
+def test_a_reference_with_scattered_flips_of_fooled_does_not_match(tmp_path):
+    """Half of every 8-bit ``fooled`` of the default reference flipped, as many from True to False as back (seeded),
+    the tables otherwise untouched: the sign test sees no direction; the change bound fails it."""
+    run, g = _copy_reference(DEFAULT_REFERENCE, tmp_path), np.random.default_rng(0)
+    flipped = 0
+    for path in reference.table_files(run / "tables"):
+        df = pd.read_csv(path)
+        if not {"fooled", "quantized"} <= set(df.columns):
+            continue
+        eight_bit = df.index[df.quantized]
+        yes, no = eight_bit[df.fooled[eight_bit]], eight_bit[~df.fooled[eight_bit]]
+        k = len(eight_bit) // 4
+        flip = np.concatenate([g.choice(yes, k, replace=False), g.choice(no, k, replace=False)])
+        df.loc[flip, "fooled"] = ~df.loc[flip, "fooled"]
+        df.to_csv(path, index=False)
+        flipped += 2 * k
+    assert flipped >= 80
+    ok, lines = reference.check_run(run, REFERENCES)
+    assert not ok and any("attack_metrics: yes/no 'fooled' changed in 44 of 88 units" in line for line in lines), lines
 
 
 def test_a_stochastic_tables_verdicts_are_compared_by_side():
