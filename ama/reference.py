@@ -56,11 +56,11 @@ CHANGE_RATE = 0.25  # at most this share of a yes/no column's units changes in a
 IDENTITY_COLUMNS = ("model", "image", "file", "experiment", "setting", "mode", "optimizer", "variant", "restarts",
                     "cam_loss", "label_loss", "select", "e", "n_iter", "seed", "lamb", "mask", "target", "method",
                     "upsampling", "fill", "cell", "i", "j", "cell_kind", "patch", "top", "left", "iteration", "quantized",
-                    "location", "measure")
+                    "location", "measure", "side", "defence", "definition")
 # Identity columns that say how one attacked image was measured (8-bit or float, which explanation, which cell,
 # which pass), not which attack: a stochastic table's rows that differ only in these form one unit.
 MEASUREMENT_COLUMNS = ("quantized", "method", "upsampling", "iteration", "cell", "i", "j", "cell_kind", "measure",
-                       "fill", "patch", "top", "left")
+                       "fill", "patch", "top", "left", "defence", "definition")
 
 
 @dataclass
