@@ -38,7 +38,7 @@ RUN_DIR := $(RESULTS)/$(RUN)
 # A parameter this machine cannot run (no such model or weights, no such device or images, a frame too wide for a
 # model) ends `make reproduce` here, before anything is written, on its own one-line message (once .venv exists; the
 # params.json recipe checks the same on a first build).
-ifneq ($(filter reproduce reference,$(MAKECMDGOALS)),)
+ifneq ($(filter reproduce study reference,$(MAKECMDGOALS)),)
 ifneq ($(wildcard $(ENV_STAMP)),)
 ifneq ($(shell $(PYTHON) ama/params.py unchanged --file "$(RUN_DIR)/params.json" $(PARAM_ARGS)),yes)
 PARAM_PROBLEM := $(shell $(PY) -m ama.pipeline params --check $(PARAM_ARGS) 2>/dev/null)
@@ -64,7 +64,7 @@ $(DEPS_MK): $(SRC) $(NB_SOURCES)
 -include $(DEPS_MK)
 nb_deps = $(or $(NB_DEPS_$(1)),$(SRC)) $(or $(RUNNER_DEPS),$(SRC))
 
-.PHONY: help env data reproduce check reference test browser lab clean-results clean
+.PHONY: help env data reproduce study check reference test browser lab clean-results clean
 
 help: ## List the targets and the run parameters
 	@echo "ama: reproduce 'On the Receptive Field Misalignment in CAM-based Visual Explanations'"
@@ -126,6 +126,13 @@ $(NB_OUT)/05_beyond_the_paper.ipynb: $(NOTEBOOKS)/05_beyond_the_paper.ipynb $(ca
 $(RUN_DIR)/REPORT.md: $(NOTEBOOKS)/04_report.ipynb $(call nb_deps,04_report) $(NB_OUT)/01_occlusion.ipynb $(NB_OUT)/02_receptive_field_misalignment.ipynb $(NB_OUT)/03_adversarial_marginal_attack.ipynb $(NB_OUT)/05_beyond_the_paper.ipynb
 	@$(RUN_NB) $<
 	@$(VENV)/bin/jupyter nbconvert --to html --log-level ERROR --output-dir $(RUN_DIR) $(NB_OUT)/04_report.ipynb
+
+# One or more of notebook 05's studies alone: no claims (notebooks 01-03 do not run; the attacks a study needs are made
+# for it), on the run's images, into the folder make reproduce would use for the same parameters, then its report.
+study: $(SELECTION) ## Run notebook 05's STUDIES alone on the run's images, then the report (e.g. STUDIES=sides N_IMAGES=60)
+	@$(RUN_NB) $(NOTEBOOKS)/05_beyond_the_paper.ipynb
+	@$(RUN_NB) $(NOTEBOOKS)/04_report.ipynb
+	@echo "== done: $(RUN_DIR)/REPORT.md (studies: $$($(PYTHON) ama/params.py make-help $(PARAM_ARGS) | sed -n 's/^  STUDIES=//p'))"
 
 check: $(ENV_STAMP) ## Compare results/<run>/tables with the reference of the same parameters
 	@$(PY) -m ama.pipeline check --run-dir $(RUN_DIR) --reference $(REFERENCE)

@@ -85,9 +85,9 @@ def cause_lines(run_dir: Path) -> list[str]:
     definitions, mass, attack = (read_table(tables, t) for t in (TABLES.erf_definitions, TABLES.frame_side_mass,
                                                                  TABLES.attack_sides_summary))
     lines = definition_lines(definitions) if definitions is not None and len(definitions) else []
-    if mass is not None and len(mass):
-        lines += side_lines(mass, attack)
-        imbalance = imbalance_line(mass)
+    if (mass is not None and len(mass)) or (attack is not None and len(attack)):  # a sides study alone: no masses
+        lines += side_lines(mass if mass is not None else pd.DataFrame(), attack)
+        imbalance = imbalance_line(mass) if mass is not None and len(mass) else None
         lines += [imbalance] if imbalance else []
     tests = read_table(tables, TABLES.padding_tests)
     lines += padding_lines(variant_table(run_dir), tests if tests is not None else pd.DataFrame())

@@ -239,3 +239,18 @@ def test_two_processes_give_the_one_process_tables(fast_run, tmp_path):
         assert compare_tables(pd.read_csv(path), one, path.stem, stochastic=stochastic) == [], path.stem
     info = json.loads((tmp_path / "nproc2" / "run.json").read_text())["notebooks"]["03_adversarial_marginal_attack"]
     assert 0 < info["sharded_s"] <= info["wall_s"]  # the notebook's time includes its torchrun pre-step
+
+
+def test_a_study_runs_alone(tmp_path):
+    """``make study``: the named studies of notebook 05 on the run's images, then the report; no claim's notebook runs
+    (the attacks the study needs are made for it), and the report says the claims were not measured."""
+    proc = run_make("study", "FAST=1", "STUDIES=sides", "DEVICE=cpu", "RUN=study", f"RESULTS={tmp_path}")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    run = tmp_path / "study"
+    assert sorted(p.stem for p in (run / "notebooks").glob("*.ipynb")) == ["04_report", "05_beyond_the_paper"]
+    tables = {p.name.removesuffix(".csv") for p in (run / "tables").glob("*.csv")}
+    assert {"attack_sides", "attack_sides_summary"} <= tables and "attack_metrics" not in tables
+    assert "attack_location" not in tables  # only the study named
+    report = (run / "REPORT.md").read_text()
+    assert "not measured on this run" in report and "the reference attack on one side's" in report
+    assert f"== done: {tmp_path}/study/REPORT.md (studies: sides)" in proc.stdout
