@@ -43,7 +43,8 @@ from statsmodels.stats.multitest import multipletests
 from . import claims, lineage
 from .intervals import FAILS, HOLDS
 from .params import RunParams
-from .paths import atomic_write, resolve, shown
+from .paths import resolve, shown
+from .results import compress_tables, table_files, table_name
 
 DEFAULT_RTOL = 1e-4
 DEFAULT_ATOL = 1e-5
@@ -338,38 +339,9 @@ def check_run(run_dir: str | os.PathLike, reference: str | os.PathLike) -> tuple
     return not problems, lines
 
 
-COMPRESS_ABOVE = 256 * 1024  # a reference's table larger than this (bytes) is stored as <name>.csv.gz
-
-
-def table_files(tables: Path) -> list[Path]:
-    """The tables of a run's or a reference's ``tables/`` folder: ``<name>.csv`` or ``<name>.csv.gz``, by name."""
-    return sorted([*Path(tables).glob("*.csv"), *Path(tables).glob("*.csv.gz")], key=table_name)
-
-
-def table_name(path: Path) -> str:
-    return Path(path).name.removesuffix(".gz").removesuffix(".csv")
-
-
-def compress_tables(tables: Path, above: int | None = None) -> list[str]:
-    """Replace each ``<name>.csv`` of ``tables`` larger than ``above`` bytes by ``<name>.csv.gz`` (the same bytes,
-    gzip level 9, no timestamp: the same file every time; ``above`` defaults to :data:`COMPRESS_ABOVE`); the names
-    compressed. pandas reads either."""
-    import gzip
-
-    above = COMPRESS_ABOVE if above is None else above
-    done = []
-    for path in sorted(Path(tables).glob("*.csv")):
-        if path.stat().st_size > above:
-            data = path.read_bytes()
-            atomic_write(path.with_name(path.name + ".gz"), gzip.compress(data, compresslevel=9, mtime=0))
-            path.unlink()
-            done.append(table_name(path))
-    return done
-
-
 def check_tables(run_tables: Path, ref_tables: Path) -> list[TableCheck]:
     """Every table of ``ref_tables`` against ``run_tables`` (either side's ``<name>.csv`` or ``<name>.csv.gz``,
-    :func:`table_files`); stochastic where either side's lineage names an attack
+    :func:`ama.results.table_files`); stochastic where either side's lineage names an attack
     (a reference older than lineage files takes the run's), the sign tests adjusted together."""
     ref_lineage, run_lineage = lineage.read(ref_tables), lineage.read(run_tables)
     run_files = {table_name(p): p for p in table_files(run_tables)}  # <name>.csv or <name>.csv.gz: the same table

@@ -108,3 +108,32 @@ def save_png(image: torch.Tensor, path: str | os.PathLike) -> Path:
     from PIL import Image
 
     return atomic_write(path, write=lambda tmp: Image.fromarray(to_uint8(image)).save(tmp, format="PNG"))
+
+
+COMPRESS_ABOVE = 256 * 1024  # a reference's table larger than this (bytes) is stored as <name>.csv.gz
+
+
+def table_files(tables: Path) -> list[Path]:
+    """The tables of a run's or a reference's ``tables/`` folder: ``<name>.csv`` or ``<name>.csv.gz``, by name."""
+    return sorted([*Path(tables).glob("*.csv"), *Path(tables).glob("*.csv.gz")], key=table_name)
+
+
+def table_name(path: Path) -> str:
+    return Path(path).name.removesuffix(".gz").removesuffix(".csv")
+
+
+def compress_tables(tables: Path, above: int | None = None) -> list[str]:
+    """Replace each ``<name>.csv`` of ``tables`` larger than ``above`` bytes by ``<name>.csv.gz`` (the same bytes,
+    gzip level 9, no timestamp: the same file every time; ``above`` defaults to :data:`COMPRESS_ABOVE`); the names
+    compressed. pandas reads either."""
+    import gzip
+
+    above = COMPRESS_ABOVE if above is None else above
+    done = []
+    for path in sorted(Path(tables).glob("*.csv")):
+        if path.stat().st_size > above:
+            data = path.read_bytes()
+            atomic_write(path.with_name(path.name + ".gz"), gzip.compress(data, compresslevel=9, mtime=0))
+            path.unlink()
+            done.append(table_name(path))
+    return done

@@ -187,7 +187,7 @@ def test_a_reference_stores_its_large_tables_compressed_and_is_checked_through_t
     _write_run(run, pipeline.make_params(), {"sizes": _table(), "cells": big})
     (run / "run.json").write_text(json.dumps({"params": pipeline.make_params(), "notebooks": {"01": {"git_commit": "a"}}}))
     (run / "REPORT.md").write_text("# r\n")
-    monkeypatch.setattr(reference, "COMPRESS_ABOVE", 20_000)
+    monkeypatch.setattr(results, "COMPRESS_ABOVE", 20_000)
     dest = reference.save_reference(run, tmp_path / "ref") / "tables"
     assert sorted(p.name for p in dest.iterdir() if p.suffix != ".json") == ["cells.csv.gz", "sizes.csv"]
     assert gzip.decompress((dest / "cells.csv.gz").read_bytes()) == (run / "tables" / "cells.csv").read_bytes()

@@ -128,10 +128,10 @@ def test_a_run_reads_the_same_however_its_tables_are_stored(tmp_path):
     run = _copy_reference(DEFAULT_REFERENCE, tmp_path)
     assert reference.compress_tables(run / "tables", above=0)  # every table as .csv.gz
     assert reference.check_run(run, REFERENCES)[0]
-    (run / "tables" / "border_defence_cost.csv.gz").unlink()  # no claim reads it
+    (run / "tables" / "occlusion_per_area.csv.gz").unlink()  # no claim reads it
     ok, lines = reference.check_run(run, REFERENCES)
     assert not ok and lines[0].endswith("in 1 places:")
-    assert [line.strip() for line in lines if "missing" in line] == ["DIFF  border_defence_cost: missing from this run"]
+    assert [line.strip() for line in lines if "missing" in line] == ["DIFF  occlusion_per_area: missing from this run"]
 
 
 def test_a_reference_with_scattered_flips_of_fooled_does_not_match(tmp_path):
