@@ -185,6 +185,14 @@ def checked_records(params: RunParams) -> list[ImageRecord]:
     return records
 
 
+def choose(params: RunParams, records: list[ImageRecord], preds: pd.DataFrame | None) -> list[ImageRecord]:
+    """The run's images: labelled ``records`` (:func:`checked_records`) with every model's clean predictions
+    ``preds``: :func:`select`; otherwise ``n_images`` of the set at random with the seed (:func:`readable`)."""
+    if preds is not None and labelled(records):
+        return select(records, preds, params.n_images, params.seed)
+    return readable(list_images(params.images, n=params.n_images, seed=params.seed))
+
+
 def write_selection(params: RunParams, run_dir) -> pd.DataFrame:
     """Write the run's image list ``selection.csv`` (``image, label``; -1 unlabelled) and return it. Labelled images:
     every model's clean predictions on the whole set (:func:`clean_predictions`: once per model and image set, then
@@ -197,9 +205,9 @@ def write_selection(params: RunParams, run_dir) -> pd.DataFrame:
                           ignore_index=True)
         save_table(preds, run_dir, PREDICTIONS)
         save_table(accuracy(preds), run_dir, ACCURACY)
-        chosen = select(records, preds, params.n_images, params.seed)
     else:
-        chosen = readable(list_images(params.images, n=params.n_images, seed=params.seed))
+        preds = None
+    chosen = choose(params, records, preds)
     table = pd.DataFrame(dict(image=[r.name for r in chosen], label=[-1 if r.label is None else r.label
                                                                      for r in chosen]))
     resolve(run_dir).mkdir(parents=True, exist_ok=True)

@@ -11,12 +11,12 @@ from typing import Callable
 import pandas as pd
 
 from .artifacts import TABLES
-from .data import list_images, load_records
+from .data import load_records
 from .experiments import EXPERIMENTS
 from .models import run_model
 from .params import RunParams
 from .paths import atomic_write, is_reference, resolve, shown
-from .protocol import PREDICTIONS, SELECTION, checked_records, labelled, readable, run_records, select
+from .protocol import PREDICTIONS, SELECTION, checked_records, choose, run_records
 from .results import read_table, save_figures, save_table, save_tables
 from .shards import merged_tables
 
@@ -153,8 +153,8 @@ class RunFolder:
 
     def figure(self, name: str, draw: Callable, attacks: bool = False):
         """Figure ``name``: its saved PNG shown when finished, else ``draw()`` (a figure or a list of figures, which
-        the notebook shows; None: nothing to draw) saved unless read-only. ``attacks``: drawing it may attack images again, which a finished
-        folder does not do: it says so instead."""
+        the notebook shows; None: nothing to draw) saved unless read-only. ``attacks``: drawing it may attack images
+        again, which a finished folder does not do: it says so instead."""
         import matplotlib.pyplot as plt
         from IPython.display import Image, display
 
@@ -188,12 +188,8 @@ class RunFolder:
 
 def chosen_records(params: RunParams, tables) -> list:
     """The run's images chosen again from the clean predictions saved in ``tables`` (no model runs, nothing is
-    written): :func:`ama.protocol.select`, as the run chose them; an unlabelled set's seeded choice."""
-    preds = read_table(tables, PREDICTIONS)
-    records = checked_records(params)
-    if preds is not None and labelled(records):
-        return select(records, preds, params.n_images, params.seed)
-    return readable(list_images(params.images, n=params.n_images, seed=params.seed))
+    written): :func:`ama.protocol.choose`, as the run chose them."""
+    return choose(params, checked_records(params), read_table(tables, PREDICTIONS))
 
 
 def open_run(params, out_dir, notebook: str, recompute: bool = False, sharded: bool = False) -> RunFolder:
