@@ -4,7 +4,7 @@ Writers and readers name an artifact by its declaration (``TABLES.attack_metrics
 never by a string: ``tests/test_house.py`` fails when an artifact's name is spelled as a literal anywhere else in
 ``ama/`` or the notebooks, and ``tests/test_reproduce.py`` when a FAST run writes an undeclared artifact or misses a
 declared one. A declaration is a ``str`` (the file's stem), so it is also the key of a run's ``tables`` dict.
-Imports nothing else from ``ama``.
+Imports nothing else from ``ama``; the studies of notebook 05 declare theirs with themselves (:mod:`ama.study`).
 """
 from __future__ import annotations
 
@@ -28,14 +28,33 @@ class Artifact(str):
 
 
 class _Declared:
-    """A namespace of artifacts of one kind: ``TABLES.<name>`` is the artifact named ``<name>``."""
+    """A namespace of artifacts of one kind: ``TABLES.<name>`` is the artifact named ``<name>``. The claims' notebooks
+    (01-04) declare theirs below; each study of notebook 05 declares its own where it is defined
+    (:func:`ama.study.register`), so iterating over all of them needs :func:`ama.registry.studies` called first."""
 
     def __init__(self, kind: str, entries):
-        self._all = {}
+        self._kind, self._all = kind, {}
         for notebook, name, meaning, *fast in entries:
-            artifact = Artifact(name, kind, notebook, meaning, *fast)
-            setattr(self, name, artifact)
-            self._all[name] = artifact
+            self.declare(Artifact(name, kind, notebook, meaning, *fast))
+
+    def declare(self, artifact: Artifact) -> Artifact:
+        """Add ``artifact`` (an :class:`Artifact` of this namespace's kind, a name not yet declared)."""
+        if artifact.kind != self._kind or str(artifact) in self._all:
+            raise ValueError(f"{artifact.kind} {str(artifact)!r} is declared twice or in the wrong namespace")
+        setattr(self, str(artifact), artifact)
+        self._all[str(artifact)] = artifact
+        return artifact
+
+    def withdraw(self, name: str) -> None:
+        """Remove the artifact ``name`` (a study taken back, :func:`ama.study.unregister`)."""
+        self._all.pop(name, None)
+        self.__dict__.pop(name, None)
+
+    def __getattr__(self, name: str):  # only for names not declared (declared ones are attributes)
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise AttributeError(f"no {self._kind} {name!r} is declared: a study's artifacts exist once its module is "
+                             "imported (ama.registry.studies())")
 
     def __iter__(self):
         return iter(self._all.values())
@@ -78,26 +97,6 @@ TABLES = _Declared("table", [
     ("03", "attack_ablation_summary", "optimiser x variant x e: those rates and cosines with intervals"),
     ("03", "attack_ingredients", "image x variant x seed: the ingredient study"),
     ("03", "attack_ingredients_summary", "variant: its fooling rate and gain over the reference, held out"),
-    ("05", "transfer", "image x e x optimiser x method: other explanations of the attacked images"),
-    ("05", "transfer_verdicts", "optimiser x e x method: does the attack move the method more than a random frame"),
-    ("05", "transfer_scale_check_images", "image x method: Grad-CAM, HiResCAM, XGrad-CAM against CAM up to scale"),
-    ("05", "transfer_scale_check", "method: the largest difference and smallest cosine of that check"),
-    ("05", "faithfulness", "image x method x upsampling: deletion and insertion AUC"),
-    ("05", "faithfulness_summary", "method x upsampling: their means"),
-    ("05", "upsampling_comparison", "image x upsampling: bilinear, the ERF Gaussian and the ERF projection compared"),
-    ("05", "upsampling_summary", "upsampling: those means"),
-    ("05", "frame_mass_ratio", "upsampling: the map's mass on the frame over the frame's share, clean vs attacked"),
-    ("05", "attack_location", "image x location: the reference attack on as many pixels as the frame, elsewhere"),
-    ("05", "attack_location_summary", "location: its fooling rate and the frame minus it, paired"),
-    ("05", "border_defence", "image x e x optimiser x defence: the defended attacked image's class and CAM"),
-    ("05", "border_defence_summary", "e x optimiser x defence: the share restored, the CAM cosines"),
-    ("05", "border_defence_cost", "defence x e: top-1 on the labelled set, undefended and defended, paired"),
-    ("05", "attack_sides", "image x side: the reference attack confined to one side of the frame"),
-    ("05", "attack_sides_summary", "side: its fooling rate; left against right and top against bottom, paired"),
-    ("05", "erf_definitions_cells", "image x definition x cell: claim 1's measures under the gradient and the occlusion ERF"),
-    ("05", "erf_definitions", "definition x cell kind: the mass outside the IRF beyond the aligned null, claim 1's verdict"),
-    ("05", "padding_variants", "padding variant: accuracy, frame ERF mass, fooling rates, the location control", False),
-    ("05", "padding_tests", "zero vs non-zero padding x e x optimiser: fooled minus fooled, paired", False),
     ("04", "verdicts", "verdict: its family, value and interval, one-sided p-values, the outcome before and after Holm"),
 ])
 
@@ -123,9 +122,4 @@ FIGURES = _Declared("figure", [
     ("03", "attack_ablation", "the optimisers at the same budget"),
     ("03", "attack_ingredients", "the ingredient study's held-out gains"),
     ("04", "attack_across_models", "fooling rate and CAM cosine against e, one line per model", False),
-    ("05", "transfer_cosine", "other explanations' cosine, attack vs random frame"),
-    ("05", "upsampling_under_attack", "an attacked image's saliency under each upsampling"),
-    ("05", "attack_location", "the location control's fooling rates"),
-    ("05", "frame_sides", "each side's ERF mass over its area and the one-side attack's fooling rate"),
-    ("05", "erf_definitions", "claim 1 beyond the aligned null under the gradient and the occlusion ERF"),
 ])

@@ -9,16 +9,19 @@ the defence is exactly zero). What the defence costs is its clean accuracy (:fun
 
 :func:`defence_rows` gives, per attacked image (the run's saved 8-bit adversarial images), whether the defended
 prediction is back to the true class and the defended CAM's cosine to the clean CAM; :func:`defence_summary` the
-shares with exact intervals.
+shares with exact intervals. The study ``defence``, declared at the end (:mod:`ama.study`).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from .ablation import ADVERSARIAL_OPTIMIZERS
+from .artifacts import TABLES
 from .attack_result import AttackResult
 from .cam import compute_cam
 from .cam_model import CAMModel
@@ -27,6 +30,8 @@ from .intervals import Estimate
 from .metrics import cosine
 from .params import RunParams
 from .protocol import checked_records, labelled
+from .results import read_table
+from .study import Study, Table, register
 
 DEFENCES = ("replicate", "crop_resize")
 DEFENCE_E = (1, 2)   # the widths defended (the run's; its smallest when it has neither)
@@ -147,3 +152,34 @@ def defence_lines(summary: pd.DataFrame, cost: pd.DataFrame | None) -> list[str]
                          f"{100 * r.change_low:+.1f} to {100 * r.change_high:+.1f}; {r.lost} lost, {r.gained} gained, "
                          f"exact p = {r.p_value:.2g}).")
     return lines
+
+
+def _section(run_dir: Path) -> list[str]:
+    """The report's lines: what the defence restores and costs (:func:`defence_lines`), from the run's tables."""
+    tables = Path(run_dir) / "tables"
+    summary, cost = read_table(tables, TABLES.border_defence_summary), read_table(tables, TABLES.border_defence_cost)
+    if summary is None or summary.empty:
+        return []
+    return ["Replacing the outer e px before the model (by the pixel e px inside, or by cropping and resizing back) "
+            "makes the input independent of the frame: an attacked image and its clean image defend to the same "
+            "image, so an attack that knows the defence has no pixel left to change. What it restores and what it "
+            "costs:", ""] + [f"- {line}" for line in defence_lines(summary, cost)]
+
+
+def _compute(model, inputs) -> dict:
+    """The study's rows per image: :func:`defence_rows` of the run's attacks at each defended width."""
+    return {TABLES.border_defence: pd.concat(
+        [defence_rows(model, inputs.attack(o, e), inputs.labels, o) for e in defence_widths(inputs.params)
+         for o in ADVERSARIAL_OPTIMIZERS], ignore_index=True)}
+
+
+STUDY = register(Study(
+    name="defence", question="A border defence: should one worry about 1-pixel frames?",
+    tables=(Table("border_defence", "image x e x optimiser x defence: the defended attacked image's class and CAM"),
+            Table("border_defence_summary", "e x optimiser x defence: the share restored, the CAM cosines", "summary"),
+            Table("border_defence_cost", "defence x e: top-1 on the labelled set, undefended and defended, paired",
+                  "run")),
+    compute=_compute,
+    summarise=lambda tables: {TABLES.border_defence_summary: defence_summary(tables[TABLES.border_defence])},
+    run_tables=lambda folder: {TABLES.border_defence_cost: clean_cost_table(folder.loaded, folder.params)},
+    keys=("defence", "optimizer"), measured_by=("defence",), section=_section))

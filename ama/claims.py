@@ -21,8 +21,8 @@ import pandas as pd
 
 from . import complete_change, lineage
 from .artifacts import FIGURES, TABLES
-from .controls import (location_summary, margin_special, misalignment_baselines, misalignment_by_upsampling,
-                       per_area_influence)
+from .controls import misalignment_baselines, misalignment_by_upsampling, per_area_influence
+from .location import location_sentence, margin_special
 from .criteria import BARS, FOOLED_RATE, JOINT_RATE, KEEP_IRF_CHANGE, MARGIN_MOVES_INTERIOR, MISALIGNED_MASS, pct
 from .geometry import CELL_KINDS
 from .intervals import FAILS, HOLDS, INCONCLUSIVE, Estimate, image_rate, pooled
@@ -283,26 +283,6 @@ def claim_attack(run_dir: Path) -> Claim:
     table = read_table(tables, TABLES.attack_complete_change)
     table = table[table.e == e_min][JOINT_COLUMNS].round(3)
     return Claim(3, title, parts["capability"], sentence, figs, table, TABLES.attack_complete_change, parts)
-
-
-def location_sentence(location: pd.DataFrame) -> str:
-    """Claim 3's control: is the margin special? (:func:`ama.controls.location_summary`). ``location``: rows of
-    ``attack_location``."""
-    s = location_summary(location)
-    e, n_px, n = int(s.e.min()), int(s.mask_pixels.iloc[0]), int(s.n_images.max())
-    rates = "; ".join(f"{r.location} {pct(r.fooling_rate)} ({pct(r.fooling_low)} to {pct(r.fooling_high)})"
-                      for r in s.itertuples())
-    gaps = "; ".join(f"{r.location} {100 * r.frame_minus_fooled:+.0f} points ({100 * r.gap_low:+.0f} to "
-                     f"{100 * r.gap_high:+.0f}; {int(r.frame_only)} vs {int(r.location_only)} images, exact "
-                     f"p = {r.p_value:.2g})" for r in s.dropna(subset=["frame_minus_fooled"]).itertuples())
-    answer = {HOLDS: "yes: the frame fools more than every other location",
-              FAILS: "no: some location of the same pixel count fools more than the frame",
-              INCONCLUSIVE: "not decided on this run: some difference's exact test has p >= 0.05"}[margin_special(s)]
-    return (f" Control, is the margin special? The same attack on {n_px} pixels (the {e}-pixel frame's count) placed "
-            f"elsewhere ({n} images, notebook 05) fools: {rates}. The frame minus each location, paired per image "
-            f"(Newcombe's 95% interval; the images where only the frame or only the location fools, McNemar's exact "
-            f"test): "
-            f"{gaps}. Answer: {answer}.")
 
 
 CLAIMS = (claim_misalignment, claim_occlusion, claim_attack)

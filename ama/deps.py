@@ -4,7 +4,8 @@ system ``python3`` before ``.venv`` exists).
 
 The graph is read statically with :mod:`ast` and errs on the side of an edge: every import of a module counts, those
 inside functions included (``from . import a, b``, ``from .x import y``, ``from ama import x``, ``import ama.x``,
-``ama.x`` attribute uses after ``import ama``); a name the package maps lazily (``from ama import compute_cam``:
+``ama.x`` attribute uses after ``import ama``, the modules a ``*_MODULES`` tuple names for ``importlib``); a name the
+package maps lazily (``from ama import compute_cam``:
 ``_LAZY`` in ``ama/__init__.py``) counts as its module; ``ama/__init__.py`` belongs to every closure (Python runs it
 on any import of the package). A notebook's imports are those of its code cells. A step (``pipeline:select_images``)
 is narrower than its module: the module's file, its imports outside functions, and those inside the named function
@@ -56,7 +57,7 @@ class Graph:
         self.sources = {p.stem: p.read_text(encoding="utf-8") for p in sorted(self.dir.glob("*.py"))}
         self.lazy = lazy_names(self.sources.get(INIT, ""))
         self.trees = {name: ast.parse(text, filename=f"{PACKAGE}/{name}.py") for name, text in self.sources.items()}
-        self.edges = {name: self.imported(tree) for name, tree in self.trees.items()}
+        self.edges = {name: self.imported(tree) | self.listed(tree) for name, tree in self.trees.items()}
 
     def module_of(self, name: str) -> str | None:
         """The module a name imported from the package stands for: a module itself, a lazy name's module, or None."""
@@ -79,6 +80,17 @@ class Graph:
                 elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
                       and node.value.id == PACKAGE):
                     found.add(self.module_of(node.attr))
+        return found - {None}
+
+    def listed(self, tree: ast.AST) -> set[str]:
+        """The package's modules a module imports by name at run time: the strings of a top-level tuple whose name
+        ends in ``_MODULES`` (``ama.study.STUDY_MODULES``, the modules that declare a study)."""
+        found = set()
+        for node in getattr(tree, "body", []):
+            if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Tuple)
+                    and any(isinstance(t, ast.Name) and t.id.endswith("_MODULES") for t in node.targets)):
+                found |= {self.module_of(e.value) for e in node.value.elts
+                          if isinstance(e, ast.Constant) and isinstance(e.value, str)}
         return found - {None}
 
     def closure(self, modules) -> set[str]:

@@ -5,19 +5,25 @@ of a cell's raw CAM when each 16 px patch is filled with the image's mean colour
 Both go through the same :func:`ama.receptive_field.misalignment` on the same images, so each gets claim 1's
 statistics unchanged: the centre cell's mass outside its IRF and, per cell kind, the mass outside beyond the aligned
 null (a Gaussian of that definition's own ERF spread centred on the IRF centre; :func:`ama.claims.aligned_null_gaps`).
-If the verdict differs between the definitions, the claim rests on the definition; the report says which.
+If the verdict differs between the definitions, the claim rests on the definition; the report says which. The study
+``erf_definitions``, declared at the end (:mod:`ama.study`).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 import torch
 
 from . import receptive_field as rf
+from .artifacts import TABLES
 from .cam_model import CAMModel
 from .claims import aligned_null_gaps, centre_mass_outside, misalignment_outcome
+from .control_figures import erf_definitions_figure
 from .occlusion import OCCLUSION_ERF_PATCH, occlusion_erf
+from .results import read_table
+from .study import Figure, Study, Table, Verdicts, register
 
 DEFINITIONS = ("gradient", "occlusion")
 COLUMNS = ["image", "model", "definition", "cell", "cell_kind", "erf_mass_outside_irf",
@@ -72,3 +78,32 @@ def definition_lines(summary: pd.DataFrame) -> list[str]:
                      + (". The two definitions agree." if agree else
                         ". The verdict depends on the ERF's definition."))
     return lines
+
+
+def _section(run_dir: Path) -> list[str]:
+    """The report's lines: :func:`definition_lines` of the run's ``erf_definitions``."""
+    summary = read_table(Path(run_dir) / "tables", TABLES.erf_definitions)
+    return [] if summary is None or summary.empty else [f"- {line}" for line in definition_lines(summary)]
+
+
+def _figure(folder):
+    """The figure ``erf_definitions`` from the run's table (None without it)."""
+    summary = folder.read(TABLES.erf_definitions)
+    return erf_definitions_figure(summary) if summary is not None and len(summary) else None
+
+
+STUDY = register(Study(
+    name="erf_definitions", question="Why the margin? Claim 1 under the gradient and a gradient-free ERF",
+    tables=(Table("erf_definitions_cells",
+                  "image x definition x cell: claim 1's measures under the gradient and the occlusion ERF"),
+            Table("erf_definitions", "definition x cell kind: the mass outside the IRF beyond the aligned null, "
+                  "claim 1's verdict", "summary", shown=True,
+                  verdicts=Verdicts("null_gap", "low", "high", 0.0,
+                                    lambda r: f"claim 1 with the {r.definition} ERF: mass outside the IRF beyond "
+                                              f"the aligned null, {r.cell_kind} cells"))),
+    figures=(Figure("erf_definitions", "claim 1 beyond the aligned null under the gradient and the occlusion ERF",
+                    _figure),),
+    compute=lambda model, inputs: {TABLES.erf_definitions_cells: definition_rows(
+        model, inputs.x, inputs.names, min(inputs.params.e))},
+    summarise=lambda tables: {TABLES.erf_definitions: definition_summary(tables[TABLES.erf_definitions_cells])},
+    keys=("definition",), measured_by=("definition",), section=_section))

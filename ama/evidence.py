@@ -7,20 +7,21 @@ A block lies between ``<!-- marker: start -->`` and ``<!-- marker: end -->`` on 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from . import optimizers
 from .ablation import ingredient_lines
 from .artifacts import TABLES
-from .causes import padding_summary
+from .padding_study import padding_summary
 from .claims import collect_claims, glance_runs, glance_table, reference_runs
 from .intervals import Estimate
 from .params import RunParams
 from .paths import ROOT
-from .report import (beyond_the_paper, section_border_defence, section_causes, section_confidence, section_images,
-                     section_ingredients)
+from .report import section_confidence, section_images, section_ingredients
 from .results import read_table
 from .selectors import eight_bit
+from .registry import studies
 
 REFERENCE = ROOT / "results" / "reference"
 EVIDENCE_PROFILE, MODELS_PROFILE = "imagenet", "models"
@@ -49,8 +50,7 @@ def wall_times(run_dir: Path) -> str:
 def evidence_lines(run_dir: Path) -> list[str]:
     """Markdown paragraphs of a reference's report (``run_dir``) that a page quotes: each claim's verdict and sentence
     (its controls included; claim 3's table), the images, the confidence fit, the ingredient study's finding, the
-    border defence, why the margin, the transfer and the ERF-aware upsampling (:mod:`ama.report`'s sentences; the
-    figures and the other tables stay in the report)."""
+    studies' own sentences (:attr:`ama.study.Study.section`; the figures and the tables stay in the report)."""
     run_dir = Path(run_dir)
     lines = [f"Notebooks (`run.json`, code {json.loads((run_dir / 'run.json').read_text())['git_commit'][:7]}): "
              f"{wall_times(run_dir)}.", ""]
@@ -58,14 +58,16 @@ def evidence_lines(run_dir: Path) -> list[str]:
         lines += [f"**Claim {c.number}: {c.title}** — {c.verdict}. {c.sentence}", ""]
         if c.number == 3 and c.table is not None:  # the joint event per optimiser and e, the random frame beside
             lines += [f"`tables/{c.table_name}.csv`:", "", c.table.to_markdown(index=False), ""]
-    for make in (section_images, section_confidence, section_ingredients, section_border_defence, section_causes):
+    for make in (section_images, section_confidence, section_ingredients):
         section = make(run_dir)
         if section is not None:
             text = section.sentence.split("\n```")[0].strip()  # the ingredient study's listing is its own block
             lines += [f"**{section.title}.**", "", text, ""]
-    for line in beyond_the_paper(run_dir):  # the transfer's and the upsampling's sentences; tables stay in the report
-        if line.startswith(("**Transfer", "**ERF-aware")):
-            lines += [f"**Beyond the paper** (notebook 05). {line}", ""]
+    for study in studies().values():  # each study's sentences; its tables and figures stay in the report
+        text = [line for line in (study.section(run_dir) if study.section else []) if not line.startswith(("|", "!["))]
+        if "".join(text).strip():
+            body = re.sub(r"\n{3,}", "\n\n", "\n".join(text).strip())  # one blank line between paragraphs
+            lines += [f"**{study.question}** (notebook 05, `{study.name}`).", "", body, ""]
     return lines[:-1]
 
 

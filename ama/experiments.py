@@ -8,40 +8,57 @@ notebook that shows each; :mod:`ama.runs` computes (or merges) them for a notebo
 * ``occlusion`` (notebook 01): keep-IRF, occlude-IRF, margin and sliding-patch occlusion;
 * ``receptive_fields`` (notebook 02): ERF vs IRF misalignment, the upsamplings, the receptive-field sizes;
 * ``attack`` (notebook 03): the attack grid, the random frame, the optimiser ablation (:mod:`ama.attack_experiments`);
-* ``beyond`` (notebook 05): transfer to other explanations, faithfulness and ERF-aware upsampling.
+* ``beyond`` (notebook 05): the run's studies, each declared in its own module (:mod:`ama.study`, computed by
+  :mod:`ama.beyond`, imported on first use).
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import pandas as pd
 import torch
 
-from . import (attack_experiments, border_defence, controls, erf_definitions, faithfulness, geometry, sides, transfer,
-               under_attack)
+from . import attack_experiments, controls, geometry
 from . import occlusion as occ
 from . import receptive_field as rf
 from .artifacts import TABLES
-from .attack_result import OptimizerKey
 from .cam_model import CAMModel
 from .criteria import MISALIGNED_MASS
 from .params import FAST_N_FILLS, FAST_SLIDING_STRIDE, RunParams
-from .protocol import evenly, run_names
 from .results import image_major
-from .transfer import scale_check_summary
 
 
 @dataclass(frozen=True)
 class Experiment:
     """One notebook's experiment: ``run(model, x, names, params, out_dir, progress, labels) -> (tables, extras)``
     (per-image tables; ``labels`` ``(B,)``, -1 where unknown; ``extras``: what the notebook's figures reuse, e.g. ERF
-    maps or attack results) and ``summaries(tables) -> tables`` over images."""
+    maps or attack results) and ``summaries(tables) -> tables`` over images. Either may be given as
+    ``"module:function"`` of ``ama``, imported on first use: notebook 05's studies (:mod:`ama.beyond`), so that the
+    other notebooks do not import them and an edit of a study reruns notebook 05 and the report alone."""
 
     name: str
     notebook: str
-    run: Callable
-    summaries: Callable[[dict], dict]
+    run_at: Callable | str
+    summaries_at: Callable[[dict], dict] | str
+
+    @staticmethod
+    def _resolve(at):
+        if not isinstance(at, str):
+            return at
+        module, _, function = at.partition(":")
+        return getattr(importlib.import_module(f"{__package__}.{module}"), function)
+
+    @property
+    def run(self) -> Callable:
+        """The per-image function (imported on first use when given by name)."""
+        return self._resolve(self.run_at)
+
+    @property
+    def summaries(self) -> Callable[[dict], dict]:
+        """The summaries over images (imported on first use when given by name)."""
+        return self._resolve(self.summaries_at)
 
 
 # --- occlusion (notebook 01) -------------------------------------------------------------------------
@@ -133,8 +150,8 @@ def receptive_field_summaries(tables: dict[str, pd.DataFrame]) -> dict[str, pd.D
         table = tables[TABLES.misalignment]
         out[TABLES.misalignment_summary] = rf.misalignment_summary(table)
         out[TABLES.margin_mass_ratio] = rf.margin_mass_ratio_summary(table)
-        if sides.side_columns(table):
-            out[TABLES.frame_side_mass] = sides.side_mass_summary(table)
+        if controls.side_columns(table):
+            out[TABLES.frame_side_mass] = controls.side_mass_summary(table)
         if "centred_gaussian_mass_outside_irf" in table:
             out[TABLES.misalignment_baselines] = controls.misalignment_baseline_table(table)
     if TABLES.misalignment_upsampling_cells in tables:
@@ -151,100 +168,12 @@ def receptive_field_summaries(tables: dict[str, pd.DataFrame]) -> dict[str, pd.D
     return out
 
 
-# --- beyond the paper (notebook 05) ---------------------------------------------------------------------
-def beyond(model: CAMModel, x: torch.Tensor, names: Sequence[str], params: RunParams, out_dir=None,
-           progress: bool = False, labels=None) -> tuple[dict[str, pd.DataFrame], dict]:
-    """Tables ``transfer`` (image x e x optimiser x method: the attack's 8-bit images explained by other methods,
-    :func:`ama.under_attack.transfer_experiment`), ``attack_location`` (image x location: the reference attack on masks of
-    the frame's pixel count elsewhere, :func:`ama.controls.location_control`), ``transfer_scale_check_images`` (image x
-    method), ``faithfulness``
-    (image x method x upsampling), ``upsampling_comparison`` (image x upsampling) and ``border_defence`` (image x e x
-    optimiser x defence, :func:`ama.border_defence.defence_rows`), ``attack_sides`` (image x side: the reference attack on
-    one side of the frame, :func:`ama.sides.side_attack`) and ``erf_definitions_cells`` (image x definition x cell:
-    claim 1's measures under the gradient and the occlusion ERF, :func:`ama.erf_definitions.definition_rows`): those of
-    the run's ``studies`` (:data:`ama.params.STUDIES`), from the adversarial PNGs the
-    attack experiment saved in ``out_dir`` (attacked again where missing), on ``beyond_images`` of the run's images
-    (:func:`ama.protocol.evenly`; all when 0); the Gaussian upsampling is fitted to images
-    of the kit's set that the run does not report (:func:`ama.faithfulness.calibration_fit`), so each image's rows do
-    not depend on the others; extras: the attack results and the upsampling comparison's maps."""
-    reported = run_names(params, out_dir, names)
-    if params.beyond_images:  # notebook 05 on a spread subset of the run's images
-        keep = set(evenly(reported, params.beyond_images))
-        idx = [k for k, n in enumerate(names) if n in keep]
-        if not idx:
-            return {}, {}
-        x, names = x[idx], [names[k] for k in idx]
-        labels = None if labels is None else torch.as_tensor(labels)[idx]
-    studies, tables, attacks, info = set(params.studies), {}, {}, None
-
-    def attack(optimizer: str, e: int):  # the run's saved attack (attacked again where missing), once
-        key = OptimizerKey.default(optimizer, e, params.n_iter)
-        if key not in attacks:
-            attacks[key] = attack_experiments.adversarial_result(model, x, names, params, out_dir, optimizer, e)
-        return attacks[key]
-
-    if "transfer" in studies:
-        tr, checks, found = under_attack.transfer_experiment(model, x, names, params, out_dir)
-        attacks.update(found)
-        tables.update({TABLES.transfer: tr, TABLES.transfer_scale_check_images: checks})
-    frame_attack = None
-    if "location" in studies or "faithfulness" in studies:
-        frame_attack = attack(attack_experiments.ORIGINAL, min(params.e))
-    if "location" in studies:
-        tables[TABLES.attack_location] = controls.location_control(model, x, names, params, frame_attack, labels)
-    if "faithfulness" in studies:
-        fit = faithfulness.calibration_fit(model, params, reported)
-        comparison, faith, info = faithfulness.faithfulness_experiment(
-            model, x, names, frame_attack, params.auc_steps,
-            [m for m in transfer.TRANSFER_METHODS if m not in ("scorecam", "occlusion")], fit)
-        tables.update({TABLES.faithfulness: faith, TABLES.upsampling_comparison: comparison})
-    if "defence" in studies:
-        tables[TABLES.border_defence] = pd.concat(
-            [border_defence.defence_rows(model, attack(o, e), labels, o) for e in border_defence.defence_widths(params)
-             for o in attack_experiments.ADVERSARIAL_OPTIMIZERS], ignore_index=True)
-    if "sides" in studies:
-        tables[TABLES.attack_sides] = sides.side_attack(model, x, names, params, labels)
-    if "erf_definitions" in studies:
-        tables[TABLES.erf_definitions_cells] = erf_definitions.definition_rows(model, x, names, min(params.e))
-    return image_major(tables, names), dict(attacks=attacks, upsampling=info)
-
-
-def beyond_summaries(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    """``transfer_scale_check`` (per model and method: the largest difference and the smallest cosine over images),
-    ``faithfulness_summary`` (per model, method and upsampling: mean AUCs), ``transfer_verdicts``,
-    ``attack_location_summary`` and ``frame_mass_ratio`` (:mod:`ama.controls`) and ``upsampling_summary`` (per model and
-    upsampling: the means of the comparison's columns)."""
-    out = {}
-    if TABLES.transfer_scale_check_images in tables:
-        out[TABLES.transfer_scale_check] = scale_check_summary(tables[TABLES.transfer_scale_check_images])
-    if TABLES.faithfulness in tables:
-        out[TABLES.faithfulness_summary] = (tables[TABLES.faithfulness].groupby(["model", "method", "upsampling"])
-                                       [["deletion_auc", "insertion_auc"]].mean().reset_index())
-    if TABLES.transfer in tables:
-        out[TABLES.transfer_verdicts] = controls.transfer_verdicts(tables[TABLES.transfer])
-    if TABLES.attack_location in tables:
-        out[TABLES.attack_location_summary] = controls.location_summary(tables[TABLES.attack_location])
-    if TABLES.upsampling_comparison in tables and "frame_share" in tables[TABLES.upsampling_comparison]:
-        ratio = controls.frame_mass_ratio(tables[TABLES.upsampling_comparison])
-        out[TABLES.frame_mass_ratio] = controls.frame_mass_summary(ratio)
-    if TABLES.attack_sides in tables:
-        out[TABLES.attack_sides_summary] = sides.side_attack_summary(tables[TABLES.attack_sides])
-    if TABLES.erf_definitions_cells in tables:
-        out[TABLES.erf_definitions] = erf_definitions.definition_summary(tables[TABLES.erf_definitions_cells])
-    if TABLES.border_defence in tables:
-        out[TABLES.border_defence_summary] = border_defence.defence_summary(tables[TABLES.border_defence])
-    if TABLES.upsampling_comparison in tables:
-        out[TABLES.upsampling_summary] = (tables[TABLES.upsampling_comparison].drop(columns="image")
-                                     .groupby(["model", "upsampling"]).mean(numeric_only=True).reset_index())
-    return out
-
-
 EXPERIMENTS = {e.name: e for e in (
     Experiment("occlusion", "01_occlusion", occlusion, occlusion_summaries),
     Experiment("receptive_fields", "02_receptive_field_misalignment", receptive_fields, receptive_field_summaries),
     Experiment("attack", "03_adversarial_marginal_attack", attack_experiments.attack_grid,
                attack_experiments.summaries),
-    Experiment("beyond", "05_beyond_the_paper", beyond, beyond_summaries),
+    Experiment("beyond", "05_beyond_the_paper", "beyond:beyond", "beyond:beyond_summaries"),
 )}
 NOTEBOOK_EXPERIMENTS = {e.notebook: e.name for e in EXPERIMENTS.values()}
 

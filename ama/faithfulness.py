@@ -19,20 +19,31 @@ projection with each image's own ERFs).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from .artifacts import TABLES
+from .attack_experiments import ORIGINAL, adversarial_result
+from .attack_result import OptimizerKey
+
 from .cam import compute_cam, normalize_maps
 from .data import list_images, load_records
+from .explanations import TRANSFER_METHODS
+from .figures import upsampling_under_attack_figure
 from .geometry import frame_mask
+from .intervals import pooled
 from .metrics import FAITHFULNESS_STEPS, deletion_auc, insertion_auc, spearman
 from .occlusion import SLIDING_PATCH, sliding_patch
 from .params import FAST_N_IMAGES
 from .paths import DATA_DIR
-from .protocol import stratified_choice
+from .protocol import run_names, stratified_choice
 from .receptive_field import effective_receptive_field
-from .transfer import explanation
+from .results import markdown_table, read_table
+from .study import Figure, Study, Table, Verdicts, register
+from .explanations import explanation
 from .upsampling import fit_erf_gaussian, upsample
 
 SALIENCY_UPSAMPLINGS = ("bilinear", "gaussian", "erf")
@@ -154,7 +165,7 @@ def faithfulness_experiment(model, x: torch.Tensor, names, attack, steps: int = 
     """Notebook 05's faithfulness study for one model: :func:`upsampling_comparison` of CAM's upsamplings on the
     clean images (occlusion agreement with the kit's sliding patch; where the mass goes under ``attack``, an
     :class:`~ama.attack_result.AttackResult` of ``x``), and the deletion / insertion AUC of CAM under each upsampling
-    and of each method of ``methods`` (:func:`ama.transfer.explanation`, bilinear). Returns the comparison
+    and of each method of ``methods`` (:func:`ama.explanations.explanation`, bilinear). Returns the comparison
     rows, the faithfulness rows (``image, model, method, upsampling, deletion_auc, insertion_auc``) and the
     comparison's maps and table (:func:`upsampling_comparison`). ``fit``: the Gaussian's ``{"sigma", "centres"}``
     (:func:`calibration_fit`)."""
@@ -166,3 +177,137 @@ def faithfulness_experiment(model, x: torch.Tensor, names, attack, steps: int = 
     maps = {(m, "bilinear"): upsample(explanation(model, x, c, m), x.shape[-2:]) for m in methods}
     faith = pd.concat([cam_rows, faithfulness_table(model, x, names, maps, c, steps)], ignore_index=True)
     return comparison, faith[["image", "model", "method", "upsampling", "deletion_auc", "insertion_auc"]], info
+
+
+def frame_mass_ratio(comparison: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, image, upsampling, e) of ``upsampling_comparison``: the map's mass on the frame's own pixels
+    divided by the frame's share of the image (``frame_share``), clean (``clean_ratio``) and attacked (``adv_ratio``),
+    and ``change`` = attacked minus clean. ``comparison``: rows of ``upsampling_comparison``."""
+    out = comparison[["model", "image", "upsampling", "e"]].copy()
+    out["clean_ratio"] = comparison.clean_frame_mass / comparison.frame_share
+    out["adv_ratio"] = comparison.adv_frame_mass / comparison.frame_share
+    out["change"] = out.adv_ratio - out.clean_ratio
+    return out
+
+
+def frame_mass_summary(ratios: pd.DataFrame) -> pd.DataFrame:
+    """Per model, upsampling and ``e`` of :func:`frame_mass_ratio` rows: the mean clean and attacked ratios and the
+    mean change, each with its bootstrap interval over images; ``verdict``: does the attack raise the map's mass
+    on the frame (change above 0)? (with ``p_holds``, ``p_fails``) ``ratios``: rows of :func:`frame_mass_ratio`."""
+    rows = []
+    for (model, mode, e), g in ratios.groupby(["model", "upsampling", "e"], sort=False):
+        row = dict(model=model, upsampling=mode, e=e, n_images=g.image.nunique())
+        for col in ("clean_ratio", "adv_ratio", "change"):
+            est = pooled(g, col)
+            row.update({col: est.value, f"{col}_low": est.low, f"{col}_high": est.high})
+        change = pooled(g, "change")
+        row.update(verdict=change.verdict(0.0), **change.p_columns(0.0))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def upsampling_panels(runs: dict, extras: dict | None, params, out_dir) -> dict:
+    """For :func:`ama.figures.upsampling_under_attack_figure`: per model, the reference attack at the smallest ``e``
+    on its first image, that image's attacked saliency under each upsampling, and its mass on the frame's pixels over
+    the frame's share of the area (``{upsampling: ratio}``, ``SCIENCE.md`` section 7), all of the same model and image. ``runs``: :func:`ama.runs.load_runs`;
+    ``extras``: the ``beyond`` experiment's (reused where it ran the faithfulness study), or None (a sharded run keeps
+    no maps: computed again for the first image)."""
+    e0 = min(params.e)
+    panels = {}
+    for name, (model, data) in runs.items():
+        if extras and extras[name].get("upsampling"):
+            attack = extras[name]["attacks"][OptimizerKey.default(ORIGINAL, e0, params.n_iter)]
+            maps = {up: m[:1] for up, m in extras[name]["upsampling"]["adv_saliency"].items()}
+            table = extras[name]["upsampling"]["table"]
+        else:
+            x, names, x_names = data.images[:1], data.names[:1], list(data.names)
+            attack = adversarial_result(model, x, names, params, out_dir, ORIGINAL, e0)
+            reported = run_names(params, out_dir, x_names)
+            fit = calibration_fit(model, params, reported)
+            table, info = upsampling_comparison(model, x, names, attack, steps=1, fit=fit)
+            maps = info["adv_saliency"]
+        rows = table[table.image == attack.names[0]].set_index("upsampling")
+        panels[name] = (attack, maps, (rows.adv_frame_mass / rows.frame_share).to_dict())
+    return panels
+
+
+def faithfulness_lines(run_dir: Path) -> list[str]:
+    """The report's lines: the faithfulness AUCs, the upsamplings' occlusion agreement and where each map puts its
+    mass on the frame under the attack, from the run's ``faithfulness`` and ``upsampling_comparison``."""
+    tables = Path(run_dir) / "tables"
+    lines = []
+    faith = read_table(tables, TABLES.faithfulness)
+    if faith is not None and not faith.empty:
+        f = faith.groupby(["method", "upsampling"])[["deletion_auc", "insertion_auc"]].mean()
+        best_del, best_ins = f.deletion_auc.idxmin(), f.insertion_auc.idxmax()
+        lines += [f"**Faithfulness** (deletion to the mean colour, insertion from a blur; lower deletion and higher "
+                  f"insertion are better): the lowest deletion AUC is {' / '.join(best_del)} "
+                  f"({f.deletion_auc.min():.3f}), the highest insertion AUC {' / '.join(best_ins)} "
+                  f"({f.insertion_auc.max():.3f}).", "", markdown_table(f.round(3).reset_index()), ""]
+    up = read_table(tables, TABLES.upsampling_comparison)
+    if up is None or up.empty:
+        return lines
+    u = up.groupby("upsampling").mean(numeric_only=True)
+    cols = [c for c in ("deletion_auc", "insertion_auc", "occlusion_spearman", "clean_band_mass", "adv_band_mass",
+                        "clean_frame_mass", "adv_frame_mass") if c in u]
+    sent = ("**ERF-aware upsampling:** occlusion agreement (Spearman with the sliding-patch map) is "
+            + ", ".join(f"{m} {u.loc[m, 'occlusion_spearman']:.2f}" for m in u.index) + "; deletion AUC "
+            + ", ".join(f"{m} {u.loc[m, 'deletion_auc']:.3f}" for m in u.index) + ".")
+    if "frame_share" in up:
+
+        ratios = frame_mass_ratio(up)
+        e = int(up.e.iloc[0])
+        parts = []
+        for mode, g in ratios.groupby("upsampling", sort=False):
+            clean, adv, change = (pooled(g, c) for c in ("clean_ratio", "adv_ratio", "change"))
+            parts.append(f"{mode} {clean.value:.2f} -> {adv.value:.2f} (change {change.value:+.2f}, 95% CI "
+                         f"{change.low:+.2f} to {change.high:+.2f}: {change.verdict(0.0)})")
+        sent += (f" Where does each map put its mass under the {e}-pixel attack? The map's mass on the frame's own "
+                 f"pixels divided by the frame's share of the image (1: as much as its area), clean -> attacked: "
+                 + "; ".join(parts) + ". A map that revealed the attack's evidence would raise it (change > 0). The "
+                 "gaussian map spreads each cell by one receptive-field Gaussian fitted on held-out images, the same "
+                 "for every image: its change only follows the CAM's cell values, and a few hundredths mean that the "
+                 "border cells gained weight, not that the map finds the frame's pixels.")
+    lines += [sent, "", markdown_table(u[cols].round(3).reset_index()), ""]
+    return lines
+
+
+def _compute(model, inputs) -> dict:
+    """The study's rows per image: :func:`faithfulness_experiment` of the run's frame attack at the smallest ``e``,
+    the Gaussian fitted to images the run does not report (:func:`calibration_fit`); its maps go to ``inputs.extras``."""
+    frame = inputs.attack(ORIGINAL, min(inputs.params.e))
+    fit = calibration_fit(model, inputs.params, inputs.reported)
+    methods = [m for m in TRANSFER_METHODS if m not in ("scorecam", "occlusion")]
+    comparison, faith, info = faithfulness_experiment(model, inputs.x, inputs.names, frame, inputs.params.auc_steps,
+                                                      methods, fit)
+    inputs.extras["upsampling"] = info
+    return {TABLES.faithfulness: faith, TABLES.upsampling_comparison: comparison}
+
+
+def _summarise(tables: dict) -> dict:
+    """Mean AUCs per method and upsampling, the comparison's means and the frame's mass ratio with its verdict."""
+    comparison = tables[TABLES.upsampling_comparison]
+    out = {TABLES.faithfulness_summary: (tables[TABLES.faithfulness].groupby(["model", "method", "upsampling"])
+                                         [["deletion_auc", "insertion_auc"]].mean().reset_index()),
+           TABLES.upsampling_summary: (comparison.drop(columns="image").groupby(["model", "upsampling"])
+                                       .mean(numeric_only=True).reset_index())}
+    if "frame_share" in comparison:
+        out[TABLES.frame_mass_ratio] = frame_mass_summary(frame_mass_ratio(comparison))
+    return out
+
+
+STUDY = register(Study(
+    name="faithfulness", question="Faithfulness and ERF-aware upsampling",
+    tables=(Table("faithfulness", "image x method x upsampling: deletion and insertion AUC"),
+            Table("upsampling_comparison", "image x upsampling: bilinear, the ERF Gaussian and the ERF projection compared"),
+            Table("faithfulness_summary", "method x upsampling: their means", "summary", shown=True),
+            Table("upsampling_summary", "upsampling: those means", "summary", shown=True),
+            Table("frame_mass_ratio", "upsampling: the map's mass on the frame over the frame's share, clean vs attacked",
+                  "summary", shown=True,
+                  verdicts=Verdicts("change", "change_low", "change_high", 0.0,
+                                    lambda r: f"the attack raises the {r.upsampling} map's mass on the frame, e = {r.e}"))),
+    figures=(Figure("upsampling_under_attack", "an attacked image's saliency under each upsampling",
+                    lambda folder: upsampling_under_attack_figure(upsampling_panels(
+                        folder.loaded, folder.extras, folder.params, folder.out)), attacks=True),),
+    compute=_compute, summarise=_summarise, keys=("method", "upsampling"), measured_by=("method", "upsampling"),
+    section=faithfulness_lines))

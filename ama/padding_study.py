@@ -6,13 +6,16 @@ classifies correctly (:func:`ama.protocol.select`), so each comparison is paired
 
 * :func:`variant_table`: per variant its padding, top-1 / top-5 on the set, the frame's ERF mass (claim 1's margin
   mass ratio), the fooling rate of each optimiser of the attack's ablation at each ``e``, and whether the margin is
-  special (the location control, :func:`ama.controls.margin_special`);
+  special (the location control, :func:`ama.location.margin_special`);
 * :func:`padding_tests`: per base model, ``e`` and optimiser, each zero-padded variant (TF "same" as trained,
   symmetric zeros) against each non-zero one (reflect, replicate): fooled minus fooled paired per image (Newcombe's
   interval, McNemar's exact test), p-values on both sides (the beyond-the-paper family);
 * :func:`zero_padding_verdict`: *holds* when some comparison's Holm-adjusted (within these comparisons) one-sided p
   that zero padding fools more is below 0.025; *does not hold* when every paired difference's upper 95% bound is
   at most 0 (reflect and replicate fool at least as often); *inconclusive* otherwise.
+
+The study ``padding``, declared at the end (:mod:`ama.study`): every run computes it from its tables (``{}`` without
+padding variants).
 """
 from __future__ import annotations
 
@@ -22,11 +25,13 @@ import numpy as np
 import pandas as pd
 
 from .artifacts import TABLES
-from .controls import margin_special
+from .location import margin_special
 from .intervals import ALPHA, FAILS, HOLDS, INCONCLUSIVE, Estimate, holm, pooled
 from .padding import PADDINGS, ZERO_PADDINGS, base_of, padding_of
 from .results import read_table
 from .selectors import eight_bit
+from .sides import imbalance_line
+from .study import Study, Table, Verdicts, register
 
 
 def variants(models) -> dict[str, list[str]]:
@@ -146,3 +151,35 @@ def padding_lines(table: pd.DataFrame | None, tests: pd.DataFrame) -> list[str]:
                      f"minus the reflect / replicate variants', paired on {n} images every variant classifies "
                      f"correctly; Holm within these comparisons): {pairs}.")
     return lines
+
+
+def padding_tables(run_dir: Path) -> dict[str, pd.DataFrame]:
+    """``padding_variants`` and ``padding_tests`` of a run with padding variants, from its tables; ``{}`` for a run
+    without."""
+    tables = Path(run_dir) / "tables"
+    table, ablation = variant_table(run_dir), read_table(tables, TABLES.attack_ablation)
+    if table is None or ablation is None:
+        return {}
+    return {TABLES.padding_variants: table, TABLES.padding_tests: padding_tests(ablation)}
+
+
+def padding_summary(run_dir: Path) -> list[str]:
+    """The padding variants' lines of a run (:func:`padding_lines`) and the frame's imbalance beside them
+    (:func:`ama.sides.imbalance_line`): docs/EVIDENCE.md's generated block of the models reference and the report's."""
+    tables = Path(run_dir) / "tables"
+    tests, mass = read_table(tables, TABLES.padding_tests), read_table(tables, TABLES.frame_side_mass)
+    lines = padding_lines(variant_table(run_dir), tests if tests is not None else pd.DataFrame())
+    imbalance = imbalance_line(mass) if lines and mass is not None and len(mass) else None
+    return lines + ([imbalance] if imbalance else [])
+
+
+STUDY = register(Study(
+    name="padding", question="Why the margin? The padding", always=True,
+    tables=(Table("padding_variants", "padding variant: accuracy, frame ERF mass, fooling rates, the location control",
+                  "run", fast=False, shown=True),
+            Table("padding_tests", "zero vs non-zero padding x e x optimiser: fooled minus fooled, paired", "run",
+                  fast=False, verdicts=Verdicts("zero_minus_other", "low", "high", 0.0,
+                                                lambda r: f"{r.zero} padding is fooled more than {r.other} "
+                                                          f"({r.optimizer}, e = {r.e})"))),
+    run_tables=lambda folder: padding_tables(folder.out),
+    section=lambda run_dir: [f"- {line}" for line in padding_summary(run_dir)]))

@@ -44,6 +44,7 @@ from . import claims, lineage
 from .intervals import FAILS, HOLDS
 from .params import RunParams
 from .paths import resolve, shown
+from .registry import study_keys
 from .results import compress_tables, table_files, table_name
 
 DEFAULT_RTOL = 1e-4
@@ -54,14 +55,17 @@ ALPHA = 0.01  # a genuine rerun fails a check with at most this probability (Hol
 CHANGE_RATE = 0.25  # at most this share of a yes/no column's units changes in a genuine rerun (docs/MATCHING.md)
 
 # Columns that say which unit a row is about (never a result): rows are matched on these.
+_STUDY_KEYS, _STUDY_MEASURED = study_keys()  # what each study declares of its own tables (:mod:`ama.study`)
 IDENTITY_COLUMNS = ("model", "image", "file", "experiment", "setting", "mode", "optimizer", "variant", "restarts",
                     "cam_loss", "label_loss", "select", "e", "n_iter", "seed", "lamb", "mask", "target", "method",
                     "upsampling", "fill", "cell", "i", "j", "cell_kind", "patch", "top", "left", "iteration", "quantized",
-                    "location", "measure", "side", "defence", "definition")
+                    "measure")
+IDENTITY_COLUMNS += tuple(k for k in _STUDY_KEYS if k not in IDENTITY_COLUMNS)
 # Identity columns that say how one attacked image was measured (8-bit or float, which explanation, which cell,
 # which pass), not which attack: a stochastic table's rows that differ only in these form one unit.
 MEASUREMENT_COLUMNS = ("quantized", "method", "upsampling", "iteration", "cell", "i", "j", "cell_kind", "measure",
-                       "fill", "patch", "top", "left", "defence", "definition")
+                       "fill", "patch", "top", "left")
+MEASUREMENT_COLUMNS += tuple(k for k in _STUDY_MEASURED if k not in MEASUREMENT_COLUMNS)
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The run report (``REPORT.md``): each of the paper's claims (:mod:`ama.claims`) with its figure, its table rows and a
 verdict written from this run's numbers (not fixed prose), then the sections beyond the claims: *Across models*, the
-strongest attack at the same budget and *Beyond the paper* (notebook 05). Used by ``notebooks/04_report.ipynb``.
+strongest attack at the same budget and a section per study of notebook 05 (:mod:`ama.study`). Used by ``notebooks/04_report.ipynb``.
 """
 from __future__ import annotations
 
@@ -14,21 +14,19 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from . import optimizers
-from .border_defence import defence_lines
-from .causes import cause_lines
 from .ablation import ablation_summary, ingredient_lines
 from .artifacts import FIGURES, TABLES
 from .claims import collect_claims, existing_figures, model_table
 from .confidence import confidence_lines
-from .controls import frame_mass_ratio, transfer_verdicts
 from .criteria import CRITERIA, pct
 from .figures import attack_across_models_figure
-from .intervals import FAILS, HOLDS, pooled
+from .intervals import FAILS, HOLDS
 from .models import published_top1
 from .params import RunParams
 from .paths import atomic_write, resolve
-from .results import read_table, save_figure, save_table
+from .results import markdown_table, read_table, save_figure, save_table
 from .selectors import eight_bit, original_attack
+from .registry import studies
 from .verdicts import adjusted_claims, multiplicity_lines, verdict_table
 
 # Goals of the stronger optimisers (issue 11; lite0, the staged photos, 100 passes, 8-bit): e -> (fooling, cosine)
@@ -189,39 +187,6 @@ def section_confidence(run_dir: Path) -> Section | None:
     return Section("Beyond the paper: image confidence", sentence, figs)
 
 
-def section_border_defence(run_dir: Path) -> Section | None:
-    """*Beyond the paper: a border defence* (:mod:`ama.border_defence`): what replacing the outer ``e`` px restores
-    on the attacked images and what it costs on the labelled set; None when notebook 05 did not write it."""
-    tables = run_dir / "tables"
-    summary, cost = read_table(tables, TABLES.border_defence_summary), read_table(tables, TABLES.border_defence_cost)
-    if summary is None or summary.empty:
-        return None
-    sentence = ("Should one worry about 1-pixel frames? Replacing the outer e px before the model (by the pixel e px "
-                "inside, or by cropping and resizing back) makes the input independent of the frame: an attacked "
-                "image and its clean image defend to the same image, so an attack that knows the defence has no "
-                "pixel left to change. What it restores and what it costs:\n\n"
-                + "\n".join(f"- {line}" for line in defence_lines(summary, cost)))
-    return Section("Beyond the paper: a border defence", sentence)
-
-
-def section_causes(run_dir: Path) -> Section | None:
-    """*Beyond the paper: why the margin?* (:mod:`ama.causes`): the ERF's two definitions, the frame's sides, the
-    padding variants; None when notebook 05 wrote none of it."""
-    lines = cause_lines(run_dir)
-    figs = existing_figures(run_dir / "figures", FIGURES.erf_definitions, FIGURES.frame_sides)
-    return Section("Beyond the paper: why the margin? (the ERF's definition, the sides, the padding)",
-                   "\n".join(f"- {line}" for line in lines), figs) if lines else None
-
-
-def section_beyond_the_paper(run_dir: Path) -> Section | None:
-    """*Beyond the paper* (notebook 05): transfer to other CAM methods, faithfulness, ERF-aware upsampling."""
-    lines = beyond_the_paper(run_dir)
-    if not lines:
-        return None
-    title = lines[0].removeprefix("## ").strip()
-    return Section(title, "\n".join(lines[1:]).strip())
-
-
 def section_images(run_dir: Path) -> Section | None:
     """*The images*: the clean accuracy of each model on a labelled set (with exact intervals) beside its published
     ImageNet validation top-1, which images the run attacked, the fooling rate by clean-confidence tercile and the
@@ -267,95 +232,24 @@ def section_images(run_dir: Path) -> Section | None:
 
 
 SECTIONS = (section_images, section_across_models, section_attack_strength, section_ingredients,
-            section_confidence, section_beyond_the_paper, section_causes, section_border_defence)
+            section_confidence)
 
 
-def _markdown_table(df: pd.DataFrame) -> str:
-    try:
-        return df.to_markdown(index=False)
-    except ImportError:  # tabulate missing
-        return "```\n" + df.to_string(index=False) + "\n```"
-
-
-# --- Beyond the paper (notebook 05) ---------------------------------------------------------
-
-
-def beyond_the_paper(run_dir: str | os.PathLike) -> list[str]:
-    """Markdown lines of the *Beyond the paper* section, written from ``transfer.csv``, ``transfer_scale_check.csv``,
-    ``faithfulness.csv`` and ``upsampling_comparison.csv``; a sentence saying so where a table is missing."""
-    tables = resolve(run_dir) / "tables"
-    lines = ["## Beyond the paper", "",
-             "Questions the paper leaves open (notebook 05, `SCIENCE.md` section 6). These are findings of this run, "
-             "not verdicts on the paper's claims.", ""]
-    tr, check = read_table(tables, TABLES.transfer), read_table(tables, TABLES.transfer_scale_check)
-    if tr is None or tr.empty:
-        lines += ["**Transfer to other explanations:** not measured on this run (not among its studies; "
-                  "`make reproduce STUDIES=all` measures it).", ""]
-    else:
-        tr = tr.assign(optimizer=tr.optimizer.astype(str))
-        g = tr.groupby(["optimizer", "method", "e"])[["cam_cosine", "random_cam_cosine", "top20_iou",
-                                                     "random_top20_iou"]].mean()
-
-        e_min = int(tr.e.min())
-        v = transfer_verdicts(tr, ("optimizer", "method", "e"))  # per image over the models
-        sentences = []
-        for opt, rows in v[v.e == e_min].groupby("optimizer", sort=True):
-            parts = [f"{r.method}{' (a CAM relative)' if r.relative_of_cam else ''} {r.gap:+.3f} "
-                     f"(95% CI {r.low:+.3f} to {r.high:+.3f}): {r.verdict}" for r in rows.itertuples()]
-            sentences.append(f"with the {opt} optimiser at e = {e_min}, the random frame's clean-vs-attacked cosine "
-                             f"minus the attack's (> 0: the attack moves the map more) is " + "; ".join(parts))
-        lines += [f"**Transfer to other explanations** ({tr.image.nunique()} images, e = "
-                  f"{', '.join(str(v) for v in sorted(tr.e.unique()))}; pytorch-grad-cam's Grad-CAM++, LayerCAM and "
-                  f"EigenCAM, the kit's sign-corrected EigenCAM and a gradient-free sliding-patch occlusion map): the "
-                  f"attack optimises CAM only; " + "; ".join(sentences) + ". Grad-CAM++ and LayerCAM are algebraic "
-                  "relatives of CAM for this head: their agreement is consistency more than transfer; EigenCAM's "
-                  "singular vector has an arbitrary sign, which the library does not fix (`eigencam-signed` does); "
-                  "the occlusion map uses no gradient."
-                  + ("" if "scorecam" in set(tr.method) else " Score-CAM was not computed on this run (one forward pass "
-                     "per channel; notebook 05's `score_cam_images` turns it on)."), ""]
-        lines += [_markdown_table(g.round(3).reset_index()), ""]
-    if check is not None and not check.empty:
-        lines += [f"Check, not a transfer result: Grad-CAM, HiResCAM and XGrad-CAM equal CAM up to a positive scale for "
-                  f"this global-average-pool + linear head (largest difference of the normalised maps "
-                  f"{check.max_abs_diff.max():.1e}).", ""]
-    faith = read_table(tables, TABLES.faithfulness)
-    if faith is not None and not faith.empty:
-        f = faith.groupby(["method", "upsampling"])[["deletion_auc", "insertion_auc"]].mean()
-        best_del, best_ins = f.deletion_auc.idxmin(), f.insertion_auc.idxmax()
-        lines += [f"**Faithfulness** (deletion to the mean colour, insertion from a blur; lower deletion and higher "
-                  f"insertion are better): the lowest deletion AUC is {' / '.join(best_del)} "
-                  f"({f.deletion_auc.min():.3f}), the highest insertion AUC {' / '.join(best_ins)} "
-                  f"({f.insertion_auc.max():.3f}).", "", _markdown_table(f.round(3).reset_index()), ""]
-    up = read_table(tables, TABLES.upsampling_comparison)
-    if up is None or up.empty:
-        lines += ["**ERF-aware upsampling:** not measured on this run (not among its studies; `make reproduce "
-                  "STUDIES=all` measures it).", ""]
-        return lines
-    u = up.groupby("upsampling").mean(numeric_only=True)
-    cols = [c for c in ("deletion_auc", "insertion_auc", "occlusion_spearman", "clean_band_mass", "adv_band_mass",
-                        "clean_frame_mass", "adv_frame_mass") if c in u]
-    sent = ("**ERF-aware upsampling:** occlusion agreement (Spearman with the sliding-patch map) is "
-            + ", ".join(f"{m} {u.loc[m, 'occlusion_spearman']:.2f}" for m in u.index) + "; deletion AUC "
-            + ", ".join(f"{m} {u.loc[m, 'deletion_auc']:.3f}" for m in u.index) + ".")
-    if "frame_share" in up:
-
-        ratios = frame_mass_ratio(up)
-        e = int(up.e.iloc[0])
-        parts = []
-        for mode, g in ratios.groupby("upsampling", sort=False):
-            clean, adv, change = (pooled(g, c) for c in ("clean_ratio", "adv_ratio", "change"))
-            parts.append(f"{mode} {clean.value:.2f} -> {adv.value:.2f} (change {change.value:+.2f}, 95% CI "
-                         f"{change.low:+.2f} to {change.high:+.2f}: {change.verdict(0.0)})")
-        sent += (f" Where does each map put its mass under the {e}-pixel attack? The map's mass on the frame's own "
-                 f"pixels divided by the frame's share of the image (1: as much as its area), clean -> attacked: "
-                 + "; ".join(parts) + ". A map that revealed the attack's evidence would raise it (change > 0). The "
-                 "gaussian map spreads each cell by one receptive-field Gaussian fitted on held-out images, the same "
-                 "for every image: its change only follows the CAM's cell values, and a few hundredths mean that the "
-                 "border cells gained weight, not that the map finds the frame's pixels.")
-    lines += [sent, "", _markdown_table(u[cols].round(3).reset_index()), ""]
-    figs = existing_figures(resolve(run_dir) / "figures", FIGURES.transfer_cosine, FIGURES.upsampling_under_attack)
-    lines += [f"![{Path(f).stem}]({f})" for f in figs] + [""]
-    return lines
+def section_studies(run_dir: Path) -> list[Section]:
+    """A section per study of notebook 05 that this run computed (:func:`ama.registry.studies`): its question, the
+    report's lines it writes of itself and its figures; then one naming the studies this run did not compute."""
+    out, missing = [], []
+    for study in studies().values():
+        lines = study.section(run_dir) if study.section is not None else []
+        if lines:
+            figs = existing_figures(run_dir / "figures", *(getattr(FIGURES, f.name) for f in study.figures))
+            out.append(Section(study.question, "\n".join(lines).strip(), figs))
+        elif not study.always:
+            missing.append(study.name)
+    if missing:
+        out.append(Section("Studies not run", "Not computed on this run: " + ", ".join(f"`{m}`" for m in missing)
+                           + " (`make study STUDIES=<name>` runs one alone; `STUDIES=all` every one)."))
+    return out
 
 
 FIGURE_LINE = re.compile(r"!\[[^\]]*\]\(([^)]+)\)")
@@ -428,15 +322,14 @@ def write_report(run_dir: str | os.PathLike) -> Path:
         lines += [f"## Claim {c.number}: {c.title}", "", f"**Verdict: {c.verdict}{smoke}.** {c.sentence}", ""]
         lines += [f"![{Path(f).stem}]({f})" for f in c.figures] + [""]
         if c.table is not None:
-            lines += [f"From `tables/{c.table_name}.csv`:", "", _markdown_table(c.table), ""]
-    for make in SECTIONS:
-        section = make(run_dir)
+            lines += [f"From `tables/{c.table_name}.csv`:", "", markdown_table(c.table), ""]
+    for section in [make(run_dir) for make in SECTIONS] + section_studies(run_dir):
         if section is None:
             continue
         lines += [f"## {section.title}", "", section.sentence, ""]
         lines += [f"![{Path(f).stem}]({f})" for f in section.figures] + [""]
         if section.table is not None:
-            lines += [f"From the run's tables ({section.table_name}):", "", _markdown_table(section.table), ""]
+            lines += [f"From the run's tables ({section.table_name}):", "", markdown_table(section.table), ""]
     if len(verdicts):
         lines += ["## Verdicts and multiplicity", "",
                   f"This report states {len(verdicts)} verdicts at 95%. Each has a one-sided p-value on each side of "

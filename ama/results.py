@@ -137,3 +137,11 @@ def compress_tables(tables: Path, above: int | None = None) -> list[str]:
             path.unlink()
             done.append(table_name(path))
     return done
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """``df`` as a Markdown table (a fenced text table when ``tabulate`` is missing)."""
+    try:
+        return df.to_markdown(index=False)
+    except ImportError:  # tabulate missing
+        return "```\n" + df.to_string(index=False) + "\n```"

@@ -137,7 +137,8 @@ class RunFolder:
         return tables
 
     def saved_tables(self) -> dict:
-        """Every table declared for this notebook that the folder holds, by name."""
+        """Every table declared for this notebook that the folder holds, by name (notebook 05's studies declare theirs
+        when :mod:`ama.beyond` is imported)."""
         found = {t: read_table(self.out / "tables", t) for t in TABLES if t.notebook == self.notebook[:2]}
         return {t: df for t, df in found.items() if df is not None}
 
@@ -173,6 +174,10 @@ class RunFolder:
                 display(figs[0])
             for fig in figs:
                 plt.close(fig)
+
+    def read(self, name: str) -> pd.DataFrame | None:
+        """Table ``name`` as the folder holds it (None when it does not)."""
+        return read_table(self.out / "tables", name)
 
     def save(self, tables: dict) -> dict:
         """``tables`` (``{name: DataFrame}``) saved, unless the folder is finished or read-only; returned."""

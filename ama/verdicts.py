@@ -10,9 +10,7 @@ the verdict as the run states it (its interval against the threshold), the unadj
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
@@ -24,50 +22,27 @@ from .intervals import Estimate, holm, p_verdict
 from .optimizers import ORIGINAL
 from .results import read_table
 from .selectors import original_attack
+from .registry import verdict_tables
+from .study import Verdicts
 
 FAMILIES = {"claims": "the paper's three claims (claim 1 per cell kind; claim 3: capability and prevalence)",
             "controls": "the controls beside the claims",
             "beyond": "the questions beyond the paper"}
 
 
-@dataclass(frozen=True)
-class VerdictTable:
-    """A table whose rows carry a verdict with its p-values (``p_holds``, ``p_fails``): its family, the columns of
-    the value and its interval, the threshold, and how a row's verdict is named."""
-
-    family: str
-    value: str
-    low: str
-    high: str
-    threshold: float
-    name: Callable
+# The verdict tables of the claims' notebooks, each with its family; every study declares its own
+# (:func:`ama.registry.verdict_tables`), read between these two in the registry's order.
+CLAIM_CONTROLS = {TABLES.misalignment_upsampling_verdicts: ("controls", Verdicts(
+    "erf_mass_outside_irf", "low", "high", MISALIGNED_MASS, lambda r: f"claim 1 under {r.upsampling} upsampling"))}
+ATTACK_STUDIES = {TABLES.attack_ingredients_summary: ("beyond", Verdicts(
+    "gain", "gain_low", "gain_high", 0.0, lambda r: f"{r.variant} fools more than the reference, e = {r.e}"))}
 
 
-FAMILY_TABLES = {
-    TABLES.misalignment_upsampling_verdicts: VerdictTable(
-        "controls", "erf_mass_outside_irf", "low", "high", MISALIGNED_MASS,
-        lambda r: f"claim 1 under {r.upsampling} upsampling"),
-    TABLES.attack_location_summary: VerdictTable(
-        "controls", "frame_minus_fooled", "gap_low", "gap_high", 0.0,
-        lambda r: f"the frame fools more than {r.location}, e = {r.e}"),
-    TABLES.transfer_verdicts: VerdictTable(
-        "beyond", "gap", "low", "high", 0.0, lambda r: f"the attack transfers to {r.method} ({r.optimizer}, e = {r.e})"),
-    TABLES.frame_mass_ratio: VerdictTable(
-        "beyond", "change", "change_low", "change_high", 0.0,
-        lambda r: f"the attack raises the {r.upsampling} map's mass on the frame, e = {r.e}"),
-    TABLES.erf_definitions: VerdictTable(
-        "beyond", "null_gap", "low", "high", 0.0,
-        lambda r: f"claim 1 with the {r.definition} ERF: mass outside the IRF beyond the aligned null, {r.cell_kind} cells"),
-    TABLES.frame_side_mass: VerdictTable(
-        "beyond", "value", "low", "high", 0.0, lambda r: f"the ERF's mass on the frame's sides, {r.measure}"),
-    TABLES.attack_sides_summary: VerdictTable(
-        "beyond", "fooling_rate", "low", "high", 0.0, lambda r: f"the one-side attack fools, {r.side}, e = {r.e}"),
-    TABLES.padding_tests: VerdictTable(
-        "beyond", "zero_minus_other", "low", "high", 0.0,
-        lambda r: f"{r.zero} padding is fooled more than {r.other} ({r.optimizer}, e = {r.e})"),
-    TABLES.attack_ingredients_summary: VerdictTable(
-        "beyond", "gain", "gain_low", "gain_high", 0.0, lambda r: f"{r.variant} fools more than the reference, e = {r.e}"),
-}
+def family_tables() -> dict[str, tuple[str, Verdicts]]:
+    """``{table: (family, Verdicts)}``: every table whose rows carry a verdict, in the order the verdicts are listed."""
+    return {**CLAIM_CONTROLS, **verdict_tables(), **ATTACK_STUDIES}
+
+
 COLUMNS = ["family", "verdict_of", "model", "table", "value", "low", "high", "threshold", "verdict", "p_holds",
            "p_fails", "p_verdict", "p_holds_holm", "p_fails_holm", "holm_verdict", "changed"]
 
@@ -104,14 +79,14 @@ def claim_rows(run_dir: Path) -> list[dict]:
 
 def table_rows(run_dir: Path) -> list[dict]:
     """The controls' and the beyond-the-paper families: every row with a verdict and p-values of the tables of
-    :data:`FAMILY_TABLES` the run wrote."""
+    :func:`family_tables` the run wrote."""
     rows = []
-    for table, spec in FAMILY_TABLES.items():
+    for table, (family, spec) in family_tables().items():
         df = read_table(Path(run_dir) / "tables", table)
         if df is None or "p_holds" not in df:
             continue
         for r in df.dropna(subset=["p_holds"]).itertuples():
-            rows.append(dict(family=spec.family, verdict_of=spec.name(r), model=getattr(r, "model", "all"),
+            rows.append(dict(family=family, verdict_of=spec.name(r), model=getattr(r, "model", "all"),
                              table=table, value=getattr(r, spec.value), low=getattr(r, spec.low),
                              high=getattr(r, spec.high), threshold=spec.threshold, verdict=r.verdict,
                              p_holds=r.p_holds, p_fails=r.p_fails))

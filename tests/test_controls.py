@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import make_tiny_model
 
-from ama import controls, geometry, transfer
+from ama import controls, explanations, faithfulness, geometry, location, transfer
 from ama import receptive_field as rf
 from ama.cam import normalize_maps
 from ama.intervals import FAILS, HOLDS, INCONCLUSIVE
@@ -107,19 +107,19 @@ def _locations(fooled: dict, n=12):
 
 
 def test_margin_special_can_hold_fail_or_be_inconclusive():
-    special = controls.location_summary(_locations({"frame": 12, "ring8": 0, "random": 1}))
+    special = location.location_summary(_locations({"frame": 12, "ring8": 0, "random": 1}))
     assert special.set_index("location").loc["ring8", "frame_minus_fooled"] == pytest.approx(1.0)
     assert special.set_index("location").loc["frame", "fooling_rate"] == pytest.approx(1.0)
-    assert controls.margin_special(special) == HOLDS
-    assert controls.margin_special(controls.location_summary(_locations({"frame": 2, "random": 12}))) == FAILS
-    assert controls.margin_special(controls.location_summary(_locations({"frame": 6, "random": 5}))) == INCONCLUSIVE
+    assert location.margin_special(special) == HOLDS
+    assert location.margin_special(location.location_summary(_locations({"frame": 2, "random": 12}))) == FAILS
+    assert location.margin_special(location.location_summary(_locations({"frame": 6, "random": 5}))) == INCONCLUSIVE
 
 
 def test_location_control_attacks_every_mask_with_the_frames_pixel_count():
     model = make_tiny_model()
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     p = RunParams(e=(1,), n_iter=3)
-    table = controls.location_control(model, x, ["a", "b"], p, labels=torch.tensor([3, -1]))
+    table = location.location_control(model, x, ["a", "b"], p, labels=torch.tensor([3, -1]))
     # at 32 px only the ring 8 px deep fits the frame's 124 pixels inside it
     assert set(table.location) == {"frame", "ring8", "random", "strip", "square"}
     assert len(table) == 2 * 5 and set(table.mask_pixels) == {geometry.frame_pixels(32, 1)}
@@ -130,7 +130,7 @@ def test_location_control_attacks_every_mask_with_the_frames_pixel_count():
     # the frame's rows are the run's own frame attack when it is given (same seed: the same result)
     from ama.attack import marginal_attack
     frame = marginal_attack(model, x, e=1, n_iter=3, names=["a", "b"])
-    reused = controls.location_control(model, x, ["a", "b"], p, frame_result=frame, labels=torch.tensor([3, -1]))
+    reused = location.location_control(model, x, ["a", "b"], p, frame_result=frame, labels=torch.tensor([3, -1]))
     cols = ["image", "location", "changed_pixels", "adv_class", "cam_cosine"]
     pd.testing.assert_frame_equal(reused[cols], table[cols], check_exact=False, atol=1e-5)
 
@@ -141,14 +141,14 @@ def test_eigen_projection_matches_the_library_and_its_sign_is_fixed():
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         features = model.features(x)
-    unsigned, signed = transfer.eigen_projection(features, signed=False), transfer.eigen_projection(features)
-    library = transfer.library_cam(model, x, torch.zeros(4, dtype=torch.long), "eigencam")
+    unsigned, signed = explanations.eigen_projection(features, signed=False), explanations.eigen_projection(features)
+    library = explanations.library_cam(model, x, torch.zeros(4, dtype=torch.long), "eigencam")
     assert torch.allclose(normalize_maps(torch.relu(unsigned)), library, atol=1e-5)  # pytorch-grad-cam's EigenCAM
     total = features.sum(1).flatten(1)
     for b in range(4):
         assert torch.allclose(signed[b], unsigned[b]) or torch.allclose(signed[b], -unsigned[b])
         assert np.corrcoef(signed[b].flatten(), total[b])[0, 1] > 0
-    flipped = transfer.eigen_projection(-features)  # the activations' sign flips the SVD's; the fix follows the sum
+    flipped = explanations.eigen_projection(-features)  # the activations' sign flips the SVD's; the fix follows the sum
     assert np.corrcoef(flipped[0].flatten(), -total[0])[0, 1] > 0
 
 
@@ -156,7 +156,7 @@ def test_occlusion_map_by_hand():
     model = make_tiny_model()
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     target = torch.tensor([1, 5])
-    maps = transfer.kit_map(model, x, target, "occlusion")   # 8 px patches at stride 8 would be 4 x 4; default 32
+    maps = explanations.kit_map(model, x, target, "occlusion")   # 8 px patches at stride 8 would be 4 x 4; default 32
     assert maps.shape == (2, 1, 1)
     from ama.occlusion import fill_images, occlusion_map
     m = occlusion_map(model, x, target, patch=8, stride=8)
@@ -181,7 +181,7 @@ def test_transfer_verdicts_per_method():
                              method=["gradcam++"] * 6 + ["occlusion"] * 6,
                              cam_cosine=[0.8] * 6 + [0.95, 0.99, 0.9, 1.0, 0.97, 0.93],
                              random_cam_cosine=[0.99] * 6 + [0.96, 0.95, 0.94, 0.97, 0.98, 0.96]))
-    v = controls.transfer_verdicts(rows).set_index("method")
+    v = transfer.transfer_verdicts(rows).set_index("method")
     assert v.loc["gradcam++", "gap"] == pytest.approx(0.19) and v.loc["gradcam++", "verdict"] == HOLDS
     assert bool(v.loc["gradcam++", "relative_of_cam"]) and not bool(v.loc["occlusion", "relative_of_cam"])
     assert v.loc["occlusion", "verdict"] == INCONCLUSIVE
@@ -191,9 +191,9 @@ def test_frame_mass_ratio_is_one_for_a_map_as_heavy_as_its_area():
     share = geometry.frame_pixels(224, 1) / 224 ** 2
     comp = pd.DataFrame(dict(model="m", image=["a", "b"], upsampling="erf", e=1, frame_share=share,
                              clean_frame_mass=[share, 2 * share], adv_frame_mass=[share / 2, share]))
-    ratios = controls.frame_mass_ratio(comp)
+    ratios = faithfulness.frame_mass_ratio(comp)
     assert ratios.clean_ratio.tolist() == pytest.approx([1.0, 2.0]) and ratios.change.tolist() == pytest.approx([-0.5, -1])
-    summary = controls.frame_mass_summary(ratios).iloc[0]
+    summary = faithfulness.frame_mass_summary(ratios).iloc[0]
     assert summary.change == pytest.approx(-0.75) and summary.verdict == FAILS
 
 

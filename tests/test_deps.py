@@ -77,7 +77,7 @@ def test_the_notebooks_closures_hold_what_they_import_and_not_the_report():
     assert {"__init__", "occlusion", "claims", "figures", "runs", "artifacts", "params", "paths",
             "results"} <= closure["01_occlusion"]
     assert {"runs", "experiments", "attack", "protocol"} <= closure["03_adversarial_marginal_attack"]
-    assert {"report", "verdicts", "claims", "causes"} <= closure["04_report"]
+    assert {"report", "verdicts", "claims", "study", "sides"} <= closure["04_report"]
     for nb in EXPERIMENT_NOTEBOOKS:
         assert not {"report", "verdicts", "evidence", "reference"} & closure[nb], nb
     runner, select = graph.closure(set()), set()
@@ -155,7 +155,7 @@ def test_make_reruns_only_the_notebooks_whose_modules_changed(tmp_path):
     later = 2_000_000_000  # in the future: make must not remake build/deps.mk forever
     os.utime(repo / "ama" / "report.py", (later, later))
     assert _reruns(args) == ["04_report"]
-    os.utime(repo / "ama" / "causes.py", (later, later))  # notebook 05 and the report import it
+    os.utime(repo / "ama" / "sides.py", (later, later))  # a study: notebook 05 and the report import it
     assert _reruns(args) == ["05_beyond_the_paper", "04_report"]
     os.utime(repo / "ama" / "attack.py", (later, later))  # every experiment, not the image selection
     assert _reruns(args) == [*EXPERIMENT_NOTEBOOKS, "04_report"]

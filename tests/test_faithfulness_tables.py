@@ -6,7 +6,7 @@ import torch
 from conftest import make_tiny_model
 
 import ama
-from ama import faithfulness, occlusion, under_attack
+from ama import faithfulness, occlusion
 from ama.geometry import frame_mask
 
 
@@ -85,7 +85,7 @@ def test_under_attack_figure_pairs_each_model_with_its_own_image_and_numbers(reu
         loaded[name] = (model, SimpleNamespace(images=x, names=[f"{name}0", f"{name}1"]))
         tables, extras[name] = experiments.beyond(model, x, [f"{name}0", f"{name}1"], params)
         comparisons[name] = tables["upsampling_comparison"]
-    panels = under_attack.upsampling_panels(loaded, extras if reuse else None, params, None)
+    panels = faithfulness.upsampling_panels(loaded, extras if reuse else None, params, None)
     fig = figures.upsampling_under_attack_figure(panels)
     for row, (name, size) in zip(fig.axes[::4], (("a", 32), ("b", 40))):
         assert row.get_title().startswith(f"{name}, {name}0: attacked, e = 1")

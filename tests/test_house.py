@@ -165,7 +165,9 @@ def spelled_artifacts(source: str) -> list[tuple[int, str]]:
     """``(line, name)`` of every string literal of ``source`` that is a declared table's or figure's name (docstrings
     and f-string pieces aside)."""
     from ama.artifacts import FIGURES, TABLES
+    from ama.registry import studies
 
+    studies()  # the studies' artifacts are declared with them
     names = {str(a) for a in TABLES} | {str(a) for a in FIGURES}
     tree = ast.parse(source)
     docs = {id(n.body[0].value) for n in ast.walk(tree)
@@ -177,7 +179,14 @@ def spelled_artifacts(source: str) -> list[tuple[int, str]]:
     studies = {id(n.left) for n in ast.walk(tree)  # a study's name (ama.params.STUDIES), not its table's: "x" in studies
                if isinstance(n, ast.Compare) and "studies" in ast.unparse(n.comparators[0])}
     studies |= {id(v) for n in tree.body if isinstance(n, ast.Assign)
-                and any(isinstance(t, ast.Name) and t.id.endswith("STUDIES") for t in n.targets) for v in ast.walk(n.value)}
+                and any(isinstance(t, ast.Name) and t.id.endswith(("STUDIES", "MODULES")) for t in n.targets) for v in ast.walk(n.value)}
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    called = lambda n: n.func.id if isinstance(n.func, ast.Name) else getattr(n.func, "attr", "")  # noqa: E731
+    # a declaration (ama.study: Table("name", ...), Figure("name", ...), Study(name="...")) and a study's notebook
+    # cell (beyond.show(folder, "name")) are where the names are given
+    studies |= {id(n.args[0]) for n in calls if called(n) in ("Table", "Figure") and n.args}
+    studies |= {id(a) for n in calls if called(n) == "show" for a in n.args}
+    studies |= {id(k.value) for n in calls if called(n) == "Study" for k in n.keywords if k.arg == "name"}
     return [(n.lineno, n.value) for n in ast.walk(tree)
             if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value in names
             and id(n) not in docs and id(n) not in pieces and id(n) not in exports and id(n) not in studies]
@@ -186,6 +195,8 @@ def spelled_artifacts(source: str) -> list[tuple[int, str]]:
 def test_the_spelling_check_finds_a_literal_name():
     assert spelled_artifacts('__all__ = ["attack_metrics"]') == []
     assert spelled_artifacts('STUDIES = ("transfer",)\nif "transfer" in P.studies: pass') == []  # a study's name
+    assert spelled_artifacts('register(Study(name="transfer", tables=(Table("transfer", "m"),)))\n'
+                             'beyond.show(folder, "transfer")\nx = read("transfer")') == [(3, "transfer")]
     assert spelled_artifacts('"""attack_metrics"""\nx = tables["attack_metrics"]\ny = f"{a}attack_metrics"') == [
         (2, "attack_metrics")]
 
@@ -203,6 +214,9 @@ def test_no_artifact_name_is_spelled_twice():
 
 def test_artifact_declarations_are_unique_and_explained():
     from ama.artifacts import FIGURES, TABLES
+    from ama.registry import studies
+
+    studies()
 
     for declared in (TABLES, FIGURES):
         names = [str(a) for a in declared]

@@ -129,11 +129,11 @@ def test_every_python_block_runs(document, monkeypatch):
 
 
 def test_the_evidence_pages_padding_lines_are_the_models_reference():
-    """docs/EVIDENCE.md's lines on the padding variants: ``ama.causes.padding_summary`` of the ``PROFILE=models``
+    """docs/EVIDENCE.md's lines on the padding variants: ``ama.padding_study.padding_summary`` of the ``PROFILE=models``
     reference, written by ``tools/update_generated_docs.py``; SCIENCE.md's accuracies of the variants are its."""
     import pandas as pd
 
-    from ama.causes import padding_summary
+    from ama.padding_study import padding_summary
     from ama.params import RunParams
 
     run = ROOT / "results" / "reference" / RunParams.from_strings("models").run_name()

@@ -1,9 +1,9 @@
-"""The report's *Beyond the paper* section is written from the run's tables."""
+"""The studies' report sections (transfer, faithfulness) are written from the run's tables."""
 from __future__ import annotations
 
 import pandas as pd
 
-from ama import report
+from ama import faithfulness, report, transfer
 
 
 def _tables(run, erf_adv_mass: float):
@@ -28,8 +28,7 @@ def _tables(run, erf_adv_mass: float):
 
 def test_section_states_each_finding_from_the_numbers(tmp_path):
     _tables(tmp_path, erf_adv_mass=0.004)
-    text = "\n".join(report.beyond_the_paper(tmp_path))
-    assert "## Beyond the paper" in text
+    text = "\n".join(transfer.transfer_lines(tmp_path) + faithfulness.faithfulness_lines(tmp_path))
     # per method: the random frame's cosine minus the attack's, per image, with its interval and verdict
     assert ("with the sign optimiser at e = 1, the random frame's clean-vs-attacked cosine minus the attack's (> 0: the "
             "attack moves the map more) is eigencam -0.100 (95% CI -0.100 to -0.100): does not hold; layercam (a CAM "
@@ -41,19 +40,22 @@ def test_section_states_each_finding_from_the_numbers(tmp_path):
     assert ("bilinear 0.50 -> 1.00 (change +0.50, 95% CI +0.50 to +0.50: holds); erf 0.50 -> 0.20 (change -0.30, "
             "95% CI -0.30 to -0.30: does not hold)") in text
     _tables(tmp_path / "other", erf_adv_mass=0.03)
-    assert "erf 0.50 -> 1.50 (change +1.00" in "\n".join(report.beyond_the_paper(tmp_path / "other"))
+    assert "erf 0.50 -> 1.50 (change +1.00" in "\n".join(faithfulness.faithfulness_lines(tmp_path / "other"))
 
 
-def test_missing_tables_are_said(tmp_path):
+def test_studies_without_tables_are_named_as_not_run(tmp_path):
     (tmp_path / "tables").mkdir()
-    text = "\n".join(report.beyond_the_paper(tmp_path))
-    assert "Transfer to other explanations:** not measured" in text and "ERF-aware upsampling:** not measured" in text
+    assert transfer.transfer_lines(tmp_path) == [] and faithfulness.faithfulness_lines(tmp_path) == []
+    text = report.write_report(tmp_path).read_text()
+    i = text.index("## Studies not run")
+    assert "`location`, `transfer`, `faithfulness`, `defence`" in text[i:], text[i:i + 300]
 
 
 def test_write_report_includes_the_section(tmp_path):
     _tables(tmp_path, erf_adv_mass=0.004)
     text = report.write_report(tmp_path).read_text()
-    beyond = text.index("## Beyond the paper")
-    assert text.index("## Claim 3:") < beyond < text.index("## Criteria")  # after the claims, before the criteria
+    beyond = text.index("## Does the attack transfer to other explanations?")
+    assert text.index("## Claim 3:") < beyond < text.index("## Faithfulness and ERF-aware upsampling") < text.index(
+        "## Criteria")  # after the claims, in the registry's order, before the criteria
     assert "lowest deletion AUC is cam / erf (0.200)" in text[beyond:] and "erf 0.50 -> 0.20" in text[beyond:]
-    assert "Claim 1: The implicit and the effective receptive field" in text and "not measured on this run" in text
+    assert "Claim 1: The implicit and the effective receptive field" in text and "`location`" in text

@@ -6,8 +6,8 @@ import torch
 from conftest import make_tiny_model
 
 import ama
-from ama import attack, transfer
-from ama.transfer import MapKey
+from ama import attack, explanations
+from ama.explanations import MapKey
 
 
 @pytest.fixture
@@ -21,27 +21,27 @@ def test_one_map_per_image_at_the_cams_resolution(tiny_batch):
     model, x = tiny_batch
     target = torch.tensor([1, 4, 7])
     for method in ("gradcam++", "layercam", "eigencam"):
-        maps = transfer.library_cam(model, x, target, method)
+        maps = explanations.library_cam(model, x, target, method)
         assert maps.shape == (3, 8, 8) and maps.min() >= 0 and maps.max() <= 1 + 1e-6
         # each image is explained for its own class: the batch equals one call per image
-        alone = torch.cat([transfer.library_cam(model, x[b:b + 1], target[b:b + 1], method) for b in range(3)])
+        alone = torch.cat([explanations.library_cam(model, x[b:b + 1], target[b:b + 1], method) for b in range(3)])
         assert torch.allclose(maps, alone, atol=1e-5), method
 
 
 def test_a_short_target_list_is_refused(tiny_batch):
     model, x = tiny_batch
     with pytest.raises(ValueError, match="one target class per image"):
-        transfer.library_cam(model, x, [1, 2], "gradcam++")
+        explanations.library_cam(model, x, [1, 2], "gradcam++")
     with pytest.raises(ValueError, match="unknown CAM method"):
-        transfer.library_cam(model, x, [1, 2, 3], "gradcam+++")
+        explanations.library_cam(model, x, [1, 2, 3], "gradcam+++")
 
 
 def test_gradcam_hirescam_xgradcam_equal_cam_up_to_scale(tiny_batch):
     model, x = tiny_batch
-    rows = transfer.scale_check(model, x, names=["a", "b", "c"])
-    assert len(rows) == 3 * len(transfer.CHECK_METHODS) and list(rows.image[:3]) == ["a", "b", "c"]
-    check = transfer.scale_check_summary(rows)
-    assert list(check.method) == list(transfer.CHECK_METHODS) and (check.n_images == 3).all()
+    rows = explanations.scale_check(model, x, names=["a", "b", "c"])
+    assert len(rows) == 3 * len(explanations.CHECK_METHODS) and list(rows.image[:3]) == ["a", "b", "c"]
+    check = explanations.scale_check_summary(rows)
+    assert list(check.method) == list(explanations.CHECK_METHODS) and (check.n_images == 3).all()
     assert (check.max_abs_diff < 1e-5).all() and (check.min_cosine > 1 - 1e-6).all()
     assert check.max_abs_diff.tolist() == rows.groupby("method", sort=False).max_abs_diff.max().tolist()
 
@@ -49,8 +49,8 @@ def test_gradcam_hirescam_xgradcam_equal_cam_up_to_scale(tiny_batch):
 def test_scorecam_in_chunks_equals_scorecam_at_once(tiny_batch):
     """Score-CAM runs one forward pass per channel, chunked by ``batch_size``: the chunking must not change the map."""
     model, x = tiny_batch
-    chunked = transfer.library_cam(model, x[:2], [0, 1], "scorecam", batch_size=3)   # 8 channels: 3 + 3 + 2
-    whole = transfer.library_cam(model, x[:2], [0, 1], "scorecam", batch_size=64)
+    chunked = explanations.library_cam(model, x[:2], [0, 1], "scorecam", batch_size=3)   # 8 channels: 3 + 3 + 2
+    whole = explanations.library_cam(model, x[:2], [0, 1], "scorecam", batch_size=64)
     torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=1e-5)
     assert chunked.shape == (2, 8, 8) and torch.allclose(chunked.flatten(1).amax(1), torch.ones(2))
 
@@ -60,7 +60,7 @@ def test_transfer_table(tiny_batch):
     adv = attack.marginal_attack(model, x, e=1, n_iter=3, names=["a", "b", "c"])
     rand = attack.random_frame(model, x, e=1, names=["a", "b", "c"])
     cache = {}
-    table = transfer.transfer_table(model, adv, rand, ("gradcam++", "scorecam"), optimizer="reference",
+    table = explanations.transfer_table(model, adv, rand, ("gradcam++", "scorecam"), optimizer="reference",
                                     image_limits={"scorecam": 1}, clean_maps=cache)
     assert list(table.columns) == ["image", "model", "e", "optimizer", "method", "fooled", "cam_cosine",
                                    "cam_spearman", "top20_iou", "random_cam_cosine", "random_cam_spearman",
@@ -68,20 +68,20 @@ def test_transfer_table(tiny_batch):
     assert (table.method == "gradcam++").sum() == 3 and (table.method == "scorecam").sum() == 1
     assert set(cache) == {MapKey("gradcam++", 3), MapKey("scorecam", 1),  # the clean maps, the random frame's at e = 1
                           MapKey("gradcam++", 3, "random frame", 1), MapKey("scorecam", 1, "random frame", 1)}
-    clean = transfer.library_cam(model, x, adv.clean_class, "gradcam++")  # the rows, computed by hand
-    attacked = transfer.library_cam(model, adv.adv_q, adv.clean_class, "gradcam++")
+    clean = explanations.library_cam(model, x, adv.clean_class, "gradcam++")  # the rows, computed by hand
+    attacked = explanations.library_cam(model, adv.adv_q, adv.clean_class, "gradcam++")
     expected = torch.nn.functional.cosine_similarity(clean.flatten(1), attacked.flatten(1), dim=1)
     rows = table[table.method == "gradcam++"]
     torch.testing.assert_close(torch.tensor(rows.cam_cosine.to_numpy()), expected, atol=1e-5, rtol=1e-5)
     # "attacked" images equal to the clean ones: every map equals its clean map
-    same = transfer.transfer_table(model, attack.evaluate_images(model, x, x, e=1, names=["a", "b", "c"]), rand,
+    same = explanations.transfer_table(model, attack.evaluate_images(model, x, x, e=1, names=["a", "b", "c"]), rand,
                                    ("layercam",))
     assert same.cam_cosine.tolist() == pytest.approx([1.0] * 3, abs=1e-6) and (same.top20_iou == 1).all()
-    s = transfer.summarize_transfer(table)
+    s = explanations.summarize_transfer(table)
     assert set(s.method) == {"gradcam++", "scorecam"} and "n_images" in s
     other = attack.random_frame(model, torch.rand_like(x), e=1)
     with pytest.raises(ValueError, match="same images"):
-        transfer.transfer_table(model, adv, other)
+        explanations.transfer_table(model, adv, other)
 
 
 @pytest.mark.slow
@@ -99,5 +99,5 @@ def test_cam_equals_torchcam_and_gradcam_on_lite0(lite0, samples):
         extractor.remove_hooks()
     assert theirs.shape == ours.shape
     assert (theirs - ours).abs().max() < 1e-6
-    check = transfer.scale_check(lite0, x)
-    assert (check.max_abs_diff < 1e-5).all() and len(check) == 2 * len(transfer.CHECK_METHODS)
+    check = explanations.scale_check(lite0, x)
+    assert (check.max_abs_diff < 1e-5).all() and len(check) == 2 * len(explanations.CHECK_METHODS)
