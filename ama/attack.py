@@ -54,7 +54,7 @@ from .defaults import LAMB, N_ITER, SEED, check_lamb, check_n_iter, check_seed
 from .geometry import frame_mask
 
 __all__ = ["MODES", "COS_EPS", "CPU_LAYOUT", "ATTACK_BATCH", "CALLS", "attack_batch", "start_noise", "quantize",
-           "cross_entropy_term", "margin_term", "LABEL_TERMS", "CAM_VIEWS", "cosine", "Objective", "marginal_attack",
+           "cross_entropy_term", "margin_term", "LABEL_TERMS", "CAM_VIEWS", "objective_cosine", "Objective", "marginal_attack",
            "random_frame", "evaluate_images"]
 
 MODES = ("flip", "keep")
@@ -115,9 +115,9 @@ CAM_VIEWS: dict[str, Callable[[CAMOutput], torch.Tensor]] = {"normalized": lambd
                                                                "raw": lambda out: F.relu(out.raw)}
 
 
-def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` cosine of the flattened maps ``a`` and ``b`` ``(B, h, w)``, differentiable (the objective's;
-    :func:`ama.metrics.cosine` reports)."""
+def objective_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` cosine of the flattened maps ``a`` and ``b`` ``(B, h, w)``, differentiable, with the objective's
+    ``COS_EPS`` (the one the attack optimises; :func:`ama.metrics.cosine` is the one the tables report)."""
     return F.cosine_similarity(a.flatten(1), b.flatten(1), dim=1, eps=COS_EPS)
 
 
@@ -136,11 +136,11 @@ class Objective:
         held = out.logits.argmax(1) == self.c
         label = self.label(out.logits, self.c, self.flip)
         cam = self.view(out)
-        cos_clean = cosine(cam, self.reference)
+        cos_clean = objective_cosine(cam, self.reference)
         if self.target is None:
             cos_t, cam_term = None, self.lamb * (1 - cos_clean)        # push away from the clean CAM
         else:
-            cos_t = cosine(cam, self.target)
+            cos_t = objective_cosine(cam, self.target)
             cam_term = -self.lamb * (1 - cos_t)                         # pull towards the target
         ce = F.cross_entropy(out.logits, self.c, reduction="none")
         return label + cam_term, dict(ce=ce, held=held, cos_clean=cos_clean, cos_t=cos_t,

@@ -44,7 +44,7 @@ def attack_examples(model: CAMModel, data, params: RunParams, table: pd.DataFram
 
 def example_figures(runs: dict, params: RunParams, table: pd.DataFrame, results_by_model: dict | None = None,
                     k: int = 4) -> list:
-    """Per model of ``runs`` (:func:`ama.runs.load_runs`), :func:`ama.plots.attack_rows_figure` of the reference
+    """Per model of ``runs`` (:func:`ama.runs.load_models_and_images`), :func:`ama.plots.attack_rows_figure` of the reference
     attack at the smallest ``e`` on up to ``k`` images of :func:`example_images`, failures included.
     ``results_by_model``: ``{model: the run's attack results}`` to reuse, or None."""
     figs = []
@@ -74,7 +74,7 @@ def keep_example(model: CAMModel, data, params: RunParams, table: pd.DataFrame, 
 def by_e_figure(runs: dict, params: RunParams, table: pd.DataFrame, results_by_model: dict | None = None):
     """:func:`ama.plots.examples_figure` of the first model's first shown image attacked at every ``e`` of the run
     (reused from ``results_by_model``, ``{model: the run's attack results}``, or attacked again). ``runs``:
-    :func:`ama.runs.load_runs`; ``params``: the run's; ``table``: its ``attack_metrics``."""
+    :func:`ama.runs.load_models_and_images`; ``params``: the run's; ``table``: its ``attack_metrics``."""
     name = params.models[0]
     model, data = runs[name]
     by_e, shown = attack_examples(model, data, params, table, (results_by_model or {}).get(name), k=1)

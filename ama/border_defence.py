@@ -126,7 +126,7 @@ def clean_cost(model: CAMModel, records: Sequence, widths: Sequence[int], batch_
 
 
 def clean_cost_table(runs: dict, params: RunParams) -> pd.DataFrame:
-    """:func:`clean_cost` of every model of the run (``runs``: :func:`ama.runs.load_runs`) on the labelled set its
+    """:func:`clean_cost` of every model of the run (``runs``: :func:`ama.runs.load_models_and_images`) on the labelled set its
     selection checked (:func:`ama.protocol.checked_records`); empty for an unlabelled set."""
     records = checked_records(params)
     if not labelled(records):

@@ -66,7 +66,7 @@ def null_cosines(model, x: torch.Tensor, names, batch_size: int = 32, n_pairs: i
 
 def cam_null(models, params: RunParams) -> pd.DataFrame:
     """The null of every model of the run (``models``: ``{name: model}`` or ``{name: (model, data)}``, as
-    :func:`ama.runs.load_runs` gives): :data:`NULL_IMAGES` images of :data:`NULL_SOURCE` chosen with the run's seed
+    :func:`ama.runs.load_models_and_images` gives): :data:`NULL_IMAGES` images of :data:`NULL_SOURCE` chosen with the run's seed
     (FAST: :data:`~ama.params.FAST_NULL_IMAGES`), rows of :func:`null_cosines`."""
     n = FAST_NULL_IMAGES if params.fast else NULL_IMAGES
     frames = []

@@ -209,7 +209,7 @@ def frame_mass_summary(ratios: pd.DataFrame) -> pd.DataFrame:
 def upsampling_panels(runs: dict, extras: dict | None, params, out_dir) -> dict:
     """For :func:`ama.figures.upsampling_under_attack_figure`: per model, the reference attack at the smallest ``e``
     on its first image, that image's attacked saliency under each upsampling, and its mass on the frame's pixels over
-    the frame's share of the area (``{upsampling: ratio}``, ``SCIENCE.md`` section 7), all of the same model and image. ``runs``: :func:`ama.runs.load_runs`;
+    the frame's share of the area (``{upsampling: ratio}``, ``SCIENCE.md`` section 7), all of the same model and image. ``runs``: :func:`ama.runs.load_models_and_images`;
     ``extras``: the ``beyond`` experiment's (reused where it ran the faithfulness study), or None (a sharded run keeps
     no maps: computed again for the first image)."""
     e0 = min(params.e)

@@ -21,7 +21,7 @@ from .results import read_table, save_figures, save_table, save_tables
 from .shards import merged_tables
 
 
-def load_runs(params: RunParams, run_dir) -> dict:
+def load_models_and_images(params: RunParams, run_dir) -> dict:
     """``{model name: (model, LoadedImages)}`` for every model of the run: the run's images
     (:func:`ama.protocol.run_records`, chosen once per run folder) at each model's input size, with their labels."""
     records = run_records(params, run_dir)
@@ -43,7 +43,7 @@ def describe(runs: dict, names: bool = False) -> str:
 
 
 def compute(experiment: str, runs: dict, params: RunParams, out_dir, sharded: bool = False):
-    """A notebook's experiment over every model: ``runs`` as :func:`load_runs` gives them.
+    """A notebook's experiment over every model: ``runs`` as :func:`load_models_and_images` gives them.
 
     Returns ``(tables, extras)`` and writes the tables (with the experiment's summaries) under ``out_dir``. With
     ``sharded`` the tables are those a ``torchrun`` pre-step merged (:func:`ama.shards.merged_tables`) and ``extras``
@@ -116,7 +116,7 @@ class RunFolder:
 
     @property
     def loaded(self) -> dict:
-        """``{model name: (model, LoadedImages)}`` (:func:`load_runs`), loaded on first use; a read-only folder's
+        """``{model name: (model, LoadedImages)}`` (:func:`load_models_and_images`), loaded on first use; a read-only folder's
         images are chosen again from its saved clean predictions, writing nothing."""
         if self._loaded is None:
             if self.read_only and not (self.out / SELECTION).is_file():
@@ -125,7 +125,7 @@ class RunFolder:
                     model = run_model(name, self.params.device)
                     self._loaded[name] = (model, load_records(records, model))
             else:
-                self._loaded = load_runs(self.params, self.out)
+                self._loaded = load_models_and_images(self.params, self.out)
         return self._loaded
 
     def compute(self, experiment: str) -> dict:

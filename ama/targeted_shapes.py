@@ -184,7 +184,7 @@ def targeted_lines(summary: pd.DataFrame) -> list[str]:
 
 def example_figures(runs: dict, params: RunParams, targets: pd.DataFrame) -> list:
     """:func:`ama.plots.target_figure` of each image of the first model's :func:`targeted_example` (attacked
-    again); ``[]`` when no target was attacked. ``runs``: :func:`ama.runs.load_runs`; ``params``: the run's;
+    again); ``[]`` when no target was attacked. ``runs``: :func:`ama.runs.load_models_and_images`; ``params``: the run's;
     ``targets``: its ``attack_targets``."""
     model, data = runs[params.models[0]]
     example = targeted_example(model, data, params, targets)

@@ -197,7 +197,7 @@ def tiny_on_path(monkeypatch):
 
 
 def _in_process(params, run_dir, experiment="occlusion"):
-    tables, _ = runs.compute(experiment, runs.load_runs(params, run_dir), params, run_dir)
+    tables, _ = runs.compute(experiment, runs.load_models_and_images(params, run_dir), params, run_dir)
     return tables
 
 
@@ -264,7 +264,7 @@ def test_torchrun_two_processes(folder, tmp_path):
     got = pd.read_csv(tmp_path / "run" / "tables" / "attack_metrics.csv")
     sys.path.insert(0, str(TESTS))
     try:
-        whole, _ = runs.compute("attack", runs.load_runs(params, tmp_path / "one"), params, tmp_path / "one")
+        whole, _ = runs.compute("attack", runs.load_models_and_images(params, tmp_path / "one"), params, tmp_path / "one")
     finally:
         sys.path.remove(str(TESTS))
     one = tmp_path / "one" / "tables"
