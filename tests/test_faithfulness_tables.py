@@ -6,7 +6,7 @@ import torch
 from conftest import make_tiny_model
 
 import ama
-from ama import faithfulness, occlusion
+from ama import beyond, faithfulness, occlusion
 from ama.geometry import frame_mask
 
 
@@ -73,7 +73,7 @@ def test_under_attack_figure_pairs_each_model_with_its_own_image_and_numbers(reu
 
     import matplotlib.pyplot as plt
 
-    from ama import experiments, figures
+    from ama import figures
     from ama.params import RunParams
 
     params = RunParams(models=("a", "b"), e=(1,), n_iter=2, auc_steps=2, studies="faithfulness")
@@ -83,7 +83,7 @@ def test_under_attack_figure_pairs_each_model_with_its_own_image_and_numbers(reu
         model.name = name
         x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(size))
         loaded[name] = (model, SimpleNamespace(images=x, names=[f"{name}0", f"{name}1"]))
-        tables, extras[name] = experiments.beyond(model, x, [f"{name}0", f"{name}1"], params)
+        tables, extras[name] = beyond.beyond(model, x, [f"{name}0", f"{name}1"], params)
         comparisons[name] = tables["upsampling_comparison"]
     panels = faithfulness.upsampling_panels(loaded, extras if reuse else None, params, None)
     fig = figures.upsampling_under_attack_figure(panels)

@@ -40,6 +40,9 @@ def test_fast_run_writes_every_artifact(fast_run):
         assert (run / png).is_file()
     assert "comparison skipped" in fast_run.output  # fast parameters differ from the reference's
     from ama.artifacts import FIGURES  # every artifact is declared, and a FAST run writes every FAST one
+    from ama.registry import studies
+
+    studies()  # the studies declare theirs
 
     for declared, folder, suffix in ((TABLES, "tables", ".csv"), (FIGURES, "figures", ".png")):
         written = {re.sub(r"_\d+$", "", p.name.removesuffix(suffix)) for p in (run / folder).glob(f"*{suffix}")}
@@ -57,7 +60,7 @@ def test_fast_run_writes_every_artifact(fast_run):
     assert defence.same_as_clean.all() and (defence.restored == defence.clean_kept).all()
     assert set(defence.defence) == {"replicate", "crop_resize"} and set(defence.e) == {1, 2}
     cost = pd.read_csv(run / "tables" / "border_defence_cost.csv")
-    assert (cost.n_images == 50).all() and "Beyond the paper: a border defence" in report
+    assert (cost.n_images == 50).all() and "## A border defence: should one worry about 1-pixel frames?" in report
     from ama import claims  # the report's numbers are the tables' (claim 1: the centre cells' mean)
     table = pd.read_csv(run / "tables" / "misalignment.csv")
     centre = (table[table.cell_kind == "centre"].groupby(["model", "image"]).erf_mass_outside_irf.mean()

@@ -8,7 +8,7 @@ import torch
 from scipy.stats import binomtest
 
 from ama import receptive_field as rf
-from ama import sides
+from ama import controls, sides
 from ama.geometry import FRAME_SIDES, frame_mask, frame_sides
 
 
@@ -47,13 +47,13 @@ def _mis(values_left, values_right):
 
 
 def test_side_mass_summary_pairs_left_against_right_per_image_and_gives_p_values_for_all_cells_only():
-    s = sides.side_mass_summary(_mis([0.4, 0.5, 0.3, 0.45, 0.35, 0.5], [0.9, 0.8, 0.85, 0.95, 0.7, 0.9]))
+    s = controls.side_mass_summary(_mis([0.4, 0.5, 0.3, 0.45, 0.35, 0.5], [0.9, 0.8, 0.85, 0.95, 0.7, 0.9]))
     lr = s[(s.cell_kind == "all") & (s.measure == "left - right")].iloc[0]
     assert lr.value == pytest.approx(np.mean([-0.5, -0.3, -0.55, -0.5, -0.35, -0.4])) and lr.verdict == "does not hold"
     tb = s[(s.cell_kind == "all") & (s.measure == "top - bottom")].iloc[0]
     assert tb.value == 0 and not np.isnan(tb.p_holds)
     assert s[(s.cell_kind == "centre") & (s.measure == "left - right")].p_holds.isna().all()
-    assert sides.side_mass_summary(pd.DataFrame(dict(model=["m"], image=["a"], cell_kind=["centre"]))).empty
+    assert controls.side_mass_summary(pd.DataFrame(dict(model=["m"], image=["a"], cell_kind=["centre"]))).empty
 
 
 def test_side_attack_summary_tests_opposite_sides_with_mcnemar_on_the_discordant_images():
