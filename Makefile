@@ -41,7 +41,7 @@ RUN_DIR := $(RESULTS)/$(RUN)
 ifneq ($(filter reproduce study reference,$(MAKECMDGOALS)),)
 ifneq ($(wildcard $(ENV_STAMP)),)
 ifneq ($(shell $(PYTHON) ama/params.py unchanged --file "$(RUN_DIR)/params.json" $(PARAM_ARGS)),yes)
-PARAM_PROBLEM := $(shell $(PY) -m ama.pipeline params --check $(PARAM_ARGS) 2>/dev/null)
+PARAM_PROBLEM := $(shell $(PY) -m ama.runs.pipeline params --check $(PARAM_ARGS) 2>/dev/null)
 ifneq ($(PARAM_PROBLEM),)
 $(error $(PARAM_PROBLEM))
 endif
@@ -51,16 +51,16 @@ endif
 NB_OUT := $(RUN_DIR)/notebooks
 
 # A notebook reruns when the notebook, the run's parameters or images, or the ama modules it imports change: those its
-# code cells import, directly or through other modules, and those of the step that runs it (ama.pipeline's
-# run_notebook and shard_experiment); the image selection, when those of ama.pipeline's select_images do. ama/deps.py
-# (standard library only) reads the import graph into $(DEPS_MK), which make rewrites when a module or a notebook
-# changes and then rereads; without it every module counts.
-SRC := $(wildcard ama/*.py)
+# code cells import, directly or through other modules, and those of the step that runs it (ama.runs.pipeline's
+# run_notebook and shard_experiment); the image selection, when those of ama.runs.pipeline's select_images do.
+# ama/deps.py (standard library only) reads the import graph into $(DEPS_MK), which make rewrites when a module or a
+# notebook changes and then rereads; without it every module counts.
+SRC := $(wildcard ama/*.py ama/*/*.py)
 NB_SOURCES := $(wildcard $(NOTEBOOKS)/*.ipynb)
 DEPS_MK := build/deps.mk
 $(DEPS_MK): $(SRC) $(NB_SOURCES)
-	@$(PYTHON) ama/deps.py --out $@ RUNNER_DEPS=pipeline:run_notebook,pipeline:shard_experiment \
-	  SELECT_DEPS=pipeline:select_images $(NB_SOURCES)
+	@$(PYTHON) ama/deps.py --out $@ RUNNER_DEPS=runs.pipeline:run_notebook,runs.pipeline:shard_experiment \
+	  SELECT_DEPS=runs.pipeline:select_images $(NB_SOURCES)
 -include $(DEPS_MK)
 nb_deps = $(or $(NB_DEPS_$(1)),$(SRC)) $(or $(RUNNER_DEPS),$(SRC))
 
@@ -91,7 +91,7 @@ $(ENV_STAMP): requirements-lock.txt pyproject.toml
 # --- data -----------------------------------------------------------------------------------
 data: $(SAMPLES) ## Stage the sample photos shipped in installed packages into data/samples/
 
-$(SAMPLES): $(ENV_STAMP) ama/data.py
+$(SAMPLES): $(ENV_STAMP) ama/inputs/images.py
 	$(PY) -c "import ama; print('staged', ama.stage_samples())"
 
 # --- the main job ---------------------------------------------------------------------------
@@ -99,21 +99,22 @@ NB_PARAMS = $(RUN_DIR)/params.json
 
 reproduce: $(RUN_DIR)/REPORT.md ## Run notebooks 01-05 on the offline default; results under results/<run>/
 	@$(MAKE) --no-print-directory check RUN="$(RUN)" RESULTS="$(RESULTS)" REFERENCE="$(REFERENCE)" || echo "== WARNING: this run does not match its reference in $(REFERENCE) (differences above)"
-	@$(PY) -m ama.pipeline summary --run-dir $(RUN_DIR)
+	@$(PY) -m ama.runs.pipeline summary --run-dir $(RUN_DIR)
 	@echo "== done: $(RUN_DIR)/REPORT.md (logs: $(RUN_DIR)/logs/)"
 
 # params.json changes only when a parameter changes, so that notebooks rerun exactly then.
 $(NB_PARAMS): FORCE $(ENV_STAMP)
-	@$(PY) -m ama.pipeline params --out $@ $(PARAM_ARGS)
+	@$(PY) -m ama.runs.pipeline params --out $@ $(PARAM_ARGS)
 
-# NPROC > 1: a notebook's experiment runs first on NPROC processes (torchrun, ama.shards); the notebook reads its tables.
-RUN_NB = $(PY) -m ama.pipeline notebook --params $(NB_PARAMS) --run-dir $(RUN_DIR) --kernel $(KERNEL) \
+# NPROC > 1: a notebook's experiment runs first on NPROC processes (torchrun, ama.runs.shards); the notebook reads its
+# tables.
+RUN_NB = $(PY) -m ama.runs.pipeline notebook --params $(NB_PARAMS) --run-dir $(RUN_DIR) --kernel $(KERNEL) \
   --timeout $(NB_TIMEOUT) --nproc $(NPROC)
 
-# The run's images (labelled: correctly classified by every model, ama.protocol), chosen once for every notebook.
+# The run's images (labelled: correctly classified by every model, ama.inputs.protocol), chosen once for every notebook.
 SELECTION := $(RUN_DIR)/selection.csv
 $(SELECTION): $(NB_PARAMS) $(or $(SELECT_DEPS),$(SRC)) $(SAMPLES)
-	@$(PY) -m ama.pipeline select --params $(NB_PARAMS) --run-dir $(RUN_DIR)
+	@$(PY) -m ama.runs.pipeline select --params $(NB_PARAMS) --run-dir $(RUN_DIR)
 
 $(NB_OUT)/01_occlusion.ipynb: $(NOTEBOOKS)/01_occlusion.ipynb $(call nb_deps,01_occlusion) $(NB_PARAMS) $(SELECTION)
 	@$(RUN_NB) $<
@@ -135,10 +136,10 @@ study: $(SELECTION) ## Run notebook 05's STUDIES alone on the run's images, then
 	@echo "== done: $(RUN_DIR)/REPORT.md (studies: $$($(PYTHON) ama/params.py make-help $(PARAM_ARGS) | sed -n 's/^  STUDIES=//p'))"
 
 check: $(ENV_STAMP) ## Compare results/<run>/tables with the reference of the same parameters
-	@$(PY) -m ama.pipeline check --run-dir $(RUN_DIR) --reference $(REFERENCE)
+	@$(PY) -m ama.runs.pipeline check --run-dir $(RUN_DIR) --reference $(REFERENCE)
 
 reference: $(RUN_DIR)/REPORT.md ## Save results/<run> as the reference for its parameters (after a deliberate change)
-	@$(PY) -m ama.pipeline reference --run-dir $(RUN_DIR) --reference $(REFERENCE)
+	@$(PY) -m ama.runs.pipeline reference --run-dir $(RUN_DIR) --reference $(REFERENCE)
 
 # --- tests and exploring --------------------------------------------------------------------
 test: $(ENV_STAMP) $(SAMPLES) ## Run the test suite (builds the environment first if needed)
@@ -165,7 +166,7 @@ browser: ## Install Chromium and chromedriver for the browser tests (apt-get, ro
 	fi
 
 lab: $(ENV_STAMP) $(SAMPLES) ## JupyterLab on notebooks/00_explore.ipynb, kernel ama (PORT=8888, LAB_ARGS="..."); URL printed last
-	@$(PY) -m ama.lab --port "$(PORT)" --notebook-dir "$(NOTEBOOKS)" -- $(LAB_ARGS)
+	@$(PY) -m ama.apps.lab --port "$(PORT)" --notebook-dir "$(NOTEBOOKS)" -- $(LAB_ARGS)
 
 clean-results: ## Delete results/ runs (keeps results/reference)
 	find results -mindepth 1 -maxdepth 1 ! -name reference ! -name README.md -exec rm -rf {} +

@@ -7,23 +7,33 @@ CAMs ``(B, h, w)``, saliency maps ``(B, H, W)``.
 __version__ = "0.1.0"
 
 # Everything is imported on first use (``import ama`` alone does not import torch), so that the pipeline's own
-# processes start in a fraction of a second; ``ama.cam`` is the module, callable as ama.cam(model, x)
-# (see ama.cam._CallableModule).
+# processes start in a fraction of a second; ``ama.cam`` is ``ama.kernels.cam``, callable as ama.cam(model, x)
+# (see ama.kernels.cam._CallableModule).
 _LAZY = {
-    "compute_cam": "cam", "normalize_maps": "cam", "raw_cam": "cam",
-    "CAMModel": "cam_model", "ModelError": "cam_model", "predict": "cam_model", "wrap_model": "cam_model",
-    "ImageLoadError": "data", "load_image": "data", "load_images": "data", "sample_images": "data",
-    "stage_samples": "data", "WeightsNotFoundError": "models", "load_model": "models", "upsample": "upsampling",
-    "implicit_receptive_field": "receptive_field", "effective_receptive_field": "receptive_field",
-    "theoretical_receptive_field": "receptive_field", "misalignment": "receptive_field",
-    "marginal_attack": "attack", "AttackResult": "attack_result",
+    "compute_cam": "kernels.cam", "normalize_maps": "kernels.cam", "raw_cam": "kernels.cam",
+    "CAMModel": "kernels.cam_model", "ModelError": "kernels.cam_model", "predict": "kernels.cam_model",
+    "wrap_model": "kernels.cam_model", "ImageLoadError": "inputs.images", "load_image": "inputs.images",
+    "load_images": "inputs.images", "sample_images": "inputs.images", "stage_samples": "inputs.images",
+    "WeightsNotFoundError": "inputs.models", "load_model": "inputs.models", "upsample": "kernels.upsampling",
+    "implicit_receptive_field": "kernels.receptive_field", "effective_receptive_field": "kernels.receptive_field",
+    "theoretical_receptive_field": "kernels.receptive_field", "misalignment": "kernels.receptive_field",
+    "marginal_attack": "attack.marginal", "AttackResult": "attack.result",
 }
 
 
-_SUBMODULES = ("attack", "attack_experiments", "attack_result", "cam", "cam_model", "claims", "data", "experiments",
-               "explorer", "faithfulness", "geometry", "metrics", "models", "occlusion", "optimizers", "params",
-               "plots", "receptive_field", "reference", "report", "results", "runs", "runstore", "shapes", "shards",
-               "transfer", "upsampling")
+# ``ama.<name>``: the module or subpackage it loads on first use (``ama.cam``: ``ama.kernels.cam``)
+_SUBMODULES = {
+    "apps": "apps", "attack": "attack", "attack_experiments": "studies.attack_experiments",
+    "attack_result": "attack.result", "cam": "kernels.cam", "cam_model": "kernels.cam_model",
+    "claims": "studies.claims", "data": "inputs.images", "experiments": "studies.experiments",
+    "explorer": "apps.explorer", "faithfulness": "studies.faithfulness", "figures": "figures", "geometry": "geometry",
+    "inputs": "inputs", "kernels": "kernels", "metrics": "kernels.metrics", "models": "inputs.models",
+    "occlusion": "kernels.occlusion", "optimizers": "attack.optimizers", "params": "params", "plots": "figures.plots",
+    "receptive_field": "kernels.receptive_field", "reference": "runs.check", "report": "report",
+    "results": "store.tables", "runs": "runs", "runstore": "store.parts", "shapes": "inputs.targets",
+    "shards": "runs.shards", "stats": "stats", "store": "store", "studies": "studies", "transfer": "studies.transfer",
+    "upsampling": "kernels.upsampling",
+}
 
 
 def __getattr__(name):
@@ -32,7 +42,7 @@ def __getattr__(name):
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     if name in _SUBMODULES:
-        return importlib.import_module(f".{name}", __name__)
+        return importlib.import_module(f".{_SUBMODULES[name]}", __name__)
     raise AttributeError(f"module 'ama' has no attribute {name!r}")
 
 

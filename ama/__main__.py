@@ -1,6 +1,6 @@
-"""``python -m ama``: the kit's command line (see :mod:`ama.cli`)."""
+"""``python -m ama``: the kit's command line (see :mod:`ama.apps.cli`)."""
 import sys
 
-from .cli import main
+from .apps.cli import main
 
 sys.exit(main())

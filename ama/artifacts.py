@@ -4,7 +4,7 @@ Writers and readers name an artifact by its declaration (``TABLES.attack_metrics
 never by a string: ``tests/test_house.py`` fails when an artifact's name is spelled as a literal anywhere else in
 ``ama/`` or the notebooks, and ``tests/test_reproduce.py`` when a FAST run writes an undeclared artifact or misses a
 declared one. A declaration is a ``str`` (the file's stem), so it is also the key of a run's ``tables`` dict.
-Imports nothing else from ``ama``; the studies of notebook 05 declare theirs with themselves (:mod:`ama.study`).
+Imports nothing else from ``ama``; the studies of notebook 05 declare theirs with themselves (:mod:`ama.studies.study`).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class Artifact(str):
 class _Declared:
     """A namespace of artifacts of one kind: ``TABLES.<name>`` is the artifact named ``<name>``. The claims' notebooks
     (01-04) declare theirs below; each study of notebook 05 declares its own where it is defined
-    (:func:`ama.study.register`), so iterating over all of them needs :func:`ama.registry.studies` called first."""
+    (:func:`ama.studies.study.register`), so iterating over all of them needs :func:`ama.studies.registry.studies` called first."""
 
     def __init__(self, kind: str, entries):
         self._kind, self._all = kind, {}
@@ -46,7 +46,7 @@ class _Declared:
         return artifact
 
     def withdraw(self, name: str) -> None:
-        """Remove the artifact ``name`` (a study taken back, :func:`ama.study.unregister`)."""
+        """Remove the artifact ``name`` (a study taken back, :func:`ama.studies.study.unregister`)."""
         self._all.pop(name, None)
         self.__dict__.pop(name, None)
 
@@ -54,7 +54,7 @@ class _Declared:
         if name.startswith("_"):
             raise AttributeError(name)
         raise AttributeError(f"no {self._kind} {name!r} is declared: a study's artifacts exist once its module is "
-                             "imported (ama.registry.studies())")
+                             "imported (ama.studies.registry.studies())")
 
     def __iter__(self):
         return iter(self._all.values())

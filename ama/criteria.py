@@ -1,7 +1,7 @@
 """The kit's criteria for the paper's three claims, and what "a cell moved" means where the kit counts it.
 
 The paper publishes no thresholds; these are the kit's, stated in every report. Each number lives here once: the
-claims' verdicts (:mod:`ama.claims`), the tables that count against a bar, the figures that draw it and the
+claims' verdicts (:mod:`ama.studies.claims`), the tables that count against a bar, the figures that draw it and the
 sentences of :data:`CRITERIA` (written from the constants) all read it from this module. Changes and masses are
 shares: of the map's range for a CAM change, of the ERF's total for a mass. Standard library only.
 """
@@ -26,8 +26,8 @@ width the attack fools more than this share of the images."""
 
 JOINT_RATE = 0.5
 """Claim 3, prevalence: at the smallest frame width the attack fools the model and completely changes the CAM (its
-cosine to the clean CAM at most the median cosine between unrelated images' CAMs, :mod:`ama.complete_change`) on more
-than this share of the images."""
+cosine to the clean CAM at most the median cosine between unrelated images' CAMs, :mod:`ama.studies.complete_change`) on
+more than this share of the images."""
 
 TARGET_SKIP = 0.8
 """Targeted shapes: a target whose cosine to the clean CAM is already at least this is not attacked (skipped, counted)."""

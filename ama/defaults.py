@@ -1,9 +1,9 @@
 """The kernels' defaults and their checks: the paper's frame widths, the reference attack's passes, CAM weight and
 seed.
 
-Standard library only, and part of the kernel: :mod:`ama.attack` and :mod:`ama.occlusion` take their defaults from
-here, and :mod:`ama.params` (a run's parameters, which the Makefile reads before ``.venv`` exists) builds on them, so
-each number is written once and the kernel imports no run machinery.
+Standard library only, and part of the kernel: :mod:`ama.attack.marginal` and :mod:`ama.kernels.occlusion` take their
+defaults from here, and :mod:`ama.params` (a run's parameters, which the Makefile reads before ``.venv`` exists) builds
+on them, so each number is written once and the kernel imports no run machinery.
 """
 from __future__ import annotations
 

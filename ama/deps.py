@@ -1,19 +1,22 @@
-"""The Makefile's prerequisites from the import graph: which ``ama/*.py`` files each notebook, and each step of
+"""The Makefile's prerequisites from the import graph: which ``ama/**/*.py`` files each notebook, and each step of
 ``make reproduce``, imports, directly or through other modules (standard library only: the Makefile runs it with the
 system ``python3`` before ``.venv`` exists).
 
 The graph is read statically with :mod:`ast` and errs on the side of an edge: every import of a module counts, those
-inside functions included (``from . import a, b``, ``from .x import y``, ``from ama import x``, ``import ama.x``,
-``ama.x`` attribute uses after ``import ama``, the modules a ``*_MODULES`` tuple names for ``importlib``); a name the
-package maps lazily (``from ama import compute_cam``:
-``_LAZY`` in ``ama/__init__.py``) counts as its module; ``ama/__init__.py`` belongs to every closure (Python runs it
-on any import of the package). A notebook's imports are those of its code cells. A step (``pipeline:select_images``)
-is narrower than its module: the module's file, its imports outside functions, and those inside the named function
-and the module's functions and classes it names, transitively; the closure of each imported module is then whole.
+inside functions included (``from . import a, b``, ``from ..kernels.cam import y``, ``from ama import x``,
+``import ama.x.y``, ``ama.x.y`` attribute uses after ``import ama``, the modules a ``*_MODULES`` tuple names for
+``importlib``); a name the package maps lazily (``from ama import
+compute_cam``, ``ama.cam``: ``_LAZY`` and ``_SUBMODULES`` in ``ama/__init__.py``) counts as its module, a subpackage
+as its ``__init__``; ``ama/__init__.py`` belongs to every closure, and a subpackage's ``__init__.py`` to the closure of
+each of its modules (Python runs them on any import of one). A notebook's imports are those of its code cells. A step
+(``runs.pipeline:select_images``) is narrower than its module: the module's file, its imports outside functions, and
+those inside the named function and the module's functions and classes it names, transitively; the closure of each
+imported module is then whole.
 
 ``python3 ama/deps.py --out build/deps.mk NAME=ENTRY[,ENTRY...] ... NOTEBOOK.ipynb ...`` writes a makefile fragment:
-``NAME := <files>`` per named set of entries (an entry: ``module`` or ``module:function``) and ``NB_DEPS_<stem> :=
-<files>`` per notebook, each a sorted list of ``ama/*.py`` paths relative to the project root.
+``NAME := <files>`` per named set of entries (an entry: ``module`` or ``module:function``, a module named by its
+dotted path below ``ama``: ``runs.pipeline``) and ``NB_DEPS_<stem> := <files>`` per notebook, each a sorted list of
+paths of ``ama/``'s files (``ama/kernels/cam.py``) relative to the project root.
 """
 from __future__ import annotations
 
@@ -41,67 +44,106 @@ class DepsError(ValueError):
 
 
 def lazy_names(init_source: str) -> dict[str, str]:
-    """``{name: module}`` the package resolves on first use: ``_LAZY`` of ``init_source``, the text of
-    ``ama/__init__.py`` (its ``_SUBMODULES`` are modules, found by their files)."""
+    """``{name: module}`` the package resolves on first use: ``_LAZY`` (a name -> its module) and ``_SUBMODULES`` (an
+    attribute -> the module or subpackage it loads) of ``init_source``, the text of ``ama/__init__.py``."""
+    found = {}
     for node in ast.parse(init_source).body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "_LAZY" for t in node.targets):
-            return dict(ast.literal_eval(node.value))
-    return {}
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id in ("_LAZY", "_SUBMODULES")
+                                                for t in node.targets):
+            value = ast.literal_eval(node.value)
+            found.update(value if isinstance(value, dict) else {})
+    return found
+
+
+def attribute_chain(node: ast.AST) -> list[str]:
+    """``["ama", "kernels", "cam"]`` of ``node``, the expression ``ama.kernels.cam``; ``[]`` if it is not names and
+    attributes."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    return [node.id, *reversed(parts)] if isinstance(node, ast.Name) else []
 
 
 class Graph:
-    """The modules of one package folder and the modules each one's imports name (function bodies included)."""
+    """The modules of one package folder, its subpackages' included, and the modules each one's imports name (function
+    bodies included). A module is named by its dotted path below the package: ``params``, ``kernels.cam``; a
+    subpackage's ``__init__.py`` is ``kernels.__init__``."""
 
     def __init__(self, package_dir: str | Path = PACKAGE_DIR):
         self.dir = Path(package_dir)
-        self.sources = {p.stem: p.read_text(encoding="utf-8") for p in sorted(self.dir.glob("*.py"))}
+        files = [p.relative_to(self.dir) for p in sorted(self.dir.rglob("*.py"))]
+        self.sources = {".".join(f.with_suffix("").parts): (self.dir / f).read_text(encoding="utf-8") for f in files
+                        if not any(part.startswith(".") for part in f.parts)}
         self.lazy = lazy_names(self.sources.get(INIT, ""))
-        self.trees = {name: ast.parse(text, filename=f"{PACKAGE}/{name}.py") for name, text in self.sources.items()}
-        self.edges = {name: self.imported(tree) | self.listed(tree) for name, tree in self.trees.items()}
+        self.trees = {name: ast.parse(text, filename=self.file(name)) for name, text in self.sources.items()}
+        self.edges = {name: self.imported(tree, within=name) | self.listed(tree, within=name)
+                      for name, tree in self.trees.items()}
+
+    @staticmethod
+    def file(module: str) -> str:
+        """``ama/<module>.py`` of a dotted module name (``ama/kernels/cam.py``), relative to the project root."""
+        return f"{PACKAGE}/{module.replace('.', '/')}.py"
 
     def module_of(self, name: str) -> str | None:
-        """The module a name imported from the package stands for: a module itself, a lazy name's module, or None."""
-        if name in self.sources:
-            return name
-        return self.lazy[name] if self.lazy.get(name) in self.sources else None
+        """The module a dotted name below the package stands for: a module itself, a subpackage (its ``__init__``), a
+        lazy name's or lazy attribute's module, or None."""
+        for candidate in (name, self.lazy.get(name)):
+            for module in (candidate, f"{candidate}.{INIT}") if candidate else ():
+                if module in self.sources:
+                    return module
+        return None
 
-    def imported(self, *nodes: ast.AST) -> set[str]:
-        """The package's modules that the imports and ``ama.x`` attribute uses in ``nodes`` (and below) name."""
+    def imported(self, *nodes: ast.AST, within: str = INIT) -> set[str]:
+        """The package's modules that the imports and ``ama.x`` attribute uses in ``nodes`` (and below) name; relative
+        imports are read from the module ``within`` (its package: ``kernels`` of ``kernels.cam``)."""
+        package = within.split(".")[:-1]
         found = set()
         for top in nodes:
             for node in ast.walk(top):
                 if isinstance(node, ast.ImportFrom) and (node.level or node.module == PACKAGE
                                                          or (node.module or "").startswith(PACKAGE + ".")):
-                    path = node.module.split(".")[0 if node.level else 1:] if node.module else []
-                    found |= {self.module_of(path[0])} if path else {self.module_of(a.name) for a in node.names}
+                    named = node.module.split(".")[0 if node.level else 1:] if node.module else []
+                    path = [*(package[:max(len(package) + 1 - node.level, 0)] if node.level else []), *named]
+                    found |= {self.module_of(".".join(path))} if path else set()
+                    found |= {self.module_of(".".join([*path, a.name])) for a in node.names}  # a module imported
                 elif isinstance(node, ast.Import):
-                    found |= {self.module_of(a.name.split(".")[1]) for a in node.names
+                    found |= {self.module_of(a.name.split(".", 1)[1]) for a in node.names
                               if a.name.startswith(PACKAGE + ".")}
-                elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-                      and node.value.id == PACKAGE):
-                    found.add(self.module_of(node.attr))
+                elif isinstance(node, ast.Attribute):
+                    chain = attribute_chain(node)
+                    if len(chain) > 1 and chain[0] == PACKAGE:
+                        found.add(self.module_of(".".join(chain[1:])))
         return found - {None}
 
-    def listed(self, tree: ast.AST) -> set[str]:
-        """The package's modules a module imports by name at run time: the strings of a top-level tuple whose name
-        ends in ``_MODULES`` (``ama.study.STUDY_MODULES``, the modules that declare a study)."""
+    def listed(self, tree: ast.AST, within: str = INIT) -> set[str]:
+        """The modules a module imports by name at run time: the strings of a top-level tuple whose name ends in
+        ``_MODULES``, modules of its own package (``STUDY_MODULES`` of ``studies.registry``: the modules that declare a
+        study)."""
+        package = within.split(".")[:-1]
         found = set()
         for node in getattr(tree, "body", []):
             if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Tuple)
                     and any(isinstance(t, ast.Name) and t.id.endswith("_MODULES") for t in node.targets)):
-                found |= {self.module_of(e.value) for e in node.value.elts
+                found |= {self.module_of(".".join([*package, e.value])) for e in node.value.elts
                           if isinstance(e, ast.Constant) and isinstance(e.value, str)}
         return found - {None}
 
+    def parents(self, module: str) -> list[str]:
+        """The ``__init__`` modules Python runs before ``module``: the package's and its subpackages'."""
+        parts = module.split(".")[:-1]
+        return [INIT, *(".".join([*parts[:k], INIT]) for k in range(1, len(parts) + 1))]
+
     def closure(self, modules) -> set[str]:
-        """``modules`` and every module they import, transitively, with the package's ``__init__``."""
+        """``modules`` and every module they import, transitively, with the ``__init__`` of the package and of the
+        subpackages they are in."""
         seen, todo = set(), [*modules, INIT]
         while todo:
             name = todo.pop()
             if name in seen or name not in self.edges:
                 continue
             seen.add(name)
-            todo += self.edges[name]
+            todo += [*self.edges[name], *self.parents(name)]
         return seen
 
     def step(self, module: str, function: str) -> set[str]:
@@ -111,15 +153,16 @@ class Graph:
         tree = self.trees[module]
         defs = {n.name: n for n in tree.body if isinstance(n, (*FUNCTIONS, ast.ClassDef))}
         if function not in defs:
-            raise DepsError(f"{PACKAGE}/{module}.py has no function {function!r} at its top level")
+            raise DepsError(f"{self.file(module)} has no function {function!r} at its top level")
         found, seen, todo = set(), set(), [function]
-        found |= self.imported(*[n for n in tree.body if not isinstance(n, (*FUNCTIONS, ast.ClassDef))])
+        found |= self.imported(*[n for n in tree.body if not isinstance(n, (*FUNCTIONS, ast.ClassDef))],
+                               within=module)
         while todo:
             name = todo.pop()
             if name in seen:
                 continue
             seen.add(name)
-            found |= self.imported(defs[name])
+            found |= self.imported(defs[name], within=module)
             todo += [n.id for n in ast.walk(defs[name]) if isinstance(n, ast.Name) and n.id in defs]
         return found
 
@@ -128,10 +171,11 @@ class Graph:
         module, _, function = spec.partition(":")
         module = module.removeprefix(PACKAGE + ".")
         if module not in self.sources:
-            raise DepsError(f"no module {PACKAGE}/{module}.py (entry {spec!r})")
+            raise DepsError(f"no module {self.file(module)} (entry {spec!r})")
         if not function:
             return self.closure({module})
-        return self.closure(self.step(module, function) - {module}) | {module}  # not the module's other imports
+        # not the module's other imports
+        return self.closure(self.step(module, function) - {module}) | {module, *self.parents(module)}
 
     def notebook(self, path: str | Path) -> set[str]:
         """The closure of what a notebook's code cells import (IPython's ``%`` and ``!`` lines skipped)."""
@@ -151,8 +195,8 @@ class Graph:
         return self.closure(found)
 
     def files(self, modules) -> list[str]:
-        """``ama/<module>.py`` paths, sorted."""
-        return [f"{PACKAGE}/{m}.py" for m in sorted(modules)]
+        """The modules' files (:meth:`file`), sorted."""
+        return sorted(self.file(m) for m in modules)
 
 
 def variable_name(notebook: str | Path) -> str:
@@ -164,7 +208,7 @@ def variable_name(notebook: str | Path) -> str:
 def fragment(graph: Graph, sets: dict[str, list[str]], notebooks) -> str:
     """The makefile fragment of ``graph``: ``NAME := files`` per item of ``sets`` (``{NAME: [entry, ...]}``), then
     one variable per path of ``notebooks`` (:func:`variable_name`)."""
-    lines = [f"# generated by {PACKAGE}/deps.py from the import graph of {PACKAGE}/*.py: do not edit"]
+    lines = [f"# generated by {PACKAGE}/deps.py from the import graph of {PACKAGE}/**/*.py: do not edit"]
     for name, entries in sets.items():
         lines.append(f"{name} := " + " ".join(graph.files(set().union(*(graph.entry(e) for e in entries)))))
     for nb in notebooks:
@@ -199,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write(args.out, text)
         # never older than what it was made from (a file dated in the future would otherwise have make remake it
         # and start again forever)
-        newest = max(p.stat().st_mtime for p in [*PACKAGE_DIR.glob("*.py"), *map(Path, notebooks)])
+        newest = max(p.stat().st_mtime for p in [*PACKAGE_DIR.rglob("*.py"), *map(Path, notebooks)])
         if newest > os.stat(args.out).st_mtime:
             os.utime(args.out, (newest, newest))
     return 0

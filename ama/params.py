@@ -1,7 +1,7 @@
 """Run parameters: the one source of a run's defaults, their validation and the ``FAST`` variant.
 
 Read by the Makefile (``python3 ama/params.py ...``: standard library only, so it works before ``.venv``
-exists; the Make variables are the fields' names in capitals, ``N_ITER=50``), by :mod:`ama.pipeline`
+exists; the Make variables are the fields' names in capitals, ``N_ITER=50``), by :mod:`ama.runs.pipeline`
 (``params.json``), by the notebooks' parameters cells (a ``params`` dict, see :meth:`RunParams.from_dict`),
 by the command line and by the functions whose defaults are a run's (``ama.marginal_attack``'s ``n_iter``...).
 
@@ -57,9 +57,9 @@ PROFILES = {
     # 30 -> 20 images for notebook 05 and the ingredient study)
     "imagenet": dict(n_images=150, e="1 2", n_seeds=2, grid="slim", beyond_images=20, ablation_images=20,
                      studies="all"),
-    # across models: the three EfficientNet-Lites and lite0's padding variants (ama.padding) on the same 8 images every
-    # one of them classifies correctly, at e = 1, 2 with the slim grid (cut from the default: e = 4, 8, the paper grid's
-    # 50-pass attacks; kept: notebook 05 on every image, the ablation's apgd, the targeted shapes on a quarter)
+    # across models: the three EfficientNet-Lites and lite0's padding variants (ama.inputs.padding) on the same 8 images
+    # every one of them classifies correctly, at e = 1, 2 with the slim grid (cut from the default: e = 4, 8, the paper
+    # grid's 50-pass attacks; kept: notebook 05 on every image, the ablation's apgd, the targeted shapes on a quarter)
     "models": dict(models="lite0 lite1 lite2 lite0-zero-pad lite0-reflect-pad lite0-replicate-pad", n_images=8,
                    e="1 2", grid="slim", studies="all"),
 }
@@ -102,7 +102,7 @@ class RunParams:
 
     models: tuple[str, ...] = (DEFAULT_MODEL,)  # kit model names (ama.load_model)
     images: str = IMAGES                     # a folder (ImageNet val works) or a file
-    n_images: int | None = N_IMAGES          # how many (labelled: correctly classified, ama.protocol); None: all
+    n_images: int | None = N_IMAGES          # how many (labelled: correctly classified, ama.inputs.protocol); None: all
     e: tuple[int, ...] = E                   # frame / margin widths in pixels
     n_iter: int = N_ITER                     # attack iterations (forward+backward passes per image)
     lamb: float = LAMB                       # weight of the attack's CAM term

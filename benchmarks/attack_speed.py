@@ -21,9 +21,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import ama
-from ama.cam_model import wrap_model
 from ama.geometry import frame_mask
-from ama.devices import resolve_device
+from ama.inputs.devices import resolve_device
+from ama.kernels.cam_model import wrap_model
 
 
 def make_model(name: str, device):

@@ -11,7 +11,7 @@ import time
 import torch
 
 import ama
-from ama.receptive_field import effective_receptive_field
+from ama.kernels.receptive_field import effective_receptive_field
 
 
 def best_time(fn, repeats: int) -> float:

@@ -2,8 +2,8 @@
 
 CPU (default): for each NPROC in ``--nproc`` (default 1 2) this script launches itself through torchrun
 (``python -m torch.distributed.run --standalone --nproc_per_node=NPROC``). Each rank takes its strided shard of
-``--images`` random 224 x 224 images (:func:`ama.distributed.shard`), sets ``cores // NPROC`` torch threads
-(:func:`ama.distributed.rank_device`), warms up, waits for the other ranks at a file barrier (no collective), and
+``--images`` random 224 x 224 images (:func:`ama.store.distributed.shard`), sets ``cores // NPROC`` torch threads
+(:func:`ama.store.distributed.rank_device`), warms up, waits for the other ranks at a file barrier (no collective), and
 times ``ama.marginal_attack`` over its shard in batches of ``--batch``. Throughput = images x n_iter / (last end -
 first start); parallel efficiency(N) = throughput(N) / (N x throughput(1)).
 
@@ -63,7 +63,7 @@ def sync(device) -> None:
 
 # --- CPU: one rank of a torchrun launch -------------------------------------------------------
 def worker(args) -> None:
-    from ama.distributed import cpu_threads, launch_from_env, rank_device, shard
+    from ama.store.distributed import cpu_threads, launch_from_env, rank_device, shard
 
     launch = launch_from_env()
     device = rank_device(args.device, launch)

@@ -16,7 +16,7 @@ import sys
 
 PASS = """
 import time, torch
-from ama.models import load_model
+from ama.inputs.models import load_model
 m = load_model("lite0", "cpu")
 x = torch.rand(2, 3, 224, 224, requires_grad=True)
 for _ in range(2):

@@ -10,11 +10,11 @@ import torch.nn as nn
 
 os.environ.setdefault("AMA_OFFLINE", "1")  # tests never try the network
 os.environ.setdefault("MPLBACKEND", "Agg")
-# cached clean predictions (ama.protocol.clean_predictions) go to a folder of this session, not the runs' shared one
+# cached clean predictions (ama.inputs.protocol.clean_predictions) go to a folder of this session, not the runs' shared one
 os.environ.setdefault("AMA_CACHE", tempfile.mkdtemp(prefix="ama-test-cache-"))
 
 import ama  # noqa: E402
-from ama.cam_model import wrap_model  # noqa: E402
+from ama.kernels.cam_model import wrap_model  # noqa: E402
 
 
 def make_tiny_model(seed: int = 0, channels: int = 8, classes: int = 10, size: int = 32) -> ama.CAMModel:

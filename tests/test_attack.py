@@ -7,10 +7,10 @@ import torch
 from PIL import Image
 
 import ama
-from ama.attack import evaluate_images, quantize, random_frame
-from ama.attack_result import AttackParams
+from ama.attack.marginal import evaluate_images, quantize, random_frame
+from ama.attack.result import AttackParams
 from ama.geometry import corner_mask, frame_mask, side_mask
-from ama.results import save_png
+from ama.store.tables import save_png
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def test_off_mask_pixels_bit_identical_range_and_png(tiny_model, x8, tmp_path):
 
 @pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
 def test_memory_layout_of_the_input_does_not_matter(tiny_model, x8, layout, monkeypatch):
-    monkeypatch.setattr("ama.attack.CPU_LAYOUT", layout)
+    monkeypatch.setattr("ama.attack.marginal.CPU_LAYOUT", layout)
     r = ama.marginal_attack(tiny_model, x8, e=1, n_iter=4)
     off = ~frame_mask(32, 1)
     assert torch.equal(r.adv[:, :, off], x8[:, :, off]) and (r.adv[:, :, ~off] != x8[:, :, ~off]).any()
@@ -82,12 +82,12 @@ def test_ce_alone_fools(tiny_model, x8):
 
 
 def test_targeted_attack_raises_similarity_to_target(tiny_model, x8):
-    from ama import shapes
+    from ama.inputs import targets as shapes
 
     target = shapes.disc((8, 8), center=(0.25, 0.75), radius=0.2)
     r = ama.marginal_attack(tiny_model, x8, e=2, n_iter=20, target_map=target)
     base = random_frame(tiny_model, x8, e=2)
-    from ama import metrics
+    from ama.kernels import metrics
     before = metrics.cosine(base.adv_cam, target.expand(4, 8, 8))
     after = torch.tensor(r.metrics.query("not quantized").target_cosine.to_numpy())
     assert (after > before + 0.05).all(), (before, after)
@@ -181,7 +181,7 @@ def test_every_entry_point_fills_the_same_params_and_metrics(tiny_model, x8):
 
 
 def test_attack_batch_by_device_type():
-    from ama.attack import ATTACK_BATCH, attack_batch
+    from ama.attack.marginal import ATTACK_BATCH, attack_batch
 
     assert attack_batch("cpu") == ATTACK_BATCH["cpu"] == 16
     assert attack_batch(torch.device("cuda", 1)) == attack_batch("cuda") == ATTACK_BATCH["cuda"] == 64

@@ -9,11 +9,12 @@ import torch
 import torch.nn.functional as F
 
 import ama
-from ama import ablation, attack, optimizers
-from ama.attack import quantize, start_noise
-from ama.attack_result import OptimizerKey
-from ama.cam import compute_cam
+from ama.attack import marginal as attack, optimizers
+from ama.attack.marginal import quantize, start_noise
+from ama.attack.result import OptimizerKey
 from ama.geometry import frame_mask
+from ama.kernels.cam import compute_cam
+from ama.studies import ablation
 
 OPTIMIZERS = optimizers.NAMES
 
@@ -217,7 +218,7 @@ def test_ablation_table_has_every_setting_once(tiny_model, x8):
 def test_report_states_the_strongest_result_beside_the_reference(tmp_path):
     import pandas as pd
 
-    from ama.report import section_attack_strength
+    from ama.report.markdown import section_attack_strength
 
     rows = []
     for opt, fooled, cos in (("sign", [True, False], [0.9, 0.8]), ("apgd", [True, True], [0.4, 0.5])):
@@ -306,7 +307,7 @@ def test_ablation_narrows_the_widths_per_optimizer(tiny_model, x8):
 def test_report_names_which_part_of_a_goal_is_missed(tmp_path):
     import pandas as pd
 
-    from ama.report import section_attack_strength
+    from ama.report.markdown import section_attack_strength
 
     (tmp_path / "tables").mkdir()
     pd.DataFrame([dict(image=str(i), model="m", mode="flip", optimizer="apgd", variant="default", e=2, n_iter=100,
@@ -317,7 +318,7 @@ def test_report_names_which_part_of_a_goal_is_missed(tmp_path):
 
 
 def test_ieee_fp32_sets_and_restores_the_cuda_precision_knobs():
-    from ama.cam_model import ieee_fp32
+    from ama.kernels.cam_model import ieee_fp32
 
     knobs = (torch.backends.cudnn.conv, torch.backends.cuda.matmul)
     before = [k.fp32_precision for k in knobs]

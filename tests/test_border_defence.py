@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ama import border_defence as bd
-from ama.attack import marginal_attack
+from ama.attack.marginal import marginal_attack
 from ama.geometry import frame_mask
+from ama.studies import border_defence as bd
 
 
 def test_replicate_copies_the_pixel_e_inside_and_crop_resize_rescales_the_inner_image(images32):
@@ -46,7 +46,7 @@ def test_defence_rows_on_a_real_attack_restore_every_image_whose_defended_clean_
 
 
 def test_clean_cost_counts_the_images_the_defence_loses(tiny_model, monkeypatch):
-    from ama.data import LoadedImages
+    from ama.inputs.images import LoadedImages
 
     x = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():

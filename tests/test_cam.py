@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import ama
-from ama.cam import normalize_maps, resolve_target
+from ama.kernels.cam import normalize_maps, resolve_target
 
 
 def test_raw_cam_identity_tiny_and_resnet(tiny_model, resnet18_64, images32):
@@ -164,7 +164,7 @@ def test_ama_cam_is_the_module_and_the_function(tiny_model, images32):
     import importlib
 
     import ama
-    import ama.cam as cam_module
+    import ama.kernels.cam as cam_module
 
-    assert cam_module is importlib.import_module("ama.cam") and cam_module.compute_cam is ama.compute_cam
+    assert cam_module is importlib.import_module("ama.kernels.cam") and cam_module.compute_cam is ama.compute_cam
     assert torch.equal(ama.cam(tiny_model, images32), cam_module.cam(tiny_model, images32))

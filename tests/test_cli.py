@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import ama.attack
-import ama.cli as cli
+import ama.attack.marginal
+import ama.apps.cli as cli
 
 TINY = "conftest:make_tiny_model"
 TESTS = Path(__file__).parent
@@ -92,7 +92,7 @@ def _folder_args(folder, out, *extra):
 def test_folder_mode_resume_after_kill(folder, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     calls = {"n": 0}
-    real = ama.runstore.RankPart.append
+    real = ama.store.parts.RankPart.append
 
     def dying_append(part, df):  # the run is killed while the third batch is being written
         calls["n"] += 1
@@ -100,7 +100,7 @@ def test_folder_mode_resume_after_kill(folder, tmp_path, monkeypatch, capsys):
             raise KeyboardInterrupt
         real(part, df)
 
-    monkeypatch.setattr(ama.runstore.RankPart, "append", dying_append)
+    monkeypatch.setattr(ama.store.parts.RankPart, "append", dying_append)
     assert cli.main(_folder_args(folder, out)) == 130  # Ctrl-C: one line, no traceback
     assert capsys.readouterr().err.strip().splitlines()[-1] == "interrupted; rerun the same command to resume"
     partial = pd.read_csv(out / "parts" / "attack_metrics.rank0.csv")
@@ -108,15 +108,15 @@ def test_folder_mode_resume_after_kill(folder, tmp_path, monkeypatch, capsys):
     assert len(partial) == 3 * 2 and sorted(partial.file) == ['im0.png', 'im0.png', 'im1.png', 'im1.png',
                                                               'im2.png', 'im2.png']
     assert not (out / "attack_metrics.csv").exists()  # the table is written when the run ends (or by `merge`)
-    monkeypatch.setattr(ama.runstore.RankPart, "append", real)
+    monkeypatch.setattr(ama.store.parts.RankPart, "append", real)
     attacked = []
-    real_attack = ama.attack.marginal_attack
+    real_attack = ama.attack.marginal.marginal_attack
 
     def counting(model, x, **kw):
         attacked.extend(kw["names"])
         return real_attack(model, x, **kw)
 
-    monkeypatch.setattr(ama.attack, "marginal_attack", counting)
+    monkeypatch.setattr(ama.attack.marginal, "marginal_attack", counting)
     assert cli.main(_folder_args(folder, out)) == 0
     assert "1 bad file(s) skipped: broken.jpg: not an image file" in capsys.readouterr().out
     df = pd.read_csv(out / "attack_metrics.csv")
@@ -141,13 +141,13 @@ def test_folder_rows_match_single_runs(folder, tmp_path):
     df = pd.read_csv(out / "attack_metrics.csv")
     model = cli.load_cli_model(TINY, "cpu")
     x = ama_load(folder / "im3.png", model)
-    r = ama.attack.marginal_attack(model, x, e=2, n_iter=3)
+    r = ama.attack.marginal.marginal_attack(model, x, e=2, n_iter=3)
     row = df[(df.image == "im3") & (df.e == 2) & (~df.quantized)].iloc[0]
     assert row.cam_cosine == pytest.approx(float(r.metrics.cam_cosine[0]), abs=1e-5)
 
 
 def ama_load(path, model):
-    from ama.data import load_image
+    from ama.inputs.images import load_image
 
     return load_image(path, model)
 
@@ -253,13 +253,13 @@ def test_out_read_only(folder, tmp_path, capsys, monkeypatch):
 def test_out_disk_full_or_not_writable(folder, tmp_path, capsys, monkeypatch, code, reason):
     import errno
 
-    import ama.runstore
+    import ama.store.parts
 
     def full(path, *a, **k):  # what the OS says on a full disk, or in a read-only folder (root is never told)
         raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), str(path))
 
     monkeypatch.setattr(cli, "load_cli_model", _never_load)
-    monkeypatch.setattr(ama.runstore, "open", full, raising=False)
+    monkeypatch.setattr(ama.store.parts, "open", full, raising=False)
     rc = cli.main(["attack", "--image", str(folder / "im0.png"), "--out", str(tmp_path / "o")])
     _one_line_error(capsys, rc, f"--out {tmp_path / 'o'}: cannot write here ({reason})")
 
@@ -309,7 +309,7 @@ def test_optimizer_and_restarts_reach_the_attack(folder, tmp_path):
     assert rc == 0
     info = json.loads((tmp_path / "im1_ama_2_it4_apgd_restarts1.json").read_text())
     model = cli.load_cli_model(TINY, "cpu")
-    r = ama.attack.marginal_attack(model, ama_load(folder / "im1.png", model), e=2, n_iter=4, optimizer="apgd",
+    r = ama.attack.marginal.marginal_attack(model, ama_load(folder / "im1.png", model), e=2, n_iter=4, optimizer="apgd",
                                    restarts=1)
     assert info["metrics"][0]["cam_cosine"] == pytest.approx(float(r.metrics.cam_cosine[0]), abs=1e-5)
     out = tmp_path / "folder"

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import binomtest
 
-from ama import complete_change as cc
-from ama.cam import cam
-from ama.intervals import clopper_pearson
+from ama.kernels.cam import cam
+from ama.stats.intervals import clopper_pearson
+from ama.studies import complete_change as cc
 
 
 def test_null_pairs_are_distinct_ordered_and_seeded():

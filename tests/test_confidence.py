@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ama import confidence
+from ama.studies import confidence
 
 
 def _metrics(margin, fooled, e=1):

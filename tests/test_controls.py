@@ -1,5 +1,5 @@
-"""The controls (ama.controls): location masks, claim-1 baselines, claim 2 per area, the location control, transfer
-verdicts beyond CAM's relatives (EigenCAM's sign, the occlusion map), the frame's share of the map's mass."""
+"""The controls (ama.studies.controls): location masks, claim-1 baselines, claim 2 per area, the location control,
+transfer verdicts beyond CAM's relatives (EigenCAM's sign, the occlusion map), the frame's share of the map's mass."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,11 +8,12 @@ import pytest
 import torch
 from conftest import make_tiny_model
 
-from ama import controls, explanations, faithfulness, geometry, location, transfer
-from ama import receptive_field as rf
-from ama.cam import normalize_maps
-from ama.intervals import FAILS, HOLDS, INCONCLUSIVE
+from ama import geometry
+from ama.kernels import receptive_field as rf
+from ama.kernels.cam import normalize_maps
 from ama.params import RunParams
+from ama.stats.intervals import FAILS, HOLDS, INCONCLUSIVE
+from ama.studies import controls, explanations, faithfulness, location, transfer
 
 
 # --- location masks -----------------------------------------------------------------------------------------
@@ -128,7 +129,7 @@ def test_location_control_attacks_every_mask_with_the_frames_pixel_count():
     assert (a.fooled == (a.adv_class != 3)).all()                  # against the true label where known
     assert (b.fooled == (b.adv_class != b.clean_class)).all()      # else against the clean prediction
     # the frame's rows are the run's own frame attack when it is given (same seed: the same result)
-    from ama.attack import marginal_attack
+    from ama.attack.marginal import marginal_attack
     frame = marginal_attack(model, x, e=1, n_iter=3, names=["a", "b"])
     reused = location.location_control(model, x, ["a", "b"], p, frame_result=frame, labels=torch.tensor([3, -1]))
     cols = ["image", "location", "changed_pixels", "adv_class", "cam_cosine"]
@@ -158,7 +159,7 @@ def test_occlusion_map_by_hand():
     target = torch.tensor([1, 5])
     maps = explanations.kit_map(model, x, target, "occlusion")   # 8 px patches at stride 8 would be 4 x 4; default 32
     assert maps.shape == (2, 1, 1)
-    from ama.occlusion import fill_images, occlusion_map
+    from ama.kernels.occlusion import fill_images, occlusion_map
     m = occlusion_map(model, x, target, patch=8, stride=8)
     with torch.no_grad():
         filled = x[1].clone()

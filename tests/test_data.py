@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import ama
-from ama.data import SAMPLES, ImageLoadError, list_images, load_images, open_image, sha256
+from ama.inputs.images import SAMPLES, ImageLoadError, list_images, load_images, open_image, sha256
 
 
 def _photo(size=(64, 48), seed=0) -> Image.Image:

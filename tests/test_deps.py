@@ -15,8 +15,8 @@ from ama.paths import ROOT
 
 EXPERIMENT_NOTEBOOKS = ["01_occlusion", "02_receptive_field_misalignment", "03_adversarial_marginal_attack",
                         "05_beyond_the_paper"]
-RUNNER = ["pipeline:run_notebook", "pipeline:shard_experiment"]  # as the Makefile's RUNNER_DEPS
-SELECT = ["pipeline:select_images"]
+RUNNER = ["runs.pipeline:run_notebook", "runs.pipeline:shard_experiment"]  # as the Makefile's RUNNER_DEPS
+SELECT = ["runs.pipeline:select_images"]
 
 
 def _package(tmp_path, files: dict[str, str]):
@@ -74,31 +74,31 @@ def test_a_cell_that_does_not_parse_is_named(tmp_path):
 def test_the_notebooks_closures_hold_what_they_import_and_not_the_report():
     graph = Graph()
     closure = {nb: graph.notebook(ROOT / "notebooks" / f"{nb}.ipynb") for nb in [*EXPERIMENT_NOTEBOOKS, "04_report"]}
-    assert {"__init__", "occlusion", "claims", "figures", "runs", "artifacts", "params", "paths",
-            "results"} <= closure["01_occlusion"]
-    assert {"runs", "experiments", "attack", "protocol"} <= closure["03_adversarial_marginal_attack"]
-    assert {"report", "verdicts", "claims", "study", "sides"} <= closure["04_report"]
+    assert {"__init__", "kernels.occlusion", "studies.claims", "figures.charts", "runs.folder", "artifacts", "params", "paths",
+            "store.tables"} <= closure["01_occlusion"]
+    assert {"runs.folder", "studies.experiments", "attack.marginal", "inputs.protocol"} <= closure["03_adversarial_marginal_attack"]
+    assert {"report.markdown", "report.verdicts", "studies.claims", "studies.study", "studies.sides"} <= closure["04_report"]
     for nb in EXPERIMENT_NOTEBOOKS:
-        assert not {"report", "verdicts", "evidence", "reference"} & closure[nb], nb
+        assert not {"report.markdown", "report.verdicts", "report.evidence", "runs.check"} & closure[nb], nb
     runner, select = graph.closure(set()), set()
     for entry in RUNNER:
         runner |= graph.entry(entry)
     for entry in SELECT:
         select |= graph.entry(entry)
-    assert {"pipeline", "shards", "experiments"} <= runner and not {"report", "reference"} & runner
-    assert {"pipeline", "protocol", "models", "data"} <= select and not {"attack", "experiments", "runs"} & select
+    assert {"runs.pipeline", "runs.shards", "studies.experiments"} <= runner and not {"report.markdown", "runs.check"} & runner
+    assert {"runs.pipeline", "inputs.protocol", "inputs.models", "inputs.images"} <= select and not {"attack.marginal", "studies.experiments", "runs.folder"} & select
 
 
 def test_the_tool_runs_on_the_standard_library_alone(tmp_path):
     """The Makefile runs it with the system python before .venv exists: no site-packages (-S), no ama on the path."""
     out = tmp_path / "deps.mk"
-    proc = subprocess.run([sys.executable, "-S", "ama/deps.py", "--out", str(out), "SEL=pipeline:select_images",
+    proc = subprocess.run([sys.executable, "-S", "ama/deps.py", "--out", str(out), "SEL=runs.pipeline:select_images",
                            "notebooks/04_report.ipynb"], cwd=ROOT, capture_output=True, text=True,
                           env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert proc.returncode == 0, proc.stderr
     lines = out.read_text().splitlines()
-    assert lines[1].startswith("SEL := ama/__init__.py ") and "ama/protocol.py" in lines[1]
-    assert lines[2].startswith("NB_DEPS_04_report := ") and "ama/report.py" in lines[2]
+    assert lines[1].startswith("SEL := ama/__init__.py ") and "ama/inputs/protocol.py" in lines[1]
+    assert lines[2].startswith("NB_DEPS_04_report := ") and "ama/report/markdown.py" in lines[2]
     assert out.read_text() == fragment(Graph(), {"SEL": SELECT}, [ROOT / "notebooks" / "04_report.ipynb"])
 
 
@@ -141,9 +141,9 @@ def _reruns(args) -> list[str]:
     assert proc.returncode == 0, proc.stderr
     steps = []
     for line in proc.stdout.splitlines():
-        if " -m ama.pipeline select " in line:
+        if " -m ama.runs.pipeline select " in line:
             steps.append("select")
-        elif " -m ama.pipeline notebook " in line:
+        elif " -m ama.runs.pipeline notebook " in line:
             steps.append(line.rsplit("/", 1)[-1].removesuffix(".ipynb"))
     return steps
 
@@ -153,12 +153,12 @@ def test_make_reruns_only_the_notebooks_whose_modules_changed(tmp_path):
     repo, args = _finished_run(tmp_path)
     assert _reruns(args) == []
     later = 2_000_000_000  # in the future: make must not remake build/deps.mk forever
-    os.utime(repo / "ama" / "report.py", (later, later))
+    os.utime(repo / "ama" / "report" / "markdown.py", (later, later))
     assert _reruns(args) == ["04_report"]
-    os.utime(repo / "ama" / "sides.py", (later, later))  # a study: notebook 05 and the report import it
+    os.utime(repo / "ama" / "studies" / "sides.py", (later, later))  # a study: notebook 05 and the report import it
     assert _reruns(args) == ["05_beyond_the_paper", "04_report"]
-    os.utime(repo / "ama" / "attack.py", (later, later))  # every experiment, not the image selection
+    os.utime(repo / "ama" / "attack" / "marginal.py", (later, later))  # every experiment, not the image selection
     assert _reruns(args) == [*EXPERIMENT_NOTEBOOKS, "04_report"]
-    os.utime(repo / "ama" / "protocol.py", (later, later))
+    os.utime(repo / "ama" / "inputs" / "protocol.py", (later, later))
     assert _reruns(args) == ["select", *EXPERIMENT_NOTEBOOKS, "04_report"]
     assert (repo / "build" / "deps.mk").is_file()

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
-from ama import erf_definitions as ed
-from ama.cam import compute_cam
-from ama.occlusion import _covering_patches, occlusion_erf
+from ama.kernels.cam import compute_cam
+from ama.kernels.occlusion import _covering_patches, occlusion_erf
+from ama.studies import erf_definitions as ed
 
 
 def test_the_covering_patches_reach_every_pixel_and_the_last_ones_sit_flush_with_the_edge():

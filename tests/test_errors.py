@@ -11,10 +11,12 @@ import torch.nn as nn
 from PIL import Image
 
 import ama
-from ama import attack, data, devices, models, pipeline
-from ama.cam import resolve_target
+from ama.attack import marginal as attack
 from ama.geometry import frame_mask
-from ama.receptive_field import effective_receptive_field
+from ama.inputs import images as data, devices, models
+from ama.kernels.cam import resolve_target
+from ama.kernels.receptive_field import effective_receptive_field
+from ama.runs import pipeline
 
 
 
@@ -243,7 +245,7 @@ def test_timm_weights_fail_fast_when_the_hub_is_unreachable(monkeypatch):
     """Not marked offline, but no network: one line at once, not the hub client's retries."""
     import time
 
-    from ama import models
+    from ama.inputs import models
 
     monkeypatch.delenv("AMA_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens

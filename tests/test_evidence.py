@@ -1,5 +1,5 @@
-"""The documents' generated blocks (ama.evidence) on small hand-made runs: the optimiser table's rates, intervals and
-paired gain against a hand computation, the wall times' wording."""
+"""The documents' generated blocks (ama.report.evidence) on small hand-made runs: the optimiser table's rates, intervals
+and paired gain against a hand computation, the wall times' wording."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy.stats import beta, binomtest
 
-from ama import evidence
+from ama.report import evidence
 
 
 def ablation_rows(fooled: dict, cosine: dict, n_iter=100) -> pd.DataFrame:

@@ -13,14 +13,17 @@ import pytest
 import torch
 from PIL import Image
 
-from ama import attack, attack_experiments, experiments, lineage, runs, shards
-from ama.attack_result import GridKey, OptimizerKey
-from ama.distributed import Launch
+from ama.artifacts import TABLES
+from ama.attack import marginal as attack
+from ama.attack.result import GridKey, OptimizerKey
 from ama.geometry import check_frame_width
 from ama.params import N_IMAGES, PROFILES, ParamsError, RunParams
 from ama.params import STUDIES as PARAMS_STUDIES
-from ama.artifacts import TABLES
-from ama.reference import compare_tables
+from ama.runs import folder as runs, shards
+from ama.runs.check import compare_tables
+from ama.store import lineage
+from ama.store.distributed import Launch
+from ama.studies import attack_experiments, experiments
 
 TINY = "conftest:make_tiny_model"
 TESTS = Path(__file__).parent
@@ -134,7 +137,7 @@ def test_attack_grid_runs_the_planned_settings_once(tiny_model, images32, tmp_pa
 
 def test_attack_grid_shares_the_reference_runs_and_saves_the_adversarial_images(tiny_model, images32, tmp_path):
     """The ablation reuses the grid's reference runs; the saved 8-bit PNGs give back the same result."""
-    from ama import attack
+    from ama.attack import marginal as attack
 
     p = RunParams(models=(TINY,), e=(1, 2), n_iter=4, fast=False, ablation="full")
     names = ["a", "b", "c", "d"]
@@ -254,11 +257,11 @@ def test_torchrun_two_processes(folder, tmp_path):
     pfile.write_text(params.to_json())
     env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
     torchrun = Path(sys.executable).parent / "torchrun"
-    run = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "ama.shards", "run", "attack",
+    run = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "ama.runs.shards", "run", "attack",
                           "--params", str(pfile), "--run-dir", str(tmp_path / "run")],
                          capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    merge = subprocess.run([sys.executable, "-m", "ama.shards", "merge", "attack", "--params", str(pfile), "--run-dir",
+    merge = subprocess.run([sys.executable, "-m", "ama.runs.shards", "merge", "attack", "--params", str(pfile), "--run-dir",
                             str(tmp_path / "run"), "--world", "2"], capture_output=True, text=True, env=env, timeout=120)
     assert merge.returncode == 0, merge.stderr
     got = pd.read_csv(tmp_path / "run" / "tables" / "attack_metrics.csv")
@@ -274,8 +277,8 @@ def test_torchrun_two_processes(folder, tmp_path):
 
 
 def test_attack_grid_in_batches_gives_the_same_rows(tiny_model, images32, monkeypatch):
-    """Images are attacked ama.attack.attack_batch(device) at a time; the rows equal one batch's (float rounding
-    aside) and no results
+    """Images are attacked ama.attack.marginal.attack_batch(device) at a time; the rows equal one batch's (float
+    rounding aside) and no results
     are kept past one batch; the ingredient study's one image is in the first batch only; the targeted shapes are
     attacked in whichever batch holds their images."""
     p = RunParams(models=(TINY,), e=(1,), n_iter=3, grid="slim", n_seeds=2, ablation_images=1)

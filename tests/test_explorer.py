@@ -1,5 +1,5 @@
-"""The explorer (`ama.explorer`, notebooks/00_explore.ipynb): its methods headless on a tiny model, its widgets, and
-the notebook run headless with its default values."""
+"""The explorer (`ama.apps.explorer`, notebooks/00_explore.ipynb): its methods headless on a tiny model, its widgets,
+and the notebook run headless with its default values."""
 from __future__ import annotations
 
 import io
@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 import ama
-from ama import receptive_field as rf
-from ama.explorer import Explorer, cell_colours
+from ama.apps.explorer import Explorer, cell_colours
+from ama.kernels import receptive_field as rf
 from ama.paths import ROOT
 from conftest import make_tiny_model
 
@@ -145,7 +145,7 @@ def test_explore_notebook_runs_headless_with_its_defaults(tmp_path, lite0):
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
     text = "".join(o.get("text", "") for o in outputs)
     x = ama.sample_images(lite0, ["chelsea"]).images
-    clean = ama.plots.class_title(lite0, lite0(x)[0])
+    clean = ama.figures.plots.class_title(lite0, lite0(x)[0])
     assert f"model lite0, image chelsea (224 x 224), CAM 7 x 7: {clean}" in text
     k = int(ama.cam(lite0, x)[0].argmax())
     assert f"cell {k} = ({k // 7}, {k % 7}): ERF mass outside the IRF support" in text

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from ama.metrics import deletion_auc, insertion_auc
+from ama.kernels.metrics import deletion_auc, insertion_auc
 
 
 class MeanBrightness(nn.Module):

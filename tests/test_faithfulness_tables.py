@@ -1,4 +1,4 @@
-"""ama.faithfulness: mass shares, patch means, the upsampling comparison and the faithfulness table (tiny model)."""
+"""ama.studies.faithfulness: mass shares, patch means, the upsampling comparison and the faithfulness table (tiny model)."""
 from __future__ import annotations
 
 import pytest
@@ -6,8 +6,9 @@ import torch
 from conftest import make_tiny_model
 
 import ama
-from ama import beyond, faithfulness, occlusion
 from ama.geometry import frame_mask
+from ama.kernels import occlusion
+from ama.studies import beyond, faithfulness
 
 
 def test_mass_share_and_patch_means_by_hand():
@@ -21,8 +22,8 @@ def test_mass_share_and_patch_means_by_hand():
 def test_upsampling_comparison_and_faithfulness_table():
     """Each number of the comparison recomputed by hand: the ERF projection cell by cell, the frame's mass share, the
     deletion AUC of the bilinear map; the faithfulness table's AUCs."""
-    from ama import receptive_field as rf
-    from ama.metrics import deletion_auc
+    from ama.kernels import receptive_field as rf
+    from ama.kernels.metrics import deletion_auc
 
     model = make_tiny_model()
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -73,7 +74,7 @@ def test_under_attack_figure_pairs_each_model_with_its_own_image_and_numbers(reu
 
     import matplotlib.pyplot as plt
 
-    from ama import figures
+    from ama.figures import charts as figures
     from ama.params import RunParams
 
     params = RunParams(models=("a", "b"), e=(1,), n_iter=2, auc_steps=2, studies="faithfulness")

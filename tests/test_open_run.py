@@ -8,10 +8,10 @@ import json
 import pandas as pd
 import pytest
 
-from ama import runs
 from ama.artifacts import FIGURES
 from ama.params import RunParams
 from ama.paths import ROOT
+from ama.runs import folder as runs
 
 DEFAULT = ROOT / "results" / "reference" / "lite0_imagenet_n8_e1-2-4-8_it100_lamb100_seed0"
 FAST = ROOT / "results" / "reference" / "lite0_imagenet_n2_e1-2_it5_lamb100_seed0_auc_steps4_fast"
@@ -68,7 +68,8 @@ def test_notebook_03_opens_a_reference_without_attacking_or_writing(tmp_path):
 
     nb = nbformat.read(ROOT / "notebooks" / f"{ATTACK}.ipynb", as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell(
-        'from ama import attack\nassert sum(attack.CALLS.values()) == 0, attack.CALLS\nprint("no attack ran")'))
+        'from ama.attack import marginal\nassert sum(marginal.CALLS.values()) == 0, marginal.CALLS\n'
+        'print("no attack ran")'))
     source = tmp_path / "03.ipynb"
     nbformat.write(nb, source)
     before = digest(FAST)

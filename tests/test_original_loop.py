@@ -1,7 +1,7 @@
 """The kit's reference optimiser ``sign`` is the 2021 code's loop, bit for bit (``tests/original_loop.py``).
 
-Both run in the default memory layout (``ama.attack.CPU_LAYOUT`` patched: channels-last sums in another order) and,
-on lite0, on the model itself (``fold_bn=False``). The tiny model's case is chosen so that frame values do cross a
+Both run in the default memory layout (``ama.attack.marginal.CPU_LAYOUT`` patched: channels-last sums in another order)
+and, on lite0, on the model itself (``fold_bn=False``). The tiny model's case is chosen so that frame values do cross a
 bound, where the original differs from a projected step (shown below).
 """
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import ama
-from ama import attack
-from ama.attack import quantize, start_noise
+from ama.attack import marginal as attack
+from ama.attack.marginal import quantize, start_noise
 
 from original_loop import original_loop
 
@@ -49,14 +49,14 @@ def test_a_projected_step_is_not_the_original_loop(tiny_model, images32, contigu
     x = quantize(images32[:4])
     original = [z for _, z, _ in kit_and_port(tiny_model, x, e=2, n_iter=6, seed=0)]
 
-    class Projected(ama.optimizers.Sign):
+    class Projected(ama.attack.optimizers.Sign):
         def point(self):
             return self.n
 
         def step(self, grad, loss):
             self.n = (self.n.detach() + grad.sign() / self.n_steps).clamp(0, 1)
 
-    monkeypatch.setitem(ama.optimizers.OPTIMIZERS, "sign", Projected)
+    monkeypatch.setitem(ama.attack.optimizers.OPTIMIZERS, "sign", Projected)
     projected = [r.adv for r, _, _ in kit_and_port(tiny_model, x, e=2, n_iter=6, seed=0)]
     assert any(not torch.equal(a, b) for a, b in zip(projected, original))
 

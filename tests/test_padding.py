@@ -7,9 +7,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import Conv2dSame
 
-from ama import padding as pad
-from ama.cam_model import ModelError, fold_batchnorm
-from ama.models import PADDING_VARIANTS, load_model, published_top1
+from ama.inputs import padding as pad
+from ama.inputs.models import PADDING_VARIANTS, load_model, published_top1
+from ama.kernels.cam_model import ModelError, fold_batchnorm
 
 
 def test_variant_names_round_trip_and_bad_names_are_refused_with_the_valid_ones():
@@ -88,7 +88,7 @@ def test_a_variant_computes_another_function_on_the_same_grid_and_the_attacks_fo
 
 
 def test_a_run_with_an_unknown_padding_variant_fails_before_anything_is_written():
-    from ama.pipeline import check_run_params
+    from ama.runs.pipeline import check_run_params
 
     with pytest.raises(ModelError, match="unknown padding variant 'lite0-circular-pad'"):
         check_run_params(dict(device="cpu", images="data/imagenet", models=["lite0", "lite0-circular-pad"], e=[1]))

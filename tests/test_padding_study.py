@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
-from ama import padding_study as ps
+from ama.studies import padding_study as ps
 
 
 def _ablation(fooled: dict) -> pd.DataFrame:
@@ -45,7 +45,7 @@ def _mass(model, lr, tb):
 
 
 def test_an_imbalance_that_flips_with_the_padding_is_the_paddings_and_one_that_does_not_is_unexplained():
-    from ama.sides import imbalance_line
+    from ama.studies.sides import imbalance_line
 
     flips = pd.DataFrame(_mass("lite0", (-0.3, "does not hold"), (0.0, "inconclusive"))
                          + _mass("lite0-zero-pad", (0.4, "holds"), (0.4, "holds")))

@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ama import pipeline, reference, results
 from ama.params import PROFILES, RunParams
 from ama.paths import ROOT
+from ama.runs import pipeline, check as reference
+from ama.store import tables as results
 
 
 def test_make_params_from_make_variables():
@@ -180,7 +181,7 @@ def test_save_reference_copies_the_run(tmp_path):
 def test_a_reference_stores_its_large_tables_compressed_and_is_checked_through_them(tmp_path, monkeypatch):
     import gzip
 
-    from ama import claims
+    from ama.studies import claims
 
     run = tmp_path / "runs" / "r1"
     big = pd.DataFrame(dict(model="m", image=[f"i{k}" for k in range(4000)], value=np.linspace(0, 1, 4000)))

@@ -9,7 +9,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from ama import plots  # noqa: E402
+from ama.figures import plots  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -54,7 +54,7 @@ def test_class_title_names_the_predicted_class_and_its_probability(tiny_model):
 
 def test_attack_figures_show_the_8bit_result_and_name_the_optimizer(tiny_model, images32):
     import ama
-    from ama import shapes
+    from ama.inputs import targets as shapes
 
     r = ama.marginal_attack(tiny_model, images32, e=2, n_iter=3, optimizer="apgd", names=list("abcd"))
     fig = plots.attack_figure(r, 1)
@@ -83,7 +83,7 @@ def test_attack_rows_figure_shows_the_new_class_cam_a_zoom_and_a_colourbar(tiny_
             "FOOLED" if changed else "not fooled")
         # the last panel shows the CAM of the class the attacked image is now given
         cam = fig.axes[6 * row + 5].get_images()[1].get_array()
-        from ama.upsampling import upsample
+        from ama.kernels.upsampling import upsample
         np.testing.assert_allclose(cam, upsample(r.adv_q_cam_pred[i], (32, 32), "bilinear").numpy(), atol=1e-6)
 
 
@@ -102,7 +102,7 @@ def test_per_image_lines_draw_bars_for_one_width_and_a_band_for_several():
     import pandas as pd
     from matplotlib.collections import LineCollection, PolyCollection
 
-    from ama import figures
+    from ama.figures import charts as figures
 
     def drawn(widths):
         long = pd.DataFrame([dict(model="m", image=i, e=e, metric="fooled", value=float((i + e) % 2), run="sign")
@@ -120,7 +120,7 @@ def test_per_image_lines_draw_bars_for_one_width_and_a_band_for_several():
 def test_misalignment_baselines_legend_sits_beside_the_bars():
     import pandas as pd
 
-    from ama import control_figures
+    from ama.figures import control_charts as control_figures
 
     verdicts = pd.DataFrame(dict(model="m", upsampling=["bilinear", "nearest"], erf_mass_outside_irf=[0.8, 0.9],
                                  low=[0.7, 0.85], high=[0.85, 0.95], uniform_mass_outside_irf=[0.9, 0.95],
@@ -136,7 +136,7 @@ def test_misalignment_baselines_legend_sits_beside_the_bars():
 def test_example_images_include_failures():
     import pandas as pd
 
-    from ama.attack_examples import example_images
+    from ama.studies.attack_examples import example_images
 
     def table(fooled):
         return pd.DataFrame(dict(model="m", setting="attack", mode="flip", e=1, n_iter=5, quantized=True,

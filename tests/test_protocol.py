@@ -1,12 +1,13 @@
-"""Intervals, three-valued verdicts, and the paper's protocol on labelled images (ama.intervals, ama.protocol)."""
+"""Intervals, three-valued verdicts, and the paper's protocol on labelled images (ama.stats.intervals, ama.inputs.protocol)."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from ama import intervals, protocol
-from ama.data import ImageRecord
+from ama.inputs import protocol
+from ama.inputs.images import ImageRecord
+from ama.stats import intervals
 
 
 @pytest.mark.parametrize("k, n, low, high", [(6, 9, 0.35, 0.88), (3, 9, 0.12, 0.65), (4, 9, 0.19, 0.73),
@@ -156,7 +157,7 @@ def test_predictions_and_accuracy_of_a_tiny_model(tiny_model, tmp_path):
     import torch
     from PIL import Image
 
-    from ama.data import list_images
+    from ama.inputs.images import list_images
 
     rng = np.random.default_rng(0)
     for k in range(4):
@@ -181,7 +182,7 @@ def test_clean_predictions_are_computed_once_per_model_and_image_set(tiny_model,
 
     from PIL import Image
 
-    from ama.data import list_images
+    from ama.inputs.images import list_images
 
     monkeypatch.setenv(protocol.CACHE_ENV, str(tmp_path / "cache"))
     loaded = []
@@ -211,9 +212,9 @@ def test_labels_decide_fooled_and_the_terciles_and_seeds_summarise(tiny_model, i
     terciles with Wilson intervals; seed_spread summarises the seeds."""
     import torch
 
-    from ama import attack_experiments as ax
-    from ama import attack_summaries
-    from ama.intervals import clopper_pearson
+    from ama.stats.intervals import clopper_pearson
+    from ama.studies import attack_experiments as ax
+    from ama.studies import attack_summaries
 
     x = torch.cat([images32, images32.flip(-1), images32.flip(-2)])  # 12 images
     names = [f"im{k}" for k in range(12)]
@@ -243,8 +244,8 @@ def test_labels_decide_fooled_and_the_terciles_and_seeds_summarise(tiny_model, i
 
 
 def test_slim_grid_and_the_reference_seeds():
-    from ama import attack_experiments as ax
     from ama.params import RunParams
+    from ama.studies import attack_experiments as ax
 
     slim = ax.grid_plan(RunParams(grid="slim", e=(1, 2)))
     assert slim.n_iters == (100,) and slim.modes == ("flip",)
@@ -257,7 +258,7 @@ def test_slim_grid_and_the_reference_seeds():
                                                                ("sign", 2, 0), ("sign", 2, 1), ("sign", 2, 2)]
     assert ax.seed_plan(RunParams()) == []
     assert ax.seed_plan(RunParams(n_seeds=2, e=(1, 2), grid="slim")) == [("sign", 1, 0), ("sign", 1, 1)]  # time
-    from ama.ablation import ablation_plan
+    from ama.studies.ablation import ablation_plan
 
     strongest = ablation_plan(RunParams(e=(1, 2)))
     assert strongest["optimizer_names"] == ["sign", "apgd"] and strongest["keep_e"] == [] and strongest["budgets"] == [100]
@@ -273,8 +274,8 @@ SUBSET_TOP1 = {"lite0": (44, 45), "lite1": (41, 42), "lite2": (45, 43)}  # (orig
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SUBSET_TOP1))
 def test_the_reencoded_subset_keeps_its_top1(name):
-    from ama.data import list_images
-    from ama.models import load_model
+    from ama.inputs.images import list_images
+    from ama.inputs.models import load_model
 
     records = list_images("data/imagenet")
     subset = [r for r in records if r.label % 20 == 0]
@@ -286,9 +287,9 @@ def test_the_reencoded_subset_keeps_its_top1(name):
 def test_an_unreadable_file_is_named_and_an_empty_set_refused_before_any_notebook(tmp_path, capsys):
     from PIL import Image
 
-    from ama.data import ImageLoadError
+    from ama.inputs.images import ImageLoadError
+    from ama.inputs.protocol import write_selection
     from ama.params import RunParams
-    from ama.protocol import write_selection
 
     folder = tmp_path / "images"
     folder.mkdir()
@@ -320,7 +321,7 @@ def test_ranks_started_together_choose_the_run_images_once(tmp_path):
     for k in range(4):
         Image.new("RGB", (32, 32), (60 * k, 90, 30)).save(folder / f"im{k}.png")
     params = RunParams(images=str(folder), n_images=3)
-    rank = ("import json, sys; from ama.params import RunParams; from ama.protocol import run_records\n"
+    rank = ("import json, sys; from ama.params import RunParams; from ama.inputs.protocol import run_records\n"
             "params = RunParams.from_dict(json.loads(sys.argv[1])); print('started', flush=True)\n"
             "print(' '.join(r.name for r in run_records(params, sys.argv[2])), flush=True)")
     with exclusive(run / ".lock.selection"):  # the first rank, choosing

@@ -17,8 +17,8 @@ import subprocess
 import pytest
 
 import ama
-from ama.evidence import BLOCKS, block_of
 from ama.paths import ROOT
+from ama.report.evidence import BLOCKS, block_of
 
 pytestmark = pytest.mark.slow
 DOCUMENTS = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))]
@@ -55,7 +55,7 @@ def test_the_readme_has_python_blocks_and_runnable_lines():
 
 
 def test_the_generated_block_is_found_and_replaced():
-    from ama.evidence import replace_block
+    from ama.report.evidence import replace_block
 
     page = "a\n<!-- x: start -->\nkept\n<!-- x: end -->\nb"
     assert block_of(page, "x") == "kept" and replace_block(page, "x", "new") == page.replace("kept", "new")
@@ -65,7 +65,7 @@ def test_the_generated_block_is_found_and_replaced():
 
 def test_the_glanced_and_listed_references_are_committed():
     """The README's table quotes the default and the evidence reference; docs/EVIDENCE.md's every full reference."""
-    from ama.claims import glance_runs, reference_runs
+    from ama.studies.claims import glance_runs, reference_runs
 
     assert all((path / "run.json").is_file() for path in glance_runs().values())
     runs = reference_runs()
@@ -75,13 +75,13 @@ def test_the_glanced_and_listed_references_are_committed():
 @pytest.mark.parametrize("page, marker", list(BLOCKS))
 def test_every_generated_block_is_what_its_reference_gives(page, marker):
     """A page's generated block (the README's claims at a glance, docs/EVIDENCE.md's claims, evidence run and padding
-    lines, docs/ATTACK.md's optimiser table and ingredient study) is ``ama.evidence.BLOCKS``' function of the committed
-    references, not typed: after ``make reference``, ``tools/update_generated_docs.py`` writes it again."""
+    lines, docs/ATTACK.md's optimiser table and ingredient study) is ``ama.report.evidence.BLOCKS``' function of the
+    committed references, not typed: after ``make reference``, ``tools/update_generated_docs.py`` writes it again."""
     assert block_of((ROOT / page).read_text(), marker) == BLOCKS[page, marker]()
 
 
 def test_the_evidence_run_block_quotes_every_claim_and_its_time():
-    from ama.evidence import EVIDENCE_PROFILE, evidence_lines, profile_reference
+    from ama.report.evidence import EVIDENCE_PROFILE, evidence_lines, profile_reference
 
     text = "\n".join(evidence_lines(profile_reference(EVIDENCE_PROFILE)))
     assert all(f"**Claim {n}: " in text for n in (1, 2, 3)) and "03_adversarial_marginal_attack" in text
@@ -129,12 +129,12 @@ def test_every_python_block_runs(document, monkeypatch):
 
 
 def test_the_evidence_pages_padding_lines_are_the_models_reference():
-    """docs/EVIDENCE.md's lines on the padding variants: ``ama.padding_study.padding_summary`` of the ``PROFILE=models``
+    """docs/EVIDENCE.md's lines on the padding variants: ``ama.studies.padding_study.padding_summary`` of the ``PROFILE=models``
     reference, written by ``tools/update_generated_docs.py``; SCIENCE.md's accuracies of the variants are its."""
     import pandas as pd
 
-    from ama.padding_study import padding_summary
     from ama.params import RunParams
+    from ama.studies.padding_study import padding_summary
 
     run = ROOT / "results" / "reference" / RunParams.from_strings("models").run_name()
     lines = padding_summary(run)
@@ -178,8 +178,8 @@ def test_a_profiles_quoted_size_and_time_are_its_references():
     measured times (``time make reference PROFILE=...``: **...**) quote the committed reference of that profile: its
     image count, and its notebooks' wall times from ``run.json`` plus at most 6 minutes (the image selection and make's
     own steps, which ``run.json`` does not time)."""
-    from ama.evidence import profile_reference
     from ama.params import PROFILES
+    from ama.report.evidence import profile_reference
 
     quoted = re.findall(r"make reproduce PROFILE=(\w+).*# [^\n]*?(\d+) images, ([\dhmins ]+?) here",
                         (ROOT / "README.md").read_text())

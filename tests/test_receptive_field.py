@@ -9,8 +9,8 @@ import torch.nn as nn
 
 import ama
 from ama import geometry
-from ama import receptive_field as rf
-from ama.cam_model import wrap_model
+from ama.kernels import receptive_field as rf
+from ama.kernels.cam_model import wrap_model
 
 
 def test_irf_is_the_upsampling_of_one_hot_maps():
@@ -225,7 +225,7 @@ def test_the_aligned_nulls_centroid_is_pulled_inwards_at_the_border():
     (less half a pixel: the border row counts whole); one centred inside the image keeps its centre."""
     import math
 
-    from ama.receptive_field import gaussian_centroid
+    from ama.kernels.receptive_field import gaussian_centroid
 
     centres = torch.tensor([[0.0, 111.5], [111.5, 111.5]])
     spread = torch.tensor([[20.0, 20.0], [20.0, 20.0]])
@@ -237,7 +237,7 @@ def test_the_aligned_nulls_centroid_is_pulled_inwards_at_the_border():
 def test_claim_1_is_judged_against_the_aligned_null_for_every_cell_kind():
     import pandas as pd
 
-    from ama.claims import aligned_null_gaps, misalignment_outcome
+    from ama.studies.claims import aligned_null_gaps, misalignment_outcome
 
     rows = pd.DataFrame(dict(model="m", image=["a", "a", "b", "b"] * 2, cell_kind=["centre", "corner"] * 4,
                              erf_mass_outside_irf=[0.8, 0.9, 0.82, 0.93, 0.8, 0.9, 0.82, 0.93],

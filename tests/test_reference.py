@@ -12,10 +12,13 @@ import torch
 from scipy.stats import binomtest
 
 import ama
-from ama import attack, attack_experiments, lineage, reference
+from ama.attack import marginal as attack
 from ama.params import RunParams
 from ama.paths import ROOT
-from ama.results import save_table
+from ama.runs import check as reference
+from ama.store import lineage
+from ama.store.tables import save_table
+from ama.studies import attack_experiments
 
 TINY = "conftest:make_tiny_model"
 REFERENCES = ROOT / "results" / "reference"
@@ -49,7 +52,7 @@ def test_lineage_is_recorded_as_it_happens(tmp_path, tiny_model, images32, fresh
 def test_evaluating_saved_images_is_a_stochastic_source(tiny_model, images32, fresh_lineage):
     r = ama.marginal_attack(tiny_model, images32[:1], e=1, n_iter=1)
     lineage.reset()
-    ama.attack.evaluate_images(tiny_model, images32[:1], r.adv_q, e=1)
+    ama.attack.marginal.evaluate_images(tiny_model, images32[:1], r.adv_q, e=1)
     assert lineage.sources() == [lineage.ADVERSARIAL_IMAGES]
 
 
@@ -185,7 +188,7 @@ def test_holm_over_the_check():
 
 
 def test_check_run_says_how_each_table_was_compared(tmp_path, fresh_lineage):
-    from ama import pipeline
+    from ama.runs import pipeline
 
     params = pipeline.make_params()
     ref, run = tmp_path / "reference", tmp_path / "run"
@@ -272,7 +275,7 @@ def test_a_sabotaged_attack_does_not_match(grid_setting, sabotage, monkeypatch):
         monkeypatch.setattr(attack.Objective, "__init__", lambda self, clean, mode, lamb, *a: init(
             self, clean, mode, 0.0, *a))
     else:
-        lengths = ama.optimizers.run_lengths
-        monkeypatch.setattr(ama.optimizers, "run_lengths", lambda n, runs: lengths(max(n // 10, runs), runs))
+        lengths = ama.attack.optimizers.run_lengths
+        monkeypatch.setattr(ama.attack.optimizers, "run_lengths", lambda n, runs: lengths(max(n // 10, runs), runs))
     problems = _check(_grid(model, x, names, params), ref)
     assert problems and any("'cam_cosine' moved" in p for p in problems), problems

@@ -5,10 +5,12 @@ import pandas as pd
 import pytest
 import torch
 
-from ama import claims, complete_change, criteria, experiments, report
+from ama import criteria
 from ama.artifacts import TABLES
 from ama.params import RunParams
-from ama.results import save_tables
+from ama.report import markdown as report
+from ama.store.tables import save_tables
+from ama.studies import claims, complete_change, experiments
 
 
 def test_across_models_section_for_any_cnns(tmp_path, tiny_model, resnet18_64):

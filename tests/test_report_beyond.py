@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ama import faithfulness, report, transfer
+from ama.report import markdown as report
+from ama.studies import faithfulness, transfer
 
 
 def _tables(run, erf_adv_mass: float):

@@ -12,7 +12,7 @@ import torchvision
 from conftest import FastRun, run_make
 
 from ama.artifacts import TABLES
-from ama.models import torchvision_weight_file
+from ama.inputs.models import torchvision_weight_file
 
 pytestmark = pytest.mark.slow
 NOTEBOOKS = ("01_occlusion", "02_receptive_field_misalignment", "03_adversarial_marginal_attack", "05_beyond_the_paper",
@@ -40,7 +40,7 @@ def test_fast_run_writes_every_artifact(fast_run):
         assert (run / png).is_file()
     assert "comparison skipped" in fast_run.output  # fast parameters differ from the reference's
     from ama.artifacts import FIGURES  # every artifact is declared, and a FAST run writes every FAST one
-    from ama.registry import studies
+    from ama.studies.registry import studies
 
     studies()  # the studies declare theirs
 
@@ -48,7 +48,7 @@ def test_fast_run_writes_every_artifact(fast_run):
         written = {re.sub(r"_\d+$", "", p.name.removesuffix(suffix)) for p in (run / folder).glob(f"*{suffix}")}
         assert written <= {str(a) for a in declared}, f"undeclared {folder}: {written - set(map(str, declared))}"
         assert {str(a) for a in declared if a.fast} <= written, f"declared, not written: {folder}"
-    from ama import lineage  # every table's lineage, recorded as it was written
+    from ama.store import lineage  # every table's lineage, recorded as it was written
     written = lineage.read(run / "tables")
     assert set(written) == {p.stem for p in (run / "tables").glob("*.csv")}
     for name in ("occlusion_keep_irf", "occlusion_margin", "misalignment", "clean_predictions"):
@@ -61,7 +61,7 @@ def test_fast_run_writes_every_artifact(fast_run):
     assert set(defence.defence) == {"replicate", "crop_resize"} and set(defence.e) == {1, 2}
     cost = pd.read_csv(run / "tables" / "border_defence_cost.csv")
     assert (cost.n_images == 50).all() and "## A border defence: should one worry about 1-pixel frames?" in report
-    from ama import claims  # the report's numbers are the tables' (claim 1: the centre cells' mean)
+    from ama.studies import claims  # the report's numbers are the tables' (claim 1: the centre cells' mean)
     table = pd.read_csv(run / "tables" / "misalignment.csv")
     centre = (table[table.cell_kind == "centre"].groupby(["model", "image"]).erf_mass_outside_irf.mean()
               .groupby(level="image").mean().mean())  # per model and image, then per image over the models
@@ -76,7 +76,7 @@ def test_fast_run_writes_every_artifact(fast_run):
 
 def test_tables_are_tidy(fast_run):
     """One row per unit (no key twice), and each summary is its per-image table aggregated."""
-    from ama.selectors import original_attack
+    from ama.stats.rows import original_attack
 
     tables = {p.stem: pd.read_csv(p) for p in (fast_run.dir / "tables").glob("*.csv")}
     units = {"occlusion_keep_irf": ["model", "image", "fill", "cell"], "occlusion_margin": ["model", "image", "e", "fill"],
@@ -197,7 +197,7 @@ def test_report_compares_the_models(fast_run):
     for k in (1, 2, 3):
         assert f"claim {k} (" in section
     assert (fast_run.dir / "figures" / "attack_across_models.png").stat().st_size > 10_000
-    from ama.claims import model_table
+    from ama.studies.claims import model_table
 
     table = model_table(fast_run.dir)
     assert list(table.model) == ["lite0", "lite1"] and list(table.grid) == ["7 x 7", "8 x 8"]
@@ -210,8 +210,9 @@ def test_two_processes_give_the_one_process_tables(fast_run, tmp_path):
     """make NPROC=2 (torchrun, 2 CPU ranks) of notebook 03 on lite0 writes the lite0 rows of the shared run: per image
     and per model the experiments are independent, so the split and the other models change nothing. The run is given
     the shared run's images (its selection.csv: images every one of its models classifies correctly)."""
-    from ama import lineage, pipeline
-    from ama.reference import compare_tables
+    from ama.runs import pipeline
+    from ama.runs.check import compare_tables
+    from ama.store import lineage
 
     run = tmp_path / "nproc2"
     run.mkdir()
@@ -219,7 +220,7 @@ def test_two_processes_give_the_one_process_tables(fast_run, tmp_path):
                                      + "\n")
     shutil.copy(fast_run.dir / "selection.csv", run / "selection.csv")  # newer than params.json: Make keeps it
     # Notebook 03 alone, the sharded attack: its order-only prerequisites 01 and 02 stand in as up-to-date files (their
-    # experiments, like 05's, shard by the same code, ama.shards), to keep make test short.
+    # experiments, like 05's, shard by the same code, ama.runs.shards), to keep make test short.
     (run / "notebooks").mkdir()
     for stem in ("01_occlusion", "02_receptive_field_misalignment"):
         (run / "notebooks" / f"{stem}.ipynb").write_text("{}\n")

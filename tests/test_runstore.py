@@ -6,10 +6,10 @@ import json
 import pandas as pd
 import pytest
 
-from ama.distributed import Launch, cpu_threads, launch_from_env, shard
 from ama.paths import atomic_write
-from ama.runstore import (PARTS_DIR, RankLock, RankPart, RunStoreError, check_writable, done_keys, merge, owners,
-                          read_plans, read_table, setting_key)
+from ama.store.distributed import Launch, cpu_threads, launch_from_env, shard
+from ama.store.parts import (PARTS_DIR, RankLock, RankPart, RunStoreError, check_writable, done_keys, merge, owners,
+                             read_plans, read_table, setting_key)
 
 SETTING = dict(model="tiny", e=1, mode="flip", optimizer="sign", restarts=0, n_iter=3, lamb=100.0, seed=0, target="")
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ama import results, selectors
+from ama.stats import rows as selectors
+from ama.store import tables as results
 
 TABLE = pd.DataFrame(dict(
     setting=["attack"] * 6 + ["random_frame"] * 2,

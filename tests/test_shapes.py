@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ama import shapes
+from ama.inputs import targets as shapes
 
 
 def _centroid(m):

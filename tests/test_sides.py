@@ -7,9 +7,9 @@ import pytest
 import torch
 from scipy.stats import binomtest
 
-from ama import receptive_field as rf
-from ama import controls, sides
 from ama.geometry import FRAME_SIDES, frame_mask, frame_sides
+from ama.kernels import receptive_field as rf
+from ama.studies import controls, sides
 
 
 @pytest.mark.parametrize("e", [1, 3])

@@ -6,14 +6,14 @@ import pytest
 import torch
 from scipy.stats import binomtest
 
-from ama import targeted_shapes as ts
-from ama.attack import random_frame
-from ama.cam import cam
+from ama.attack.marginal import random_frame
 from ama.criteria import TARGET_REACHED, TARGET_SKIP
-from ama.intervals import clopper_pearson
-from ama.metrics import cosine
+from ama.inputs.targets import glyph
+from ama.kernels.cam import cam
+from ama.kernels.metrics import cosine
 from ama.params import RunParams
-from ama.shapes import glyph
+from ama.stats.intervals import clopper_pearson
+from ama.studies import targeted_shapes as ts
 
 
 def test_a_quarter_of_the_images_two_to_twenty_spread_over_them():

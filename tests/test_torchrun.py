@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import ama.cli as cli
-import ama.runstore
+import ama.apps.cli as cli
+import ama.store.parts
 
 TINY = "conftest:make_tiny_model"
 TESTS = Path(__file__).parent
@@ -89,7 +89,7 @@ def _as_rank(monkeypatch, rank, world=2):
 def test_rank_killed_mid_run_then_restarted(folder, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     args = ["attack", "--images", str(folder), "--frame-width", "1", "2", "--out", str(out), *SETTINGS]
-    real = ama.runstore.RankPart.append
+    real = ama.store.parts.RankPart.append
 
     def killed(part, df):  # rank 1 dies while writing its second batch
         killed.calls += 1
@@ -99,10 +99,10 @@ def test_rank_killed_mid_run_then_restarted(folder, tmp_path, monkeypatch, capsy
 
     killed.calls = 0
     _as_rank(monkeypatch, 1)
-    monkeypatch.setattr(ama.runstore.RankPart, "append", killed)
+    monkeypatch.setattr(ama.store.parts.RankPart, "append", killed)
     with pytest.raises(SystemExit):
         cli.main(args)
-    monkeypatch.setattr(ama.runstore.RankPart, "append", real)
+    monkeypatch.setattr(ama.store.parts.RankPart, "append", real)
     _as_rank(monkeypatch, 0)
     assert cli.main(args) == 0  # rank 0 is not held up by the dead rank, and merges what there is
     assert "row(s) of other ranks still missing" in capsys.readouterr().out

@@ -6,8 +6,9 @@ import torch
 from conftest import make_tiny_model
 
 import ama
-from ama import attack, explanations
-from ama.explanations import MapKey
+from ama.attack import marginal as attack
+from ama.studies import explanations
+from ama.studies.explanations import MapKey
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from conftest import make_tiny_model
 
 import ama
 from ama.geometry import cell_centres
-from ama.upsampling import fit_erf_gaussian
+from ama.kernels.upsampling import fit_erf_gaussian
 
 
 def test_existing_modes_are_unchanged():

@@ -1,4 +1,4 @@
-"""Verdicts in families, Holm within each (ama.verdicts), and the one-sided p-values they rest on."""
+"""Verdicts in families, Holm within each (ama.report.verdicts), and the one-sided p-values they rest on."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 from scipy.stats import binom
 
-from ama import intervals, verdicts
 from ama.artifacts import TABLES
+from ama.report import verdicts
+from ama.stats import intervals
 
 
 def test_one_sided_p_values_of_each_kind():
@@ -61,7 +62,7 @@ def test_claim_1_holds_only_when_every_cell_kind_holds_and_claim_3_states_both_v
 
 
 def test_figures_draw_the_verdicts_intervals():
-    from ama.figures import verdict_interval
+    from ama.figures.charts import verdict_interval
 
     assert verdict_interval([1, 0, 1, 1]) == intervals.clopper_pearson(3, 4)  # a rate: exact
     values = [0.2, 0.4, 0.9, 0.5, 0.3]

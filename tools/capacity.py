@@ -3,9 +3,9 @@
 
 Attacks the images of a run (its ``selection.csv``, written first when missing: by default the default run's 8
 correctly classified ImageNet images) with the strongest optimiser's defaults at e = 1, 2 and at 100 and 1000 passes
-per image (:func:`ama.ablation.capacity_study`), fooled measured against the true label, and writes the per-image
-table and its summary (:func:`ama.ablation.capacity_summary`: Wilson intervals, images newly fooled at 1000 passes)
-as CSV and Markdown. The committed result is ``results/reference/capacity/`` (about 8 minutes on 2 CPU cores)::
+per image (:func:`ama.studies.ablation.capacity_study`), fooled measured against the true label, and writes the per-image
+table and its summary (:func:`ama.studies.ablation.capacity_summary`: Wilson intervals, images newly fooled at 1000
+passes) as CSV and Markdown. The committed result is ``results/reference/capacity/`` (about 8 minutes on 2 CPU cores)::
 
     .venv/bin/python tools/capacity.py --out results/reference/capacity
 """
@@ -21,13 +21,13 @@ sys.path.insert(0, str(ROOT))
 
 
 def main(argv=None) -> int:
-    from ama import ablation
-    from ama.attack_experiments import with_labels
-    from ama.data import load_records
-    from ama.models import run_model
+    from ama.inputs.images import load_records
+    from ama.inputs.models import run_model
+    from ama.inputs.protocol import run_records
     from ama.params import RunParams
-    from ama.protocol import run_records
-    from ama.results import atomic_write, write_csv
+    from ama.store.tables import atomic_write, write_csv
+    from ama.studies import ablation
+    from ama.studies.attack_experiments import with_labels
 
     default = RunParams()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -29,8 +29,8 @@ def main(argv=None) -> int:
     import torch
 
     import ama
-    from ama.claims import read_table
-    from ama.models import lite_weight_file
+    from ama.inputs.models import lite_weight_file
+    from ama.studies.claims import read_table
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE, help="a committed run reference folder")
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
 
     name = str(metrics.model.iloc[0])
     model = ama.load_model(name, device=args.device)
-    if name in ama.models.LITE_MODELS:
+    if name in ama.inputs.models.LITE_MODELS:
         source = torch.load(lite_weight_file(name), map_location="cpu", weights_only=True)
         loaded = model.backbone.net.state_dict()
         say("weights_identical", len(source) == len(loaded)

@@ -5,7 +5,7 @@ Source: a checkout of github.com/EliSchwartz/imagenet-sample-images, a flat fold
 ``<wnid>_<name>.JPEG`` (``n01440764_tench.JPEG``). The class index of an image is the rank of its WordNet id
 among the 1000 sorted ids, which is the index order of every ImageNet model in the kit (0 = tench).
 
-Each image is decoded as the kit decodes it (``ama.data.open_image``: EXIF orientation applied, 8-bit RGB),
+Each image is decoded as the kit decodes it (``ama.inputs.images.open_image``: EXIF orientation applied, 8-bit RGB),
 its shorter side brought down to at most ``MAX_SHORT`` = 292 px (the largest resize of the offline models:
 lite0/lite1/lite2 resize to 256/272/292 before their centre crop) and written as a JPEG. See ``encode`` for the
 exact settings. The output is deterministic: the same source and the same Pillow build give the same bytes
@@ -41,7 +41,7 @@ try:
 except ImportError:  # run from a checkout without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import ama
-from ama.data import open_image
+from ama.inputs.images import open_image
 
 MAX_SHORT = 292  # the shorter side of a re-encoded image is at most this many pixels
 RESAMPLE = Image.Resampling.BICUBIC  # the filter the offline models' own resize uses
@@ -109,7 +109,7 @@ def target_size(width: int, height: int, max_short: int = MAX_SHORT) -> tuple[in
 def encode(src: Path, dst: Path) -> tuple[int, int]:
     """Re-encode one image; returns the ``(width, height)`` written.
 
-    Decoded with ``ama.data.open_image`` (EXIF orientation applied, RGB), shrunk with Pillow's bicubic filter
+    Decoded with ``ama.inputs.images.open_image`` (EXIF orientation applied, RGB), shrunk with Pillow's bicubic filter
     when its shorter side exceeds ``MAX_SHORT``, written as a progressive JPEG with the
     ``JPEG_SETTINGS`` above. A greyscale source stays greyscale (one channel, same pixel values once loaded as
     RGB). Its ICC colour profile is kept when it fits the output (an RGB profile on a greyscale JPEG is dropped);

@@ -1,5 +1,5 @@
 """Rewrite the documents' generated blocks from the committed references (after ``make reference``): every block of
-:data:`ama.evidence.BLOCKS` (the README's *Results at a glance*; docs/EVIDENCE.md's table of the references' claims,
+:data:`ama.report.evidence.BLOCKS` (the README's *Results at a glance*; docs/EVIDENCE.md's table of the references' claims,
 the evidence run's sentences and the padding variants' lines; docs/ATTACK.md's optimiser table and ingredient study).
 
     .venv/bin/python tools/update_generated_docs.py
@@ -8,8 +8,8 @@ the evidence run's sentences and the padding variants' lines; docs/ATTACK.md's o
 """
 from __future__ import annotations
 
-from ama.evidence import BLOCKS, replace_block
 from ama.paths import ROOT, atomic_write
+from ama.report.evidence import BLOCKS, replace_block
 
 if __name__ == "__main__":
     for (page, marker), make in BLOCKS.items():

@@ -1,0 +1,147 @@
+"""Where a run writes, atomically: ``<out_dir>/figures`` (PNG + PDF), ``<out_dir>/tables`` (CSV), 8-bit PNG images.
+
+Every file is written under a temporary name and renamed into place, so a killed run never leaves a half-written
+file under the final name. Paths are resolved from the project root (:func:`ama.paths.resolve`).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+import torch
+
+from ..paths import atomic_write, resolve
+from . import lineage
+
+FLOAT_FORMAT = "%.6g"  # every CSV the kit writes
+
+
+def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """``df`` as a CSV (no index, :data:`FLOAT_FORMAT`), atomically."""
+    return atomic_write(path, df.to_csv(index=False, float_format=FLOAT_FORMAT))
+
+
+def output_dirs(out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """Create and return ``(figures_dir, tables_dir)`` under ``out_dir``."""
+    root = resolve(out_dir)
+    figures, tables = root / "figures", root / "tables"
+    figures.mkdir(parents=True, exist_ok=True)
+    tables.mkdir(parents=True, exist_ok=True)
+    return figures, tables
+
+
+def save_figure(fig, out_dir: str | os.PathLike, stem: str, dpi: int = 150) -> Path:
+    """Save ``fig`` as ``<out_dir>/figures/<stem>.png`` and ``.pdf``; return the PNG path. ``dpi``: of the PNG."""
+    figures, _ = output_dirs(out_dir)
+    png = figures / f"{stem}.png"
+    fig.savefig(png, dpi=dpi, bbox_inches="tight")
+    fig.savefig(figures / f"{stem}.pdf", bbox_inches="tight")
+    return png
+
+
+def save_figures(figs, out_dir: str | os.PathLike, stem: str) -> list[Path]:
+    """Save figures as ``<stem>``, ``<stem>_1``, ``<stem>_2``, ...; every figure after the first is closed (a notebook
+    shows the first). ``figs``: matplotlib figures, in order."""
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for k, fig in enumerate(figs):
+        paths.append(save_figure(fig, out_dir, stem if k == 0 else f"{stem}_{k}"))
+        if k:
+            plt.close(fig)
+    return paths
+
+
+def save_table(df: pd.DataFrame, out_dir: str | os.PathLike, stem: str) -> Path:
+    """Write ``df`` atomically as ``<out_dir>/tables/<stem>.csv`` with its lineage (:mod:`ama.store.lineage`); return
+    the path."""
+    return save_tables({stem: df}, out_dir)[0]
+
+
+def save_tables(tables: dict[str, pd.DataFrame], out_dir: str | os.PathLike) -> list[Path]:
+    """Write every table as ``<out_dir>/tables/<name>.csv`` (atomically) and record their lineage
+    (``tables/lineage.json``, :mod:`ama.store.lineage`); return the paths."""
+    _, folder = output_dirs(out_dir)
+    paths = [write_csv(df, folder / f"{name}.csv") for name, df in tables.items()]
+    atomic_write(folder / lineage.FILE, lineage.updated(folder, list(tables)))
+    return paths
+
+
+def read_table(tables: str | os.PathLike, stem: str) -> pd.DataFrame | None:
+    """``tables/<stem>.csv`` of a run (or ``<stem>.csv.gz``, as a reference stores its large tables), its True/False
+    columns as ``bool``, or None when the run did not write it. A True/False column with an empty cell is refused in
+    one line (a damaged table: a selection such as :func:`ama.stats.rows.eight_bit` would mistake its rows)."""
+    path = next((p for p in (Path(tables) / f"{stem}.csv", Path(tables) / f"{stem}.csv.gz") if p.is_file()), None)
+    if path is None:
+        return None
+    lineage.inherit(path.parent, [stem])  # what this process writes next descends from it
+    table = pd.read_csv(path)
+    flags = [c for c in table.columns if table[c].dtype == object and table[c].isna().any()
+             and table[c].notna().any() and set(table[c].dropna()) <= {True, False}]
+    if flags:
+        raise ValueError(f"{path}: column {flags[0]} is True/False with empty cells; the table is damaged: delete it "
+                         "and run the notebook that writes it again")
+    return table
+
+
+def image_major(tables: dict[str, pd.DataFrame], names: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """Rows ordered by the image's position in ``names`` (stable: an image's rows keep their order), so that a run
+    split across ranks and merged (:mod:`ama.runs.shards`) has the rows of a one-process run in the same order."""
+    position = {n: i for i, n in enumerate(names)}
+    out = {}
+    for name, df in tables.items():
+        if "image" in df.columns and len(df):
+            df = df.iloc[df.image.map(position).argsort(kind="stable")].reset_index(drop=True)
+        out[name] = df
+    return out
+
+
+def to_uint8(image: torch.Tensor):
+    """``(3, H, W)`` in ``[0, 1]`` -> ``(H, W, 3)`` uint8 numpy array (rounded, like :func:`ama.attack.marginal.quantize`)."""
+    return torch.round(image.detach().clamp(0, 1) * 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def save_png(image: torch.Tensor, path: str | os.PathLike) -> Path:
+    """Write one ``(3, H, W)`` image losslessly as an 8-bit PNG (atomically); return the path."""
+    from PIL import Image
+
+    return atomic_write(path, write=lambda tmp: Image.fromarray(to_uint8(image)).save(tmp, format="PNG"))
+
+
+COMPRESS_ABOVE = 256 * 1024  # a reference's table larger than this (bytes) is stored as <name>.csv.gz
+
+
+def table_files(tables: Path) -> list[Path]:
+    """The tables of a run's or a reference's ``tables/`` folder: ``<name>.csv`` or ``<name>.csv.gz``, by name."""
+    return sorted([*Path(tables).glob("*.csv"), *Path(tables).glob("*.csv.gz")], key=table_name)
+
+
+def table_name(path: Path) -> str:
+    return Path(path).name.removesuffix(".gz").removesuffix(".csv")
+
+
+def compress_tables(tables: Path, above: int | None = None) -> list[str]:
+    """Replace each ``<name>.csv`` of ``tables`` larger than ``above`` bytes by ``<name>.csv.gz`` (the same bytes,
+    gzip level 9, no timestamp: the same file every time; ``above`` defaults to :data:`COMPRESS_ABOVE`); the names
+    compressed. pandas reads either."""
+    import gzip
+
+    above = COMPRESS_ABOVE if above is None else above
+    done = []
+    for path in sorted(Path(tables).glob("*.csv")):
+        if path.stat().st_size > above:
+            data = path.read_bytes()
+            atomic_write(path.with_name(path.name + ".gz"), gzip.compress(data, compresslevel=9, mtime=0))
+            path.unlink()
+            done.append(table_name(path))
+    return done
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """``df`` as a Markdown table (a fenced text table when ``tabulate`` is missing)."""
+    try:
+        return df.to_markdown(index=False)
+    except ImportError:  # tabulate missing
+        return "```\n" + df.to_string(index=False) + "\n```"

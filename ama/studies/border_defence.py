@@ -1,0 +1,185 @@
+"""A border defence against the marginal attack (``SCIENCE.md`` section 8): should one worry about 1-pixel frames?
+
+Before classifying (and before computing the CAM) the image's outer ``e`` rows and columns are replaced
+(:func:`defend`): ``replicate`` copies the nearest pixel ``e`` px inside (crop ``e``, pad ``e`` by replication);
+``crop_resize`` crops ``e`` and resizes back (bilinear, antialias off). Either way the defended image no longer
+depends on the frame's pixels at all: an attacked image and its clean image give the same defended image bit for
+bit (column ``same_as_clean``), so an attack that knows the defence has no pixel left to change (its gradient through
+the defence is exactly zero). What the defence costs is its clean accuracy (:func:`clean_cost`).
+
+:func:`defence_rows` gives, per attacked image (the run's saved 8-bit adversarial images), whether the defended
+prediction is back to the true class and the defended CAM's cosine to the clean CAM; :func:`defence_summary` the
+shares with exact intervals. The study ``defence``, declared at the end (:mod:`ama.studies.study`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from ..artifacts import TABLES
+from ..attack.result import AttackResult
+from ..inputs.images import load_records
+from ..inputs.protocol import checked_records, labelled
+from ..kernels.cam import compute_cam
+from ..kernels.cam_model import CAMModel
+from ..kernels.metrics import cosine
+from ..params import RunParams
+from ..stats.intervals import Estimate
+from ..store.tables import read_table
+from .ablation import ADVERSARIAL_OPTIMIZERS
+from .study import Study, Table, register
+
+DEFENCES = ("replicate", "crop_resize")
+DEFENCE_E = (1, 2)   # the widths defended (the run's; its smallest when it has neither)
+BATCH = 50           # images per forward pass of the clean cost
+
+
+def defend(x: torch.Tensor, e: int, defence: str = "replicate") -> torch.Tensor:
+    """``x`` ``(B, 3, H, W)`` in ``[0, 1]`` with its outer ``e`` rows and columns replaced, by ``defence``:
+    ``replicate`` (the pixel ``e`` px inside, repeated) or ``crop_resize`` (crop ``e`` px each side, resize back bilinearly, antialias off)."""
+    if defence not in DEFENCES:
+        raise ValueError(f"unknown defence {defence!r}; use one of {', '.join(DEFENCES)}")
+    H, W = x.shape[-2:]
+    if not 0 < 2 * e < min(H, W):
+        raise ValueError(f"e must be at least 1 and leave an inner image, got e = {e} for {H} x {W}")
+    inner = x[..., e:H - e, e:W - e]
+    if defence == "replicate":
+        return F.pad(inner, (e, e, e, e), mode="replicate")
+    return F.interpolate(inner, size=(H, W), mode="bilinear", align_corners=False, antialias=False)
+
+
+def defence_widths(params: RunParams) -> list[int]:
+    """The run's widths of :data:`DEFENCE_E` (else its smallest). ``params``: the run's parameters."""
+    return params.widths_among(DEFENCE_E)
+
+
+def defence_rows(model: CAMModel, result: AttackResult, labels, optimizer: str) -> pd.DataFrame:
+    """Per image of one attack's ``result`` (8-bit images; its width ``e`` is the defence's) and defence:
+    ``model, image, e, optimizer, defence, label``, ``fooled`` (undefended), ``restored`` (the defended attacked
+    image's top-1 is the true class ``labels``, else the clean prediction), ``clean_kept`` (the defended clean image's
+    top-1 is), ``cam_cosine`` (the clean class's CAM of the attacked image to the clean CAM, undefended),
+    ``defended_cam_cosine`` (the same on the defended attacked image) and ``same_as_clean`` (the defended attacked
+    image equals the defended clean image)."""
+    e, x, adv = result.params.e, result.clean, result.adv_q
+    truth = torch.as_tensor(labels) if labels is not None else result.clean_class
+    truth = torch.where(truth >= 0, truth, result.clean_class)
+    frames = []
+    for defence in DEFENCES:
+        dx, dadv = defend(x, e, defence), defend(adv, e, defence)
+        with torch.no_grad():
+            out = compute_cam(model, dadv.to(model.device), result.clean_class.to(model.device))
+            clean_pred = model(dx.to(model.device)).argmax(1).cpu()
+        frames.append(pd.DataFrame(dict(
+            model=model.name, image=list(result.names), e=e, optimizer=optimizer, defence=defence,
+            label=truth.numpy(), fooled=(result.adv_q_class != truth).numpy(),
+            restored=(out.logits.argmax(1).cpu() == truth).numpy(), clean_kept=(clean_pred == truth).numpy(),
+            cam_cosine=cosine(result.clean_cam, result.adv_q_cam).numpy(),
+            defended_cam_cosine=cosine(result.clean_cam, out.cam.cpu()).numpy(),
+            same_as_clean=(dadv == dx).flatten(1).all(1).numpy())))
+    return pd.concat(frames, ignore_index=True)
+
+
+def defence_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per model x ``e`` x optimiser x defence: ``n_images``, ``fooled`` (undefended), ``restored`` and ``clean_kept``
+    with exact 95% intervals, the share ``same_as_clean`` and the mean CAM cosines undefended and defended
+    (``rows``: :func:`defence_rows`)."""
+    out = []
+    for (model, e, optimizer, defence), g in rows.groupby(["model", "e", "optimizer", "defence"], sort=True):
+        row = dict(model=model, e=e, optimizer=optimizer, defence=defence, n_images=len(g), fooled=g.fooled.mean())
+        for column in ("restored", "clean_kept"):
+            est = Estimate.rate(int(g[column].sum()), len(g))
+            row.update({column: est.value, f"{column}_low": est.low, f"{column}_high": est.high})
+        row.update(same_as_clean=g.same_as_clean.mean(), cam_cosine=g.cam_cosine.mean(),
+                   defended_cam_cosine=g.defended_cam_cosine.mean())
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def clean_cost(model: CAMModel, records: Sequence, widths: Sequence[int], batch_size: int = BATCH) -> pd.DataFrame:
+    """The defence's clean cost on labelled ``records`` (:class:`~ama.inputs.images.ImageRecord`; the set the run's
+    selection checked): per defence and width of ``widths``, ``n_images``, top-1 undefended and defended and their
+    paired difference (Newcombe's interval, ``lost`` / ``gained`` the images that differ, McNemar's exact ``p_value``);
+    ``batch_size`` images per forward pass."""
+    plain, defended = [], {(d, e): [] for d in DEFENCES for e in widths}
+    for start in range(0, len(records), batch_size):
+        data = load_records(records[start:start + batch_size], model)
+        if not data.names:
+            continue
+        x, labels = data.images.to(model.device), data.labels.to(model.device)
+        with torch.no_grad():
+            plain.append((model(x).argmax(1) == labels).cpu())
+            for d, e in defended:
+                defended[d, e].append((model(defend(x, e, d)).argmax(1) == labels).cpu())
+    base = torch.cat(plain).float().numpy()
+    out = []
+    for (d, e), parts in defended.items():
+        after = torch.cat(parts).float().numpy()
+        diff = Estimate.paired(after, base)
+        out.append(dict(model=model.name, defence=d, e=e, n_images=len(base), top1=base.mean(),
+                        defended_top1=after.mean(), change=diff.value, change_low=diff.low, change_high=diff.high,
+                        gained=diff.discordant[0], lost=diff.discordant[1], p_value=diff.p_value))
+    return pd.DataFrame(out)
+
+
+def clean_cost_table(runs: dict, params: RunParams) -> pd.DataFrame:
+    """:func:`clean_cost` of every model of the run (``runs``: :func:`ama.runs.folder.load_models_and_images`) on the
+    labelled set its selection checked (:func:`ama.inputs.protocol.checked_records`); empty for an unlabelled set."""
+    records = checked_records(params)
+    if not labelled(records):
+        return pd.DataFrame()
+    return pd.concat([clean_cost(model, records, defence_widths(params)) for model, _ in runs.values()],
+                     ignore_index=True)
+
+
+def defence_lines(summary: pd.DataFrame, cost: pd.DataFrame | None) -> list[str]:
+    """The report's sentences on the defence (``summary``: :func:`defence_summary`; ``cost``: :func:`clean_cost`)."""
+    lines = []
+    for r in summary.itertuples():
+        lines.append(f"{r.model}, e = {r.e}, {r.optimizer}, {r.defence}: the attack fools {100 * r.fooled:.0f}% of "
+                     f"{r.n_images} images undefended; defended, {100 * r.restored:.0f}% ({100 * r.restored_low:.0f}-"
+                     f"{100 * r.restored_high:.0f}%) get the true class back (the defended clean images: "
+                     f"{100 * r.clean_kept:.0f}%), CAM cosine to the clean CAM {r.cam_cosine:.2f} -> "
+                     f"{r.defended_cam_cosine:.2f}; the defended attacked image equals the defended clean image on "
+                     f"{100 * r.same_as_clean:.0f}% of them.")
+    if cost is not None and not cost.empty:
+        for r in cost.itertuples():
+            lines.append(f"{r.model}, {r.defence} at e = {r.e}, clean cost on {r.n_images} labelled images: top-1 "
+                         f"{100 * r.top1:.1f}% -> {100 * r.defended_top1:.1f}% ({100 * r.change:+.1f} points, "
+                         f"{100 * r.change_low:+.1f} to {100 * r.change_high:+.1f}; {r.lost} lost, {r.gained} gained, "
+                         f"exact p = {r.p_value:.2g}).")
+    return lines
+
+
+def _section(run_dir: Path) -> list[str]:
+    """The report's lines: what the defence restores and costs (:func:`defence_lines`), from the run's tables."""
+    tables = Path(run_dir) / "tables"
+    summary, cost = read_table(tables, TABLES.border_defence_summary), read_table(tables, TABLES.border_defence_cost)
+    if summary is None or summary.empty:
+        return []
+    return ["Replacing the outer e px before the model (by the pixel e px inside, or by cropping and resizing back) "
+            "makes the input independent of the frame: an attacked image and its clean image defend to the same "
+            "image, so an attack that knows the defence has no pixel left to change. What it restores and what it "
+            "costs:", ""] + [f"- {line}" for line in defence_lines(summary, cost)]
+
+
+def _compute(model, inputs) -> dict:
+    """The study's rows per image: :func:`defence_rows` of the run's attacks at each defended width."""
+    return {TABLES.border_defence: pd.concat(
+        [defence_rows(model, inputs.attack(o, e), inputs.labels, o) for e in defence_widths(inputs.params)
+         for o in ADVERSARIAL_OPTIMIZERS], ignore_index=True)}
+
+
+STUDY = register(Study(
+    name="defence", question="A border defence: should one worry about 1-pixel frames?",
+    tables=(Table("border_defence", "image x e x optimiser x defence: the defended attacked image's class and CAM"),
+            Table("border_defence_summary", "e x optimiser x defence: the share restored, the CAM cosines", "summary"),
+            Table("border_defence_cost", "defence x e: top-1 on the labelled set, undefended and defended, paired",
+                  "run")),
+    compute=_compute,
+    summarise=lambda tables: {TABLES.border_defence_summary: defence_summary(tables[TABLES.border_defence])},
+    run_tables=lambda folder: {TABLES.border_defence_cost: clean_cost_table(folder.loaded, folder.params)},
+    keys=("defence", "optimizer"), measured_by=("defence",), section=_section))

@@ -1,0 +1,109 @@
+"""Claim 1 under a second definition of the ERF (``SCIENCE.md`` section 8): the gradient's (the paper's,
+:func:`ama.effective_receptive_field`) beside the occlusion's (:func:`ama.kernels.occlusion.occlusion_erf`: the
+``|change|`` of a cell's raw CAM when each 16 px patch is filled with the image's mean colour).
+
+Both go through the same :func:`ama.kernels.receptive_field.misalignment` on the same images, so each gets claim 1's
+statistics unchanged: the centre cell's mass outside its IRF and, per cell kind, the mass outside beyond the aligned
+null (a Gaussian of that definition's own ERF spread centred on the IRF centre;
+:func:`ama.studies.claims.aligned_null_gaps`). If the verdict differs between the definitions, the claim rests on the
+definition; the report says which. The study ``erf_definitions``, declared at the end (:mod:`ama.studies.study`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+import torch
+
+from ..artifacts import TABLES
+from ..figures.control_charts import erf_definitions_figure
+from ..kernels import receptive_field as rf
+from ..kernels.cam_model import CAMModel
+from ..kernels.occlusion import OCCLUSION_ERF_PATCH, occlusion_erf
+from ..store.tables import read_table
+from .claims import aligned_null_gaps, centre_mass_outside, misalignment_outcome
+from .study import Figure, Study, Table, Verdicts, register
+
+DEFINITIONS = ("gradient", "occlusion")
+COLUMNS = ["image", "model", "definition", "cell", "cell_kind", "erf_mass_outside_irf",
+           "centred_gaussian_mass_outside_irf", "uniform_mass_outside_irf", "centroid_distance_px"]
+
+
+def definition_rows(model: CAMModel, x: torch.Tensor, names: Sequence[str], e: int,
+                    patch: int = OCCLUSION_ERF_PATCH) -> pd.DataFrame:
+    """One row per image x definition x cell (:data:`COLUMNS`): :func:`ama.kernels.receptive_field.misalignment_table`
+    of the gradient ERF and of the occlusion ERF (``patch`` px squares) of ``x`` ``(B, 3, H, W)`` in ``[0, 1]``; ``e``:
+    the frame width of the margin measures."""
+    maps = {"gradient": rf.effective_receptive_field(model, x), "occlusion": occlusion_erf(model, x, patch)}
+    return pd.concat([rf.misalignment_table(model, x, names, e=(e,), erf=erf).assign(definition=d)[COLUMNS]
+                      for d, erf in maps.items()], ignore_index=True)
+
+
+def definition_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per model x definition x cell kind of :func:`definition_rows`: ``centre_mass_outside`` (the centre cell's mean
+    ERF mass outside the IRF, over images; the same on every row of a model and definition), ``null_gap`` = mass
+    outside minus the aligned null's, per image first (BCa interval ``low``, ``high``) with its ``verdict`` against
+    0, and ``claim1`` (misaligned: every kind above its null, :func:`ama.studies.claims.misalignment_outcome`). The occlusion
+    rows carry their p-values (``p_holds``, ``p_fails``: the beyond-the-paper family; the gradient's are claim 1's)."""
+    out = []
+    for (model, definition), g in rows.groupby(["model", "definition"], sort=False):
+        gaps = aligned_null_gaps(g)
+        centre = centre_mass_outside(g)
+        outcome = misalignment_outcome(gaps)
+        for kind, gap in gaps.items():
+            row = dict(model=model, definition=definition, cell_kind=kind, n_images=gap.n,
+                       centre_mass_outside=centre.value, centre_low=centre.low, centre_high=centre.high,
+                       null_gap=gap.value, low=gap.low, high=gap.high, verdict=gap.verdict(0.0), claim1=outcome)
+            if definition != "gradient":
+                row.update(gap.p_columns(0.0))
+            out.append(row)
+    return pd.DataFrame(out)
+
+
+def definition_lines(summary: pd.DataFrame) -> list[str]:
+    """Per model: claim 1's verdict and the centre cell's mass outside the IRF under each definition, and whether
+    they agree. ``summary``: :func:`definition_summary`."""
+    lines = []
+    for model, g in summary.groupby("model", sort=False):
+        parts = []
+        for definition, h in g.groupby("definition", sort=False):
+            r = h.iloc[0]
+            gaps = ", ".join(f"{k.cell_kind} {k.null_gap:+.2f} ({k.low:+.2f} to {k.high:+.2f})" for k in h.itertuples())
+            parts.append(f"by {definition}, the centre cell's mass outside its IRF is {r.centre_mass_outside:.0%} "
+                         f"({r.centre_low:.0%} to {r.centre_high:.0%}); beyond the aligned null {gaps}: claim 1 "
+                         f"{r.claim1}")
+        agree = g.groupby("definition").claim1.first().nunique() == 1
+        lines.append(f"{model}, {int(g.n_images.max())} images: " + "; ".join(parts)
+                     + (". The two definitions agree." if agree else
+                        ". The verdict depends on the ERF's definition."))
+    return lines
+
+
+def _section(run_dir: Path) -> list[str]:
+    """The report's lines: :func:`definition_lines` of the run's ``erf_definitions``."""
+    summary = read_table(Path(run_dir) / "tables", TABLES.erf_definitions)
+    return [] if summary is None or summary.empty else [f"- {line}" for line in definition_lines(summary)]
+
+
+def _figure(folder):
+    """The figure ``erf_definitions`` from the run's table (None without it)."""
+    summary = folder.read(TABLES.erf_definitions)
+    return erf_definitions_figure(summary) if summary is not None and len(summary) else None
+
+
+STUDY = register(Study(
+    name="erf_definitions", question="Why the margin? Claim 1 under the gradient and a gradient-free ERF",
+    tables=(Table("erf_definitions_cells",
+                  "image x definition x cell: claim 1's measures under the gradient and the occlusion ERF"),
+            Table("erf_definitions", "definition x cell kind: the mass outside the IRF beyond the aligned null, "
+                  "claim 1's verdict", "summary", shown=True,
+                  verdicts=Verdicts("null_gap", "low", "high", 0.0,
+                                    lambda r: f"claim 1 with the {r.definition} ERF: mass outside the IRF beyond "
+                                              f"the aligned null, {r.cell_kind} cells"))),
+    figures=(Figure("erf_definitions", "claim 1 beyond the aligned null under the gradient and the occlusion ERF",
+                    _figure),),
+    compute=lambda model, inputs: {TABLES.erf_definitions_cells: definition_rows(
+        model, inputs.x, inputs.names, min(inputs.params.e))},
+    summarise=lambda tables: {TABLES.erf_definitions: definition_summary(tables[TABLES.erf_definitions_cells])},
+    keys=("definition",), measured_by=("definition",), section=_section))

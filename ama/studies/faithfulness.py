@@ -1,0 +1,313 @@
+"""How faithful are the saliency maps, and does a receptive-field-aware upsampling help? (notebook 05)
+
+A module of its own because it combines four others: CAM and its upsamplings (:mod:`ama.kernels.cam`), the ERFs
+(:mod:`ama.kernels.receptive_field`), the sliding-patch occlusion (:mod:`ama.kernels.occlusion`) and the
+deletion/insertion AUC (:mod:`ama.kernels.metrics`).
+
+Upsamplings compared (:data:`SALIENCY_UPSAMPLINGS`): ``bilinear`` (the reference's, corners aligned), ``gaussian`` (width
+and centres fitted to the clean images' measured ERFs, :func:`ama.kernels.cam.fit_erf_gaussian`) and ``erf`` (the exact
+projection with each image's own ERFs).
+
+* Faithfulness: deletion (mean-colour baseline) and insertion (blurred start) AUC of each saliency map.
+* Agreement with occlusion: Spearman correlation, over the positions of :func:`ama.kernels.occlusion.sliding_patch`,
+  between how much occluding the patch moves the raw CAM (``max_abs_rel_change``) and the saliency's mean
+  over the same patch.
+* Where the evidence sits under the attack: the share of a saliency map's mass within ``e`` pixels of the
+  border (``frame_mass``) and within ``e + band`` pixels (``band_mass``, the frame's neighbourhood, narrower where
+  the image is too small for it), on the
+  clean and on the attacked image (CAM of the clean class).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from ..artifacts import TABLES
+from ..attack.result import OptimizerKey
+from .attack_experiments import ORIGINAL, adversarial_result
+
+from ..figures.charts import upsampling_under_attack_figure
+from ..geometry import frame_mask
+from ..inputs.images import list_images, load_records
+from ..inputs.protocol import run_names, stratified_choice
+from ..kernels.cam import compute_cam, normalize_maps
+from ..kernels.metrics import FAITHFULNESS_STEPS, deletion_auc, insertion_auc, spearman
+from ..kernels.occlusion import SLIDING_PATCH, sliding_patch
+from ..kernels.receptive_field import effective_receptive_field
+from ..kernels.upsampling import fit_erf_gaussian, upsample
+from ..params import FAST_N_IMAGES
+from ..paths import DATA_DIR
+from ..stats.intervals import pooled
+from ..store.tables import markdown_table, read_table
+from .explanations import TRANSFER_METHODS
+from .explanations import explanation
+from .study import Figure, Study, Table, Verdicts, register
+
+SALIENCY_UPSAMPLINGS = ("bilinear", "gaussian", "erf")
+BAND = 16  # px beyond the frame counted as its neighbourhood (half the stride of a 7 x 7 CAM at 224 px)
+
+
+def saliency_maps(cams: torch.Tensor, size, erf: torch.Tensor, fit: dict, upsamplings=SALIENCY_UPSAMPLINGS) -> dict:
+    """``{upsampling: (B, H, W)}`` saliency of CAMs ``(B, h, w)``, each min-max normalised to ``[0, 1]``. ``fit``: the
+    Gaussian's ``{"sigma", "centres"}``; ``upsamplings``: names of :data:`SALIENCY_UPSAMPLINGS`."""
+    out = {}
+    for mode in upsamplings:
+        if mode == "gaussian":
+            s = upsample(cams, size, "gaussian", **fit)
+        elif mode == "erf":
+            s = upsample(cams, size, "erf", erf=erf)
+        else:
+            s = upsample(cams, size, mode)
+        out[mode] = normalize_maps(s.float())
+    return out
+
+
+def mass_share(maps: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` share of each non-negative map's mass ``(B, H, W)`` inside the boolean ``region`` ``(H, W)``."""
+    m = maps.clamp_min(0).flatten(1)
+    return (m * region.flatten()[None].to(m)).sum(1) / m.sum(1).clamp_min(1e-12)
+
+
+def patch_means(maps: torch.Tensor, patch: int, stride: int) -> torch.Tensor:
+    """``(B, n_positions)``: each map's mean over every ``patch x patch`` square at ``stride``, row-major (the
+    order of :func:`ama.kernels.occlusion.sliding_patch`)."""
+    return F.avg_pool2d(maps[:, None].float(), patch, stride).flatten(1)
+
+
+def occlusion_agreement(occlusion: pd.DataFrame, maps: torch.Tensor, names, patch: int, stride: int) -> torch.Tensor:
+    """``(B,)`` Spearman correlation between the sliding-patch occlusion effect (``max_abs_rel_change`` per
+    position) and the saliency's patch means. ``occlusion``: rows of :func:`ama.kernels.occlusion.sliding_patch`."""
+    means = patch_means(maps, patch, stride)
+    effect = torch.stack([torch.tensor(occlusion[occlusion.image == n].sort_values(["top", "left"])
+                                       .max_abs_rel_change.to_numpy(), dtype=torch.float32) for n in names])
+    return spearman(effect[:, None], means[:, None])  # (B, 1, P): one correlation per image
+
+
+def upsampling_comparison(model, x: torch.Tensor, names, attack=None, occlusion: pd.DataFrame | None = None,
+                          patch: int = SLIDING_PATCH, stride: int = SLIDING_PATCH, steps: int = FAITHFULNESS_STEPS,
+                          band: int = BAND, batch_size: int = 32, fit: dict | None = None) -> tuple[pd.DataFrame, dict]:
+    """One row per image x upsampling: ``deletion_auc, insertion_auc, occlusion_spearman`` on the clean images and,
+    given ``attack`` (an :class:`~ama.attack.marginal.AttackResult` of ``x``), ``e, frame_share`` (the frame's share of
+    the image), ``clean_frame_mass, adv_frame_mass, clean_band_mass, adv_band_mass`` (the attacked image's map uses its
+    own ERFs in ``erf`` mode; ``gaussian`` the same fit). ``fit``: the Gaussian's ``{"sigma", "centres"}``
+    (:func:`calibration_fit`: images held out); default fitted to the ERFs of ``x`` themselves. Returns the table and
+    ``{"sigma", "centres", "saliency", "adv_saliency"}`` (``{upsampling: (B, H, W)}`` maps of the clean and the attacked
+    images; the latter None without ``attack``). ``occlusion``: the images' sliding-patch rows (computed when None);
+    ``band``: pixels beyond the frame in its neighbourhood."""
+    x = x.to(model.device)
+    B, _, H, W = x.shape
+    with torch.no_grad():
+        clean = compute_cam(model, x)
+    erf = effective_receptive_field(model, x, clean.target)
+    h, w = clean.cam.shape[-2:]
+    fit = fit_erf_gaussian(erf, (h, w)) if fit is None else fit
+    sal = saliency_maps(clean.cam, (H, W), erf, fit)
+    rows = {"image": list(names) * len(SALIENCY_UPSAMPLINGS), "model": model.name,
+            "upsampling": [m for m in SALIENCY_UPSAMPLINGS for _ in range(B)]}
+    cols = {"deletion_auc": [], "insertion_auc": [], "occlusion_spearman": []}
+    for mode in SALIENCY_UPSAMPLINGS:
+        cols["deletion_auc"].append(deletion_auc(model, x, sal[mode], clean.target, steps, batch_size=batch_size))
+        cols["insertion_auc"].append(insertion_auc(model, x, sal[mode], clean.target, steps, batch_size=batch_size))
+        cols["occlusion_spearman"].append(occlusion_agreement(occlusion, sal[mode].cpu(), names, patch, stride)
+                                          if occlusion is not None else torch.full((B,), float("nan")))
+    if attack is not None:
+        e = int(attack.params.e)
+        adv = attack.adv_q.to(model.device)
+        c = attack.clean_class.to(model.device)
+        adv_erf = effective_receptive_field(model, adv, c)
+        adv_sal = saliency_maps(attack.adv_q_cam.to(model.device), (H, W), adv_erf, fit)
+        band = min(band, (min(H, W) - 1) // 2 - e)  # the neighbourhood stays inside a small image
+        frame, ring = frame_mask((H, W), e), frame_mask((H, W), e + band)
+        rows["e"], rows["frame_share"] = e, frame.float().mean().item()
+        for key, region in (("frame_mass", frame), ("band_mass", ring)):
+            cols[f"clean_{key}"] = [mass_share(sal[m].cpu(), region) for m in SALIENCY_UPSAMPLINGS]
+            cols[f"adv_{key}"] = [mass_share(adv_sal[m].cpu(), region) for m in SALIENCY_UPSAMPLINGS]
+    else:
+        adv_sal = None
+    table = pd.DataFrame({**rows, **{k: torch.cat(v).numpy() for k, v in cols.items()}})
+    return table, {"sigma": fit["sigma"], "centres": fit["centres"], "saliency": sal, "adv_saliency": adv_sal,
+                   "table": table}
+
+
+def faithfulness_table(model, x: torch.Tensor, names, maps: dict, target=None, steps: int = FAITHFULNESS_STEPS,
+                       batch_size: int = 32) -> pd.DataFrame:
+    """Deletion and insertion AUC per image of each saliency in ``maps`` ``{(method, upsampling): (B, H, W)}``:
+    columns ``image, model, method, upsampling, deletion_auc, insertion_auc``."""
+    frames = []
+    for (method, up), s in maps.items():
+        frames.append(pd.DataFrame(dict(
+            image=list(names), model=model.name, method=method, upsampling=up,
+            deletion_auc=deletion_auc(model, x, s, target, steps, batch_size=batch_size).numpy(),
+            insertion_auc=insertion_auc(model, x, s, target, steps, batch_size=batch_size).numpy())))
+    return pd.concat(frames, ignore_index=True)
+
+
+CALIBRATION_IMAGES = 8  # images of the kit's ImageNet set the Gaussian upsampling is fitted on, none of a run's
+
+
+def calibration_fit(model, params, exclude=()) -> dict:
+    """The Gaussian upsampling's ``{"sigma", "centres"}`` fitted (:func:`ama.kernels.upsampling.fit_erf_gaussian`) to the ERFs
+    of :data:`CALIBRATION_IMAGES` images (FAST: :data:`~ama.params.FAST_N_IMAGES`) of the kit's ``data/imagenet`` set,
+    drawn by a class-stratified choice with the run's seed among those not named in ``exclude`` (the run's own): the
+    fit is tuned on images the run does not report, and the same for every shard of a run. ``params``: the run's."""
+    records = [r for r in list_images(DATA_DIR / "imagenet") if r.name not in set(exclude)]
+    n = FAST_N_IMAGES if params.fast else CALIBRATION_IMAGES
+    keep = set(stratified_choice([r.name for r in records], [r.label for r in records], n, params.seed))
+    x = load_records([r for r in records if r.name in keep], model).images.to(model.device)
+    return fit_erf_gaussian(effective_receptive_field(model, x), model.feature_size(tuple(x.shape[-2:])))
+
+
+def faithfulness_experiment(model, x: torch.Tensor, names, attack, steps: int = FAITHFULNESS_STEPS,
+                            methods=(), fit: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Notebook 05's faithfulness study for one model: :func:`upsampling_comparison` of CAM's upsamplings on the
+    clean images (occlusion agreement with the kit's sliding patch; where the mass goes under ``attack``, an
+    :class:`~ama.attack.result.AttackResult` of ``x``), and the deletion / insertion AUC of CAM under each upsampling
+    and of each method of ``methods`` (:func:`ama.studies.explanations.explanation`, bilinear). Returns the comparison
+    rows, the faithfulness rows (``image, model, method, upsampling, deletion_auc, insertion_auc``) and the
+    comparison's maps and table (:func:`upsampling_comparison`). ``fit``: the Gaussian's ``{"sigma", "centres"}``
+    (:func:`calibration_fit`)."""
+    occlusion = sliding_patch(model, x, names)
+    comparison, info = upsampling_comparison(model, x, names, attack, occlusion, steps=steps, fit=fit)
+    cam_rows = comparison[["image", "model", "upsampling", "deletion_auc", "insertion_auc"]].assign(method="cam")
+    with torch.no_grad():
+        c = compute_cam(model, x.to(model.device)).target.cpu()
+    maps = {(m, "bilinear"): upsample(explanation(model, x, c, m), x.shape[-2:]) for m in methods}
+    faith = pd.concat([cam_rows, faithfulness_table(model, x, names, maps, c, steps)], ignore_index=True)
+    return comparison, faith[["image", "model", "method", "upsampling", "deletion_auc", "insertion_auc"]], info
+
+
+def frame_mass_ratio(comparison: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, image, upsampling, e) of ``upsampling_comparison``: the map's mass on the frame's own pixels
+    divided by the frame's share of the image (``frame_share``), clean (``clean_ratio``) and attacked (``adv_ratio``),
+    and ``change`` = attacked minus clean. ``comparison``: rows of ``upsampling_comparison``."""
+    out = comparison[["model", "image", "upsampling", "e"]].copy()
+    out["clean_ratio"] = comparison.clean_frame_mass / comparison.frame_share
+    out["adv_ratio"] = comparison.adv_frame_mass / comparison.frame_share
+    out["change"] = out.adv_ratio - out.clean_ratio
+    return out
+
+
+def frame_mass_summary(ratios: pd.DataFrame) -> pd.DataFrame:
+    """Per model, upsampling and ``e`` of :func:`frame_mass_ratio` rows: the mean clean and attacked ratios and the
+    mean change, each with its bootstrap interval over images; ``verdict``: does the attack raise the map's mass
+    on the frame (change above 0)? (with ``p_holds``, ``p_fails``) ``ratios``: rows of :func:`frame_mass_ratio`."""
+    rows = []
+    for (model, mode, e), g in ratios.groupby(["model", "upsampling", "e"], sort=False):
+        row = dict(model=model, upsampling=mode, e=e, n_images=g.image.nunique())
+        for col in ("clean_ratio", "adv_ratio", "change"):
+            est = pooled(g, col)
+            row.update({col: est.value, f"{col}_low": est.low, f"{col}_high": est.high})
+        change = pooled(g, "change")
+        row.update(verdict=change.verdict(0.0), **change.p_columns(0.0))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def upsampling_panels(runs: dict, extras: dict | None, params, out_dir) -> dict:
+    """For :func:`ama.figures.charts.upsampling_under_attack_figure`: per model, the reference attack at the smallest
+    ``e`` on its first image, that image's attacked saliency under each upsampling, and its mass on the frame's pixels
+    over the frame's share of the area (``{upsampling: ratio}``, ``SCIENCE.md`` section 7), all of the same model and
+    image. ``runs``: :func:`ama.runs.folder.load_models_and_images`; ``extras``: the ``beyond`` experiment's (reused
+    where it ran the faithfulness study), or None (a sharded run keeps no maps: computed again for the first image)."""
+    e0 = min(params.e)
+    panels = {}
+    for name, (model, data) in runs.items():
+        if extras and extras[name].get("upsampling"):
+            attack = extras[name]["attacks"][OptimizerKey.default(ORIGINAL, e0, params.n_iter)]
+            maps = {up: m[:1] for up, m in extras[name]["upsampling"]["adv_saliency"].items()}
+            table = extras[name]["upsampling"]["table"]
+        else:
+            x, names, x_names = data.images[:1], data.names[:1], list(data.names)
+            attack = adversarial_result(model, x, names, params, out_dir, ORIGINAL, e0)
+            reported = run_names(params, out_dir, x_names)
+            fit = calibration_fit(model, params, reported)
+            table, info = upsampling_comparison(model, x, names, attack, steps=1, fit=fit)
+            maps = info["adv_saliency"]
+        rows = table[table.image == attack.names[0]].set_index("upsampling")
+        panels[name] = (attack, maps, (rows.adv_frame_mass / rows.frame_share).to_dict())
+    return panels
+
+
+def faithfulness_lines(run_dir: Path) -> list[str]:
+    """The report's lines: the faithfulness AUCs, the upsamplings' occlusion agreement and where each map puts its
+    mass on the frame under the attack, from the run's ``faithfulness`` and ``upsampling_comparison``."""
+    tables = Path(run_dir) / "tables"
+    lines = []
+    faith = read_table(tables, TABLES.faithfulness)
+    if faith is not None and not faith.empty:
+        f = faith.groupby(["method", "upsampling"])[["deletion_auc", "insertion_auc"]].mean()
+        best_del, best_ins = f.deletion_auc.idxmin(), f.insertion_auc.idxmax()
+        lines += [f"**Faithfulness** (deletion to the mean colour, insertion from a blur; lower deletion and higher "
+                  f"insertion are better): the lowest deletion AUC is {' / '.join(best_del)} "
+                  f"({f.deletion_auc.min():.3f}), the highest insertion AUC {' / '.join(best_ins)} "
+                  f"({f.insertion_auc.max():.3f}).", "", markdown_table(f.round(3).reset_index()), ""]
+    up = read_table(tables, TABLES.upsampling_comparison)
+    if up is None or up.empty:
+        return lines
+    u = up.groupby("upsampling").mean(numeric_only=True)
+    cols = [c for c in ("deletion_auc", "insertion_auc", "occlusion_spearman", "clean_band_mass", "adv_band_mass",
+                        "clean_frame_mass", "adv_frame_mass") if c in u]
+    sent = ("**ERF-aware upsampling:** occlusion agreement (Spearman with the sliding-patch map) is "
+            + ", ".join(f"{m} {u.loc[m, 'occlusion_spearman']:.2f}" for m in u.index) + "; deletion AUC "
+            + ", ".join(f"{m} {u.loc[m, 'deletion_auc']:.3f}" for m in u.index) + ".")
+    if "frame_share" in up:
+
+        ratios = frame_mass_ratio(up)
+        e = int(up.e.iloc[0])
+        parts = []
+        for mode, g in ratios.groupby("upsampling", sort=False):
+            clean, adv, change = (pooled(g, c) for c in ("clean_ratio", "adv_ratio", "change"))
+            parts.append(f"{mode} {clean.value:.2f} -> {adv.value:.2f} (change {change.value:+.2f}, 95% CI "
+                         f"{change.low:+.2f} to {change.high:+.2f}: {change.verdict(0.0)})")
+        sent += (f" Where does each map put its mass under the {e}-pixel attack? The map's mass on the frame's own "
+                 f"pixels divided by the frame's share of the image (1: as much as its area), clean -> attacked: "
+                 + "; ".join(parts) + ". A map that revealed the attack's evidence would raise it (change > 0). The "
+                 "gaussian map spreads each cell by one receptive-field Gaussian fitted on held-out images, the same "
+                 "for every image: its change only follows the CAM's cell values, and a few hundredths mean that the "
+                 "border cells gained weight, not that the map finds the frame's pixels.")
+    lines += [sent, "", markdown_table(u[cols].round(3).reset_index()), ""]
+    return lines
+
+
+def _compute(model, inputs) -> dict:
+    """The study's rows per image: :func:`faithfulness_experiment` of the run's frame attack at the smallest ``e``,
+    the Gaussian fitted to images the run does not report (:func:`calibration_fit`); its maps go to ``inputs.extras``."""
+    frame = inputs.attack(ORIGINAL, min(inputs.params.e))
+    fit = calibration_fit(model, inputs.params, inputs.reported)
+    methods = [m for m in TRANSFER_METHODS if m not in ("scorecam", "occlusion")]
+    comparison, faith, info = faithfulness_experiment(model, inputs.x, inputs.names, frame, inputs.params.auc_steps,
+                                                      methods, fit)
+    inputs.extras["upsampling"] = info
+    return {TABLES.faithfulness: faith, TABLES.upsampling_comparison: comparison}
+
+
+def _summarise(tables: dict) -> dict:
+    """Mean AUCs per method and upsampling, the comparison's means and the frame's mass ratio with its verdict."""
+    comparison = tables[TABLES.upsampling_comparison]
+    out = {TABLES.faithfulness_summary: (tables[TABLES.faithfulness].groupby(["model", "method", "upsampling"])
+                                         [["deletion_auc", "insertion_auc"]].mean().reset_index()),
+           TABLES.upsampling_summary: (comparison.drop(columns="image").groupby(["model", "upsampling"])
+                                       .mean(numeric_only=True).reset_index())}
+    if "frame_share" in comparison:
+        out[TABLES.frame_mass_ratio] = frame_mass_summary(frame_mass_ratio(comparison))
+    return out
+
+
+STUDY = register(Study(
+    name="faithfulness", question="Faithfulness and ERF-aware upsampling",
+    tables=(Table("faithfulness", "image x method x upsampling: deletion and insertion AUC"),
+            Table("upsampling_comparison", "image x upsampling: bilinear, the ERF Gaussian and the ERF projection compared"),
+            Table("faithfulness_summary", "method x upsampling: their means", "summary", shown=True),
+            Table("upsampling_summary", "upsampling: those means", "summary", shown=True),
+            Table("frame_mass_ratio", "upsampling: the map's mass on the frame over the frame's share, clean vs attacked",
+                  "summary", shown=True,
+                  verdicts=Verdicts("change", "change_low", "change_high", 0.0,
+                                    lambda r: f"the attack raises the {r.upsampling} map's mass on the frame, e = {r.e}"))),
+    figures=(Figure("upsampling_under_attack", "an attacked image's saliency under each upsampling",
+                    lambda folder: upsampling_under_attack_figure(upsampling_panels(
+                        folder.loaded, folder.extras, folder.params, folder.out)), attacks=True),),
+    compute=_compute, summarise=_summarise, keys=("method", "upsampling"), measured_by=("method", "upsampling"),
+    section=faithfulness_lines))

@@ -1,0 +1,159 @@
+"""A study, declared once: one question of notebook 05 (a control beside a claim, or a question beyond the paper) in
+its own module, registered the way timm's ``@register_model`` fills its model list.
+
+A study module ends with ``register(Study(...))``. The declaration says everything the kit needs to know of it:
+
+* ``tables`` and ``figures`` (:class:`Table`, :class:`Figure`): declared into :data:`ama.artifacts.TABLES` /
+  ``FIGURES`` by :func:`register`, so the rest of the kit names them ``TABLES.<name>`` as any other artifact;
+* ``compute(model, inputs)``: its rows **per image** (:class:`Inputs`), so ``make reproduce NPROC=N`` splits it;
+  ``summarise(tables)``: the tables over images; ``run_tables(folder)``: tables of the whole run, computed after the
+  others (e.g. a defence's cost on the labelled set);
+* ``family``: the family of its verdicts (a table's rows that carry one say how, :class:`Verdicts`), adjusted by Holm
+  within it;
+* ``keys`` / ``measured_by``: the identity columns its tables add (:mod:`ama.runs.check` lines rows up by them);
+* ``section(run_dir)``: the report's lines of it, written from the run's tables; notebook 05's cell
+  (``beyond.show(folder, "<name>")``, :func:`ama.studies.beyond.show`) prints the same lines beside its figures and tables.
+
+A study module imports this module only; :mod:`ama.studies.registry` imports every study module and gives the kit its lists
+(so that a notebook that needs one study's declaration does not depend on the others). Adding a study: ``docs/STUDIES.md``.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from ..artifacts import FIGURES, TABLES, Artifact
+
+__all__ = ["Figure", "Inputs", "Study", "StudyError", "Table", "Verdicts", "register", "registered", "unregister"]
+
+FAMILIES = ("claims", "controls", "beyond")
+LEVELS = ("image", "summary", "run")
+
+
+class StudyError(ValueError):
+    """A study declared twice, or one that is not declared (a one-line message)."""
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table a study writes: ``name`` (the file's stem), ``meaning`` (one line), ``level`` (``image``: rows per
+    image, from ``compute``; ``summary``: over images, from ``summarise``; ``run``: from ``run_tables``), ``fast``
+    False when a FAST run does not write it, ``shown`` True when notebook 05's cell displays it, ``verdicts`` how its
+    rows carry a verdict (None: they carry none)."""
+
+    name: str
+    meaning: str
+    level: str = "image"
+    fast: bool = True
+    shown: bool = False
+    verdicts: "Verdicts | None" = None
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A figure a study draws: ``name``, ``meaning``, ``draw(folder)`` (a :class:`ama.runs.folder.RunFolder`; a figure
+    or None) and ``attacks`` True when drawing it attacks images again."""
+
+    name: str
+    meaning: str
+    draw: Callable
+    attacks: bool = False
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """A table whose rows carry a verdict with its one-sided p-values (``p_holds``, ``p_fails``): the columns of the
+    ``value`` and its interval (``low``, ``high``), the ``threshold`` and ``name(row)``, how a row's verdict reads."""
+
+    value: str
+    low: str
+    high: str
+    threshold: float
+    name: Callable
+
+
+@dataclass
+class Inputs:
+    """What a study's ``compute`` gets besides the model: the images ``x`` ``(B, 3, H, W)`` in ``[0, 1]`` and their
+    ``names``, the run's ``params`` and folder ``out_dir``, ``labels`` ``(B,)`` (-1 where unknown), ``reported``
+    (the names of every image the run reports, so that a fit can avoid them), ``attack(optimizer, e)`` (the run's
+    saved attack of these images, attacked again where missing, once per run) and ``extras`` (what a study leaves
+    for the notebook's figures, e.g. maps)."""
+
+    x: object
+    names: list
+    params: object
+    out_dir: object
+    labels: object
+    reported: list
+    attack: Callable
+    extras: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Study:
+    """One question, declared once (see the module docstring): ``name`` (its ``STUDIES`` value), ``question`` (the
+    report's and the notebook's heading), what it computes and writes, ``judges`` (verdicts it reads off a table
+    another notebook writes, by that table's name), its verdicts' ``family``, how the report states it; ``always`` True for a study every run computes from what it has (``STUDIES`` does not name it)."""
+
+    name: str
+    question: str
+    tables: Sequence[Table] = ()
+    figures: Sequence[Figure] = ()
+    compute: Callable | None = None
+    summarise: Callable[[dict], dict] | None = None
+    run_tables: Callable | None = None
+    judges: Mapping[str, Verdicts] = field(default_factory=dict)
+    family: str = "beyond"
+    keys: Sequence[str] = ()
+    measured_by: Sequence[str] = ()
+    section: Callable[[Path], list] | None = None
+    always: bool = False
+    notebook: str = "05"
+
+    def in_run(self, params) -> bool:
+        """Does a run of ``params`` (:class:`ama.params.RunParams`) compute it? Those its ``STUDIES`` name, and an
+        ``always`` study (computed from what every run has) in every run."""
+        return self.always or self.name in params.studies
+
+    def table_names(self, level: str | None = None) -> list[Artifact]:
+        """Its declared tables (``TABLES.<name>``), those of one ``level`` when given."""
+        return [getattr(TABLES, t.name) for t in self.tables if level is None or t.level == level]
+
+
+_REGISTRY: dict[str, Study] = {}
+_MODULES: dict[str, str] = {}  # study name -> the module that declared it
+
+
+def register(study: Study) -> Study:
+    """Declare ``study``: its tables and figures into :data:`ama.artifacts.TABLES` / ``FIGURES``, itself into the
+    registry; returned, so a module can keep it (``STUDY = register(Study(...))``)."""
+    if study.name in _REGISTRY:
+        raise StudyError(f"study {study.name!r} is declared twice")
+    if study.family not in FAMILIES or any(t.level not in LEVELS for t in study.tables):
+        raise StudyError(f"study {study.name!r}: family one of {FAMILIES}, table levels one of {LEVELS}")
+    for t in study.tables:
+        TABLES.declare(Artifact(t.name, "table", study.notebook, t.meaning, t.fast))
+    for f in study.figures:
+        FIGURES.declare(Artifact(f.name, "figure", study.notebook, f.meaning))
+    _REGISTRY[study.name] = study
+    _MODULES[study.name] = sys._getframe(1).f_globals.get("__name__", "")
+    return study
+
+
+def unregister(name: str) -> None:
+    """Take the study ``name`` back out of the registry, with its tables and figures (an example, a test)."""
+    study = _REGISTRY.pop(name, None)
+    _MODULES.pop(name, None)
+    for t in study.tables if study else ():
+        TABLES.withdraw(t.name)
+    for f in study.figures if study else ():
+        FIGURES.withdraw(f.name)
+
+
+def registered() -> dict[str, tuple[Study, str]]:
+    """``{name: (Study, the module that declared it)}`` of the studies declared so far (:mod:`ama.studies.registry`
+    imports them all first)."""
+    return {n: (s, _MODULES[n]) for n, s in _REGISTRY.items()}
