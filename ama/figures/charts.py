@@ -401,7 +401,7 @@ def transfer_figure(transfer: pd.DataFrame):
 def upsampling_under_attack_figure(panels: dict):
     """One row per model: the attacked image and its saliency under each upsampling (each over its maximum, one
     colourbar), titled with that map's mass on the frame's pixels over the frame's share of the area (1: no preference
-    for the frame). ``panels``: :func:`ama.under_attack.upsampling_panels`."""
+    for the frame). ``panels``: :func:`ama.studies.faithfulness.upsampling_panels`."""
     ups = list(next(iter(panels.values()))[1])
     fig, axes = plt.subplots(len(panels), 1 + len(ups), figsize=(3 * (1 + len(ups)) + 0.8, 3.2 * len(panels)),
                              squeeze=False, layout="constrained")
