@@ -56,7 +56,7 @@ def test_write_report_includes_the_section(tmp_path):
     _tables(tmp_path, erf_adv_mass=0.004)
     text = report.write_report(tmp_path).read_text()
     beyond = text.index("## Does the attack transfer to other explanations?")
-    assert text.index("## Claim 3:") < beyond < text.index("## Faithfulness and ERF-aware upsampling") < text.index(
-        "## Criteria")  # after the claims, in the registry's order, before the criteria
+    assert text.index("## Criteria") < text.index("## Claim 3:") < beyond < text.index(
+        "## Faithfulness and ERF-aware upsampling") < text.index("## Appendix: the run")  # criteria first, the run last
     assert "lowest deletion AUC is cam / erf (0.200)" in text[beyond:] and "erf 0.50 -> 0.20" in text[beyond:]
     assert "Claim 1: The implicit and the effective receptive field" in text and "`location`" in text

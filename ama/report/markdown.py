@@ -293,19 +293,8 @@ def write_report(run_dir: str | os.PathLike) -> Path:
     info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
     lines = [f"# Report: {run_dir.name}", "",
              "Xia et al., *On the Receptive Field Misalignment in CAM-based Visual Explanations*, "
-             "Pattern Recognition Letters 152 (2021). Every sentence below is written from this run's tables.", ""]
-    if params:
-
-        used = RunParams.from_dict(params).to_dict()  # what the experiments used (FAST: the smoke run's)
-        if info.get("device"):
-            used["device"] = f"{used['device']} (used: {info['device']})"
-        lines += ["| parameter | value |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in used.items()] + [""]
-    if info:
-        lines += [f"Device: {info.get('device')}; git commit {info.get('git_commit')}; versions: "
-                  + ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items() if v) + ".", ""]
-        walls = info.get("notebooks", {})
-        if walls:
-            lines += ["Wall time: " + ", ".join(_wall(k, v) for k, v in walls.items() if v.get("wall_s")) + ".", ""]
+             "Pattern Recognition Letters 152 (2021). Every sentence below is written from this run's tables; the "
+             "run's parameters, device and times are in the appendix at the end.", ""]
     if params.get("fast"):
         lines += ["> **FAST smoke run**: few images, small settings and few attack iterations. It checks that the "
                   "pipeline works; its verdicts do not test the paper's claims. Run `make reproduce` for those.", ""]
@@ -313,11 +302,12 @@ def write_report(run_dir: str | os.PathLike) -> Path:
     verdicts = verdict_table(run_dir)
     save_table(verdicts, run_dir, TABLES.verdicts)
     adjusted = adjusted_claims(verdicts)
-    lines += ["## Summary", ""] + [
-        f"{c.number}. **{c.title}** — {c.verdict}{smoke}"
-        + (f"; by its one-sided tests, Holm-adjusted within the claims' family (*Verdicts and multiplicity*): "
-           f"{adjusted[c.number]}" if c.number in adjusted else "")
-        + "." for c in claims] + [""]
+    lines += ["## Summary", "",
+              "| claim | by its interval against its bar | by its one-sided tests, Holm-adjusted within the claims' family |",
+              "| --- | --- | --- |"]
+    lines += [f"| {c.number}. {c.title} | {c.verdict}{smoke} | {adjusted.get(c.number, 'not tested')} |" for c in claims]
+    lines += ["", "## Criteria", "", "Claims and the kit's criteria (the paper publishes no thresholds; these are the "
+              "kit's):", "", CRITERIA, ""]
     for c in claims:
         lines += [f"## Claim {c.number}: {c.title}", "", f"**Verdict: {c.verdict}{smoke}.** {c.sentence}", ""]
         lines += [f"![{Path(f).stem}]({f})" for f in c.figures] + [""]
@@ -338,6 +328,16 @@ def write_report(run_dir: str | os.PathLike) -> Path:
                   "hold) when its adjusted p on that side is below 0.025, the intervals' level. The sentences above "
                   "state each verdict by its interval, unadjusted.", ""]
         lines += multiplicity_lines(verdicts) + ["", f"From `tables/{TABLES.verdicts}.csv`.", ""]
-    lines += ["## Criteria", "", "Claims and the kit's criteria (the paper publishes no thresholds; these are the kit's):",
-              "", CRITERIA, ""]
+    lines += ["## Appendix: the run", ""]
+    if params:
+        used = RunParams.from_dict(params).to_dict()  # what the experiments used (FAST: the smoke run's)
+        if info.get("device"):
+            used["device"] = f"{used['device']} (used: {info['device']})"
+        lines += ["| parameter | value |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in used.items()] + [""]
+    if info:
+        lines += [f"Device: {info.get('device')}; git commit {info.get('git_commit')}; versions: "
+                  + ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items() if v) + ".", ""]
+        walls = info.get("notebooks", {})
+        if walls:
+            lines += ["Wall time: " + ", ".join(_wall(k, v) for k, v in walls.items() if v.get("wall_s")) + ".", ""]
     return atomic_write(run_dir / "REPORT.md", "\n".join(lines))
