@@ -50,25 +50,19 @@ def pct(share: float) -> str:
 
 
 def criteria_text() -> str:
-    """The three claims with the kit's criteria, as the report states them (Markdown list)."""
+    """The three claims with the kit's criteria, as the report states them (Markdown list, one item per claim)."""
     return f"""\
-1. **The IRF and the ERF are misaligned**: for every cell kind (centre, interior, edge, corner) the ERF puts more of \
-its mass outside the cell's IRF support than the aligned null does, a Gaussian of the cell's own ERF spread centred on \
-its IRF centre, cut to the image and renormalised (paired per image: per image the mean over the kind's cells, then \
-over images, interval above 0). The kit's earlier bar, beside it: the centre cell's ERF puts more than \
-{pct(MISALIGNED_MASS)} of its mass outside its IRF.
-2. **Occlusion outside a cell's IRF moves it**: filling everything outside a cell's IRF changes that cell's raw CAM \
-by more than {pct(KEEP_IRF_CHANGE)} of the map's range (per image the median over cells and fills; then the median \
-over images), and a 1-pixel margin occlusion moves interior cells whose IRF never touches the margin (by more than \
-{pct(MARGIN_MOVES_INTERIOR)} of the map's range).
-3. **A 1-pixel frame changes the saliency map completely and the prediction**: at the smallest ``e`` the attack \
-(reference setting, 8-bit quantised) fools the model (top-1 no longer the true label, or no longer the clean \
-prediction where the label is unknown) and *completely changes* the CAM (its cosine to the clean CAM at most the \
-median cosine between the clean CAMs of two unrelated images, calibrated per model) on the same image. *Capability*: \
-it does so on more images than a random (unoptimised) frame of the same pixels (paired per image, McNemar's exact \
-test). *Prevalence*: it does so on more than {pct(JOINT_RATE)} of the images (exact interval). The kit's earlier bar, \
-beside them: fooled more than {pct(FOOLED_RATE)} of the images, and a CAM less similar to the clean one than the \
-random frame's (per image the random frame's cosine minus the attack's, mean above 0)."""
+1. **Misaligned**: for every cell kind (centre, interior, edge, corner) the ERF puts more of its mass outside the \
+cell's IRF than the aligned null: a Gaussian as wide as the cell's measured ERF, centred on its IRF, cut to the image. \
+Per image the mean over the kind's cells, then over images; the difference must exceed 0.
+2. **Occlusion outside the IRF moves the cell**: filling everything outside a cell's IRF changes its raw CAM by \
+more than {pct(KEEP_IRF_CHANGE)} of the map's range (per image the median over cells and fills, then the median \
+over images). Beside it: a 1-pixel margin occlusion moves interior cells, whose IRF never touches the margin, by \
+more than {pct(MARGIN_MOVES_INTERIOR)}.
+3. **A 1-pixel frame changes both**: at the smallest ``e`` the reference attack (8-bit) fools the model and \
+*completely changes* the CAM (cosine to the clean CAM at most the median cosine between two unrelated images' CAMs) \
+on one image. *Capability*: on more images than a random frame of the same pixels (paired, McNemar's exact test). \
+*Prevalence*: on more than {pct(JOINT_RATE)} of the images (exact interval)."""
 
 
 CRITERIA = criteria_text()
@@ -77,4 +71,5 @@ BARS = ("ERF mass outside the IRF minus the aligned null's, > 0 for every cell k
         f"keep-IRF median change of the cell, > {pct(KEEP_IRF_CHANGE)} of the map's range",
         f"at the smallest e: fooled and completely changed, more than the random frame (capability) and on > "
         f"{pct(JOINT_RATE)} of the images (prevalence)")
-"""Each claim's bar in a few words, in claim order (the README's *Results at a glance*)."""
+"""Each claim's bar in a few words, in claim order (the report's claims table, docs/EVIDENCE.md's table of the
+references)."""

@@ -17,11 +17,11 @@ from ..paths import ROOT
 from ..stats.intervals import Estimate
 from ..stats.rows import eight_bit
 from ..store.tables import read_table
+from ..store.tables import markdown_table
 from ..studies.ablation import ingredient_lines
-from ..studies.claims import collect_claims, glance_runs, glance_table, reference_runs
-from ..studies.padding_study import padding_summary
+from ..studies.claims import collect_claims, glance_table, reference_runs
 from ..studies.registry import studies
-from .markdown import section_confidence, section_images, section_ingredients
+from .findings import SECTIONS, claims_table, reproduce_bullets
 
 REFERENCE = ROOT / "results" / "reference"
 EVIDENCE_PROFILE, MODELS_PROFILE = "imagenet", "models"
@@ -48,27 +48,49 @@ def wall_times(run_dir: Path) -> str:
 
 
 def evidence_lines(run_dir: Path) -> list[str]:
-    """Markdown paragraphs of a reference's report (``run_dir``) that a page quotes: each claim's verdict and sentence
-    (its controls included; claim 3's table), the images, the confidence fit, the ingredient study's finding, the
-    studies' own sentences (:attr:`ama.studies.study.Study.section`; the figures and the tables stay in the report)."""
+    """What a page quotes of a reference's report (``run_dir``): its notebooks' times, the claims table, "Does the
+    paper reproduce?" and each section's and study's sentence (:mod:`ama.report.findings`; the figures and tables
+    stay in the report)."""
     run_dir = Path(run_dir)
+    params = json.loads((run_dir / "params.json").read_text())
+    claims = collect_claims(run_dir)
     lines = [f"Notebooks (`run.json`, code {json.loads((run_dir / 'run.json').read_text())['git_commit'][:7]}): "
-             f"{wall_times(run_dir)}.", ""]
-    for c in collect_claims(run_dir):
-        lines += [f"**Claim {c.number}: {c.title}** — {c.verdict}. {c.sentence}", ""]
-        if c.number == 3 and c.table is not None:  # the joint event per optimiser and e, the random frame beside
-            lines += [f"`tables/{c.table_name}.csv`:", "", c.table.to_markdown(index=False), ""]
-    for make in (section_images, section_confidence, section_ingredients):
-        section = make(run_dir)
-        if section is not None:
-            text = section.sentence.split("\n```")[0].strip()  # the ingredient study's listing is its own block
-            lines += [f"**{section.title}.**", "", text, ""]
-    for study in studies().values():  # each study's sentences; its tables and figures stay in the report
-        text = [line for line in (study.section(run_dir) if study.section else []) if not line.startswith(("|", "!["))]
-        if "".join(text).strip():
-            body = re.sub(r"\n{3,}", "\n\n", "\n".join(text).strip())  # one blank line between paragraphs
-            lines += [f"**{study.question}** (notebook 05, `{study.name}`).", "", body, ""]
+             f"{wall_times(run_dir)}.", "", markdown_table(claims_table(run_dir, claims, params)), ""]
+    for number, bullets in reproduce_bullets(run_dir, claims).items():
+        lines += [f"**Claim {number}.**", ""] + [f"- {b}" for b in bullets] + [""]
+    for title, make in SECTIONS:
+        finding = make(run_dir)
+        if finding is not None:
+            lines += [f"**{title}** {finding.sentence}", ""]
+    for study in studies().values():
+        finding = study.section(run_dir) if study.section else None
+        if finding is not None:
+            lines += [f"**{study.question}** (`{study.name}`) {finding.sentence}", ""]
     return lines[:-1]
+
+
+def headline_lines(run_dir: Path) -> list[str]:
+    """The README's first screen: per claim its answer on the reference ``run_dir`` and the first reason beside it
+    (:func:`ama.report.findings.reproduce_bullets`): the answer and its first :data:`WHY` reasons."""
+    claims = collect_claims(run_dir)
+    lines = []
+    for c in claims:
+        bullets = reproduce_bullets(Path(run_dir), claims)[c.number]
+        lines.append(f"- **Claim {c.number}, {SHORT_TITLES[c.number]}.** {bullets[0]}")
+        lines += [f"  - {b}" for b in bullets[1:1 + WHY[c.number]]]
+    return lines
+
+
+WHY = {1: 1, 2: 1, 3: 2}  # the reasons the README gives beside each claim's answer (its first bullets after the answer)
+SHORT_TITLES = {1: "the two receptive fields are misaligned", 2: "occlusion outside the IRF moves the cell",
+                3: "a 1-pixel frame changes the map completely and the prediction"}
+
+
+def padding_block(run_dir: Path) -> str:
+    """docs/EVIDENCE.md's block on the padding variants: the padding study's finding on the reference ``run_dir``,
+    its sentence and its table."""
+    finding = studies()["padding"].section(Path(run_dir))
+    return "" if finding is None else finding.sentence + "\n\n" + markdown_table(finding.table)
 
 
 def optimizer_table(run_dir: Path) -> str:
@@ -106,11 +128,10 @@ def ingredient_block(run_dir: Path) -> str:
 
 
 BLOCKS = {
-    ("README.md", "results-at-a-glance"): lambda: glance_table(glance_runs()),
+    ("README.md", "findings"): lambda: "\n".join(headline_lines(profile_reference(EVIDENCE_PROFILE))),
     ("docs/EVIDENCE.md", "reference-claims"): lambda: glance_table(reference_runs()),
     ("docs/EVIDENCE.md", "evidence-run"): lambda: "\n".join(evidence_lines(profile_reference(EVIDENCE_PROFILE))),
-    ("docs/EVIDENCE.md", "padding-variants"): lambda: "\n".join(
-        f"- {line}" for line in padding_summary(profile_reference(MODELS_PROFILE))),
+    ("docs/EVIDENCE.md", "padding-variants"): lambda: padding_block(profile_reference(MODELS_PROFILE)),
     ("docs/ATTACK.md", "evidence-optimizers"): lambda: optimizer_table(profile_reference(EVIDENCE_PROFILE)),
     ("docs/ATTACK.md", "evidence-ingredients"): lambda: ingredient_block(profile_reference(EVIDENCE_PROFILE)),
 }

@@ -140,3 +140,19 @@ def multiplicity_lines(verdicts: pd.DataFrame) -> list[str]:
                          f"{r.holm_verdict} (p {min(r.p_holds, r.p_fails):.3g} -> "
                          f"{min(r.p_holds_holm, r.p_fails_holm):.3g})")
     return lines
+
+
+def family_table(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """The report's account of multiplicity, a row per family: how many verdicts, their outcomes after Holm within
+    the family and how many the adjustment changed; ``verdicts``: rows of :func:`verdict_table`."""
+    rows = []
+    for family, meaning in FAMILIES.items():
+        g = verdicts[verdicts.family == family]
+        if g.empty:
+            continue
+        counts = g.holm_verdict.value_counts()
+        rows.append({"family": f"{family}: {meaning}", "verdicts": len(g),
+                     "hold": int(counts.get("holds", 0)), "do not hold": int(counts.get("does not hold", 0)),
+                     "inconclusive": int(counts.get("inconclusive", 0)),
+                     "changed by Holm": int(g.changed.sum())})
+    return pd.DataFrame(rows)

@@ -140,8 +140,55 @@ def compress_tables(tables: Path, above: int | None = None) -> list[str]:
 
 
 def markdown_table(df: pd.DataFrame) -> str:
-    """``df`` as a Markdown table (a fenced text table when ``tabulate`` is missing)."""
+    """``df`` as a Markdown table (a fenced text table when ``tabulate`` is missing); a table of text only (e.g.
+    :func:`readable`) keeps each cell as written (``0.20`` stays ``0.20``)."""
     try:
-        return df.to_markdown(index=False)
+        text_only = all(dt == object or pd.api.types.is_string_dtype(dt) for dt in df.dtypes)
+        return df.to_markdown(index=False, disable_numparse=text_only)
     except ImportError:  # tabulate missing
         return "```\n" + df.to_string(index=False) + "\n```"
+
+
+def p_text(p: float) -> str:
+    """A p-value for people: ``"p < 0.001"`` below 0.001, else ``"p = 0.012"`` (two significant digits); ``""`` when
+    missing. ``p``: the p-value."""
+    if p is None or pd.isna(p):
+        return ""
+    return "p < 0.001" if p < 0.001 else f"p = {p:.2g}"
+
+
+def number_text(x: float, percent: bool = False, digits: int = 2) -> str:
+    """``x`` for people: a whole percentage with ``percent`` (``0.125`` -> ``"12%"``), else ``digits`` decimals; ``"–"``
+    when missing (never ``nan``)."""
+    if x is None or pd.isna(x):
+        return "–"
+    return f"{100 * x:.0f}%" if percent else f"{x:.{digits}f}"
+
+
+def interval_text(value: float, low: float, high: float, percent: bool = False, digits: int = 2,
+                  signed: bool = False) -> str:
+    """``"12% (3% to 27%)"``: a value with its 95% interval; ``"–"`` when the value is missing. ``percent``: as whole
+    percentages (``signed``: as signed points, ``"+12 points (+3 to +27)"``); ``digits``: decimals otherwise."""
+    if value is None or pd.isna(value):
+        return "–"
+    if percent and signed:
+        return f"{100 * value:+.0f} points ({100 * low:+.0f} to {100 * high:+.0f})"
+    f = (lambda x: f"{x:+.{digits}f}") if signed else (lambda x: number_text(x, percent, digits))
+    return f"{f(value)}" + ("" if pd.isna(low) else f" ({f(low)} to {f(high)})")
+
+
+def readable(df: pd.DataFrame, columns: dict) -> pd.DataFrame:
+    """``df`` as people read it: only ``columns`` (``{new name: column or function of a row}``), in that order, each
+    cell text (a number via :func:`number_text`, a missing value as ``"–"``), and no column that is missing in every
+    row. A function of a row (e.g. ``lambda r: interval_text(r.rate, r.low, r.high, percent=True)``) builds a cell from
+    several columns; ``df``: any table."""
+    out = pd.DataFrame(index=df.index)
+    for name, source in columns.items():
+        if callable(source):
+            out[name] = [source(r) or "–" for r in df.itertuples()]
+        elif source in df:
+            col = df[source]
+            out[name] = [number_text(v) if isinstance(v, float) else ("–" if v is None or
+                         (not isinstance(v, str) and pd.isna(v)) else str(v)) for v in col]
+    keep = [c for c in out if not (out[c].astype(str).isin(["–", ""])).all()]
+    return out[keep].reset_index(drop=True)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..artifacts import TABLES
+from ..attack.optimizers import ORIGINAL
 from ..attack.result import AttackResult
 from ..inputs.images import load_records
 from ..inputs.protocol import checked_records, labelled
@@ -29,9 +30,10 @@ from ..kernels.cam_model import CAMModel
 from ..kernels.metrics import cosine
 from ..params import RunParams
 from ..stats.intervals import Estimate
-from ..store.tables import read_table
+from ..criteria import pct
+from ..store.tables import interval_text, p_text, read_table, readable
 from .ablation import ADVERSARIAL_OPTIMIZERS
-from .study import Study, Table, register
+from .study import Finding, Study, Table, register
 
 DEFENCES = ("replicate", "crop_resize")
 DEFENCE_E = (1, 2)   # the widths defended (the run's; its smallest when it has neither)
@@ -154,16 +156,44 @@ def defence_lines(summary: pd.DataFrame, cost: pd.DataFrame | None) -> list[str]
     return lines
 
 
-def _section(run_dir: Path) -> list[str]:
-    """The report's lines: what the defence restores and costs (:func:`defence_lines`), from the run's tables."""
+DEFENCE_NAMES = {"replicate": "copy the pixel e px inside", "crop_resize": "crop e px, resize back"}
+
+
+def defence_finding(summary: pd.DataFrame, cost: pd.DataFrame | None) -> Finding:
+    """The report's finding: what replacing the outer ``e`` px before the model restores on the attacked images and
+    what it costs on the labelled set, per defence, ``e`` and optimiser (``summary``: :func:`defence_summary`;
+    ``cost``: :func:`clean_cost`, or None)."""
+    t = summary.copy()
+    if cost is not None and len(cost):
+        t = t.merge(cost[["model", "defence", "e", "change", "change_low", "change_high", "p_value"]],
+                    on=["model", "defence", "e"], how="left")
+    same = t.same_as_clean.mean()
+    sentence = ("Replacing the outer e px before the model leaves the frame nothing to change: the defended attacked "
+                f"image equals the defended clean one in {pct(same)} of cases.")
+    if "change" in t:
+        worst = t.sort_values("change").iloc[0]
+        sentence += (f" The costliest defence, {DEFENCE_NAMES.get(worst.defence, worst.defence)} at e = {worst.e}, "
+                     f"changes clean top-1 by {100 * worst.change:+.1f} points.")
+    columns = {}
+    if t.model.nunique() > 1:  # a row per model and defence: the reference attack at the smallest e
+        t = t[(t.e == t.e.min()) & (t.optimizer == ORIGINAL)]
+        columns = {"model": "model"}
+    columns.update({"defence": lambda r: DEFENCE_NAMES.get(r.defence, r.defence), "e": "e", "optimiser": "optimizer",
+                    "images": "n_images", "fooled, undefended": lambda r: pct(r.fooled),
+                    "true class, defended": lambda r: interval_text(r.restored, r.restored_low, r.restored_high, True),
+                    "CAM cosine: undefended": "cam_cosine", "defended": "defended_cam_cosine",
+                    "clean top-1 change": lambda r: interval_text(getattr(r, "change", None),
+                                                                  getattr(r, "change_low", None),
+                                                                  getattr(r, "change_high", None), True, signed=True),
+                    "McNemar": lambda r: p_text(getattr(r, "p_value", None))})
+    return Finding(sentence, readable(t, columns))
+
+
+def _section(run_dir: Path) -> Finding | None:
+    """The report's finding: :func:`defence_finding` of the run's tables, None without them."""
     tables = Path(run_dir) / "tables"
     summary, cost = read_table(tables, TABLES.border_defence_summary), read_table(tables, TABLES.border_defence_cost)
-    if summary is None or summary.empty:
-        return []
-    return ["Replacing the outer e px before the model (by the pixel e px inside, or by cropping and resizing back) "
-            "makes the input independent of the frame: an attacked image and its clean image defend to the same "
-            "image, so an attack that knows the defence has no pixel left to change. What it restores and what it "
-            "costs:", ""] + [f"- {line}" for line in defence_lines(summary, cost)]
+    return None if summary is None or summary.empty else defence_finding(summary, cost)
 
 
 def _compute(model, inputs) -> dict:

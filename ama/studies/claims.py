@@ -29,7 +29,7 @@ from ..paths import resolve
 from ..stats.intervals import FAILS, HOLDS, INCONCLUSIVE, Estimate, image_rate, pooled
 from ..stats.rows import eight_bit, original_attack
 from ..store import lineage
-from ..store.tables import read_table
+from ..store.tables import interval_text, p_text, read_table, readable
 from . import complete_change
 from .controls import misalignment_baselines, misalignment_by_upsampling, per_area_influence
 from .location import location_sentence, margin_special
@@ -135,6 +135,14 @@ def misalignment_outcome(gaps: dict[str, Estimate]) -> str:
 
 
 # --- the claims ------------------------------------------------------------------------------------
+PAPER_WORDS = {
+    1: '"there is a misalignment between the effective receptive field and the implicit receptive field"',
+    2: '"Occlusion experiments are designed to empirically testify to its existence"',
+    3: '"the provided saliency map can be completely changed to another shape by only perturbing the area with '
+       '1-pixel width", fooling "the CAM-based method and the CNN model simultaneously"'}
+"""Each claim in the paper's words (its abstract, ``SCIENCE.md``)."""
+
+
 def claim_misalignment(run_dir: Path) -> Claim:
     title = "The implicit and the effective receptive field of a CAM cell are misaligned"
     df = read_table(run_dir / "tables", TABLES.misalignment)
@@ -142,108 +150,56 @@ def claim_misalignment(run_dir: Path) -> Claim:
                            FIGURES.misalignment_baselines)
     if df is None or df.empty:
         return Claim(1, title, None, "The misalignment table is missing (notebook 02 did not write it).", figs)
-
-    by_kind = misalignment_summary(df, ("erf_mass_outside_irf", "centroid_distance_px", "top_q_iou")).round(3)
-    est = centre_mass_outside(df)
     gaps = aligned_null_gaps(df)
-    outcome = misalignment_outcome(gaps)
-    sentence = (f"Over {df.image.nunique()} images and {df.model.nunique()} model(s), against the aligned null (a "
-                "Gaussian of each cell's own measured ERF spread centred on its IRF centre, cut to the image and "
-                "renormalised: an ERF as wide as the measured one but aligned with the IRF), the ERF puts more of "
-                "its mass outside the IRF, paired per image, by: "
-                + "; ".join(f"{kind} cells {g.text(percent=True)}, {g.verdict(0.0)}" for kind, g in gaps.items())
-                + ". Misaligned means every cell kind exceeds the null.")
-    if "null_centroid_distance_px" in df:
-        offsets = aligned_null_gaps(df, "centroid_distance_px", "null_centroid_distance_px")
-        sentence += (" The ERF's centroid lies farther from the cell's centre than the null's by "
-                     + "; ".join(f"{kind} {g.value:+.1f} px (95% CI {g.low:+.1f} to {g.high:+.1f}), {g.verdict(0.0)}"
-                                 for kind, g in offsets.items()) + ".")
-    sentence += (f" The kit's earlier bar, the centre cell's ERF mass outside its IRF above {pct(MISALIGNED_MASS)}: "
-                 f"{est.text(percent=True)} (all cells: {pct(df.erf_mass_outside_irf.mean())}; top-q IoU of ERF and "
-                 f"IRF {df.top_q_iou.mean():.2f}); {est.against(MISALIGNED_MASS, percent=True)}.")
-    sentence += baselines_sentence(df, read_table(run_dir / "tables", TABLES.misalignment_upsampling_cells))
-    return Claim(1, title, outcome, sentence, figs, by_kind, TABLES.misalignment)
+    lo, hi = min(gaps, key=lambda k: gaps[k].value), max(gaps, key=lambda k: gaps[k].value)
+    sentence = (f"On {df.image.nunique()} images, every cell kind's ERF puts more of its mass outside the cell's IRF "
+                f"than an aligned ERF of the same width (a Gaussian centred on the IRF): {pct(gaps[lo].value)} "
+                f"({lo} cells) to {pct(gaps[hi].value)} ({hi} cells) more.")
+    by_kind = df.groupby("cell_kind")
+    table = pd.DataFrame([{"cell kind": kind, "ERF mass outside the IRF": pct(by_kind.get_group(kind).erf_mass_outside_irf.mean()),
+                           "aligned null's": pct(by_kind.get_group(kind).centred_gaussian_mass_outside_irf.mean()),
+                           "beyond the null (95% CI)": f"{pct(g.value)} ({pct(g.low)} to {pct(g.high)})",
+                           "verdict": g.verdict(0.0),
+                           "ERF centroid from the cell, px": f"{by_kind.get_group(kind).centroid_distance_px.mean():.0f}",
+                           "top-q IoU of ERF and IRF": f"{by_kind.get_group(kind).top_q_iou.mean():.2f}"}
+                          for kind, g in gaps.items()])
+    return Claim(1, title, misalignment_outcome(gaps), sentence, figs, table, TABLES.misalignment)
 
 
-def baselines_sentence(df: pd.DataFrame, cells: pd.DataFrame | None) -> str:
-    """Claim 1 beside its baselines (:func:`ama.studies.controls.misalignment_baselines`) and under each upsampling."""
-    est = misalignment_baselines(df)
-    parts = []
-    if "uniform" in est:
-        u = est["uniform"].value
-        part = (f"Baselines: a flat ERF would put {pct(u)} outside the centre cell's IRF (the support covers "
-                f"{pct(1 - u)} of the image), " + ("so the earlier bar is met by the IRF's small area alone" if
-                                                   u > MISALIGNED_MASS else "below the bar")
-                + (" and the measured ERF puts less outside than that: it is concentrated around the cell, only wider "
-                   "than the IRF" if est["erf"].high < u else ""))
-        parts.append(part)
-    if cells is not None and not cells.empty:
-        ups = misalignment_by_upsampling(cells, MISALIGNED_MASS)
-        per = ups.groupby("upsampling", sort=False).agg(
-            v=("erf_mass_outside_irf", "mean"), verdict=("verdict", lambda v: "/".join(sorted(set(v)))))
-        part = "The IRF is the upsampling's: the centre value is " + ", ".join(
-            f"{pct(r.v)} with {m} ({r.verdict})" for m, r in per.iterrows())
-        if per.verdict.nunique() > 1:
-            part += ", so the verdict depends on the upsampling that defines the IRF"
-        parts.append(part)
-    return "".join(f" {p}." for p in parts)
+def fill_changes(keep: pd.DataFrame) -> dict[str, Estimate]:
+    """Claim 2 per fill: :func:`keep_irf_change` of each fill's keep-IRF rows (``keep``), ``{fill: Estimate}``."""
+    return {fill: keep_irf_change(g) for fill, g in keep.groupby("fill", sort=True)}
 
 
 def claim_occlusion(run_dir: Path) -> Claim:
     title = "Occlusion outside a cell's IRF changes that cell's value"
     keep = read_table(run_dir / "tables", TABLES.occlusion_keep_irf)
-    margin = read_table(run_dir / "tables", TABLES.occlusion_margin)
     figs = existing_figures(run_dir / "figures", FIGURES.occlusion_keep_occlude_irf, FIGURES.occlusion_margin_delta)
     if keep is None or keep.empty:
         return Claim(2, title, None, "The keep-IRF table is missing (notebook 01 did not write it).", figs)
     est = keep_irf_change(keep)
-    summary = occlusion_medians(keep, ("model", "fill", "cell_kind")).round(3)
-    summary = summary.rename(columns={"median_abs_rel_change": "median |relative change| of R(i, j)"})
-    outcome = est.verdict(KEEP_IRF_CHANGE)
-    sentence = (f"Filling every pixel outside a cell's IRF changes that cell's raw CAM by a median "
-                f"{est.text(percent=True)} of the map's range (per image the median over its cells and fills); were "
-                f"the IRF what the cell sees, it would not change: {est.against(KEEP_IRF_CHANGE, percent=True)}.")
     occlude = read_table(run_dir / "tables", TABLES.occlusion_occlude_irf)
-    if occlude is not None and not occlude.empty:
-        sentence += f" Filling the IRF itself changes the cell by a median {keep_irf_change(occlude).text(True)}."
-    if margin is not None and not margin.empty and "interior_max_abs_rel_change" in margin:
-        e1 = margin[margin.e == margin.e.min()]
-        moved = (e1.interior_max_abs_rel_change > MARGIN_MOVES_INTERIOR).mean()
-        sentence += (f" A {int(e1.e.iloc[0])}-pixel margin occlusion moves an interior cell whose IRF never "
-                     f"touches the margin by more than {pct(MARGIN_MOVES_INTERIOR)} of the map's range in {pct(moved)} of "
-                     f"image x fill cases (median largest change {pct(e1.interior_max_abs_rel_change.median())}).")
-    if occlude is not None and not occlude.empty:
-        sentence += per_area_sentence(keep, occlude)
-    return Claim(2, title, outcome, sentence, figs, summary, TABLES.occlusion_keep_irf)
-
-
-def per_area_sentence(keep: pd.DataFrame, occlude: pd.DataFrame) -> str:
-    """Claim 2 per unit of area (:func:`ama.studies.controls.per_area_influence`), by cell kind. ``keep``, ``occlude``:
-    rows of the keep-IRF and occlude-IRF tables."""
-    rows = per_area_influence(keep, occlude)
-    parts = []
-    for kind, g in rows.groupby("cell_kind", sort=False):
-        ratio = pooled(g, "irf_to_outside", np.median, "median")
-        parts.append(f"{kind} cells (IRF {pct(g.irf_share.median())} of the image; filling it changes the cell by "
-                     f"{pct(pooled(g, 'irf_change', np.median, 'median').value)}, filling the rest by "
-                     f"{pct(pooled(g, 'outside_change', np.median, 'median').value)}) {ratio.value:.1f}x "
-                     f"(95% CI {ratio.low:.1f} to {ratio.high:.1f})")
-    cells = rows.drop_duplicates(["model", "cell"])
-    return (" Per unit of area (each change divided by the share of the image filled; changes are shares of the map's "
-            "range), a pixel of the IRF moves its cell more than a pixel outside it by a median factor of: "
-            + "; ".join(parts) + f". {int((cells.cell_kind != 'centre').sum())} of the {len(cells)} cells tested "
-            "(per model) are edge, corner or interior cells.")
+    sentence = (f"Filling everything outside a cell's IRF changes the cell's raw CAM by a median {pct(est.value)} "
+                f"({pct(est.low)} to {pct(est.high)}) of the map's range on {est.n} images, against the kit's bar of "
+                f"{pct(KEEP_IRF_CHANGE)}; were the IRF all the cell sees, it would not move.")
+    fills = fill_changes(keep)
+    occluded = fill_changes(occlude) if occlude is not None and not occlude.empty else {}
+    table = pd.DataFrame([{"fill": fill, "keep the IRF, fill the rest (95% CI)": f"{pct(e.value)} ({pct(e.low)} to "
+                                                                                 f"{pct(e.high)})",
+                           f"against {pct(KEEP_IRF_CHANGE)} (unadjusted)": e.verdict(KEEP_IRF_CHANGE),
+                           "fill the IRF only": pct(occluded[fill].value) if fill in occluded else "–"}
+                          for fill, e in fills.items()])
+    return Claim(2, title, est.verdict(KEEP_IRF_CHANGE), sentence, figs, table, TABLES.occlusion_keep_irf)
 
 
 def claim_attack(run_dir: Path) -> Claim:
     """Claim 3 on the calibrated criterion (:mod:`ama.studies.complete_change`): the reference attack at the smallest
     ``e`` fools the model and completely changes the CAM on more images than the random frame (capability) and on more
-    than :data:`~ama.criteria.JOINT_RATE` of them (prevalence); the kit's earlier bar beside them."""
+    than :data:`~ama.criteria.JOINT_RATE` of them (prevalence)."""
     title = "A 1-pixel frame is enough to change the saliency map completely and the prediction"
     tables = run_dir / "tables"
     metrics, summary = read_table(tables, TABLES.attack_metrics), read_table(tables, TABLES.attack_summary)
-    figs = existing_figures(run_dir / "figures", FIGURES.attack_examples, FIGURES.attack_metrics_vs_e,
-                            FIGURES.attack_location)
+    figs = existing_figures(run_dir / "figures", FIGURES.attack_examples, FIGURES.attack_metrics_vs_e)
     joint = complete_change.from_tables(tables)
     if metrics is None or metrics.empty or summary is None or joint is None:
         return Claim(3, title, None, "The attack tables are missing (notebook 03 did not write them).", figs)
@@ -252,46 +208,66 @@ def claim_attack(run_dir: Path) -> Claim:
     parts = {"capability": cap.verdict(0.0), "prevalence": prev.verdict(JOINT_RATE)}
     at = joint[(joint.e == e_min) & (joint.optimizer == ORIGINAL)]
     rf = joint[(joint.e == e_min) & (joint.optimizer == complete_change.RANDOM_FRAME)]
-    taus = ", ".join(f"{m} {t:.2f}" for m, t in at.groupby("model").tau.first().items())
-    against = "the true label" if "label" in metrics and (metrics.label >= 0).all() else "the clean prediction"
-    n_iter = int(original_attack(metrics).n_iter.max())
-    more, less = cap.discordant
-    sentence = (f"Completely changed: a CAM whose cosine to the clean CAM is at most the median cosine between the "
-                f"clean CAMs of two unrelated images (tau: {taus}; `tables/{TABLES.cam_null}.csv`). With only the "
-                f"{e_min}-pixel frame changed ({n_iter} iterations, 8-bit), the attack completely changes the CAM on "
-                f"{pct(at.completely_changed.mean())} of the images (random frame {pct(rf.completely_changed.mean())}) "
-                f"and changes the top-1 away from {against} **and** completely changes the CAM on "
-                f"{prev.text(percent=True)} (random frame {pct(rf.joint.mean())}). *Capability*, more than the random "
-                f"frame on the same images: {100 * cap.value:+.0f} points ({100 * cap.low:+.0f} to "
-                f"{100 * cap.high:+.0f}; {more} vs {less} images where only one does, McNemar's exact p = "
-                f"{cap.p_value:.2g}): {parts['capability']}. *Prevalence*, against {pct(JOINT_RATE)}: "
-                f"{prev.against(JOINT_RATE, percent=True)}.")
-    rows = attack_at(metrics, e_min)
-    fooled, gap = fooling_rate(rows), pooled(rows, "cosine_gap")
-    sentence += (f" The kit's earlier bar, beside them: fooled {fooled.text(percent=True)} "
-                 f"({fooled.against(FOOLED_RATE, percent=True)}); the random frame's CAM cosine minus the attack's "
-                 f"{gap.text()} (attack {rows.cam_cosine.mean():.2f}, random frame "
-                 f"{rows.random_cam_cosine.mean():.2f}): {gap.against(0.0)}.")
-    if f"figures/{FIGURES.attack_examples}.png" in figs:
-        sentence += (f" The examples figure shows fooled and unfooled images in equal numbers where the run has them, "
-                     f"to show failures: its share of fooled images is not the run's {pct(fooled.value)}.")
-    targeted = read_table(tables, TABLES.attack_targeted_summary)
-    if targeted is not None and not targeted.empty:
-        sentence += " " + " ".join(targeted_lines(targeted))
-    location = read_table(tables, TABLES.attack_location)
-    if location is not None and not location.empty:
-        sentence += location_sentence(location)
+    tau = at.groupby("model").tau.first()
+    sentence = (f"Completely changed means a CAM cosine to the clean CAM of at most {tau.iloc[0]:.2f}, the median "
+                f"between unrelated images' CAMs. At e = {e_min} the reference attack fools and completely changes the "
+                f"CAM on {pct(prev.value)} ({pct(prev.low)} to {pct(prev.high)}) of {prev.n} images; the random frame "
+                f"of the same pixels on {pct(rf.joint.mean())}.")
     table = read_table(tables, TABLES.attack_complete_change)
-    table = table[table.e == e_min][JOINT_COLUMNS].round(3)
+    table = readable(table[table.e == e_min], {
+        "model": "model" if table.model.nunique() > 1 else None, "optimiser": "optimizer", "images": "n_images",
+        "fooled": lambda r: pct(r.fooled), "completely changed": lambda r: pct(r.completely_changed),
+        "both (95% CI)": lambda r: interval_text(r.joint, r.joint_low, r.joint_high, percent=True),
+        "minus the random frame, paired": lambda r: interval_text(r.vs_random, r.vs_random_low, r.vs_random_high,
+                                                                  True, signed=True),
+        "only the attack / only random": lambda r: ("–" if pd.isna(r.attack_only) else
+                                                    f"{int(r.attack_only)} / {int(r.random_only)}"),
+        "McNemar": lambda r: p_text(r.p_value)})
     return Claim(3, title, parts["capability"], sentence, figs, table, TABLES.attack_complete_change, parts)
 
 
 CLAIMS = (claim_misalignment, claim_occlusion, claim_attack)
 
 
+def deciding_claims(verdicts: pd.DataFrame) -> dict:
+    """The verdicts that decide the claims, from a run's ``verdicts.csv`` rows (``verdicts``, :mod:`ama.report.verdicts`:
+    Holm-adjusted within the claims' family): ``{1: outcome, 2: outcome, 3: {"capability": ..., "prevalence": ...},
+    "cells": {cell kind: outcome}}`` (claim 1 holds when every cell kind does)."""
+    claims = verdicts[verdicts.family == "claims"]
+    out: dict = {"cells": {}}
+    parts: dict[int, dict] = {}
+    for name, v in zip(claims.verdict_of, claims.holm_verdict):
+        words = name.split(":")[0].split()
+        number, part = int(words[1]), " ".join(words[2:])
+        parts.setdefault(number, {}).setdefault(part, []).append(v)
+        if number == 1:
+            out["cells"][name.rsplit(", ", 1)[-1].removesuffix(" cells")] = v
+    for number, by in parts.items():
+        out[number] = combine(*by[""]) if list(by) == [""] else {k: combine(*v) for k, v in by.items()}
+    return out
+
+
 def collect_claims(run_dir: str | os.PathLike) -> list[Claim]:
+    """The three claims of a run, each with the verdict that decides it: the run's ``tables/verdicts.csv``
+    (:func:`deciding_claims`), or, before the report has written it, each claim's interval against its bar."""
     run_dir = resolve(run_dir)
-    return [make(run_dir) for make in CLAIMS]
+    claims = [make(run_dir) for make in CLAIMS]
+    verdicts = read_table(run_dir / "tables", TABLES.verdicts)
+    if verdicts is None or verdicts.empty:
+        return claims
+    decided = deciding_claims(verdicts)
+    for c in claims:
+        if c.number not in decided:
+            continue
+        if c.parts:
+            c.parts = dict(decided[c.number])
+            c.outcome = c.parts.get("capability", c.outcome)
+        else:
+            c.outcome = decided[c.number]
+        if c.number == 1 and c.table is not None and "verdict" in c.table:
+            c.table = c.table.assign(verdict=c.table["cell kind"].map(decided["cells"]).fillna("–")).rename(
+                columns={"verdict": "verdict (Holm)"})
+    return claims
 
 
 def model_table(run_dir: Path) -> pd.DataFrame | None:

@@ -21,9 +21,9 @@ from ..figures.control_charts import erf_definitions_figure
 from ..kernels import receptive_field as rf
 from ..kernels.cam_model import CAMModel
 from ..kernels.occlusion import OCCLUSION_ERF_PATCH, occlusion_erf
-from ..store.tables import read_table
+from ..store.tables import interval_text, read_table, readable
 from .claims import aligned_null_gaps, centre_mass_outside, misalignment_outcome
-from .study import Figure, Study, Table, Verdicts, register
+from .study import Figure, Finding, Study, Table, Verdicts, deciding, register
 
 DEFINITIONS = ("gradient", "occlusion")
 COLUMNS = ["image", "model", "definition", "cell", "cell_kind", "erf_mass_outside_irf",
@@ -80,10 +80,34 @@ def definition_lines(summary: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _section(run_dir: Path) -> list[str]:
-    """The report's lines: :func:`definition_lines` of the run's ``erf_definitions``."""
+def definition_finding(summary: pd.DataFrame, verdict: str = "verdict") -> Finding:
+    """The report's finding: claim 1 under the gradient ERF and the gradient-free occlusion ERF, per cell kind
+    (``summary``: :func:`definition_summary`, its verdicts those that decide, headed ``verdict``)."""
+    agree = all(g.groupby("definition").claim1.first().nunique() == 1 for _, g in summary.groupby("model"))
+    occl = summary[summary.definition != "gradient"]
+    sentence = (f"Is claim 1 an artefact of the gradient? Measured by occlusion instead ({int(summary.n_images.max())} "
+                f"images), the ERF exceeds the aligned null by {occl.null_gap.min():+.2f} to {occl.null_gap.max():+.2f} "
+                "across cell kinds; " + ("the two definitions give claim 1 the same verdict." if agree else
+                                         "the verdict depends on the ERF's definition."))
+    if summary.model.nunique() > 1:  # a row per model and definition: claim 1's verdict and its range over cell kinds
+        rows = [{"model": m, "ERF by": d, "beyond the aligned null, over cell kinds": f"{g.null_gap.min():+.2f} to "
+                 f"{g.null_gap.max():+.2f}", "claim 1": g.claim1.iloc[0]}
+                for (m, d), g in summary.groupby(["model", "definition"], sort=False)]
+        return Finding(sentence, pd.DataFrame(rows))
+    columns = {}
+    columns.update({"ERF by": "definition", "cell kind": "cell_kind",
+                    "mass outside the IRF beyond the aligned null": lambda r: interval_text(r.null_gap, r.low, r.high,
+                                                                                            signed=True),
+                    verdict: "verdict"})
+    return Finding(sentence, readable(summary, columns))
+
+
+def _section(run_dir: Path) -> Finding | None:
+    """The report's finding: :func:`definition_finding` of the run's ``erf_definitions``."""
     summary = read_table(Path(run_dir) / "tables", TABLES.erf_definitions)
-    return [] if summary is None or summary.empty else [f"- {line}" for line in definition_lines(summary)]
+    if summary is None or summary.empty:
+        return None
+    return definition_finding(*deciding(run_dir, TABLES.erf_definitions, summary))
 
 
 def _figure(folder):

@@ -40,11 +40,11 @@ from ..kernels.receptive_field import effective_receptive_field
 from ..kernels.upsampling import fit_erf_gaussian, upsample
 from ..params import FAST_N_IMAGES
 from ..paths import DATA_DIR
-from ..stats.intervals import pooled
-from ..store.tables import markdown_table, read_table
+from ..stats.intervals import HOLDS, pooled
+from ..store.tables import interval_text, read_table, readable
 from .explanations import TRANSFER_METHODS
 from .explanations import explanation
-from .study import Figure, Study, Table, Verdicts, register
+from .study import Figure, Finding, Study, Table, Verdicts, deciding, register
 
 SALIENCY_UPSAMPLINGS = ("bilinear", "gaussian", "erf")
 BAND = 16  # px beyond the frame counted as its neighbourhood (half the stride of a 7 x 7 CAM at 224 px)
@@ -231,45 +231,41 @@ def upsampling_panels(runs: dict, extras: dict | None, params, out_dir) -> dict:
     return panels
 
 
-def faithfulness_lines(run_dir: Path) -> list[str]:
-    """The report's lines: the faithfulness AUCs, the upsamplings' occlusion agreement and where each map puts its
-    mass on the frame under the attack, from the run's ``faithfulness`` and ``upsampling_comparison``."""
-    tables = Path(run_dir) / "tables"
-    lines = []
-    faith = read_table(tables, TABLES.faithfulness)
-    if faith is not None and not faith.empty:
-        f = faith.groupby(["method", "upsampling"])[["deletion_auc", "insertion_auc"]].mean()
-        best_del, best_ins = f.deletion_auc.idxmin(), f.insertion_auc.idxmax()
-        lines += [f"**Faithfulness** (deletion to the mean colour, insertion from a blur; lower deletion and higher "
-                  f"insertion are better): the lowest deletion AUC is {' / '.join(best_del)} "
-                  f"({f.deletion_auc.min():.3f}), the highest insertion AUC {' / '.join(best_ins)} "
-                  f"({f.insertion_auc.max():.3f}).", "", markdown_table(f.round(3).reset_index()), ""]
-    up = read_table(tables, TABLES.upsampling_comparison)
-    if up is None or up.empty:
-        return lines
-    u = up.groupby("upsampling").mean(numeric_only=True)
-    cols = [c for c in ("deletion_auc", "insertion_auc", "occlusion_spearman", "clean_band_mass", "adv_band_mass",
-                        "clean_frame_mass", "adv_frame_mass") if c in u]
-    sent = ("**ERF-aware upsampling:** occlusion agreement (Spearman with the sliding-patch map) is "
-            + ", ".join(f"{m} {u.loc[m, 'occlusion_spearman']:.2f}" for m in u.index) + "; deletion AUC "
-            + ", ".join(f"{m} {u.loc[m, 'deletion_auc']:.3f}" for m in u.index) + ".")
-    if "frame_share" in up:
+UPSAMPLING_NAMES = {"bilinear": "bilinear (CAM's)", "gaussian": "receptive-field Gaussian", "erf": "ERF projection"}
 
-        ratios = frame_mass_ratio(up)
-        e = int(up.e.iloc[0])
-        parts = []
-        for mode, g in ratios.groupby("upsampling", sort=False):
-            clean, adv, change = (pooled(g, c) for c in ("clean_ratio", "adv_ratio", "change"))
-            parts.append(f"{mode} {clean.value:.2f} -> {adv.value:.2f} (change {change.value:+.2f}, 95% CI "
-                         f"{change.low:+.2f} to {change.high:+.2f}: {change.verdict(0.0)})")
-        sent += (f" Where does each map put its mass under the {e}-pixel attack? The map's mass on the frame's own "
-                 f"pixels divided by the frame's share of the image (1: as much as its area), clean -> attacked: "
-                 + "; ".join(parts) + ". A map that revealed the attack's evidence would raise it (change > 0). The "
-                 "gaussian map spreads each cell by one receptive-field Gaussian fitted on held-out images, the same "
-                 "for every image: its change only follows the CAM's cell values, and a few hundredths mean that the "
-                 "border cells gained weight, not that the map finds the frame's pixels.")
-    lines += [sent, "", markdown_table(u[cols].round(3).reset_index()), ""]
-    return lines
+
+def faithfulness_finding(run_dir: Path) -> Finding | None:
+    """The report's finding: per upsampling of CAM, the deletion and insertion AUC, the agreement with sliding-patch
+    occlusion and the map's mass on the frame, clean and attacked, with the verdict that decides on its change (does
+    the map reveal the attack's pixels?); None without the run's ``upsampling_summary``."""
+    tables = Path(run_dir) / "tables"
+    up, ratio = read_table(tables, TABLES.upsampling_summary), read_table(tables, TABLES.frame_mass_ratio)
+    if up is None or up.empty:
+        return None
+    keys = ["model", "upsampling"]
+    if ratio is not None and len(ratio):
+        ratio, label = deciding(run_dir, TABLES.frame_mass_ratio, ratio)
+        up = up.merge(ratio.drop(columns=["e"], errors="ignore"), on=keys, how="left")
+    else:
+        label = "verdict"
+    means = up.groupby("upsampling").mean(numeric_only=True)
+    best = means.occlusion_spearman.idxmax()
+    sentence = ("Does an ERF-aware upsampling explain better? Deletion AUC (lower is better): "
+                + ", ".join(f"{UPSAMPLING_NAMES.get(m, m)} {means.deletion_auc[m]:.2f}" for m in means.index)
+                + f"; agreement with occlusion is highest for {UPSAMPLING_NAMES.get(best, best)}.")
+    if "verdict" in up:
+        raised = [UPSAMPLING_NAMES.get(m, m) for m in up[up.verdict == HOLDS].upsampling.unique()]
+        sentence += (" Under the attack, " + (f"only {', '.join(raised)} puts more mass on the frame's pixels"
+                                               if raised else "no map puts more mass on the frame's pixels") + ".")
+    columns = {"model": "model"} if up.model.nunique() > 1 else {}
+    columns.update({"upsampling": lambda r: UPSAMPLING_NAMES.get(r.upsampling, r.upsampling),
+                    "deletion AUC": "deletion_auc", "insertion AUC": "insertion_auc",
+                    "Spearman with occlusion": "occlusion_spearman",
+                    "frame mass / area: clean": "clean_ratio", "attacked": "adv_ratio",
+                    "change (95% CI)": lambda r: interval_text(getattr(r, "change", None), getattr(r, "change_low", None),
+                                                               getattr(r, "change_high", None), signed=True),
+                    label: "verdict"})
+    return Finding(sentence, readable(up, columns))
 
 
 def _compute(model, inputs) -> dict:
@@ -310,4 +306,4 @@ STUDY = register(Study(
                     lambda folder: upsampling_under_attack_figure(upsampling_panels(
                         folder.loaded, folder.extras, folder.params, folder.out)), attacks=True),),
     compute=_compute, summarise=_summarise, keys=("method", "upsampling"), measured_by=("method", "upsampling"),
-    section=faithfulness_lines))
+    section=faithfulness_finding))

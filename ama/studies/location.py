@@ -16,11 +16,12 @@ from ..criteria import pct
 from ..figures.control_charts import location_control_figure
 from ..geometry import location_masks
 from ..stats.intervals import FAILS, HOLDS, INCONCLUSIVE, Estimate
-from ..store.tables import read_table
+from ..store.tables import interval_text, p_text, read_table, readable
 from .attack_experiments import ORIGINAL, masked_attack_rows
-from .study import Figure, Study, Table, Verdicts, register
+from .study import Figure, Finding, Study, Table, Verdicts, deciding, register
 
-__all__ = ["LOCATION_COLUMNS", "location_control", "location_summary", "margin_special", "location_sentence", "STUDY"]
+__all__ = ["LOCATION_COLUMNS", "location_control", "location_summary", "margin_special", "location_sentence",
+           "location_finding", "location_table", "LOCATION_NAMES", "STUDY"]
 
 LOCATION_COLUMNS = ["image", "model", "e", "location", "mask_pixels", "changed_pixels", "clean_class", "adv_class",
                     "fooled", "cam_cosine", "adv_conf"]
@@ -105,10 +106,68 @@ def _compute(model, inputs) -> dict:
                                                      inputs.labels)}
 
 
-def _section(run_dir) -> list[str]:
-    """The report's lines: :func:`location_sentence` of the run's ``attack_location``."""
+LOCATION_NAMES = {"frame": "the frame", "ring8": "ring 8 px in", "ring32": "ring 32 px in", "ring64": "ring 64 px in",
+                  "random": "scattered pixels", "strip": "top strip", "square": "centred square"}
+"""The locations as people read them (``random`` is seeded scattered pixels, not the random-frame baseline)."""
+
+
+def location_table(summary: pd.DataFrame, verdict: str = "verdict") -> pd.DataFrame:
+    """The report's table of :func:`location_summary`: per location its fooling rate, CAM cosine and the frame minus
+    it, paired per image, with the discordant images and McNemar's exact test; with several models a row per model
+    (the frame's rate, the placement that fools most, how many fool more, and the answer). ``verdict``: the verdict
+    column's heading (:func:`ama.studies.study.deciding`)."""
+    if summary.model.nunique() > 1:
+        rows = []
+        for model, g in summary.groupby("model", sort=False):
+            frame, others = g[g.location == "frame"], g[g.location != "frame"]
+            best = others.sort_values("fooling_rate").iloc[-1]
+            rows.append({"model": model, "the frame fools": pct(frame.fooling_rate.iloc[0]) if len(frame) else "–",
+                         "placement that fools most": f"{LOCATION_NAMES.get(best.location, best.location)} "
+                                                      f"{pct(best.fooling_rate)}",
+                         "fool more (of the others)": f"{int((others.fooling_rate > frame.fooling_rate.max()).sum())}"
+                                                      f" of {len(others)}",
+                         "is the margin special?": margin_special(g)})
+        return pd.DataFrame(rows)
+    return readable(summary, {
+        "placement": lambda r: LOCATION_NAMES.get(r.location, r.location),
+        "fools (95% CI)": lambda r: interval_text(r.fooling_rate, r.fooling_low, r.fooling_high, percent=True),
+        "CAM cosine": "cam_cosine",
+        "frame minus it, paired": lambda r: interval_text(r.frame_minus_fooled, r.gap_low, r.gap_high, True,
+                                                          signed=True),
+        "only the frame / only it": lambda r: ("–" if pd.isna(r.frame_only) else
+                                               f"{int(r.frame_only)} / {int(r.location_only)}"),
+        "McNemar": lambda r: p_text(r.p_value), verdict: "verdict"})
+
+
+def location_finding(summary: pd.DataFrame, verdict: str = "verdict") -> Finding:
+    """The report's finding of the location control (:func:`location_summary` rows, their verdicts those that decide,
+    headed ``verdict``): is the margin special, in one sentence, and :func:`location_table`."""
+    e, n_px, n = int(summary.e.min()), int(summary.mask_pixels.iloc[0]), int(summary.n_images.max())
+    by_model = {m: margin_special(g) for m, g in summary.groupby("model", sort=False)}
+    answers = {HOLDS: "yes: the frame fools more than every other placement",
+               FAILS: "no: a placement of as many pixels fools more than the frame",
+               INCONCLUSIVE: "not decided on this run"}
+    if len(by_model) == 1:
+        first = summary[summary.location != "frame"].sort_values("fooling_rate").iloc[-1]
+        frame = summary[summary.location == "frame"].fooling_rate
+        sentence = (f"Is the margin special? {answers[next(iter(by_model.values()))].capitalize()}. On {n} images the "
+                    f"{e}-pixel frame fools {pct(frame.iloc[0]) if len(frame) else '–'}; its {n_px} pixels placed "
+                    f"elsewhere fool up to {pct(first.fooling_rate)} "
+                    f"({LOCATION_NAMES.get(first.location, first.location)}).")
+    else:
+        counts = pd.Series(by_model).value_counts()
+        sentence = (f"Is the margin special? Per model, on {n} images, the {e}-pixel frame against its {n_px} pixels "
+                    f"placed elsewhere: " + "; ".join(f"{answers[v]} for {k} of {len(by_model)} models"
+                                                       for v, k in counts.items()) + ".")
+    return Finding(sentence, location_table(summary, verdict))
+
+
+def _section(run_dir) -> Finding | None:
+    """The report's finding: :func:`location_finding` of the run's ``attack_location``."""
     rows = read_table(run_dir / "tables", TABLES.attack_location)
-    return [] if rows is None or rows.empty else [location_sentence(rows).strip()]
+    if rows is None or rows.empty:
+        return None
+    return location_finding(*deciding(run_dir, TABLES.attack_location_summary, location_summary(rows)))
 
 
 STUDY = register(Study(

@@ -28,10 +28,10 @@ from ..artifacts import TABLES
 from ..inputs.padding import PADDINGS, ZERO_PADDINGS, base_of, padding_of
 from ..stats.intervals import ALPHA, FAILS, HOLDS, INCONCLUSIVE, Estimate, holm, pooled
 from ..stats.rows import eight_bit
-from ..store.tables import read_table
+from ..store.tables import read_table, readable
 from .location import margin_special
 from .sides import imbalance_line
-from .study import Study, Table, Verdicts, register
+from .study import Finding, Study, Table, Verdicts, deciding, register
 
 
 def variants(models) -> dict[str, list[str]]:
@@ -173,6 +173,31 @@ def padding_summary(run_dir: Path) -> list[str]:
     return lines + ([imbalance] if imbalance else [])
 
 
+def padding_finding(run_dir: Path) -> Finding | None:
+    """The report's finding: each padding variant's accuracy, frame ERF mass and fooling rates (a row each), and how
+    many of the paired zero-vs-other comparisons (:func:`padding_tests`, their verdicts those that decide) find the
+    zero-padded variant fooled more; None for a run without padding variants."""
+    tables = Path(run_dir) / "tables"
+    table, tests = variant_table(run_dir), read_table(tables, TABLES.padding_tests)
+    if table is None:
+        return None
+    sentence = ("Does the attack depend on zero padding? The same weights under other paddings lose accuracy (top-1 "
+                f"{table.top1.min():.0%} to {table.top1.max():.0%}), so the comparison mixes padding with damage.")
+    if tests is not None and len(tests):
+        tests, _ = deciding(run_dir, TABLES.padding_tests, tests)
+        sentence += (f" Paired on {int(tests.n_images.max())} images every variant classifies correctly, "
+                     f"{int((tests.verdict == HOLDS).sum())} of {len(tests)} comparisons find the zero-padded "
+                     "variant fooled more (Holm).")
+    columns = {"model": "model", "padding": "padding", "top-1 (95% CI)": lambda r: f"{r.top1:.1%} ({r.top1_ci})",
+               "frame ERF mass / area": lambda r: (f"{r.frame_erf_mass:.2f} ({r.frame_erf_mass_ci})"
+                                                   if not pd.isna(getattr(r, "frame_erf_mass", np.nan)) else "–")}
+    columns.update({f"fooled: {c.removeprefix('fooling_').replace('_e', ', e = ')}": (lambda c: lambda r: (
+        "–" if pd.isna(getattr(r, c)) else f"{getattr(r, c):.0%}"))(c) for c in table.columns if c.startswith("fooling_")})
+    if "margin_special" in table:
+        columns["is the margin special?"] = "margin_special"
+    return Finding(sentence, readable(table, columns))
+
+
 STUDY = register(Study(
     name="padding", question="Why the margin? The padding", always=True,
     tables=(Table("padding_variants", "padding variant: accuracy, frame ERF mass, fooling rates, the location control",
@@ -182,4 +207,4 @@ STUDY = register(Study(
                                                 lambda r: f"{r.zero} padding is fooled more than {r.other} "
                                                           f"({r.optimizer}, e = {r.e})"))),
     run_tables=lambda folder: padding_tables(folder.out),
-    section=lambda run_dir: [f"- {line}" for line in padding_summary(run_dir)]))
+    section=padding_finding))

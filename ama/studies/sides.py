@@ -25,10 +25,11 @@ from ..figures.control_charts import frame_sides_figure
 from ..geometry import FRAME_SIDES, frame_sides
 from ..inputs.padding import AS_TRAINED, base_of, padding_of
 from ..stats.intervals import INCONCLUSIVE, Estimate
-from ..store.tables import read_table
+from ..criteria import pct
+from ..store.tables import interval_text, number_text, read_table
 from .attack_experiments import masked_attack_rows
 from .controls import PAIRS
-from .study import Figure, Study, Table, Verdicts, register
+from .study import Figure, Finding, Study, Table, Verdicts, deciding, register
 
 SIDE_COLUMNS = ["image", "model", "e", "side", "mask_pixels", "clean_class", "adv_class", "fooled", "cam_cosine"]
 
@@ -128,15 +129,59 @@ def imbalance_line(mass: pd.DataFrame) -> str | None:
             "bottom row a stride-2 kernel's centre tap, symmetric padding the left and top): " + ". ".join(parts) + ".")
 
 
-def _section(run_dir: Path) -> list[str]:
-    """The report's lines: :func:`side_lines` and, with padding variants in the run, :func:`imbalance_line`."""
+def sides_table(mass: pd.DataFrame, attack: pd.DataFrame | None, verdict: str = "verdict") -> pd.DataFrame:
+    """The report's table, a row per model: each side's ERF mass over its share of the image (all cells), the paired
+    left - right and top - bottom differences with the verdict that decides (headed ``verdict``), and the one-side
+    attack's fooling rate per side. ``mass``: ``frame_side_mass`` rows; ``attack``: ``attack_sides_summary`` rows."""
+    rows = []
+    for model, g in mass[mass.cell_kind == "all"].groupby("model", sort=False):
+        by = g.set_index("measure")
+        row = {"model": model, "images": int(g.n_images.iloc[0])}
+        row.update({f"ERF {side}": number_text(by.value[side]) for side in FRAME_SIDES if side in by.index})
+        for pair, _ in AXES:
+            if pair in by.index:
+                r = by.loc[pair]
+                row[f"{pair}, paired"] = interval_text(r.value, r.low, r.high, signed=True)
+                row[f"{pair}: {verdict}"] = r.verdict
+        if attack is not None and len(attack):
+            a = attack[(attack.model == model) & attack.side.isin(FRAME_SIDES)]
+            row["one side attacked: fools l / r / t / b"] = " / ".join(
+                pct(a[a.side == side].fooling_rate.iloc[0]) if (a.side == side).any() else "–" for side in FRAME_SIDES)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def sides_finding(mass: pd.DataFrame, attack: pd.DataFrame | None, verdict: str = "verdict") -> Finding:
+    """The report's finding of the sides study: which sides the ERF weighs more, what one side alone does, and, with
+    the padding variants in the run, whether the imbalance follows the padding (:func:`imbalance_line`)."""
+    table = sides_table(mass, attack, verdict)
+    if len(table) == 1:
+        r = table.iloc[0]
+        sentence = (f"Per unit of area the ERF weighs the frame's right side {r.get('ERF right', '–')} against the "
+                    f"left's {r.get('ERF left', '–')}, and the bottom {r.get('ERF bottom', '–')} against the top "
+                    f"{r.get('ERF top', '–')} ({int(r.images)} images).")
+    else:
+        right = int((mass[(mass.cell_kind == "all") & (mass.measure == "left - right")].high < 0).sum())
+        sentence = (f"The ERF weighs the frame's right side more than its left in {right} of {len(table)} models "
+                    f"(interval below 0).")
+    if attack is not None and len(attack):
+        single = attack[attack.side.isin(FRAME_SIDES)]
+        sentence += f" Confined to one side, the reference attack fools at most {pct(single.fooling_rate.max())}."
+    lead = imbalance_line(mass) if len(table) > 1 else None
+    if lead:
+        sentence += " Left against right with the padding variants: " + lead.split("left - right: ")[1].split(
+            ". top - bottom")[0].split(": ")[-1] + "."
+    return Finding(sentence, table)
+
+
+def _section(run_dir: Path) -> Finding | None:
+    """The report's finding: :func:`sides_finding` of the run's tables, None when it has none."""
     tables = Path(run_dir) / "tables"
     mass, attack = read_table(tables, TABLES.frame_side_mass), read_table(tables, TABLES.attack_sides_summary)
-    if (mass is None or mass.empty) and (attack is None or attack.empty):
-        return []
-    lines = side_lines(mass if mass is not None else pd.DataFrame(), attack)
-    imbalance = imbalance_line(mass) if mass is not None and len(mass) else None
-    return [f"- {line}" for line in lines + ([imbalance] if imbalance else [])]
+    if mass is None or mass.empty:
+        return None
+    mass, label = deciding(run_dir, TABLES.frame_side_mass, mass[mass.cell_kind == "all"])
+    return sides_finding(mass, attack, label)
 
 
 def _figure(folder):

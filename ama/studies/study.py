@@ -11,8 +11,9 @@ A study module ends with ``register(Study(...))``. The declaration says everythi
 * ``family``: the family of its verdicts (a table's rows that carry one say how, :class:`Verdicts`), adjusted by Holm
   within it;
 * ``keys`` / ``measured_by``: the identity columns its tables add (:mod:`ama.runs.check` lines rows up by them);
-* ``section(run_dir)``: the report's lines of it, written from the run's tables; notebook 05's cell
-  (``beyond.show(folder, "<name>")``, :func:`ama.studies.beyond.show`) prints the same lines beside its figures and tables.
+* ``section(run_dir)``: what the report says of it (:class:`Finding`: a sentence, a table for people), written from
+  the run's tables, None when the run did not compute it; notebook 05's cell (``beyond.show(folder, "<name>")``,
+  :func:`ama.studies.beyond.show`) shows the same beside its figures and tables.
 
 A study module imports this module only; :mod:`ama.studies.registry` imports every study module and gives the kit its lists
 (so that a notebook that needs one study's declaration does not depend on the others). Adding a study: ``docs/STUDIES.md``.
@@ -26,7 +27,7 @@ from typing import Callable, Mapping, Sequence
 
 from ..artifacts import FIGURES, TABLES, Artifact
 
-__all__ = ["Figure", "Inputs", "Study", "StudyError", "Table", "Verdicts", "register", "registered", "unregister"]
+__all__ = ["Figure", "Finding", "Inputs", "Study", "deciding", "StudyError", "Table", "Verdicts", "register", "registered", "unregister"]
 
 FAMILIES = ("claims", "controls", "beyond")
 LEVELS = ("image", "summary", "run")
@@ -60,6 +61,17 @@ class Figure:
     meaning: str
     draw: Callable
     attacks: bool = False
+
+
+@dataclass
+class Finding:
+    """What a report section says of a question on one run: ``sentence`` (one, at most 60 words and 8 numbers: what
+    the numbers mean), ``table`` (a DataFrame with columns named for people, e.g.
+    :func:`ama.store.tables.readable`; None: none) and ``figures`` (figure names; the study's own when empty)."""
+
+    sentence: str
+    table: object = None
+    figures: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -109,7 +121,7 @@ class Study:
     family: str = "beyond"
     keys: Sequence[str] = ()
     measured_by: Sequence[str] = ()
-    section: Callable[[Path], list] | None = None
+    section: Callable[[Path], "Finding | None"] | None = None
     always: bool = False
     notebook: str = "05"
 
@@ -157,3 +169,29 @@ def registered() -> dict[str, tuple[Study, str]]:
     """``{name: (Study, the module that declared it)}`` of the studies declared so far (:mod:`ama.studies.registry`
     imports them all first)."""
     return {n: (s, _MODULES[n]) for n, s in _REGISTRY.items()}
+
+
+def deciding(run_dir, table: str, rows):
+    """``rows`` of the declared verdict table ``table`` (a study's :class:`Table` or ``judges`` entry) with column
+    ``verdict`` replaced by the verdict that decides: the run's ``tables/verdicts.csv`` (Holm-adjusted within its
+    family, :mod:`ama.report.verdicts`), looked up by the row's name and model (a row outside every family keeps its
+    own, marked "(unadjusted)"). Returned as ``(rows, label)``, the label ``"verdict (Holm)"``; where the run has no ``verdicts.csv`` yet (before its report), the rows' own verdicts
+    and ``"verdict (unadjusted)"``. ``run_dir``: the run folder."""
+    import pandas as pd
+
+    declared = None
+    for study in _REGISTRY.values():
+        declared = declared or next((t.verdicts for t in study.tables if t.name == table and t.verdicts), None)
+        declared = declared or study.judges.get(table)
+    path = Path(run_dir) / "tables" / f"{TABLES.verdicts}.csv"
+    if declared is None or not path.is_file() or "verdict" not in rows:
+        return rows, "verdict (unadjusted)"
+    v = pd.read_csv(path)
+    v = v[v.table == table]
+    lookup = {(r.verdict_of, r.model): r.holm_verdict for r in v.itertuples()}
+    lookup.update({(r.verdict_of, None): r.holm_verdict for r in v.itertuples()})
+    out = []
+    for r in rows.itertuples():
+        found = lookup.get((declared.name(r), getattr(r, "model", None)), lookup.get((declared.name(r), None)))
+        out.append(r.verdict if not isinstance(r.verdict, str) else found or f"{r.verdict} (unadjusted)")
+    return rows.assign(verdict=out), "verdict (Holm)"

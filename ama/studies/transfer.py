@@ -16,15 +16,16 @@ from ..artifacts import TABLES
 from ..attack.marginal import random_frame
 from ..attack.result import OptimizerKey
 from ..figures.charts import transfer_figure
-from ..stats.intervals import pooled
-from ..store.tables import markdown_table, read_table
+from ..attack.optimizers import ORIGINAL
+from ..stats.intervals import HOLDS, pooled
+from ..store.tables import interval_text, read_table, readable
 from .ablation import ADVERSARIAL_OPTIMIZERS
 from .attack_experiments import adversarial_result
 from .explanations import (RELATIVES, SMALLEST_E_ONLY, TRANSFER_METHODS, scale_check, scale_check_summary,
                            transfer_table)
-from .study import Figure, Study, Table, Verdicts, register
+from .study import Figure, Finding, Study, Table, Verdicts, deciding, register
 
-__all__ = ["transfer_experiment", "transfer_verdicts", "transfer_lines", "STUDY"]
+__all__ = ["transfer_experiment", "transfer_verdicts", "transfer_finding", "METHOD_NAMES", "STUDY"]
 
 
 def transfer_experiment(model, x: torch.Tensor, names, params, out_dir=None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
@@ -65,40 +66,42 @@ def transfer_verdicts(transfer: pd.DataFrame, keys=("model", "optimizer", "metho
     return pd.DataFrame(rows)
 
 
-def transfer_lines(run_dir: Path) -> list[str]:
-    """The report's lines: per optimiser at the smallest ``e``, each method's gap with its interval and verdict, the
-    means table and the scale check, from the run's ``transfer`` and ``transfer_scale_check``."""
-    tables = Path(run_dir) / "tables"
-    lines = []
-    tr, check = read_table(tables, TABLES.transfer), read_table(tables, TABLES.transfer_scale_check)
-    if tr is not None and not tr.empty:
-        tr = tr.assign(optimizer=tr.optimizer.astype(str))
-        g = tr.groupby(["optimizer", "method", "e"])[["cam_cosine", "random_cam_cosine", "top20_iou",
-                                                     "random_top20_iou"]].mean()
+METHOD_NAMES = {"gradcam++": "Grad-CAM++", "layercam": "LayerCAM", "eigencam": "EigenCAM",
+                "eigencam-signed": "EigenCAM, sign fixed", "occlusion": "occlusion (no gradient)",
+                "scorecam": "Score-CAM"}
 
-        e_min = int(tr.e.min())
-        v = transfer_verdicts(tr, ("optimizer", "method", "e"))  # per image over the models
-        sentences = []
-        for opt, rows in v[v.e == e_min].groupby("optimizer", sort=True):
-            parts = [f"{r.method}{' (a CAM relative)' if r.relative_of_cam else ''} {r.gap:+.3f} "
-                     f"(95% CI {r.low:+.3f} to {r.high:+.3f}): {r.verdict}" for r in rows.itertuples()]
-            sentences.append(f"with the {opt} optimiser at e = {e_min}, the random frame's clean-vs-attacked cosine "
-                             f"minus the attack's (> 0: the attack moves the map more) is " + "; ".join(parts))
-        lines += [f"**Transfer to other explanations** ({tr.image.nunique()} images, e = "
-                  f"{', '.join(str(v) for v in sorted(tr.e.unique()))}; pytorch-grad-cam's Grad-CAM++, LayerCAM and "
-                  f"EigenCAM, the kit's sign-corrected EigenCAM and a gradient-free sliding-patch occlusion map): the "
-                  f"attack optimises CAM only; " + "; ".join(sentences) + ". Grad-CAM++ and LayerCAM are algebraic "
-                  "relatives of CAM for this head: their agreement is consistency more than transfer; EigenCAM's "
-                  "singular vector has an arbitrary sign, which the library does not fix (`eigencam-signed` does); "
-                  "the occlusion map uses no gradient."
-                  + ("" if "scorecam" in set(tr.method) else " Score-CAM was not computed on this run (one forward pass "
-                     "per channel; notebook 05's `score_cam_images` turns it on)."), ""]
-        lines += [markdown_table(g.round(3).reset_index()), ""]
+
+def transfer_finding(run_dir: Path) -> Finding | None:
+    """The report's finding: does the attack, which optimises CAM only, move other explanations more than the random
+    frame does (per optimiser, method and ``e``, paired per image, the verdict that decides), and the scale check of
+    CAM's exact relatives; None without the run's ``transfer_verdicts``."""
+    tables = Path(run_dir) / "tables"
+    v, check = read_table(tables, TABLES.transfer_verdicts), read_table(tables, TABLES.transfer_scale_check)
+    if v is None or v.empty:
+        return None
+    v, label = deciding(run_dir, TABLES.transfer_verdicts, v)
+    e = int(v.e.min())
+    first = v[(v.e == e) & (v.optimizer == ORIGINAL)] if (v.optimizer == ORIGINAL).any() else v[v.e == e]
+    moved = int((first.verdict == HOLDS).sum())
+    occlusion = first[first.method == "occlusion"]
+    sentence = (f"The attack optimises CAM alone, yet at e = {e} the reference attack moves {moved} of "
+                f"{first.method.nunique()} other explanations more than the random frame does ({int(v.n_images.max())} "
+                "images)" + (f", the gradient-free occlusion map by {occlusion.gap.iloc[0]:+.2f} in cosine"
+                             if len(occlusion) else "") + ".")
     if check is not None and not check.empty:
-        lines += [f"Check, not a transfer result: Grad-CAM, HiResCAM and XGrad-CAM equal CAM up to a positive scale for "
-                  f"this global-average-pool + linear head (largest difference of the normalised maps "
-                  f"{check.max_abs_diff.max():.1e}).", ""]
-    return lines
+        sentence += (" Grad-CAM, HiResCAM and XGrad-CAM equal CAM here up to scale (checked), so they are not "
+                     "counted.")
+    if "model" in v and v.model.nunique() > 1:  # a row per model: the reference attack at the smallest e
+        first = first.assign(cell=[f"{r.gap:+.2f} ({r.verdict})" for r in first.itertuples()])
+        table = first.pivot(index="model", columns="method", values="cell").rename(columns=METHOD_NAMES)
+        return Finding(sentence + f" Per model: the random frame's cosine minus the reference attack's at e = {e}.",
+                       table.reset_index().fillna("–"))
+    columns = {}
+    columns.update({"explanation": lambda r: METHOD_NAMES.get(r.method, r.method), "optimiser": "optimizer", "e": "e",
+                    "cosine to the clean map: attack": "cam_cosine", "random frame": "random_cam_cosine",
+                    "random minus attack (95% CI)": lambda r: interval_text(r.gap, r.low, r.high, signed=True),
+                    label: "verdict"})
+    return Finding(sentence, readable(v.sort_values(["optimizer", "e", "method"]), columns))
 
 
 def _compute(model, inputs) -> dict:
@@ -127,4 +130,4 @@ STUDY = register(Study(
     figures=(Figure("transfer_cosine", "other explanations' cosine, attack vs random frame",
                     lambda folder: transfer_figure(folder.read(TABLES.transfer))),),
     compute=_compute, summarise=_summarise, keys=("method", "optimizer"), measured_by=("method",),
-    section=transfer_lines))
+    section=transfer_finding))
