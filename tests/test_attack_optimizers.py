@@ -218,7 +218,7 @@ def test_ablation_table_has_every_setting_once(tiny_model, x8):
 def test_report_states_the_strongest_result_beside_the_reference(tmp_path):
     import pandas as pd
 
-    from ama.report.markdown import section_attack_strength
+    from ama.report.findings import strength_finding
 
     rows = []
     for opt, fooled, cos in (("sign", [True, False], [0.9, 0.8]), ("apgd", [True, True], [0.4, 0.5])):
@@ -229,14 +229,13 @@ def test_report_states_the_strongest_result_beside_the_reference(tmp_path):
                              quantized=True, fooled=not fooled[i], cam_cosine=cos[i] + 0.2))
     (tmp_path / "tables").mkdir()
     pd.DataFrame(rows).to_csv(tmp_path / "tables" / "attack_ablation.csv", index=False)
-    text = section_attack_strength(tmp_path).sentence
-    assert "apgd (default), fools 100% of the images with CAM cosine 0.45" in text
-    assert "the original optimiser (sign) fools 50% with cosine 0.85" in text
-    assert "Goal (fooling >= 90%, cosine <= 0.5): met" in text
-    assert "sign (default)" not in text.split("e = 1")[1].split("the reference")[0]  # apgd is the strongest
-    assert "keep mode, e = 1: apgd keeps the label on 2 of 2 images with CAM cosine 0.65; sign keeps the label on 1 " \
-           "of 2 images with CAM cosine 1.05" in text and "cosine < 0.7): met by apgd" in text
-    assert section_attack_strength(tmp_path / "nothing") is None
+    found = strength_finding(tmp_path)
+    assert "APGD fools the most at e = 1: 100% against 50% for the paper's sign steps" in found.sentence
+    rows = found.table.set_index(["goal", "optimiser"])
+    assert rows.loc[("change the label", "APGD"), "CAM cosine"] == "0.45"
+    assert rows.loc[("change the label", "sign (the paper's)"), "fooled"] == "50%"
+    assert rows.loc[("keep the label", "APGD"), "CAM cosine"] == "0.65"
+    assert strength_finding(tmp_path / "nothing") is None
 
 
 @pytest.mark.slow
@@ -302,19 +301,6 @@ def test_ablation_narrows_the_widths_per_optimizer(tiny_model, x8):
                                             optimizer_e={"adam": [1]}, progress=False)
     widths = table.groupby("optimizer").e.unique()
     assert sorted(widths["sign"]) == [1, 2] and list(widths["adam"]) == [1]
-
-
-def test_report_names_which_part_of_a_goal_is_missed(tmp_path):
-    import pandas as pd
-
-    from ama.report.markdown import section_attack_strength
-
-    (tmp_path / "tables").mkdir()
-    pd.DataFrame([dict(image=str(i), model="m", mode="flip", optimizer="apgd", variant="default", e=2, n_iter=100,
-                       quantized=True, fooled=True, cam_cosine=0.5) for i in range(2)]
-                 ).to_csv(tmp_path / "tables" / "attack_ablation.csv", index=False)
-    text = section_attack_strength(tmp_path).sentence
-    assert "Goal (fooling >= 100%, cosine <= 0.3): fooling rate met, cosine missed by 0.20." in text
 
 
 def test_ieee_fp32_sets_and_restores_the_cuda_precision_knobs():

@@ -42,7 +42,8 @@ def test_definition_rows_give_both_definitions_on_the_same_cells_and_the_summary
     summary = ed.definition_summary(rows)
     assert summary[summary.definition == "gradient"].p_holds.isna().all()
     assert summary[summary.definition == "occlusion"].p_holds.notna().all()
-    assert len(ed.definition_lines(summary)) == 1
+    found = ed.definition_finding(summary)
+    assert len(found.table) == 8 and "nan" not in found.table.to_string()
 
 
 def test_the_summary_finds_the_verdict_depends_on_the_definition_when_one_is_aligned():
@@ -54,4 +55,4 @@ def test_the_summary_finds_the_verdict_depends_on_the_definition_when_one_is_ali
     summary = ed.definition_summary(pd.DataFrame(rows)).set_index("definition")
     assert summary.loc["gradient"].claim1 == "holds" and summary.loc["occlusion"].claim1 == "inconclusive"
     assert summary.loc["gradient"].null_gap == pytest.approx(np.mean([0.2 + 0.01 * k for k in range(8)]))
-    assert "depends on the ERF's definition" in ed.definition_lines(summary.reset_index())[0]
+    assert "depends on the ERF's definition" in ed.definition_finding(summary.reset_index()).sentence

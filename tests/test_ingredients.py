@@ -126,8 +126,8 @@ def test_capacity_study_runs_each_budget_on_the_same_images(tiny_model, x8):
     assert sorted(table.n_iter.unique()) == [2, 4] and len(table) == 8 and set(table.optimizer) == {"apgd"}
 
 
-def test_report_section_states_the_held_out_result_with_its_interval(tmp_path):
-    from ama.report.markdown import section_ingredients
+def test_report_finding_states_the_held_out_result_with_its_interval(tmp_path):
+    from ama.report.findings import ingredients_finding
 
     rows = []
     for v, tune_fooled, report_fooled in (("reference", 0, 0), ("+margin loss", 1, 1), ("+Adam", 0, 0)):
@@ -136,10 +136,13 @@ def test_report_section_states_the_held_out_result_with_its_interval(tmp_path):
     (tmp_path / "tables").mkdir()
     ablation.ingredient_summary(_table(rows)).to_csv(tmp_path / "tables" / "attack_ingredients_summary.csv",
                                                      index=False)
-    section = section_ingredients(tmp_path)
-    assert "m, e = 1: fools more than the reference on the held-out images: +margin loss." in section.sentence
+    section = ingredients_finding(tmp_path)
+    assert "+margin loss was the best setting" in section.sentence
+    assert "+margin loss fool more than the paper's loop" in section.sentence
     # Newcombe's interval by hand: Wilson's lower end for 6 of 6 is 0.61, the upper for 0 of 6 is 0.39, the outcomes'
     # correlation is 0 (one margin is empty): 1 - sqrt(0.39^2 + 0.39^2) = 0.45
-    assert "+margin loss, gains +100 points (+45 to +100) there: holds" in section.sentence
+    rows = section.table.set_index("variant")
+    assert rows.loc["+margin loss", "gain over the paper's, paired"] == "+100 points (+45 to +100)"
     assert list(section.table.variant) == ["reference", "+margin loss", "+Adam"]
-    assert section_ingredients(tmp_path / "nothing") is None
+    assert "nan" not in section.table.to_string()
+    assert ingredients_finding(tmp_path / "nothing") is None

@@ -63,11 +63,12 @@ def test_the_generated_block_is_found_and_replaced():
         block_of(page, "y")
 
 
-def test_the_glanced_and_listed_references_are_committed():
-    """The README's table quotes the default and the evidence reference; docs/EVIDENCE.md's every full reference."""
-    from ama.studies.claims import glance_runs, reference_runs
+def test_the_listed_references_are_committed():
+    """docs/EVIDENCE.md's table quotes every full reference; the README the evidence reference."""
+    from ama.report.evidence import EVIDENCE_PROFILE, profile_reference
+    from ama.studies.claims import reference_runs
 
-    assert all((path / "run.json").is_file() for path in glance_runs().values())
+    assert (profile_reference(EVIDENCE_PROFILE) / "run.json").is_file()
     runs = reference_runs()
     assert len(runs) >= 3 and all((path / "run.json").is_file() for path in runs.values())
 
@@ -84,8 +85,8 @@ def test_the_evidence_run_block_quotes_every_claim_and_its_time():
     from ama.report.evidence import EVIDENCE_PROFILE, evidence_lines, profile_reference
 
     text = "\n".join(evidence_lines(profile_reference(EVIDENCE_PROFILE)))
-    assert all(f"**Claim {n}: " in text for n in (1, 2, 3)) and "03_adversarial_marginal_attack" in text
-    assert "Is the margin special?" in text or "is the margin special?" in text
+    assert all(f"**Claim {n}.**" in text for n in (1, 2, 3)) and "03_adversarial_marginal_attack" in text
+    assert "Is the margin special?" in text
 
 
 def test_the_fixture_only_shortens_and_redirects(tmp_path):
@@ -128,17 +129,16 @@ def test_every_python_block_runs(document, monkeypatch):
     assert os.getcwd() == str(ROOT)
 
 
-def test_the_evidence_pages_padding_lines_are_the_models_reference():
-    """docs/EVIDENCE.md's lines on the padding variants: ``ama.studies.padding_study.padding_summary`` of the ``PROFILE=models``
+def test_the_evidence_pages_padding_block_is_the_models_reference():
+    """docs/EVIDENCE.md's block on the padding variants: the padding study's finding on the ``PROFILE=models``
     reference, written by ``tools/update_generated_docs.py``; SCIENCE.md's accuracies of the variants are its."""
     import pandas as pd
 
     from ama.params import RunParams
-    from ama.studies.padding_study import padding_summary
+    from ama.report.evidence import padding_block
 
     run = ROOT / "results" / "reference" / RunParams.from_strings("models").run_name()
-    lines = padding_summary(run)
-    assert any("depends on zero padding" in line for line in lines)
+    assert padding_block(run).startswith("Does the attack depend on zero padding?")
     acc = pd.read_csv(run / "tables" / "clean_accuracy.csv").set_index("model").top1
     science = " ".join((ROOT / "docs" / "SCIENCE.md").read_text().split())
     quoted = ", ".join(f"{100 * acc[m]:.1f}% {w}" for m, w in (("lite0-zero-pad", "symmetric zeros"),

@@ -8,7 +8,7 @@ import torch
 from ama import criteria
 from ama.artifacts import TABLES
 from ama.params import RunParams
-from ama.report import markdown as report
+from ama.report import findings, markdown as report
 from ama.store.tables import save_tables
 from ama.studies import claims, complete_change, experiments
 
@@ -30,13 +30,13 @@ def test_across_models_section_for_any_cnns(tmp_path, tiny_model, resnet18_64):
     tables = {k: pd.concat([t[k] for t in per_model], ignore_index=True) for k in per_model[0]}
     tables.update(experiments.summaries(tables))
     save_tables(tables, tmp_path)
-    section = report.section_across_models(tmp_path)
-    assert section.title == "Across models" and list(section.table.model) == ["resnet50", "resnext50_32x4d"]
-    assert "2 models, each at its own input size (resnet50 32 px, resnext50_32x4d 64 px)" in section.sentence
-    for k in (1, 2, 3):
-        assert f"claim {k} (" in section.sentence
-    assert "capability" in section.sentence and "prevalence" in section.sentence
-    assert section.figures == ["figures/attack_across_models.png"] and (tmp_path / section.figures[0]).is_file()
+    section = findings.across_models_finding(tmp_path)
+    assert list(section.table.model) == ["resnet50", "resnext50_32x4d"]
+    assert list(section.table["input, px"]) == ["32", "64"]
+    assert section.sentence.startswith("2 models, each at its own input size: claim 1 holds for ")
+    assert "nan" not in section.table.to_string()
+    assert report.across_models_figure(tmp_path) == "figures/attack_across_models.png"
+    assert (tmp_path / "figures" / "attack_across_models.png").is_file()
     table = claims.model_table(tmp_path)
     keep = tables["occlusion_keep_irf"]
     per_image = keep[keep.model == "resnet50"].assign(a=keep.rel_change.abs()).groupby("image").a.median()
@@ -46,11 +46,10 @@ def test_across_models_section_for_any_cnns(tmp_path, tiny_model, resnet18_64):
         expected = ("holds" if lo > criteria.KEEP_IRF_CHANGE else "does not hold" if hi < criteria.KEEP_IRF_CHANGE
                     else "inconclusive")
         assert row.claim2 == expected, model
-    assert report.section_across_models(tmp_path) is not None
 
 
 def test_no_across_models_section_for_one_model(tmp_path, tiny_model, images32):
     tables = experiments.run("receptive_fields", tiny_model, images32[:1], ["a"], RunParams(e=(1,)))
     tables.update(experiments.summaries(tables))
     save_tables(tables, tmp_path)
-    assert report.section_across_models(tmp_path) is None
+    assert findings.across_models_finding(tmp_path) is None and report.across_models_figure(tmp_path) is None

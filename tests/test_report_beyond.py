@@ -1,4 +1,4 @@
-"""The studies' report sections (transfer, faithfulness) are written from the run's tables."""
+"""The studies' report findings (transfer, faithfulness) are written from the run's tables."""
 from __future__ import annotations
 
 import pandas as pd
@@ -27,26 +27,30 @@ def _tables(run, erf_adv_mass: float):
     pd.concat([one, one.assign(image="b")], ignore_index=True).to_csv(t / "upsampling_comparison.csv", index=False)
 
 
-def test_section_states_each_finding_from_the_numbers(tmp_path):
+def test_findings_state_each_result_from_the_numbers(tmp_path):
     _tables(tmp_path, erf_adv_mass=0.004)
-    text = "\n".join(transfer.transfer_lines(tmp_path) + faithfulness.faithfulness_lines(tmp_path))
+    found = transfer.transfer_finding(tmp_path)
     # per method: the random frame's cosine minus the attack's, per image, with its interval and verdict
-    assert ("with the sign optimiser at e = 1, the random frame's clean-vs-attacked cosine minus the attack's (> 0: the "
-            "attack moves the map more) is eigencam -0.100 (95% CI -0.100 to -0.100): does not hold; layercam (a CAM "
-            "relative) +0.500 (95% CI +0.400 to +0.600): holds") in text
-    assert "with the apgd optimiser at e = 1" in text and "layercam (a CAM relative) +0.700" in text
-    assert "3.0e-07" in text
-    assert "lowest deletion AUC is cam / erf (0.200)" in text
-    # the frame's share of the map's mass over its share of the image, clean -> attacked
-    assert ("bilinear 0.50 -> 1.00 (change +0.50, 95% CI +0.50 to +0.50: holds); erf 0.50 -> 0.20 (change -0.30, "
-            "95% CI -0.30 to -0.30: does not hold)") in text
+    rows = found.table.set_index(["explanation", "optimiser"])
+    assert rows.loc[("LayerCAM", "sign"), "random minus attack (95% CI)"] == "+0.50 (+0.40 to +0.60)"
+    assert rows.loc[("EigenCAM", "sign"), "random minus attack (95% CI)"] == "-0.10 (-0.10 to -0.10)"
+    assert "moves 1 of 2 other explanations" in found.sentence and "up to scale (checked)" in found.sentence
+    assert "nan" not in found.table.to_string()
+    faith = faithfulness.faithfulness_finding(tmp_path)
+    rows = faith.table.set_index("upsampling")
+    # the frame's share of the map's mass over its share of the image, clean -> attacked, and the change
+    assert rows.loc["bilinear (CAM's)", "frame mass / area: clean"] == "0.50"
+    assert rows.loc["bilinear (CAM's)", "attacked"] == "1.00"
+    assert rows.loc["ERF projection", "change (95% CI)"] == "-0.30 (-0.30 to -0.30)"
+    assert "Deletion AUC (lower is better): bilinear (CAM's) 0.30, ERF projection 0.20" in faith.sentence
     _tables(tmp_path / "other", erf_adv_mass=0.03)
-    assert "erf 0.50 -> 1.50 (change +1.00" in "\n".join(faithfulness.faithfulness_lines(tmp_path / "other"))
+    other = faithfulness.faithfulness_finding(tmp_path / "other").table.set_index("upsampling")
+    assert other.loc["ERF projection", "attacked"] == "1.50"
 
 
 def test_studies_without_tables_are_named_as_not_run(tmp_path):
     (tmp_path / "tables").mkdir()
-    assert transfer.transfer_lines(tmp_path) == [] and faithfulness.faithfulness_lines(tmp_path) == []
+    assert transfer.transfer_finding(tmp_path) is None and faithfulness.faithfulness_finding(tmp_path) is None
     text = report.write_report(tmp_path).read_text()
     i = text.index("## Studies not run")
     assert "`location`, `transfer`, `faithfulness`, `defence`" in text[i:], text[i:i + 300]
@@ -56,7 +60,8 @@ def test_write_report_includes_the_section(tmp_path):
     _tables(tmp_path, erf_adv_mass=0.004)
     text = report.write_report(tmp_path).read_text()
     beyond = text.index("## Does the attack transfer to other explanations?")
-    assert text.index("## Criteria") < text.index("## Claim 3:") < beyond < text.index(
-        "## Faithfulness and ERF-aware upsampling") < text.index("## Appendix: the run")  # criteria first, the run last
-    assert "lowest deletion AUC is cam / erf (0.200)" in text[beyond:] and "erf 0.50 -> 0.20" in text[beyond:]
+    assert (text.index("## The claims") < text.index("## Does the paper reproduce?") < text.index("## Criteria")
+            < text.index("## Claim 3:") < beyond < text.index("## Faithfulness and ERF-aware upsampling")
+            < text.index("## Appendix: the run"))  # the answers first, the criteria before the results, the run last
+    assert "| LayerCAM " in text[beyond:] and "nan" not in text
     assert "Claim 1: The implicit and the effective receptive field" in text and "`location`" in text

@@ -1,6 +1,6 @@
 """What a run reports: every verdict in its family, ``REPORT.md``, and the generated blocks of the README and
 ``docs/``."""
-__all__ = ["verdicts", "markdown", "evidence"]
+__all__ = ["verdicts", "findings", "readability", "markdown", "evidence"]
 
 
 def __getattr__(name):

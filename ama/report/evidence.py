@@ -7,7 +7,6 @@ A block lies between ``<!-- marker: start -->`` and ``<!-- marker: end -->`` on 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from ..artifacts import TABLES

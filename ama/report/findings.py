@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..artifacts import TABLES
+from ..artifacts import FIGURES, TABLES
 from ..attack import optimizers
-from ..criteria import BARS, JOINT_RATE, KEEP_IRF_CHANGE, MARGIN_MOVES_INTERIOR, pct
+from ..criteria import BARS, KEEP_IRF_CHANGE, MARGIN_MOVES_INTERIOR, pct
 from ..inputs.models import published_top1
 from ..stats.intervals import HOLDS, INCONCLUSIVE, pooled
 from ..stats.rows import eight_bit, original_attack
@@ -297,7 +297,7 @@ def across_models_finding(run_dir: Path) -> Finding | None:
             ci = [float(x) for x in r.fooling_ci.split(" to ")] if isinstance(getattr(r, "fooling_ci", None), str) else []
             return pct(getattr(r, e_col)) + (f" ({pct(ci[0])} to {pct(ci[1])})" if ci else "")
         columns[f"fooled at e = {e_col.removeprefix('fooling_e')} (95% CI)"] = fooled
-    return Finding(sentence, readable(table, columns), ("attack_across_models",))
+    return Finding(sentence, readable(table, columns), (FIGURES.attack_across_models,))
 
 
 def strength_finding(run_dir: Path) -> Finding | None:
@@ -320,7 +320,7 @@ def strength_finding(run_dir: Path) -> Finding | None:
                     "optimiser": lambda r: OPTIMIZER_NAMES.get(r.optimizer, r.optimizer), "images": "n_images",
                     "fooled": lambda r: pct(r.fooling_rate), "CAM cosine": "cam_cosine"})
     return Finding(sentence, readable(s.sort_values(["model", "mode", "e", "optimizer"]), columns),
-                   ("attack_ablation",))
+                   (FIGURES.attack_ablation,))
 
 
 def ingredients_finding(run_dir: Path) -> Finding | None:
@@ -349,7 +349,7 @@ def ingredients_finding(run_dir: Path) -> Finding | None:
                     "more / less fooled": lambda r: ("" if pd.isna(r.more_fooled) else
                                                      f"{int(r.more_fooled)} / {int(r.less_fooled)}"),
                     "sign test": lambda r: p_text(r.p_value), label: "verdict"})
-    return Finding(sentence, readable(s, columns), ("attack_ingredients",))
+    return Finding(sentence, readable(s, columns), (FIGURES.attack_ingredients,))
 
 
 def confidence_finding(run_dir: Path) -> Finding | None:
@@ -374,7 +374,7 @@ def confidence_finding(run_dir: Path) -> Finding | None:
     columns.update({"e": "e", "confidence third": "tercile",
                     "clean confidence": lambda r: f"{r.conf_min:.2f} to {r.conf_max:.2f}", "images": "n_images",
                     "fooled (95% CI)": lambda r: interval_text(r.fooling_rate, r.low, r.high, True)})
-    return Finding(sentence, readable(conf[conf.e == e], columns), ("attack_confidence",))
+    return Finding(sentence, readable(conf[conf.e == e], columns), (FIGURES.attack_confidence,))
 
 
 SECTIONS = (("The images", images_finding), ("Across models", across_models_finding),

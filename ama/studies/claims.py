@@ -21,19 +21,14 @@ import pandas as pd
 
 from ..artifacts import FIGURES, TABLES
 from ..attack.optimizers import ORIGINAL
-from ..criteria import BARS, FOOLED_RATE, JOINT_RATE, KEEP_IRF_CHANGE, MARGIN_MOVES_INTERIOR, MISALIGNED_MASS, pct
+from ..criteria import BARS, FOOLED_RATE, JOINT_RATE, KEEP_IRF_CHANGE, MISALIGNED_MASS, pct
 from ..geometry import CELL_KINDS
-from ..kernels.receptive_field import misalignment_summary
-from ..params import RunParams
 from ..paths import resolve
 from ..stats.intervals import FAILS, HOLDS, INCONCLUSIVE, Estimate, image_rate, pooled
 from ..stats.rows import eight_bit, original_attack
-from ..store import lineage
 from ..store.tables import interval_text, p_text, read_table, readable
 from . import complete_change
-from .controls import misalignment_baselines, misalignment_by_upsampling, per_area_influence
-from .location import location_sentence, margin_special
-from .targeted_shapes import targeted_lines
+from .location import margin_special
 
 JOINT_COLUMNS = ["model", "e", "optimizer", "n_images", "tau", "fooled", "completely_changed", "joint", "joint_low",
                  "joint_high", "vs_random", "vs_random_low", "vs_random_high", "attack_only", "random_only", "p_value"]
@@ -367,10 +362,3 @@ def reference_runs(reference: str | os.PathLike = "results/reference") -> dict[s
                 models = params.get("models", [])
                 found.append((len(models) > 1, params["n_images"], len(models), folder))
     return {f"{n} ImageNet images" + (f", {k} models" if k > 1 else ""): folder for _, n, k, folder in sorted(found)}
-
-
-def glance_runs(reference: str | os.PathLike = "results/reference") -> dict[str, Path]:
-    """The references the README's table quotes: the default run's and the evidence run's (``PROFILE=imagenet``)."""
-    default, evidence = RunParams(), RunParams.from_strings("imagenet")
-    return {f"default run ({default.n_images} images)": resolve(reference) / default.run_name(),
-            f"evidence run ({evidence.n_images} images)": resolve(reference) / evidence.run_name()}

@@ -61,25 +61,6 @@ def definition_summary(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def definition_lines(summary: pd.DataFrame) -> list[str]:
-    """Per model: claim 1's verdict and the centre cell's mass outside the IRF under each definition, and whether
-    they agree. ``summary``: :func:`definition_summary`."""
-    lines = []
-    for model, g in summary.groupby("model", sort=False):
-        parts = []
-        for definition, h in g.groupby("definition", sort=False):
-            r = h.iloc[0]
-            gaps = ", ".join(f"{k.cell_kind} {k.null_gap:+.2f} ({k.low:+.2f} to {k.high:+.2f})" for k in h.itertuples())
-            parts.append(f"by {definition}, the centre cell's mass outside its IRF is {r.centre_mass_outside:.0%} "
-                         f"({r.centre_low:.0%} to {r.centre_high:.0%}); beyond the aligned null {gaps}: claim 1 "
-                         f"{r.claim1}")
-        agree = g.groupby("definition").claim1.first().nunique() == 1
-        lines.append(f"{model}, {int(g.n_images.max())} images: " + "; ".join(parts)
-                     + (". The two definitions agree." if agree else
-                        ". The verdict depends on the ERF's definition."))
-    return lines
-
-
 def definition_finding(summary: pd.DataFrame, verdict: str = "verdict") -> Finding:
     """The report's finding: claim 1 under the gradient ERF and the gradient-free occlusion ERF, per cell kind
     (``summary``: :func:`definition_summary`, its verdicts those that decide, headed ``verdict``)."""

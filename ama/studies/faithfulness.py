@@ -240,6 +240,11 @@ def faithfulness_finding(run_dir: Path) -> Finding | None:
     the map reveal the attack's pixels?); None without the run's ``upsampling_summary``."""
     tables = Path(run_dir) / "tables"
     up, ratio = read_table(tables, TABLES.upsampling_summary), read_table(tables, TABLES.frame_mass_ratio)
+    comparison = read_table(tables, TABLES.upsampling_comparison)
+    if up is None and comparison is not None and len(comparison):  # a run folder from before the summaries
+        summaries = _summarise({TABLES.upsampling_comparison: comparison,
+                                TABLES.faithfulness: read_table(tables, TABLES.faithfulness)})
+        up, ratio = summaries[TABLES.upsampling_summary], summaries.get(TABLES.frame_mass_ratio)
     if up is None or up.empty:
         return None
     keys = ["model", "upsampling"]

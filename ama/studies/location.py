@@ -20,8 +20,7 @@ from ..store.tables import interval_text, p_text, read_table, readable
 from .attack_experiments import ORIGINAL, masked_attack_rows
 from .study import Figure, Finding, Study, Table, Verdicts, deciding, register
 
-__all__ = ["LOCATION_COLUMNS", "location_control", "location_summary", "margin_special", "location_sentence",
-           "location_finding", "location_table", "LOCATION_NAMES", "STUDY"]
+__all__ = ["LOCATION_COLUMNS", "location_control", "location_summary", "margin_special", "location_finding", "location_table", "LOCATION_NAMES", "STUDY"]
 
 LOCATION_COLUMNS = ["image", "model", "e", "location", "mask_pixels", "changed_pixels", "clean_class", "adv_class",
                     "fooled", "cam_cosine", "adv_conf"]
@@ -76,26 +75,6 @@ def margin_special(summary: pd.DataFrame) -> str:
     if all(v == HOLDS for v in verdicts):
         return HOLDS
     return FAILS if FAILS in verdicts else INCONCLUSIVE
-
-
-def location_sentence(location: pd.DataFrame) -> str:
-    """Claim 3's control: is the margin special? (:func:`location_summary`). ``location``: rows of
-    ``attack_location``."""
-    s = location_summary(location)
-    e, n_px, n = int(s.e.min()), int(s.mask_pixels.iloc[0]), int(s.n_images.max())
-    rates = "; ".join(f"{r.location} {pct(r.fooling_rate)} ({pct(r.fooling_low)} to {pct(r.fooling_high)})"
-                      for r in s.itertuples())
-    gaps = "; ".join(f"{r.location} {100 * r.frame_minus_fooled:+.0f} points ({100 * r.gap_low:+.0f} to "
-                     f"{100 * r.gap_high:+.0f}; {int(r.frame_only)} vs {int(r.location_only)} images, exact "
-                     f"p = {r.p_value:.2g})" for r in s.dropna(subset=["frame_minus_fooled"]).itertuples())
-    answer = {HOLDS: "yes: the frame fools more than every other location",
-              FAILS: "no: some location of the same pixel count fools more than the frame",
-              INCONCLUSIVE: "not decided on this run: some difference's exact test has p >= 0.05"}[margin_special(s)]
-    return (f" Control, is the margin special? The same attack on {n_px} pixels (the {e}-pixel frame's count) placed "
-            f"elsewhere ({n} images, notebook 05) fools: {rates}. The frame minus each location, paired per image "
-            f"(Newcombe's 95% interval; the images where only the frame or only the location fools, McNemar's exact "
-            f"test): "
-            f"{gaps}. Answer: {answer}.")
 
 
 def _compute(model, inputs) -> dict:

@@ -30,7 +30,6 @@ from ..stats.intervals import ALPHA, FAILS, HOLDS, INCONCLUSIVE, Estimate, holm,
 from ..stats.rows import eight_bit
 from ..store.tables import read_table, readable
 from .location import margin_special
-from .sides import imbalance_line
 from .study import Finding, Study, Table, Verdicts, deciding, register
 
 
@@ -126,33 +125,6 @@ def zero_padding_verdict(tests: pd.DataFrame) -> str:
     return FAILS if (t.high <= 0).all() else INCONCLUSIVE
 
 
-def padding_lines(table: pd.DataFrame | None, tests: pd.DataFrame) -> list[str]:
-    """The report's sentences: each variant's accuracy, frame ERF mass and fooling rates, then the verdict with the
-    paired comparisons behind it. ``table``: :func:`variant_table`; ``tests``: :func:`padding_tests`."""
-    if table is None:
-        return []
-    lines = []
-    for r in table.itertuples():
-        rates = ", ".join(f"{c.removeprefix('fooling_').replace('_e', ' at e = ')} {getattr(r, c):.0%}"
-                          for c in table.columns if c.startswith("fooling_") and not pd.isna(getattr(r, c)))
-        mass = (f"; frame ERF mass {r.frame_erf_mass:.2f} x its area ({r.frame_erf_mass_ci})"
-                if "frame_erf_mass" in table and not pd.isna(r.frame_erf_mass) else "")
-        special = f"; the margin special: {r.margin_special}" if "margin_special" in table and isinstance(
-            r.margin_special, str) else ""
-        lines.append(f"{r.model} ({r.padding}): top-1 {r.top1:.1%} ({r.top1_ci}) on {r.n_checked} images{mass}; "
-                     f"fooled {rates}{special}.")
-    if len(tests):
-        verdict = zero_padding_verdict(tests)
-        pairs = "; ".join(f"{r.zero} - {r.other}, {r.optimizer} e = {r.e}: {r.zero_minus_other:+.0%} "
-                          f"({r.low:+.0%} to {r.high:+.0%}, {r.zero_only} vs {r.other_only} images, McNemar p = "
-                          f"{r.p_value:.2g})" for r in tests.itertuples())
-        n = int(np.max(tests.n_images))
-        lines.append(f"The marginal attack depends on zero padding: **{verdict}** (the zero-padded variants' fooled "
-                     f"minus the reflect / replicate variants', paired on {n} images every variant classifies "
-                     f"correctly; Holm within these comparisons): {pairs}.")
-    return lines
-
-
 def padding_tables(run_dir: Path) -> dict[str, pd.DataFrame]:
     """``padding_variants`` and ``padding_tests`` of a run with padding variants, from its tables; ``{}`` for a run
     without."""
@@ -161,16 +133,6 @@ def padding_tables(run_dir: Path) -> dict[str, pd.DataFrame]:
     if table is None or ablation is None:
         return {}
     return {TABLES.padding_variants: table, TABLES.padding_tests: padding_tests(ablation)}
-
-
-def padding_summary(run_dir: Path) -> list[str]:
-    """The padding variants' lines of a run (:func:`padding_lines`) and the frame's imbalance beside them
-    (:func:`ama.studies.sides.imbalance_line`): docs/EVIDENCE.md's generated block of the models reference and the report's."""
-    tables = Path(run_dir) / "tables"
-    tests, mass = read_table(tables, TABLES.padding_tests), read_table(tables, TABLES.frame_side_mass)
-    lines = padding_lines(variant_table(run_dir), tests if tests is not None else pd.DataFrame())
-    imbalance = imbalance_line(mass) if lines and mass is not None and len(mass) else None
-    return lines + ([imbalance] if imbalance else [])
 
 
 def padding_finding(run_dir: Path) -> Finding | None:

@@ -68,30 +68,6 @@ def side_attack_summary(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def side_lines(mass: pd.DataFrame, attack: pd.DataFrame | None) -> list[str]:
-    """Sentences of the per-side analysis, per model: the four sides' ERF mass ratios (all cells) with the paired
-    left - right and top - bottom differences, and the one-side attack's rates with the paired tests. ``mass``:
-    :func:`side_mass_summary`; ``attack``: :func:`side_attack_summary` (or None)."""
-    lines = []
-    for model, g in (mass[mass.cell_kind == "all"].groupby("model", sort=False) if len(mass) else []):
-        sides = ", ".join(f"{r.measure} {r.value:.2f} ({r.low:.2f} to {r.high:.2f})"
-                          for r in g.itertuples() if r.measure in FRAME_SIDES)
-        pairs = "; ".join(f"{r.measure} {r.value:+.2f} ({r.low:+.2f} to {r.high:+.2f}, {r.verdict})"
-                          for r in g.itertuples() if r.measure not in FRAME_SIDES)
-        lines.append(f"{model}: ERF mass on each side of the frame over its share of the image, mean over cells, "
-                     f"{int(g.n_images.iloc[0])} images: {sides}; paired per image {pairs}.")
-    for (model, e), g in (attack.groupby(["model", "e"], sort=False) if attack is not None and len(attack) else []):
-        single, paired = g[g.side.isin(FRAME_SIDES)], g[~g.side.isin(FRAME_SIDES)]
-        lines.append(f"{model}: the reference attack on one side's {int(single.mask_pixels.iloc[0])} px at e = {e} "
-                     f"({int(single.n_images.iloc[0])} images) fools "
-                     + ", ".join(f"{r.side} {r.fooling_rate:.0%} ({r.low:.0%} to {r.high:.0%})"
-                                 for r in single.itertuples())
-                     + "; paired per image " + "; ".join(
-                         f"{r.side} {r.fooling_rate:+.0%} ({r.low:+.0%} to {r.high:+.0%}, McNemar p = {r.p_value:.2g}, "
-                         f"{r.verdict})" for r in paired.itertuples()) + ".")
-    return lines
-
-
 AXES = (("left - right", "left / right"), ("top - bottom", "top / bottom"))
 
 
@@ -153,7 +129,9 @@ def sides_table(mass: pd.DataFrame, attack: pd.DataFrame | None, verdict: str = 
 
 def sides_finding(mass: pd.DataFrame, attack: pd.DataFrame | None, verdict: str = "verdict") -> Finding:
     """The report's finding of the sides study: which sides the ERF weighs more, what one side alone does, and, with
-    the padding variants in the run, whether the imbalance follows the padding (:func:`imbalance_line`)."""
+    the padding variants in the run, whether the imbalance follows the padding (:func:`imbalance_line`). ``mass``:
+    ``frame_side_mass`` rows (all cells); ``attack``: ``attack_sides_summary`` rows, or None; ``verdict``: the
+    verdict columns' heading (:func:`ama.studies.study.deciding`)."""
     table = sides_table(mass, attack, verdict)
     if len(table) == 1:
         r = table.iloc[0]

@@ -77,6 +77,9 @@ def transfer_finding(run_dir: Path) -> Finding | None:
     CAM's exact relatives; None without the run's ``transfer_verdicts``."""
     tables = Path(run_dir) / "tables"
     v, check = read_table(tables, TABLES.transfer_verdicts), read_table(tables, TABLES.transfer_scale_check)
+    if v is None:  # a run folder from before the summary: from the rows
+        rows = read_table(tables, TABLES.transfer)
+        v = transfer_verdicts(rows) if rows is not None and len(rows) else None
     if v is None or v.empty:
         return None
     v, label = deciding(run_dir, TABLES.transfer_verdicts, v)

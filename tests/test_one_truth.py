@@ -1,0 +1,78 @@
+"""One truth: every claim's verdict that the README, docs/ and a reference's REPORT.md quote is the one that
+reference's ``tables/verdicts.csv`` gives (Holm-adjusted within the claims' family); and the reports keep the
+readability limits of issue 41."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ama.paths import ROOT
+from ama.report.evidence import EVIDENCE_PROFILE, profile_reference
+from ama.report.findings import ANSWER
+from ama.report.readability import LIMITS, OTHER_LIMITS, check
+from ama.studies.claims import deciding_claims
+
+REFERENCES = sorted(p for p in (ROOT / "results" / "reference").iterdir() if (p / "REPORT.md").is_file())
+DEFAULT = ROOT / "results" / "reference" / "lite0_imagenet_n8_e1-2-4-8_it100_lamb100_seed0"
+
+
+def decided(run: Path) -> dict:
+    return deciding_claims(pd.read_csv(run / "tables" / "verdicts.csv"))
+
+
+def quoted(report: str) -> dict[int, str]:
+    """The verdict column of a REPORT.md's claims table, per claim."""
+    out = {}
+    for line in report.split("## The claims", 1)[1].split("## ", 1)[0].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and re.match(r"^\d\. ", cells[0]):
+            out[int(cells[0][0])] = cells[-2].replace(" (smoke run)", "")
+    return out
+
+
+def stated(verdict) -> str:
+    """How the claims table writes a claim's verdict (``verdict``: an outcome, or claim 3's parts)."""
+    if isinstance(verdict, dict):
+        return "; ".join(f"{k} **{v}**" for k, v in verdict.items())
+    return f"**{verdict}**"
+
+
+@pytest.mark.parametrize("run", REFERENCES, ids=lambda p: p.name[:40])
+def test_each_reports_claims_table_quotes_its_verdicts_csv(run):
+    got, want = quoted((run / "REPORT.md").read_text()), decided(run)
+    assert got == {k: stated(want[k]) for k in (1, 2, 3)}
+
+
+@pytest.mark.parametrize("run", REFERENCES, ids=lambda p: p.name[:40])
+def test_each_report_is_readable(run):
+    text = (run / "REPORT.md").read_text()
+    assert check(text, LIMITS if run == DEFAULT else OTHER_LIMITS) == []
+    assert not re.search(r"\bnan\b", text) and "p = 0 " not in text and "p = 0)" not in text
+
+
+def test_the_readmes_answers_are_the_evidence_runs_verdicts():
+    want = decided(profile_reference(EVIDENCE_PROFILE))
+    block = (ROOT / "README.md").read_text().split("<!-- findings: start -->")[1].split("<!-- findings: end -->")[0]
+    for n in (1, 2, 3):
+        line = next(x for x in block.splitlines() if x.startswith(f"- **Claim {n},"))
+        v = want[n]
+        if isinstance(v, dict):
+            assert all(f"{k} {o}" in line for k, o in v.items()), line
+        else:
+            assert f"**{ANSWER[v]}**" in line, line
+
+
+def test_the_evidence_pages_table_quotes_each_references_verdicts():
+    from ama.studies.claims import reference_runs
+
+    text = (ROOT / "docs" / "EVIDENCE.md").read_text()
+    table = text.split("<!-- reference-claims: start -->")[1].split("<!-- reference-claims: end -->")[0]
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table.splitlines()
+            if re.match(r"^\| \d\. ", line)]
+    for column, run in enumerate(reference_runs().values(), start=1):
+        want = decided(run)
+        assert rows[0][column].endswith(f": {want[1]}") and rows[1][column].endswith(f": {want[2]}")
+        assert f"capability {want[3]['capability']}, prevalence {want[3]['prevalence']}" in rows[2][column]
