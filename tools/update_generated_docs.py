@@ -1,6 +1,6 @@
 """Rewrite the documents' generated blocks from the committed references (after ``make reference``): every block of
-:data:`ama.report.evidence.BLOCKS` (the README's *Results at a glance*; docs/EVIDENCE.md's table of the references' claims,
-the evidence run's sentences and the padding variants' lines; docs/ATTACK.md's optimiser table and ingredient study).
+:data:`ama.report.evidence.BLOCKS` (the README's *What the kit found*; docs/EVIDENCE.md's table of the references' claims,
+the evidence run's findings and the padding study's; docs/ATTACK.md's optimiser table and ingredient study).
 
     .venv/bin/python tools/update_generated_docs.py
 

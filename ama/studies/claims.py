@@ -317,9 +317,10 @@ def model_table(run_dir: Path) -> pd.DataFrame | None:
 
 
 def glance_table(runs: dict[str, str | os.PathLike]) -> str:
-    """The README's *Results at a glance*: a Markdown table, one row per claim, one column per run (``{label:
-    run or reference folder}``), each cell the claim's statistic with its 95% interval and the verdict, computed by
-    the functions above from the folder's tables (``tests/test_readme.py`` checks that the README holds this)."""
+    """docs/EVIDENCE.md's table of the references' claims: a Markdown table, one row per claim, one column per run
+    (``runs``: ``{label: run or reference folder}``), each cell the claim's statistic with its 95% interval and the
+    verdict that decides (:func:`collect_claims`), from the folder's tables (``tests/test_readme.py`` checks that the
+    page holds this)."""
     def short(est: Estimate, percent: bool) -> str:
         f = (lambda x: f"{100 * x:.0f}%") if percent else (lambda x: f"{x:.2f}")
         return f"{f(est.value)} ({f(est.low)}-{f(est.high)})"
