@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import nbformat
 import pandas as pd
 import pytest
 
@@ -20,8 +21,9 @@ RUNS = {"default": "lite0_imagenet_n8_e1-2-4-8_it100_lamb100_seed0",
                     "studiesall",
         "models": "lite0-lite1-lite2-lite0-zero-pad-lite0-reflect-pad-lite0-replicate-pad_imagenet_n8_e1-2_it100_lamb100_"
                   "seed0_gridslim_studiesall"}
+NOTEBOOKS = ("01_occlusion", "02_receptive_field_misalignment", "03_adversarial_marginal_attack", "04_report",
+             "05_beyond_the_paper")
 NUMBER = re.compile(r"(?<![\w.])[+-]?\d+(?:\.\d+)?")
-
 
 
 def test_every_declared_figure_has_a_caption_function():
@@ -94,3 +96,22 @@ def test_a_study_figure_is_captioned_in_notebook_05(monkeypatch, tmp_path):
     beyond.show(folder, "location")
     texts = [o.data for o in shown if type(o).__name__ == "Markdown"]
     assert captions.caption(folder.out, FIGURES.attack_location) in texts[0]
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_each_notebook_opens_with_its_question(name):
+    nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    first = nb.cells[0]
+    assert first.cell_type == "markdown"
+    lines = [line for line in first.source.splitlines() if line.strip()]
+    question = lines[1] if lines[0].startswith("# ") and not lines[0].rstrip().endswith("?") else lines[0]
+    assert question.rstrip().endswith(("?", "?**")), (name, question)
+    assert question.startswith(("#", "**")), (name, question)  # a heading or bold
+    assert len(first.source.split()) <= 160, name  # the opening cell stays short
+
+
+def test_notebook_05_shows_every_study():
+    nb = nbformat.read(ROOT / "notebooks" / "05_beyond_the_paper.ipynb", as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    shown = re.findall(r'beyond\.show\(folder, "(\w+)"\)', code)
+    assert sorted(shown) == sorted(studies())
