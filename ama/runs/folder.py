@@ -17,6 +17,7 @@ from ..inputs.protocol import PREDICTIONS, SELECTION, checked_records, choose, r
 from ..params import RunParams
 from ..paths import atomic_write, is_reference, resolve, shown
 from ..store.tables import read_table, save_figures, save_table, save_tables
+from ..studies.captions import caption
 from ..studies.experiments import EXPERIMENTS
 from .shards import merged_tables
 
@@ -154,14 +155,16 @@ class RunFolder:
 
     def figure(self, name: str, draw: Callable, attacks: bool = False):
         """Figure ``name``: its saved PNG shown when finished, else ``draw()`` (a figure or a list of figures, which
-        the notebook shows; None: nothing to draw) saved unless read-only. ``attacks``: drawing it may attack images
-        again, which a finished folder does not do: it says so instead."""
+        the notebook shows; None: nothing to draw) saved unless read-only; then its caption, written from the run's
+        tables (:func:`ama.studies.captions.caption`), as Markdown. ``attacks``: drawing it may attack images again,
+        which a finished folder does not do: it says so instead."""
         import matplotlib.pyplot as plt
         from IPython.display import Image, display
 
         png = self.out / "figures" / f"{name}.png"
         if self.finished and png.is_file():
             display(Image(filename=str(png)))
+            self.show_caption(name)
         elif self.finished and attacks:
             print(f"{name}: not saved in this run folder, and drawing it attacks images again; "
                   "open the notebook with recompute=True to draw it")
@@ -174,6 +177,18 @@ class RunFolder:
                 display(figs[0])
             for fig in figs:
                 plt.close(fig)
+            if figs:
+                self.show_caption(name)
+
+    def show_caption(self, name: str) -> str | None:
+        """Figure ``name``'s caption on this run (:func:`ama.studies.captions.caption`) shown as Markdown, when the
+        run's tables give one; returned (None: nothing shown)."""
+        from IPython.display import Markdown, display
+
+        text = caption(self.out, name)
+        if text:
+            display(Markdown(f"*{text}*"))
+        return text
 
     def read(self, name: str) -> pd.DataFrame | None:
         """Table ``name`` as the folder holds it (None when it does not)."""

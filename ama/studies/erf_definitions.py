@@ -97,6 +97,19 @@ def _figure(folder):
     return erf_definitions_figure(summary) if summary is not None and len(summary) else None
 
 
+def _caption(run_dir: Path) -> str | None:
+    """The figure's caption on the run in ``run_dir``: the mass outside the IRF beyond the aligned null under each ERF
+    definition, across cell kinds (the first model's), None without ``erf_definitions``."""
+    rows = read_table(Path(run_dir) / "tables", TABLES.erf_definitions)
+    if rows is None or rows.empty:
+        return None
+    rows = rows[rows.model == rows.model.iloc[0]]
+    parts = [f"the {d} ERF {100 * g.null_gap.min():+.0f}% to {100 * g.null_gap.max():+.0f}%"
+             for d, g in rows.groupby("definition", sort=False)]
+    return ("Beyond the aligned null, across cell kinds, " + ", ".join(parts) + " more mass outside the IRF "
+            f"({int(rows.n_images.max())} images).")
+
+
 STUDY = register(Study(
     name="erf_definitions", question="Why the margin? Claim 1 under the gradient and a gradient-free ERF",
     tables=(Table("erf_definitions_cells",
@@ -107,7 +120,7 @@ STUDY = register(Study(
                                     lambda r: f"claim 1 with the {r.definition} ERF: mass outside the IRF beyond "
                                               f"the aligned null, {r.cell_kind} cells"))),
     figures=(Figure("erf_definitions", "claim 1 beyond the aligned null under the gradient and the occlusion ERF",
-                    _figure),),
+                    _figure, caption=_caption),),
     compute=lambda model, inputs: {TABLES.erf_definitions_cells: definition_rows(
         model, inputs.x, inputs.names, min(inputs.params.e))},
     summarise=lambda tables: {TABLES.erf_definitions: definition_summary(tables[TABLES.erf_definitions_cells])},

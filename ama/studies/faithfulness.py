@@ -297,6 +297,19 @@ def _summarise(tables: dict) -> dict:
     return out
 
 
+def _caption(run_dir) -> str | None:
+    """The figure's caption on the run in ``run_dir``: the map's mass on the frame, clean and attacked, bilinear
+    against the ERF projection (the first model's, smallest ``e``), None without ``frame_mass_ratio``."""
+    rows = read_table(Path(run_dir) / "tables", TABLES.frame_mass_ratio)
+    if rows is None or rows.empty or not {"bilinear", "erf"} <= set(rows.upsampling):
+        return None
+    rows = rows[(rows.model == rows.model.iloc[0]) & (rows.e == rows.e.min())].set_index("upsampling")
+    b, p = rows.loc["bilinear"], rows.loc["erf"]
+    return (f"Attacked at e = {int(b.e)}, the bilinear map's mass on the frame goes from {b.clean_ratio:.2f} to "
+            f"{b.adv_ratio:.2f} times the frame's share, the ERF projection's from {p.clean_ratio:.2f} to "
+            f"{p.adv_ratio:.2f} ({int(b.n_images)} images).")
+
+
 STUDY = register(Study(
     name="faithfulness", question="Faithfulness and ERF-aware upsampling",
     tables=(Table("faithfulness", "image x method x upsampling: deletion and insertion AUC"),
@@ -309,6 +322,6 @@ STUDY = register(Study(
                                     lambda r: f"the attack raises the {r.upsampling} map's mass on the frame, e = {r.e}"))),
     figures=(Figure("upsampling_under_attack", "an attacked image's saliency under each upsampling",
                     lambda folder: upsampling_under_attack_figure(upsampling_panels(
-                        folder.loaded, folder.extras, folder.params, folder.out)), attacks=True),),
+                        folder.loaded, folder.extras, folder.params, folder.out)), attacks=True, caption=_caption),),
     compute=_compute, summarise=_summarise, keys=("method", "upsampling"), measured_by=("method", "upsampling"),
     section=faithfulness_finding))

@@ -6,6 +6,7 @@ The study ``location``, declared at the end (:mod:`ama.studies.study`); the defa
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
@@ -149,6 +150,22 @@ def _section(run_dir) -> Finding | None:
     return location_finding(*deciding(run_dir, TABLES.attack_location_summary, location_summary(rows)))
 
 
+def _caption(run_dir) -> str | None:
+    """The figure's caption on the run in ``run_dir``: the frame's fooling rate beside the other locations' range
+    (the first model's), None without the summary."""
+    rows = read_table(Path(run_dir) / "tables", TABLES.attack_location_summary)
+    if rows is None or rows.empty or "frame" not in set(rows.location):
+        return None
+    rows = rows[rows.model == rows.model.iloc[0]]
+    frame, rest = rows[rows.location == "frame"].iloc[0], rows[rows.location != "frame"]
+    if rest.empty:
+        return None
+    lo, hi = rest.loc[rest.fooling_rate.idxmin()], rest.loc[rest.fooling_rate.idxmax()]
+    return (f"At e = {int(frame.e)} the frame's {int(frame.mask_pixels)} pixels fool {pct(frame.fooling_rate)} of "
+            f"{int(frame.n_images)} images ({frame.model}); as many pixels elsewhere fool from {pct(lo.fooling_rate)} "
+            f"({lo.location}) to {pct(hi.fooling_rate)} ({hi.location}).")
+
+
 STUDY = register(Study(
     name="location", family="controls",
     question="Is the margin special? The same attack on the same number of pixels elsewhere",
@@ -157,7 +174,8 @@ STUDY = register(Study(
                   shown=True, verdicts=Verdicts("frame_minus_fooled", "gap_low", "gap_high", 0.0,
                                                 lambda r: f"the frame fools more than {r.location}, e = {r.e}"))),
     figures=(Figure("attack_location", "the location control's fooling rates",
-                    lambda folder: location_control_figure(folder.read(TABLES.attack_location_summary))),),
+                    lambda folder: location_control_figure(folder.read(TABLES.attack_location_summary)),
+                    caption=_caption),),
     compute=_compute,
     summarise=lambda tables: {TABLES.attack_location_summary: location_summary(tables[TABLES.attack_location])},
     keys=("location",), section=_section))

@@ -168,6 +168,25 @@ def _figure(folder):
     return frame_sides_figure(mass, attack) if mass is not None and len(mass) else None
 
 
+def _caption(run_dir: Path) -> str | None:
+    """The figure's caption on the run in ``run_dir``: each side's ERF mass over its area over all cells and the
+    one-side attack's largest fooling rate (the first model's), None without ``frame_side_mass``."""
+    tables = Path(run_dir) / "tables"
+    mass, attack = read_table(tables, TABLES.frame_side_mass), read_table(tables, TABLES.attack_sides_summary)
+    if mass is None or mass.empty:
+        return None
+    mass = mass[(mass.model == mass.model.iloc[0]) & (mass.cell_kind == mass.cell_kind.iloc[0])].set_index("measure")
+    if not set(FRAME_SIDES) <= set(mass.index):
+        return None
+    v = mass.value
+    text = (f"Over {mass.cell_kind.iloc[0]} cells, the ERF's mass over each side's area: left {v['left']:.2f}, right "
+            f"{v['right']:.2f}, top {v['top']:.2f}, bottom {v['bottom']:.2f}.")
+    if attack is not None and len(attack) and attack.fooling_rate.notna().any():
+        one = attack[attack.side.isin(FRAME_SIDES)]
+        text += f" The attack on one side fools at most {100 * one.fooling_rate.max():.0f}% of the images."
+    return text
+
+
 STUDY = register(Study(
     name="sides", question="Why the margin? The frame's four sides",
     tables=(Table("attack_sides", "image x side: the reference attack confined to one side of the frame"),
@@ -176,7 +195,7 @@ STUDY = register(Study(
                   verdicts=Verdicts("fooling_rate", "low", "high", 0.0,
                                     lambda r: f"the one-side attack fools, {r.side}, e = {r.e}"))),
     figures=(Figure("frame_sides", "each side's ERF mass over its area and the one-side attack's fooling rate",
-                    _figure),),
+                    _figure, caption=_caption),),
     judges={TABLES.frame_side_mass: Verdicts("value", "low", "high", 0.0,
                                              lambda r: f"the ERF's mass on the frame's sides, {r.measure}")},
     compute=lambda model, inputs: {TABLES.attack_sides: side_attack(model, inputs.x, inputs.names, inputs.params,

@@ -55,12 +55,15 @@ class Table:
 @dataclass(frozen=True)
 class Figure:
     """A figure a study draws: ``name``, ``meaning``, ``draw(folder)`` (a :class:`ama.runs.folder.RunFolder`; a figure
-    or None) and ``attacks`` True when drawing it attacks images again."""
+    or None), ``attacks`` True when drawing it attacks images again and ``caption(run_dir)``: one or two sentences
+    saying what it shows on the run in ``run_dir``, from its tables (None when they are missing;
+    :func:`ama.studies.captions.caption` finds it)."""
 
     name: str
     meaning: str
     draw: Callable
     attacks: bool = False
+    caption: Callable[[Path], str | None] | None = None
 
 
 @dataclass

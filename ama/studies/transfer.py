@@ -120,6 +120,21 @@ def _summarise(tables: dict) -> dict:
             TABLES.transfer_scale_check: scale_check_summary(tables[TABLES.transfer_scale_check_images])}
 
 
+def _caption(run_dir) -> str | None:
+    """The figure's caption on the run in ``run_dir``: the reference attack's effect on the other explanations at the
+    smallest ``e`` (the first model's), None without the verdicts."""
+    rows = read_table(Path(run_dir) / "tables", TABLES.transfer_verdicts)
+    if rows is None or rows.empty:
+        return None
+    rows = rows[(rows.model == rows.model.iloc[0]) & (rows.e == rows.e.min())]
+    rows = rows[rows.optimizer == ("sign" if "sign" in set(rows.optimizer) else rows.optimizer.iloc[0])]
+    lo, hi = rows.loc[rows.cam_cosine.idxmin()], rows.loc[rows.cam_cosine.idxmax()]
+    return (f"At e = {int(lo.e)} the {lo.optimizer} attack brings the other explanations' cosine to the clean one down "
+            f"to {lo.cam_cosine:.2f} ({lo.method}) to {hi.cam_cosine:.2f} ({hi.method}), the random frame no lower than "
+            f"{rows.random_cam_cosine.min():.2f}; it moves {int((rows.verdict == 'holds').sum())} of {len(rows)} "
+            "methods more.")
+
+
 STUDY = register(Study(
     name="transfer", question="Does the attack transfer to other explanations?",
     tables=(Table("transfer", "image x e x optimiser x method: other explanations of the attacked images"),
@@ -131,6 +146,6 @@ STUDY = register(Study(
             Table("transfer_scale_check", "method: the largest difference and smallest cosine of that check", "summary",
                   shown=True)),
     figures=(Figure("transfer_cosine", "other explanations' cosine, attack vs random frame",
-                    lambda folder: transfer_figure(folder.read(TABLES.transfer))),),
+                    lambda folder: transfer_figure(folder.read(TABLES.transfer)), caption=_caption),),
     compute=_compute, summarise=_summarise, keys=("method", "optimizer"), measured_by=("method",),
     section=transfer_finding))
