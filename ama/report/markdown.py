@@ -21,6 +21,7 @@ from ..params import RunParams
 from ..paths import atomic_write, resolve
 from ..stats.rows import original_attack
 from ..store.tables import markdown_table, read_table, save_figure, save_table
+from ..studies.captions import caption
 from ..studies.claims import collect_claims
 from ..studies.registry import studies
 from .findings import SECTIONS, claims_table, reproduce_bullets, setting_table, _n_images
@@ -45,17 +46,13 @@ def across_models_figure(run_dir: Path) -> str | None:
     return f"figures/{FIGURES.attack_across_models}.png"
 
 
-def _caption(run_dir: Path, name: str) -> str | None:
-    """The figure's caption from the run's numbers; None where it has none."""
-    return None
-
-
 def _figures(run_dir: Path, names) -> list[dict]:
-    """The figures of ``names`` the run drew, each ``{name, path, caption}``."""
+    """The figures of ``names`` the run drew, each ``{name, path, caption}`` (:func:`ama.studies.captions.caption`:
+    what the figure shows on this run, written from its numbers)."""
     out = []
     for name in names:
         if (run_dir / "figures" / f"{name}.png").is_file():
-            out.append(dict(name=name, path=f"figures/{name}.png", caption=_caption(run_dir, name)))
+            out.append(dict(name=name, path=f"figures/{name}.png", caption=caption(run_dir, name)))
     return out
 
 

@@ -69,8 +69,9 @@ def beyond_summaries(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]
 def show(folder, name: str) -> None:
     """Notebook 05's cell of the study ``name``: its run-level tables (read back when ``folder``, a
     :class:`ama.runs.folder.RunFolder`, is finished, else computed and saved), its figures
-    (:meth:`~ama.runs.folder.RunFolder.figure`), the tables it shows and the report's lines of it. The study's per-image
-    tables come from ``folder.compute("beyond")``, called first."""
+    (:meth:`~ama.runs.folder.RunFolder.figure`, each with its caption), and what the report says of it
+    (:class:`ama.studies.study.Finding`: its sentence, its table for people). The study's per-image tables come from
+    ``folder.compute("beyond")``, called first."""
     from IPython.display import Markdown, display
 
     declared = find_study(name)
@@ -82,9 +83,10 @@ def show(folder, name: str) -> None:
         folder.save({t: df for t, df in declared.run_tables(folder).items() if df is not None and len(df)})
     for f in declared.figures:
         folder.figure(getattr(FIGURES, f.name), lambda f=f: f.draw(folder), f.attacks)
-    for t in declared.tables:
-        table = folder.read(t.name) if t.shown else None
-        if table is not None:
-            display(table.round(3))
-    lines = declared.section(folder.out) if declared.section is not None else []
-    display(Markdown("\n".join(lines) if lines else f"{name}: nothing to report on this run"))
+    finding = declared.section(folder.out) if declared.section is not None else None
+    if finding is None:
+        display(Markdown(f"{name}: nothing to report on this run"))
+        return
+    display(Markdown(finding.sentence))
+    if finding.table is not None and len(finding.table):
+        display(finding.table)

@@ -115,7 +115,7 @@ STUDY = register(Study(
     tables=(Table("erf_definitions_cells",
                   "image x definition x cell: claim 1's measures under the gradient and the occlusion ERF"),
             Table("erf_definitions", "definition x cell kind: the mass outside the IRF beyond the aligned null, "
-                  "claim 1's verdict", "summary", shown=True,
+                  "claim 1's verdict", "summary",
                   verdicts=Verdicts("null_gap", "low", "high", 0.0,
                                     lambda r: f"claim 1 with the {r.definition} ERF: mass outside the IRF beyond "
                                               f"the aligned null, {r.cell_kind} cells"))),

@@ -163,7 +163,7 @@ def padding_finding(run_dir: Path) -> Finding | None:
 STUDY = register(Study(
     name="padding", question="Why the margin? The padding", always=True,
     tables=(Table("padding_variants", "padding variant: accuracy, frame ERF mass, fooling rates, the location control",
-                  "run", fast=False, shown=True),
+                  "run", fast=False),
             Table("padding_tests", "zero vs non-zero padding x e x optimiser: fooled minus fooled, paired", "run",
                   fast=False, verdicts=Verdicts("zero_minus_other", "low", "high", 0.0,
                                                 lambda r: f"{r.zero} padding is fooled more than {r.other} "

@@ -191,7 +191,7 @@ STUDY = register(Study(
     name="sides", question="Why the margin? The frame's four sides",
     tables=(Table("attack_sides", "image x side: the reference attack confined to one side of the frame"),
             Table("attack_sides_summary", "side: its fooling rate; left against right and top against bottom, paired",
-                  "summary", shown=True,
+                  "summary",
                   verdicts=Verdicts("fooling_rate", "low", "high", 0.0,
                                     lambda r: f"the one-side attack fools, {r.side}, e = {r.e}"))),
     figures=(Figure("frame_sides", "each side's ERF mass over its area and the one-side attack's fooling rate",

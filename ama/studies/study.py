@@ -41,14 +41,12 @@ class StudyError(ValueError):
 class Table:
     """A table a study writes: ``name`` (the file's stem), ``meaning`` (one line), ``level`` (``image``: rows per
     image, from ``compute``; ``summary``: over images, from ``summarise``; ``run``: from ``run_tables``), ``fast``
-    False when a FAST run does not write it, ``shown`` True when notebook 05's cell displays it, ``verdicts`` how its
-    rows carry a verdict (None: they carry none)."""
+    False when a FAST run does not write it, ``verdicts`` how its rows carry a verdict (None: they carry none)."""
 
     name: str
     meaning: str
     level: str = "image"
     fast: bool = True
-    shown: bool = False
     verdicts: "Verdicts | None" = None
 
 
