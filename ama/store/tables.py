@@ -139,6 +139,27 @@ def compress_tables(tables: Path, above: int | None = None) -> list[str]:
     return done
 
 
+REFERENCE_MAX_SIDE = 1600  # px: a reference's figure is at most this long on its longer side (the repository stays small)
+
+
+def save_reference_png(source: str | os.PathLike, dest: str | os.PathLike, max_side: int | None = None) -> Path:
+    """A figure as a committed reference keeps it: full colour (RGB, any transparency flattened on white), its longer
+    side at most ``max_side`` px (:data:`REFERENCE_MAX_SIDE` by default; a larger figure is scaled down, Lanczos),
+    saved losslessly with PNG's best compression (``optimize``), atomically; return ``dest``. ``source``: the run's
+    PNG."""
+    from PIL import Image
+
+    max_side = REFERENCE_MAX_SIDE if max_side is None else max_side
+    with Image.open(source) as im:
+        im = im.convert("RGBA")
+        flat = Image.new("RGB", im.size, (255, 255, 255))
+        flat.paste(im, mask=im.getchannel("A"))
+    if max(flat.size) > max_side:
+        scale = max_side / max(flat.size)
+        flat = flat.resize((max(1, round(flat.width * scale)), max(1, round(flat.height * scale))), Image.LANCZOS)
+    return atomic_write(dest, write=lambda tmp: flat.save(tmp, format="PNG", optimize=True))
+
+
 def markdown_table(df: pd.DataFrame) -> str:
     """``df`` as a Markdown table (a fenced text table when ``tabulate`` is missing)."""
     try:
