@@ -19,8 +19,9 @@ from . import plots
 
 
 def set_theme() -> None:
-    """The notebooks' seaborn style."""
-    sns.set_theme(style="whitegrid", context="notebook")
+    """The notebooks' seaborn style; images drawn pixel by pixel (``nearest``: a photo's or a map's pixels stay
+    blocks, not smoothed, which keeps a full-colour PNG of it small)."""
+    sns.set_theme(style="whitegrid", context="notebook", rc={"image.interpolation": "nearest"})
 
 
 def kind_order(kinds) -> list[str]:
