@@ -42,7 +42,7 @@ LOCATION_NAMES = {"frame": "frame", "random": "scattered pixels", "strip": "a st
 
 
 def location_name(location: str) -> str:
-    """A location of :func:`ama.geometry.location_masks` in words: ``random`` is *scattered pixels* (not the random
+    """``location``, a mask of :func:`ama.geometry.location_masks`, in words: ``random`` is *scattered pixels* (not the random
     frame baseline), ``ring<d>`` a ring ``d`` px inside the border."""
     if location.startswith("ring") and location[4:].isdigit():
         return f"ring {location[4:]} px inside"
