@@ -156,7 +156,8 @@ def run_sliding_patch_figure(slides: pd.DataFrame, model, data, threshold: float
 def erf_vs_irf_figure(model, images: torch.Tensor, names, erf: torch.Tensor, table: pd.DataFrame):
     """Per image (rows) the ERF (colour, smoothed, over its maximum) of a centre, an edge and a corner cell against its
     IRF drawn as what it is, the upsampling's tent-shaped weight (white contours at :data:`IRF_LEVELS`; dotted: the
-    edge of its support), the cell's position in the upsampled map (white cross) and the ERF's centroid (cyan dot);
+    edge of its support), the cell's position in the upsampled map (white cross) and the ERF's centroid (cyan dot),
+    each named in a legend below the maps;
     titles give the cell's row of ``table`` (:func:`ama.kernels.receptive_field.misalignment_table`). ``erf``
     ``(B, h*w, H, W)``."""
     import torchvision.transforms.functional as TF
@@ -189,8 +190,20 @@ def erf_vs_irf_figure(model, images: torch.Tensor, names, erf: torch.Tensor, tab
                          f"{row.erf_mass_outside_irf:.0%}, offset {row.centroid_distance_px:.0f} px", fontsize=8)
             ax.set_axis_off()
     fig.colorbar(im, ax=axes, shrink=0.6, label="ERF (smoothed, / its maximum)")
-    fig.suptitle(f"{model.name}: effective receptive field (colour) vs the IRF's tent-shaped weight (white contours "
-                 f"{', '.join(f'{v:g}' for v in IRF_LEVELS)}; dotted: its support)", fontsize=10)
+    fig.suptitle(f"{model.name}: where each cell's CAM value comes from (ERF, colour) vs where upsampling puts it (IRF, "
+                 "white)", fontsize=10)
+    from matplotlib.lines import Line2D
+
+    levels = ", ".join(f"{v:g}" for v in IRF_LEVELS)
+    handles = [Line2D([], [], color="white", lw=1.3, label=f"IRF: the upsampling's tent-shaped weight of the cell, at "
+                                                           f"{levels} of its peak"),
+               Line2D([], [], color="white", lw=0.8, ls=":", label="IRF support: where that weight is above 0"),
+               Line2D([], [], color="white", marker="+", ms=12, mew=2.5, ls="none",
+                      label="the cell's position in the upsampled map (the IRF's centre)"),
+               Line2D([], [], color="cyan", marker="o", mec="k", ms=8, ls="none",
+                      label="the ERF's centroid (its centre of mass); offset: its distance to the cross")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=8, facecolor="0.3", labelcolor="white",
+               framealpha=1)
     return fig
 
 
