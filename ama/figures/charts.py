@@ -13,7 +13,7 @@ import torch
 from .. import geometry
 from ..geometry import CELL_KINDS
 from ..kernels import receptive_field as rf
-from ..stats.intervals import bootstrap, clopper_pearson
+from ..stats.intervals import bootstrap, clopper_pearson, pooled
 from ..stats.rows import eight_bit
 from . import plots
 
@@ -219,18 +219,55 @@ def run_erf_vs_irf_figure(model, data, table: pd.DataFrame, erf: torch.Tensor | 
     return erf_vs_irf_figure(model, data.images[shown], [data.names[i] for i in shown], erf, table)
 
 
-def misalignment_figure(table: pd.DataFrame, measures, e: int):
-    """Each misalignment measure per cell kind and model (box plots over images x cells); ``e``: the frame width of
-    the margin mass ratio column. ``measures``: the columns drawn."""
-    long = table.melt(id_vars=["model", "image", "cell_kind"], value_vars=list(measures), var_name="measure")
-    g = sns.catplot(data=long, x="cell_kind", y="value", col="measure", hue="model", kind="box",
-                    order=kind_order(table.cell_kind), sharey=False, height=3.2, aspect=0.95, showfliers=False)
-    for ax, m in zip(g.axes.flat, measures):
-        ax.set_title(MISALIGNMENT_LABELS[m] + (f", e = {e}" if m == "margin_mass_ratio" else ""))
-        ax.set_xlabel("cell kind")
-        ax.set_ylabel("")
-    g.figure.suptitle(f"ERF vs IRF misalignment per cell, {table.image.nunique()} images", y=1.04)
-    return g.figure
+NULL_GAPS = {"erf_mass_outside_irf": ("centred_gaussian_mass_outside_irf", "ERF mass outside the IRF"),
+             "centroid_distance_px": ("null_centroid_distance_px", "ERF centroid to the cell's centre (px)")}
+
+
+def misalignment_figure(table: pd.DataFrame, measures=tuple(NULL_GAPS), e: int | None = None):
+    """Claim 1 as it is judged (:func:`ama.studies.claims.aligned_null_gaps`): per cell kind, each ``measure`` of
+    :data:`NULL_GAPS` the table holds with its aligned null's (a Gaussian of the cell's own ERF spread centred on its
+    IRF centre), both as the mean over images of each image's mean over that kind's cells (bootstrap 95% interval;
+    left), and the ERF minus the null, paired per image, with its interval and the line of no difference (right): above
+    0, the ERF lies farther from the IRF than an aligned ERF as wide would. One point per model, and the models pooled
+    (the claim's statistic) when there are several. ``table``: rows of ``misalignment``; ``measures``: the columns to
+    draw (others than :data:`NULL_GAPS`' are skipped: they have no aligned null); ``e``: unused (the margin's share is
+    claim 3's, not drawn here), kept for the notebooks' call."""
+    measures = [m for m in measures if m in NULL_GAPS and NULL_GAPS[m][0] in table]
+    kinds = kind_order(table.cell_kind)
+    models = list(table.model.unique())
+    series = [(m, table[table.model == m]) for m in models] + ([("all models (the claim)", table)] if len(models) > 1
+                                                                 else [])
+    fig, axes = plt.subplots(len(measures), 2, figsize=(11, 3.6 * len(measures)), squeeze=False)
+    for row, measure in zip(axes, measures):
+        null, label = NULL_GAPS[measure]
+        d = table.assign(gap=table[measure] - table[null])
+        for k, (name, rows) in enumerate(series):
+            rows = d.loc[rows.index]
+            dx = (k - (len(series) - 1) / 2) * 0.12
+            for ax, cols in ((row[0], ((measure, "o", "ERF"), (null, "s", "aligned null"))), (row[1], (("gap", "o", ""),))):
+                for j, (col, marker, what) in enumerate(cols):
+                    est = [pooled(rows[rows.cell_kind == kind], col) for kind in kinds]
+                    x = np.arange(len(kinds)) + dx + (j - (len(cols) - 1) / 2) * 0.3
+                    v = np.array([e_.value for e_ in est])
+                    ax.errorbar(x, v, yerr=[v - [e_.low for e_ in est], [e_.high for e_ in est] - v], fmt=marker,
+                                color=f"C{k}", mfc=f"C{k}" if j == 0 else "white", capsize=3, ms=7,
+                                label=" ".join(t for t in (what, name if len(series) > 1 else "") if t) or None)
+        row[0].set_ylabel(f"{label}\n(mean over images, 95% CI)")
+        row[1].set_ylabel(f"{label}:\nERF minus aligned null (95% CI)")
+        row[1].axhline(0, color="k", lw=1, ls="--")
+        row[1].text(0.99, 0, "0: as aligned as the null", transform=row[1].get_yaxis_transform(), ha="right",
+                    va="bottom", fontsize=8)
+        for ax in row:
+            ax.set_xticks(np.arange(len(kinds)), [f"{k} cells" for k in kinds])
+        row[0].legend(fontsize=8, loc="best")
+        if len(series) > 1:
+            row[1].legend(fontsize=8, loc="best")
+    axes[0, 0].set_title("the ERF beside an aligned ERF as wide", fontsize=10)
+    axes[0, 1].set_title("claim 1's statistic: above 0 = misaligned", fontsize=10)
+    fig.suptitle(f"Claim 1: is the ERF farther from the IRF than an aligned ERF? {table.image.nunique()} images, "
+                 "paired per image", fontsize=11)
+    fig.tight_layout()
+    return fig
 
 
 def margin_mass_ratio_figure(long: pd.DataFrame, e_values):
@@ -390,44 +427,3 @@ def ablation_figure(ablation: pd.DataFrame, fooled_bar: float | None = None):
     g.set_titles("{row_name}: {col_name} (8-bit)")
     g.figure.suptitle(f"Optimisers at equal budget ({rows.image.nunique()} images)", y=1.03, fontsize=10)
     return g.figure
-
-
-# --- notebook 05: beyond the paper -----------------------------------------------------------------------
-def transfer_figure(transfer: pd.DataFrame):
-    """Clean vs attacked map cosine of each explanation method, the attack beside the random frame, per ``e`` and
-    optimiser, from the per-image rows of ``transfer`` (mean and its BCa 95% interval over images)."""
-    cols = ["model", "image", "e", "optimizer", "method", "frame", "cam_cosine"]
-    long = pd.concat([transfer.assign(frame="attack")[cols],
-                      transfer.assign(frame="random frame", cam_cosine=transfer.random_cam_cosine)[cols]],
-                     ignore_index=True)
-    g = sns.catplot(data=long, x="e", y="cam_cosine", hue="frame", col="method", row="optimizer", kind="bar",
-                    errorbar=verdict_interval, capsize=0.15, height=2.9, aspect=0.95,
-                    margin_titles=True, sharex=False)
-    g.set_axis_labels("frame width e (px)", "map cosine, clean vs attacked (BCa 95% CI)")
-    g.set_titles(row_template="{row_name}", col_template="{col_name}", size=9)
-    for ax in g.axes.flat:
-        ax.set_ylim(0, 1.05)
-    g.figure.suptitle("Does the attack move other explanations more than a random frame? (bars: mean, 95% CI over "
-                      f"{long.image.nunique()} images)", y=1.03, fontsize=10)
-    return g.figure
-
-
-def upsampling_under_attack_figure(panels: dict):
-    """One row per model: the attacked image and its saliency under each upsampling (each over its maximum, one
-    colourbar), titled with that map's mass on the frame's pixels over the frame's share of the area (1: no preference
-    for the frame). ``panels``: :func:`ama.studies.faithfulness.upsampling_panels`."""
-    ups = list(next(iter(panels.values()))[1])
-    fig, axes = plt.subplots(len(panels), 1 + len(ups), figsize=(3 * (1 + len(ups)) + 0.8, 3.2 * len(panels)),
-                             squeeze=False, layout="constrained")
-    im = None
-    for row, (model, (attack, maps, frame_ratio)) in zip(axes, panels.items()):
-        row[0].imshow(plots.to_numpy_image(attack.adv_q[0]))
-        row[0].set_title(f"{model}, {attack.names[0]}: attacked, e = {attack.params.e}", fontsize=9)
-        for ax, up in zip(row[1:], ups):
-            m = maps[up][0].detach().cpu().float()
-            im = ax.imshow((m / m.max().clamp_min(1e-12)).numpy(), cmap="jet", vmin=0, vmax=1)
-            ax.set_title(f"{up}: frame mass {frame_ratio[up]:.2f} x its area share", fontsize=9)
-        for ax in row:
-            ax.axis("off")
-    fig.colorbar(im, ax=axes[:, 1:].ravel().tolist(), shrink=0.7, label="saliency / its maximum")
-    return fig

@@ -29,7 +29,7 @@ from ..artifacts import TABLES
 from ..attack.result import OptimizerKey
 from .attack_experiments import ORIGINAL, adversarial_result
 
-from ..figures.charts import upsampling_under_attack_figure
+from ..figures.study_charts import upsampling_under_attack_figure
 from ..geometry import frame_mask
 from ..inputs.images import list_images, load_records
 from ..inputs.protocol import run_names, stratified_choice
@@ -207,7 +207,7 @@ def frame_mass_summary(ratios: pd.DataFrame) -> pd.DataFrame:
 
 
 def upsampling_panels(runs: dict, extras: dict | None, params, out_dir) -> dict:
-    """For :func:`ama.figures.charts.upsampling_under_attack_figure`: per model, the reference attack at the smallest
+    """For :func:`ama.figures.study_charts.upsampling_under_attack_figure`: per model, the reference attack at the smallest
     ``e`` on its first image, that image's attacked saliency under each upsampling, and its mass on the frame's pixels
     over the frame's share of the area (``{upsampling: ratio}``, ``SCIENCE.md`` section 7), all of the same model and
     image. ``runs``: :func:`ama.runs.folder.load_models_and_images`; ``extras``: the ``beyond`` experiment's (reused

@@ -15,7 +15,7 @@ import torch
 from ..artifacts import TABLES
 from ..attack.marginal import random_frame
 from ..attack.result import OptimizerKey
-from ..figures.charts import transfer_figure
+from ..figures.study_charts import transfer_figure
 from ..stats.intervals import pooled
 from ..store.tables import markdown_table, read_table
 from .ablation import ADVERSARIAL_OPTIMIZERS
