@@ -57,26 +57,38 @@ def median_interval(values) -> tuple[float, float]:
 
 def occlusion_irf_figure(irf: pd.DataFrame, moved_bar: float | None = None):
     """Keep-IRF and occlude-IRF as claim 2's verdict reads them: per image the median ``|rel_change|`` over its cells
-    and fills (points, one per image), and the median over images with its BCa 95% interval (black), per experiment
-    and model; ``moved_bar``: claim 2's threshold, dashed. ``irf``: keep-IRF and occlude-IRF rows."""
+    and fills (grey points, jittered, behind), and the median over images with its BCa 95% interval (bold, on top),
+    per experiment, one panel per model; ``moved_bar``: claim 2's threshold, dashed. ``irf``: keep-IRF and
+    occlude-IRF rows."""
     per_image = (irf.assign(abs_rel_change=irf.rel_change.abs())
                  .groupby(["model", "experiment", "image"], sort=False).abs_rel_change.median().reset_index())
-    g = sns.catplot(data=per_image, x="experiment", y="abs_rel_change", col="model", kind="strip", alpha=0.5,
-                    height=3.6, aspect=1.4, color="C0")
-    for ax, (_, rows) in zip(g.axes.flat, per_image.groupby("model", sort=False)):
-        sns.pointplot(data=rows, x="experiment", y="abs_rel_change", estimator=np.median, errorbar=median_interval,
-                      color="k", markers="D", linestyle="none", capsize=0.2, ax=ax)
-    g.set_axis_labels("", "median over an image's cells and fills\nof |change of R(i, j)| / range of R")
-    g.set_titles("{col_name}")
-    for ax in g.axes.flat:
+    models = list(per_image.model.unique())
+    experiments = list(per_image.experiment.unique())
+    fig, axes = plt.subplots(1, len(models), figsize=(2.2 + 3.6 * len(models), 5.0), squeeze=False, sharey=True)
+    rng = np.random.default_rng(0)
+    for ax, model in zip(axes[0], models):
+        rows = per_image[per_image.model == model]
+        for x, experiment in enumerate(experiments):
+            v = rows.loc[rows.experiment == experiment, "abs_rel_change"].to_numpy(float)
+            ax.scatter(x + rng.uniform(-0.18, 0.18, len(v)), v, s=12, color="0.55", alpha=0.35, lw=0, zorder=1)
+            if len(v):
+                low, high = median_interval(v)
+                ax.errorbar([x], [np.median(v)], yerr=[[np.median(v) - low], [high - np.median(v)]], fmt="D",
+                            color="C3", ms=9, mec="k", elinewidth=3, capsize=8, capthick=3, zorder=3,
+                            label="median over images, 95% CI" if x == 0 else None)
         ax.axhline(0, color="k", lw=0.8)
         if moved_bar is not None:
-            ax.axhline(moved_bar, color="grey", lw=1, ls="--")
-    g.figure.suptitle("Filling outside a cell's IRF (keep_irf) still changes the cell;\nfilling inside it "
-                      "(occlude_irf) changes it too" + (f"\n(dashed: claim 2's bar, {100 * moved_bar:.0f}% of the range)"
-                                                        if moved_bar is not None else ""), fontsize="medium",
-                      y=1.1 if moved_bar is None else 1.16)
-    return g.figure
+            ax.axhline(moved_bar, color="k", lw=1, ls="--", label=f"claim 2's bar ({100 * moved_bar:.0f}% of the range)")
+        ax.set_xticks(range(len(experiments)), [f"{e}\n({rows.image[rows.experiment == e].nunique()} images)"
+                                                for e in experiments])
+        ax.set_xlim(-0.6, len(experiments) - 0.4)
+        ax.set_title(model, fontsize=10)
+    axes[0, 0].set_ylabel("per image: median over its cells and fills\nof |change of R(i, j)| / range of R")
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.suptitle("Filling outside a cell's IRF (keep_irf) still changes the cell;\nfilling inside it (occlude_irf) "
+                 "changes it too (grey: one image each)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
 
 
 def margin_occlusion_figure(margin: pd.DataFrame, e_values):
