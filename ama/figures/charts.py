@@ -204,18 +204,7 @@ def erf_vs_irf_figure(model, images: torch.Tensor, names, erf: torch.Tensor, tab
     fig.colorbar(im, ax=axes, shrink=0.6, label="ERF (smoothed, / its maximum)")
     fig.suptitle(f"{model.name}: where each cell's CAM value comes from (ERF, colour) vs where upsampling puts it (IRF, "
                  "white)", fontsize=10)
-    from matplotlib.lines import Line2D
-
-    levels = ", ".join(f"{v:g}" for v in IRF_LEVELS)
-    handles = [Line2D([], [], color="white", lw=1.3, label=f"IRF: the upsampling's tent-shaped weight of the cell, at "
-                                                           f"{levels} of its peak"),
-               Line2D([], [], color="white", lw=0.8, ls=":", label="IRF support: where that weight is above 0"),
-               Line2D([], [], color="white", marker="+", ms=12, mew=2.5, ls="none",
-                      label="the cell's position in the upsampled map (the IRF's centre)"),
-               Line2D([], [], color="cyan", marker="o", mec="k", ms=8, ls="none",
-                      label="the ERF's centroid (its centre of mass); offset: its distance to the cross")]
-    fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=8, facecolor="0.3", labelcolor="white",
-               framealpha=1)
+    plots.irf_legend(fig, IRF_LEVELS)
     return fig
 
 
@@ -327,21 +316,27 @@ def verdict_interval(values) -> tuple[float, float]:
     return bootstrap(v)
 
 
-def _per_image_lines(long: pd.DataFrame, hue: str, e_values, fooled_bar: float | None, **kw):
+def _per_image_lines(long: pd.DataFrame, hue: str, e_values, fooled_bar: float | None, bar_label: str = "bar",
+                     wrap: int | None = None, **kw):
     """Lines against ``e`` from per-image rows ``long`` (``model, e, metric, value`` and ``hue``; ``metric`` a key of
     :data:`ATTACK_METRICS`), one facet per metric and model: mean and, shaded, the verdicts' 95% interval over images
     (:func:`verdict_interval`; error bars instead when there is one width: a band needs two points), on a log width
-    axis in ``[0, 1]``; ``fooled_bar`` dashed on the first column."""
+    axis in ``[0, 1]``; ``fooled_bar`` dashed on the first column, named on it ``bar_label``; ``wrap``: with one
+    model, the metrics wrap after this many columns (None: one row); ``kw``: to ``seaborn.relplot``."""
     one_width = long.e.nunique() == 1
+    facets = dict(col="metric", col_wrap=wrap) if wrap and long.model.nunique() == 1 else dict(col="metric", row="model")
     g = sns.relplot(data=long.assign(metric=long.metric.map(ATTACK_METRICS)), x="e", y="value", hue=hue, style=hue,
-                    col="metric", row="model", kind="line", markers=True, dashes=False, errorbar=verdict_interval,
-                    err_style="bars" if one_width else "band", **kw)
+                    kind="line", markers=True, dashes=False, errorbar=verdict_interval,
+                    err_style="bars" if one_width else "band", **facets, **kw)
     for ax in g.axes.flat:
         plots.log_width_axis(ax, e_values)
         ax.set_ylim(-0.03, 1.03)
     if fooled_bar is not None:
-        for ax in g.axes[:, 0]:
+        first = g.axes[:1] if "row" not in facets else g.axes[:, 0]
+        for ax in first:
             ax.axhline(fooled_bar, ls="--", color="grey", lw=1)
+            ax.text(0.02, fooled_bar, f"{bar_label} ({100 * fooled_bar:.0f}%)", transform=ax.get_yaxis_transform(),
+                    va="bottom", fontsize=8, color="0.3")
     g.set_ylabels(f"mean ({'bars' if one_width else 'shaded'}: 95% CI, exact / BCa)")
     return g
 
@@ -359,13 +354,19 @@ def attack_metrics_figure(metrics: pd.DataFrame, e_values, bar: float | None = N
         rows, names = rows.assign(joint=rows.fooled * (rows.cam_cosine <= tau)), list(ATTACK_METRICS)
     long = rows.melt(id_vars=["model", "image", "e", "n_iter", "mode", "setting"], value_vars=names,
                      var_name="metric")
-    long["run"] = ["random frame" if s == "random_frame" else f"AMA {m}, {it} passes" for s, m, it in
-                   zip(long.setting, long["mode"], long.n_iter)]
-    g = _per_image_lines(long, "run", e_values, bar, height=3.0, aspect=1.05, facet_kws=dict(sharey=False))
-    g.set_titles("{row_name}: {col_name}")
-    g.figure.suptitle("AMA vs a random frame, 8-bit images"
-                      + (f"; dashed: claim 3's {'prevalence' if null is not None else 'earlier'} bar ({100 * bar:.0f}%)"
-                         if bar is not None else ""), y=1.04)
+    long["run"] = ["random frame" if s == "random_frame" else f"AMA, {plots.mode_words(m).removeprefix('attack: ')}, "
+                   f"{it} passes" for s, m, it in zip(long.setting, long["mode"], long.n_iter)]
+    order = sorted(long.run.unique(), key=lambda r: (r == "random frame", r))
+    g = _per_image_lines(long, "run", e_values, bar, f"claim 3's {'prevalence' if null is not None else 'earlier'} bar",
+                         wrap=3, hue_order=order, palette=plots.run_palette(order), height=3.0, aspect=1.25,
+                         facet_kws=dict(sharey=False))
+    g.set_titles("{col_name}" if long.model.nunique() == 1 else "{row_name}: {col_name}")
+    g.set_ylabels("")
+    g.figure.supylabel(f"mean over images ({'bars' if long.e.nunique() == 1 else 'shaded'}: 95% CI, exact / BCa)",
+                       fontsize=11)
+    sns.move_legend(g, "lower right", bbox_to_anchor=(0.97, 0.12) if long.model.nunique() == 1 else (1, 0.5),
+                    title="8-bit images", frameon=False)
+    g.figure.suptitle(f"{', '.join(dict.fromkeys(long.model))}: AMA vs a random frame", y=1.03)
     return g.figure
 
 
@@ -396,7 +397,7 @@ def random_baseline_figure(metrics: pd.DataFrame):
     rows of ``attack_metrics`` (bars: mean, the verdicts' 95% interval over images, :func:`verdict_interval`)."""
     rows = eight_bit(metrics[(metrics.setting == "random_frame") | (metrics["mode"] == "flip")])
     rows = rows.assign(fooled=rows.fooled.astype(float), run=["random frame" if s == "random_frame" else
-                                                              f"AMA flip, {it} passes"
+                                                              f"AMA, change the prediction, {it} passes"
                                                               for s, it in zip(rows.setting, rows.n_iter)])
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, col, label in ((axes[0], "cam_cosine", "cosine(clean CAM, adversarial CAM)"),
@@ -422,7 +423,7 @@ def history_figure(history: pd.DataFrame, model: str, n_iter: int, lamb: float):
     frac = h.groupby(["e", "iteration"]).clean_class_held.mean().reset_index()
     sns.lineplot(data=frac, x="iteration", y="clean_class_held", hue="e", palette="viridis", ax=axes[1])
     axes[1].set(ylabel="share still predicted as the clean class", ylim=(-0.05, 1.05), title="prediction")
-    fig.suptitle(f"{model}: AMA (flip, {n_iter} iterations, lambda {lamb:g})")
+    fig.suptitle(f"{model}: AMA (attack: change the prediction; {n_iter} iterations, lambda {lamb:g})")
     fig.tight_layout()
     return fig
 
@@ -430,12 +431,12 @@ def history_figure(history: pd.DataFrame, model: str, n_iter: int, lamb: float):
 def ablation_figure(ablation: pd.DataFrame, fooled_bar: float | None = None):
     """Each optimiser's default (flip, 8-bit) against ``e``, one line per optimiser and budget, from the per-image rows
     of ``attack_ablation``: fooling rate and CAM cosine, mean and (shaded) the verdicts' 95% interval over images;
-    ``fooled_bar``: claim 3's threshold, dashed. ``ablation``: rows of ``attack_ablation``."""
+    ``fooled_bar``: claim 3's threshold, dashed and named. ``ablation``: rows of ``attack_ablation``."""
     rows = eight_bit(ablation[(ablation.variant == "default") & (ablation["mode"] == "flip")])
     rows = rows.assign(fooled=rows.fooled.astype(float),
                        setting=[f"{o}, {it} passes" for o, it in zip(rows.optimizer, rows.n_iter)])
     long = rows.melt(id_vars=["model", "image", "e", "setting"], value_vars=["fooled", "cam_cosine"], var_name="metric")
-    g = _per_image_lines(long, "setting", sorted(rows.e.unique()), fooled_bar, height=3.2, aspect=1.2)
+    g = _per_image_lines(long, "setting", sorted(rows.e.unique()), fooled_bar, "claim 3's bar", height=3.2, aspect=1.2)
     g.set_titles("{row_name}: {col_name} (8-bit)")
     g.figure.suptitle(f"Optimisers at equal budget ({rows.image.nunique()} images)", y=1.03, fontsize=10)
     return g.figure
