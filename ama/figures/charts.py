@@ -62,8 +62,7 @@ def occlusion_irf_figure(irf: pd.DataFrame, moved_bar: float | None = None):
     occlude-IRF rows."""
     per_image = (irf.assign(abs_rel_change=irf.rel_change.abs())
                  .groupby(["model", "experiment", "image"], sort=False).abs_rel_change.median().reset_index())
-    models = list(per_image.model.unique())
-    experiments = list(per_image.experiment.unique())
+    models, experiments = list(per_image.model.unique()), list(per_image.experiment.unique())
     fig, axes = plt.subplots(1, len(models), figsize=(2.2 + 3.6 * len(models), 5.0), squeeze=False, sharey=True)
     rng = np.random.default_rng(0)
     for ax, model in zip(axes[0], models):
@@ -208,9 +207,6 @@ def erf_vs_irf_figure(model, images: torch.Tensor, names, erf: torch.Tensor, tab
     return fig
 
 
-MISALIGNMENT_LABELS = {"erf_mass_outside_irf": "ERF mass outside IRF", "centroid_distance_px": "ERF centroid to cell (px)",
-                       "margin_mass_ratio": "margin mass ratio", "top_q_iou": "top-q IoU(ERF, IRF)"}
-
 
 def run_erf_vs_irf_figure(model, data, table: pd.DataFrame, erf: torch.Tensor | None = None, k: int = 3):
     """:func:`erf_vs_irf_figure` of the first ``k`` images of ``data`` (a run's :class:`~ama.inputs.images.LoadedImages`);
@@ -235,9 +231,8 @@ def misalignment_figure(table: pd.DataFrame, measures=tuple(NULL_GAPS), e: int |
     claim 3's, not drawn here), kept for the notebooks' call."""
     measures = [m for m in measures if m in NULL_GAPS and NULL_GAPS[m][0] in table]
     kinds = kind_order(table.cell_kind)
-    models = list(table.model.unique())
-    series = [(m, table[table.model == m]) for m in models] + ([("all models (the claim)", table)] if len(models) > 1
-                                                                 else [])
+    series = [(m, table[table.model == m]) for m in table.model.unique()]
+    series += [("all models (the claim)", table)] if len(series) > 1 else []
     fig, axes = plt.subplots(len(measures), 2, figsize=(11, 3.6 * len(measures)), squeeze=False)
     for row, measure in zip(axes, measures):
         null, label = NULL_GAPS[measure]
@@ -260,9 +255,8 @@ def misalignment_figure(table: pd.DataFrame, measures=tuple(NULL_GAPS), e: int |
                     va="bottom", fontsize=8)
         for ax in row:
             ax.set_xticks(np.arange(len(kinds)), [f"{k} cells" for k in kinds])
-        row[0].legend(fontsize=8, loc="best")
-        if len(series) > 1:
-            row[1].legend(fontsize=8, loc="best")
+        for ax in row[:1 if len(series) == 1 else 2]:
+            ax.legend(fontsize=8, loc="best")
     axes[0, 0].set_title("the ERF beside an aligned ERF as wide", fontsize=10)
     axes[0, 1].set_title("claim 1's statistic: above 0 = misaligned", fontsize=10)
     fig.suptitle(f"Claim 1: is the ERF farther from the IRF than an aligned ERF? {table.image.nunique()} images, "
@@ -370,24 +364,37 @@ def attack_metrics_figure(metrics: pd.DataFrame, e_values, bar: float | None = N
     return g.figure
 
 
+CONFIDENCE_MIN_IMAGES = 10  # fewer images: no logistic fit (ama.studies.confidence), and no figure
+
+
 def confidence_figure(table: pd.DataFrame):
-    """The reference attack's fooling rate against the clean logit margin, per model and ``e``: at each tercile's
-    median margin the logistic fit's rate with its 95% interval (bars) and the tercile's observed rate (crosses);
-    ``table``: rows of ``attack_confidence`` (:func:`ama.studies.confidence.confidence_regression`)."""
-    fits = table[table.fit == "ok"] if "predicted" in table else table.iloc[0:0]
-    groups = list((fits if len(fits) else table).groupby(["model", "e"], sort=True))
-    fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(3.6 * max(len(groups), 1), 3.2), squeeze=False)
+    """The reference attack's fooling rate against the clean logit margin, per model and ``e``: the logistic fit's
+    curve (its slope, through its predictions) with its 95% interval at each tercile's median margin, and the
+    tercile's observed rate (crosses); the legend outside. Not drawn (None) where no fit exists (fewer than
+    :data:`CONFIDENCE_MIN_IMAGES` images): three tercile rates on a handful of images are no trend. ``table``: rows of
+    ``attack_confidence`` (:func:`ama.studies.confidence.confidence_regression`)."""
+    if table is None or not {"predicted", "fit"} <= set(table.columns):
+        return None
+    fits = table[(table.fit == "ok") & table.predicted.notna() & (table.n_fit >= CONFIDENCE_MIN_IMAGES)]
+    if not len(groups := list(fits.groupby(["model", "e"], sort=True))):
+        return None
+    fig, axes = plt.subplots(1, len(groups), figsize=(3.8 * len(groups) + 2.4, 3.4), squeeze=False, sharey=True)
     for ax, ((model, e), g) in zip(axes[0], groups):
-        g = g[g.tercile != "all"]
-        if "predicted" in g and g.predicted.notna().any():
-            ax.errorbar(g.margin_median, g.predicted, yerr=[g.predicted - g.predicted_low,
-                                                            g.predicted_high - g.predicted],
-                        fmt="o-", capsize=3, label="logistic fit (95% CI)")
-        ax.plot(g.margin_median, g.fooling_rate, "x", color="black", label="observed, per tercile")
-        ax.set(title=f"{model}, e = {e}", xlabel="clean logit margin (top-1 minus top-2)", ylim=(-0.03, 1.03))
+        g = g[g.tercile != "all"].sort_values("margin_median")
+        p = g.predicted.clip(1e-6, 1 - 1e-6)
+        intercept = float(np.median(np.log(p / (1 - p)) - g.slope * g.margin_median))
+        span = g.margin_median.max() - g.margin_median.min()
+        m = np.linspace(max(0.0, g.margin_median.min() - 0.3 * span), g.margin_median.max() + 0.3 * span, 100)
+        ax.plot(m, 1 / (1 + np.exp(-(intercept + g.slope.iloc[0] * m))), color="C0",
+                label="logistic fit over images")
+        ax.errorbar(g.margin_median, g.predicted, yerr=[g.predicted - g.predicted_low, g.predicted_high - g.predicted],
+                    fmt="o", color="C0", capsize=3, label="the fit at a tercile's median (95% CI)")
+        ax.plot(g.margin_median, g.fooling_rate, "x", color="black", ms=8, mew=2, label="observed rate, per tercile")
+        ax.set(title=f"{model}, e = {e}: {int(g.n_fit.iloc[0])} images, slope {g.slope.iloc[0]:.2f}",
+               xlabel="clean logit margin (top-1 minus top-2)", ylim=(-0.03, 1.03))
     axes[0][0].set_ylabel("fooling rate")
-    axes[0][-1].legend(fontsize=7, loc="upper right")
-    fig.suptitle("The reference attack (8-bit) against the clean confidence: tercile medians", fontsize=10)
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
+    fig.suptitle("The reference attack (8-bit) against the clean confidence", fontsize=10)
     fig.tight_layout()
     return fig
 
