@@ -20,14 +20,16 @@ def transfer_figure(transfer: pd.DataFrame):
                       transfer.assign(frame="random frame", cam_cosine=transfer.random_cam_cosine)[cols]],
                      ignore_index=True)
     g = sns.catplot(data=long, x="e", y="cam_cosine", hue="frame", col="method", row="optimizer", kind="bar",
-                    errorbar=verdict_interval, capsize=0.15, height=2.9, aspect=0.95,
-                    margin_titles=True, sharex=False)
-    g.set_axis_labels("frame width e (px)", "map cosine, clean vs attacked (BCa 95% CI)")
-    g.set_titles(row_template="{row_name}", col_template="{col_name}", size=9)
+                    errorbar=verdict_interval, capsize=0.15, height=2.9, aspect=0.95, sharex=False,
+                    palette={"attack": "C0", "random frame": "0.6"})
+    g.set_axis_labels("frame width e (px)", "")
+    g.set_titles(template="{col_name}, {row_name} attack", size=10)
+    g.figure.supylabel("map cosine, clean vs attacked (mean, BCa 95% CI)", fontsize=11)
     for ax in g.axes.flat:
         ax.set_ylim(0, 1.05)
-    g.figure.suptitle("Does the attack move other explanations more than a random frame? (bars: mean, 95% CI over "
-                      f"{long.image.nunique()} images)", y=1.03, fontsize=10)
+    sns.move_legend(g, "upper left", bbox_to_anchor=(1.0, 0.9), title=None, frameon=False)
+    g.figure.suptitle("Does the attack move other explanations more than a random frame? (lower: moved more; "
+                      f"{long.image.nunique()} images)", y=1.03, fontsize=11)
     return g.figure
 
 
