@@ -34,21 +34,29 @@ def transfer_figure(transfer: pd.DataFrame):
 
 
 def upsampling_under_attack_figure(panels: dict):
-    """One row per model: the attacked image and its saliency under each upsampling (each over its maximum, one
-    colourbar), titled with that map's mass on the frame's pixels over the frame's share of the area (1: no preference
-    for the frame). ``panels``: :func:`ama.studies.faithfulness.upsampling_panels`."""
-    ups = list(next(iter(panels.values()))[1])
-    fig, axes = plt.subplots(len(panels), 1 + len(ups), figsize=(3 * (1 + len(ups)) + 0.8, 3.2 * len(panels)),
+    """One row per model and image: the attacked image and its saliency under each upsampling (each min-max
+    normalised, so that what varies within a map shows even where the map is a wide smooth blob; a perceptual colour
+    map, one colourbar), titled with that map's mass on the frame's pixels over the frame's share of the area (1: no
+    preference for the frame). Not drawn (None) when no model has two images: one image is an anecdote.
+    ``panels``: :func:`ama.studies.faithfulness.upsampling_panels`."""
+    rows = [(model, attack, maps, ratio, j) for model, (attack, maps, ratio) in panels.items()
+            for j in range(len(next(iter(maps.values()))))]
+    if not rows or max(len(next(iter(maps.values()))) for _, maps, _ in panels.values()) < 2:
+        return None
+    ups = list(rows[0][2])
+    fig, axes = plt.subplots(len(rows), 1 + len(ups), figsize=(2.9 * (1 + len(ups)) + 0.8, 2.9 * len(rows)),
                              squeeze=False, layout="constrained")
     im = None
-    for row, (model, (attack, maps, frame_ratio)) in zip(axes, panels.items()):
-        row[0].imshow(plots.to_numpy_image(attack.adv_q[0]))
-        row[0].set_title(f"{model}, {attack.names[0]}: attacked, e = {attack.params.e}", fontsize=9)
+    for row, (model, attack, maps, ratio, j) in zip(axes, rows):
+        row[0].imshow(plots.to_numpy_image(attack.adv_q[j]))
+        row[0].set_title(f"{model}, {attack.names[j]}\nattacked, e = {attack.params.e}", fontsize=9)
         for ax, up in zip(row[1:], ups):
-            m = maps[up][0].detach().cpu().float()
-            im = ax.imshow((m / m.max().clamp_min(1e-12)).numpy(), cmap="jet", vmin=0, vmax=1)
-            ax.set_title(f"{up}: frame mass {frame_ratio[up]:.2f} x its area share", fontsize=9)
+            m = maps[up][j].detach().cpu().float()
+            m = (m - m.min()) / (m.max() - m.min()).clamp_min(1e-12)
+            im = ax.imshow(m.numpy(), cmap="viridis", vmin=0, vmax=1)
+            ax.set_title(f"{up}: frame mass {ratio[up][j]:.2f} x its area share", fontsize=9)
         for ax in row:
             ax.axis("off")
-    fig.colorbar(im, ax=axes[:, 1:].ravel().tolist(), shrink=0.7, label="saliency / its maximum")
+    fig.colorbar(im, ax=axes[:, 1:].ravel().tolist(), shrink=0.6, label="saliency, min-max normalised per map")
+    fig.suptitle("An attacked image's saliency under each upsampling", fontsize=11)
     return fig
