@@ -400,8 +400,7 @@ def reference_commit(info: dict) -> str | None:
 def save_reference(run_dir: str | Path, reference: str | Path) -> Path:
     """Copy a finished run into ``reference/<run>/``: its tables (and their lineage), ``params.json``, ``run.json``
     (stamped with the one commit all its notebooks ran at, :func:`reference_commit`), ``REPORT.md`` and the report's
-    figures (full colour, at most :data:`ama.store.tables.REFERENCE_MAX_SIDE` px long,
-    :func:`ama.store.tables.save_reference_png`); replaces an older reference of the same run."""
+    figures (full colour, capped in size, :func:`ama.store.tables.save_reference_png`); replaces an older reference of the same run."""
     import re
     import shutil
 
