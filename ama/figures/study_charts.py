@@ -34,7 +34,7 @@ def transfer_figure(transfer: pd.DataFrame):
     return g.figure
 
 
-ALIKE = 0.98  # maps of different images this correlated (mean over pairs) are one blob: their differences are drawn
+ALIKE = 0.9  # maps of different images this correlated (mean over pairs) are one blob: their differences are drawn
 
 
 def _alike(maps) -> bool:
