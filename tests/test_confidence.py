@@ -42,3 +42,20 @@ def test_no_fit_says_why():
     separable = confidence.confidence_regression(_metrics(np.arange(12.0), [True] * 6 + [False] * 6))
     assert separable.fit.iloc[0].startswith("no fit") and separable.fooling_rate.notna().all()
     assert confidence.confidence_lines(separable)[0].startswith("m, e = 1: no logistic fit")
+
+
+def test_the_figure_draws_a_fit_and_nothing_without_one():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ama.figures.charts import confidence_figure
+
+    assert confidence_figure(confidence.confidence_regression(_metrics(np.arange(5.0), [True, False] * 2 + [True]))) is None
+    rng = np.random.default_rng(1)
+    margin = rng.uniform(0, 10, 40)
+    fig = confidence_figure(confidence.confidence_regression(_metrics(margin, rng.random(40) < 0.5 - margin / 25)))
+    ax = fig.axes[0]
+    curve = next(line for line in ax.get_lines() if len(line.get_xdata()) == 100)  # the fitted curve
+    assert np.all(np.diff(curve.get_ydata()) < 0)  # fooled less often at a larger margin, as the slope says
+    legend = ax.get_legend().get_window_extent(fig.canvas.get_renderer())
+    assert legend.x0 >= ax.get_window_extent(fig.canvas.get_renderer()).x1  # beside the points, not on them

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import ama
-from ama.apps.explorer import Explorer, cell_colours
+from ama.apps.explorer import Explorer, cell_colours, text_colour
 from ama.kernels import receptive_field as rf
 from ama.paths import ROOT
 from conftest import make_tiny_model
@@ -100,6 +100,12 @@ def test_cell_colours_follow_the_colormap():
     assert colours == ["#000080", "#800000"]  # jet's ends: dark blue, dark red
 
 
+def test_cell_text_is_light_on_dark_cells_and_dark_on_light_ones():
+    dark_blue, cyan, yellow, dark_red, mid_blue = cell_colours(torch.tensor([[0.0, 0.35, 0.65, 1.0, 0.2]]))
+    assert [text_colour(c) for c in (dark_blue, cyan, yellow, dark_red, mid_blue)] == \
+        ["white", "black", "black", "white", "white"]
+
+
 def test_widget_buttons_select_cells_and_run_the_attack(explorer):
     ipywidgets = pytest.importorskip("ipywidgets")
     box = explorer.widget
@@ -116,6 +122,11 @@ def test_widget_buttons_select_cells_and_run_the_attack(explorer):
     assert ui.progress.value == ui.progress.max == 2 and bytes(ui.views["attack"].value[:4]) == b"\x89PNG"
     assert "attack e = 1, 2 steps" in ui.status.value
     assert buttons[5].style.font_weight == "bold" and ui.cells.children[0] is buttons[0]
+    assert buttons[5].layout.border == "3px solid white" and buttons[4].layout.border == "none"  # the chosen cell
+    for b in buttons:  # each number readable on its own cell's colour
+        assert b.style.text_color == text_colour(b.style.button_color)
+    outlined = [p for ax in explorer.figures["cam"].axes for p in ax.patches]
+    assert len(outlined) == 1  # the chosen cell outlined on the CAM too
     ui.image.value = "coffee"  # a dropdown choice calls select_image
     assert ui.cells.children[5].description == f"{explorer.cam.flatten()[5].item():.2f}"
     assert explorer.image_name == "coffee" and explorer.result is None and ui.views["attack"].layout.display == "none"

@@ -74,7 +74,7 @@ def test_under_attack_figure_pairs_each_model_with_its_own_image_and_numbers(reu
 
     import matplotlib.pyplot as plt
 
-    from ama.figures import charts as figures
+    from ama.figures import study_charts
     from ama.params import RunParams
 
     params = RunParams(models=("a", "b"), e=(1,), n_iter=2, auc_steps=2, studies="faithfulness")
@@ -87,16 +87,23 @@ def test_under_attack_figure_pairs_each_model_with_its_own_image_and_numbers(reu
         tables, extras[name] = beyond.beyond(model, x, [f"{name}0", f"{name}1"], params)
         comparisons[name] = tables["upsampling_comparison"]
     panels = faithfulness.upsampling_panels(loaded, extras if reuse else None, params, None)
-    fig = figures.upsampling_under_attack_figure(panels)
-    for row, (name, size) in zip(fig.axes[::4], (("a", 32), ("b", 40))):
-        assert row.get_title().startswith(f"{name}, {name}0: attacked, e = 1")
-        assert row.get_images()[0].get_array().shape[:2] == (size, size)
-    for k, (name, size) in enumerate((("a", 32), ("b", 40))):
-        maps = fig.axes[4 * k + 1:4 * k + 4]
-        assert all(ax.get_images()[0].get_array().shape == (size, size) for ax in maps)
+    fig = study_charts.upsampling_under_attack_figure(panels)
+    shown = [(name, size, j) for name, size in (("a", 32), ("b", 40)) for j in range(2)]  # a row per model and image
+    assert len(fig.axes) == 4 * len(shown) + 1  # and one colourbar
+    for k, (name, size, j) in enumerate(shown):
+        row = fig.axes[4 * k:4 * k + 4]
+        assert row[0].get_title().startswith(f"{name}, {name}{j}\nattacked, e = 1")
+        assert row[0].get_images()[0].get_array().shape[:2] == (size, size)
+        for ax in row[1:]:
+            shown_map = ax.get_images()[0]
+            assert shown_map.get_array().shape == (size, size) and shown_map.get_cmap().name == "viridis"
+            assert shown_map.get_array().min() == pytest.approx(0) and shown_map.get_array().max() == pytest.approx(1)
         if reuse:  # the titles give this model's own rows of the comparison
-            rows = comparisons[name][comparisons[name].image == f"{name}0"].set_index("upsampling")
-            for ax, up in zip(maps, faithfulness.SALIENCY_UPSAMPLINGS):
+            rows = comparisons[name][comparisons[name].image == f"{name}{j}"].set_index("upsampling")
+            for ax, up in zip(row[1:], faithfulness.SALIENCY_UPSAMPLINGS):
                 ratio = rows.loc[up, "adv_frame_mass"] / rows.loc[up, "frame_share"]
-                assert ax.get_title() == f"{up}: frame mass {ratio:.2f} x its area share"
+                assert ax.get_title().endswith(f"frame mass {ratio:.2f} x its area share") and ax.get_title().startswith(up)
+    one = {name: (attack, {up: m[:1] for up, m in maps.items()}, {up: r[:1] for up, r in ratio.items()})
+           for name, (attack, maps, ratio) in panels.items()}
+    assert study_charts.upsampling_under_attack_figure(one) is None  # one image per model: not drawn
     plt.close(fig)

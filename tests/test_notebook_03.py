@@ -26,9 +26,10 @@ def test_notebook_03_fast(fast_run):
     """Notebook 03 as `make reproduce FAST=1` ran it under papermill (the shared run of conftest)."""
     tables, figures = fast_run.dir / "tables", fast_run.dir / "figures"
     for stem in ("attack_examples", "attack_examples_1", "attack_examples_by_e", "attack_metrics_vs_e",
-                 "attack_history", "attack_keep_example", "attack_targeted_example", "attack_random_baseline",
-                 "attack_ingredients"):
+                 "attack_history", "attack_keep_example", "attack_targeted_example", "attack_random_baseline"):
         assert (figures / f"{stem}.png").stat().st_size > 10_000, stem
+    # a figure resting on one image is not drawn: the ingredient study reports one image here, and no logistic fit
+    assert not (figures / "attack_ingredients.png").exists() and not (figures / "attack_confidence.png").exists()
     # the ingredient study: each model's 2 images, one tunes and one reports; every variant once per image
     study = pd.read_csv(tables / "attack_ingredients.csv")
     assert study.groupby("model").image.nunique().eq(2).all() and set(study.half) == {"tune", "report"}

@@ -160,13 +160,31 @@ def test_save_reference_copies_the_run(tmp_path):
     (run / "run.json").write_text(json.dumps({"params": pipeline.make_params(), "notebooks": {
         "01": {"git_commit": "abc"}, "02": {"git_commit": "abc"}}}))
     (run / "figures").mkdir()
-    Image.new("RGB", (20, 10), (200, 10, 10)).save(run / "figures" / "f.png")
+    gradient = np.zeros((60, 3000, 4), np.uint8)  # every red, 3000 px long, half transparent
+    gradient[..., 0], gradient[..., 3] = np.linspace(0, 255, 3000)[None], 255
+    gradient[..., 1] = np.arange(60)[:, None]  # and a green per row: more colours than a palette holds
+    gradient[30:, :, 3] = 0
+    Image.fromarray(gradient, "RGBA").save(run / "figures" / "f.png")
     Image.new("RGB", (20, 10)).save(run / "figures" / "unused.png")
     (run / "REPORT.md").write_text("# r\n![f](figures/f.png)\n")
     dest = reference.save_reference(run, tmp_path / "ref")
     assert dest == tmp_path / "ref" / "r1" and (dest / "tables" / "sizes.csv").is_file()
     assert (dest / "figures" / "f.png").is_file() and not (dest / "figures" / "unused.png").exists()
-    assert Image.open(dest / "figures" / "f.png").mode == "P"
+    saved = Image.open(dest / "figures" / "f.png")
+    assert saved.mode == "RGB" and saved.size == (results.REFERENCE_MAX_SIDE, 48)  # full colour, capped in size
+    pixels = np.asarray(saved)
+    assert len(np.unique(pixels[0, :, 0])) > 200 and (pixels[-1] == 255).all()  # not posterised; flattened on white
+    chart = np.full((300, 400, 3), 255, np.uint8)  # a chart of 3 colours: an exact palette, the same pixels
+    chart[100:200, 50:350] = (31, 119, 180)
+    chart[150:160] = (214, 39, 40)
+    Image.fromarray(chart).save(run / "figures" / "chart.png")
+    results.save_reference_png(run / "figures" / "chart.png", tmp_path / "chart.png")
+    with Image.open(tmp_path / "chart.png") as kept:
+        assert kept.mode == "P" and (np.asarray(kept.convert("RGB")) == chart).all()
+    big = tmp_path / "big.png"
+    Image.new("RGB", (2000, 2000), (1, 2, 3)).save(big)
+    with Image.open(results.save_reference_png(big, tmp_path / "big_ref.png")) as small:
+        assert small.width * small.height <= results.REFERENCE_MAX_PIXELS
     assert json.loads((dest / "run.json").read_text())["reference"] == {"made_by": "make reference", "commit": "abc",
                                                                         "clean_tree": True}
     ok, lines = reference.check_run(run, tmp_path / "ref")

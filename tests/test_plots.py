@@ -147,3 +147,23 @@ def test_example_images_include_failures():
     assert example_images(table([0, 0, 1, 0, 0]), "m", names, 1, 5, k=4) == [2, 0, 1, 3]
     assert example_images(table([1, 1, 1, 1, 1]), "m", names, 1, 5, k=4) == [0, 1, 2, 3]
     assert example_images(table([1, 0, 1, 1, 0]), "m", names, 1, 5, k=1) == [0]
+
+
+def test_misalignment_figure_draws_claim_1s_gap_to_the_aligned_null():
+    import numpy as np
+    import pandas as pd
+
+    from ama.figures import charts as figures
+
+    rng = np.random.default_rng(0)
+    rows = [dict(model="m", image=f"i{k}", cell_kind=kind, cell=c, erf_mass_outside_irf=0.8 + 0.01 * rng.standard_normal(),
+                 centred_gaussian_mass_outside_irf=0.7, margin_mass_ratio=1.0)
+            for k in range(6) for kind in ("corner", "centre") for c in range(2)]
+    fig = figures.misalignment_figure(pd.DataFrame(rows), ("erf_mass_outside_irf", "margin_mass_ratio"), 1)
+    assert len(fig.axes) == 2  # the margin's ratio (claim 3's) has no aligned null: not drawn
+    gap = fig.axes[1]
+    assert "minus aligned null" in gap.get_ylabel() and fig.axes[0].get_ylabel()
+    centres = [float(y) for line in gap.get_lines() for y in line.get_ydata() if len(line.get_ydata()) == 2]
+    assert gap.get_legend() is None and any(t.get_text().startswith("0:") for t in gap.texts)
+    heights = [y for line in gap.get_lines() if line.get_marker() == "o" for y in line.get_ydata()]
+    assert heights == pytest.approx([0.1, 0.1], abs=0.02) and 0.0 in centres  # the gap, and the 0 line

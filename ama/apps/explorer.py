@@ -58,9 +58,17 @@ def figure_png(fig: Figure) -> bytes:
 
 
 def cell_colours(cam: torch.Tensor, cmap: str = CMAP) -> list[str]:
-    """Hex colour of each cell of a CAM ``(h, w)`` in ``[0, 1]``, row-major."""
+    """Hex colour of each cell of a CAM ``(h, w)`` in ``[0, 1]``, row-major. ``cmap``: a matplotlib colour map."""
     values = cam.detach().float().clamp(0, 1).flatten().cpu().numpy()
     return [to_hex(c) for c in colormaps[cmap](values)]
+
+
+def text_colour(background: str) -> str:
+    """``black`` or ``white``, whichever reads better on the hex colour ``background`` (its WCAG relative luminance
+    against 0.18, where the two contrasts are equal)."""
+    rgb = np.array([int(background[k:k + 2], 16) / 255 for k in (1, 3, 5)])
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    return "black" if float(linear @ [0.2126, 0.7152, 0.0722]) > 0.18 else "white"
 
 
 class Explorer:
@@ -160,6 +168,7 @@ class Explorer:
         row = rf.misalignment(self.erf[None], irf, cells=[k], grid=(h, w)).iloc[0]
         self.erf_mass_outside_irf = float(row.erf_mass_outside_irf)
         self.figures["receptive_field"] = self._rf_figure()
+        self.figures["cam"] = self._cam_figure()  # the chosen cell outlined
         self._refresh()
 
     def run_attack(self, e: int | None = None, n_iter: int | None = None, progress=None) -> AttackResult:
@@ -216,20 +225,43 @@ class Explorer:
             raise ValueError(f"no {key!r} figure yet; have {sorted(self.figures)} (select a cell / run the attack first)")
         return Image(data=figure_png(self.figures[key]))
 
+    def _cell_box(self, ax, colour: str = "white") -> None:
+        """The chosen cell's stride square (none chosen: nothing), outlined on ``ax`` (an image of the input's size) in
+        ``colour``."""
+        from matplotlib.patches import Rectangle
+
+        if self.cell is None:
+            return
+        i, j = divmod(self.cell, self.grid[1])
+        (H, W), (h, w) = self.size, self.grid
+        ax.add_patch(Rectangle((j * W / w - 0.5, i * H / h - 0.5), W / w, H / h, fill=False, ec=colour, lw=2.5))
+
     def _cam_figure(self) -> Figure:
         fig = Figure(figsize=(4, 4.2))
         ax = fig.add_subplot()
         overlay(ax, self.x[0].cpu(), upsample(self.cam, self.size), title=f"{self.image_name}: CAM of {self.class_name}")
+        self._cell_box(ax)
         return fig
 
     def _rf_figure(self) -> Figure:
         i, j = divmod(self.cell, self.grid[1])
-        fig = Figure(figsize=(8, 4.2))
+        fig = Figure(figsize=(8, 4.4))
         ax_irf, ax_erf = fig.subplots(1, 2)
-        overlay(ax_irf, self.x[0].cpu(), self.irf / self.irf.max(), title=f"IRF of cell ({i}, {j}) (upsampling)")
+        image = self.x[0].cpu().permute(1, 2, 0).clamp(0, 1).numpy()
+        irf = (self.irf / self.irf.max()).cpu().numpy()
+        ax_irf.imshow(image)
+        ax_irf.imshow(np.ma.masked_where(irf <= 0, irf), cmap="viridis", alpha=0.65, vmin=0, vmax=1)
+        ax_irf.contour(irf, levels=[1e-6, 0.5], colors=["white", "white"], linewidths=[1.2, 2], linestyles=[":", "-"])
+        ax_irf.set_title(f"IRF of cell ({i}, {j}): where upsampling paints it\n(dotted: its edge; line: half its peak)",
+                         fontsize=9)
         erf = self.erf / self.erf.max() if self.erf.max() > 0 else self.erf
         overlay(ax_erf, self.x[0].cpu(), erf.sqrt(),
-                title=f"ERF of cell ({i}, {j}) (sqrt scale); {100 * self.erf_mass_outside_irf:.0f}% outside the IRF")
+                title=f"ERF of cell ({i}, {j}) (sqrt scale): the pixels that move it\n"
+                      f"{100 * self.erf_mass_outside_irf:.0f}% of it outside the IRF (dotted)")
+        ax_erf.contour(irf, levels=[1e-6], colors="white", linewidths=1.2, linestyles=":")
+        for ax in (ax_irf, ax_erf):
+            self._cell_box(ax)
+            ax.set_axis_off()
         fig.tight_layout()
         return fig
 
@@ -348,8 +380,10 @@ class _ExplorerUI:
         for k, (b, value, colour) in enumerate(zip(self.cells.children, ex.cam.flatten().tolist(), cell_colours(ex.cam))):
             b.description = f"{value:.2f}"
             b.style.button_color = colour
-            b.style.text_color = "white" if value < 0.15 or value > 0.85 else "black"  # readable on jet's dark ends
+            b.style.text_color = text_colour(colour)  # readable on the cell's own colour, dark or light
             b.style.font_weight = "bold" if k == ex.cell else "normal"
+            b.layout.border = "3px solid white" if k == ex.cell else "none"  # the chosen cell, as outlined on the maps
+            b.layout.outline = "2px solid black" if k == ex.cell else "none"
         self.e.max = max(1, (min(ex.size) + 1) // 2 - 1)
         for key, view in self.views.items():
             fig = ex.figures.get(key)

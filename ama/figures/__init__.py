@@ -1,5 +1,5 @@
 """Figures: the drawing primitives and the notebooks' and the report's figures of the tables."""
-__all__ = ["plots", "charts", "control_charts"]
+__all__ = ["plots", "charts", "control_charts", "forest", "study_charts"]
 
 
 def __getattr__(name):

@@ -13,14 +13,15 @@ import torch
 from .. import geometry
 from ..geometry import CELL_KINDS
 from ..kernels import receptive_field as rf
-from ..stats.intervals import bootstrap, clopper_pearson
+from ..stats.intervals import bootstrap, clopper_pearson, pooled
 from ..stats.rows import eight_bit
 from . import plots
 
 
 def set_theme() -> None:
-    """The notebooks' seaborn style."""
-    sns.set_theme(style="whitegrid", context="notebook")
+    """The notebooks' seaborn style; images drawn pixel by pixel (``nearest``: a photo's or a map's pixels stay
+    blocks, not smoothed, which keeps a full-colour PNG of it small)."""
+    sns.set_theme(style="whitegrid", context="notebook", rc={"image.interpolation": "nearest"})
 
 
 def kind_order(kinds) -> list[str]:
@@ -56,26 +57,37 @@ def median_interval(values) -> tuple[float, float]:
 
 def occlusion_irf_figure(irf: pd.DataFrame, moved_bar: float | None = None):
     """Keep-IRF and occlude-IRF as claim 2's verdict reads them: per image the median ``|rel_change|`` over its cells
-    and fills (points, one per image), and the median over images with its BCa 95% interval (black), per experiment
-    and model; ``moved_bar``: claim 2's threshold, dashed. ``irf``: keep-IRF and occlude-IRF rows."""
+    and fills (grey points, jittered, behind), and the median over images with its BCa 95% interval (bold, on top),
+    per experiment, one panel per model; ``moved_bar``: claim 2's threshold, dashed. ``irf``: keep-IRF and
+    occlude-IRF rows."""
     per_image = (irf.assign(abs_rel_change=irf.rel_change.abs())
                  .groupby(["model", "experiment", "image"], sort=False).abs_rel_change.median().reset_index())
-    g = sns.catplot(data=per_image, x="experiment", y="abs_rel_change", col="model", kind="strip", alpha=0.5,
-                    height=3.6, aspect=1.4, color="C0")
-    for ax, (_, rows) in zip(g.axes.flat, per_image.groupby("model", sort=False)):
-        sns.pointplot(data=rows, x="experiment", y="abs_rel_change", estimator=np.median, errorbar=median_interval,
-                      color="k", markers="D", linestyle="none", capsize=0.2, ax=ax)
-    g.set_axis_labels("", "median over an image's cells and fills\nof |change of R(i, j)| / range of R")
-    g.set_titles("{col_name}")
-    for ax in g.axes.flat:
+    models, experiments = list(per_image.model.unique()), list(per_image.experiment.unique())
+    fig, axes = plt.subplots(1, len(models), figsize=(2.2 + 3.6 * len(models), 5.0), squeeze=False, sharey=True)
+    rng = np.random.default_rng(0)
+    for ax, model in zip(axes[0], models):
+        rows = per_image[per_image.model == model]
+        for x, experiment in enumerate(experiments):
+            v = rows.loc[rows.experiment == experiment, "abs_rel_change"].to_numpy(float)
+            ax.scatter(x + rng.uniform(-0.18, 0.18, len(v)), v, s=12, color="0.55", alpha=0.35, lw=0, zorder=1)
+            if len(v):
+                low, high = median_interval(v)
+                ax.errorbar([x], [np.median(v)], yerr=[[np.median(v) - low], [high - np.median(v)]], fmt="D",
+                            color="C3", ms=9, mec="k", elinewidth=3, capsize=8, capthick=3, zorder=3,
+                            label="median over images, 95% CI" if x == 0 else None)
         ax.axhline(0, color="k", lw=0.8)
         if moved_bar is not None:
-            ax.axhline(moved_bar, color="grey", lw=1, ls="--")
-    g.figure.suptitle("Filling outside a cell's IRF (keep_irf) still changes the cell;\nfilling inside it "
-                      "(occlude_irf) changes it too" + (f"\n(dashed: claim 2's bar, {100 * moved_bar:.0f}% of the range)"
-                                                        if moved_bar is not None else ""), fontsize="medium",
-                      y=1.1 if moved_bar is None else 1.16)
-    return g.figure
+            ax.axhline(moved_bar, color="k", lw=1, ls="--", label=f"claim 2's bar ({100 * moved_bar:.0f}% of the range)")
+        ax.set_xticks(range(len(experiments)), [f"{e}\n({rows.image[rows.experiment == e].nunique()} images)"
+                                                for e in experiments])
+        ax.set_xlim(-0.6, len(experiments) - 0.4)
+        ax.set_title(model, fontsize=10)
+    axes[0, 0].set_ylabel("per image: median over its cells and fills\nof |change of R(i, j)| / range of R")
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.suptitle("Filling outside a cell's IRF (keep_irf) still changes the cell;\nfilling inside it (occlude_irf) "
+                 "changes it too (grey: one image each)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
 
 
 def margin_occlusion_figure(margin: pd.DataFrame, e_values):
@@ -155,7 +167,8 @@ def run_sliding_patch_figure(slides: pd.DataFrame, model, data, threshold: float
 def erf_vs_irf_figure(model, images: torch.Tensor, names, erf: torch.Tensor, table: pd.DataFrame):
     """Per image (rows) the ERF (colour, smoothed, over its maximum) of a centre, an edge and a corner cell against its
     IRF drawn as what it is, the upsampling's tent-shaped weight (white contours at :data:`IRF_LEVELS`; dotted: the
-    edge of its support), the cell's position in the upsampled map (white cross) and the ERF's centroid (cyan dot);
+    edge of its support), the cell's position in the upsampled map (white cross) and the ERF's centroid (cyan dot),
+    each named in a legend below the maps;
     titles give the cell's row of ``table`` (:func:`ama.kernels.receptive_field.misalignment_table`). ``erf``
     ``(B, h*w, H, W)``."""
     import torchvision.transforms.functional as TF
@@ -188,13 +201,11 @@ def erf_vs_irf_figure(model, images: torch.Tensor, names, erf: torch.Tensor, tab
                          f"{row.erf_mass_outside_irf:.0%}, offset {row.centroid_distance_px:.0f} px", fontsize=8)
             ax.set_axis_off()
     fig.colorbar(im, ax=axes, shrink=0.6, label="ERF (smoothed, / its maximum)")
-    fig.suptitle(f"{model.name}: effective receptive field (colour) vs the IRF's tent-shaped weight (white contours "
-                 f"{', '.join(f'{v:g}' for v in IRF_LEVELS)}; dotted: its support)", fontsize=10)
+    fig.suptitle(f"{model.name}: where each cell's CAM value comes from (ERF, colour) vs where upsampling puts it (IRF, "
+                 "white)", fontsize=10)
+    plots.irf_legend(fig, IRF_LEVELS)
     return fig
 
-
-MISALIGNMENT_LABELS = {"erf_mass_outside_irf": "ERF mass outside IRF", "centroid_distance_px": "ERF centroid to cell (px)",
-                       "margin_mass_ratio": "margin mass ratio", "top_q_iou": "top-q IoU(ERF, IRF)"}
 
 
 def run_erf_vs_irf_figure(model, data, table: pd.DataFrame, erf: torch.Tensor | None = None, k: int = 3):
@@ -205,18 +216,53 @@ def run_erf_vs_irf_figure(model, data, table: pd.DataFrame, erf: torch.Tensor | 
     return erf_vs_irf_figure(model, data.images[shown], [data.names[i] for i in shown], erf, table)
 
 
-def misalignment_figure(table: pd.DataFrame, measures, e: int):
-    """Each misalignment measure per cell kind and model (box plots over images x cells); ``e``: the frame width of
-    the margin mass ratio column. ``measures``: the columns drawn."""
-    long = table.melt(id_vars=["model", "image", "cell_kind"], value_vars=list(measures), var_name="measure")
-    g = sns.catplot(data=long, x="cell_kind", y="value", col="measure", hue="model", kind="box",
-                    order=kind_order(table.cell_kind), sharey=False, height=3.2, aspect=0.95, showfliers=False)
-    for ax, m in zip(g.axes.flat, measures):
-        ax.set_title(MISALIGNMENT_LABELS[m] + (f", e = {e}" if m == "margin_mass_ratio" else ""))
-        ax.set_xlabel("cell kind")
-        ax.set_ylabel("")
-    g.figure.suptitle(f"ERF vs IRF misalignment per cell, {table.image.nunique()} images", y=1.04)
-    return g.figure
+NULL_GAPS = {"erf_mass_outside_irf": ("centred_gaussian_mass_outside_irf", "ERF mass outside the IRF"),
+             "centroid_distance_px": ("null_centroid_distance_px", "ERF centroid to the cell's centre (px)")}
+
+
+def misalignment_figure(table: pd.DataFrame, measures=tuple(NULL_GAPS), e: int | None = None):
+    """Claim 1 as it is judged (:func:`ama.studies.claims.aligned_null_gaps`): per cell kind, each ``measure`` of
+    :data:`NULL_GAPS` the table holds with its aligned null's (a Gaussian of the cell's own ERF spread centred on its
+    IRF centre), both as the mean over images of each image's mean over that kind's cells (bootstrap 95% interval;
+    left), and the ERF minus the null, paired per image, with its interval and the line of no difference (right): above
+    0, the ERF lies farther from the IRF than an aligned ERF as wide would. One point per model, and the models pooled
+    (the claim's statistic) when there are several. ``table``: rows of ``misalignment``; ``measures``: the columns to
+    draw (others than :data:`NULL_GAPS`' are skipped: they have no aligned null); ``e``: unused (the margin's share is
+    claim 3's, not drawn here), kept for the notebooks' call."""
+    measures = [m for m in measures if m in NULL_GAPS and NULL_GAPS[m][0] in table]
+    kinds = kind_order(table.cell_kind)
+    series = [(m, table[table.model == m]) for m in table.model.unique()]
+    series += [("all models (the claim)", table)] if len(series) > 1 else []
+    fig, axes = plt.subplots(len(measures), 2, figsize=(11, 3.6 * len(measures)), squeeze=False)
+    for row, measure in zip(axes, measures):
+        null, label = NULL_GAPS[measure]
+        d = table.assign(gap=table[measure] - table[null])
+        for k, (name, rows) in enumerate(series):
+            rows = d.loc[rows.index]
+            dx = (k - (len(series) - 1) / 2) * 0.12
+            for ax, cols in ((row[0], ((measure, "o", "ERF"), (null, "s", "aligned null"))), (row[1], (("gap", "o", ""),))):
+                for j, (col, marker, what) in enumerate(cols):
+                    est = [pooled(rows[rows.cell_kind == kind], col) for kind in kinds]
+                    x = np.arange(len(kinds)) + dx + (j - (len(cols) - 1) / 2) * 0.3
+                    v = np.array([e_.value for e_ in est])
+                    ax.errorbar(x, v, yerr=[v - [e_.low for e_ in est], [e_.high for e_ in est] - v], fmt=marker,
+                                color=f"C{k}", mfc=f"C{k}" if j == 0 else "white", capsize=3, ms=7,
+                                label=" ".join(t for t in (what, name if len(series) > 1 else "") if t) or None)
+        row[0].set_ylabel(f"{label}\n(mean over images, 95% CI)")
+        row[1].set_ylabel(f"{label}:\nERF minus aligned null (95% CI)")
+        row[1].axhline(0, color="k", lw=1, ls="--")
+        row[1].text(0.99, 0, "0: as aligned as the null", transform=row[1].get_yaxis_transform(), ha="right",
+                    va="bottom", fontsize=8)
+        for ax in row:
+            ax.set_xticks(np.arange(len(kinds)), [f"{k} cells" for k in kinds])
+        for ax in row[:1 if len(series) == 1 else 2]:
+            ax.legend(fontsize=8, loc="best")
+    axes[0, 0].set_title("the ERF beside an aligned ERF as wide", fontsize=10)
+    axes[0, 1].set_title("claim 1's statistic: above 0 = misaligned", fontsize=10)
+    fig.suptitle(f"Claim 1: is the ERF farther from the IRF than an aligned ERF? {table.image.nunique()} images, "
+                 "paired per image", fontsize=11)
+    fig.tight_layout()
+    return fig
 
 
 def margin_mass_ratio_figure(long: pd.DataFrame, e_values):
@@ -264,21 +310,27 @@ def verdict_interval(values) -> tuple[float, float]:
     return bootstrap(v)
 
 
-def _per_image_lines(long: pd.DataFrame, hue: str, e_values, fooled_bar: float | None, **kw):
+def _per_image_lines(long: pd.DataFrame, hue: str, e_values, fooled_bar: float | None, bar_label: str = "bar",
+                     wrap: int | None = None, **kw):
     """Lines against ``e`` from per-image rows ``long`` (``model, e, metric, value`` and ``hue``; ``metric`` a key of
     :data:`ATTACK_METRICS`), one facet per metric and model: mean and, shaded, the verdicts' 95% interval over images
     (:func:`verdict_interval`; error bars instead when there is one width: a band needs two points), on a log width
-    axis in ``[0, 1]``; ``fooled_bar`` dashed on the first column."""
+    axis in ``[0, 1]``; ``fooled_bar`` dashed on the first column, named on it ``bar_label``; ``wrap``: with one
+    model, the metrics wrap after this many columns (None: one row); ``kw``: to ``seaborn.relplot``."""
     one_width = long.e.nunique() == 1
+    facets = dict(col="metric", col_wrap=wrap) if wrap and long.model.nunique() == 1 else dict(col="metric", row="model")
     g = sns.relplot(data=long.assign(metric=long.metric.map(ATTACK_METRICS)), x="e", y="value", hue=hue, style=hue,
-                    col="metric", row="model", kind="line", markers=True, dashes=False, errorbar=verdict_interval,
-                    err_style="bars" if one_width else "band", **kw)
+                    kind="line", markers=True, dashes=False, errorbar=verdict_interval,
+                    err_style="bars" if one_width else "band", **facets, **kw)
     for ax in g.axes.flat:
         plots.log_width_axis(ax, e_values)
         ax.set_ylim(-0.03, 1.03)
     if fooled_bar is not None:
-        for ax in g.axes[:, 0]:
+        first = g.axes[:1] if "row" not in facets else g.axes[:, 0]
+        for ax in first:
             ax.axhline(fooled_bar, ls="--", color="grey", lw=1)
+            ax.text(0.02, fooled_bar, f"{bar_label} ({100 * fooled_bar:.0f}%)", transform=ax.get_yaxis_transform(),
+                    va="bottom", fontsize=8, color="0.3")
     g.set_ylabels(f"mean ({'bars' if one_width else 'shaded'}: 95% CI, exact / BCa)")
     return g
 
@@ -296,34 +348,53 @@ def attack_metrics_figure(metrics: pd.DataFrame, e_values, bar: float | None = N
         rows, names = rows.assign(joint=rows.fooled * (rows.cam_cosine <= tau)), list(ATTACK_METRICS)
     long = rows.melt(id_vars=["model", "image", "e", "n_iter", "mode", "setting"], value_vars=names,
                      var_name="metric")
-    long["run"] = ["random frame" if s == "random_frame" else f"AMA {m}, {it} passes" for s, m, it in
-                   zip(long.setting, long["mode"], long.n_iter)]
-    g = _per_image_lines(long, "run", e_values, bar, height=3.0, aspect=1.05, facet_kws=dict(sharey=False))
-    g.set_titles("{row_name}: {col_name}")
-    g.figure.suptitle("AMA vs a random frame, 8-bit images"
-                      + (f"; dashed: claim 3's {'prevalence' if null is not None else 'earlier'} bar ({100 * bar:.0f}%)"
-                         if bar is not None else ""), y=1.04)
+    long["run"] = ["random frame" if s == "random_frame" else f"AMA, {plots.mode_words(m).removeprefix('attack: ')}, "
+                   f"{it} passes" for s, m, it in zip(long.setting, long["mode"], long.n_iter)]
+    order = sorted(long.run.unique(), key=lambda r: (r == "random frame", r))
+    g = _per_image_lines(long, "run", e_values, bar, f"claim 3's {'prevalence' if null is not None else 'earlier'} bar",
+                         wrap=3, hue_order=order, palette=plots.run_palette(order), height=3.0, aspect=1.25,
+                         facet_kws=dict(sharey=False))
+    g.set_titles("{col_name}" if long.model.nunique() == 1 else "{row_name}: {col_name}")
+    g.set_ylabels("")
+    g.figure.supylabel(f"mean over images ({'bars' if long.e.nunique() == 1 else 'shaded'}: 95% CI, exact / BCa)",
+                       fontsize=11)
+    sns.move_legend(g, "lower right", bbox_to_anchor=(0.97, 0.12) if long.model.nunique() == 1 else (1, 0.5),
+                    title="8-bit images", frameon=False)
+    g.figure.suptitle(f"{', '.join(dict.fromkeys(long.model))}: AMA vs a random frame", y=1.03)
     return g.figure
 
 
+CONFIDENCE_MIN_IMAGES = 10  # fewer images: no logistic fit (ama.studies.confidence), and no figure
+
+
 def confidence_figure(table: pd.DataFrame):
-    """The reference attack's fooling rate against the clean logit margin, per model and ``e``: at each tercile's
-    median margin the logistic fit's rate with its 95% interval (bars) and the tercile's observed rate (crosses);
-    ``table``: rows of ``attack_confidence`` (:func:`ama.studies.confidence.confidence_regression`)."""
-    fits = table[table.fit == "ok"] if "predicted" in table else table.iloc[0:0]
-    groups = list((fits if len(fits) else table).groupby(["model", "e"], sort=True))
-    fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(3.6 * max(len(groups), 1), 3.2), squeeze=False)
+    """The reference attack's fooling rate against the clean logit margin, per model and ``e``: the logistic fit's
+    curve (its slope, through its predictions) with its 95% interval at each tercile's median margin, and the
+    tercile's observed rate (crosses); the legend outside. Not drawn (None) where no fit exists (fewer than
+    :data:`CONFIDENCE_MIN_IMAGES` images): three tercile rates on a handful of images are no trend. ``table``: rows of
+    ``attack_confidence`` (:func:`ama.studies.confidence.confidence_regression`)."""
+    if table is None or not {"predicted", "fit"} <= set(table.columns):
+        return None
+    fits = table[(table.fit == "ok") & table.predicted.notna() & (table.n_fit >= CONFIDENCE_MIN_IMAGES)]
+    if not len(groups := list(fits.groupby(["model", "e"], sort=True))):
+        return None
+    fig, axes = plt.subplots(1, len(groups), figsize=(3.8 * len(groups) + 2.4, 3.4), squeeze=False, sharey=True)
     for ax, ((model, e), g) in zip(axes[0], groups):
-        g = g[g.tercile != "all"]
-        if "predicted" in g and g.predicted.notna().any():
-            ax.errorbar(g.margin_median, g.predicted, yerr=[g.predicted - g.predicted_low,
-                                                            g.predicted_high - g.predicted],
-                        fmt="o-", capsize=3, label="logistic fit (95% CI)")
-        ax.plot(g.margin_median, g.fooling_rate, "x", color="black", label="observed, per tercile")
-        ax.set(title=f"{model}, e = {e}", xlabel="clean logit margin (top-1 minus top-2)", ylim=(-0.03, 1.03))
+        g = g[g.tercile != "all"].sort_values("margin_median")
+        p = g.predicted.clip(1e-6, 1 - 1e-6)
+        intercept = float(np.median(np.log(p / (1 - p)) - g.slope * g.margin_median))
+        span = g.margin_median.max() - g.margin_median.min()
+        m = np.linspace(max(0.0, g.margin_median.min() - 0.3 * span), g.margin_median.max() + 0.3 * span, 100)
+        ax.plot(m, 1 / (1 + np.exp(-(intercept + g.slope.iloc[0] * m))), color="C0",
+                label="logistic fit over images")
+        ax.errorbar(g.margin_median, g.predicted, yerr=[g.predicted - g.predicted_low, g.predicted_high - g.predicted],
+                    fmt="o", color="C0", capsize=3, label="the fit at a tercile's median (95% CI)")
+        ax.plot(g.margin_median, g.fooling_rate, "x", color="black", ms=8, mew=2, label="observed rate, per tercile")
+        ax.set(title=f"{model}, e = {e}: {int(g.n_fit.iloc[0])} images, slope {g.slope.iloc[0]:.2f}",
+               xlabel="clean logit margin (top-1 minus top-2)", ylim=(-0.03, 1.03))
     axes[0][0].set_ylabel("fooling rate")
-    axes[0][-1].legend(fontsize=7, loc="upper right")
-    fig.suptitle("The reference attack (8-bit) against the clean confidence: tercile medians", fontsize=10)
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
+    fig.suptitle("The reference attack (8-bit) against the clean confidence", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -333,7 +404,7 @@ def random_baseline_figure(metrics: pd.DataFrame):
     rows of ``attack_metrics`` (bars: mean, the verdicts' 95% interval over images, :func:`verdict_interval`)."""
     rows = eight_bit(metrics[(metrics.setting == "random_frame") | (metrics["mode"] == "flip")])
     rows = rows.assign(fooled=rows.fooled.astype(float), run=["random frame" if s == "random_frame" else
-                                                              f"AMA flip, {it} passes"
+                                                              f"AMA, change the prediction, {it} passes"
                                                               for s, it in zip(rows.setting, rows.n_iter)])
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, col, label in ((axes[0], "cam_cosine", "cosine(clean CAM, adversarial CAM)"),
@@ -359,7 +430,7 @@ def history_figure(history: pd.DataFrame, model: str, n_iter: int, lamb: float):
     frac = h.groupby(["e", "iteration"]).clean_class_held.mean().reset_index()
     sns.lineplot(data=frac, x="iteration", y="clean_class_held", hue="e", palette="viridis", ax=axes[1])
     axes[1].set(ylabel="share still predicted as the clean class", ylim=(-0.05, 1.05), title="prediction")
-    fig.suptitle(f"{model}: AMA (flip, {n_iter} iterations, lambda {lamb:g})")
+    fig.suptitle(f"{model}: AMA (attack: change the prediction; {n_iter} iterations, lambda {lamb:g})")
     fig.tight_layout()
     return fig
 
@@ -367,53 +438,12 @@ def history_figure(history: pd.DataFrame, model: str, n_iter: int, lamb: float):
 def ablation_figure(ablation: pd.DataFrame, fooled_bar: float | None = None):
     """Each optimiser's default (flip, 8-bit) against ``e``, one line per optimiser and budget, from the per-image rows
     of ``attack_ablation``: fooling rate and CAM cosine, mean and (shaded) the verdicts' 95% interval over images;
-    ``fooled_bar``: claim 3's threshold, dashed. ``ablation``: rows of ``attack_ablation``."""
+    ``fooled_bar``: claim 3's threshold, dashed and named. ``ablation``: rows of ``attack_ablation``."""
     rows = eight_bit(ablation[(ablation.variant == "default") & (ablation["mode"] == "flip")])
     rows = rows.assign(fooled=rows.fooled.astype(float),
                        setting=[f"{o}, {it} passes" for o, it in zip(rows.optimizer, rows.n_iter)])
     long = rows.melt(id_vars=["model", "image", "e", "setting"], value_vars=["fooled", "cam_cosine"], var_name="metric")
-    g = _per_image_lines(long, "setting", sorted(rows.e.unique()), fooled_bar, height=3.2, aspect=1.2)
+    g = _per_image_lines(long, "setting", sorted(rows.e.unique()), fooled_bar, "claim 3's bar", height=3.2, aspect=1.2)
     g.set_titles("{row_name}: {col_name} (8-bit)")
     g.figure.suptitle(f"Optimisers at equal budget ({rows.image.nunique()} images)", y=1.03, fontsize=10)
     return g.figure
-
-
-# --- notebook 05: beyond the paper -----------------------------------------------------------------------
-def transfer_figure(transfer: pd.DataFrame):
-    """Clean vs attacked map cosine of each explanation method, the attack beside the random frame, per ``e`` and
-    optimiser, from the per-image rows of ``transfer`` (mean and its BCa 95% interval over images)."""
-    cols = ["model", "image", "e", "optimizer", "method", "frame", "cam_cosine"]
-    long = pd.concat([transfer.assign(frame="attack")[cols],
-                      transfer.assign(frame="random frame", cam_cosine=transfer.random_cam_cosine)[cols]],
-                     ignore_index=True)
-    g = sns.catplot(data=long, x="e", y="cam_cosine", hue="frame", col="method", row="optimizer", kind="bar",
-                    errorbar=verdict_interval, capsize=0.15, height=2.9, aspect=0.95,
-                    margin_titles=True, sharex=False)
-    g.set_axis_labels("frame width e (px)", "map cosine, clean vs attacked (BCa 95% CI)")
-    g.set_titles(row_template="{row_name}", col_template="{col_name}", size=9)
-    for ax in g.axes.flat:
-        ax.set_ylim(0, 1.05)
-    g.figure.suptitle("Does the attack move other explanations more than a random frame? (bars: mean, 95% CI over "
-                      f"{long.image.nunique()} images)", y=1.03, fontsize=10)
-    return g.figure
-
-
-def upsampling_under_attack_figure(panels: dict):
-    """One row per model: the attacked image and its saliency under each upsampling (each over its maximum, one
-    colourbar), titled with that map's mass on the frame's pixels over the frame's share of the area (1: no preference
-    for the frame). ``panels``: :func:`ama.studies.faithfulness.upsampling_panels`."""
-    ups = list(next(iter(panels.values()))[1])
-    fig, axes = plt.subplots(len(panels), 1 + len(ups), figsize=(3 * (1 + len(ups)) + 0.8, 3.2 * len(panels)),
-                             squeeze=False, layout="constrained")
-    im = None
-    for row, (model, (attack, maps, frame_ratio)) in zip(axes, panels.items()):
-        row[0].imshow(plots.to_numpy_image(attack.adv_q[0]))
-        row[0].set_title(f"{model}, {attack.names[0]}: attacked, e = {attack.params.e}", fontsize=9)
-        for ax, up in zip(row[1:], ups):
-            m = maps[up][0].detach().cpu().float()
-            im = ax.imshow((m / m.max().clamp_min(1e-12)).numpy(), cmap="jet", vmin=0, vmax=1)
-            ax.set_title(f"{up}: frame mass {frame_ratio[up]:.2f} x its area share", fontsize=9)
-        for ax in row:
-            ax.axis("off")
-    fig.colorbar(im, ax=axes[:, 1:].ravel().tolist(), shrink=0.7, label="saliency / its maximum")
-    return fig

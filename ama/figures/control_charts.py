@@ -8,6 +8,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from .forest import forest_figure
+
 
 def misalignment_baselines_figure(verdicts: pd.DataFrame, threshold: float):
     """Claim 1 beside its baselines, per model and upsampling (:func:`ama.studies.controls.misalignment_by_upsampling`):
@@ -35,57 +37,67 @@ def misalignment_baselines_figure(verdicts: pd.DataFrame, threshold: float):
     return fig
 
 
+LOCATION_NAMES = {"frame": "frame", "random": "scattered pixels", "strip": "a strip on one side",
+                  "square": "centred square"}  # a location of the control as a figure names it
+
+
+def location_name(location: str) -> str:
+    """``location``, a mask of :func:`ama.geometry.location_masks`, in words: ``random`` is *scattered pixels* (not the random
+    frame baseline), ``ring<d>`` a ring ``d`` px inside the border."""
+    if location.startswith("ring") and location[4:].isdigit():
+        return f"ring {location[4:]} px inside"
+    return LOCATION_NAMES.get(location, location)
+
+
 def location_control_figure(summary: pd.DataFrame):
-    """Is the margin special? (:func:`ama.studies.controls.location_summary`): per location of the same pixel count, the
-    fooling rate (exact 95% interval) and the mean CAM cosine to the clean CAM (BCa 95% interval); the frame's
-    values as dotted lines."""
-    models = list(summary.model.unique())
-    fig, axes = plt.subplots(len(models), 2, figsize=(11, 3.6 * len(models)), squeeze=False)
-    for row, model in zip(axes, models):
-        d = summary[summary.model == model].reset_index(drop=True)
-        x = np.arange(len(d))
-        colours = ["C3" if loc == "frame" else "C0" for loc in d.location]
-        for ax, (col, lo, hi, label) in zip(row, (("fooling_rate", "fooling_low", "fooling_high", "fooling rate"),
-                                                  ("cam_cosine", "cosine_low", "cosine_high", "CAM cosine to clean"))):
-            ax.bar(x, d[col], yerr=[d[col] - d[lo], d[hi] - d[col]], capsize=4, color=colours)
-            ax.axhline(float(d.loc[d.location == "frame", col].iloc[0]), ls=":", color="C3")
-            ax.set_xticks(x, d.location, rotation=20, ha="right")
-            ax.set_ylim(0, 1.05)
-            ax.set_ylabel(f"{label} (95% CI)")
-        row[0].set_title(f"{model}: {int(d.mask_pixels.iloc[0])} pixels at e = {int(d.e.iloc[0])}, "
-                         f"{int(d.n_images.max())} images")
-        row[1].set_title("lower: the CAM moved more")
-    fig.tight_layout()
-    return fig
+    """Is the margin special? (:func:`ama.studies.controls.location_summary`): a forest plot
+    (:func:`ama.figures.forest.forest_figure`) of the frame's fooling rate minus each location's of the same pixel
+    count, paired per image (Newcombe's 95% interval, percentage points), with the images only the frame fools and
+    only the location fools; one panel per model and ``e``. ``summary``: rows of ``attack_location_summary``; None
+    when no location has a paired difference."""
+    if summary is None or "frame_minus_fooled" not in summary:
+        return None
+    rows = summary.dropna(subset=["frame_minus_fooled"])
+    if rows.empty:
+        return None
+    rows = rows.assign(
+        label=["frame minus " + location_name(v) for v in rows.location],
+        panel=[f"{m}, e = {e}: {int(px)} pixels, {int(n)} images" for m, e, px, n in
+               zip(rows.model, rows.e, rows.mask_pixels, rows.n_images)])
+    notes = [f"only the frame fools {int(a)}, only the location {int(b)} of n = {int(n)} images"
+             for a, b, n in zip(rows.frame_only, rows.location_only, rows.n_images)]
+    return forest_figure(rows, "label", "frame_minus_fooled", "gap_low", "gap_high", notes, panel="panel",
+                         xlabel="fooling rate, frame minus location (percentage points, Newcombe 95% interval)",
+                         title="Is the margin special? The same attack on as many pixels elsewhere, paired per image",
+                         side_labels={"above": "the frame fools more", "below": "the location fools more",
+                                      "includes": "not decided (interval or exact test)"}, scale=100,
+                         verdict="verdict" if "verdict" in rows else None)
 
 
 def ingredients_figure(summary: pd.DataFrame):
-    """Which ingredient makes the attack strong? (:func:`ama.studies.ablation.ingredient_summary`): per variant on the
-    reported half, the fooling rate and the CAM cosine (bars: BCa 95% interval over images, each image's mean over the
-    seeds), the reference's values as dotted lines, the variant chosen on the tuning half in red."""
-    rows = summary.dropna(subset=["fooling_rate"])
-    groups = list(rows.groupby(["model", "e", "n_iter"], sort=False))
-    fig, axes = plt.subplots(len(groups), 2, figsize=(12, 4.2 * len(groups)), squeeze=False)
-    for row, ((model, e, n_iter), d) in zip(axes, groups):
-        d = d.reset_index(drop=True)
-        y = np.arange(len(d))[::-1]
-        colours = ["C3" if c else ("0.45" if v == "reference" else "C0") for v, c in zip(d.variant, d.chosen)]
-        for ax, (col, lo, hi, label) in zip(row, (("fooling_rate", "fooling_low", "fooling_high", "fooling rate"),
-                                                  ("cam_cosine", "cosine_low", "cosine_high", "CAM cosine to clean"))):
-            ax.barh(y, d[col], xerr=[d[col] - d[lo], d[hi] - d[col]], capsize=4, color=colours)
-            ref = d.loc[d.variant == "reference", col]
-            if len(ref):
-                ax.axvline(float(ref.iloc[0]), ls=":", color="0.3", label="reference")
-            ax.set_xlim(0, 1.05)
-            ax.set_xlabel(f"{label}, 8-bit (95% CI over images)")
-            ax.set_yticks(y, d.variant if ax is row[0] else [""] * len(d))
-        row[0].legend(fontsize=8, loc="lower right")
-        row[0].set_title(f"{model}, e = {e}, {n_iter} passes: {int(d.n_images.max())} reported images x "
-                         f"{int(d.n_seeds.max())} seed(s)", fontsize=10)
-        row[1].set_title(f"red: chosen on {int(d.tune_images.max())} other images; lower cosine: the CAM moved more",
-                         fontsize=10)
-    fig.tight_layout()
-    return fig
+    """Which ingredient makes the attack strong? (:func:`ama.studies.ablation.ingredient_summary`): a forest plot
+    (:func:`ama.figures.forest.forest_figure`) of each variant's gain in fooling rate over the reference attack on the
+    reported images (each image's mean over the seeds; 95% interval), with the images it fools more and fewer; the
+    variant chosen on the tuning images is marked. Not drawn (None) when it would rest on one image: a gain on one
+    image is 0 or +-100 points and says nothing. ``summary``: rows of ``attack_ingredients_summary``."""
+    if summary is None or "gain" not in summary:
+        return None
+    rows = summary.dropna(subset=["gain"])
+    if rows.empty or rows.n_images.max() < 2:
+        return None
+    rows = rows.assign(
+        label=[f"{v} (chosen)" if c else str(v) for v, c in zip(rows.variant, rows.chosen.astype(bool))],
+        panel=[f"{m}, e = {e}, {it} passes: {int(n)} reported images x {int(s)} seed(s); chosen on "
+               f"{int(t)} other images" for m, e, it, n, s, t in
+               zip(rows.model, rows.e, rows.n_iter, rows.n_images, rows.n_seeds, rows.tune_images)])
+    notes = [f"fooled more {int(a)}, fewer {int(b)} of n = {int(n)} images"
+             for a, b, n in zip(rows.more_fooled, rows.less_fooled, rows.n_images)]
+    return forest_figure(rows, "label", "gain", "gain_low", "gain_high", notes, panel="panel",
+                         xlabel="fooling rate, variant minus the reference attack (percentage points, 95% interval)",
+                         title="Which ingredient makes the attack strong? Each variant's gain, paired per image",
+                         side_labels={"above": "fools more than the reference", "below": "fools fewer",
+                                      "includes": "not decided (interval or exact test)"}, scale=100,
+                         verdict="verdict" if "verdict" in rows else None)
 
 
 def erf_definitions_figure(summary: pd.DataFrame):
@@ -112,30 +124,38 @@ def erf_definitions_figure(summary: pd.DataFrame):
 
 
 def frame_sides_figure(mass: pd.DataFrame, attack: pd.DataFrame | None):
-    """The frame's sides (:mod:`ama.studies.sides`): per model, each side's ERF mass over its share of the image (all
-    cells, BCa 95% intervals) and, when ``attack`` is given, the one-side attack's fooling rate (exact 95% intervals).
-    ``mass``: :func:`ama.studies.sides.side_mass_summary` rows; ``attack``: :func:`ama.studies.sides.side_attack_summary` rows."""
+    """The frame's sides (:mod:`ama.studies.sides`), opposite sides compared paired per image in a forest plot
+    (:func:`ama.figures.forest.forest_figure`): per model, left minus right and top minus bottom of the ERF's mass on
+    the side over the side's share of the image (all cells, BCa 95% intervals) and, when ``attack`` has them, of the
+    one-side attack's fooling rate (Newcombe's 95% intervals, with the images only one side fools); each side's own
+    value beside its row. ``mass``: :func:`ama.studies.sides.side_mass_summary` rows; ``attack``:
+    :func:`ama.studies.sides.side_attack_summary` rows, or None."""
+    MASS, FOOL = ("ERF mass on the side over its area share (1: as much as its area), all cells",
+                  "fooling rate of the attack on that side only")
+    rows, notes = [], []
     mass = mass[mass.cell_kind == "all"]
-    models = list(mass.model.unique())
-    sides = [s for s in mass.measure.unique() if " - " not in s]
-    panels = 2 if attack is not None and len(attack) else 1
-    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 3.8), squeeze=False)
-    width = 0.8 / max(len(models), 1)
-    for k, model in enumerate(models):
-        x = np.arange(len(sides)) + (k - (len(models) - 1) / 2) * width
-        d = mass[mass.model == model].set_index("measure").reindex(sides)
-        axes[0, 0].bar(x, d.value, width * 0.95, yerr=[d.value - d.low, d.high - d.value], capsize=3, label=model)
-        if panels == 2:
-            a = attack[(attack.model == model)].set_index("side").reindex(sides)
-            axes[0, 1].bar(x, a.fooling_rate, width * 0.95, yerr=[a.fooling_rate - a.low, a.high - a.fooling_rate],
-                           capsize=3, label=model)
-    axes[0, 0].axhline(1, ls=":", color="grey")
-    axes[0, 0].set_ylabel("ERF mass on the side / its area share")
-    for ax in axes[0]:
-        ax.set_xticks(np.arange(len(sides)), sides)
-        ax.legend(fontsize=7)
-    if panels == 2:
-        axes[0, 1].set_ylim(0, 1.05)
-        axes[0, 1].set_ylabel("fooling rate, attack on that side only")
-    fig.tight_layout()
-    return fig
+    for model, g in mass.groupby("model", sort=False):
+        one = g.set_index("measure")
+        for pair in (m for m in one.index if " - " in m):
+            a, b = pair.split(" - ")
+            r = one.loc[pair]
+            rows.append(dict(label=f"{model}: {a} minus {b}", panel=MASS, value=r.value, low=r.low, high=r.high))
+            notes.append(f"{a} {one.loc[a, 'value']:.2f}, {b} {one.loc[b, 'value']:.2f}; n = {int(r.n_images)}")
+    if attack is not None and len(attack):
+        for model, g in attack.groupby("model", sort=False):
+            one = g.set_index("side")
+            for pair in (m for m in one.index if " - " in m):
+                a, b = pair.split(" - ")
+                r = one.loc[pair]
+                rows.append(dict(label=f"{model}: {a} minus {b}, e = {int(r.e)}", panel=FOOL, value=r.fooling_rate,
+                                 low=r.low, high=r.high))
+                notes.append(f"{a} {one.loc[a, 'fooling_rate']:.0%}, {b} {one.loc[b, 'fooling_rate']:.0%}; only "
+                             f"{a} fools {int(r.first_only)}, only {b} {int(r.second_only)}; n = {int(r.n_images)}")
+    if not rows:
+        return None
+    return forest_figure(pd.DataFrame(rows), "label", "value", "low", "high", notes, panel="panel",
+                         xlabel={MASS: "difference of the two sides' ratios (BCa 95% interval)",
+                                 FOOL: "difference of the two sides' fooling rates (Newcombe 95% interval)"},
+                         title="The frame's opposite sides, paired per image", sharex=False,
+                         side_labels={"above": "the first side more", "below": "the second side more",
+                                      "includes": "not decided (interval includes 0)"})

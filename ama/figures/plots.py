@@ -104,6 +104,15 @@ class _Namer:
         return self.names[int(k)]
 
 
+MODE_WORDS = {"flip": "attack: change the prediction", "keep": "attack: keep the prediction, move the CAM",
+              "random": "random frame (not optimised)"}  # an attack's mode in plain words, as a figure says it
+
+
+def mode_words(mode: str) -> str:
+    """The attack ``mode`` (``flip``, ``keep``, ``random``) in plain words (:data:`MODE_WORDS`)."""
+    return MODE_WORDS.get(mode, f"mode {mode}")
+
+
 def _optimizer_note(params) -> str:
     """`` (apgd)`` for an attack run with another optimiser than the reference's, else empty."""
     return "" if params.optimizer in (ORIGINAL, NO_OPTIMIZER) else f" ({params.optimizer})"
@@ -133,9 +142,9 @@ def attack_figure(result: AttackResult, index: int = 0, quantized: bool = True, 
     overlay(axes[1, 0], adv, title=f"adversarial ({'8-bit' if quantized else 'float'}): {title(logits)}")
     overlay(axes[1, 1], adv, upsample(cam_adv, size, mode),
             title=f"adversarial CAM of '{c_name}', cos {F.cosine_similarity(cam_adv.flatten(), result.clean_cam[i].flatten(), 0).item():.2f}")
-    what = "random frame (not optimised)" if p.mode == RANDOM else \
-        f"AMA, {e}, mode {p.mode}{', targeted CAM' if p.targeted else ''}, {p.n_iter} iterations{_optimizer_note(p)}, " \
-        f"lambda {p.lamb:g}"
+    what = mode_words(RANDOM) if p.mode == RANDOM else \
+        f"AMA, {e}, {mode_words(p.mode)}{', targeted CAM' if p.targeted else ''}, {p.n_iter} iterations" \
+        f"{_optimizer_note(p)}, lambda {p.lamb:g}"
     fig.suptitle(f"{result.names[i]}: {what}", fontsize=10)
     fig.tight_layout()
     return fig
@@ -162,7 +171,7 @@ def examples_figure(results: dict, index: int = 0, quantized: bool = True, mode:
         overlay(axes[0, col], adv, title=f"e = {e}\n{class_title(namer, lg)}")
         im = overlay(axes[1, col], adv, upsample(cam_adv, size, mode), title=f"CAM, cos {cos:.2f} to clean")
     p = first.params
-    fig.suptitle(f"{first.names[i]}: AMA ({p.mode}, {p.n_iter} iterations{_optimizer_note(p)}, lambda {p.lamb:g}"
+    fig.suptitle(f"{first.names[i]}: AMA ({mode_words(p.mode)}, {p.n_iter} iterations{_optimizer_note(p)}, lambda {p.lamb:g}"
                  f"{', 8-bit' if quantized else ''}); CAM of the clean class '{names[int(first.clean_class[i])]}'",
                  fontsize=10)
     fig.tight_layout()
@@ -187,7 +196,7 @@ def target_figure(result: AttackResult, index: int = 0, quantized: bool = True, 
     show_map(axes[2], T, title="target map")
     overlay(axes[3], adv, upsample(cam_adv, size, mode), title=f"adversarial: {name(lg)}\ncos to target {cos_t:.2f}")
     p = result.params
-    fig.suptitle(f"{result.names[i]}: targeted AMA, e = {p.e}, mode {p.mode}, {p.n_iter} iterations", fontsize=10)
+    fig.suptitle(f"{result.names[i]}: targeted AMA, e = {p.e}, {mode_words(p.mode)}, {p.n_iter} iterations", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -232,6 +241,33 @@ def attack_rows_figure(result: AttackResult, indices, quantized: bool = True, mo
                 title=f"CAM of the new class\n'{name(k)}'" if k != c
                 else f"not fooled: the class is kept,\nso this is the map on the left again")
     fig.colorbar(im, ax=axes[:, [1, 4, 5]].ravel().tolist(), shrink=0.5, label="CAM (min-max normalised)")
-    what = "random frame" if p.mode == "random" else f"AMA, e = {p.e}, {p.mode}, {p.n_iter} passes{_optimizer_note(p)}"
+    what = mode_words(RANDOM) if p.mode == RANDOM else f"AMA, e = {p.e}, {mode_words(p.mode)}, {p.n_iter} passes" \
+        f"{_optimizer_note(p)}"
     fig.suptitle(f"{p.model}: {what}, {'8-bit' if quantized else 'float'} images", fontsize=11)
     return fig
+
+
+def irf_legend(fig, levels) -> None:
+    """The legend of an ERF-vs-IRF figure below its maps, on grey (its markers are white): the IRF's contours at
+    ``levels`` of its peak and its support, the cell's cross and the ERF's centroid dot. ``fig``: the figure."""
+    from matplotlib.lines import Line2D
+
+    at = ", ".join(f"{v:g}" for v in levels)
+    handles = [Line2D([], [], color="white", lw=1.3, label=f"IRF: the upsampling's tent-shaped weight of the cell, at "
+                                                           f"{at} of its peak"),
+               Line2D([], [], color="white", lw=0.8, ls=":", label="IRF support: where that weight is above 0"),
+               Line2D([], [], color="white", marker="+", ms=12, mew=2.5, ls="none",
+                      label="the cell's position in the upsampled map (the IRF's centre)"),
+               Line2D([], [], color="cyan", marker="o", mec="k", ms=8, ls="none",
+                      label="the ERF's centroid (its centre of mass); offset: its distance to the cross")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=8, facecolor="0.3", labelcolor="white",
+               framealpha=1)
+
+
+def run_palette(runs) -> dict:
+    """A distinct colour for each of ``runs`` (the figures' series names): the random frame grey, the others tab10
+    colours in order."""
+    import seaborn as sns
+
+    colours = iter(sns.color_palette("tab10", 10)[i] for i in (0, 1, 2, 3, 4, 6, 8, 9, 5, 7))
+    return {r: (0.45, 0.45, 0.45) if r == "random frame" else next(colours) for r in runs}

@@ -44,7 +44,7 @@ from ..params import RunParams
 from ..paths import resolve, shown
 from ..stats.intervals import FAILS, HOLDS
 from ..store import lineage
-from ..store.tables import compress_tables, table_files, table_name
+from ..store.tables import compress_tables, save_reference_png, table_files, table_name
 from ..studies import claims
 from ..studies.registry import study_keys
 
@@ -378,9 +378,6 @@ def check_verdicts(run_dir: Path, ref_dir: Path) -> list[str]:
     return lines
 
 
-REFERENCE_FIGURE_COLOURS = 128  # reference figures are palette PNGs: the repository stays small
-
-
 class ReferenceError(ValueError):
     """A run that cannot become a reference; the message says what to do."""
 
@@ -403,11 +400,9 @@ def reference_commit(info: dict) -> str | None:
 def save_reference(run_dir: str | Path, reference: str | Path) -> Path:
     """Copy a finished run into ``reference/<run>/``: its tables (and their lineage), ``params.json``, ``run.json``
     (stamped with the one commit all its notebooks ran at, :func:`reference_commit`), ``REPORT.md`` and the report's
-    figures (as palette PNGs); replaces an older reference of the same run."""
+    figures (full colour, capped in size, :func:`ama.store.tables.save_reference_png`); replaces an older reference of the same run."""
     import re
     import shutil
-
-    from PIL import Image
 
     run_dir = resolve(run_dir)
     report = run_dir / "REPORT.md"
@@ -426,8 +421,7 @@ def save_reference(run_dir: str | Path, reference: str | Path) -> Path:
     info["reference"] = {"made_by": "make reference", "commit": commit, "clean_tree": True}
     (tmp / "run.json").write_text(json.dumps(info, indent=2) + "\n")
     for figure in sorted(set(re.findall(r"\]\((figures/[^)]+\.png)\)", report.read_text()))):
-        with Image.open(run_dir / figure) as im:
-            im.convert("RGB").quantize(REFERENCE_FIGURE_COLOURS).save(tmp / figure, optimize=True)
+        save_reference_png(run_dir / figure, tmp / figure)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.replace(dest)
     return dest

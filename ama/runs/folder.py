@@ -69,6 +69,9 @@ def compute(experiment: str, runs: dict, params: RunParams, out_dir, sharded: bo
 
 
 # --- a run folder as a notebook opens it ---------------------------------------------------------------------------
+REDRAW = False  # every RunFolder opened while True draws its missing figures, attacks included (tools/redraw_figures.py)
+
+
 class RunFolderError(ValueError):
     """A run folder a notebook cannot open as asked; the message says what to do."""
 
@@ -97,12 +100,16 @@ class RunFolder:
     the tables; a missing figure that would need an attack is named, not drawn. Otherwise the experiment runs as
     before (:func:`compute`). A folder under ``results/reference/`` is read-only: nothing is written there (copy it
     to compute into it). ``make reproduce`` passes ``recompute=True``: a notebook it reruns computes everything.
+    ``redraw`` (default :data:`REDRAW`): a finished folder draws a missing figure that needs an attack too, attacking
+    its few example images again (``tools/redraw_figures.py`` redraws a reference's figures from its tables so).
     """
 
-    def __init__(self, params, out_dir, notebook: str, recompute: bool = False, sharded: bool = False):
+    def __init__(self, params, out_dir, notebook: str, recompute: bool = False, sharded: bool = False,
+                 redraw: bool | None = None):
         self.out = resolve(out_dir)
         self.params = run_params(params, self.out)
         self.notebook, self.recompute, self.sharded = notebook, bool(recompute), bool(sharded)
+        self.redraw = REDRAW if redraw is None else bool(redraw)
         self.read_only = is_reference(self.out)
         info = self.out / "run.json"
         status = (json.loads(info.read_text()).get("notebooks", {}).get(notebook, {}).get("status")
@@ -157,7 +164,7 @@ class RunFolder:
         """Figure ``name``: its saved PNG shown when finished, else ``draw()`` (a figure or a list of figures, which
         the notebook shows; None: nothing to draw) saved unless read-only; then its caption, written from the run's
         tables (:func:`ama.studies.captions.caption`), as Markdown. ``attacks``: drawing it may attack images again,
-        which a finished folder does not do: it says so instead."""
+        which a finished folder does not do (it says so instead) unless it was opened to ``redraw``."""
         import matplotlib.pyplot as plt
         from IPython.display import Image, display
 
@@ -165,7 +172,7 @@ class RunFolder:
         if self.finished and png.is_file():
             display(Image(filename=str(png)))
             self.show_caption(name)
-        elif self.finished and attacks:
+        elif self.finished and attacks and not self.redraw:
             print(f"{name}: not saved in this run folder, and drawing it attacks images again; "
                   "open the notebook with recompute=True to draw it")
         else:
@@ -212,8 +219,10 @@ def chosen_records(params: RunParams, tables) -> list:
     return choose(params, checked_records(params), read_table(tables, PREDICTIONS))
 
 
-def open_run(params, out_dir, notebook: str, recompute: bool = False, sharded: bool = False) -> RunFolder:
+def open_run(params, out_dir, notebook: str, recompute: bool = False, sharded: bool = False,
+             redraw: bool | None = None) -> RunFolder:
     """A notebook's :class:`RunFolder`: ``params`` (a dict, a ``params.json`` or None) and ``out_dir`` as
     :func:`run_params` takes them, ``notebook`` its name (``03_adversarial_marginal_attack``), ``recompute`` True to
-    compute everything again, ``sharded`` True when ``torchrun`` computed the tables first."""
-    return RunFolder(params, out_dir, notebook, recompute, sharded)
+    compute everything again, ``sharded`` True when ``torchrun`` computed the tables first, ``redraw`` True to draw
+    a finished folder's missing figures that attack images again (default :data:`REDRAW`)."""
+    return RunFolder(params, out_dir, notebook, recompute, sharded, redraw)

@@ -139,6 +139,35 @@ def compress_tables(tables: Path, above: int | None = None) -> list[str]:
     return done
 
 
+REFERENCE_MAX_SIDE = 2400  # px: a reference's figure is at most this long on its longer side ...
+REFERENCE_MAX_PIXELS = 1_000_000  # ... and holds at most this many pixels (the repository stays small)
+
+
+def save_reference_png(source: str | os.PathLike, dest: str | os.PathLike, max_side: int | None = None,
+                       max_pixels: int | None = None) -> Path:
+    """A figure as a committed reference keeps it, in full colour: RGB (any transparency flattened on white), scaled
+    down (Lanczos) to at most ``max_side`` px on its longer side and ``max_pixels`` pixels (defaults
+    :data:`REFERENCE_MAX_SIDE`, :data:`REFERENCE_MAX_PIXELS`), saved losslessly with PNG's best compression
+    (``optimize``): a figure of at most 256 colours (most charts) as the exact palette of its own colours, any other
+    as RGB; atomically; return ``dest``. ``source``: the run's PNG."""
+    import numpy as np
+    from PIL import Image
+
+    max_side = REFERENCE_MAX_SIDE if max_side is None else max_side
+    max_pixels = REFERENCE_MAX_PIXELS if max_pixels is None else max_pixels
+    with Image.open(source) as im:
+        im = im.convert("RGBA")
+        flat = Image.new("RGB", im.size, (255, 255, 255))
+        flat.paste(im, mask=im.getchannel("A"))
+    scale = min(1.0, max_side / max(flat.size), (max_pixels / (flat.width * flat.height)) ** 0.5)
+    if scale < 1:
+        flat = flat.resize((max(1, round(flat.width * scale)), max(1, round(flat.height * scale))), Image.LANCZOS)
+    rgb = np.asarray(flat).reshape(-1, 3)
+    colours = np.unique(rgb[:, 0].astype(np.int32) << 16 | rgb[:, 1].astype(np.int32) << 8 | rgb[:, 2])
+    image = flat.quantize(len(colours), dither=Image.Dither.NONE) if len(colours) <= 256 else flat  # exact: lossless
+    return atomic_write(dest, write=lambda tmp: image.save(tmp, format="PNG", optimize=True))
+
+
 def markdown_table(df: pd.DataFrame) -> str:
     """``df`` as a Markdown table (a fenced text table when ``tabulate`` is missing); a table of text only (e.g.
     :func:`readable`) keeps each cell as written (``0.20`` stays ``0.20``)."""

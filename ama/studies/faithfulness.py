@@ -29,7 +29,7 @@ from ..artifacts import TABLES
 from ..attack.result import OptimizerKey
 from .attack_experiments import ORIGINAL, adversarial_result
 
-from ..figures.charts import upsampling_under_attack_figure
+from ..figures.study_charts import upsampling_under_attack_figure
 from ..geometry import frame_mask
 from ..inputs.images import list_images, load_records
 from ..inputs.protocol import run_names, stratified_choice
@@ -206,28 +206,31 @@ def frame_mass_summary(ratios: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def upsampling_panels(runs: dict, extras: dict | None, params, out_dir) -> dict:
-    """For :func:`ama.figures.charts.upsampling_under_attack_figure`: per model, the reference attack at the smallest
-    ``e`` on its first image, that image's attacked saliency under each upsampling, and its mass on the frame's pixels
-    over the frame's share of the area (``{upsampling: ratio}``, ``SCIENCE.md`` section 7), all of the same model and
-    image. ``runs``: :func:`ama.runs.folder.load_models_and_images`; ``extras``: the ``beyond`` experiment's (reused
-    where it ran the faithfulness study), or None (a sharded run keeps no maps: computed again for the first image)."""
+def upsampling_panels(runs: dict, extras: dict | None, params, out_dir, k: int = 3) -> dict:
+    """For :func:`ama.figures.study_charts.upsampling_under_attack_figure`: per model, the reference attack at the
+    smallest ``e`` on its first ``k`` images, their attacked saliency under each upsampling, and each map's mass on the
+    frame's pixels over the frame's share of the area (``{upsampling: [ratio per image]}``, ``SCIENCE.md`` section 7),
+    all of the same model and images. ``runs``: :func:`ama.runs.folder.load_models_and_images`; ``extras``: the
+    ``beyond`` experiment's (reused where it ran the faithfulness study), or None (a sharded run keeps no maps:
+    computed again for the shown images); ``params``, ``out_dir``: the run's; ``k``: images per model."""
     e0 = min(params.e)
     panels = {}
     for name, (model, data) in runs.items():
         if extras and extras[name].get("upsampling"):
             attack = extras[name]["attacks"][OptimizerKey.default(ORIGINAL, e0, params.n_iter)]
-            maps = {up: m[:1] for up, m in extras[name]["upsampling"]["adv_saliency"].items()}
+            maps = {up: m[:k] for up, m in extras[name]["upsampling"]["adv_saliency"].items()}
             table = extras[name]["upsampling"]["table"]
         else:
-            x, names, x_names = data.images[:1], data.names[:1], list(data.names)
+            x, names, x_names = data.images[:k], data.names[:k], list(data.names)
             attack = adversarial_result(model, x, names, params, out_dir, ORIGINAL, e0)
             reported = run_names(params, out_dir, x_names)
             fit = calibration_fit(model, params, reported)
             table, info = upsampling_comparison(model, x, names, attack, steps=1, fit=fit)
             maps = info["adv_saliency"]
-        rows = table[table.image == attack.names[0]].set_index("upsampling")
-        panels[name] = (attack, maps, (rows.adv_frame_mass / rows.frame_share).to_dict())
+        shown = list(attack.names[:len(next(iter(maps.values())))])
+        rows = table[table.image.isin(shown)].set_index(["upsampling", "image"])
+        ratio = rows.adv_frame_mass / rows.frame_share
+        panels[name] = (attack, maps, {up: [float(ratio.loc[(up, n)]) for n in shown] for up in maps})
     return panels
 
 

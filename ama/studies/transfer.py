@@ -15,8 +15,8 @@ import torch
 from ..artifacts import TABLES
 from ..attack.marginal import random_frame
 from ..attack.result import OptimizerKey
-from ..figures.charts import transfer_figure
 from ..attack.optimizers import ORIGINAL
+from ..figures.study_charts import transfer_figure
 from ..stats.intervals import HOLDS, pooled
 from ..store.tables import interval_text, read_table, readable
 from .ablation import ADVERSARIAL_OPTIMIZERS

@@ -1,0 +1,160 @@
+"""Redraw every figure of a committed reference from its committed tables with today's code, without computing its
+experiments again (the evidence and models references take about 90 minutes each to compute; drawing, seconds to
+minutes).
+
+    .venv/bin/python tools/redraw_figures.py results/reference/<run> [--scratch results/redraw/<run>] [--keep]
+
+The reference's tables, ``params.json``, ``run.json`` and ``REPORT.md`` are copied to a scratch run folder under
+``results/`` (not a reference: :class:`ama.runs.folder.RunFolder` writes there), without its figures; the code cells of
+notebooks 01, 02, 03 and 05 run there in this process. The folder is finished, so each notebook reads its tables back
+and draws only its missing figures, that is all of them; opened to redraw (:data:`ama.runs.folder.REDRAW`), it attacks
+again the few example images the attack figures show. Each figure the reference held, or its ``REPORT.md`` links, is
+then copied back as :func:`ama.runs.check.save_reference` saves one (:func:`ama.store.tables.save_reference_png`: full
+colour, capped in size); one that today's code no longer draws (e.g. a figure that would rest on one image) is removed
+from the reference and named. The reference's ``run.json`` records the redraw (``figures_redrawn``: commit, date,
+figures drawn and removed). ``REPORT.md`` is left as it is unless ``--write-report`` (then
+:func:`write_report` writes it again from the scratch folder and copies it back).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+NOTEBOOKS = ("01_occlusion", "02_receptive_field_misalignment", "03_adversarial_marginal_attack", "05_beyond_the_paper")
+
+
+def scratch_copy(reference: Path, scratch: Path) -> Path:
+    """``reference``'s tables, ``params.json``, ``run.json`` and ``REPORT.md`` copied to ``scratch`` (emptied first), a
+    finished run folder without figures; return ``scratch``."""
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    shutil.copytree(reference / "tables", scratch / "tables")
+    for name in ("params.json", "run.json", "REPORT.md"):
+        if (reference / name).is_file():
+            shutil.copy2(reference / name, scratch / name)
+    return scratch
+
+
+def notebook_code(notebook: Path, out_dir: Path) -> list[str]:
+    """The code cells of ``notebook``, its parameters cell replaced by the scratch folder's (``params`` None: the
+    folder's own ``params.json``; not recomputed, not sharded). ``out_dir``: the scratch folder."""
+    cells = json.loads(notebook.read_text())["cells"]
+    code = []
+    for cell in cells:
+        if cell["cell_type"] != "code":
+            continue
+        source = "".join(cell["source"])
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            source = f"params = None\nout_dir = {str(out_dir)!r}\nrecompute = False\nsharded = False\n"
+        code.append(source)
+    return code
+
+
+def run_notebooks(scratch: Path, notebooks=NOTEBOOKS, quiet: bool = True) -> None:
+    """Run the code cells of ``notebooks`` on ``scratch`` in this process, opened to redraw (matplotlib's Agg
+    backend); ``quiet``: their printed output is dropped."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ama.paths import ROOT
+    from ama.runs import folder
+
+    folder.REDRAW = True
+    try:
+        for name in notebooks:
+            started = time.time()
+            namespace = {"__name__": f"redraw_{name}"}
+            sink = io.StringIO() if quiet else sys.stdout
+            with contextlib.redirect_stdout(sink):
+                for k, source in enumerate(notebook_code(ROOT / "notebooks" / f"{name}.ipynb", scratch)):
+                    exec(compile(source, f"{name}.ipynb[cell {k}]", "exec"), namespace)
+            print(f"{name}: drawn in {time.time() - started:.0f} s")
+    finally:
+        folder.REDRAW = False
+
+
+def report_figures(reference: Path) -> set[str]:
+    """The figure files (``figures/<name>.png``) the reference holds or its ``REPORT.md`` links."""
+    held = {f"figures/{p.name}" for p in (reference / "figures").glob("*.png")}
+    report = reference / "REPORT.md"
+    linked = set(re.findall(r"\]\((figures/[^)]+\.png)\)", report.read_text())) if report.is_file() else set()
+    return held | linked
+
+
+def write_report(scratch: Path, reference: Path) -> None:
+    """The report written again from the scratch folder (:func:`ama.report.markdown.write_report`) and copied into
+    ``reference``. A hook: the report's generator is being rewritten; the tool calls it only with ``--write-report``.
+    ``scratch``: the redrawn run folder; ``reference``: the committed reference."""
+    from ama.report.markdown import write_report as write
+
+    shutil.copy2(write(scratch), reference / "REPORT.md")
+
+
+def redraw(reference: Path, scratch: Path, notebooks=NOTEBOOKS, keep: bool = False, report: bool = False,
+           quiet: bool = True) -> dict:
+    """Redraw ``reference``'s figures in ``scratch`` and copy them back (see the module docstring); return what
+    ``run.json`` records (``figures_redrawn``). ``notebooks``: those to run; ``keep``: leave the scratch folder;
+    ``report``: write ``REPORT.md`` again (:func:`write_report`); ``quiet``: drop the notebooks' printed output."""
+    from ama.paths import is_reference, shown
+    from ama.runs.pipeline import git_commit
+    from ama.store.tables import save_reference_png
+
+    if is_reference(scratch):
+        raise SystemExit(f"{shown(scratch)}: the scratch folder must not be a reference")
+    wanted = report_figures(reference)
+    run_notebooks(scratch_copy(reference, scratch), notebooks, quiet)
+    (reference / "figures").mkdir(exist_ok=True)
+    drawn, removed = [], []
+    for figure in sorted(wanted):
+        source, dest = scratch / figure, reference / figure
+        if source.is_file():
+            save_reference_png(source, dest)
+            drawn.append(Path(figure).stem)
+        elif dest.is_file():
+            dest.unlink()
+            removed.append(Path(figure).stem)
+    if report:
+        write_report(scratch, reference)
+    record = {"commit": git_commit(), "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "tool": "tools/redraw_figures.py",
+              "drawn": drawn, "removed": removed, "report_rewritten": bool(report)}
+    info_path = reference / "run.json"
+    info = json.loads(info_path.read_text())
+    info["figures_redrawn"] = record
+    info_path.write_text(json.dumps(info, indent=2) + "\n")
+    if not keep:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return record
+
+
+def main(argv=None) -> int:
+    """The command line (the module docstring). ``argv``: its arguments (default ``sys.argv[1:]``)."""
+    from ama.paths import resolve, shown
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("reference", help="a committed reference folder, results/reference/<run>")
+    parser.add_argument("--scratch", help="the scratch run folder (default results/redraw/<run>)")
+    parser.add_argument("--notebooks", nargs="+", default=list(NOTEBOOKS), help="the notebooks whose figures to draw")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    parser.add_argument("--write-report", action="store_true", help="write REPORT.md again too (default: left as is)")
+    parser.add_argument("--verbose", action="store_true", help="show the notebooks' printed output")
+    args = parser.parse_args(argv)
+    reference = resolve(args.reference)
+    if not (reference / "run.json").is_file() or not (reference / "tables").is_dir():
+        parser.error(f"{args.reference}: not a run folder with run.json and tables/")
+    scratch = resolve(args.scratch) if args.scratch else resolve("results/redraw") / reference.name
+    record = redraw(reference, scratch, args.notebooks, args.keep, args.write_report, not args.verbose)
+    print(f"{shown(reference)}: {len(record['drawn'])} figures redrawn ({', '.join(record['drawn'])})"
+          + (f"; no longer drawn, removed: {', '.join(record['removed'])} (REPORT.md may still link them)"
+             if record["removed"] else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
