@@ -29,7 +29,7 @@ def quoted(report: str) -> dict[int, str]:
     for line in report.split("## The claims", 1)[1].split("## ", 1)[0].splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if cells and re.match(r"^\d\. ", cells[0]):
-            out[int(cells[0][0])] = cells[-2].replace(" (smoke run)", "")
+            out[int(cells[0][0])] = re.sub(r" \(p [<=] [0-9.e-]+\)", "", cells[-2].replace(" (smoke run)", ""))
     return out
 
 

@@ -117,15 +117,31 @@ def tau_sensitivity(run_dir: Path, quantile: float = 0.25) -> str | None:
     return f"{int((joint > 0.5).sum())} of {len(joint)} images"
 
 
+def _deciding_p(run_dir: Path) -> dict:
+    """``{(claim, part): " (p = ...)"}``: the Holm-adjusted one-sided p-value on the claim's side that decides each
+    claim (claim 1: the largest over its cell kinds, all of which must hold), from the run's ``verdicts.csv``."""
+    v = read_table(_tables(run_dir), TABLES.verdicts)
+    if v is None or v.empty:
+        return {}
+    out = {}
+    for r in v[v.family == "claims"].itertuples():
+        words = r.verdict_of.split(":")[0].split()
+        key = (int(words[1]), " ".join(words[2:]))
+        out[key] = max(out.get(key, 0.0), float(r.p_holds_holm))
+    return {k: f" ({p_text(p)})" for k, p in out.items()}
+
+
 def claims_table(run_dir: Path, claims: list[Claim], params: dict, smoke: bool = False) -> pd.DataFrame:
     """The report's first table: per claim the paper's words, the kit's criterion, how the run's setting differs, the
     statistic with its 95% interval and n, the verdict that decides (Holm within the claims' family) and what could
     change it. ``claims``: :func:`ama.studies.claims.collect_claims`; ``params``: the run's ``params.json``;
     ``smoke``: a FAST run (its verdicts are labelled)."""
     n = _n_images(run_dir)
+    p = _deciding_p(run_dir)
     rows = []
     for c, bar in zip(claims, BARS):
-        verdict = ("; ".join(f"{k} **{v}**" for k, v in c.parts.items()) if c.parts else f"**{c.outcome}**")
+        verdict = ("; ".join(f"{k} **{v}**{p.get((c.number, k), '')}" for k, v in c.parts.items()) if c.parts
+                   else f"**{c.outcome}**{p.get((c.number, ''), '')}")
         rows.append({"claim": f"{c.number}. {c.title}", "the paper's words": PAPER_WORDS[c.number],
                      "the kit's criterion": bar, "this run differs from the paper in": _differs(c, params, n),
                      "statistic (95% CI, n)": _statistic(c, run_dir) if c.outcome else "not measured",

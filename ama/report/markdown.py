@@ -63,6 +63,11 @@ def _section(run_dir: Path, title: str, finding, figures, source: str = "") -> d
                 table=markdown_table(table) if isinstance(table, pd.DataFrame) and len(table) else "")
 
 
+def _outcome(claim) -> str:
+    """A claim's verdict in a few words: ``"holds"``, or ``"capability: holds; prevalence: inconclusive"``."""
+    return "; ".join(f"{k}: {v}" for k, v in claim.parts.items()) if claim.parts else str(claim.outcome)
+
+
 def _wall(notebook: str, info: dict) -> str:
     """``"03_... 3072.1 s (3016.0 s of it on several processes)"``: a notebook's wall time, its torchrun pre-step
     included."""
@@ -81,8 +86,8 @@ def report_context(run_dir: Path, verdicts: pd.DataFrame) -> dict:
     sections = []
     for c in claims:
         sections.append(dict(_section(run_dir, f"Claim {c.number}: {c.title}", c, [Path(f).stem for f in c.figures]),
-                             sentence=f"**Verdict (Holm): {c.verdict.replace(' on this run', '')}"
-                                      f"{' (smoke run)' if fast else ''}.** {c.sentence}"))
+                             sentence=f"**Verdict (Holm): {_outcome(c)}{' (smoke run)' if fast else ''}.** "
+                                      f"{c.sentence}"))
     across = across_models_figure(run_dir)
     for title, make in SECTIONS:
         finding = make(run_dir)
@@ -147,6 +152,11 @@ def display_report(run_dir: str | os.PathLike) -> None:
         else:
             text.append(line)
     flush()
+
+
+def _outcome(claim) -> str:
+    """A claim's verdict in a few words: ``"holds"``, or ``"capability: holds; prevalence: inconclusive"``."""
+    return "; ".join(f"{k}: {v}" for k, v in claim.parts.items()) if claim.parts else str(claim.outcome)
 
 
 def _wall(notebook: str, info: dict) -> str:
