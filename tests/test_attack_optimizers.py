@@ -248,7 +248,7 @@ def test_notebook_03_fast_writes_the_ablation(fast_run):
     assert rows.image.nunique() == 2 and set(rows.e) == {1}
     assert {"default", "cam_loss=raw", "label_loss=margin", "restarts=1"} <= set(rows.variant)
     assert (fast_run.dir / "figures" / "attack_ablation.png").stat().st_size > 10_000
-    assert "the strongest attack at the same budget" in (fast_run.dir / "REPORT.md").read_text()
+    assert "## The stronger optimisers at the same budget" in (fast_run.dir / "REPORT.md").read_text()
 
 
 # --- the optimiser's passes on a BatchNorm-folded copy --------------------------------------

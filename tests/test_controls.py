@@ -223,5 +223,5 @@ def test_the_controls_in_the_fast_run(fast_run):
     per_area = pd.read_csv(tables / "occlusion_per_area.csv")
     assert set(per_area.cell_kind) == {"centre", "edge", "corner"} and (per_area.irf_share < 0.2).all()
     report = (fast_run.dir / "REPORT.md").read_text()
-    assert "Control, is the margin special?" in report and "Per unit of area" in report
-    assert "Baselines: a flat ERF would put" in report and "with bicubic-corners" in report
+    assert "Is the margin special?" in report and "Per pixel the IRF still matters more" in report
+    assert "for a flat ERF" in report and "bicubic-corners" in report

@@ -6,13 +6,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from ama.paths import ROOT
 from ama.report.evidence import EVIDENCE_PROFILE, profile_reference
 from ama.report.findings import ANSWER
 from ama.report.readability import LIMITS, OTHER_LIMITS, check
+from ama.store.tables import read_table
 from ama.studies.claims import deciding_claims
 
 REFERENCES = sorted(p for p in (ROOT / "results" / "reference").iterdir() if (p / "REPORT.md").is_file())
@@ -20,7 +20,7 @@ DEFAULT = ROOT / "results" / "reference" / "lite0_imagenet_n8_e1-2-4-8_it100_lam
 
 
 def decided(run: Path) -> dict:
-    return deciding_claims(pd.read_csv(run / "tables" / "verdicts.csv"))
+    return deciding_claims(read_table(run / "tables", "verdicts"))
 
 
 def quoted(report: str) -> dict[int, str]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 
-import pandas as pd
 import pytest
 
 from ama.artifacts import FIGURES
 from ama.params import RunParams
 from ama.paths import ROOT
 from ama.runs import folder as runs
+from ama.store.tables import read_table
 
 DEFAULT = ROOT / "results" / "reference" / "lite0_imagenet_n8_e1-2-4-8_it100_lamb100_seed0"
 FAST = ROOT / "results" / "reference" / "lite0_imagenet_n2_e1-2_it5_lamb100_seed0_auc_steps4_fast"
@@ -30,7 +30,7 @@ def test_a_reference_opens_finished_and_read_only():
     assert folder.params == RunParams.from_dict(json.loads((FAST / "params.json").read_text()))
     tables = folder.compute("attack")
     assert folder.extras is None
-    assert pd.read_csv(FAST / "tables" / "attack_metrics.csv").equals(tables["attack_metrics"])
+    assert read_table(FAST / "tables", "attack_metrics").equals(tables["attack_metrics"])
     assert {"attack_summary", "cam_null", "attack_complete_change"} <= set(tables)
 
 
@@ -38,7 +38,7 @@ def test_a_reference_opens_finished_and_read_only():
 def test_a_reference_chooses_its_images_again_from_its_saved_predictions(reference):
     params = runs.run_params(None, reference)
     chosen = [r.name for r in runs.chosen_records(params, reference / "tables")]
-    shown = list(dict.fromkeys(pd.read_csv(reference / "tables" / "misalignment.csv").image))
+    shown = list(dict.fromkeys(read_table(reference / "tables", "misalignment").image))
     assert chosen == shown
 
 

@@ -141,7 +141,7 @@ def claims_table(run_dir: Path, claims: list[Claim], params: dict, smoke: bool =
     rows = []
     for c, bar in zip(claims, BARS):
         verdict = ("; ".join(f"{k} **{v}**{p.get((c.number, k), '')}" for k, v in c.parts.items()) if c.parts
-                   else f"**{c.outcome}**{p.get((c.number, ''), '')}")
+                   else f"**{c.outcome}**{p.get((c.number, ''), '')}" if c.outcome else "not measured on this run")
         rows.append({"claim": f"{c.number}. {c.title}", "the paper's words": PAPER_WORDS[c.number],
                      "the kit's criterion": bar, "this run differs from the paper in": _differs(c, params, n),
                      "statistic (95% CI, n)": _statistic(c, run_dir) if c.outcome else "not measured",
@@ -271,17 +271,16 @@ def reproduce_bullets(run_dir: Path, claims: list[Claim]) -> dict[int, list[str]
 # --- the report's own sections ---------------------------------------------------------------------------------------
 def images_finding(run_dir: Path) -> Finding | None:
     """*The images*: which images the run attacked, each model's clean accuracy on the labelled set beside its
-    published ImageNet top-1, and the reference attack's fooling by clean-confidence tercile."""
+    published ImageNet top-1 (where the run has no labels, only that)."""
     tables = _tables(run_dir)
     accuracy, selection = read_table(tables, TABLES.clean_accuracy), Path(run_dir) / "selection.csv"
-    if not selection.is_file():
+    if selection.is_file() and not (pd.read_csv(selection, keep_default_na=False).label >= 0).all():
+        return Finding(f"The run's {_n_images(run_dir)} images carry no labels: fooled means the prediction changed.")
+    if accuracy is None or accuracy.empty:
         return None
-    chosen = pd.read_csv(selection, keep_default_na=False)
-    if not (chosen.label >= 0).all() or accuracy is None:
-        return Finding(f"The run's {len(chosen)} images carry no labels: fooled means the prediction changed.")
     published = {m: published_top1(m) for m in accuracy.model}
     r = accuracy.iloc[0]
-    sentence = (f"The run attacks {len(chosen)} labelled images every model classifies correctly (a seeded, "
+    sentence = (f"The run attacks {_n_images(run_dir)} labelled images every model classifies correctly (a seeded, "
                 f"class-stratified choice). On the kit's {r.n_images} labelled images {r.model} scores top-1 "
                 f"{pct(r.top1)}")
     if published.get(r.model):

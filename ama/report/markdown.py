@@ -65,6 +65,8 @@ def _section(run_dir: Path, title: str, finding, figures, source: str = "") -> d
 
 def _outcome(claim) -> str:
     """A claim's verdict in a few words: ``"holds"``, or ``"capability: holds; prevalence: inconclusive"``."""
+    if claim.outcome is None:
+        return "not measured on this run"
     return "; ".join(f"{k}: {v}" for k, v in claim.parts.items()) if claim.parts else str(claim.outcome)
 
 

@@ -110,7 +110,7 @@ def save_png(image: torch.Tensor, path: str | os.PathLike) -> Path:
     return atomic_write(path, write=lambda tmp: Image.fromarray(to_uint8(image)).save(tmp, format="PNG"))
 
 
-COMPRESS_ABOVE = 256 * 1024  # a reference's table larger than this (bytes) is stored as <name>.csv.gz
+COMPRESS_ABOVE = 16 * 1024  # a reference's table larger than this (bytes) is stored as <name>.csv.gz
 
 
 def table_files(tables: Path) -> list[Path]:
