@@ -289,3 +289,15 @@ def test_the_layout_page_names_every_module():
     missing = [m for m in MODULES if not m.rpartition(".")[2].startswith("__")
                and m.rpartition(".")[2] not in order.get(package_of(m), [])]
     assert missing == [], f"docs/LAYOUT.md does not say what these modules are: {missing}"
+
+
+def test_the_tracked_tree_stays_under_60_mib():
+    """Every file git tracks, together (the data, the references' tables and full-colour figures): under 60 MiB."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
+    total = sum((ROOT / f.decode()).stat().st_size for f in files if f and (ROOT / f.decode()).is_file())
+    assert total < 60 * 2**20, f"the tracked tree holds {total / 2**20:.1f} MiB"

@@ -284,8 +284,8 @@ def images_finding(run_dir: Path) -> Finding | None:
                 f"class-stratified choice). On the kit's {r.n_images} labelled images {r.model} scores top-1 "
                 f"{pct(r.top1)}")
     if published.get(r.model):
-        sentence += (f", above its published {published[r.model]:.1f}%: these are easy images, and confident images "
-                     "resist the attack (below)")
+        sentence += (f", above its published {published[r.model]:.1f}%: these are easy images (how the attack fares "
+                     "on less confident ones: *Do confident images resist?*)")
     table = readable(accuracy, {"model": "model", "labelled images": "n_images",
                                 "top-1 (95% CI)": lambda r: interval_text(r.top1, r.top1_low, r.top1_high, True),
                                 "top-5": lambda r: pct(r.top5),

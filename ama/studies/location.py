@@ -130,13 +130,13 @@ def location_finding(summary: pd.DataFrame, verdict: str = "verdict") -> Finding
     if len(by_model) == 1:
         first = summary[summary.location != "frame"].sort_values("fooling_rate").iloc[-1]
         frame = summary[summary.location == "frame"].fooling_rate
-        sentence = (f"Is the margin special? {answers[next(iter(by_model.values()))].capitalize()}. On {n} images the "
+        sentence = (f"{answers[next(iter(by_model.values()))].capitalize()}. On {n} images the "
                     f"{e}-pixel frame fools {pct(frame.iloc[0]) if len(frame) else '–'}; its {n_px} pixels placed "
                     f"elsewhere fool up to {pct(first.fooling_rate)} "
                     f"({LOCATION_NAMES.get(first.location, first.location)}).")
     else:
         counts = pd.Series(by_model).value_counts()
-        sentence = (f"Is the margin special? Per model, on {n} images, the {e}-pixel frame against its {n_px} pixels "
+        sentence = (f"Per model, on {n} images, the {e}-pixel frame against its {n_px} pixels "
                     f"placed elsewhere: " + "; ".join(f"{answers[v]} for {k} of {len(by_model)} models"
                                                        for v, k in counts.items()) + ".")
     return Finding(sentence, location_table(summary, verdict))
@@ -151,19 +151,19 @@ def _section(run_dir) -> Finding | None:
 
 
 def _caption(run_dir) -> str | None:
-    """The figure's caption on the run in ``run_dir``: the frame's fooling rate beside the other locations' range
-    (the first model's), None without the summary."""
+    """The figure's caption on the run in ``run_dir``: the range of the frame's fooling rate minus each placement's,
+    paired per image (the first model's), None without the summary."""
     rows = read_table(Path(run_dir) / "tables", TABLES.attack_location_summary)
-    if rows is None or rows.empty or "frame" not in set(rows.location):
+    if rows is None or rows.empty or "frame_minus_fooled" not in rows:
         return None
-    rows = rows[rows.model == rows.model.iloc[0]]
-    frame, rest = rows[rows.location == "frame"].iloc[0], rows[rows.location != "frame"]
-    if rest.empty:
+    rows = rows[(rows.model == rows.model.iloc[0])].dropna(subset=["frame_minus_fooled"])
+    if rows.empty:
         return None
-    lo, hi = rest.loc[rest.fooling_rate.idxmin()], rest.loc[rest.fooling_rate.idxmax()]
-    return (f"At e = {int(frame.e)} the frame's {int(frame.mask_pixels)} pixels fool {pct(frame.fooling_rate)} of "
-            f"{int(frame.n_images)} images ({frame.model}); as many pixels elsewhere fool from {pct(lo.fooling_rate)} "
-            f"({lo.location}) to {pct(hi.fooling_rate)} ({hi.location}).")
+    lo, hi = rows.loc[rows.frame_minus_fooled.idxmin()], rows.loc[rows.frame_minus_fooled.idxmax()]
+    name = lambda r: LOCATION_NAMES.get(r.location, r.location)  # noqa: E731
+    return (f"The frame's fooling rate minus each placement's, paired over {int(rows.n_images.max())} images "
+            f"({lo.model}, e = {int(lo.e)}): from {100 * lo.frame_minus_fooled:+.0f} points ({name(lo)}) to "
+            f"{100 * hi.frame_minus_fooled:+.0f} ({name(hi)}); below 0, the placement fools more.")
 
 
 STUDY = register(Study(
