@@ -89,12 +89,19 @@ def report_figures(reference: Path) -> set[str]:
 
 
 def write_report(scratch: Path, reference: Path) -> None:
-    """The report written again from the scratch folder (:func:`ama.report.markdown.write_report`) and copied into
-    ``reference``. A hook: the report's generator is being rewritten; the tool calls it only with ``--write-report``.
-    ``scratch``: the redrawn run folder; ``reference``: the committed reference."""
+    """The report written again from the scratch folder (:func:`ama.report.markdown.write_report`), copied into
+    ``reference`` with the ``verdicts.csv`` it wrote first (stored as the reference stores its tables,
+    :func:`ama.store.tables.compress_tables`), so that the report and its verdicts stay one. ``scratch``: the redrawn
+    run folder; ``reference``: the committed reference."""
+    from ama.artifacts import TABLES
     from ama.report.markdown import write_report as write
+    from ama.store.tables import compress_tables
 
     shutil.copy2(write(scratch), reference / "REPORT.md")
+    for old in (reference / "tables").glob(f"{TABLES.verdicts}.csv*"):
+        old.unlink()
+    shutil.copy2(scratch / "tables" / f"{TABLES.verdicts}.csv", reference / "tables" / f"{TABLES.verdicts}.csv")
+    compress_tables(reference / "tables")
 
 
 def redraw(reference: Path, scratch: Path, notebooks=NOTEBOOKS, keep: bool = False, report: bool = False,
@@ -110,18 +117,27 @@ def redraw(reference: Path, scratch: Path, notebooks=NOTEBOOKS, keep: bool = Fal
         raise SystemExit(f"{shown(scratch)}: the scratch folder must not be a reference")
     wanted = report_figures(reference)
     run_notebooks(scratch_copy(reference, scratch), notebooks, quiet)
+    if report:  # the new report's figures too: it may link figures the old one did not
+        from ama.report.markdown import write_report as write
+
+        linked = re.findall(r"\]\((figures/[^)]+\.png)\)", write(scratch).read_text())
+        wanted = set(linked) | report_figures(reference)  # what the new report links; the rest is removed
     (reference / "figures").mkdir(exist_ok=True)
     drawn, removed = [], []
     for figure in sorted(wanted):
         source, dest = scratch / figure, reference / figure
-        if source.is_file():
+        if report and figure not in linked:  # the new report does not show it
+            if dest.is_file():
+                dest.unlink()
+                removed.append(Path(figure).stem)
+        elif source.is_file():
             save_reference_png(source, dest)
             drawn.append(Path(figure).stem)
         elif dest.is_file():
             dest.unlink()
             removed.append(Path(figure).stem)
     if report:
-        write_report(scratch, reference)
+        write_report(scratch, reference)  # written again: the same tables, the same report
     record = {"commit": git_commit(), "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "tool": "tools/redraw_figures.py",
               "drawn": drawn, "removed": removed, "report_rewritten": bool(report)}
     info_path = reference / "run.json"
