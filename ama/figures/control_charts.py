@@ -11,14 +11,17 @@ import pandas as pd
 from .forest import forest_figure
 
 
-def misalignment_baselines_figure(verdicts: pd.DataFrame, threshold: float):
+def misalignment_baselines_figure(verdicts: pd.DataFrame, threshold: float | None = None):
     """Claim 1 beside its baselines, per model and upsampling (:func:`ama.studies.controls.misalignment_by_upsampling`):
-    the centre cells' ERF mass outside the IRF (bars: BCa 95% interval over images, as its verdict), a flat ERF's and a
-    centred Gaussian's of the ERF's own spread (markers), and the claim's bar (dashed). ``verdicts``: rows of
-    ``misalignment_upsampling_verdicts``; ``threshold``: claim 1's bar."""
+    the centre cells' ERF mass outside the IRF (bars: BCa 95% interval over images), a flat ERF's and a centred
+    Gaussian's of the ERF's own spread (markers), at most three models a row. ``verdicts``: rows of
+    ``misalignment_upsampling_verdicts``; ``threshold``: a bar to draw dashed (None, the default: none; claim 1 is
+    judged against the aligned null, not a bar on this measure)."""
     models = list(verdicts.model.unique())
-    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4.2), squeeze=False, sharey=True)
-    for ax, model in zip(axes[0], models):
+    cols = min(3, len(models))
+    rows = -(-len(models) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.2 * rows), squeeze=False, sharey=True)
+    for ax, model in zip(axes.flat, models):
         d = verdicts[verdicts.model == model].reset_index(drop=True)
         x = np.arange(len(d))
         v = d.erf_mass_outside_irf
@@ -26,14 +29,18 @@ def misalignment_baselines_figure(verdicts: pd.DataFrame, threshold: float):
         ax.scatter(x, d.uniform_mass_outside_irf, marker="_", s=500, lw=2.5, color="k", zorder=3, label="flat ERF")
         if "centred_gaussian_mass_outside_irf" in d:
             ax.scatter(x, d.centred_gaussian_mass_outside_irf, marker="o", color="C3", zorder=3,
-                       label="Gaussian of the ERF's spread, centred")
-        ax.axhline(threshold, ls="--", color="grey", label=f"claim's bar ({100 * threshold:.0f}%)")
+                       label="Gaussian of the ERF's spread, centred on the IRF")
+        if threshold is not None:
+            ax.axhline(threshold, ls="--", color="grey", label=f"a bar of {100 * threshold:.0f}%")
         ax.set_xticks(x, d.upsampling, rotation=20, ha="right")
         ax.set_ylim(0, 1)
         ax.set_title(f"{model}: centre cell")
-    axes[0, 0].set_ylabel("ERF mass outside the IRF support")
+    for ax in axes.flat[len(models):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("ERF mass outside the IRF support")
     fig.tight_layout()
-    axes[0, -1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)  # beside, not on, the bars
+    axes[0, cols - 1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)  # beside the bars
     return fig
 
 

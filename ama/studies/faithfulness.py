@@ -206,6 +206,12 @@ def frame_mass_summary(ratios: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _first_model(runs: dict) -> dict:
+    """The run's first model of ``runs`` (:func:`ama.runs.folder.load_models_and_images`): the upsampling figure shows
+    one model's images, readable on a page; the study's table gives every model."""
+    return dict(list(runs.items())[:1])
+
+
 def upsampling_panels(runs: dict, extras: dict | None, params, out_dir, k: int = 3) -> dict:
     """For :func:`ama.figures.study_charts.upsampling_under_attack_figure`: per model, the reference attack at the
     smallest ``e`` on its first ``k`` images, their attacked saliency under each upsampling, and each map's mass on the
@@ -325,6 +331,7 @@ STUDY = register(Study(
                                     lambda r: f"the attack raises the {r.upsampling} map's mass on the frame, e = {r.e}"))),
     figures=(Figure("upsampling_under_attack", "an attacked image's saliency under each upsampling",
                     lambda folder: upsampling_under_attack_figure(upsampling_panels(
-                        folder.loaded, folder.extras, folder.params, folder.out)), attacks=True, caption=_caption),),
+                        _first_model(folder.loaded), folder.extras, folder.params, folder.out)), attacks=True,
+                    caption=_caption),),
     compute=_compute, summarise=_summarise, keys=("method", "upsampling"), measured_by=("method", "upsampling"),
     section=faithfulness_finding))
