@@ -53,6 +53,17 @@ def test_each_report_is_readable(run):
     assert not re.search(r"\bnan\b", text) and "p = 0 " not in text and "p = 0)" not in text
 
 
+def test_a_questions_family_is_the_same_whatever_else_ran():
+    """Holm adjusts within a family of one question, declared by its study: the default run (one study) and the
+    evidence run (every study) hold the same verdicts in each family both state."""
+    default, evidence = (read_table(run / "tables", "verdicts") for run in (DEFAULT, profile_reference(EVIDENCE_PROFILE)))
+    shared = set(default.family) & set(evidence.family)
+    assert {"claims", "location", "upsampling", "ingredients"} <= shared
+    for family in shared:
+        names = [set(t[t.family == family].verdict_of) for t in (default, evidence)]
+        assert names[0] == names[1], family
+
+
 def test_the_readmes_answers_are_the_evidence_runs_verdicts():
     want = decided(profile_reference(EVIDENCE_PROFILE))
     block = (ROOT / "README.md").read_text().split("<!-- findings: start -->")[1].split("<!-- findings: end -->")[0]

@@ -35,6 +35,9 @@ def test_holm_adjusts_a_family():
 
 
 def test_the_verdict_table_adjusts_within_each_family(tmp_path):
+    from ama.studies.registry import studies
+
+    studies()  # the studies' tables declared
     (tmp_path / "tables").mkdir()
     locations = pd.DataFrame(dict(model="m", e=1, location=["ring8", "ring32", "random"], frame_minus_fooled=0.2,
                                   gap_low=0.1, gap_high=0.3, verdict="holds", p_holds=[0.01, 0.012, 0.02],
@@ -44,13 +47,14 @@ def test_the_verdict_table_adjusts_within_each_family(tmp_path):
                                  verdict="holds", p_holds=[0.02], p_fails=0.98))
     transfer.to_csv(tmp_path / "tables" / f"{TABLES.transfer_verdicts}.csv", index=False)
     table = verdicts.verdict_table(tmp_path).set_index("verdict_of")
-    assert set(table.family) == {"controls", "beyond"}  # no claim tables: no claims' rows
+    assert set(table.family) == {"location", "transfer"}  # a family per question; no claim tables: no claims' rows
     ring8 = table.loc["the frame fools more than ring8, e = 1"]
     assert ring8.p_holds_holm == pytest.approx(0.03) and ring8.holm_verdict == "inconclusive" and ring8.changed
     assert table.loc["the frame fools more than random, e = 1"].p_holds_holm == pytest.approx(0.03)  # step-down max
     assert table.loc["the attack transfers to layercam (sign, e = 1)"].holm_verdict == "holds"  # a family of one
     families = verdicts.family_table(table.reset_index()).set_index("how many")
-    assert families.loc[3, "family"].startswith("controls") and families.loc[3, "changed by Holm"] == 3
+    assert families.loc[3, "family"] == "location" and families.loc[3, "changed by Holm"] == 3
+    assert families.loc[3, "asks"].startswith("Is the margin special?")
     # ring8, ring32 and random lose "holds"
 
 

@@ -22,7 +22,7 @@ from ..stats.rows import eight_bit, original_attack
 from ..store.tables import interval_text, p_text, read_table, readable
 from ..studies import complete_change
 from ..studies.ablation import ablation_summary
-from ..studies.claims import PAPER_WORDS, Claim, aligned_null_gaps, fill_changes, keep_irf_change, model_table
+from ..studies.claims import CLAIMS_FAMILY, PAPER_WORDS, Claim, aligned_null_gaps, fill_changes, keep_irf_change, model_table
 from ..studies.controls import per_area_influence
 from ..studies.location import LOCATION_NAMES
 from ..studies.registry import studies
@@ -124,7 +124,7 @@ def _deciding_p(run_dir: Path) -> dict:
     if v is None or v.empty:
         return {}
     out = {}
-    for r in v[v.family == "claims"].itertuples():
+    for r in v[v.family == CLAIMS_FAMILY].itertuples():
         words = r.verdict_of.split(":")[0].split()
         key = (int(words[1]), " ".join(words[2:]))
         out[key] = max(out.get(key, 0.0), float(r.p_holds_holm))

@@ -1,8 +1,9 @@
 """Every verdict of a run in its family, with Holm's adjustment within the family (``SCIENCE.md`` section 8).
 
-A run states many verdicts at 95%; some would come out "holds" by chance alone. They are grouped in three families
-(:data:`FAMILIES`): the paper's three claims (claim 3 counts its two verdicts), the controls beside them, and the
-questions beyond the paper. Each verdict carries a one-sided p-value on each side of its threshold
+A run states many verdicts at 95%; some would come out "holds" by chance alone. They are grouped in families, one
+per question: the paper's three claims (claim 1 per cell kind, claim 3 its two verdicts), claim 1 under each
+upsampling, the ingredient study, and each study's question (:func:`ama.studies.study.family_of`: declared by the
+study, so a question's family, and with it its verdicts, is the same whatever else the run computed). Each verdict carries a one-sided p-value on each side of its threshold
 (:meth:`ama.stats.intervals.Estimate.p_values`: exact for rates and paired outcomes); within a family each side's
 p-values are adjusted by Holm's method, and a verdict holds (does not hold) when its adjusted p on that side is below
 :data:`ama.stats.intervals.ALPHA`, 0.025 on each side, the intervals' 95% level. :func:`verdict_table` lists them with
@@ -21,20 +22,23 @@ from ..stats.intervals import Estimate, holm, p_verdict
 from ..stats.rows import original_attack
 from ..store.tables import read_table
 from ..studies import complete_change
-from ..studies.claims import aligned_null_gaps, combine, keep_irf_change
-from ..studies.registry import verdict_tables
+from ..studies.claims import CLAIMS_FAMILY, aligned_null_gaps, combine, keep_irf_change
+from ..studies.registry import studies, verdict_tables
 from ..studies.study import Verdicts
 
-FAMILIES = {"claims": "the paper's three claims (claim 1 per cell kind; claim 3: capability and prevalence)",
-            "controls": "the controls beside the claims",
-            "beyond": "the questions beyond the paper"}
+CLAIMS = CLAIMS_FAMILY
+FAMILIES = {CLAIMS: "the paper's three claims (claim 1 per cell kind; claim 3: capability and prevalence)",
+            "upsampling": "claim 1 under each upsampling, against the earlier 50% bar",
+            "ingredients": "which ingredient makes the attack strong"}
+"""What the families of the claims' notebooks ask; a study's family is its name (or its table's ``Verdicts.family``)
+and asks its question."""
 
 
 # The verdict tables of the claims' notebooks, each with its family; every study declares its own
 # (:func:`ama.studies.registry.verdict_tables`), read between these two in the registry's order.
-CLAIM_CONTROLS = {TABLES.misalignment_upsampling_verdicts: ("controls", Verdicts(
+CLAIM_CONTROLS = {TABLES.misalignment_upsampling_verdicts: ("upsampling", Verdicts(
     "erf_mass_outside_irf", "low", "high", MISALIGNED_MASS, lambda r: f"claim 1 under {r.upsampling} upsampling"))}
-ATTACK_STUDIES = {TABLES.attack_ingredients_summary: ("beyond", Verdicts(
+ATTACK_STUDIES = {TABLES.attack_ingredients_summary: ("ingredients", Verdicts(
     "gain", "gain_low", "gain_high", 0.0, lambda r: f"{r.variant} fools more than the reference, e = {r.e}"))}
 
 
@@ -62,17 +66,17 @@ def claim_rows(run_dir: Path) -> list[dict]:
     rows = []
     if mis is not None and not mis.empty:
         for kind, gap in aligned_null_gaps(mis).items():
-            rows.append(_row("claims", f"claim 1: ERF mass outside the IRF beyond the aligned null, {kind} cells",
+            rows.append(_row(CLAIMS, f"claim 1: ERF mass outside the IRF beyond the aligned null, {kind} cells",
                              TABLES.misalignment, gap, 0.0))
     if keep is not None and not keep.empty:
-        rows.append(_row("claims", "claim 2: the keep-IRF median change of a cell", TABLES.occlusion_keep_irf,
+        rows.append(_row(CLAIMS, "claim 2: the keep-IRF median change of a cell", TABLES.occlusion_keep_irf,
                          keep_irf_change(keep), KEEP_IRF_CHANGE))
     joint = complete_change.from_tables(tables)
     if joint is not None:
         e = int(original_attack(metrics).e.min())
-        rows.append(_row("claims", f"claim 3 capability: fooled and completely changed, attack minus random frame, "
+        rows.append(_row(CLAIMS, f"claim 3 capability: fooled and completely changed, attack minus random frame, "
                          f"e = {e}", TABLES.attack_complete_change, complete_change.capability(joint, e, ORIGINAL), 0.0))
-        rows.append(_row("claims", f"claim 3 prevalence: fooled and completely changed, e = {e}",
+        rows.append(_row(CLAIMS, f"claim 3 prevalence: fooled and completely changed, e = {e}",
                          TABLES.attack_complete_change, complete_change.prevalence(joint, e, ORIGINAL), JOINT_RATE))
     return rows
 
@@ -115,7 +119,7 @@ def adjusted_claims(verdicts: pd.DataFrame) -> dict[int, str]:
     """``{claim number: verdict}`` after Holm within the claims' family, from the rows of :func:`verdict_table`
     (``verdicts``): the rows of one claim (claim 1's cell kinds) must all hold; a claim with named verdicts (``"claim
     3 capability: ..."``) states each: ``"capability: holds; prevalence: does not hold"``."""
-    claims = verdicts[verdicts.family == "claims"]
+    claims = verdicts[verdicts.family == CLAIMS]
     by: dict[int, dict[str, list]] = {}
     for name, v in zip(claims.verdict_of, claims.holm_verdict):
         words = name.split(":")[0].split()
@@ -127,16 +131,15 @@ def adjusted_claims(verdicts: pd.DataFrame) -> dict[int, str]:
 
 
 def family_table(verdicts: pd.DataFrame) -> pd.DataFrame:
-    """The report's account of multiplicity, a row per family: how many verdicts, their outcomes after Holm within
-    the family and how many the adjustment changed; ``verdicts``: rows of :func:`verdict_table`."""
+    """The report's account of multiplicity, a row per family (in the order the verdicts are listed): what it asks,
+    how many verdicts, their outcomes after Holm within the family and how many the adjustment changed;
+    ``verdicts``: rows of :func:`verdict_table`."""
+    asks = {**{s.name: s.question for s in studies().values()}, **FAMILIES}
     rows = []
-    for family, meaning in FAMILIES.items():
-        g = verdicts[verdicts.family == family]
-        if g.empty:
-            continue
+    for family, g in verdicts.groupby("family", sort=False):
         counts = g.holm_verdict.value_counts()
-        rows.append({"family": f"{family}: {meaning}", "how many": len(g),
-                     "hold": int(counts.get("holds", 0)), "do not hold": int(counts.get("does not hold", 0)),
-                     "inconclusive": int(counts.get("inconclusive", 0)),
-                     "changed by Holm": int(g.changed.sum())})
+        rows.append({"family": family, "asks": asks.get(family, asks.get(family.split(":")[0], "")),
+                     "how many": len(g), "hold": int(counts.get("holds", 0)),
+                     "do not hold": int(counts.get("does not hold", 0)),
+                     "inconclusive": int(counts.get("inconclusive", 0)), "changed by Holm": int(g.changed.sum())})
     return pd.DataFrame(rows)

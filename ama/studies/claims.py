@@ -130,6 +130,9 @@ def misalignment_outcome(gaps: dict[str, Estimate]) -> str:
 
 
 # --- the claims ------------------------------------------------------------------------------------
+CLAIMS_FAMILY = "claims"
+"""The family of the claims' verdicts (:mod:`ama.report.verdicts`): the paper's three claims, always the same seven."""
+
 PAPER_WORDS = {
     1: '"there is a misalignment between the effective receptive field and the implicit receptive field"',
     2: '"Occlusion experiments are designed to empirically testify to its existence"',
@@ -228,7 +231,7 @@ def deciding_claims(verdicts: pd.DataFrame) -> dict:
     """The verdicts that decide the claims, from a run's ``verdicts.csv`` rows (``verdicts``, :mod:`ama.report.verdicts`:
     Holm-adjusted within the claims' family): ``{1: outcome, 2: outcome, 3: {"capability": ..., "prevalence": ...},
     "cells": {cell kind: outcome}}`` (claim 1 holds when every cell kind does)."""
-    claims = verdicts[verdicts.family == "claims"]
+    claims = verdicts[verdicts.family == CLAIMS_FAMILY]
     out: dict = {"cells": {}}
     parts: dict[int, dict] = {}
     for name, v in zip(claims.verdict_of, claims.holm_verdict):

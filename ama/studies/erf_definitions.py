@@ -45,7 +45,7 @@ def definition_summary(rows: pd.DataFrame) -> pd.DataFrame:
     ERF mass outside the IRF, over images; the same on every row of a model and definition), ``null_gap`` = mass
     outside minus the aligned null's, per image first (BCa interval ``low``, ``high``) with its ``verdict`` against
     0, and ``claim1`` (misaligned: every kind above its null, :func:`ama.studies.claims.misalignment_outcome`). The occlusion
-    rows carry their p-values (``p_holds``, ``p_fails``: the beyond-the-paper family; the gradient's are claim 1's)."""
+    rows carry their p-values (``p_holds``, ``p_fails``: the study's family; the gradient's are claim 1's)."""
     out = []
     for (model, definition), g in rows.groupby(["model", "definition"], sort=False):
         gaps = aligned_null_gaps(g)

@@ -167,7 +167,7 @@ def _caption(run_dir) -> str | None:
 
 
 STUDY = register(Study(
-    name="location", family="controls",
+    name="location",
     question="Is the margin special? The same attack on the same number of pixels elsewhere",
     tables=(Table("attack_location", "image x location: the reference attack on as many pixels as the frame, elsewhere"),
             Table("attack_location_summary", "location: its fooling rate and the frame minus it, paired", "summary", verdicts=Verdicts("frame_minus_fooled", "gap_low", "gap_high", 0.0,

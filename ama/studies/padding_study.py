@@ -9,7 +9,7 @@ classifies correctly (:func:`ama.inputs.protocol.select`), so each comparison is
   special (the location control, :func:`ama.studies.location.margin_special`);
 * :func:`padding_tests`: per base model, ``e`` and optimiser, each zero-padded variant (TF "same" as trained,
   symmetric zeros) against each non-zero one (reflect, replicate): fooled minus fooled paired per image (Newcombe's
-  interval, McNemar's exact test), p-values on both sides (the beyond-the-paper family);
+  interval, McNemar's exact test), p-values on both sides (the study's family, `padding`);
 * :func:`zero_padding_verdict`: *holds* when some comparison's Holm-adjusted (within these comparisons) one-sided p
   that zero padding fools more is below 0.025; *does not hold* when every paired difference's upper 95% bound is
   at most 0 (reflect and replicate fool at least as often); *inconclusive* otherwise.

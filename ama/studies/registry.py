@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 
 from ..artifacts import TABLES
-from .study import Study, StudyError, Verdicts, registered
+from .study import Study, StudyError, Verdicts, family_of, registered
 
 __all__ = ["STUDY_MODULES", "studies", "study", "verdict_tables", "study_keys"]
 
@@ -44,8 +44,9 @@ def verdict_tables() -> dict[str, tuple[str, Verdicts]]:
     (those it ``judges`` of another notebook's tables first)."""
     out = {}
     for s in studies().values():
-        out.update({t: (s.family, v) for t, v in s.judges.items()})
-        out.update({getattr(TABLES, t.name): (s.family, t.verdicts) for t in s.tables if t.verdicts is not None})
+        out.update({t: (family_of(s, v), v) for t, v in s.judges.items()})
+        out.update({getattr(TABLES, t.name): (family_of(s, t.verdicts), t.verdicts) for t in s.tables
+                    if t.verdicts is not None})
     return out
 
 

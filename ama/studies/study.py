@@ -8,8 +8,9 @@ A study module ends with ``register(Study(...))``. The declaration says everythi
 * ``compute(model, inputs)``: its rows **per image** (:class:`Inputs`), so ``make reproduce NPROC=N`` splits it;
   ``summarise(tables)``: the tables over images; ``run_tables(folder)``: tables of the whole run, computed after the
   others (e.g. a defence's cost on the labelled set);
-* ``family``: the family of its verdicts (a table's rows that carry one say how, :class:`Verdicts`), adjusted by Holm
-  within it;
+* its verdicts' families: a table's rows that carry a verdict say how (:class:`Verdicts`), and the question they
+  answer is their family, within which Holm adjusts them: the study's name unless the table names another
+  (``Verdicts.family``), so a question's family is the same whatever else a run computed;
 * ``keys`` / ``measured_by``: the identity columns its tables add (:mod:`ama.runs.check` lines rows up by them);
 * ``section(run_dir)``: what the report says of it (:class:`Finding`: a sentence, a table for people), written from
   the run's tables, None when the run did not compute it; notebook 05's cell (``beyond.show(folder, "<name>")``,
@@ -27,9 +28,8 @@ from typing import Callable, Mapping, Sequence
 
 from ..artifacts import FIGURES, TABLES, Artifact
 
-__all__ = ["Figure", "Finding", "Inputs", "Study", "deciding", "StudyError", "Table", "Verdicts", "register", "registered", "unregister"]
+__all__ = ["Figure", "Finding", "Inputs", "Study", "deciding", "family_of", "StudyError", "Table", "Verdicts", "register", "registered", "unregister"]
 
-FAMILIES = ("claims", "controls", "beyond")
 LEVELS = ("image", "summary", "run")
 
 
@@ -78,13 +78,15 @@ class Finding:
 @dataclass(frozen=True)
 class Verdicts:
     """A table whose rows carry a verdict with its one-sided p-values (``p_holds``, ``p_fails``): the columns of the
-    ``value`` and its interval (``low``, ``high``), the ``threshold`` and ``name(row)``, how a row's verdict reads."""
+    ``value`` and its interval (``low``, ``high``), the ``threshold``, ``name(row)``, how a row's verdict reads, and ``family``, the question the rows answer, within which
+    Holm adjusts them ("": the declaring study's name)."""
 
     value: str
     low: str
     high: str
     threshold: float
     name: Callable
+    family: str = ""
 
 
 @dataclass
@@ -109,7 +111,7 @@ class Inputs:
 class Study:
     """One question, declared once (see the module docstring): ``name`` (its ``STUDIES`` value), ``question`` (the
     report's and the notebook's heading), what it computes and writes, ``judges`` (verdicts it reads off a table
-    another notebook writes, by that table's name), its verdicts' ``family``, how the report states it; ``always`` True for a study every run computes from what it has (``STUDIES`` does not name it)."""
+    another notebook writes, by that table's name), how the report states it; ``always`` True for a study every run computes from what it has (``STUDIES`` does not name it)."""
 
     name: str
     question: str
@@ -119,7 +121,6 @@ class Study:
     summarise: Callable[[dict], dict] | None = None
     run_tables: Callable | None = None
     judges: Mapping[str, Verdicts] = field(default_factory=dict)
-    family: str = "beyond"
     keys: Sequence[str] = ()
     measured_by: Sequence[str] = ()
     section: Callable[[Path], "Finding | None"] | None = None
@@ -145,8 +146,8 @@ def register(study: Study) -> Study:
     registry; returned, so a module can keep it (``STUDY = register(Study(...))``)."""
     if study.name in _REGISTRY:
         raise StudyError(f"study {study.name!r} is declared twice")
-    if study.family not in FAMILIES or any(t.level not in LEVELS for t in study.tables):
-        raise StudyError(f"study {study.name!r}: family one of {FAMILIES}, table levels one of {LEVELS}")
+    if any(t.level not in LEVELS for t in study.tables):
+        raise StudyError(f"study {study.name!r}: table levels one of {LEVELS}")
     for t in study.tables:
         TABLES.declare(Artifact(t.name, "table", study.notebook, t.meaning, t.fast))
     for f in study.figures:
@@ -196,3 +197,9 @@ def deciding(run_dir, table: str, rows):
         found = lookup.get((declared.name(r), getattr(r, "model", None)), lookup.get((declared.name(r), None)))
         out.append(r.verdict if not isinstance(r.verdict, str) else found or f"{r.verdict} (unadjusted)")
     return rows.assign(verdict=out), "verdict (Holm)"
+
+
+def family_of(study: Study, verdicts: Verdicts) -> str:
+    """The family of a verdict table's rows: the question they answer (``verdicts.family``), else the ``study``'s
+    name: never what else a run computed."""
+    return verdicts.family or study.name
