@@ -29,6 +29,17 @@ JOINT_RATE = 0.5
 cosine to the clean CAM at most the median cosine between unrelated images' CAMs, :mod:`ama.studies.complete_change`) on
 more than this share of the images."""
 
+TAU_QUANTILE = 0.5
+"""Claim 3's *completely changed*: an attacked CAM whose cosine to the clean CAM is at most this quantile of the
+cosines between the clean CAMs of two unrelated images (the null, :mod:`ama.studies.complete_change`). The median:
+changed completely means no more like the clean CAM than a typical unrelated image's CAM is; unrelated ImageNet CAMs
+already look alike (the median is about 0.7), so stricter quantiles (:data:`TAU_CURVE`) stand beside it on every
+run."""
+
+TAU_CURVE = (0.1, 0.25, 0.5, 0.75, 0.9)
+"""The null's quantiles at which every run states claim 3's joint share (the tau curve): the declared one, stricter
+and more lenient."""
+
 TARGET_SKIP = 0.8
 """Targeted shapes: a target whose cosine to the clean CAM is already at least this is not attacked (skipped, counted)."""
 

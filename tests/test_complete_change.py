@@ -63,6 +63,22 @@ def test_joint_event_capability_and_prevalence_on_known_numbers():
     assert "sign changed 62%, fooled and changed 50%" in cc.joint_lines(cc.joint_summary(rows))[0]
 
 
+def test_the_tau_curve_states_the_joint_share_at_each_null_quantile():
+    """At the criterion's quantile the curve is the joint summary; a stricter tau never counts more images."""
+    null = pd.DataFrame(dict(model="m", cosine=[0.2, 0.4, 0.5, 0.9]))
+    cos = [0.1, 0.3, 0.45, 0.8, 0.2, 0.9, 0.3, 0.95]
+    fooled = [True, True, True, True, False, False, True, False]
+    rows = cc.joint_rows(_metrics(cos, fooled, [0.99] * 7 + [0.4], [False] * 7 + [True]), null)
+    curve = cc.tau_curve(rows, null, quantiles=(0.25, 0.5, 0.75))
+    sign = curve[curve.optimizer == "sign"].set_index("quantile")
+    assert sign.tau.tolist() == pytest.approx(list(np.quantile(null.cosine, [0.25, 0.5, 0.75])))
+    assert sign.loc[0.5, "joint"] == cc.joint_summary(rows).set_index("optimizer").loc["sign", "joint"]
+    assert sign.loc[0.5, "declared"] and not sign.loc[0.25, "declared"]
+    assert sign.joint.is_monotonic_increasing  # tau 0.35: 3 of 8 (the fooled images of cosine 0.1, 0.3, 0.3)
+    assert sign.loc[0.25, "joint"] == 3 / 8 and sign.loc[0.75, "joint"] == 4 / 8
+    assert (sign.loc[0.25, "joint_low"], sign.loc[0.25, "joint_high"]) == pytest.approx(clopper_pearson(3, 8))
+
+
 def test_joint_rows_take_the_other_optimisers_defaults_from_the_ablation():
     null = pd.DataFrame(dict(model="m", cosine=[0.5]))
     metrics = _metrics([0.4, 0.6], [True, True], [0.9, 0.9], [False, False])

@@ -11,8 +11,9 @@ and draws only its missing figures, that is all of them; opened to redraw (:data
 again the few example images the attack figures show. Each figure the reference held, or its ``REPORT.md`` links, is
 then copied back as :func:`ama.runs.check.save_reference` saves one (:func:`ama.store.tables.save_reference_png`: full
 colour, capped in size); one that today's code no longer draws (e.g. a figure that would rest on one image) is removed
-from the reference and named. The reference's ``run.json`` records the redraw (``figures_redrawn``: commit, date,
-figures drawn and removed). ``REPORT.md`` is left as it is unless ``--write-report`` (then
+from the reference and named. A table the notebooks compute from the reference's own tables and the reference lacks (a summary added
+since, e.g. claim 3's tau curve) is copied into it. The reference's ``run.json`` records the redraw
+(``figures_redrawn``: commit, date, figures drawn and removed, tables added). ``REPORT.md`` is left as it is unless ``--write-report`` (then
 :func:`write_report` writes it again from the scratch folder and copies it back).
 """
 from __future__ import annotations
@@ -80,6 +81,24 @@ def run_notebooks(scratch: Path, notebooks=NOTEBOOKS, quiet: bool = True) -> Non
         folder.REDRAW = False
 
 
+def add_tables(scratch: Path, reference: Path) -> list[str]:
+    """The tables the notebooks computed in ``scratch`` from the reference's own tables (a summary today's code adds,
+    e.g. claim 3's tau curve) that ``reference`` lacks, copied into it as it stores tables
+    (:func:`ama.store.tables.compress_tables`); their names."""
+    from ama.store.tables import compress_tables, table_name
+
+    held = {table_name(p) for p in (reference / "tables").glob("*.csv*")}
+    added = []
+    for path in sorted((scratch / "tables").glob("*.csv")):
+        if table_name(path) not in held:
+            shutil.copy2(path, reference / "tables" / path.name)
+            added.append(table_name(path))
+    if added:
+        shutil.copy2(scratch / "tables" / "lineage.json", reference / "tables" / "lineage.json")
+        compress_tables(reference / "tables")
+    return added
+
+
 def report_figures(reference: Path) -> set[str]:
     """The figure files (``figures/<name>.png``) the reference holds or its ``REPORT.md`` links."""
     held = {f"figures/{p.name}" for p in (reference / "figures").glob("*.png")}
@@ -122,6 +141,7 @@ def redraw(reference: Path, scratch: Path, notebooks=NOTEBOOKS, keep: bool = Fal
 
         linked = re.findall(r"\]\((figures/[^)]+\.png)\)", write(scratch).read_text())
         wanted = set(linked) | report_figures(reference)  # what the new report links; the rest is removed
+    added = add_tables(scratch, reference)
     (reference / "figures").mkdir(exist_ok=True)
     drawn, removed = [], []
     for figure in sorted(wanted):
@@ -139,7 +159,7 @@ def redraw(reference: Path, scratch: Path, notebooks=NOTEBOOKS, keep: bool = Fal
     if report:
         write_report(scratch, reference)  # written again: the same tables, the same report
     record = {"commit": git_commit(), "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "tool": "tools/redraw_figures.py",
-              "drawn": drawn, "removed": removed, "report_rewritten": bool(report)}
+              "drawn": drawn, "removed": removed, "tables_added": added, "report_rewritten": bool(report)}
     info_path = reference / "run.json"
     info = json.loads(info_path.read_text())
     info["figures_redrawn"] = record

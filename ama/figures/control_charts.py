@@ -166,3 +166,39 @@ def frame_sides_figure(mass: pd.DataFrame, attack: pd.DataFrame | None):
                          title="The frame's opposite sides, paired per image", sharex=False,
                          side_labels={"above": "the first side more", "below": "the second side more",
                                       "includes": "not decided (interval includes 0)"})
+
+
+def tau_curve_figure(curve: pd.DataFrame, declared: float):
+    """Claim 3 against tau (:func:`ama.studies.complete_change.tau_curve`): per model and ``e`` a panel, the share of
+    images fooled and completely changed (cosine to the clean CAM at most tau) with its exact 95% interval, against
+    the null's quantile that sets tau, a line per optimiser (the random frame grey), the criterion's quantile dashed.
+    ``curve``: rows of ``attack_tau_curve``; ``declared``: :data:`ama.criteria.TAU_QUANTILE`."""
+    panels = list(curve.groupby(["model", "e"], sort=True))
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False, sharey=True)
+    colours = {"random frame": "0.55", "sign": "C0", "apgd": "C1", "adam": "C2"}
+    for ax, ((model, e), g) in zip(axes.flat, panels):
+        for k, (optimizer, h) in enumerate(g.groupby("optimizer", sort=True)):
+            h = h.sort_values("quantile")
+            ax.errorbar(h["quantile"] + 0.008 * (k - 1), h.joint, yerr=[h.joint - h.joint_low, h.joint_high - h.joint],
+                        marker="o", capsize=3, color=colours.get(optimizer, f"C{k + 3}"), label=optimizer)
+        ax.axvline(declared, ls="--", color="k", lw=1, label=f"the criterion's tau (null quantile {declared:g})")
+        taus = g.drop_duplicates("quantile").sort_values("quantile")
+        ax.set_xticks(taus["quantile"], [f"{q:g}\n({t:.2f})" for q, t in zip(taus["quantile"], taus.tau)], fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{model}, e = {e}, {int(g.n_images.max())} images", fontsize=10)
+        ax.set_xlabel("null quantile (tau)")
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("fooled and completely changed\n(share of images, exact 95% CI)")
+    fig.suptitle("Claim 3 against tau: a stricter 'completely changed' to the left", fontsize=11)
+    fig.tight_layout()
+    handles = {}
+    for ax in axes.flat:  # every optimiser of every panel, once
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    axes[0, cols - 1].legend(handles.values(), handles.keys(), fontsize=8, loc="upper left",
+                             bbox_to_anchor=(1.02, 1), frameon=False)
+    return fig

@@ -18,6 +18,7 @@ from typing import Callable
 import pandas as pd
 
 from ..artifacts import FIGURES, TABLES
+from ..attack.optimizers import ORIGINAL
 from ..criteria import pct
 from ..stats.rows import attack_rows, original_attack
 from ..store.tables import read_table
@@ -261,6 +262,20 @@ def _metrics_vs_e(run_dir: Path) -> str | None:
     return (f"The reference attack fools {pct(lo.fooling_rate)} of the images at e = {int(lo.e)} and "
             f"{pct(hi.fooling_rate)} at e = {int(hi.e)}; the random frame of the same width at most "
             f"{pct(rows.random_fooling_rate.max())} ({int(lo.n_images)} images){who}.")
+
+
+@captions_for(FIGURES.attack_tau_curve)
+def _tau_curve(run_dir: Path) -> str | None:
+    curve = read_table(run_dir / "tables", TABLES.attack_tau_curve)
+    if curve is None or curve.empty:
+        return None
+    g = curve[(curve.model == curve.model.iloc[0]) & (curve.e == curve.e.min()) & (curve.optimizer == ORIGINAL)]
+    if g.empty:
+        return None
+    strict, lenient = g.loc[g["quantile"].idxmin()], g.loc[g["quantile"].idxmax()]
+    return (f"The reference attack at e = {int(strict.e)} fools and completely changes the CAM on "
+            f"{pct(strict.joint)} of the images at the null's {strict['quantile']:g} quantile (tau "
+            f"{strict.tau:.2f}) and {pct(lenient.joint)} at its {lenient['quantile']:g} quantile.")
 
 
 @captions_for(FIGURES.attack_random_baseline)

@@ -197,7 +197,8 @@ def claim_attack(run_dir: Path) -> Claim:
     title = "A 1-pixel frame is enough to change the saliency map completely and the prediction"
     tables = run_dir / "tables"
     metrics, summary = read_table(tables, TABLES.attack_metrics), read_table(tables, TABLES.attack_summary)
-    figs = existing_figures(run_dir / "figures", FIGURES.attack_examples, FIGURES.attack_metrics_vs_e)
+    figs = existing_figures(run_dir / "figures", FIGURES.attack_examples, FIGURES.attack_metrics_vs_e,
+                            FIGURES.attack_tau_curve)
     joint = complete_change.from_tables(tables)
     if metrics is None or metrics.empty or summary is None or joint is None:
         return Claim(3, title, None, "The attack tables are missing (notebook 03 did not write them).", figs)

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from ..artifacts import TABLES
-from ..criteria import JOINT_RATE
+from ..criteria import JOINT_RATE, TAU_CURVE, TAU_QUANTILE
 from ..inputs.images import load_images
 from ..kernels.cam import compute_cam
 from ..kernels.metrics import cosine
@@ -77,9 +77,10 @@ def cam_null(models, params: RunParams) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def thresholds(null: pd.DataFrame) -> dict[str, float]:
-    """``{model: tau}``, the median of the model's null cosines (``null``: rows of :func:`cam_null`)."""
-    return null.groupby("model").cosine.median().to_dict()
+def thresholds(null: pd.DataFrame, quantile: float = TAU_QUANTILE) -> dict[str, float]:
+    """``{model: tau}``, the ``quantile`` of the model's null cosines (``null``: rows of :func:`cam_null`; default
+    :data:`ama.criteria.TAU_QUANTILE`, the median)."""
+    return null.groupby("model").cosine.quantile(quantile).to_dict()
 
 
 def joint_rows(metrics: pd.DataFrame, null: pd.DataFrame, ablation: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -165,3 +166,28 @@ def joint_lines(summary: pd.DataFrame) -> list[str]:
                  f"({100 * r.joint_low:.0f}-{100 * r.joint_high:.0f}%)" for r in g.itertuples()]
         lines.append(f"{model}, e = {e} (tau {g.tau.iloc[0]:.2f}, {int(g.n_images.max())} images): " + "; ".join(parts))
     return lines
+
+
+def tau_curve(rows: pd.DataFrame, null: pd.DataFrame, quantiles=TAU_CURVE) -> pd.DataFrame:
+    """Claim 3 against its criterion's one choice, tau: per model x ``e`` x optimiser (the random frame included) and
+    each of the null's ``quantiles`` (:data:`ama.criteria.TAU_CURVE`), ``tau`` and the joint share (fooled and cosine
+    at most tau) with its exact 95% interval, and for an attack its joint share minus the random frame's, paired per
+    image, with McNemar's exact ``p_value``; ``declared`` marks :data:`~ama.criteria.TAU_QUANTILE`. ``rows``:
+    :func:`joint_rows`; ``null``: rows of :func:`cam_null`."""
+    out = []
+    for q in quantiles:
+        tau = rows.model.map(thresholds(null, q))
+        at = rows.assign(tau=tau, completely_changed=(rows.cam_cosine <= tau).astype(float))
+        at = at.assign(joint=at.fooled * at.completely_changed)
+        for (model, e, optimizer), g in at.groupby(["model", "e", "optimizer"], sort=True):
+            share = image_rate(g, "joint")
+            row = dict(model=model, e=e, optimizer=optimizer, quantile=q, declared=q == TAU_QUANTILE,
+                       tau=g.tau.iloc[0], n_images=len(g), joint=share.value, joint_low=share.low,
+                       joint_high=share.high)
+            if optimizer != RANDOM_FRAME:
+                both = at[(at.model == model) & (at.e == e) & at.optimizer.isin([optimizer, RANDOM_FRAME])]
+                gap = _paired(both, optimizer)
+                row.update(vs_random=gap.value, attack_only=gap.discordant[0], random_only=gap.discordant[1],
+                           p_value=gap.p_value)
+            out.append(row)
+    return pd.DataFrame(out)
