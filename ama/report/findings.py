@@ -330,12 +330,14 @@ def strength_finding(run_dir: Path) -> Finding | None:
     sentence = (f"At the same {int(s.n_iter.max())} passes per image, {OPTIMIZER_NAMES.get(best, best)} fools the most "
                 f"at e = {e}: {pct(at[best])} against {pct(at.get(optimizers.ORIGINAL, np.nan))} for the paper's sign "
                 "steps.")
-    columns = {"model": "model"} if s.model.nunique() > 1 else {}
-    columns.update({"e": "e", "goal": lambda r: "change the label" if r.mode == "flip" else "keep the label",
-                    "optimiser": lambda r: OPTIMIZER_NAMES.get(r.optimizer, r.optimizer), "images": "n_images",
-                    "fooled": lambda r: pct(r.fooling_rate), "CAM cosine": "cam_cosine"})
-    return Finding(sentence, readable(s.sort_values(["model", "mode", "e", "optimizer"]), columns),
-                   (FIGURES.attack_ablation,))
+    s = s.assign(cell=[f"{pct(r.fooling_rate)} / {r.cam_cosine:.2f}" for r in s.itertuples()],
+                 goal=s["mode"].map({"flip": "change the label", "keep": "keep the label"}).fillna(s["mode"]),
+                 optimiser=s.optimizer.map(lambda o: OPTIMIZER_NAMES.get(o, o)))
+    keys = (["model"] if s.model.nunique() > 1 else []) + ["goal", "optimiser"]
+    table = s.pivot_table(index=keys, columns="e", values="cell", aggfunc="first", sort=False)
+    table.columns = [f"e = {e}: fooled / CAM cosine" for e in table.columns]
+    return Finding(sentence + f" Each cell: the share of the {int(s.n_images.max())} images fooled / the mean CAM "
+                   "cosine to the clean CAM (8-bit).", table.reset_index().fillna("–"), (FIGURES.attack_ablation,))
 
 
 def ingredients_finding(run_dir: Path) -> Finding | None:

@@ -126,8 +126,8 @@ def report_context(run_dir: Path, verdicts: pd.DataFrame) -> dict:
                       "threshold (exact for rates and paired yes/no outcomes); Holm's method adjusts them within each "
                       "family, and a verdict holds (does not hold) when its adjusted p on that side is below 0.025."),
         families=markdown_table(family_table(verdicts)) if len(verdicts) else "",
-        parameters=("| parameter | value |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in used.items()))
-        if used else "", provenance=provenance)
+        parameters=("The run's parameters (`params.json`):\n\n```\n" + "\n".join(f"{k} = {v}" for k, v in used.items())
+                    + "\n```") if used else "", provenance=provenance)
 
 
 FIGURE_LINE = re.compile(r"!\[[^\]]*\]\(([^)]+)\)")
