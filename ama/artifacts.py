@@ -120,8 +120,9 @@ FIGURES = _Declared("figure", [
     ("03", "attack_history", "the CAM cosine and the class along the attack"),
     ("03", "attack_keep_example", "an attack that keeps the class and moves the CAM"),
     ("03", "attack_targeted_example", "a targeted attack's map against its target"),
-    ("03", "attack_confidence", "the fooling rate against the clean logit margin, fitted and observed"),
+    ("03", "attack_confidence", "the fooling rate against the clean logit margin, fitted and observed (10 images or more)",
+     False),
     ("03", "attack_ablation", "the optimisers at the same budget"),
-    ("03", "attack_ingredients", "the ingredient study's held-out gains"),
+    ("03", "attack_ingredients", "the ingredient study's held-out gains (two reported images or more)", False),
     ("04", "attack_across_models", "fooling rate and CAM cosine against e, one line per model", False),
 ])

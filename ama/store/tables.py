@@ -161,7 +161,7 @@ def save_reference_png(source: str | os.PathLike, dest: str | os.PathLike, max_s
         flat.paste(im, mask=im.getchannel("A"))
     scale = min(1.0, max_side / max(flat.size), (max_pixels / (flat.width * flat.height)) ** 0.5)
     if scale < 1:
-        flat = flat.resize((max(1, round(flat.width * scale)), max(1, round(flat.height * scale))), Image.LANCZOS)
+        flat = flat.resize((max(1, int(flat.width * scale)), max(1, int(flat.height * scale))), Image.LANCZOS)
     rgb = np.asarray(flat).reshape(-1, 3)
     colours = np.unique(rgb[:, 0].astype(np.int32) << 16 | rgb[:, 1].astype(np.int32) << 8 | rgb[:, 2])
     image = flat.quantize(len(colours), dither=Image.Dither.NONE) if len(colours) <= 256 else flat  # exact: lossless

@@ -110,9 +110,14 @@ def sides_table(mass: pd.DataFrame, attack: pd.DataFrame | None, verdict: str = 
     left - right and top - bottom differences with the verdict that decides (headed ``verdict``), and the one-side
     attack's fooling rate per side. ``mass``: ``frame_side_mass`` rows; ``attack``: ``attack_sides_summary`` rows."""
     rows = []
-    for model, g in mass[mass.cell_kind == "all"].groupby("model", sort=False):
+    mass = mass[mass.cell_kind == "all"]
+    models = list(dict.fromkeys(list(mass.model) + (list(attack.model) if attack is not None else [])))
+    for model in models:
+        g = mass[mass.model == model]
         by = g.set_index("measure")
-        row = {"model": model, "images": int(g.n_images.iloc[0])}
+        row = {"model": model}
+        if len(g):
+            row["images"] = int(g.n_images.iloc[0])
         row.update({f"ERF {side}": number_text(by.value[side]) for side in FRAME_SIDES if side in by.index})
         for pair, _ in AXES:
             if pair in by.index:
@@ -133,31 +138,35 @@ def sides_finding(mass: pd.DataFrame, attack: pd.DataFrame | None, verdict: str 
     ``frame_side_mass`` rows (all cells); ``attack``: ``attack_sides_summary`` rows, or None; ``verdict``: the
     verdict columns' heading (:func:`ama.studies.study.deciding`)."""
     table = sides_table(mass, attack, verdict)
-    if len(table) == 1:
+    sentence = ""
+    if len(mass) and len(table) == 1:
         r = table.iloc[0]
         sentence = (f"Per unit of area the ERF weighs the frame's right side {r.get('ERF right', '–')} against the "
                     f"left's {r.get('ERF left', '–')}, and the bottom {r.get('ERF bottom', '–')} against the top "
                     f"{r.get('ERF top', '–')} ({int(r.images)} images).")
-    else:
+    elif len(mass):
         right = int((mass[(mass.cell_kind == "all") & (mass.measure == "left - right")].high < 0).sum())
         sentence = (f"The ERF weighs the frame's right side more than its left in {right} of {len(table)} models "
                     f"(interval below 0).")
     if attack is not None and len(attack):
         single = attack[attack.side.isin(FRAME_SIDES)]
         sentence += f" Confined to one side, the reference attack fools at most {pct(single.fooling_rate.max())}."
-    lead = imbalance_line(mass) if len(table) > 1 else None
+    lead = imbalance_line(mass) if len(mass) and len(table) > 1 else None
     if lead:
         sentence += " Left against right with the padding variants: " + lead.split("left - right: ")[1].split(
             ". top - bottom")[0].split(": ")[-1] + "."
-    return Finding(sentence, table)
+    return Finding(sentence.strip(), table)
 
 
 def _section(run_dir: Path) -> Finding | None:
     """The report's finding: :func:`sides_finding` of the run's tables, None when it has none."""
     tables = Path(run_dir) / "tables"
     mass, attack = read_table(tables, TABLES.frame_side_mass), read_table(tables, TABLES.attack_sides_summary)
-    if mass is None or mass.empty:
+    if (mass is None or mass.empty) and (attack is None or attack.empty):
         return None
+    if mass is None or mass.empty:  # the one-side attack alone (a run without notebook 02)
+        return sides_finding(pd.DataFrame(columns=["model", "cell_kind", "measure", "value", "low", "high",
+                                                   "n_images", "verdict"]), attack)
     mass, label = deciding(run_dir, TABLES.frame_side_mass, mass[mass.cell_kind == "all"])
     return sides_finding(mass, attack, label)
 
