@@ -74,7 +74,8 @@ def test_side_attack_confines_the_change_to_one_side(tiny_model, images32):
     table = sides.side_attack(tiny_model, images32[:2], ["a", "b"], P)
     assert len(table) == 8 and list(table.side.unique()) == list(FRAME_SIDES)
     assert set(table[table.side == "left"].mask_pixels) == {32} and set(table[table.side == "top"].mask_pixels) == {30}
-    mass = pd.DataFrame(dict(model="m", cell_kind="all", n_images=2, measure=["left", "right", "top", "bottom"],
+    mass = pd.DataFrame(dict(model=table.model.iloc[0], cell_kind="all", n_images=2,
+                             measure=["left", "right", "top", "bottom"],
                              value=[0.4, 0.8, 0.6, 0.6], low=0.1, high=0.9, verdict=None))
     found = sides.sides_finding(mass, sides.side_attack_summary(table))
     assert "right side 0.80 against the left's 0.40" in found.sentence and "Confined to one side" in found.sentence
