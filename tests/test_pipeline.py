@@ -174,13 +174,13 @@ def test_save_reference_copies_the_run(tmp_path):
     assert saved.mode == "RGB" and saved.size == (results.REFERENCE_MAX_SIDE, 48)  # full colour, capped in size
     pixels = np.asarray(saved)
     assert len(np.unique(pixels[0, :, 0])) > 200 and (pixels[-1] == 255).all()  # not posterised; flattened on white
-    chart = np.full((300, 400, 3), 255, np.uint8)  # a chart of 3 colours: an exact palette, the same pixels
+    chart = np.full((300, 400, 3), 255, np.uint8)  # a chart of 3 colours: RGB still (never a palette), the same pixels
     chart[100:200, 50:350] = (31, 119, 180)
     chart[150:160] = (214, 39, 40)
     Image.fromarray(chart).save(run / "figures" / "chart.png")
     results.save_reference_png(run / "figures" / "chart.png", tmp_path / "chart.png")
     with Image.open(tmp_path / "chart.png") as kept:
-        assert kept.mode == "P" and (np.asarray(kept.convert("RGB")) == chart).all()
+        assert kept.mode == "RGB" and (np.asarray(kept) == chart).all()
     big = tmp_path / "big.png"
     Image.new("RGB", (2000, 2000), (1, 2, 3)).save(big)
     with Image.open(results.save_reference_png(big, tmp_path / "big_ref.png")) as small:

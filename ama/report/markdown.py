@@ -120,7 +120,8 @@ def report_context(run_dir: Path, verdicts: pd.DataFrame) -> dict:
               f"`tables/{TABLES.verdicts}.csv` gives, Holm-adjusted within its family.",
         claims_table=markdown_table(claims_table(run_dir, claims, params, fast)),
         reproduce=reproduce_bullets(run_dir, claims),
-        setting=markdown_table(setting_table(params, _n_images(run_dir))), criteria=CRITERIA,
+        setting=markdown_table(setting_table(params, _n_images(run_dir))), criteria=markdown_table(pd.DataFrame(
+            [line.split(". ", 1) for line in CRITERIA.splitlines()], columns=["claim", "the kit's criterion"])),
         sections=sections, not_run=", ".join(not_run),
         multiplicity=(f"The report states {len(verdicts)} verdicts. Each has a one-sided p-value on each side of its "
                       "threshold (exact for rates and paired yes/no outcomes); Holm's method adjusts them within each "

@@ -148,9 +148,8 @@ def save_reference_png(source: str | os.PathLike, dest: str | os.PathLike, max_s
     """A figure as a committed reference keeps it, in full colour: RGB (any transparency flattened on white), scaled
     down (Lanczos) to at most ``max_side`` px on its longer side and ``max_pixels`` pixels (defaults
     :data:`REFERENCE_MAX_SIDE`, :data:`REFERENCE_MAX_PIXELS`), saved losslessly with PNG's best compression
-    (``optimize``): a figure of at most 256 colours (most charts) as the exact palette of its own colours, any other
-    as RGB; atomically; return ``dest``. ``source``: the run's PNG."""
-    import numpy as np
+    (``optimize``), always as RGB (never a palette, whose banding a reader cannot tell from a lossless one);
+    atomically; return ``dest``. ``source``: the run's PNG."""
     from PIL import Image
 
     max_side = REFERENCE_MAX_SIDE if max_side is None else max_side
@@ -162,10 +161,7 @@ def save_reference_png(source: str | os.PathLike, dest: str | os.PathLike, max_s
     scale = min(1.0, max_side / max(flat.size), (max_pixels / (flat.width * flat.height)) ** 0.5)
     if scale < 1:
         flat = flat.resize((max(1, int(flat.width * scale)), max(1, int(flat.height * scale))), Image.LANCZOS)
-    rgb = np.asarray(flat).reshape(-1, 3)
-    colours = np.unique(rgb[:, 0].astype(np.int32) << 16 | rgb[:, 1].astype(np.int32) << 8 | rgb[:, 2])
-    image = flat.quantize(len(colours), dither=Image.Dither.NONE) if len(colours) <= 256 else flat  # exact: lossless
-    return atomic_write(dest, write=lambda tmp: image.save(tmp, format="PNG", optimize=True))
+    return atomic_write(dest, write=lambda tmp: flat.save(tmp, format="PNG", optimize=True))
 
 
 def markdown_table(df: pd.DataFrame) -> str:
