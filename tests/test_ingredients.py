@@ -4,6 +4,7 @@ tables."""
 from __future__ import annotations
 
 import numpy as np
+from scipy import stats
 import pandas as pd
 import pytest
 
@@ -91,15 +92,18 @@ def test_ingredient_summary_chooses_on_one_half_and_reports_the_other_per_image_
     assert (ref.seed_min, ref.seed_max) == (0.0, 0.5)       # seed 0 fools none, seed 1 fools r4-r6
     assert margin.fooling_rate == 1.0 and margin.n_images == 6 and margin.n_seeds == 2
     assert margin.gain == pytest.approx(0.75)               # per image 1 - 0 and 1 - 0.5
-    assert 0.5 <= margin.gain_low < 0.75 < margin.gain_high <= 1.0  # BCa over images of means over seeds
-    assert (margin.more_fooled, margin.less_fooled) == (6, 0) and margin.p_value == pytest.approx(2 / 2 ** 6)
+    # the paired t-interval over images of means over seeds: gains 1, 1, 1, 0.5, 0.5, 0.5
+    assert margin.gain_low == pytest.approx(0.75 - 2.5706 * np.std([1, 1, 1, .5, .5, .5], ddof=1) / 6 ** 0.5, abs=1e-3)
+    gains = [1, 1, 1, 0.5, 0.5, 0.5]  # means over seeds: the paired t-test decides
+    assert (margin.more_fooled, margin.less_fooled) == (6, 0)
+    assert margin.p_value == pytest.approx(stats.ttest_1samp(gains, 0).pvalue)
     assert margin.verdict == "holds" and np.isnan(summary.loc["reference"].gain)
     adam = summary.loc["+Adam"]
     assert adam.verdict == "inconclusive" and (adam.more_fooled, adam.less_fooled) == (0, 3)  # 0 - 0 and 0 - 0.5
     assert adam.cosine_drop == pytest.approx(0.7)
     lines = ablation.ingredient_lines(summary.reset_index())
     assert "chosen on 1 image(s) at the first seed: +margin loss; reported on 6 other image(s) at 2 seed(s)" in lines[0]
-    assert any("+margin loss" in line and "6 vs 0 images, exact sign test p = 0.031): holds" in line for line in lines)
+    assert any("+margin loss" in line and "6 vs 0 images, paired t-test p = 0.0011): holds" in line for line in lines)
 
 
 def test_ingredient_summary_without_a_tuning_half_chooses_nothing_and_can_say_does_not_hold():
@@ -139,10 +143,10 @@ def test_report_finding_states_the_held_out_result_with_its_interval(tmp_path):
     section = ingredients_finding(tmp_path)
     assert "+margin loss was the best setting" in section.sentence
     assert "+margin loss fool more than the paper's loop" in section.sentence
-    # Newcombe's interval by hand: Wilson's lower end for 6 of 6 is 0.61, the upper for 0 of 6 is 0.39, the outcomes'
-    # correlation is 0 (one margin is empty): 1 - sqrt(0.39^2 + 0.39^2) = 0.45
+    # McNemar's exact interval by hand: 6 of 6 images differ, all one way; pi's Clopper-Pearson lower end is
+    # 0.025 ** (1 / 6) = 0.541, so the difference's is (6 / 6)(2 * 0.541 - 1) = 0.08
     rows = section.table.set_index("variant")
-    assert rows.loc["+margin loss", "gain over the paper's, paired"] == "+100 points (+45 to +100)"
+    assert rows.loc["+margin loss", "gain over the paper's, paired"] == "+100 points (+8 to +100)"
     assert list(section.table.variant) == ["reference", "+margin loss", "+Adam"]
     assert "nan" not in section.table.to_string()
     assert ingredients_finding(tmp_path / "nothing") is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from ama.inputs import protocol
 from ama.inputs.images import ImageRecord
@@ -43,19 +44,21 @@ def test_a_paired_difference_is_judged_by_its_exact_test():
     assert gap.value == pytest.approx(-5 / 30) and gap.discordant == (0, 5) and gap.p_value == pytest.approx(0.0625)
     assert gap.verdict(0.0) == "inconclusive"  # 0 vs 5 images cannot decide it at the 5% level
     assert "0 vs 5 images differ, exact sign test p = 0.0625" in gap.text(percent=True)
-    assert gap.against(0.0).endswith("(0 vs 5) gives p = 0.0625: inconclusive")
+    assert gap.against(0.0).endswith("(0 vs 5 differ) gives p = 0.0625: inconclusive")
     strong = intervals.Estimate.paired([1] * 10 + [0] * 20, [0] * 30)
     assert strong.verdict(0.0) == "holds" and strong.verdict(0.0, above=False) == "does not hold"
-    assert strong.low > 0  # Newcombe's interval agrees here
-    seeds = intervals.Estimate.paired([1, 2 / 3, 1 / 3, 1], [0, 2 / 3, 0, 0.5])  # means over seeds: BCa interval
-    assert seeds.discordant == (3, 0) and seeds.n == 4
+    assert strong.low > 0  # the exact interval agrees, by construction
+    seeds = intervals.Estimate.paired([1, 2 / 3, 1 / 3, 1], [0, 2 / 3, 0, 0.5])  # means over seeds: the paired t-test
+    assert seeds.discordant == (3, 0) and seeds.n == 4 and seeds.test == "paired t-test"
+    assert seeds.p_value == pytest.approx(stats.ttest_1samp([1, 0, 1 / 3, 0.5], 0).pvalue)
+    assert seeds.interval == pytest.approx(tuple(stats.ttest_1samp([1, 0, 1 / 3, 0.5], 0).confidence_interval()))
     with pytest.raises(ValueError, match="against 0"):
         gap.verdict(0.1)
 
 
-def test_newcombes_interval_covers_the_paired_difference():
-    """Newcombe's hybrid score interval for paired rates: its coverage of the true difference over simulated paired
-    yes/no outcomes (40 images; correlated) is near 95%; it is not the bootstrap of 0/1 differences."""
+def test_the_exact_paired_interval_covers_the_paired_difference():
+    """The exact interval of McNemar's test for paired rates: its coverage of the true difference over simulated
+    paired yes/no outcomes (40 images; correlated) is at least about 95% (it is exact, so conservative)."""
     rng = np.random.default_rng(0)
     covered = []
     for _ in range(1000):
@@ -63,8 +66,30 @@ def test_newcombes_interval_covers_the_paired_difference():
         x, y = z < 0.5, (z < 0.35) | (rng.random(40) < 0.1)
         lo, hi = intervals.paired_rate_interval(x, y)
         covered.append(lo <= 0.5 - (0.35 + 0.65 * 0.1) <= hi)
-    assert 0.91 <= np.mean(covered) <= 0.98
-    assert intervals.paired_rate_interval([1, 1, 0, 0], [1, 1, 0, 0]) == pytest.approx((0.0, 0.0))  # as published
+    assert 0.93 <= np.mean(covered) <= 0.995
+    assert intervals.paired_rate_interval([1, 1, 0, 0], [1, 1, 0, 0]) == pytest.approx((0.0, 0.0))  # none differ
+    # 10 of 30 differ, all one way: pi's exact lower end 0.025 ** (1 / 10) = 0.692, the difference's (10 / 30)(0.385)
+    assert intervals.paired_rate_interval([1] * 10 + [0] * 20, [0] * 30) == pytest.approx((0.1282, 1 / 3), abs=1e-3)
+
+
+def _agree(est, threshold) -> bool:
+    return intervals.verdict(est.interval, threshold) == est.verdict(threshold)
+
+
+def test_every_interval_gives_its_tests_verdict():
+    """Issue 42, item 6: the interval inverts the test that decides, for every kind of estimate, on random data with
+    ties (rates, paired yes/no, paired means over seeds, medians and means over images, small and large n)."""
+    rng = np.random.default_rng(3)
+    for trial in range(1200):
+        n = int(rng.integers(2, 60))
+        a, b = rng.integers(0, 2, n), (rng.random(n) < rng.random()).astype(int)
+        v = np.round(rng.normal(rng.normal(0, 0.5), 1, n), 1)
+        t = float(np.round(rng.normal(0, 0.3), 1))
+        assert _agree(intervals.Estimate.rate(int(a.sum()), n), float(rng.uniform(0.05, 0.95)))
+        assert _agree(intervals.Estimate.paired(a, b), 0.0)
+        assert _agree(intervals.Estimate.paired(rng.integers(0, 3, n) / 2, rng.integers(0, 3, n) / 2), 0.0)
+        assert _agree(intervals.Estimate.of(v, np.median), t)
+        assert _agree(intervals.Estimate.of(v, np.mean), t)
 
 
 def test_wilson_refuses_impossible_rates():
@@ -124,7 +149,8 @@ def test_estimate_sentence_states_interval_threshold_and_verdict():
     one = intervals.Estimate.of([0.8])
     assert "rests on one image" in one.text() and one.verdict(0.5) == "inconclusive"  # no interval from one image
     assert one.against(0.5) == "it rests on 1 image(s), too few for an interval: inconclusive"
-    assert intervals.Estimate.of([0.8, 0.9]).verdict(0.5) == "holds"
+    assert intervals.Estimate.of([0.8, 0.9]).verdict(0.5) == "inconclusive"  # two images: the t-test cannot decide
+    assert intervals.Estimate.of([0.8, 0.9, 0.85]).verdict(0.5) == "holds"
 
 
 def test_per_image_summaries_before_pooling():

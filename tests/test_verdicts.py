@@ -70,4 +70,4 @@ def test_figures_draw_the_verdicts_intervals():
 
     assert verdict_interval([1, 0, 1, 1]) == intervals.clopper_pearson(3, 4)  # a rate: exact
     values = [0.2, 0.4, 0.9, 0.5, 0.3]
-    assert verdict_interval(values) == intervals.bootstrap(values)  # a mean: BCa, seeded as the verdicts
+    assert verdict_interval(values) == intervals.t_interval(values)  # a mean: the t-interval, as the verdicts

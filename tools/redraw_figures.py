@@ -15,6 +15,11 @@ from the reference and named. A table the notebooks compute from the reference's
 since, e.g. claim 3's tau curve) is copied into it. The reference's ``run.json`` records the redraw
 (``figures_redrawn``: commit, date, figures drawn and removed, tables added). ``REPORT.md`` is left as it is unless ``--write-report`` (then
 :func:`write_report` writes it again from the scratch folder and copies it back).
+
+``--resummarise`` computes the tables over images again from the reference's per-image tables with today's code
+before the notebooks run (:func:`resummarise`: e.g. after a change of how an interval is computed) and copies those
+that changed back into the reference (``tables_resummarised`` in ``run.json``); the per-image tables, which the
+attacks made, are never touched.
 """
 from __future__ import annotations
 
@@ -81,6 +86,51 @@ def run_notebooks(scratch: Path, notebooks=NOTEBOOKS, quiet: bool = True) -> Non
         folder.REDRAW = False
 
 
+def resummarise(scratch: Path) -> list[str]:
+    """Every experiment's summaries (:func:`ama.studies.experiments.summaries`, the studies' included) computed again
+    from the per-image tables in ``scratch`` and written over the old ones there; their names."""
+    from ama.store.tables import read_table, save_tables, table_files, table_name
+    from ama.studies.experiments import summaries
+
+    folder = scratch / "tables"
+    tables = {table_name(p): read_table(folder, table_name(p)) for p in table_files(folder)}
+    out = {k: v for k, v in summaries({k: v for k, v in tables.items() if v is not None}).items() if v is not None}
+    for name in out:
+        for old in folder.glob(f"{name}.csv*"):
+            old.unlink()
+    save_tables(out, scratch)
+    return sorted(out)
+
+
+def replace_tables(scratch: Path, reference: Path, names) -> list[str]:
+    """The tables ``names`` of ``scratch`` copied over ``reference``'s where their contents differ, stored as the
+    reference stores its tables (:func:`ama.store.tables.compress_tables`); the names replaced."""
+    from ama.store.tables import compress_tables, read_table
+
+    replaced = []
+    for name in names:
+        new, old = read_table(scratch / "tables", name), read_table(reference / "tables", name)
+        if new is None or (old is not None and _equal(new, old)):
+            continue
+        for path in (reference / "tables").glob(f"{name}.csv*"):
+            path.unlink()
+        shutil.copy2(scratch / "tables" / f"{name}.csv", reference / "tables" / f"{name}.csv")
+        replaced.append(name)
+    if replaced:
+        compress_tables(reference / "tables")
+    return replaced
+
+
+def _equal(a, b) -> bool:
+    import pandas as pd
+
+    try:
+        pd.testing.assert_frame_equal(a, b, check_dtype=False)
+        return True
+    except AssertionError:
+        return False
+
+
 def add_tables(scratch: Path, reference: Path) -> list[str]:
     """The tables the notebooks computed in ``scratch`` from the reference's own tables (a summary today's code adds,
     e.g. claim 3's tau curve) that ``reference`` lacks, copied into it as it stores tables
@@ -124,10 +174,11 @@ def write_report(scratch: Path, reference: Path) -> None:
 
 
 def redraw(reference: Path, scratch: Path, notebooks=NOTEBOOKS, keep: bool = False, report: bool = False,
-           quiet: bool = True) -> dict:
+           quiet: bool = True, summaries: bool = False) -> dict:
     """Redraw ``reference``'s figures in ``scratch`` and copy them back (see the module docstring); return what
     ``run.json`` records (``figures_redrawn``). ``notebooks``: those to run; ``keep``: leave the scratch folder;
-    ``report``: write ``REPORT.md`` again (:func:`write_report`); ``quiet``: drop the notebooks' printed output."""
+    ``report``: write ``REPORT.md`` again (:func:`write_report`); ``quiet``: drop the notebooks' printed output;
+    ``summaries``: compute the tables over images again first (:func:`resummarise`) and replace those that changed."""
     from ama.paths import is_reference, shown
     from ama.runs.pipeline import git_commit
     from ama.store.tables import save_reference_png
@@ -135,7 +186,9 @@ def redraw(reference: Path, scratch: Path, notebooks=NOTEBOOKS, keep: bool = Fal
     if is_reference(scratch):
         raise SystemExit(f"{shown(scratch)}: the scratch folder must not be a reference")
     wanted = report_figures(reference)
-    run_notebooks(scratch_copy(reference, scratch), notebooks, quiet)
+    resummarised = resummarise(scratch_copy(reference, scratch)) if summaries else []
+    run_notebooks(scratch, notebooks, quiet)
+    resummarised = replace_tables(scratch, reference, resummarised)
     if report:  # the new report's figures too: it may link figures the old one did not
         from ama.report.markdown import write_report as write
 
@@ -160,6 +213,8 @@ def redraw(reference: Path, scratch: Path, notebooks=NOTEBOOKS, keep: bool = Fal
         write_report(scratch, reference)  # written again: the same tables, the same report
     record = {"commit": git_commit(), "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "tool": "tools/redraw_figures.py",
               "drawn": drawn, "removed": removed, "tables_added": added, "report_rewritten": bool(report)}
+    if summaries:
+        record["tables_resummarised"] = resummarised
     info_path = reference / "run.json"
     info = json.loads(info_path.read_text())
     info["figures_redrawn"] = record
@@ -179,14 +234,18 @@ def main(argv=None) -> int:
     parser.add_argument("--notebooks", nargs="+", default=list(NOTEBOOKS), help="the notebooks whose figures to draw")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     parser.add_argument("--write-report", action="store_true", help="write REPORT.md again too (default: left as is)")
+    parser.add_argument("--resummarise", action="store_true",
+                        help="compute the tables over images again from the per-image tables first")
     parser.add_argument("--verbose", action="store_true", help="show the notebooks' printed output")
     args = parser.parse_args(argv)
     reference = resolve(args.reference)
     if not (reference / "run.json").is_file() or not (reference / "tables").is_dir():
         parser.error(f"{args.reference}: not a run folder with run.json and tables/")
     scratch = resolve(args.scratch) if args.scratch else resolve("results/redraw") / reference.name
-    record = redraw(reference, scratch, args.notebooks, args.keep, args.write_report, not args.verbose)
+    record = redraw(reference, scratch, args.notebooks, args.keep, args.write_report, not args.verbose,
+                    args.resummarise)
     print(f"{shown(reference)}: {len(record['drawn'])} figures redrawn ({', '.join(record['drawn'])})"
+          + (f"; tables computed again: {', '.join(record['tables_resummarised'])}" if args.resummarise else "")
           + (f"; no longer drawn, removed: {', '.join(record['removed'])} (REPORT.md may still link them)"
              if record["removed"] else ""))
     return 0

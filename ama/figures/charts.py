@@ -13,7 +13,8 @@ import torch
 from .. import geometry
 from ..geometry import CELL_KINDS
 from ..kernels import receptive_field as rf
-from ..stats.intervals import bootstrap, clopper_pearson, pooled
+from ..stats.intervals import clopper_pearson, pooled, t_interval
+from ..stats.intervals import median_interval as _median_interval
 from ..stats.rows import eight_bit
 from . import plots
 
@@ -51,13 +52,14 @@ def attack_across_models_figure(summary: pd.DataFrame):
 
 # --- notebook 01: occlusion ----------------------------------------------------------------------------
 def median_interval(values) -> tuple[float, float]:
-    """The seeded BCa 95% interval of the median of per-image ``values``, as claim 2's verdict computes it."""
-    return bootstrap(np.asarray(values, dtype=float), np.median)
+    """The 95% interval of the median of per-image ``values`` that inverts the sign test, as claim 2's verdict
+    computes it (:func:`ama.stats.intervals.median_interval`)."""
+    return _median_interval(values)
 
 
 def occlusion_irf_figure(irf: pd.DataFrame, moved_bar: float | None = None):
     """Keep-IRF and occlude-IRF as claim 2's verdict reads them: per image the median ``|rel_change|`` over its cells
-    and fills (grey points, jittered, behind), and the median over images with its BCa 95% interval (bold, on top),
+    and fills (grey points, jittered, behind), and the median over images with its order-statistic 95% interval (bold, on top),
     per experiment, one panel per model; ``moved_bar``: claim 2's threshold, dashed. ``irf``: keep-IRF and
     occlude-IRF rows."""
     per_image = (irf.assign(abs_rel_change=irf.rel_change.abs())
@@ -223,7 +225,7 @@ NULL_GAPS = {"erf_mass_outside_irf": ("centred_gaussian_mass_outside_irf", "ERF 
 def misalignment_figure(table: pd.DataFrame, measures=tuple(NULL_GAPS), e: int | None = None):
     """Claim 1 as it is judged (:func:`ama.studies.claims.aligned_null_gaps`): per cell kind, each ``measure`` of
     :data:`NULL_GAPS` the table holds with its aligned null's (a Gaussian of the cell's own ERF spread centred on its
-    IRF centre), both as the mean over images of each image's mean over that kind's cells (bootstrap 95% interval;
+    IRF centre), both as the mean over images of each image's mean over that kind's cells (t 95% interval;
     left), and the ERF minus the null, paired per image, with its interval and the line of no difference (right): above
     0, the ERF lies farther from the IRF than an aligned ERF as wide would. One point per model, and the models pooled
     (the claim's statistic) when there are several. ``table``: rows of ``misalignment``; ``measures``: the columns to
@@ -302,12 +304,12 @@ ATTACK_METRICS = {"joint": "fooled and completely changed", "fooled": "fooling r
 
 def verdict_interval(values) -> tuple[float, float]:
     """The 95% interval a verdict gives per-image ``values``: the exact (Clopper-Pearson) interval of a yes/no rate
-    (all values 0 or 1), else the seeded BCa bootstrap (:mod:`ama.stats.intervals`); a figure's error bars and bands."""
+    (all values 0 or 1), else the t-interval of the mean (:mod:`ama.stats.intervals`); a figure's error bars and bands."""
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     if len(v) and np.isin(v, (0.0, 1.0)).all():
         return clopper_pearson(int(v.sum()), len(v))
-    return bootstrap(v)
+    return t_interval(v)
 
 
 def _per_image_lines(long: pd.DataFrame, hue: str, e_values, fooled_bar: float | None, bar_label: str = "bar",
@@ -331,7 +333,7 @@ def _per_image_lines(long: pd.DataFrame, hue: str, e_values, fooled_bar: float |
             ax.axhline(fooled_bar, ls="--", color="grey", lw=1)
             ax.text(0.02, fooled_bar, f"{bar_label} ({100 * fooled_bar:.0f}%)", transform=ax.get_yaxis_transform(),
                     va="bottom", fontsize=8, color="0.3")
-    g.set_ylabels(f"mean ({'bars' if one_width else 'shaded'}: 95% CI, exact / BCa)")
+    g.set_ylabels(f"mean ({'bars' if one_width else 'shaded'}: 95% CI, exact / t)")
     return g
 
 
@@ -356,7 +358,7 @@ def attack_metrics_figure(metrics: pd.DataFrame, e_values, bar: float | None = N
                          facet_kws=dict(sharey=False))
     g.set_titles("{col_name}" if long.model.nunique() == 1 else "{row_name}: {col_name}")
     g.set_ylabels("")
-    g.figure.supylabel(f"mean over images ({'bars' if long.e.nunique() == 1 else 'shaded'}: 95% CI, exact / BCa)",
+    g.figure.supylabel(f"mean over images ({'bars' if long.e.nunique() == 1 else 'shaded'}: 95% CI, exact / t)",
                        fontsize=11)
     sns.move_legend(g, "lower right", bbox_to_anchor=(0.97, 0.12) if long.model.nunique() == 1 else (1, 0.5),
                     title="8-bit images", frameon=False)
@@ -410,7 +412,7 @@ def random_baseline_figure(metrics: pd.DataFrame):
     for ax, col, label in ((axes[0], "cam_cosine", "cosine(clean CAM, adversarial CAM)"),
                            (axes[1], "fooled", "fooling rate")):
         sns.barplot(data=rows, x="e", y=col, hue="run", ax=ax, errorbar=verdict_interval, capsize=0.1)
-        kind = "exact" if col == "fooled" else "BCa"
+        kind = "exact" if col == "fooled" else "t"
         ax.set(ylabel=f"{label} ({kind} 95% CI)", xlabel="frame width e (pixels)", ylim=(0, 1.05))
     axes[0].get_legend().remove()
     sns.move_legend(axes[1], "center left", bbox_to_anchor=(1.02, 0.5), title=None, fontsize=8)

@@ -13,7 +13,7 @@ from .forest import forest_figure
 
 def misalignment_baselines_figure(verdicts: pd.DataFrame, threshold: float | None = None):
     """Claim 1 beside its baselines, per model and upsampling (:func:`ama.studies.controls.misalignment_by_upsampling`):
-    the centre cells' ERF mass outside the IRF (bars: BCa 95% interval over images), a flat ERF's and a centred
+    the centre cells' ERF mass outside the IRF (bars: t 95% interval over images), a flat ERF's and a centred
     Gaussian's of the ERF's own spread (markers), at most three models a row. ``verdicts``: rows of
     ``misalignment_upsampling_verdicts``; ``threshold``: a bar to draw dashed (None, the default: none; claim 1 is
     judged against the aligned null, not a bar on this measure)."""
@@ -59,8 +59,8 @@ def location_name(location: str) -> str:
 def location_control_figure(summary: pd.DataFrame):
     """Is the margin special? (:func:`ama.studies.controls.location_summary`): a forest plot
     (:func:`ama.figures.forest.forest_figure`) of the frame's fooling rate minus each location's of the same pixel
-    count, paired per image (Newcombe's 95% interval, percentage points), with the images only the frame fools and
-    only the location fools; one panel per model and ``e``. ``summary``: rows of ``attack_location_summary``; None
+    count, paired per image (McNemar's exact 95% interval, percentage points), with the images only the frame fools and
+    only the location fools; one panel per model, optimiser and ``e``. ``summary``: rows of ``attack_location_summary``; None
     when no location has a paired difference."""
     if summary is None or "frame_minus_fooled" not in summary:
         return None
@@ -69,12 +69,13 @@ def location_control_figure(summary: pd.DataFrame):
         return None
     rows = rows.assign(
         label=["frame minus " + location_name(v) for v in rows.location],
-        panel=[f"{m}, e = {e}: {int(px)} pixels, {int(n)} images" for m, e, px, n in
-               zip(rows.model, rows.e, rows.mask_pixels, rows.n_images)])
+        panel=[f"{m}, {o}, e = {e}: {int(px)} pixels, {int(n)} images" for m, o, e, px, n in
+               zip(rows.model, rows.get("optimizer", pd.Series(["sign"] * len(rows), index=rows.index)), rows.e,
+                   rows.mask_pixels, rows.n_images)])
     notes = [f"only the frame fools {int(a)}, only the location {int(b)} of n = {int(n)} images"
              for a, b, n in zip(rows.frame_only, rows.location_only, rows.n_images)]
     return forest_figure(rows, "label", "frame_minus_fooled", "gap_low", "gap_high", notes, panel="panel",
-                         xlabel="fooling rate, frame minus location (percentage points, Newcombe 95% interval)",
+                         xlabel="fooling rate, frame minus location (percentage points, McNemar exact 95% interval)",
                          title="Is the margin special? The same attack on as many pixels elsewhere, paired per image",
                          side_labels={"above": "the frame fools more", "below": "the location fools more",
                                       "includes": "not decided (interval or exact test)"}, scale=100,
@@ -109,7 +110,7 @@ def ingredients_figure(summary: pd.DataFrame):
 
 def erf_definitions_figure(summary: pd.DataFrame):
     """Claim 1 under two ERF definitions (:func:`ama.studies.erf_definitions.definition_summary`): per model and cell
-    kind, the ERF mass outside the IRF minus the aligned null's, gradient beside occlusion (BCa 95% intervals over
+    kind, the ERF mass outside the IRF minus the aligned null's, gradient beside occlusion (t 95% intervals over
     images; above 0: misaligned)."""
     models = list(summary.model.unique())
     fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 3.8), squeeze=False, sharey=True)
@@ -133,8 +134,8 @@ def erf_definitions_figure(summary: pd.DataFrame):
 def frame_sides_figure(mass: pd.DataFrame, attack: pd.DataFrame | None):
     """The frame's sides (:mod:`ama.studies.sides`), opposite sides compared paired per image in a forest plot
     (:func:`ama.figures.forest.forest_figure`): per model, left minus right and top minus bottom of the ERF's mass on
-    the side over the side's share of the image (all cells, BCa 95% intervals) and, when ``attack`` has them, of the
-    one-side attack's fooling rate (Newcombe's 95% intervals, with the images only one side fools); each side's own
+    the side over the side's share of the image (all cells, t 95% intervals) and, when ``attack`` has them, of the
+    one-side attack's fooling rate (McNemar's exact 95% intervals, with the images only one side fools); each side's own
     value beside its row. ``mass``: :func:`ama.studies.sides.side_mass_summary` rows; ``attack``:
     :func:`ama.studies.sides.side_attack_summary` rows, or None."""
     MASS, FOOL = ("ERF mass on the side over its area share (1: as much as its area), all cells",
@@ -161,8 +162,8 @@ def frame_sides_figure(mass: pd.DataFrame, attack: pd.DataFrame | None):
     if not rows:
         return None
     return forest_figure(pd.DataFrame(rows), "label", "value", "low", "high", notes, panel="panel",
-                         xlabel={MASS: "difference of the two sides' ratios (BCa 95% interval)",
-                                 FOOL: "difference of the two sides' fooling rates (Newcombe 95% interval)"},
+                         xlabel={MASS: "difference of the two sides' ratios (t 95% interval)",
+                                 FOOL: "difference of the two sides' fooling rates (McNemar exact 95% interval)"},
                          title="The frame's opposite sides, paired per image", sharex=False,
                          side_labels={"above": "the first side more", "below": "the second side more",
                                       "includes": "not decided (interval includes 0)"})

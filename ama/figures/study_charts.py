@@ -15,7 +15,7 @@ from .charts import verdict_interval
 
 def transfer_figure(transfer: pd.DataFrame):
     """Clean vs attacked map cosine of each explanation method, the attack beside the random frame, per ``e`` and
-    optimiser, from the per-image rows of ``transfer`` (mean and its BCa 95% interval over images)."""
+    optimiser, from the per-image rows of ``transfer`` (mean and its t 95% interval over images)."""
     cols = ["model", "image", "e", "optimizer", "method", "frame", "cam_cosine"]
     long = pd.concat([transfer.assign(frame="attack")[cols],
                       transfer.assign(frame="random frame", cam_cosine=transfer.random_cam_cosine)[cols]],
@@ -25,7 +25,7 @@ def transfer_figure(transfer: pd.DataFrame):
                     palette={"attack": "C0", "random frame": "0.6"})
     g.set_axis_labels("frame width e (px)", "")
     g.set_titles(template="{col_name}, {row_name} attack", size=10)
-    g.figure.supylabel("map cosine, clean vs attacked (mean, BCa 95% CI)", fontsize=11)
+    g.figure.supylabel("map cosine, clean vs attacked (mean, t 95% CI)", fontsize=11)
     for ax in g.axes.flat:
         ax.set_ylim(0, 1.05)
     sns.move_legend(g, "upper left", bbox_to_anchor=(1.0, 0.9), title=None, frameon=False)

@@ -94,7 +94,7 @@ def padding_block(run_dir: Path) -> str:
 
 def optimizer_table(run_dir: Path) -> str:
     """Markdown: per optimiser of :data:`COMPARED` and ``e`` the fooling rate (exact 95% interval) / the CAM cosine
-    (BCa) of the 8-bit images at the run's budget, and the strongest minus the reference paired per image (Newcombe's
+    (t) of the 8-bit images at the run's budget, and the strongest minus the reference paired per image (McNemar's exact
     interval, the discordant images and their exact sign test), from ``attack_ablation``."""
     t = eight_bit(read_table(Path(run_dir) / "tables", TABLES.attack_ablation))
     t = t[(t["mode"] == "flip") & (t.variant == "default") & (t.n_iter == t.n_iter.max()) & t.optimizer.isin(COMPARED)]

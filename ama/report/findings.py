@@ -365,7 +365,7 @@ def ingredients_finding(run_dir: Path) -> Finding | None:
                                                                              signed=True),
                     "more / less fooled": lambda r: ("" if pd.isna(r.more_fooled) else
                                                      f"{int(r.more_fooled)} / {int(r.less_fooled)}"),
-                    "sign test": lambda r: p_text(r.p_value), label: "verdict"})
+                    "paired test": lambda r: p_text(r.p_value), label: "verdict"})
     return Finding(sentence, readable(s, columns), (FIGURES.attack_ingredients,))
 
 

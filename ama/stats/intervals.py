@@ -1,17 +1,24 @@
 """Intervals and verdicts that can fail (``SCIENCE.md`` sections 7 and 8), computed by scipy and statsmodels.
 
-* a rate ``k / n`` gets the exact Clopper-Pearson 95% interval (:func:`clopper_pearson`), on which its verdict
-  turns, with Wilson's score interval beside it (:func:`wilson`);
-* a mean or median over images gets a seeded bias-corrected and accelerated (BCa) bootstrap 95% interval,
-  resampling images (:func:`bootstrap`): cells, settings or seeds of one image are not independent samples, so a
-  caller summarises per image first (:func:`per_image`);
-* a paired comparison of two outcomes on the same images (:meth:`Estimate.paired`) gets the exact sign test on
-  the images where they differ (McNemar's exact test when the outcomes are yes/no), on which its verdict turns,
-  and for yes/no outcomes Newcombe's hybrid score interval of the paired difference;
-* a claim's verdict against a threshold ``t`` is three-valued (:func:`verdict`): **holds** when the whole interval
-  lies on the claim's side of ``t``, **does not hold** when it lies wholly on the other side, **inconclusive**
-  otherwise. :class:`Estimate` carries a value, its interval and how many images it rests on, and writes the
-  verdict's clause (:meth:`Estimate.against`).
+Every interval is the inversion of the test that decides its verdict, so that the two never disagree: a verdict
+*holds* exactly when the interval lies wholly on the claim's side of the threshold, and exactly when the test's
+one-sided p on that side is below :data:`ALPHA`.
+
+* a rate ``k / n``: the exact binomial test and its inversion, the Clopper-Pearson 95% interval
+  (:func:`clopper_pearson`), with Wilson's score interval beside it (:func:`wilson`, shown, never deciding);
+* a mean over images: the one-sample t-test and its t-interval; a median over images: the sign test of the images'
+  values and its inversion, the order-statistic interval (scipy's ``quantile_test``); any other statistic a seeded
+  BCa bootstrap interval, resampling images (:func:`bootstrap`), which decides nothing. Cells, settings or seeds of one
+  image are not independent samples, so a caller summarises per image first (:func:`per_image`);
+* a paired comparison of two outcomes on the same images (:meth:`Estimate.paired`): for yes/no outcomes McNemar's
+  exact test on the images where they differ and its inversion (:func:`paired_rate_interval`: conditional on the ``m``
+  discordant images, the difference is ``(m / n)(2 pi - 1)`` with ``pi`` the share of them where the first is yes,
+  and ``pi``'s Clopper-Pearson interval maps to the difference's); for other outcomes (shares over seeds, cosines) the
+  paired t-test and its t-interval of the mean difference;
+* a claim's verdict against a threshold ``t`` is three-valued (:func:`verdict`): **holds** when the whole
+  interval lies on the claim's side of ``t``, **does not hold** when it lies wholly on the other side,
+  **inconclusive** otherwise. :class:`Estimate` carries a value, its interval and how many images it rests on, and
+  writes the verdict's clause (:meth:`Estimate.against`).
 """
 from __future__ import annotations
 
@@ -23,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-from scipy.stats import DegenerateDataWarning, binomtest, ttest_1samp
+from scipy.stats import DegenerateDataWarning, binomtest, quantile_test, ttest_1samp
 from scipy.stats import bootstrap as scipy_bootstrap
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
@@ -67,22 +74,51 @@ def sign_test(n_more: int, n_less: int) -> float:
 
 
 def paired_rate_interval(first, second, level: float = LEVEL) -> tuple[float, float]:
-    """Newcombe's hybrid score interval (1998, method 10) of the paired difference of two yes/no rates on the same
-    images, ``mean(first) - mean(second)``: Wilson intervals of the two rates (statsmodels) combined with the
-    outcomes' correlation. ``first``, ``second``: per-image 0/1 outcomes, one pair per image."""
+    """The exact interval of the paired difference of two yes/no rates on the same images, ``mean(first) -
+    mean(second)``, that inverts McNemar's exact test: given the ``m`` of ``n`` images where the two differ, ``b`` of
+    them where only the first is yes is binomial ``(m, pi)`` and the difference is ``(m / n)(2 pi - 1)``; ``pi``'s
+    Clopper-Pearson interval (:func:`clopper_pearson`) maps to the difference's. It excludes 0 exactly when the exact
+    test's two-sided p is below ``1 - level``; with no discordant image it is ``(0, 0)``. ``first``, ``second``:
+    per-image 0/1 outcomes, one pair per image; ``level``: the interval's confidence."""
     x, y = np.asarray(first, dtype=bool), np.asarray(second, dtype=bool)
     n = len(x)
     if n == 0:
         return math.nan, math.nan
-    both, only_x, only_y = int((x & y).sum()), int((x & ~y).sum()), int((~x & y).sum())
-    neither = n - both - only_x - only_y
-    p1, p2 = (both + only_x) / n, (both + only_y) / n
-    (l1, u1), (l2, u2) = wilson(both + only_x, n, level), wilson(both + only_y, n, level)
-    margins = (both + only_x) * (only_y + neither) * (both + only_y) * (only_x + neither)
-    phi = (both * neither - only_x * only_y) / math.sqrt(margins) if margins else 0.0
-    delta = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
-    eps = math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
-    return p1 - p2 - delta, p1 - p2 + eps
+    only_x, only_y = int((x & ~y).sum()), int((~x & y).sum())
+    m = only_x + only_y
+    if m == 0:
+        return 0.0, 0.0
+    lo, hi = clopper_pearson(only_x, m, level)
+    return m / n * (2 * lo - 1), m / n * (2 * hi - 1)
+
+
+def t_interval(values, level: float = LEVEL) -> tuple[float, float]:
+    """The one-sample t-interval of the mean of ``values`` (scipy), the inversion of the t-test; ``(nan, nan)`` for
+    fewer than two finite values, and the point itself when they are all equal (no spread). ``level``: its
+    confidence."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) < 2:
+        return (float(v[0]), float(v[0])) if len(v) else (math.nan, math.nan)
+    if np.all(v == v[0]):
+        return float(v[0]), float(v[0])
+    ci = ttest_1samp(v, 0.0).confidence_interval(confidence_level=level)
+    return float(ci.low), float(ci.high)
+
+
+def median_interval(values, level: float = LEVEL) -> tuple[float, float]:
+    """The distribution-free interval of the median of ``values``: order statistics, the inversion of the sign test
+    (scipy's ``quantile_test``); ``(nan, nan)`` when none is finite, the point itself for one value or when all are
+    equal; ``nan`` ends where too few values allow none (fewer than 6 at 95%). ``level``: its confidence (at least,
+    the sign test being discrete)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return math.nan, math.nan
+    if len(v) == 1 or np.all(v == v[0]):
+        return float(v[0]), float(v[0])
+    ci = quantile_test(v, q=float(np.median(v)), p=0.5).confidence_interval(confidence_level=level)
+    return float(ci.low), float(ci.high)
 
 
 def bootstrap(values, statistic: Callable = np.mean, level: float = LEVEL, n_resamples: int = N_RESAMPLES,
@@ -110,6 +146,17 @@ def bootstrap(values, statistic: Callable = np.mean, level: float = LEVEL, n_res
                               random_state=np.random.default_rng(seed), vectorized=vectorized)
         lo, hi = res.confidence_interval
     return float(lo), float(hi)
+
+
+def _t_p(d) -> float:
+    """Two-sided p of the paired t-test of the differences ``d`` against 0 (1 when undefined: fewer than two, or no
+    spread and zero; 0 when they all lie on one side with no spread)."""
+    d = np.asarray(d, dtype=float)
+    if len(d) < 2 or np.all(d == 0):
+        return 1.0
+    if np.all(d == d[0]):
+        return 0.0
+    return float(ttest_1samp(d, 0.0).pvalue)
 
 
 def _takes_axis(statistic: Callable) -> bool:
@@ -196,51 +243,62 @@ class Estimate:
 
     @classmethod
     def of(cls, values, statistic: Callable = np.mean, seed: int = SEED) -> "Estimate":
-        """``statistic`` of per-image ``values`` with its bootstrap interval."""
+        """``statistic`` of per-image ``values`` with the interval of the test that judges it: a mean the t-interval
+        (:func:`t_interval`), a median the order-statistic interval (:func:`median_interval`), any other statistic
+        a seeded BCa bootstrap (:func:`bootstrap`; ``seed``: its resamples)."""
         v = np.asarray(values, dtype=float)
         v = v[np.isfinite(v)]
         value = float(statistic(v)) if len(v) else math.nan
-        return cls(value, *bootstrap(v, statistic, seed=seed), len(v), values=tuple(v.tolist()),
-                   statistic=getattr(statistic, "__name__", "statistic"))
+        name = getattr(statistic, "__name__", "statistic")
+        interval = t_interval if name == "mean" else median_interval if name == "median" else \
+            (lambda v: bootstrap(v, statistic, seed=seed))
+        return cls(value, *interval(v), len(v), values=tuple(v.tolist()), statistic=name)
 
     @classmethod
     def paired(cls, first, second, seed: int = SEED) -> "Estimate":
         """The mean over images of ``first - second`` (per-image outcomes of two settings on the same images, in
-        ``[0, 1]``; pairs with a NaN dropped): the exact sign test on the images where they differ and, when both are
-        yes/no, Newcombe's interval for paired rates (:func:`paired_rate_interval`), else BCa."""
+        ``[0, 1]``; pairs with a NaN dropped), with the test that decides it against 0 and that test's interval:
+        when both are yes/no, McNemar's exact test and its exact interval (:func:`paired_rate_interval`); else the
+        paired t-test and its t-interval (:func:`t_interval`). ``discordant``: the images where the first is larger,
+        smaller; ``p_value``: the deciding test's two-sided p. ``seed``: unused, kept for callers."""
         a, b = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
         keep = np.isfinite(a) & np.isfinite(b)
         d = a[keep] - b[keep]
         more, less, n = int((d > 0).sum()), int((d < 0).sum()), len(d)
-        binary = np.isin(a[keep], (0.0, 1.0)).all() and np.isin(b[keep], (0.0, 1.0)).all()
-        low, high = paired_rate_interval(a[keep], b[keep]) if binary else bootstrap(d, seed=seed)
+        binary = bool(np.isin(a[keep], (0.0, 1.0)).all() and np.isin(b[keep], (0.0, 1.0)).all())
+        if binary:
+            (low, high), p = paired_rate_interval(a[keep], b[keep]), sign_test(more, less)
+        else:
+            (low, high), p = t_interval(d), _t_p(d)
         return cls(float(d.mean()) if n else math.nan, low, high, n, "paired", discordant=(more, less),
-                   p_value=sign_test(more, less))
+                   p_value=p, values=() if binary else tuple(d.tolist()), statistic="sign" if binary else "mean")
 
     def p_values(self, threshold: float) -> tuple[float, float]:
         """One-sided p-values ``(above, below)``: of "the quantity exceeds ``threshold``" and of "it lies below it"
         (each against the null on the other side; scipy). A rate: the exact binomial test of ``k`` of ``n`` against
-        ``threshold``; a paired difference (``threshold`` 0): the sign test on the images that differ; a median over
-        images: the sign test of the images' values against ``threshold``; a mean: the one-sample t-test. Too few
-        images, or no test for the statistic: ``(1, 1)``."""
+        ``threshold``; a paired yes/no difference (``threshold`` 0): McNemar's exact test (the sign test on the images
+        that differ); a median over images: the sign test of the images' values against ``threshold`` (scipy's
+        ``quantile_test``); a mean, or another paired difference: the (paired) t-test. Too few images, or no test for
+        the statistic: ``(1, 1)``."""
         if self.kind == "rate" and self.n:
             k = round(self.value * self.n)
             return tuple(float(binomtest(k, self.n, threshold, alternative=a).pvalue) for a in ("greater", "less"))
-        if self.kind == "paired":
+        if self.kind == "paired" and self.statistic == "sign":
             if threshold != 0:
                 raise ValueError("a paired difference is judged against 0")
             more, less = self.discordant
             if more + less == 0:
                 return 1.0, 1.0
             return tuple(float(binomtest(more, more + less, 0.5, alternative=a).pvalue) for a in ("greater", "less"))
+        if self.kind == "paired" and threshold != 0:
+            raise ValueError("a paired difference is judged against 0")
         v = np.asarray(self.values, dtype=float)
         if len(v) < 2:
             return 1.0, 1.0
-        if self.statistic == "median":
-            above, below = int((v > threshold).sum()), int((v < threshold).sum())
-            if above + below == 0:
-                return 1.0, 1.0
-            return tuple(float(binomtest(above, above + below, 0.5, alternative=a).pvalue) for a in ("greater", "less"))
+        if self.statistic == "median":  # the sign test as scipy's quantile_test counts ties: its interval's inverse
+            if np.all(v == v[0]):
+                return (0.0, 1.0) if v[0] > threshold else (1.0, 0.0) if v[0] < threshold else (1.0, 1.0)
+            return tuple(float(quantile_test(v, q=threshold, p=0.5, alternative=a).pvalue) for a in ("greater", "less"))
         if self.statistic == "mean":
             if np.all(v == v[0]):  # no spread: the t statistic is undefined; the values lie on one side or on it
                 return (0.0, 1.0) if v[0] > threshold else (1.0, 0.0) if v[0] < threshold else (1.0, 1.0)
@@ -263,25 +321,27 @@ class Estimate:
         return self.kind == "bootstrap" and self.n < 2
 
     def verdict(self, threshold: float, above: bool = True) -> str:
-        """:func:`verdict` of the interval; :data:`INCONCLUSIVE` when it rests on too few images (:attr:`too_few`). A
-        paired difference against 0: its exact sign test at the same level (two-sided p < 0.05, on the side of
-        its value)."""
+        """The test's verdict (:func:`p_verdict` of :meth:`p_columns`), which its interval gives as well
+        (:func:`verdict`): :data:`INCONCLUSIVE` when it rests on too few images (:attr:`too_few`) or the statistic
+        has no test."""
+        if self.kind == "paired" and threshold != 0:
+            raise ValueError("a paired difference is judged against 0")
         if self.too_few:
             return INCONCLUSIVE
-        if self.kind == "paired":
-            if threshold != 0:
-                raise ValueError("a paired difference is judged against 0")
-            if not self.p_value < 1 - LEVEL or self.value == 0:
-                return INCONCLUSIVE
-            return HOLDS if (self.value > 0) == above else FAILS
-        return verdict(self.interval, threshold, above)
+        return p_verdict(**self.p_columns(threshold, above))
+
+    @property
+    def test(self) -> str:
+        """The name of the test that decides a paired difference: ``"exact sign test"`` (McNemar's, yes/no outcomes)
+        or ``"paired t-test"``."""
+        return "exact sign test" if self.statistic == "sign" else "paired t-test"
 
     def text(self, percent: bool = False) -> str:
         """``"67% (95% CI 35% to 88%, 9 images)"`` or ``"0.80 (95% CI 0.74 to 0.85, 9 images)"``."""
         f = (lambda x: f"{100 * x:.0f}%") if percent else (lambda x: f"{x:.2f}")
         single = " (rests on one image)" if self.n == 1 else ""
         exact = "exact " if self.kind == "rate" else ""
-        test = (f"; {self.discordant[0]} vs {self.discordant[1]} images differ, exact sign test p = {self.p_value:.3g}"
+        test = (f"; {self.discordant[0]} vs {self.discordant[1]} images differ, {self.test} p = {self.p_value:.3g}"
                 if self.kind == "paired" else "")
         return f"{f(self.value)} (95% {exact}CI {f(self.low)} to {f(self.high)}, {self.n} images{single}{test})"
 
@@ -294,8 +354,8 @@ class Estimate:
             return f"it rests on {self.n} image(s), too few for an interval: {outcome}"
         if self.kind == "paired":
             more, less = self.discordant
-            return (f"the exact sign test on the {more + less} images where the two differ ({more} vs {less}) gives "
-                    f"p = {self.p_value:.3g}: {outcome}")
+            return (f"the {self.test} on {self.n} images ({more} vs {less} differ) gives p = {self.p_value:.3g}: "
+                    f"{outcome}")
         side = "above" if (outcome == HOLDS) == above else "below"
         where = "contains" if outcome == INCONCLUSIVE else f"lies wholly {side}"
         t = f(threshold) if percent else f"{threshold:g}"

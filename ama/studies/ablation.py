@@ -234,7 +234,8 @@ def ingredient_summary(table: pd.DataFrame) -> pd.DataFrame:
     rate (each image's share of seeds fooled, mean over images) and the mean CAM cosine with bootstrap 95% intervals
     over images, the lowest and highest fooling rate across seeds, ``gain`` (fooled share minus the reference's, paired
     per image; ``more_fooled`` / ``less_fooled``: images where the variant fools more / less often across seeds) with
-    its interval and the ``verdict`` against 0 of the exact sign test (``p_value``; holds: the variant fools more), and
+    the interval of the ``test`` that gives its ``verdict`` against 0 (``p_value``; holds: the variant fools more:
+    McNemar's exact test at one seed, the paired t-test of shares over seeds, :meth:`Estimate.paired`), and
     ``cosine_drop`` (the reference's CAM cosine minus the variant's: above 0, it moves the CAM more); from the tuning
     half its fooling rate and cosine and ``chosen`` (the variant picked there: highest fooling, then lowest cosine)."""
     rows = []
@@ -265,7 +266,8 @@ def ingredient_summary(table: pd.DataFrame) -> pd.DataFrame:
                     gain = Estimate.paired(r.fooled, ref.fooled.reindex(r.index))
                     drop = Estimate.of((ref.cam_cosine.reindex(r.index) - r.cam_cosine).to_numpy())
                     row.update(gain=gain.value, gain_low=gain.low, gain_high=gain.high, more_fooled=gain.discordant[0],
-                               less_fooled=gain.discordant[1], p_value=gain.p_value, verdict=gain.verdict(0.0),
+                               less_fooled=gain.discordant[1], test=gain.test, p_value=gain.p_value,
+                               verdict=gain.verdict(0.0),
                                **gain.p_columns(0.0),
                                cosine_drop=drop.value, drop_low=drop.low, drop_high=drop.high)
             rows.append(row)
@@ -290,8 +292,8 @@ def ingredient_lines(summary: pd.DataFrame) -> list[str]:
                     f"({r.cosine_low:.2f} to {r.cosine_high:.2f})")
             if isinstance(getattr(r, "verdict", None), str):
                 text += (f"; gain over the reference {100 * r.gain:+.0f} points ({100 * r.gain_low:+.0f} to "
-                         f"{100 * r.gain_high:+.0f}; {int(r.more_fooled)} vs {int(r.less_fooled)} images, exact sign "
-                         f"test p = {r.p_value:.2g}): {r.verdict}")
+                         f"{100 * r.gain_high:+.0f}; {int(r.more_fooled)} vs {int(r.less_fooled)} images, "
+                         f"{getattr(r, 'test', 'exact sign test')} p = {r.p_value:.2g}): {r.verdict}")
             lines.append(text)
     return lines
 

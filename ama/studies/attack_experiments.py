@@ -159,8 +159,10 @@ def with_labels(table: pd.DataFrame, names: Sequence[str], labels) -> pd.DataFra
 
 
 def masked_attack_rows(model: CAMModel, x: torch.Tensor, names: Sequence[str], masks: dict, params, labels=None,
-                       batch: int | None = None, done: dict | None = None) -> list[tuple[str, torch.Tensor, pd.DataFrame]]:
-    """The reference attack (``params``' ``n_iter``, ``lamb``, ``seed``) at the run's smallest ``e`` confined to each
+                       batch: int | None = None, done: dict | None = None,
+                       optimizer: str = ORIGINAL) -> list[tuple[str, torch.Tensor, pd.DataFrame]]:
+    """The attack of ``optimizer`` (its defaults; the reference by default; ``params``' ``n_iter``, ``lamb``, ``seed``)
+    at the run's smallest ``e`` confined to each
     mask of ``masks`` (``{name: (H, W) bool}``), ``batch`` images at a time (None: :func:`ama.attack.marginal.attack_batch`):
     per mask ``(name, mask, rows)``, the rows its 8-bit images' metrics with the true ``labels`` (:func:`with_labels`).
     ``done``: ``{name: AttackResult}`` already attacked on all of ``x`` (used instead of attacking again)."""
@@ -169,7 +171,8 @@ def masked_attack_rows(model: CAMModel, x: torch.Tensor, names: Sequence[str], m
     for name, mask in masks.items():
         results = [done[name]] if name in done else [
             marginal_attack(model, x[s:s + batch], e=e, n_iter=params.n_iter, lamb=params.lamb, seed=params.seed,
-                            mask=mask, names=list(names[s:s + batch])) for s in range(0, len(x), batch)]
+                            mask=mask, names=list(names[s:s + batch]), optimizer=optimizer)
+            for s in range(0, len(x), batch)]
         rows = pd.concat([with_labels(eight_bit(attack_metrics(r)), names, labels) for r in results],
                          ignore_index=True)
         out.append((name, mask, rows))

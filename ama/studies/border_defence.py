@@ -104,7 +104,7 @@ def defence_summary(rows: pd.DataFrame) -> pd.DataFrame:
 def clean_cost(model: CAMModel, records: Sequence, widths: Sequence[int], batch_size: int = BATCH) -> pd.DataFrame:
     """The defence's clean cost on labelled ``records`` (:class:`~ama.inputs.images.ImageRecord`; the set the run's
     selection checked): per defence and width of ``widths``, ``n_images``, top-1 undefended and defended and their
-    paired difference (Newcombe's interval, ``lost`` / ``gained`` the images that differ, McNemar's exact ``p_value``);
+    paired difference (McNemar's exact interval, ``lost`` / ``gained`` the images that differ, McNemar's exact ``p_value``);
     ``batch_size`` images per forward pass."""
     plain, defended = [], {(d, e): [] for d in DEFENCES for e in widths}
     for start in range(0, len(records), batch_size):

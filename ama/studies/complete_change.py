@@ -134,7 +134,7 @@ def prevalence(rows: pd.DataFrame, e: int, optimizer: str) -> Estimate:
 def joint_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """Per model x ``e`` x optimiser (the random frame included): ``n_images``, ``tau``, the shares ``fooled``,
     ``completely_changed`` and ``joint`` with the exact 95% interval of the last two (``*_low``, ``*_high``), and for
-    an attack its joint share minus the random frame's, paired per image (``vs_random``, Newcombe's ``vs_random_low``
+    an attack its joint share minus the random frame's, paired per image (``vs_random``, McNemar's exact ``vs_random_low``
     / ``_high``; ``attack_only`` / ``random_only``, the discordant images; ``p_value``, McNemar's exact two-sided;
     ``p_holds`` / ``p_fails``, one-sided) and ``prevalence_p_holds`` / ``_fails`` (the joint share against
     :data:`~ama.criteria.JOINT_RATE`)."""

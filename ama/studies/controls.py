@@ -117,7 +117,7 @@ def side_columns(table: pd.DataFrame) -> list[str]:
 
 def side_mass_summary(misalignment: pd.DataFrame) -> pd.DataFrame:
     """Per model and ``cell_kind`` (``all`` first) of ``misalignment`` rows, one row per ``measure``: each side's mean
-    ERF mass ratio (per image the mean over cells, then over images; BCa 95% interval) and, for each pair of opposite
+    ERF mass ratio (per image the mean over cells, then over images; t 95% interval) and, for each pair of opposite
     sides, ``"<a> - <b>"`` paired per image, with its verdict against 0 (holds: side ``a`` carries more) and, for all
     cells, its p-values (``p_holds``, ``p_fails``: the family ``sides: ERF mass``). Empty without the per-side columns (a
     table written before they existed)."""

@@ -43,7 +43,7 @@ def definition_rows(model: CAMModel, x: torch.Tensor, names: Sequence[str], e: i
 def definition_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """Per model x definition x cell kind of :func:`definition_rows`: ``centre_mass_outside`` (the centre cell's mean
     ERF mass outside the IRF, over images; the same on every row of a model and definition), ``null_gap`` = mass
-    outside minus the aligned null's, per image first (BCa interval ``low``, ``high``) with its ``verdict`` against
+    outside minus the aligned null's, per image first (t interval ``low``, ``high``) with its ``verdict`` against
     0, and ``claim1`` (misaligned: every kind above its null, :func:`ama.studies.claims.misalignment_outcome`). The occlusion
     rows carry their p-values (``p_holds``, ``p_fails``: the study's family; the gradient's are claim 1's)."""
     out = []

@@ -17,44 +17,58 @@ from ..criteria import pct
 from ..figures.control_charts import location_control_figure
 from ..geometry import location_masks
 from ..stats.intervals import FAILS, HOLDS, INCONCLUSIVE, Estimate
+from ..stats.power import PairedEffect
 from ..store.tables import interval_text, p_text, read_table, readable
-from .attack_experiments import ORIGINAL, masked_attack_rows
+from .attack_experiments import ORIGINAL, STRONGEST, masked_attack_rows
 from .study import Figure, Finding, Study, Table, Verdicts, deciding, register
 
 __all__ = ["LOCATION_COLUMNS", "location_control", "location_summary", "margin_special", "location_finding", "location_table", "LOCATION_NAMES", "STUDY"]
 
-LOCATION_COLUMNS = ["image", "model", "e", "location", "mask_pixels", "changed_pixels", "clean_class", "adv_class",
+LOCATION_COLUMNS = ["image", "model", "optimizer", "e", "location", "mask_pixels", "changed_pixels", "clean_class", "adv_class",
                     "fooled", "cam_cosine", "adv_conf"]
 
 
+OPTIMIZERS = (ORIGINAL, STRONGEST)
+"""The attacks the control runs at every placement: the paper's (the reference) and the strongest at the same budget
+(a placement that only a weak optimiser leaves unexploited is not evidence that the margin is special)."""
+
+
 def location_control(model, x: torch.Tensor, names: Sequence[str], params, frame_result=None, labels=None,
-                     batch: int | None = None) -> pd.DataFrame:
-    """The reference attack (its optimiser, ``n_iter``, ``lamb``, ``seed``; 8-bit) at the run's smallest ``e`` on every
-    mask of :func:`ama.geometry.location_masks` (the same pixel count as the frame): one row per image x location
-    (:data:`LOCATION_COLUMNS`; ``fooled`` against the true label where known). ``frame_result``: the run's own frame
-    attack at that ``e`` (reused as the ``frame`` rows), else attacked here. ``params``: a fast variant of
+                     batch: int | None = None, optimizers: Sequence[str] = (ORIGINAL,)) -> pd.DataFrame:
+    """Each attack of ``optimizers`` (its defaults, ``n_iter``, ``lamb``, ``seed``; 8-bit) at the run's smallest ``e``
+    on every mask of :func:`ama.geometry.location_masks` (the same pixel count as the frame): one row per image x
+    optimiser x location (:data:`LOCATION_COLUMNS`; ``fooled`` against the true label where known).
+    ``frame_result``: ``{optimizer: AttackResult}``, the run's own frame attacks at that ``e`` (reused as the ``frame``
+    rows; an :class:`AttackResult` alone is the reference's), else attacked here. ``params``: a fast variant of
     :class:`ama.params.RunParams`; ``batch``: images attacked together (None: :func:`ama.attack.marginal.attack_batch`)."""
     e = min(params.e)
     masks = location_masks(tuple(x.shape[-2:]), e, params.seed)
-    done = {} if frame_result is None else {"frame": frame_result}
-    frames = [rows.assign(e=e, location=location, mask_pixels=int(mask.sum()))[LOCATION_COLUMNS]
-              for location, mask, rows in masked_attack_rows(model, x, names, masks, params, labels, batch, done)]
+    given = {} if frame_result is None else frame_result if isinstance(frame_result, dict) else \
+        {ORIGINAL: frame_result}
+    frames = []
+    for optimizer in optimizers:
+        done = {"frame": given[optimizer]} if optimizer in given else {}
+        frames += [rows.assign(optimizer=optimizer, e=e, location=location, mask_pixels=int(mask.sum()))[LOCATION_COLUMNS]
+                   for location, mask, rows in masked_attack_rows(model, x, names, masks, params, labels, batch, done,
+                                                                  optimizer)]
     return pd.concat(frames, ignore_index=True)
 
 
 def location_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per model, ``e`` and location of :func:`location_control` rows: the fooling rate with its exact interval, the
+    """Per model, optimiser, ``e`` and location of :func:`location_control` rows (a table without ``optimizer``, as
+    runs before it wrote, is the reference's): the fooling rate with its exact interval, the
     mean CAM cosine with its bootstrap interval and, paired per image with the frame, ``frame_minus_fooled`` (the
-    frame's fooled minus this location's, mean over images) with Newcombe's interval for paired rates, the images
+    frame's fooled minus this location's, mean over images) with the exact interval of McNemar's test, the images
     where only the frame fools (``frame_only``) and only this location (``location_only``), the exact McNemar
     ``p_value`` and the verdict against 0 it gives (holds: the frame fools more)."""
     rows = []
-    for (model, e), g in table.groupby(["model", "e"], sort=False):
+    table = table if "optimizer" in table else table.assign(optimizer=ORIGINAL)
+    for (model, optimizer, e), g in table.groupby(["model", "optimizer", "e"], sort=False):
         frame = g[g.location == "frame"].set_index("image")
         for location, h in g.groupby("location", sort=False):
             fooled = Estimate.rate(int(h.fooled.sum()), len(h))
             cosine = Estimate.of(h.cam_cosine)
-            row = dict(model=model, e=e, location=location, mask_pixels=int(h.mask_pixels.iloc[0]),
+            row = dict(model=model, optimizer=optimizer, e=e, location=location, mask_pixels=int(h.mask_pixels.iloc[0]),
                        n_images=len(h), fooling_rate=fooled.value, fooling_low=fooled.low, fooling_high=fooled.high,
                        cam_cosine=cosine.value, cosine_low=cosine.low, cosine_high=cosine.high)
             if location != "frame" and len(frame):
@@ -81,9 +95,9 @@ def margin_special(summary: pd.DataFrame) -> str:
 def _compute(model, inputs) -> dict:
     """The study's rows per image: the location control on ``inputs`` (:class:`ama.studies.study.Inputs`), the run's frame
     attack at the smallest ``e`` reused as its ``frame`` rows; ``model``: a :class:`ama.kernels.cam_model.CAMModel`."""
-    frame = inputs.attack(ORIGINAL, min(inputs.params.e))
-    return {TABLES.attack_location: location_control(model, inputs.x, inputs.names, inputs.params, frame,
-                                                     inputs.labels)}
+    frames = {o: inputs.attack(o, min(inputs.params.e)) for o in OPTIMIZERS}
+    return {TABLES.attack_location: location_control(model, inputs.x, inputs.names, inputs.params, frames,
+                                                     inputs.labels, optimizers=OPTIMIZERS)}
 
 
 LOCATION_NAMES = {"frame": "the frame", "ring8": "ring 8 px in", "ring32": "ring 32 px in", "ring64": "ring 64 px in",
@@ -96,20 +110,22 @@ def location_table(summary: pd.DataFrame, verdict: str = "verdict") -> pd.DataFr
     it, paired per image, with the discordant images and McNemar's exact test; with several models a row per model
     (the frame's rate, the placement that fools most, how many fool more, and the answer). ``verdict``: the verdict
     column's heading (:func:`ama.studies.study.deciding`)."""
+    summary = summary if "optimizer" in summary else summary.assign(optimizer=ORIGINAL)
     if summary.model.nunique() > 1:
         rows = []
-        for model, g in summary.groupby("model", sort=False):
+        for (model, optimizer), g in summary.groupby(["model", "optimizer"], sort=False):
             frame, others = g[g.location == "frame"], g[g.location != "frame"]
             best = others.sort_values("fooling_rate").iloc[-1]
-            rows.append({"model": model, "the frame fools": pct(frame.fooling_rate.iloc[0]) if len(frame) else "–",
+            rows.append({"model": model, "attack": optimizer, "the frame fools": pct(frame.fooling_rate.iloc[0]) if len(frame) else "–",
                          "placement that fools most": f"{LOCATION_NAMES.get(best.location, best.location)} "
                                                       f"{pct(best.fooling_rate)}",
                          "fool more (of the others)": f"{int((others.fooling_rate > frame.fooling_rate.max()).sum())}"
                                                       f" of {len(others)}",
                          "is the margin special?": margin_special(g)})
         return pd.DataFrame(rows)
+    attack = {"attack": "optimizer"} if summary.optimizer.nunique() > 1 else {}
     return readable(summary, {
-        "placement": lambda r: LOCATION_NAMES.get(r.location, r.location),
+        **attack, "placement": lambda r: LOCATION_NAMES.get(r.location, r.location),
         "fools (95% CI)": lambda r: interval_text(r.fooling_rate, r.fooling_low, r.fooling_high, percent=True),
         "CAM cosine": "cam_cosine",
         "frame minus it, paired": lambda r: interval_text(r.frame_minus_fooled, r.gap_low, r.gap_high, True,
@@ -123,22 +139,27 @@ def location_finding(summary: pd.DataFrame, verdict: str = "verdict") -> Finding
     """The report's finding of the location control (:func:`location_summary` rows, their verdicts those that decide,
     headed ``verdict``): is the margin special, in one sentence, and :func:`location_table`."""
     e, n_px, n = int(summary.e.min()), int(summary.mask_pixels.iloc[0]), int(summary.n_images.max())
-    by_model = {m: margin_special(g) for m, g in summary.groupby("model", sort=False)}
+    summary = summary if "optimizer" in summary else summary.assign(optimizer=ORIGINAL)
+    by_model = {m: margin_special(g) for m, g in summary.groupby(["model", "optimizer"], sort=False)}
     answers = {HOLDS: "yes: the frame fools more than every other placement",
                FAILS: "no: a placement of as many pixels fools more than the frame",
                INCONCLUSIVE: "not decided on this run"}
-    if len(by_model) == 1:
-        first = summary[summary.location != "frame"].sort_values("fooling_rate").iloc[-1]
-        frame = summary[summary.location == "frame"].fooling_rate
-        sentence = (f"{answers[next(iter(by_model.values()))].capitalize()}. On {n} images the "
-                    f"{e}-pixel frame fools {pct(frame.iloc[0]) if len(frame) else '–'}; its {n_px} pixels placed "
-                    f"elsewhere fool up to {pct(first.fooling_rate)} "
-                    f"({LOCATION_NAMES.get(first.location, first.location)}).")
+    if summary.model.nunique() == 1:
+        parts = []
+        for (_, optimizer), answer in by_model.items():
+            g = summary[summary.optimizer == optimizer]
+            first = g[g.location != "frame"].sort_values("fooling_rate").iloc[-1]
+            frame = g[g.location == "frame"].fooling_rate
+            parts.append(f"with {optimizer}, {answers[answer].split(':')[0]}: the frame fools "
+                         f"{pct(frame.iloc[0]) if len(frame) else '–'}, its pixels elsewhere up to "
+                         f"{pct(first.fooling_rate)} ({LOCATION_NAMES.get(first.location, first.location)})")
+        sentence = (f"Is the {e}-pixel frame's margin special, against its {n_px} pixels placed elsewhere on {n} "
+                    f"images? " + "; ".join(parts) + ".")
     else:
         counts = pd.Series(by_model).value_counts()
         sentence = (f"Per model, on {n} images, the {e}-pixel frame against its {n_px} pixels "
                     f"placed elsewhere: " + "; ".join(f"{answers[v]} for {k} of {len(by_model)} models"
-                                                       for v, k in counts.items()) + ".")
+                                                       for v, k in counts.items()) + " (model x attack).")
     return Finding(sentence, location_table(summary, verdict))
 
 
@@ -171,10 +192,14 @@ STUDY = register(Study(
     question="Is the margin special? The same attack on the same number of pixels elsewhere",
     tables=(Table("attack_location", "image x location: the reference attack on as many pixels as the frame, elsewhere"),
             Table("attack_location_summary", "location: its fooling rate and the frame minus it, paired", "summary", verdicts=Verdicts("frame_minus_fooled", "gap_low", "gap_high", 0.0,
-                                                lambda r: f"the frame fools more than {r.location}, e = {r.e}"))),
+                                                lambda r: f"the frame fools more than {r.location} "
+                                                          f"({getattr(r, 'optimizer', ORIGINAL)}), e = {r.e}"))),
     figures=(Figure("attack_location", "the location control's fooling rates",
                     lambda folder: location_control_figure(folder.read(TABLES.attack_location_summary)),
                     caption=_caption),),
     compute=_compute,
     summarise=lambda tables: {TABLES.attack_location_summary: location_summary(tables[TABLES.attack_location])},
-    keys=("location",), section=_section))
+    keys=("location", "optimizer"), section=_section,
+    # the effect to detect: the evidence run's frame vs ring 8 and ring 32 (0 vs 4 of 20 images differ), in a family of
+    # 6 placements x 2 attacks: 56 images for 80% power at Holm's strictest level (make study PROFILE=location: 60)
+    power=PairedEffect(0.0, 0.2, family=12, source="the evidence run's frame vs ring 8: 0 vs 4 of 20 images differ")))

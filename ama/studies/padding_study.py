@@ -8,7 +8,7 @@ classifies correctly (:func:`ama.inputs.protocol.select`), so each comparison is
   mass ratio), the fooling rate of each optimiser of the attack's ablation at each ``e``, and whether the margin is
   special (the location control, :func:`ama.studies.location.margin_special`);
 * :func:`padding_tests`: per base model, ``e`` and optimiser, each zero-padded variant (TF "same" as trained,
-  symmetric zeros) against each non-zero one (reflect, replicate): fooled minus fooled paired per image (Newcombe's
+  symmetric zeros) against each non-zero one (reflect, replicate): fooled minus fooled paired per image (McNemar's exact
   interval, McNemar's exact test), p-values on both sides (the study's family, `padding`);
 * :func:`zero_padding_verdict`: *holds* when some comparison's Holm-adjusted (within these comparisons) one-sided p
   that zero padding fools more is below 0.025; *does not hold* when every paired difference's upper 95% bound is
@@ -55,7 +55,7 @@ def _flip(ablation: pd.DataFrame) -> pd.DataFrame:
 def variant_table(run_dir: Path) -> pd.DataFrame | None:
     """One row per model of a base with padding variants in the run: ``base``, ``padding`` (in words), ``top1``,
     ``top5`` (the set's, exact intervals), ``frame_erf_mass`` (the mean margin mass ratio at the smallest ``e``, per
-    image first, BCa interval), ``fooling_<optimizer>_e<e>`` (the ablation's) and ``margin_special`` (the location
+    image first, t interval), ``fooling_<optimizer>_e<e>`` (the ablation's) and ``margin_special`` (the location
     control's verdict); None when the run has no two paddings of one model."""
     tables = Path(run_dir) / "tables"
     acc, mis, abl, loc = (read_table(tables, t) for t in (TABLES.clean_accuracy, TABLES.misalignment,
@@ -86,7 +86,7 @@ def variant_table(run_dir: Path) -> pd.DataFrame | None:
 
 def padding_tests(ablation: pd.DataFrame) -> pd.DataFrame:
     """Per base model x ``e`` x optimiser of the ablation's 8-bit flip rows, each pair (zero-padded variant, non-zero
-    variant): ``zero_minus_other`` = the zero-padded variant's fooled minus the other's, paired per image (Newcombe's
+    variant): ``zero_minus_other`` = the zero-padded variant's fooled minus the other's, paired per image (McNemar's exact
     ``low`` / ``high``), the discordant images (``zero_only``, ``other_only``), McNemar's exact ``p_value``, the
     ``verdict`` against 0 and ``p_holds`` / ``p_fails``; also the symmetric-zero variant against the as-trained one
     (``other`` = ``tf_same``: does the uneven TF padding matter?). Empty without two paddings of one model.

@@ -3,7 +3,7 @@ reference attack confined to one side.
 
 * **Per-side ERF mass** (:func:`ama.studies.controls.side_mass_summary`, notebook 02's): per image the mean over cells of ``side_mass_ratio_<side>``
   (:func:`ama.kernels.receptive_field.misalignment`: the ERF mass on that side / that side's share of the image), per
-  cell column and row too; left minus right and top minus bottom paired per image (BCa interval, 0 = balanced).
+  cell column and row too; left minus right and top minus bottom paired per image (t interval, 0 = balanced).
 * **One-side attack** (:func:`side_attack`, :func:`side_attack_summary`): the reference attack at the smallest ``e``
   with its mask one side of the frame (corners on the left / right sides, :func:`ama.geometry.frame_sides`); fooled
   per side with the exact interval, left against right and top against bottom paired per image (McNemar exact).
@@ -48,7 +48,7 @@ def side_attack(model, x: torch.Tensor, names: Sequence[str], params, labels=Non
 def side_attack_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per model and ``e`` of :func:`side_attack` rows: each side's fooling rate (exact interval) and mean CAM cosine;
     per pair of opposite sides (rows ``side`` = ``left - right``, ``top - bottom``) the first's fooled minus the
-    second's paired per image (Newcombe's interval), the discordant images and McNemar's exact ``p_value`` with the
+    second's paired per image (McNemar's exact interval), the discordant images and McNemar's exact ``p_value`` with the
     verdict against 0."""
     rows = []
     for (model, e), g in table.groupby(["model", "e"], sort=False):

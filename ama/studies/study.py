@@ -111,7 +111,9 @@ class Inputs:
 class Study:
     """One question, declared once (see the module docstring): ``name`` (its ``STUDIES`` value), ``question`` (the
     report's and the notebook's heading), what it computes and writes, ``judges`` (verdicts it reads off a table
-    another notebook writes, by that table's name), how the report states it; ``always`` True for a study every run computes from what it has (``STUDIES`` does not name it)."""
+    another notebook writes, by that table's name), how the report states it; ``always`` True for a study every run computes from what it has (``STUDIES`` does not name it);
+    ``power`` the effect it must detect (:class:`ama.stats.power.PairedEffect`), from which its images are planned:
+    the profile named after it (:data:`ama.params.PROFILES`) gives it at least that many (tested)."""
 
     name: str
     question: str
@@ -126,6 +128,7 @@ class Study:
     section: Callable[[Path], "Finding | None"] | None = None
     always: bool = False
     notebook: str = "05"
+    power: object = None
 
     def in_run(self, params) -> bool:
         """Does a run of ``params`` (:class:`ama.params.RunParams`) compute it? Those its ``STUDIES`` name, and an

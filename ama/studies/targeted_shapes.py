@@ -139,7 +139,7 @@ def _summary_row(g: pd.DataFrame, t: pd.DataFrame, optimizer: str) -> dict:
 
 def targeted_summary(rows: pd.DataFrame, targets: pd.DataFrame) -> pd.DataFrame:
     """Per model x glyph (and :data:`BOTH`) x ``e`` x optimiser (8-bit): ``n_targets``, ``n_skipped``, ``n_attacked``, the
-    share ``reached`` with its 95% interval (one glyph: exact over images; both: per image the mean, BCa) and the
+    share ``reached`` with its 95% interval (one glyph: exact over images; both: per image the mean, t) and the
     mean ``target_cosine``; for an attack its reached share minus the random frame's and, for the strongest
     optimiser, minus the reference's, paired per image (``vs_random*``, ``vs_reference*``: value, ``_low``,
     ``_high``, ``_p`` the exact test on the images that differ). ``rows``, ``targets``: of
