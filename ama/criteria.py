@@ -40,6 +40,13 @@ TAU_CURVE = (0.1, 0.25, 0.5, 0.75, 0.9)
 """The null's quantiles at which every run states claim 3's joint share (the tau curve): the declared one, stricter
 and more lenient."""
 
+PADDING_EQUIVALENCE = {"cam_drop": 0.05, "margin_drop": 1.0, "log2_e": 0.5, "fooled": 0.10}
+"""The padding study's equivalence margins (:mod:`ama.studies.padding_leverage`), per paired outcome: a padding's
+difference from symmetric zeros is *equivalent* to none when its 95% interval lies within plus or minus this. The CAM's
+cosine drop: 0.05, a third of the gap between symmetric zeros and TF padding on the models run's 8 images (0.976 vs
+0.824); the clean logit margin's drop: 1 logit, about the spread of the margin between seeds; the smallest fooling
+width: half a doubling (log2 px); fooled: 10 points."""
+
 TARGET_SKIP = 0.8
 """Targeted shapes: a target whose cosine to the clean CAM is already at least this is not attacked (skipped, counted)."""
 

@@ -18,6 +18,7 @@ from ama.attack import marginal as attack
 from ama.attack.result import GridKey, OptimizerKey
 from ama.geometry import check_frame_width
 from ama.params import N_IMAGES, PROFILES, ParamsError, RunParams
+from ama.params import OWN_MODELS
 from ama.params import STUDIES as PARAMS_STUDIES
 from ama.runs import folder as runs, shards
 from ama.runs.check import compare_tables
@@ -306,7 +307,9 @@ def test_notebook_05_computes_the_studies_a_run_names(tiny_model, images32):
     assert set(alone) == {TABLES.attack_location}
     sides = experiments.run("beyond", tiny_model, images32[:2], names, RunParams(**base, studies="sides defence"))
     assert set(sides) == {TABLES.attack_sides, TABLES.border_defence}
-    assert RunParams(studies="all").studies == RunParams(studies=list(reversed(PARAMS_STUDIES))).studies
+    everything = [s for s in PARAMS_STUDIES if s not in OWN_MODELS]  # a study with its own model set only when named
+    assert RunParams(studies="all").studies == RunParams(studies=list(reversed(everything))).studies
+    assert "padding_leverage" in PARAMS_STUDIES and "padding_leverage" not in RunParams(studies="all").studies
     with pytest.raises(ParamsError, match="studies must be one or more of"):
         RunParams(studies="transfer speed")
     assert RunParams(studies="all").run_name().endswith("_studiesall")

@@ -13,8 +13,7 @@ import torch
 from .. import geometry
 from ..geometry import CELL_KINDS
 from ..kernels import receptive_field as rf
-from ..stats.intervals import clopper_pearson, pooled, t_interval
-from ..stats.intervals import median_interval as _median_interval
+from ..stats.intervals import clopper_pearson, median_interval, pooled, t_interval
 from ..stats.rows import eight_bit
 from . import plots
 
@@ -51,12 +50,6 @@ def attack_across_models_figure(summary: pd.DataFrame):
 
 
 # --- notebook 01: occlusion ----------------------------------------------------------------------------
-def median_interval(values) -> tuple[float, float]:
-    """The 95% interval of the median of per-image ``values`` that inverts the sign test, as claim 2's verdict
-    computes it (:func:`ama.stats.intervals.median_interval`)."""
-    return _median_interval(values)
-
-
 def occlusion_irf_figure(irf: pd.DataFrame, moved_bar: float | None = None):
     """Keep-IRF and occlude-IRF as claim 2's verdict reads them: per image the median ``|rel_change|`` over its cells
     and fills (grey points, jittered, behind), and the median over images with its order-statistic 95% interval (bold, on top),

@@ -15,6 +15,7 @@ parameters, before its first forward pass (:func:`ama.kernels.cam_model.freeze`)
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -25,8 +26,10 @@ import torch.nn as nn
 
 from ..kernels.cam_model import IMAGENET_MEAN, IMAGENET_STD, CAMModel, ModelError, Preprocessing, freeze
 from ..params import DEFAULT_MODEL
+from ..paths import RESULTS_DIR, atomic_write
 from .devices import resolve_device
-from .padding import PADDINGS, parse_variant, repad, variant_name
+from .images import load_records
+from .padding import PADDINGS, held_out, parse_variant, recal_base, recalibrate, repad, variant_name
 
 # name -> torchvision weights enum attribute path (IMAGENET1K_V1, as in the paper's code)
 PAPER_MODELS = OrderedDict(
@@ -359,6 +362,8 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = No
     ``checkpoint``: a local state-dict file that replaces the pretrained weights.
     ``device``: ``None`` or ``"auto"`` -> CUDA when present, else CPU.
     """
+    if recal_base(name) is not None:  # the base's BatchNorm statistics re-estimated under its padding
+        return _recalibrated(name, device, checkpoint)
     if name in PAPER_MODELS:
         parts = _paper_model(name, checkpoint)
     elif name in LITE_MODELS:
@@ -373,6 +378,26 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = No
     backbone, fc, prep = parts
     classes = imagenet_class_names() if fc.out_features == 1000 else None
     return CAMModel(name, backbone, fc, prep, classes).to(resolve_device(device))
+
+
+def _recalibrated(name: str, device, checkpoint) -> CAMModel:
+    """A ``-recal`` model (:mod:`ama.inputs.padding`): its base loaded, its BatchNorm statistics re-estimated on the
+    held-out images, or read back from the shared cache (``$AMA_CACHE``, else ``results/.cache``; keyed by the name,
+    the held-out images and torch's version; not with a ``checkpoint``)."""
+    model = load_model(recal_base(name), device, checkpoint)
+    records = held_out()
+    key = hashlib.sha256(repr((name, [r.name for r in records], torch.__version__)).encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("AMA_CACHE") or RESULTS_DIR / ".cache") / f"recal_{name}_{key}.pt"
+    if checkpoint is None and cache.is_file():
+        model.load_state_dict({**model.state_dict(), **torch.load(cache, map_location=model.device)})
+    else:
+        recalibrate(model, load_records(records, model).images)
+        if checkpoint is None:
+            stats = {k: v.cpu() for k, v in model.state_dict().items() if "running_" in k}
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(cache, write=lambda path: torch.save(stats, path))
+    model.name = name
+    return freeze(model)
 
 
 def load_factory_model(spec: str, device: str | torch.device | None = None) -> CAMModel:

@@ -27,6 +27,7 @@ from ..stats.intervals import Estimate
 from ..store.tables import save_table, write_csv
 from .images import ImageLoadError, ImageRecord, list_images, load_records, open_image
 from .models import run_model
+from .padding import held_out, recal_base
 
 BATCH = 50                     # images per forward pass of the accuracy pass
 TOP_K = 5
@@ -176,8 +177,13 @@ def readable(records: list[ImageRecord]) -> list[ImageRecord]:
 
 def checked_records(params: RunParams) -> list[ImageRecord]:
     """The images of the run's set whose clean predictions a labelled run checks: all of them; FAST: a stratified
-    :data:`~ama.params.FAST_ACCURACY_IMAGES` (unlabelled sets: all their records)."""
+    :data:`~ama.params.FAST_ACCURACY_IMAGES` (unlabelled sets: all their records). A run with a ``-recal`` model
+    (:mod:`ama.inputs.padding`) leaves out the images its statistics were re-estimated on: it neither scores nor
+    reports them."""
     records = list_images(params.images)
+    if any(recal_base(m) is not None for m in params.models):
+        skip = {r.path for r in held_out()}
+        records = [r for r in records if r.path not in skip]
     if labelled(records) and params.fast:  # a smoke run predicts a stratified subset of the set, not all of it
         keep = set(stratified_choice([r.name for r in records], [r.label for r in records],
                                      FAST_ACCURACY_IMAGES, params.seed))

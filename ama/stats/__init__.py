@@ -1,6 +1,6 @@
-"""Statistics over a run's tables: exact and bootstrap intervals, paired tests, three-valued verdicts, and the rows of
+"""Statistics over a run's tables: exact and bootstrap intervals, paired tests, three-valued verdicts, power plans, and the rows of
 the attack's tables a statistic reads."""
-__all__ = ["rows", "intervals"]
+__all__ = ["rows", "intervals", "power"]
 
 
 def __getattr__(name):

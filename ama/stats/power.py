@@ -1,6 +1,7 @@
 """Power plans: how many images a paired yes/no question needs before it is run (``SCIENCE.md`` section 8).
 
-A study that decides a question by McNemar's exact test declares the effect it must detect (:class:`PairedEffect`:
+A study that decides a question by McNemar's exact test (or, for a continuous outcome, the paired t-test:
+:class:`MeanEffect`) declares the effect it must detect (:class:`PairedEffect`:
 the share of images where only the first outcome is yes, and where only the second is) and the family it is judged
 in; :func:`mcnemar_n` gives the images that reach 80% power at the family's strictest Holm level (``alpha / k`` for
 ``k`` verdicts), so a profile that gives the study that many images can answer it either way. The power is exact:
@@ -15,7 +16,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.stats import binom, binomtest
 
-__all__ = ["PairedEffect", "mcnemar_power", "mcnemar_n"]
+__all__ = ["PairedEffect", "MeanEffect", "mcnemar_power", "mcnemar_n"]
 
 POWER = 0.8
 ALPHA = 0.05  # two-sided, the kit's 0.025 on each side
@@ -35,6 +36,24 @@ class PairedEffect:
     def n_images(self, power: float = POWER) -> int:
         """The images that give ``power`` at the family's strictest Holm level (:func:`mcnemar_n`)."""
         return mcnemar_n(self.only_first, self.only_second, ALPHA / self.family, power)
+
+
+@dataclass(frozen=True)
+class MeanEffect:
+    """The effect a paired continuous question must detect: ``d``, the mean paired difference over its standard
+    deviation across images (Cohen's d of the differences), judged by the paired t-test in a family of ``family``
+    verdicts; ``source``: where it was measured, in words."""
+
+    d: float
+    family: int = 1
+    source: str = ""
+
+    def n_images(self, power: float = POWER) -> int:
+        """The images that give ``power`` to the two-sided paired t-test at the family's strictest Holm level
+        (statsmodels' ``TTestPower``), rounded up."""
+        from statsmodels.stats.power import TTestPower
+
+        return int(np.ceil(TTestPower().solve_power(effect_size=self.d, alpha=ALPHA / self.family, power=power)))
 
 
 @lru_cache(maxsize=None)
@@ -61,8 +80,9 @@ def mcnemar_power(n: int, only_first: float, only_second: float, alpha: float = 
 
 def mcnemar_n(only_first: float, only_second: float, alpha: float = ALPHA, power: float = POWER,
               most: int = 2000) -> int:
-    """The fewest images (at most ``most``) at which :func:`mcnemar_power` reaches ``power`` and stays there for the
-    next five (exact power is not monotone in ``n``); ``most`` when none does."""
+    """The fewest images (at most ``most``) at which :func:`mcnemar_power` of ``only_first``, ``only_second`` at level
+    ``alpha`` reaches ``power`` and stays there for the next five (exact power is not monotone in ``n``); ``most`` when
+    none does."""
     for n in range(2, most + 1):
         if all(mcnemar_power(k, only_first, only_second, alpha) >= power for k in range(n, n + 6)):
             return n

@@ -2,7 +2,7 @@
 the studies beyond the paper."""
 __all__ = ["study", "explanations", "attack_summaries", "confidence", "complete_change", "ablation", "targeted_shapes",
            "attack_experiments", "attack_examples", "transfer", "faithfulness", "controls", "border_defence", "sides",
-           "location", "padding_study", "claims", "captions", "erf_definitions", "registry", "beyond", "experiments"]
+           "location", "padding_study", "padding_leverage", "claims", "captions", "erf_definitions", "registry", "beyond", "experiments"]
 
 
 def __getattr__(name):
