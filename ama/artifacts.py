@@ -91,6 +91,7 @@ TABLES = _Declared("table", [
     ("03", "cam_null", "model x pair of unrelated images: the cosine of their clean CAMs (claim 3's null)"),
     ("03", "attack_complete_change", "model x e x optimiser and the random frame: completely changed, fooled and both"),
     ("03", "attack_tau_curve", "model x e x optimiser x null quantile: fooled and completely changed at that tau"),
+    ("03", "attack_restarts", "model: claim 3's joint share per start and best of the run's k starts (its seeds)"),
     ("03", "attack_targets", "image x glyph: the target's cosine to the clean CAM; attacked or skipped"),
     ("03", "attack_targeted", "target x e x optimiser and the random frame: the cosine to the target, reached"),
     ("03", "attack_targeted_summary", "e x glyph x optimiser: targets reached, paired against the random frame"),

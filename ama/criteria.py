@@ -14,7 +14,13 @@ flat ERF already puts most of its mass outside a small IRF, so this bar can hard
 
 KEEP_IRF_CHANGE = 0.10
 """Claim 2: filling everything outside a cell's IRF moves the cell when its raw CAM changes by more than this share of
-the map's range (per image the median over cells and fills; then the median over images)."""
+the map's range (per image the median over cells; then the median over images), with the fill :data:`CLAIM2_FILL`."""
+
+CLAIM2_FILL = "blur"
+"""Claim 2's fill, the one that decides: a blurred copy of the image keeps its colours and coarse layout, so the
+cell sees the least unnatural input outside its IRF (black, the mean colour and noise are inputs no photo holds and
+move a cell more). The other fills, and every fill pooled, stand beside it; a run without it (FAST: two fills) pools
+its fills."""
 
 MARGIN_MOVES_INTERIOR = 0.01
 """Claim 2's second part: a 1-pixel margin occlusion moves an interior cell (one whose IRF never touches the margin)
@@ -74,8 +80,8 @@ def criteria_text() -> str:
 cell's IRF than the aligned null: a Gaussian as wide as the cell's measured ERF, centred on its IRF, cut to the image. \
 Per image the mean over the kind's cells, then over images; the difference must exceed 0.
 2. **Occlusion outside the IRF moves the cell**: filling everything outside a cell's IRF changes its raw CAM by \
-more than {pct(KEEP_IRF_CHANGE)} of the map's range (per image the median over cells and fills, then the median \
-over images). Beside it: a 1-pixel margin occlusion moves interior cells, whose IRF never touches the margin, by \
+more than {pct(KEEP_IRF_CHANGE)} of the map's range (per image the median over cells, then over images), filled \
+with a {CLAIM2_FILL}red copy (the other fills beside). Beside it: a 1-pixel margin occlusion moves interior cells, whose IRF never touches the margin, by \
 more than {pct(MARGIN_MOVES_INTERIOR)}.
 3. **A 1-pixel frame changes both**: at the smallest ``e`` the reference attack (8-bit) fools the model and \
 *completely changes* the CAM (cosine to the clean CAM at most the median cosine between two unrelated images' CAMs) \

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import make_tiny_model
 
 from ama.attack.marginal import marginal_attack
 from ama.geometry import frame_mask
@@ -63,3 +64,28 @@ def test_clean_cost_counts_the_images_the_defence_loses(tiny_model, monkeypatch)
     row = cost[(cost.defence == "replicate") & (cost.e == 2)].iloc[0]
     assert row.defended_top1 == pytest.approx(kept.mean().item()) and row.lost == int((kept == 0).sum())
     assert row.gained == 0
+
+
+def test_the_defence_is_counted_on_the_fooled_images_and_attacked_on_the_ring_it_copies():
+    """Issue 42, item 8: ``restored`` is a share of the fooled images; the adaptive attack changes only the ring at
+    depth e, which ``replicate`` copies outwards, and goes through the defence."""
+    from ama.params import RunParams
+
+    rows = pd.DataFrame(dict(model="m", e=1, optimizer="sign", defence="replicate", image=list("abcd"), label=0,
+                             fooled=[True, True, False, False], restored=[True, False, True, True],
+                             clean_kept=True, cam_cosine=0.9, defended_cam_cosine=0.95, same_as_clean=True))
+    s = bd.defence_summary(rows).iloc[0]
+    assert s.n_fooled == 2 and s.restored == 0.5 and s.clean_kept == 1.0  # not 3 of 4: the unfooled count for nothing
+    ring = bd.ring_mask((32, 32), 2)
+    assert ring.sum() == 4 * (32 - 2 * 2) - 4 and not ring[:2].any() and ring[2, 2:30].all()
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(bd.defend(x, 2)[..., 0, 2:30], x[..., 2, 2:30])  # the ring is what it copies
+    model = make_tiny_model()
+    defended = bd.defended_model(model, 2)
+    assert torch.equal(defended(x), model(bd.defend(x, 2)))
+    adaptive = bd.adaptive_rows(model, x, ["a"], torch.tensor([-1]), RunParams(n_iter=3, e=(2,)),
+                                            "sign", 2)
+    assert adaptive.ring_pixels.iloc[0] == int(ring.sum()) and len(adaptive) == 1
+    frame = rows.assign(image="a").iloc[:1]
+    summary = bd.adaptive_summary(adaptive.assign(e=1), frame)
+    assert summary.n_images.iloc[0] == 1 and {"ring_fooled", "frame_fooled", "ring_minus_frame"} <= set(summary)

@@ -82,9 +82,10 @@ def test_misalignment_baselines_and_the_verdict_per_upsampling():
     est = controls.misalignment_baselines(rows[rows.upsampling == "bilinear"])
     assert est["erf"].value == pytest.approx(0.83) and est["uniform"].value == pytest.approx(0.89)
     assert est["offset"].value == pytest.approx(0.13) and est["offset"].verdict(0.0) == HOLDS
-    v = controls.misalignment_by_upsampling(rows, 0.5).set_index("upsampling")
+    v = controls.misalignment_by_upsampling(rows).set_index("upsampling")  # judged against the aligned null
     assert v.verdict.to_dict() == {"bilinear": HOLDS, "bicubic": FAILS}
     assert v.loc["bicubic", "erf_mass_outside_irf"] == pytest.approx(0.43)
+    assert v.loc["bicubic", "null_gap"] == pytest.approx(-0.07) and v.loc["bilinear", "null_gap"] == pytest.approx(0.13)
 
 
 # --- claim 2 per area ----------------------------------------------------------------------------------------------

@@ -242,9 +242,10 @@ def test_claim_1_is_judged_against_the_aligned_null_for_every_cell_kind():
     rows = pd.DataFrame(dict(model="m", image=["a", "a", "b", "b"] * 2, cell_kind=["centre", "corner"] * 4,
                              erf_mass_outside_irf=[0.8, 0.9, 0.82, 0.93, 0.8, 0.9, 0.82, 0.93],
                              centred_gaussian_mass_outside_irf=[0.7, 0.8, 0.71, 0.85, 0.7, 0.8, 0.71, 0.85]))
+    rows = pd.concat([rows.assign(image=rows.image + s) for s in "123"])  # 6 images: the t-test can decide
     gaps = aligned_null_gaps(rows)
     assert list(gaps) == ["corner", "centre"]  # ama.geometry.CELL_KINDS order
     assert gaps["centre"].value == pytest.approx((0.1 + 0.11) / 2) and gaps["corner"].value == pytest.approx(0.09)
     assert misalignment_outcome(gaps) == "holds"
-    flat = rows.assign(centred_gaussian_mass_outside_irf=rows.erf_mass_outside_irf + [0.0, 0.01] * 4)
+    flat = rows.assign(centred_gaussian_mass_outside_irf=rows.erf_mass_outside_irf + [0.0, 0.01] * 12)
     assert misalignment_outcome(aligned_null_gaps(flat)) in ("inconclusive", "does not hold")  # corner: not above

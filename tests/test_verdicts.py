@@ -48,9 +48,9 @@ def test_the_verdict_table_adjusts_within_each_family(tmp_path):
     transfer.to_csv(tmp_path / "tables" / f"{TABLES.transfer_verdicts}.csv", index=False)
     table = verdicts.verdict_table(tmp_path).set_index("verdict_of")
     assert set(table.family) == {"location", "transfer"}  # a family per question; no claim tables: no claims' rows
-    ring8 = table.loc["the frame fools more than ring8, e = 1"]
+    ring8 = table.loc["the frame fools more than ring8 (sign), e = 1"]
     assert ring8.p_holds_holm == pytest.approx(0.03) and ring8.holm_verdict == "inconclusive" and ring8.changed
-    assert table.loc["the frame fools more than random, e = 1"].p_holds_holm == pytest.approx(0.03)  # step-down max
+    assert table.loc["the frame fools more than random (sign), e = 1"].p_holds_holm == pytest.approx(0.03)  # step-down max
     assert table.loc["the attack transfers to layercam (sign, e = 1)"].holm_verdict == "holds"  # a family of one
     families = verdicts.family_table(table.reset_index()).set_index("how many")
     assert families.loc[3, "family"] == "location" and families.loc[3, "changed by Holm"] == 3

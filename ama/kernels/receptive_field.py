@@ -24,7 +24,7 @@ from .upsampling import label, upsample
 
 __all__ = ["SUPPORT_EPS", "implicit_receptive_field", "irf_support", "effective_receptive_field", "normalize_mass",
            "theoretical_receptive_field", "erf_centroid", "erf_extent", "irf_width", "erf_spread",
-           "gaussian_mass_outside", "gaussian_centroid", "erf_ranks", "misalignment", "misalignment_table",
+           "gaussian_mass_outside", "gaussian_centroid", "recentred_mass_outside", "erf_ranks", "misalignment", "misalignment_table",
            "MISALIGNMENT_MEASURES", "misalignment_summary", "margin_mass_ratio_long", "margin_mass_ratio_summary"]
 
 SUPPORT_EPS = 1e-6
@@ -163,6 +163,29 @@ def erf_spread(erf: torch.Tensor) -> torch.Tensor:
     return torch.stack([var_y, var_x], -1).sqrt()
 
 
+def recentred_mass_outside(erf: torch.Tensor, support: torch.Tensor, centroid: torch.Tensor,
+                           centres: torch.Tensor) -> torch.Tensor:
+    """Claim 1's re-centred null: the mass outside each cell's IRF ``support`` ``(n, H, W)`` of the measured ERF ``(B,
+    n, H, W)`` shifted by whole pixels so that its ``centroid`` ``(B, n, 2)`` lands on the cell's centre ``centres``
+    ``(n, 2)`` (what falls off the image is dropped, the rest renormalised): the ERF's own shape and noise without its
+    offset, where the Gaussian null is a noiseless shape. ``(B, n)``; NaN for an all-zero map."""
+    B, n, H, W = erf.shape
+    shift = (centres[None] - centroid).round()
+    out = torch.full((B, n), float("nan"), device=erf.device)
+    for b in range(B):
+        for k in range(n):
+            if not torch.isfinite(shift[b, k]).all():
+                continue
+            dy, dx = int(shift[b, k, 0]), int(shift[b, k, 1])
+            moved = torch.zeros_like(erf[b, k])
+            moved[max(dy, 0):H + min(dy, 0), max(dx, 0):W + min(dx, 0)] = \
+                erf[b, k, max(-dy, 0):H + min(-dy, 0), max(-dx, 0):W + min(-dx, 0)]
+            total = moved.sum()
+            if total > 0:
+                out[b, k] = (moved * (~support[k])).sum() / total
+    return out
+
+
 def gaussian_mass_outside(support: torch.Tensor, centres: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
     """Claim 1's width-only baseline: the mass outside each cell's IRF ``support`` ``(n, H, W)`` of an axis-aligned
     Gaussian centred on the cell's centre ``centres`` ``(n, 2)`` with standard deviations ``spread`` ``(..., n, 2)``
@@ -213,7 +236,9 @@ def misalignment(erf: torch.Tensor, irf: torch.Tensor, e=1, align_corners: bool 
     largest ERF with the IRF support, ``q`` the support's area), ``irf_support_px``; the baselines of the first measure: ``uniform_mass_outside_irf`` (a flat ERF,
     ``1 - irf_support_px / (H W)``) and ``centred_gaussian_mass_outside_irf`` (a Gaussian of the ERF's own spread
     centred on the cell, :func:`gaussian_mass_outside`: what the width alone gives, without the offset; claim 1's
-    aligned null) and ``null_centroid_distance_px`` (that Gaussian's centroid to the cell's centre, non-zero where the
+    aligned null), ``recentred_mass_outside_irf`` (the measured ERF shifted onto the cell's centre,
+    :func:`recentred_mass_outside`: its own shape and noise without the offset), ``offset_x_px`` / ``offset_y_px`` (the
+    ERF centroid minus the cell's centre; positive: right / down) and ``null_centroid_distance_px`` (that Gaussian's centroid to the cell's centre, non-zero where the
     image cuts it: :func:`gaussian_centroid`); for several
     ``e`` (a sequence)
     ``margin_mass_ratio`` is the first one's and ``margin_mass_ratio_e<e>`` columns follow for each.
@@ -247,6 +272,8 @@ def misalignment(erf: torch.Tensor, irf: torch.Tensor, e=1, align_corners: bool 
     dist = (centroid - centres).norm(dim=-1)
     spread = erf_spread(erf)
     gaussian = gaussian_mass_outside(support, centres, spread)             # (B, n)
+    recentred = recentred_mass_outside(erf, support, centroid, centres)    # (B, n)
+    offset = centroid - centres                                            # (B, n, 2): (y, x), + is down / right
     null_dist = (gaussian_centroid((H, W), centres, spread) - centres).norm(dim=-1)
     uniform = 1 - support.flatten(1).float().mean(1)                       # (n,)
     margin_ratio = {w_: (erf * m).sum((-2, -1)) / m.float().mean() for w_, m in borders.items()}
@@ -269,6 +296,9 @@ def misalignment(erf: torch.Tensor, irf: torch.Tensor, e=1, align_corners: bool 
                 erf_mass_outside_irf=float("nan") if empty else outside[b, k].item(),
                 uniform_mass_outside_irf=uniform[k].item(),
                 centred_gaussian_mass_outside_irf=float("nan") if empty else gaussian[b, k].item(),
+                recentred_mass_outside_irf=float("nan") if empty else recentred[b, k].item(),
+                offset_x_px=float("nan") if empty else offset[b, k, 1].item(),
+                offset_y_px=float("nan") if empty else offset[b, k, 0].item(),
                 centroid_distance_px=float("nan") if empty else dist[b, k].item(),
                 null_centroid_distance_px=float("nan") if empty else null_dist[b, k].item(),
                 margin_mass_ratio=float("nan") if empty else margin_ratio[widths[0]][b, k].item(),

@@ -22,7 +22,8 @@ from ..stats.rows import eight_bit, original_attack
 from ..store.tables import interval_text, p_text, read_table, readable
 from ..studies import complete_change
 from ..studies.ablation import ablation_summary
-from ..studies.claims import CLAIMS_FAMILY, PAPER_WORDS, Claim, aligned_null_gaps, fill_changes, keep_irf_change, model_table
+from ..studies.claims import (CLAIMS_FAMILY, PAPER_WORDS, Claim, aligned_null_gaps, claim2_change, claim2_rows,
+                              fill_changes, keep_irf_change, model_table)
 from ..studies.controls import per_area_influence
 from ..studies.location import LOCATION_NAMES
 from ..studies.registry import studies
@@ -64,8 +65,9 @@ def _statistic(c: Claim, run_dir: Path) -> str:
                                                        for _, r in c.table.iterrows())
     if c.number == 2:
         keep = read_table(tables, TABLES.occlusion_keep_irf)
-        e = keep_irf_change(keep)
-        return f"median change {pct(e.value)} ({pct(e.low)} to {pct(e.high)}), {e.n} images"
+        e, fill, pooled_all = claim2_change(keep), claim2_rows(keep)[1], keep_irf_change(keep)
+        return (f"median change {pct(e.value)} ({pct(e.low)} to {pct(e.high)}), {fill}, {e.n} images; every fill "
+                f"pooled {pct(pooled_all.value)}")
     joint = complete_change.from_tables(tables)
     metrics = read_table(tables, TABLES.attack_metrics)
     if joint is None or metrics is None:
@@ -92,7 +94,7 @@ def _sensitivity(c: Claim, run_dir: Path) -> str:
     """What could change the claim's verdict, with the run's number where it has one."""
     tables = _tables(run_dir)
     if c.number == 1:
-        return "the upsampling that defines the IRF; noise in one image's ERF"
+        return _upsampling_sensitivity(run_dir) + "; noise in one image's ERF"
     if c.number == 2:
         keep = read_table(tables, TABLES.occlusion_keep_irf)
         fills = fill_changes(keep)
@@ -101,6 +103,18 @@ def _sensitivity(c: Claim, run_dir: Path) -> str:
     strict = tau_sensitivity(run_dir)
     return (f"tau: at the null's 25th percentile {strict}" if strict else "tau, the cosine that counts as "
             "completely changed") + "; the optimiser"
+
+
+def _upsampling_sensitivity(run_dir: Path) -> str:
+    """Claim 1 under the run's other upsamplings, by the same statistic (the aligned null's gap, Holm within them)."""
+    rows = read_table(_tables(run_dir), TABLES.misalignment_upsampling_verdicts)
+    if rows is None or rows.empty or "null_gap" not in rows:
+        return "the upsampling that defines the IRF"
+    rows, _ = deciding(run_dir, TABLES.misalignment_upsampling_verdicts, rows)
+    low = rows.loc[rows.null_gap.idxmin()]
+    held = int((rows.verdict == HOLDS).sum())
+    return (f"the upsampling: {held} of {len(rows)} hold (smallest gap: {low.upsampling}, "
+            f"{100 * low.null_gap:+.1f} points)")
 
 
 def tau_sensitivity(run_dir: Path, quantile: float = 0.25) -> str | None:
@@ -185,7 +199,15 @@ def _claim1_bullets(run_dir: Path, c: Claim) -> list[str]:
         same = defs.groupby("definition").claim1.first().nunique() == 1
         out.append("Measured by occlusion instead of gradients, the ERF gives claim 1 "
                    + ("the same verdict." if same else "a different verdict."))
-    if mis is not None and "null_centroid_distance_px" in mis:
+    if mis is not None and "recentred_mass_outside_irf" in mis:  # the offset alone, and its direction
+        centre = mis[mis.cell_kind == "centre"]
+        alone = pooled(centre.assign(d=centre.erf_mass_outside_irf - centre.recentred_mass_outside_irf), "d")
+        dx, dy = pooled(centre, "offset_x_px"), pooled(centre, "offset_y_px")
+        out.append(f"The offset alone (the ERF against itself shifted onto the cell) adds {100 * alone.value:+.1f} "
+                   f"points ({100 * alone.low:+.1f} to {100 * alone.high:+.1f}); a centre cell's ERF sits "
+                   f"{dx.value:+.1f} px right ({dx.low:+.1f} to {dx.high:+.1f}) and {dy.value:+.1f} px down "
+                   f"({dy.low:+.1f} to {dy.high:+.1f}).")
+    elif mis is not None and "null_centroid_distance_px" in mis:
         centre = mis[mis.cell_kind == "centre"]
         gap = pooled(centre.assign(d=centre.centroid_distance_px - centre.null_centroid_distance_px), "d")
         out.append(f"A centre cell's ERF centroid lies {gap.value:+.1f} px ({gap.low:+.1f} to {gap.high:+.1f}) farther "
@@ -199,8 +221,8 @@ def _claim2_bullets(run_dir: Path, c: Claim) -> list[str]:
     keep, occlude = read_table(tables, TABLES.occlusion_keep_irf), read_table(tables, TABLES.occlusion_occlude_irf)
     if keep is None or keep.empty:
         return [f"**{ANSWER[None]}.**"]
-    e = keep_irf_change(keep)
-    out = [f"**{ANSWER[c.outcome]}**: filling everything outside a cell's IRF changes it by a median {pct(e.value)} "
+    e, fill = claim2_change(keep), claim2_rows(keep)[1]
+    out = [f"**{ANSWER[c.outcome]}**: filling everything outside a cell's IRF ({fill}) changes it by a median {pct(e.value)} "
            f"({pct(e.low)} to {pct(e.high)}) of the map's range, against a bar of {pct(KEEP_IRF_CHANGE)}."]
     fills = fill_changes(keep)
     clear = [f for f, e in fills.items() if e.low > KEEP_IRF_CHANGE]
@@ -257,6 +279,12 @@ def _claim3_bullets(run_dir: Path, c: Claim) -> list[str]:
     if strict:
         out.append(f"With a stricter 'completely changed' (the null's 25th percentile instead of its median) the "
                    f"reference attack fools and completely changes the CAM on {strict}.")
+    starts = read_table(tables, TABLES.attack_restarts)
+    if starts is not None and len(starts) and starts.k.max() > 1:  # restarts: the last bullet's room, or its own
+        r = starts.iloc[0]
+        more = (f"From {int(r.k)} starts the joint event holds on {pct(r.per_start)} of the images per start and "
+                f"{pct(r.best_of_k)} at the best of {int(r.k)}; {int(r.changes_status)} change status between starts.")
+        out = out[:4] + [f"{out[4]} {more}"] if len(out) >= 5 else out + [more]
     return out[:5]
 
 

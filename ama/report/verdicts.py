@@ -17,18 +17,18 @@ import pandas as pd
 
 from ..artifacts import TABLES
 from ..attack.optimizers import ORIGINAL
-from ..criteria import JOINT_RATE, KEEP_IRF_CHANGE, MISALIGNED_MASS
+from ..criteria import JOINT_RATE, KEEP_IRF_CHANGE
 from ..stats.intervals import Estimate, holm, p_verdict
 from ..stats.rows import original_attack
 from ..store.tables import read_table
 from ..studies import complete_change
-from ..studies.claims import CLAIMS_FAMILY, aligned_null_gaps, combine, keep_irf_change
+from ..studies.claims import CLAIMS_FAMILY, aligned_null_gaps, claim2_change, combine
 from ..studies.registry import studies, verdict_tables
 from ..studies.study import Verdicts
 
 CLAIMS = CLAIMS_FAMILY
 FAMILIES = {CLAIMS: "the paper's three claims (claim 1 per cell kind; claim 3: capability and prevalence)",
-            "upsampling": "claim 1 under each upsampling, against the earlier 50% bar",
+            "upsampling": "claim 1 under each upsampling, against the aligned null (centre cells)",
             "ingredients": "which ingredient makes the attack strong"}
 """What the families of the claims' notebooks ask; a study's family is its name (or its table's ``Verdicts.family``)
 and asks its question."""
@@ -37,7 +37,8 @@ and asks its question."""
 # The verdict tables of the claims' notebooks, each with its family; every study declares its own
 # (:func:`ama.studies.registry.verdict_tables`), read between these two in the registry's order.
 CLAIM_CONTROLS = {TABLES.misalignment_upsampling_verdicts: ("upsampling", Verdicts(
-    "erf_mass_outside_irf", "low", "high", MISALIGNED_MASS, lambda r: f"claim 1 under {r.upsampling} upsampling"))}
+    "null_gap", "gap_low", "gap_high", 0.0,
+    lambda r: f"claim 1 under {r.upsampling} upsampling: beyond the aligned null, centre cells"))}
 ATTACK_STUDIES = {TABLES.attack_ingredients_summary: ("ingredients", Verdicts(
     "gain", "gain_low", "gain_high", 0.0, lambda r: f"{r.variant} fools more than the reference, e = {r.e}"))}
 
@@ -70,7 +71,7 @@ def claim_rows(run_dir: Path) -> list[dict]:
                              TABLES.misalignment, gap, 0.0))
     if keep is not None and not keep.empty:
         rows.append(_row(CLAIMS, "claim 2: the keep-IRF median change of a cell", TABLES.occlusion_keep_irf,
-                         keep_irf_change(keep), KEEP_IRF_CHANGE))
+                         claim2_change(keep), KEEP_IRF_CHANGE))
     joint = complete_change.from_tables(tables)
     if joint is not None:
         e = int(original_attack(metrics).e.min())

@@ -9,7 +9,11 @@ the defence is exactly zero). What the defence costs is its clean accuracy (:fun
 
 :func:`defence_rows` gives, per attacked image (the run's saved 8-bit adversarial images), whether the defended
 prediction is back to the true class and the defended CAM's cosine to the clean CAM; :func:`defence_summary` the
-shares with exact intervals. The study ``defence``, declared at the end (:mod:`ama.studies.study`).
+shares with exact intervals, ``restored`` counted on the images the attack fooled (on the others it is their clean
+accuracy, 100% on the protocol's images). The defence is not free of attack: it copies the ring of pixels at depth
+``e`` outwards, and :func:`adaptive_rows` attacks that ring through the defence (:func:`defended_model`), the same
+attack and budget as the frame's, so that its fooling rate stands beside the undefended frame's. The study ``defence``,
+declared at the end (:mod:`ama.studies.study`).
 """
 from __future__ import annotations
 
@@ -20,13 +24,17 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+import torch.nn as nn
+
 from ..artifacts import TABLES
+from ..attack.marginal import attack_batch, marginal_attack
 from ..attack.optimizers import ORIGINAL
 from ..attack.result import AttackResult
 from ..inputs.images import load_records
 from ..inputs.protocol import checked_records, labelled
 from ..kernels.cam import compute_cam
-from ..kernels.cam_model import CAMModel
+from ..geometry import frame_mask
+from ..kernels.cam_model import CAMModel, freeze
 from ..kernels.metrics import cosine
 from ..params import RunParams
 from ..stats.intervals import Estimate
@@ -86,18 +94,84 @@ def defence_rows(model: CAMModel, result: AttackResult, labels, optimizer: str) 
 
 
 def defence_summary(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per model x ``e`` x optimiser x defence: ``n_images``, ``fooled`` (undefended), ``restored`` and ``clean_kept``
-    with exact 95% intervals, the share ``same_as_clean`` and the mean CAM cosines undefended and defended
-    (``rows``: :func:`defence_rows`)."""
+    """Per model x ``e`` x optimiser x defence: ``n_images``, ``fooled`` (undefended), ``n_fooled``, ``restored`` (on
+    the fooled images: the share back to the true class) and ``clean_kept`` (on all) with exact 95% intervals, the share
+    ``same_as_clean`` and the mean CAM cosines undefended and defended (``rows``: :func:`defence_rows`)."""
     out = []
     for (model, e, optimizer, defence), g in rows.groupby(["model", "e", "optimizer", "defence"], sort=True):
-        row = dict(model=model, e=e, optimizer=optimizer, defence=defence, n_images=len(g), fooled=g.fooled.mean())
-        for column in ("restored", "clean_kept"):
-            est = Estimate.rate(int(g[column].sum()), len(g))
+        fooled = g[g.fooled.astype(bool)]
+        row = dict(model=model, e=e, optimizer=optimizer, defence=defence, n_images=len(g), fooled=g.fooled.mean(),
+                   n_fooled=len(fooled))
+        for column, h in (("restored", fooled), ("clean_kept", g)):
+            est = Estimate.rate(int(h[column].sum()), len(h))
             row.update({column: est.value, f"{column}_low": est.low, f"{column}_high": est.high})
         row.update(same_as_clean=g.same_as_clean.mean(), cam_cosine=g.cam_cosine.mean(),
                    defended_cam_cosine=g.defended_cam_cosine.mean())
         out.append(row)
+    return pd.DataFrame(out)
+
+
+class _Defended(nn.Module):
+    """``defend`` before a network: the backbone of :func:`defended_model`."""
+
+    def __init__(self, backbone: nn.Module, e: int, defence: str):
+        super().__init__()
+        self.backbone, self.e, self.defence = backbone, e, defence
+
+    def forward(self, x):  # copying pixels commutes with the per-channel normalisation before it
+        return self.backbone(defend(x, self.e, self.defence))
+
+
+def defended_model(model: CAMModel, e: int, defence: str = "replicate") -> CAMModel:
+    """``model`` with :func:`defend` (``e``, ``defence``) before its network: what an attack that knows the defence
+    attacks (its gradients pass through the copy); the same weights, frozen."""
+    return freeze(CAMModel(f"{model.name}+{defence}{e}", _Defended(model.backbone, e, defence), model.fc,
+                           model.preprocessing, model.class_names).to(model.device))
+
+
+def ring_mask(size, e: int):
+    """The pixels ``replicate`` at width ``e`` copies outwards: the 1-pixel ring at depth ``e`` (``(H, W)`` bool)."""
+    return frame_mask(size, e + 1) & ~frame_mask(size, e)
+
+
+def adaptive_rows(model: CAMModel, x: torch.Tensor, names, labels, params, optimizer: str, e: int) -> pd.DataFrame:
+    """The adaptive attack on ``replicate`` at width ``e``: ``optimizer``'s attack (its defaults, the run's budget and
+    seed; 8-bit) through :func:`defended_model` on :func:`ring_mask`, the pixels the defence reads, one row per image:
+    ``ring_pixels``, ``fooled`` (the defended prediction is not the true class ``labels``) and ``cam_cosine`` (the
+    defended model's CAM of the clean class, attacked against clean). ``params``: the run's."""
+    defended, ring = defended_model(model, e), ring_mask(tuple(x.shape[-2:]), e)
+    size, frames = attack_batch(x.device), []
+    truth = torch.as_tensor(labels)
+    for s in range(0, len(x), size):
+        r = marginal_attack(defended, x[s:s + size], e=e, n_iter=params.n_iter, lamb=params.lamb, seed=params.seed,
+                            mask=ring, names=list(names[s:s + size]), optimizer=optimizer)
+        t = truth[s:s + size]
+        t = torch.where(t >= 0, t, r.clean_class)
+        frames.append(pd.DataFrame(dict(model=model.name, image=list(names[s:s + size]), e=e, optimizer=optimizer,
+                                        defence="replicate", ring_pixels=int(ring.sum()),
+                                        fooled=(r.adv_q_class != t).numpy(),
+                                        cam_cosine=cosine(r.clean_cam, r.adv_q_cam).numpy())))
+    return pd.concat(frames, ignore_index=True)
+
+
+def adaptive_summary(adaptive: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """Per model x ``e`` x optimiser: the adaptive ring attack's fooling rate through the defence (``adaptive``:
+    :func:`adaptive_rows`) with its exact interval, beside the same optimiser's frame attack undefended on the same
+    images (``rows``: :func:`defence_rows`), paired per image (``ring_minus_frame``, McNemar's exact interval and
+    test)."""
+    out = []
+    frame = rows[rows.defence == "replicate"]
+    for (model, e, optimizer), g in adaptive.groupby(["model", "e", "optimizer"], sort=True):
+        f = frame[(frame.model == model) & (frame.e == e) & (frame.optimizer == optimizer)].set_index("image")
+        g = g.set_index("image")
+        common = g.index.intersection(f.index)
+        rate = Estimate.rate(int(g.fooled.sum()), len(g))
+        gap = Estimate.paired(g.loc[common, "fooled"].astype(float), f.loc[common, "fooled"].astype(float))
+        out.append(dict(model=model, e=e, optimizer=optimizer, n_images=len(g), ring_pixels=int(g.ring_pixels.iloc[0]),
+                        ring_fooled=rate.value, ring_low=rate.low, ring_high=rate.high,
+                        frame_fooled=f.loc[common, "fooled"].mean() if len(common) else float("nan"),
+                        ring_minus_frame=gap.value, gap_low=gap.low, gap_high=gap.high, p_value=gap.p_value,
+                        cam_cosine=g.cam_cosine.mean()))
     return pd.DataFrame(out)
 
 
@@ -161,7 +235,8 @@ def defence_finding(summary: pd.DataFrame, cost: pd.DataFrame | None) -> Finding
         columns = {"model": "model"}
     columns.update({"defence": lambda r: DEFENCE_NAMES.get(r.defence, r.defence), "e": "e", "optimiser": "optimizer",
                     "images": "n_images", "fooled, undefended": lambda r: pct(r.fooled),
-                    "true class, defended": lambda r: interval_text(r.restored, r.restored_low, r.restored_high, True),
+                    "fooled ones restored": lambda r: (f"{interval_text(r.restored, r.restored_low, r.restored_high, True)}"
+                                                       f" of {int(r.n_fooled)}" if "n_fooled" in t else "–"),
                     "CAM cosine: undefended": "cam_cosine", "defended": "defended_cam_cosine",
                     "clean top-1 change": lambda r: interval_text(getattr(r, "change", None),
                                                                   getattr(r, "change_low", None),
@@ -178,19 +253,34 @@ def _section(run_dir: Path) -> Finding | None:
 
 
 def _compute(model, inputs) -> dict:
-    """The study's rows per image: :func:`defence_rows` of the run's attacks at each defended width."""
+    """The study's rows per image: :func:`defence_rows` of the run's attacks at each defended width, and the adaptive
+    ring attack (:func:`adaptive_rows`) with each optimiser at each width."""
+    widths = defence_widths(inputs.params)
     return {TABLES.border_defence: pd.concat(
-        [defence_rows(model, inputs.attack(o, e), inputs.labels, o) for e in defence_widths(inputs.params)
+        [defence_rows(model, inputs.attack(o, e), inputs.labels, o) for e in widths
+         for o in ADVERSARIAL_OPTIMIZERS], ignore_index=True),
+        TABLES.border_defence_adaptive: pd.concat(
+        [adaptive_rows(model, inputs.x, inputs.names, inputs.labels, inputs.params, o, e) for e in widths
          for o in ADVERSARIAL_OPTIMIZERS], ignore_index=True)}
+
+
+def _summarise(tables: dict) -> dict:
+    rows = tables[TABLES.border_defence]
+    out = {TABLES.border_defence_summary: defence_summary(rows)}
+    if tables.get(TABLES.border_defence_adaptive) is not None:
+        out[TABLES.border_defence_adaptive_summary] = adaptive_summary(tables[TABLES.border_defence_adaptive], rows)
+    return out
 
 
 STUDY = register(Study(
     name="defence", question="A border defence: should one worry about 1-pixel frames?",
     tables=(Table("border_defence", "image x e x optimiser x defence: the defended attacked image's class and CAM"),
             Table("border_defence_summary", "e x optimiser x defence: the share restored, the CAM cosines", "summary"),
+            Table("border_defence_adaptive", "image x e x optimiser: the ring the defence copies, attacked through it"),
+            Table("border_defence_adaptive_summary", "e x optimiser: the adaptive ring attack beside the frame's",
+                  "summary"),
             Table("border_defence_cost", "defence x e: top-1 on the labelled set, undefended and defended, paired",
                   "run")),
-    compute=_compute,
-    summarise=lambda tables: {TABLES.border_defence_summary: defence_summary(tables[TABLES.border_defence])},
+    compute=_compute, summarise=_summarise,
     run_tables=lambda folder: {TABLES.border_defence_cost: clean_cost_table(folder.loaded, folder.params)},
     keys=("defence", "optimizer"), measured_by=("defence",), section=_section))

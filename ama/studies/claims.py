@@ -21,7 +21,7 @@ import pandas as pd
 
 from ..artifacts import FIGURES, TABLES
 from ..attack.optimizers import ORIGINAL
-from ..criteria import BARS, FOOLED_RATE, JOINT_RATE, KEEP_IRF_CHANGE, MISALIGNED_MASS, pct
+from ..criteria import BARS, CLAIM2_FILL, FOOLED_RATE, JOINT_RATE, KEEP_IRF_CHANGE, MISALIGNED_MASS, pct
 from ..geometry import CELL_KINDS
 from ..paths import resolve
 from ..stats.intervals import FAILS, HOLDS, INCONCLUSIVE, Estimate, image_rate, pooled
@@ -87,6 +87,18 @@ def keep_irf_change(keep: pd.DataFrame) -> Estimate:
     """Claim 2: per image the median ``|rel_change|`` of ``keep`` (keep-IRF rows; over cells and fills); the median
     over images."""
     return pooled(keep.assign(a=keep.rel_change.abs()), "a", np.median, "median")
+
+
+def claim2_rows(keep: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The keep-IRF rows that decide claim 2: those of the fill :data:`ama.criteria.CLAIM2_FILL` when ``keep`` has it,
+    else every fill's (a FAST run's); with the fill's name in words (``"blur"``, ``"every fill, pooled"``)."""
+    primary = keep[keep.fill == CLAIM2_FILL] if "fill" in keep else keep.iloc[:0]
+    return (primary, CLAIM2_FILL) if len(primary) else (keep, "every fill, pooled")
+
+
+def claim2_change(keep: pd.DataFrame) -> Estimate:
+    """Claim 2's statistic: :func:`keep_irf_change` of :func:`claim2_rows` (``keep``: keep-IRF rows)."""
+    return keep_irf_change(claim2_rows(keep)[0])
 
 
 def occlusion_medians(irf_rows: pd.DataFrame, keys=("model", "experiment", "cell_kind")) -> pd.DataFrame:
@@ -175,11 +187,13 @@ def claim_occlusion(run_dir: Path) -> Claim:
     figs = existing_figures(run_dir / "figures", FIGURES.occlusion_keep_occlude_irf, FIGURES.occlusion_margin_delta)
     if keep is None or keep.empty:
         return Claim(2, title, None, "The keep-IRF table is missing (notebook 01 did not write it).", figs)
-    est = keep_irf_change(keep)
+    est, fill = claim2_change(keep), claim2_rows(keep)[1]
+    pooled_all = keep_irf_change(keep)
     occlude = read_table(run_dir / "tables", TABLES.occlusion_occlude_irf)
-    sentence = (f"Filling everything outside a cell's IRF changes the cell's raw CAM by a median {pct(est.value)} "
-                f"({pct(est.low)} to {pct(est.high)}) of the map's range on {est.n} images, against the kit's bar of "
-                f"{pct(KEEP_IRF_CHANGE)}; were the IRF all the cell sees, it would not move.")
+    sentence = (f"Filling everything outside a cell's IRF ({fill}) changes the cell's raw CAM by a median "
+                f"{pct(est.value)} ({pct(est.low)} to {pct(est.high)}) of the map's range on {est.n} images, against "
+                f"the kit's bar of {pct(KEEP_IRF_CHANGE)} (every fill pooled: {pct(pooled_all.value)}); were the IRF all "
+                "the cell sees, it would not move.")
     fills = fill_changes(keep)
     occluded = fill_changes(occlude) if occlude is not None and not occlude.empty else {}
     table = pd.DataFrame([{"fill": fill, "keep the IRF, fill the rest (95% CI)": f"{pct(e.value)} ({pct(e.low)} to "
@@ -345,7 +359,7 @@ def glance_table(runs: dict[str, str | os.PathLike]) -> str:
                      f"{100 * cap.value:+.0f} points: capability {outcomes[3]['capability']}, prevalence "
                      f"{outcomes[3]['prevalence']} ({n} images)")
         return [f"{kind} {short(gap, True)} beyond the aligned null: {outcomes[1]}",
-                f"{short(keep_irf_change(keep), True)}: {outcomes[2]}", third]
+                f"{short(claim2_change(keep), True)}: {outcomes[2]}", third]
 
     titles = [f"{c.number}. {c.title} ({bar})" for c, bar in zip(collect_claims(next(iter(runs.values()))), BARS)]
     columns = {label: cells(path) for label, path in runs.items()}

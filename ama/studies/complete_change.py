@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from ..artifacts import TABLES
+from ..attack.optimizers import ORIGINAL
 from ..criteria import JOINT_RATE, TAU_CURVE, TAU_QUANTILE
 from ..inputs.images import load_images
 from ..kernels.cam import compute_cam
@@ -191,3 +192,31 @@ def tau_curve(rows: pd.DataFrame, null: pd.DataFrame, quantiles=TAU_CURVE) -> pd
                            p_value=gap.p_value)
             out.append(row)
     return pd.DataFrame(out)
+
+
+def restarts(seeds: pd.DataFrame | None, metrics: pd.DataFrame, null: pd.DataFrame) -> pd.DataFrame:
+    """Claim 3's prevalence per start and with restarts: the reference attack at the smallest ``e`` (8-bit) from each of
+    the run's ``k`` starts (``seeds``: rows of ``attack_seeds``, the run's seeds; without them the one start of
+    ``metrics``, ``attack_metrics``), the joint event against tau (``null``: rows of :func:`cam_null`). Per model:
+    ``k``, ``per_start`` (each image's share of its starts with the joint event, mean over images, t-interval),
+    ``best_of_k`` (the images with the event from at least one start, exact interval) and ``changes_status`` (the
+    images whose outcome differs between starts: what one start's verdict rests on)."""
+    rows = eight_bit(seeds) if seeds is not None and len(seeds) else original_attack(metrics)
+    if "optimizer" in rows:
+        rows = rows[rows.optimizer == rows.optimizer.iloc[0]] if ORIGINAL not in set(rows.optimizer) else \
+            rows[rows.optimizer == ORIGINAL]
+    rows = rows[rows.e == rows.e.min()]
+    tau = rows.model.map(thresholds(null))
+    rows = rows.assign(tau=tau, joint=(rows.fooled.astype(bool) & (rows.cam_cosine <= tau)).astype(float))
+    out = []
+    for model, g in rows.groupby("model", sort=False):
+        per = g.groupby("image", sort=False).joint
+        k = int(per.size().max())
+        start = Estimate.of(per.mean().to_numpy()) if k > 1 else Estimate.rate(int(per.sum().sum()), per.ngroups)
+        best = Estimate.rate(int((per.max() > 0).sum()), per.ngroups)
+        out.append(dict(model=model, e=int(g.e.iloc[0]), optimizer=ORIGINAL, k=k,
+                        n_images=per.ngroups, tau=float(g.tau.iloc[0]), per_start=start.value,
+                        per_start_low=start.low, per_start_high=start.high, best_of_k=best.value, best_low=best.low,
+                        best_high=best.high, changes_status=int((per.max() != per.min()).sum())))
+    return pd.DataFrame(out)
+

@@ -24,7 +24,8 @@ from ..stats.intervals import Estimate, pooled
 
 PAIRS = (("left", "right"), ("top", "bottom"))  # the opposite sides compared
 BASELINES = {"erf": "erf_mass_outside_irf", "uniform": "uniform_mass_outside_irf",
-             "centred_gaussian": "centred_gaussian_mass_outside_irf"}
+             "centred_gaussian": "centred_gaussian_mass_outside_irf", "recentred": "recentred_mass_outside_irf"}
+OFFSETS = {"offset_x": "offset_x_px", "offset_y": "offset_y_px"}  # the ERF centroid minus the cell's centre, signed
 
 
 def estimate_rows(estimates: dict, **keys) -> pd.DataFrame:
@@ -43,11 +44,17 @@ def _centre(table: pd.DataFrame) -> pd.DataFrame:
 def misalignment_baselines(table: pd.DataFrame) -> dict[str, Estimate]:
     """The centre cells' ERF mass outside the IRF and its baselines (:data:`BASELINES`, those present in ``table``,
     rows of :func:`ama.kernels.receptive_field.misalignment_table`), per image then over images; ``offset`` is the ERF's
-    excess over the centred Gaussian (what the ERF's offset and shape add to its width)."""
+    excess over the centred Gaussian (what the ERF's offset and shape add to its width); ``offset_alone`` its excess
+    over the re-centred ERF (its own shape and noise, centred: what the offset alone adds); ``offset_x`` /
+    ``offset_y`` the signed centroid offsets in pixels (positive: right / down; a t-test against 0 asks for a
+    direction)."""
     centre = _centre(table)
     out = {name: pooled(centre, col) for name, col in BASELINES.items() if col in centre}
     if "centred_gaussian" in out:
         out["offset"] = pooled(centre.assign(d=centre[BASELINES["erf"]] - centre[BASELINES["centred_gaussian"]]), "d")
+    if "recentred" in out:
+        out["offset_alone"] = pooled(centre.assign(d=centre[BASELINES["erf"]] - centre[BASELINES["recentred"]]), "d")
+    out.update({name: pooled(centre, col) for name, col in OFFSETS.items() if col in centre})
     return out
 
 
@@ -57,16 +64,21 @@ def misalignment_baseline_table(table: pd.DataFrame) -> pd.DataFrame:
                      ignore_index=True)
 
 
-def misalignment_by_upsampling(cells: pd.DataFrame, threshold: float) -> pd.DataFrame:
+def misalignment_by_upsampling(cells: pd.DataFrame) -> pd.DataFrame:
     """Per model and upsampling of ``misalignment_upsampling_cells``: the centre cells' ERF mass outside the IRF with
-    its interval, its baselines and the verdict against ``threshold`` (above: misaligned) with its one-sided
-    p-values (``p_holds``, ``p_fails``: :meth:`ama.stats.intervals.Estimate.p_columns`)."""
+    its interval (``low``, ``high``) and baselines, and claim 1's statistic under that upsampling: ``null_gap``, the ERF's
+    mass minus the aligned null's (a Gaussian of its spread centred on the IRF), with its interval (``gap_low``,
+    ``gap_high``), the verdict against 0 and its one-sided p-values (``p_holds``, ``p_fails``:
+    :meth:`ama.stats.intervals.Estimate.p_columns`). ``cells``: the table's rows."""
     rows = []
     for (model, mode), g in cells.groupby(["model", "upsampling"], sort=False):
         est = misalignment_baselines(g)
+        gap = est.get("offset")
         row = dict(model=model, upsampling=mode, erf_mass_outside_irf=est["erf"].value, low=est["erf"].low,
-                   high=est["erf"].high, n_images=est["erf"].n, verdict=est["erf"].verdict(threshold),
-                   **est["erf"].p_columns(threshold))
+                   high=est["erf"].high, n_images=est["erf"].n)
+        if gap is not None:
+            row.update(null_gap=gap.value, gap_low=gap.low, gap_high=gap.high, verdict=gap.verdict(0.0),
+                       **gap.p_columns(0.0))
         row.update({f"{k}_mass_outside_irf": e.value for k, e in est.items() if k in ("uniform", "centred_gaussian")})
         rows.append(row)
     return pd.DataFrame(rows)

@@ -22,7 +22,6 @@ import torch
 
 from .. import geometry
 from ..artifacts import TABLES
-from ..criteria import MISALIGNED_MASS
 from ..kernels import occlusion as occ
 from ..kernels import receptive_field as rf
 from ..kernels.cam_model import CAMModel
@@ -157,7 +156,7 @@ def receptive_field_summaries(tables: dict[str, pd.DataFrame]) -> dict[str, pd.D
             out[TABLES.misalignment_baselines] = controls.misalignment_baseline_table(table)
     if TABLES.misalignment_upsampling_cells in tables:
         ups = tables[TABLES.misalignment_upsampling_cells]
-        out[TABLES.misalignment_upsampling_verdicts] = controls.misalignment_by_upsampling(ups, MISALIGNED_MASS)
+        out[TABLES.misalignment_upsampling_verdicts] = controls.misalignment_by_upsampling(ups)
         out[TABLES.misalignment_upsampling] = (ups.groupby(["model", "upsampling", "cell_kind"])
                                           [["erf_mass_outside_irf", "uniform_mass_outside_irf",
                                             "centred_gaussian_mass_outside_irf", "top_q_iou", "irf_support_px"]]

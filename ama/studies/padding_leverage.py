@@ -13,7 +13,8 @@ minus the largest other), ``fooled`` at e = 1 and the smallest ``e`` of (1, 2, 4
 none does: censored). Per padding and outcome, its value minus symmetric zeros' paired per image
 (:func:`leverage_tests`: the paired t-test and t-interval, McNemar's exact for ``fooled``): *holds* (this padding gives
 the frame more leverage), *does not hold* (less), each Holm-adjusted within the recalibrated set's comparisons (the
-study's family); *equivalent* when the 95% interval lies within the margin of :data:`ama.criteria.PADDING_EQUIVALENCE`.
+study's family); *equivalent* when the 95% interval lies within the margin of :data:`ama.criteria.PADDING_EQUIVALENCE`
+(for ``fooled``, when the exact upper bound of the share of images that differ does).
 The raw variants' comparisons are shown beside, not judged: their confidence differs as much as their padding.
 """
 from __future__ import annotations
@@ -30,7 +31,7 @@ from ..criteria import PADDING_EQUIVALENCE
 from ..figures.forest import forest_figure
 from ..inputs.padding import PADDINGS, padding_of, recal_base
 from ..kernels.metrics import attack_metrics
-from ..stats.intervals import Estimate
+from ..stats.intervals import Estimate, clopper_pearson
 from ..stats.power import MeanEffect
 from ..stats.rows import eight_bit
 from ..store.tables import interval_text, p_text, read_table, readable
@@ -118,11 +119,20 @@ def leverage_tests(table: pd.DataFrame) -> pd.DataFrame:
                 row = dict(recalibrated=bool(recal), padding=padding, outcome=col, n_images=gap.n, value=gap.value,
                            low=gap.low, high=gap.high, more=gap.discordant[0], less=gap.discordant[1],
                            test=gap.test, p_value=gap.p_value, verdict=gap.verdict(0.0), margin=margin,
-                           equivalent=bool(-margin < gap.low and gap.high < margin))
+                           equivalent=_equivalent(gap, margin))
                 if recal:
                     row.update(gap.p_columns(0.0))
                 rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _equivalent(gap: Estimate, margin: float) -> bool:
+    """Within ``margin`` at 95% (two one-sided tests at 0.025): a t-interval of differences that vary inside it; for
+    yes/no outcomes the exact upper bound of the share of images that differ below it (the difference can be no larger,
+    whatever the direction: McNemar's conditional interval says nothing when few differ)."""
+    if gap.statistic == "sign":
+        return bool(clopper_pearson(sum(gap.discordant), gap.n)[1] < margin) if gap.n else False
+    return bool(gap.low < gap.high and -margin < gap.low and gap.high < margin)
 
 
 def _answer(rows: pd.DataFrame) -> str:
