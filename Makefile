@@ -64,7 +64,7 @@ $(DEPS_MK): $(SRC) $(NB_SOURCES)
 -include $(DEPS_MK)
 nb_deps = $(or $(NB_DEPS_$(1)),$(SRC)) $(or $(RUNNER_DEPS),$(SRC))
 
-.PHONY: help env data reproduce study check reference test browser lab clean-results clean
+.PHONY: help env data reproduce study study-reference check reference test browser lab clean-results clean
 
 help: ## List the targets and the run parameters
 	@echo "ama: reproduce 'On the Receptive Field Misalignment in CAM-based Visual Explanations'"
@@ -134,6 +134,9 @@ study: $(SELECTION) ## Run notebook 05's STUDIES alone on the run's images, then
 	@$(RUN_NB) $(NOTEBOOKS)/05_beyond_the_paper.ipynb
 	@$(RUN_NB) $(NOTEBOOKS)/04_report.ipynb
 	@echo "== done: $(RUN_DIR)/REPORT.md (studies: $$($(PYTHON) ama/params.py make-help $(PARAM_ARGS) | sed -n 's/^  STUDIES=//p'))"
+
+study-reference: $(ENV_STAMP) ## Save a finished make study run as the reference for its parameters (e.g. PROFILE=location)
+	@$(PY) -m ama.runs.pipeline reference --run-dir $(RUN_DIR) --reference $(REFERENCE)
 
 check: $(ENV_STAMP) ## Compare results/<run>/tables with the reference of the same parameters
 	@$(PY) -m ama.runs.pipeline check --run-dir $(RUN_DIR) --reference $(REFERENCE)

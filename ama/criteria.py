@@ -69,8 +69,9 @@ leaves such cells out, as their ratio has no finite value)."""
 
 
 def pct(share: float) -> str:
-    """A share in ``[0, 1]`` as a whole percentage: ``0.1`` -> ``"10%"``. ``share``: e.g. a threshold of this module."""
-    return f"{100 * share:.0f}%"
+    """A share in ``[0, 1]`` as a whole percentage: ``0.1`` -> ``"10%"``; ``"–"`` for a missing one (NaN: e.g. a
+    median's interval on fewer than 6 images). ``share``: e.g. a threshold of this module."""
+    return "–" if share != share else f"{100 * share:.0f}%"
 
 
 def criteria_text() -> str:

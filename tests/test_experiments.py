@@ -306,7 +306,7 @@ def test_notebook_05_computes_the_studies_a_run_names(tiny_model, images32):
     alone = experiments.run("beyond", tiny_model, images32[:2], names, RunParams(**base))
     assert set(alone) == {TABLES.attack_location}
     sides = experiments.run("beyond", tiny_model, images32[:2], names, RunParams(**base, studies="sides defence"))
-    assert set(sides) == {TABLES.attack_sides, TABLES.border_defence}
+    assert set(sides) == {TABLES.attack_sides, TABLES.border_defence, TABLES.border_defence_adaptive}
     everything = [s for s in PARAMS_STUDIES if s not in OWN_MODELS]  # a study with its own model set only when named
     assert RunParams(studies="all").studies == RunParams(studies=list(reversed(everything))).studies
     assert "padding_leverage" in PARAMS_STUDIES and "padding_leverage" not in RunParams(studies="all").studies

@@ -92,3 +92,16 @@ def test_the_evidence_pages_table_quotes_each_references_verdicts():
         want = decided(run)
         assert rows[0][column].endswith(f": {want[1]}") and rows[1][column].endswith(f": {want[2]}")
         assert f"capability {want[3]['capability']}, prevalence {want[3]['prevalence']}" in rows[2][column]
+
+
+@pytest.mark.parametrize("run", sorted(p for p in (ROOT / "results" / "reference").iterdir()
+                                      if next((p / "tables").glob("verdicts.csv*"), None)), ids=lambda p: p.name[:40])
+def test_every_verdicts_interval_agrees_with_its_test(run):
+    """Issue 42, item 6: in every committed verdicts.csv each row's interval, read against its threshold, gives the
+    verdict its unadjusted test gives (the interval inverts the test that decides)."""
+    from ama.stats.intervals import verdict
+
+    rows = read_table(run / "tables", "verdicts")
+    by_interval = [verdict((r.low, r.high), r.threshold) for r in rows.itertuples()]
+    disagree = rows[[a != b for a, b in zip(by_interval, rows.p_verdict)]]
+    assert disagree.empty, disagree[["verdict_of", "value", "low", "high", "p_holds", "p_fails"]].to_string()

@@ -181,10 +181,10 @@ def test_a_profiles_quoted_size_and_time_are_its_references():
     from ama.params import PROFILES
     from ama.report.evidence import profile_reference
 
-    quoted = re.findall(r"make reproduce PROFILE=(\w+).*# [^\n]*?(\d+) images, ([\dhmins ]+?) here",
+    quoted = re.findall(r"make (?:reproduce|study) PROFILE=(\w+).*# [^\n]*?(\d+) images, ([\dhmins ]+?) here",
                         (ROOT / "README.md").read_text())
     quoted += [(profile, None, when) for profile, when in re.findall(
-        r"`time make reference PROFILE=(\w+)[^`]*`[^*]*?\*\*([\dhmins ]+?)[*:]",
+        r"`time make (?:reference|study) PROFILE=(\w+)[^`]*`[^*]*?\*\*([\dhmins ]+?)[*:]",
         (ROOT / "docs/EVIDENCE.md").read_text())]
     assert {profile for profile, _, _ in quoted} == set(PROFILES), quoted
     for profile, n, when in quoted:

@@ -10,9 +10,10 @@ from ama.studies import faithfulness, transfer
 def _tables(run, erf_adv_mass: float):
     t = run / "tables"
     t.mkdir(parents=True)
-    pd.DataFrame(dict(image=["a", "b"] * 4, model="m", e=1, optimizer=["sign"] * 4 + ["apgd"] * 4,
-                      method=(["layercam"] * 2 + ["eigencam"] * 2) * 2,
-                      fooled=True, cam_cosine=[0.2, 0.4, 0.9, 0.9, 0.1, 0.1, 0.7, 0.7], cam_spearman=0.5,
+    pd.DataFrame(dict(image=["a", "b", "c"] * 4, model="m", e=1, optimizer=["sign"] * 6 + ["apgd"] * 6,
+                      method=(["layercam"] * 3 + ["eigencam"] * 3) * 2,
+                      fooled=True, cam_cosine=[0.2, 0.4, 0.3, 0.9, 0.9, 0.9, 0.1, 0.1, 0.1, 0.7, 0.7, 0.7],
+                      cam_spearman=0.5,
                       top20_iou=0.3, random_cam_cosine=0.8, random_cam_spearman=0.7, random_top20_iou=0.6)
                  ).to_csv(t / "transfer.csv", index=False)
     pd.DataFrame(dict(model="m", method=["gradcam"], n_images=2, max_abs_diff=[3e-7], min_cosine=1.0)
@@ -32,7 +33,7 @@ def test_findings_state_each_result_from_the_numbers(tmp_path):
     found = transfer.transfer_finding(tmp_path)
     # per method: the random frame's cosine minus the attack's, per image, with its interval and verdict
     rows = found.table.set_index(["explanation", "optimiser"])
-    assert rows.loc[("LayerCAM", "sign"), "random minus attack (95% CI)"] == "+0.50 (+0.40 to +0.60)"
+    assert rows.loc[("LayerCAM", "sign"), "random minus attack (95% CI)"] == "+0.50 (+0.25 to +0.75)"  # t, 3 images
     assert rows.loc[("EigenCAM", "sign"), "random minus attack (95% CI)"] == "-0.10 (-0.10 to -0.10)"
     assert "moves 1 of 2 other explanations" in found.sentence and "up to scale (checked)" in found.sentence
     assert "nan" not in found.table.to_string()

@@ -92,6 +92,17 @@ def padding_block(run_dir: Path) -> str:
     return "" if finding is None else finding.sentence + "\n\n" + markdown_table(finding.table)
 
 
+def study_block(name: str) -> str:
+    """docs/EVIDENCE.md's block on the study ``name`` run alone on the images its power plan asks: its finding on the
+    committed reference of the profile named after it (its sentence and its table), with the run's wall times."""
+    run_dir = profile_reference(name)
+    finding = studies()[name].section(run_dir)
+    if finding is None:
+        return ""
+    return (f"Notebooks (`run.json`): {wall_times(run_dir)}.\n\n" + finding.sentence + "\n\n"
+            + markdown_table(finding.table))
+
+
 def optimizer_table(run_dir: Path) -> str:
     """Markdown: per optimiser of :data:`COMPARED` and ``e`` the fooling rate (exact 95% interval) / the CAM cosine
     (t) of the 8-bit images at the run's budget, and the strongest minus the reference paired per image (McNemar's exact
@@ -131,6 +142,8 @@ BLOCKS = {
     ("docs/EVIDENCE.md", "reference-claims"): lambda: glance_table(reference_runs()),
     ("docs/EVIDENCE.md", "evidence-run"): lambda: "\n".join(evidence_lines(profile_reference(EVIDENCE_PROFILE))),
     ("docs/EVIDENCE.md", "padding-variants"): lambda: padding_block(profile_reference(MODELS_PROFILE)),
+    ("docs/EVIDENCE.md", "location-study"): lambda: study_block("location"),
+    ("docs/EVIDENCE.md", "padding-leverage"): lambda: study_block("padding_leverage"),
     ("docs/ATTACK.md", "evidence-optimizers"): lambda: optimizer_table(profile_reference(EVIDENCE_PROFILE)),
     ("docs/ATTACK.md", "evidence-ingredients"): lambda: ingredient_block(profile_reference(EVIDENCE_PROFILE)),
 }

@@ -100,10 +100,10 @@ def t_interval(values, level: float = LEVEL) -> tuple[float, float]:
     v = v[np.isfinite(v)]
     if len(v) < 2:
         return (float(v[0]), float(v[0])) if len(v) else (math.nan, math.nan)
-    if np.all(v == v[0]):
-        return float(v[0]), float(v[0])
-    ci = ttest_1samp(v, 0.0).confidence_interval(confidence_level=level)
-    return float(ci.low), float(ci.high)
+    if np.all(v == v[0]):  # the mean as np.mean rounds it, so the interval holds the estimate
+        return float(v.mean()), float(v.mean())
+    ci, mean = ttest_1samp(v, 0.0).confidence_interval(confidence_level=level), float(v.mean())
+    return min(float(ci.low), mean), max(float(ci.high), mean)  # float rounding never puts the mean outside
 
 
 def median_interval(values, level: float = LEVEL) -> tuple[float, float]:

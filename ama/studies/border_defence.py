@@ -141,7 +141,7 @@ def adaptive_rows(model: CAMModel, x: torch.Tensor, names, labels, params, optim
     defended model's CAM of the clean class, attacked against clean). ``params``: the run's."""
     defended, ring = defended_model(model, e), ring_mask(tuple(x.shape[-2:]), e)
     size, frames = attack_batch(x.device), []
-    truth = torch.as_tensor(labels)
+    truth = torch.full((len(x),), -1, dtype=torch.long) if labels is None else torch.as_tensor(labels)
     for s in range(0, len(x), size):
         r = marginal_attack(defended, x[s:s + size], e=e, n_iter=params.n_iter, lamb=params.lamb, seed=params.seed,
                             mask=ring, names=list(names[s:s + size]), optimizer=optimizer)
