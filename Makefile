@@ -20,7 +20,7 @@ PARAM_VARS := $(shell $(PYTHON) ama/params.py make-vars)
 PROFILE ?=
 PARAM_ARGS = --PROFILE="$(PROFILE)" $(foreach v,$(PARAM_VARS),--$(v)="$($(v))")
 NPROC ?= 1
-NB_TIMEOUT ?= 3600
+NB_TIMEOUT ?= 14400
 PORT ?= 8888
 LAB_ARGS ?=
 RUN ?=

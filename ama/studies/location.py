@@ -201,5 +201,6 @@ STUDY = register(Study(
     summarise=lambda tables: {TABLES.attack_location_summary: location_summary(tables[TABLES.attack_location])},
     keys=("location", "optimizer"), section=_section,
     # the effect to detect: the evidence run's frame vs ring 8 and ring 32 (0 vs 4 of 20 images differ), in a family of
-    # 6 placements x 2 attacks: 56 images for 80% power at Holm's strictest level (make study PROFILE=location: 60)
+    # 6 placements x 2 attacks: 56 images for 80% power at Holm's strictest level
+    # (make study STUDIES=location N_IMAGES=60 E=1)
     power=PairedEffect(0.0, 0.2, family=12, source="the evidence run's frame vs ring 8: 0 vs 4 of 20 images differ")))

@@ -113,7 +113,8 @@ class Study:
     report's and the notebook's heading), what it computes and writes, ``judges`` (verdicts it reads off a table
     another notebook writes, by that table's name), how the report states it; ``always`` True for a study every run computes from what it has (``STUDIES`` does not name it);
     ``power`` the effect it must detect (:class:`ama.stats.power.PairedEffect`), from which its images are planned:
-    the profile named after it (:data:`ama.params.PROFILES`) gives it at least that many (tested)."""
+    the profile named after it (:data:`ama.params.PROFILES`), or the command docs/EVIDENCE.md gives, has at least that
+    many (tested)."""
 
     name: str
     question: str
