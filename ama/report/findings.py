@@ -19,7 +19,7 @@ from ..criteria import BARS, KEEP_IRF_CHANGE, MARGIN_MOVES_INTERIOR, pct
 from ..inputs.models import published_top1
 from ..stats.intervals import HOLDS, INCONCLUSIVE, pooled
 from ..stats.rows import eight_bit, original_attack
-from ..store.tables import interval_text, p_text, read_table, readable
+from ..store.tables import interval_text, number_text, p_text, read_table, readable
 from ..studies import complete_change
 from ..studies.ablation import ablation_summary
 from ..studies.claims import (CLAIMS_FAMILY, PAPER_WORDS, Claim, aligned_null_gaps, claim2_change, claim2_rows,
@@ -236,7 +236,8 @@ def _claim2_bullets(run_dir: Path, c: Claim) -> list[str]:
         if len(centre):
             ratio = pooled(centre, "irf_to_outside", np.median, "median")
             out.append(f"Per pixel the IRF still matters more: a pixel inside a centre cell's IRF moves it "
-                       f"{ratio.value:.1f}x ({ratio.low:.1f} to {ratio.high:.1f}) as much as one outside.")
+                       f"{ratio.value:.1f}x ({number_text(ratio.low, digits=1)} to {number_text(ratio.high, digits=1)})"
+                       " as much as one outside.")
     margin = read_table(tables, TABLES.occlusion_margin)
     if margin is not None and "interior_max_abs_rel_change" in margin:
         e1 = margin[margin.e == margin.e.min()]
