@@ -52,7 +52,7 @@ def figure_caption(name: str) -> Callable[[Path], str | None] | None:
 
 def caption(run_dir: str | os.PathLike, name: str) -> str | None:
     """The caption of figure ``name`` on the run in ``run_dir`` (its ``tables/``): one or two sentences, or None when
-    the figure has no caption function or the tables it needs are missing (a caption with ``nan`` counts as missing)."""
+    the figure has no caption function or the tables it needs are missing (a caption with ``nan``, or a missing share written "–", counts as missing)."""
     fn = figure_caption(name)
     if fn is None:
         return None
@@ -60,7 +60,7 @@ def caption(run_dir: str | os.PathLike, name: str) -> str | None:
         text = fn(Path(run_dir))
     except (KeyError, ValueError, IndexError, AttributeError, ZeroDivisionError):  # a table of another shape
         return None
-    return None if not text or re.search(r"\bnan\b", text, re.IGNORECASE) else text
+    return None if not text or re.search(r"\bnan\b|(^| )– ", text, re.IGNORECASE) else text  # "–": a missing share
 
 
 # --- helpers ----------------------------------------------------------------------------------------------------------
