@@ -389,7 +389,7 @@ def _recalibrated(name: str, device, checkpoint) -> CAMModel:
     key = hashlib.sha256(repr((name, [r.name for r in records], torch.__version__)).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("AMA_CACHE") or RESULTS_DIR / ".cache") / f"recal_{name}_{key}.pt"
     if checkpoint is None and cache.is_file():
-        model.load_state_dict({**model.state_dict(), **torch.load(cache, map_location=model.device)})
+        model.load_state_dict({**model.state_dict(), **torch.load(cache, map_location=model.device, weights_only=True)})
     else:
         recalibrate(model, load_records(records, model).images)
         if checkpoint is None:
