@@ -25,6 +25,12 @@ SAMPLES_DIR = DATA_DIR / "samples"
 RESULTS_DIR = ROOT / "results"
 CLI_RESULTS_DIR = RESULTS_DIR / "cli"  # the command line's default --out (git-ignored, beside make's runs)
 REFERENCE_DIR = RESULTS_DIR / "reference"  # the committed references (make reference writes them)
+CACHE_ENV = "AMA_CACHE"  # the shared cache's folder (default results/.cache, git-ignored; tests: a tmp one)
+
+
+def cache_dir() -> Path:
+    """The folder of results shared by the runs of this checkout: ``$AMA_CACHE``, else ``results/.cache``."""
+    return Path(os.environ.get(CACHE_ENV) or RESULTS_DIR / ".cache")
 
 
 def resolve(path: str | os.PathLike) -> Path:

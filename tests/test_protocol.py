@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from ama import paths
 from ama.inputs import protocol
 from ama.inputs.images import ImageRecord
 from ama.stats import intervals
@@ -210,7 +211,7 @@ def test_clean_predictions_are_computed_once_per_model_and_image_set(tiny_model,
 
     from ama.inputs.images import list_images
 
-    monkeypatch.setenv(protocol.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path / "cache"))
     loaded = []
     monkeypatch.setattr(protocol, "run_model", lambda name, device: loaded.append(name) or tiny_model)
     rng = np.random.default_rng(0)

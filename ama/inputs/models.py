@@ -26,7 +26,7 @@ import torch.nn as nn
 
 from ..kernels.cam_model import IMAGENET_MEAN, IMAGENET_STD, CAMModel, ModelError, Preprocessing, freeze
 from ..params import DEFAULT_MODEL
-from ..paths import RESULTS_DIR, atomic_write
+from ..paths import atomic_write, cache_dir
 from .devices import resolve_device
 from .images import load_records
 from .padding import PADDINGS, held_out, parse_variant, recal_base, recalibrate, repad, variant_name
@@ -387,7 +387,7 @@ def _recalibrated(name: str, device, checkpoint) -> CAMModel:
     model = load_model(recal_base(name), device, checkpoint)
     records = held_out()
     key = hashlib.sha256(repr((name, [r.name for r in records], torch.__version__)).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("AMA_CACHE") or RESULTS_DIR / ".cache") / f"recal_{name}_{key}.pt"
+    cache = cache_dir() / f"recal_{name}_{key}.pt"
     if checkpoint is None and cache.is_file():
         model.load_state_dict({**model.state_dict(), **torch.load(cache, map_location=model.device, weights_only=True)})
     else:

@@ -9,7 +9,6 @@ same images), one per stratum of the class-index order; the clean predictions of
 """
 from __future__ import annotations
 
-import os
 import re
 from importlib import metadata
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 from ..artifacts import TABLES
 from ..deps import Graph
 from ..params import FAST_ACCURACY_IMAGES, RunParams
-from ..paths import RESULTS_DIR, exclusive, resolve
+from ..paths import cache_dir, exclusive, resolve
 from ..stats.intervals import Estimate
 from ..store.tables import save_table, write_csv
 from .images import ImageLoadError, ImageRecord, list_images, load_records, open_image
@@ -34,7 +33,6 @@ TOP_K = 5
 PREDICTIONS = TABLES.clean_predictions  # the run's table of clean predictions (every labelled image x model)
 ACCURACY = TABLES.clean_accuracy        # each model's top-1 / top-5 on the set
 SELECTION = "selection.csv"        # the run's image list (file, name, label), in the run folder
-CACHE_ENV = "AMA_CACHE"            # the shared cache's folder (default results/.cache, git-ignored; tests: a tmp one)
 VERSIONED = ("torch", "torchvision", "timm", "pillow")  # libraries whose version is part of a cached prediction's key
 
 
@@ -56,11 +54,6 @@ def predictions(model, records, batch_size: int = BATCH) -> pd.DataFrame:
             label_conf=prob.gather(1, labels.clamp_min(0)[:, None])[:, 0].numpy(),
             top1=(top[:, 0] == labels).numpy(), top5=(top == labels[:, None]).any(1).numpy())))
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
-
-
-def cache_dir() -> Path:
-    """The folder of results shared by the runs of this checkout: ``$AMA_CACHE``, else ``results/.cache``."""
-    return Path(os.environ.get(CACHE_ENV) or RESULTS_DIR / ".cache")
 
 
 def _cached_predictions(name: str, device: str, files: tuple, code: tuple, versions: tuple) -> pd.DataFrame:
