@@ -186,7 +186,8 @@ def redraw(reference: Path, scratch: Path, notebooks=NOTEBOOKS, keep: bool = Fal
     if is_reference(scratch):
         raise SystemExit(f"{shown(scratch)}: the scratch folder must not be a reference")
     wanted = report_figures(reference)
-    resummarised = resummarise(scratch_copy(reference, scratch)) if summaries else []
+    scratch_copy(reference, scratch)
+    resummarised = resummarise(scratch) if summaries else []
     run_notebooks(scratch, notebooks, quiet)
     resummarised = replace_tables(scratch, reference, resummarised)
     if report:  # the new report's figures too: it may link figures the old one did not
