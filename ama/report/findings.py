@@ -22,7 +22,7 @@ from ..stats.rows import eight_bit, original_attack
 from ..store.tables import interval_text, number_text, p_text, read_table, readable
 from ..studies import complete_change
 from ..studies.ablation import ablation_summary
-from ..studies.claims import (CLAIMS_FAMILY, PAPER_WORDS, Claim, aligned_null_gaps, claim2_change, claim2_rows,
+from ..studies.claims import (CLAIMS_FAMILY, PAPER_WORDS, Claim, aligned_null_gaps, claim2_change,
                               fill_changes, keep_irf_change, model_table)
 from ..studies.controls import per_area_influence
 from ..studies.location import LOCATION_NAMES
@@ -65,7 +65,7 @@ def _statistic(c: Claim, run_dir: Path) -> str:
                                                        for _, r in c.table.iterrows())
     if c.number == 2:
         keep = read_table(tables, TABLES.occlusion_keep_irf)
-        e, fill, pooled_all = claim2_change(keep), claim2_rows(keep)[1], keep_irf_change(keep)
+        (e, fill), pooled_all = claim2_change(keep), keep_irf_change(keep)
         return (f"median change {pct(e.value)} ({pct(e.low)} to {pct(e.high)}), {fill}, {e.n} images; every fill "
                 f"pooled {pct(pooled_all.value)}")
     joint = complete_change.from_tables(tables)
@@ -221,7 +221,7 @@ def _claim2_bullets(run_dir: Path, c: Claim) -> list[str]:
     keep, occlude = read_table(tables, TABLES.occlusion_keep_irf), read_table(tables, TABLES.occlusion_occlude_irf)
     if keep is None or keep.empty:
         return [f"**{ANSWER[None]}.**"]
-    e, fill = claim2_change(keep), claim2_rows(keep)[1]
+    e, fill = claim2_change(keep)
     out = [f"**{ANSWER[c.outcome]}**: filling everything outside a cell's IRF ({fill}) changes it by a median {pct(e.value)} "
            f"({pct(e.low)} to {pct(e.high)}) of the map's range, against a bar of {pct(KEEP_IRF_CHANGE)}."]
     fills = fill_changes(keep)

@@ -71,7 +71,7 @@ def claim_rows(run_dir: Path) -> list[dict]:
                              TABLES.misalignment, gap, 0.0))
     if keep is not None and not keep.empty:
         rows.append(_row(CLAIMS, "claim 2: the keep-IRF median change of a cell", TABLES.occlusion_keep_irf,
-                         claim2_change(keep), KEEP_IRF_CHANGE))
+                         claim2_change(keep)[0], KEEP_IRF_CHANGE))
     joint = complete_change.from_tables(tables)
     if joint is not None:
         e = int(original_attack(metrics).e.min())

@@ -96,9 +96,11 @@ def claim2_rows(keep: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return (primary, CLAIM2_FILL) if len(primary) else (keep, "every fill, pooled")
 
 
-def claim2_change(keep: pd.DataFrame) -> Estimate:
-    """Claim 2's statistic: :func:`keep_irf_change` of :func:`claim2_rows` (``keep``: keep-IRF rows)."""
-    return keep_irf_change(claim2_rows(keep)[0])
+def claim2_change(keep: pd.DataFrame) -> tuple[Estimate, str]:
+    """Claim 2's statistic, :func:`keep_irf_change` of :func:`claim2_rows`, with the fill it is of in words (``keep``:
+    keep-IRF rows)."""
+    rows, fill = claim2_rows(keep)
+    return keep_irf_change(rows), fill
 
 
 def occlusion_medians(irf_rows: pd.DataFrame, keys=("model", "experiment", "cell_kind")) -> pd.DataFrame:
@@ -187,7 +189,7 @@ def claim_occlusion(run_dir: Path) -> Claim:
     figs = existing_figures(run_dir / "figures", FIGURES.occlusion_keep_occlude_irf, FIGURES.occlusion_margin_delta)
     if keep is None or keep.empty:
         return Claim(2, title, None, "The keep-IRF table is missing (notebook 01 did not write it).", figs)
-    est, fill = claim2_change(keep), claim2_rows(keep)[1]
+    est, fill = claim2_change(keep)
     pooled_all = keep_irf_change(keep)
     occlude = read_table(run_dir / "tables", TABLES.occlusion_occlude_irf)
     sentence = (f"Filling everything outside a cell's IRF ({fill}) changes the cell's raw CAM by a median "
@@ -359,7 +361,7 @@ def glance_table(runs: dict[str, str | os.PathLike]) -> str:
                      f"{100 * cap.value:+.0f} points: capability {outcomes[3]['capability']}, prevalence "
                      f"{outcomes[3]['prevalence']} ({n} images)")
         return [f"{kind} {short(gap, True)} beyond the aligned null: {outcomes[1]}",
-                f"{short(claim2_change(keep), True)}: {outcomes[2]}", third]
+                f"{short(claim2_change(keep)[0], True)}: {outcomes[2]}", third]
 
     titles = [f"{c.number}. {c.title} ({bar})" for c, bar in zip(collect_claims(next(iter(runs.values()))), BARS)]
     columns = {label: cells(path) for label, path in runs.items()}

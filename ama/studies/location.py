@@ -54,6 +54,11 @@ def location_control(model, x: torch.Tensor, names: Sequence[str], params, frame
     return pd.concat(frames, ignore_index=True)
 
 
+def _with_optimizer(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its ``optimizer`` column: the reference's where a run before APGD joined the control wrote none."""
+    return table if "optimizer" in table else table.assign(optimizer=ORIGINAL)
+
+
 def location_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per model, optimiser, ``e`` and location of :func:`location_control` rows (a table without ``optimizer``, as
     runs before it wrote, is the reference's): the fooling rate with its exact interval, the
@@ -62,7 +67,7 @@ def location_summary(table: pd.DataFrame) -> pd.DataFrame:
     where only the frame fools (``frame_only``) and only this location (``location_only``), the exact McNemar
     ``p_value`` and the verdict against 0 it gives (holds: the frame fools more)."""
     rows = []
-    table = table if "optimizer" in table else table.assign(optimizer=ORIGINAL)
+    table = _with_optimizer(table)
     for (model, optimizer, e), g in table.groupby(["model", "optimizer", "e"], sort=False):
         frame = g[g.location == "frame"].set_index("image")
         for location, h in g.groupby("location", sort=False):
@@ -110,7 +115,7 @@ def location_table(summary: pd.DataFrame, verdict: str = "verdict") -> pd.DataFr
     it, paired per image, with the discordant images and McNemar's exact test; with several models a row per model
     (the frame's rate, the placement that fools most, how many fool more, and the answer). ``verdict``: the verdict
     column's heading (:func:`ama.studies.study.deciding`)."""
-    summary = summary if "optimizer" in summary else summary.assign(optimizer=ORIGINAL)
+    summary = _with_optimizer(summary)
     if summary.model.nunique() > 1:
         rows = []
         for (model, optimizer), g in summary.groupby(["model", "optimizer"], sort=False):
@@ -139,7 +144,7 @@ def location_finding(summary: pd.DataFrame, verdict: str = "verdict") -> Finding
     """The report's finding of the location control (:func:`location_summary` rows, their verdicts those that decide,
     headed ``verdict``): is the margin special, in one sentence, and :func:`location_table`."""
     e, n_px, n = int(summary.e.min()), int(summary.mask_pixels.iloc[0]), int(summary.n_images.max())
-    summary = summary if "optimizer" in summary else summary.assign(optimizer=ORIGINAL)
+    summary = _with_optimizer(summary)
     by_model = {m: margin_special(g) for m, g in summary.groupby(["model", "optimizer"], sort=False)}
     answers = {HOLDS: "yes: the frame fools more than every other placement",
                FAILS: "no: a placement of as many pixels fools more than the frame",
