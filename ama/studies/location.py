@@ -112,7 +112,8 @@ LOCATION_NAMES = {"frame": "the frame", "ring8": "ring 8 px in", "ring32": "ring
 
 def location_table(summary: pd.DataFrame, verdict: str = "verdict") -> pd.DataFrame:
     """The report's table of :func:`location_summary`: per location its fooling rate, CAM cosine and the frame minus
-    it, paired per image, with the discordant images and McNemar's exact test; with several models a row per model
+    it, paired per image, with the discordant images and McNemar's exact test (with several attacks a row per placement,
+    a column per attack, the verdicts in the attacks' order); with several models a row per model
     (the frame's rate, the placement that fools most, how many fool more, and the answer). ``verdict``: the verdict
     column's heading (:func:`ama.studies.study.deciding`)."""
     summary = _with_optimizer(summary)
@@ -128,9 +129,16 @@ def location_table(summary: pd.DataFrame, verdict: str = "verdict") -> pd.DataFr
                                                       f" of {len(others)}",
                          "is the margin special?": margin_special(g)})
         return pd.DataFrame(rows)
-    attack = {"attack": "optimizer"} if summary.optimizer.nunique() > 1 else {}
+    if summary.optimizer.nunique() > 1:  # several attacks: a row per placement, a column per attack
+        return pd.DataFrame([{"placement": LOCATION_NAMES.get(location, location),
+                              **{f"fools, {o}": pct(r.fooling_rate) for o, r in g.set_index("optimizer").iterrows()},
+                              **{f"frame minus it, {o}": interval_text(r.frame_minus_fooled, r.gap_low, r.gap_high, True,
+                                                                        signed=True)
+                                 for o, r in g.set_index("optimizer").iterrows()},
+                              verdict: " / ".join(v if isinstance(v, str) else "–" for v in g.verdict)}
+                             for location, g in summary.groupby("location", sort=False)])
     return readable(summary, {
-        **attack, "placement": lambda r: LOCATION_NAMES.get(r.location, r.location),
+        "placement": lambda r: LOCATION_NAMES.get(r.location, r.location),
         "fools (95% CI)": lambda r: interval_text(r.fooling_rate, r.fooling_low, r.fooling_high, percent=True),
         "CAM cosine": "cam_cosine",
         "frame minus it, paired": lambda r: interval_text(r.frame_minus_fooled, r.gap_low, r.gap_high, True,
@@ -159,7 +167,7 @@ def location_finding(summary: pd.DataFrame, verdict: str = "verdict") -> Finding
                          f"{pct(frame.iloc[0]) if len(frame) else '–'}, its pixels elsewhere up to "
                          f"{pct(first.fooling_rate)} ({LOCATION_NAMES.get(first.location, first.location)})")
         sentence = (f"Is the {e}-pixel frame's margin special, against its {n_px} pixels placed elsewhere on {n} "
-                    f"images? " + "; ".join(parts) + ".")
+                    f"images? " + "; ".join(parts).capitalize()[:1] + "; ".join(parts)[1:] + ".")
     else:
         counts = pd.Series(by_model).value_counts()
         sentence = (f"Per model, on {n} images, the {e}-pixel frame against its {n_px} pixels "
