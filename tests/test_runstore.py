@@ -1,7 +1,10 @@
 """The run store: locks, keys, part files, the merge and its refusals; torchrun's environment."""
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import threading
 
 import pandas as pd
 import pytest
@@ -41,6 +44,21 @@ def test_lock_refuses_a_second_holder(tmp_path):
         with pytest.raises(RunStoreError, match="another run"):  # ... but not of a launch with another world
             RankLock(tmp_path, rank=1, world=2, run_id="other").acquire()
     RankLock(tmp_path).acquire().release()  # free again once released
+
+
+def test_lock_waits_for_a_sibling_rank_that_has_not_written_itself_yet(tmp_path):
+    """Rank 1 takes its lock, then writes who it is: rank 0 checking in between must not read an empty record as
+    another launch (CI saw rank 0 refuse its own sibling)."""
+    path = tmp_path / ".lock.rank1"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held, its record not written yet
+    writer = threading.Timer(0.3, lambda: os.write(fd, json.dumps(dict(pid=1, run_id="", world=2)).encode()))
+    writer.start()
+    try:
+        RankLock(tmp_path, rank=0, world=2).acquire().release()
+    finally:
+        writer.join()
+        os.close(fd)
 
 
 def test_merge_is_derived_from_parts_and_sorted(tmp_path):

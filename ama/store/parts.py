@@ -23,6 +23,7 @@ import errno
 import fcntl
 import json
 import os
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -102,8 +103,10 @@ class RankLock:
         for other in sorted(self.path.parent.glob(".lock.rank*")):
             if other == self.path:
                 continue
-            holder = _holder(other)
-            if _is_held(other) and (holder.get("world") != self.world or holder.get("run_id") != self.run_id):
+            if not _is_held(other):
+                continue
+            holder = _holder(other, wait_s=5.0)  # a rank that has just taken its lock writes its holder next
+            if holder.get("world") != self.world or holder.get("run_id") != self.run_id:
                 self.release()
                 raise RunStoreError(f"{self.path.parent}: another run (pid {holder.get('pid', '?')}) is writing "
                                     f"this folder; wait for it to end or use another --out")
@@ -122,11 +125,18 @@ class RankLock:
         self.release()
 
 
-def _holder(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text() or "{}")
-    except (OSError, ValueError):
-        return {}
+def _holder(path: Path, wait_s: float = 0.0) -> dict:
+    """The holder a lock file records (``{}`` when it records none). ``path``: the lock file; ``wait_s``: how long to
+    wait for a holder that has taken its lock but not yet written itself (the lock comes first, then the record)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            holder = json.loads(path.read_text() or "{}")
+        except (OSError, ValueError):
+            holder = {}
+        if holder or time.monotonic() >= deadline:
+            return holder
+        time.sleep(0.05)
 
 
 def _is_held(path: Path) -> bool:
