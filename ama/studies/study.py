@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from ..artifacts import FIGURES, TABLES, Artifact
+from ..params import OWN_MODELS
 
 __all__ = ["Figure", "Finding", "Inputs", "Study", "deciding", "family_of", "StudyError", "Table", "Verdicts", "register", "registered", "unregister"]
 
@@ -152,10 +153,11 @@ def register(study: Study) -> Study:
         raise StudyError(f"study {study.name!r} is declared twice")
     if any(t.level not in LEVELS for t in study.tables):
         raise StudyError(f"study {study.name!r}: table levels one of {LEVELS}")
+    in_fast = study.name not in OWN_MODELS  # a study with models of its own runs only when named: FAST never writes it
     for t in study.tables:
-        TABLES.declare(Artifact(t.name, "table", study.notebook, t.meaning, t.fast))
+        TABLES.declare(Artifact(t.name, "table", study.notebook, t.meaning, t.fast and in_fast))
     for f in study.figures:
-        FIGURES.declare(Artifact(f.name, "figure", study.notebook, f.meaning))
+        FIGURES.declare(Artifact(f.name, "figure", study.notebook, f.meaning, in_fast))
     _REGISTRY[study.name] = study
     _MODULES[study.name] = sys._getframe(1).f_globals.get("__name__", "")
     return study
