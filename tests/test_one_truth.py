@@ -105,3 +105,12 @@ def test_every_verdicts_interval_agrees_with_its_test(run):
     by_interval = [verdict((r.low, r.high), r.threshold) for r in rows.itertuples()]
     disagree = rows[[a != b for a, b in zip(by_interval, rows.p_verdict)]]
     assert disagree.empty, disagree[["verdict_of", "value", "low", "high", "p_holds", "p_fails"]].to_string()
+
+
+@pytest.mark.parametrize("run", REFERENCES, ids=lambda p: p.name[:40])
+def test_each_report_shows_every_figure_its_reference_holds(run):
+    """A REPORT.md written again from a folder without its figures would link none: each reference's report links
+    exactly the figures it holds, and names its own run."""
+    linked = set(re.findall(r"\]\(figures/([^)]+\.png)\)", (run / "REPORT.md").read_text()))
+    assert linked == {p.name for p in (run / "figures").glob("*.png")}
+    assert f"Run `{run.name}`" in (run / "REPORT.md").read_text().splitlines()[0]
