@@ -114,7 +114,7 @@ def test_failing_notebook_stops_the_pipeline(tmp_path):
     from ama.paths import ROOT
 
     notebooks = tmp_path / "notebooks"
-    shutil.copytree(ROOT / "notebooks", notebooks)
+    shutil.copytree(ROOT / "notebooks", notebooks, ignore=shutil.ignore_patterns("kernel-ipc-*", ".ipynb_checkpoints"))
     _notebook(notebooks / "01_occlusion.ipynb", "raise RuntimeError('occlusion broke')")
     proc = run_make("reproduce", "FAST=1", "RUN=broken", f"RESULTS={tmp_path / 'results'}", f"NOTEBOOKS={notebooks}")
     assert proc.returncode != 0
