@@ -255,5 +255,5 @@ def test_a_study_runs_alone(tmp_path):
     assert {"attack_sides", "attack_sides_summary"} <= tables and "attack_metrics" not in tables
     assert "attack_location" not in tables  # only the study named
     report = (run / "REPORT.md").read_text()
-    assert "not measured on this run" in report and "Confined to one side, the reference attack fools" in report
+    assert "it tests none of the paper's claims" in report and "## The claims" not in report and "Confined to one side, the reference attack fools" in report
     assert f"== done: {tmp_path}/study/REPORT.md (studies: sides)" in proc.stdout

@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..stats.intervals import holm_verdicts
 from .forest import forest_figure
 
 
@@ -60,7 +61,8 @@ def location_control_figure(summary: pd.DataFrame):
     """Is the margin special? (:func:`ama.studies.controls.location_summary`): a forest plot
     (:func:`ama.figures.forest.forest_figure`) of the frame's fooling rate minus each location's of the same pixel
     count, paired per image (McNemar's exact 95% interval, percentage points), with the images only the frame fools and
-    only the location fools; one panel per model, optimiser and ``e``. ``summary``: rows of ``attack_location_summary``; None
+    only the location fools, coloured by the Holm-adjusted verdict within the rows drawn (the question's family, as the
+    report judges it); one panel per model, optimiser and ``e``. ``summary``: rows of ``attack_location_summary``; None
     when no location has a paired difference."""
     if summary is None or "frame_minus_fooled" not in summary:
         return None
@@ -74,12 +76,14 @@ def location_control_figure(summary: pd.DataFrame):
                    rows.mask_pixels, rows.n_images)])
     notes = [f"only the frame fools {int(a)}, only the location {int(b)} of n = {int(n)} images"
              for a, b, n in zip(rows.frame_only, rows.location_only, rows.n_images)]
+    if "p_holds" in rows:  # coloured as the report judges: Holm within the question's family, every row drawn here
+        rows = rows.assign(holm_verdict=holm_verdicts(rows.p_holds, rows.p_fails))
     return forest_figure(rows, "label", "frame_minus_fooled", "gap_low", "gap_high", notes, panel="panel",
                          xlabel="fooling rate, frame minus location (percentage points, McNemar exact 95% interval)",
                          title="Is the margin special? The same attack on as many pixels elsewhere, paired per image",
-                         side_labels={"above": "the frame fools more", "below": "the location fools more",
-                                      "includes": "not decided (interval or exact test)"}, scale=100,
-                         verdict="verdict" if "verdict" in rows else None)
+                         side_labels={"above": "the frame fools more (Holm)", "below": "the location fools more (Holm)",
+                                      "includes": "not decided (exact test, Holm-adjusted)"}, scale=100,
+                         verdict="holm_verdict" if "p_holds" in rows else "verdict" if "verdict" in rows else None)
 
 
 def ingredients_figure(summary: pd.DataFrame):

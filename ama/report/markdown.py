@@ -30,6 +30,7 @@ from .verdicts import family_table, verdict_table
 __all__ = ["write_report", "display_report", "report_context", "TEMPLATE"]
 
 TEMPLATE = Path(__file__).with_name("templates") / "report.md.j2"
+CLAIM_NOTEBOOKS = ("01", "02", "03")  # the notebooks whose tables the claims read
 PAPER = ("Xia et al., *On the Receptive Field Misalignment in CAM-based Visual Explanations*, Pattern Recognition "
          "Letters 152 (2021).")
 
@@ -84,7 +85,10 @@ def report_context(run_dir: Path, verdicts: pd.DataFrame) -> dict:
     params = json.loads((run_dir / "params.json").read_text()) if (run_dir / "params.json").is_file() else {}
     info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
     fast = bool(params.get("fast"))
-    claims = collect_claims(run_dir)
+    walls = info.get("notebooks", {})
+    # `make study`: notebook 05's studies alone (no claim's notebook ran): the report states the studies, not the claims
+    alone = bool(walls) and not any(k.startswith(CLAIM_NOTEBOOKS) for k in walls)
+    claims = [] if alone else collect_claims(run_dir)
     sections = []
     for c in claims:
         sections.append(dict(_section(run_dir, f"Claim {c.number}: {c.title}", c, [Path(f).stem for f in c.figures]),
@@ -96,18 +100,18 @@ def report_context(run_dir: Path, verdicts: pd.DataFrame) -> dict:
         if finding is not None:
             names = [n for n in finding.figures if n != FIGURES.attack_across_models or across]
             sections.append(_section(run_dir, title, finding, names))
-    not_run = []
+    not_run, ran = [], []
     for study in studies().values():
         finding = study.section(run_dir) if study.section is not None else None
         if finding is not None:
             names = list(finding.figures) or [f.name for f in study.figures]
             sections.append(_section(run_dir, study.question, finding, names))
+            ran.append(f"`{study.name}`")
         elif not study.always:
             not_run.append(f"`{study.name}`")
     used = RunParams.from_dict(params).to_dict() if params else {}
     if info.get("device") and used:
         used["device"] = f"{used['device']} (used: {info['device']})"
-    walls = info.get("notebooks", {})
     provenance = ""
     if info:
         rows = {"device": info.get("device"), "git commit": info.get("git_commit"),
@@ -115,14 +119,14 @@ def report_context(run_dir: Path, verdicts: pd.DataFrame) -> dict:
                 "wall time": ", ".join(_wall(k, v) for k, v in walls.items() if v.get("wall_s"))}
         provenance = "| run | |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows.items() if v)
     return dict(
-        run=run_dir.name, paper=PAPER, fast=fast,
+        run=run_dir.name, paper=PAPER, fast=fast, alone=", ".join(ran) if alone else "",
         intro="Every sentence and table below is written from this run's tables; each verdict is the one "
               f"`tables/{TABLES.verdicts}.csv` gives, Holm-adjusted within its family.",
-        claims_table=markdown_table(claims_table(run_dir, claims, params, fast)),
-        reproduce=reproduce_bullets(run_dir, claims),
+        claims_table="" if alone else markdown_table(claims_table(run_dir, claims, params, fast)),
+        reproduce={} if alone else reproduce_bullets(run_dir, claims),
         setting=markdown_table(setting_table(params, _n_images(run_dir))), criteria=markdown_table(pd.DataFrame(
             [line.split(". ", 1) for line in CRITERIA.splitlines()], columns=["claim", "the kit's criterion"])),
-        sections=sections, not_run=", ".join(not_run),
+        sections=sections, not_run="" if alone else ", ".join(not_run),
         multiplicity=(f"The report states {len(verdicts)} verdicts. Each has a one-sided p-value on each side of its "
                       "threshold (exact for rates and paired yes/no outcomes); Holm's method adjusts them within each "
                       "family, and a verdict holds (does not hold) when its adjusted p on that side is below 0.025."),
@@ -155,18 +159,6 @@ def display_report(run_dir: str | os.PathLike) -> None:
         else:
             text.append(line)
     flush()
-
-
-def _outcome(claim) -> str:
-    """A claim's verdict in a few words: ``"holds"``, or ``"capability: holds; prevalence: inconclusive"``."""
-    return "; ".join(f"{k}: {v}" for k, v in claim.parts.items()) if claim.parts else str(claim.outcome)
-
-
-def _wall(notebook: str, info: dict) -> str:
-    """``"03_... 3072.1 s (3016.0 s of it on several processes)"``: a notebook's wall time, its torchrun pre-step
-    included."""
-    pre = f" ({info['sharded_s']} s of it on several processes)" if info.get("sharded_s") else ""
-    return f"{notebook} {info['wall_s']} s{pre}"
 
 
 def write_report(run_dir: str | os.PathLike) -> Path:

@@ -185,6 +185,12 @@ def holm(p_values) -> np.ndarray:
     return out
 
 
+def holm_verdicts(p_holds, p_fails) -> list[str]:
+    """Each row's :func:`p_verdict` after Holm's adjustment of ``p_holds`` and of ``p_fails`` within the family they
+    form (each a sequence over the family's rows; NaN stays unjudged: inconclusive)."""
+    return [p_verdict(h, f) for h, f in zip(holm(p_holds), holm(p_fails))]
+
+
 def verdict(interval: tuple[float, float], threshold: float, above: bool = True) -> str:
     """:data:`HOLDS` when ``interval`` lies wholly on the claim's side of ``threshold`` (``above``: greater than it;
     else below it), :data:`FAILS` when wholly on the other side, :data:`INCONCLUSIVE` otherwise (or when unknown)."""
