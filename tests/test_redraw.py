@@ -59,6 +59,16 @@ def test_the_tool_runs_each_notebook_on_the_scratch_folder(tmp_path):
     assert "figures/attack_examples.png" in tool.report_figures(FAST)
 
 
+def test_redrawing_one_notebook_leaves_the_others_figures():
+    """``--notebooks 05_beyond_the_paper`` redraws notebook 05's figures: the claims' figures are kept (it had removed
+    every figure it did not draw)."""
+    figures = _tool().report_figures(FAST)
+    kept = _tool()._not_drawn_by(["05_beyond_the_paper"], figures)
+    assert {"figures/attack_examples.png", "figures/erf_vs_irf.png"} <= kept
+    assert "figures/attack_location.png" in figures - kept
+    assert _tool()._not_drawn_by(list(_tool().NOTEBOOKS), figures) == set()
+
+
 @pytest.mark.slow
 def test_the_tool_redraws_a_reference_in_full_colour(tmp_path):
     """A copy of the FAST reference redrawn (about a minute): every figure it held is RGB or an exact palette now, its

@@ -173,6 +173,18 @@ def write_report(scratch: Path, reference: Path) -> None:
     compress_tables(reference / "tables")
 
 
+def _not_drawn_by(notebooks, figures) -> set[str]:
+    """Of ``figures`` (``figures/<name>.png``), those that none of ``notebooks`` draws (by the notebook each figure is
+    declared for, :data:`ama.artifacts.FIGURES`; the report's own, notebook 04's, count as drawn)."""
+    from ama.artifacts import FIGURES
+    from ama.studies.registry import studies
+
+    studies()  # the studies declare their figures
+    ran = {nb[:2] for nb in notebooks} | {"04"}
+    owner = {str(a): a.notebook for a in FIGURES}
+    return {f for f in figures if owner.get(re.sub(r"_\d+$", "", Path(f).stem), "04") not in ran}
+
+
 def redraw(reference: Path, scratch: Path, notebooks=NOTEBOOKS, keep: bool = False, report: bool = False,
            quiet: bool = True, summaries: bool = False) -> dict:
     """Redraw ``reference``'s figures in ``scratch`` and copy them back (see the module docstring); return what
@@ -189,6 +201,11 @@ def redraw(reference: Path, scratch: Path, notebooks=NOTEBOOKS, keep: bool = Fal
     scratch_copy(reference, scratch)
     resummarised = resummarise(scratch) if summaries else []
     run_notebooks(scratch, notebooks, quiet)
+    kept = _not_drawn_by(notebooks, wanted)  # figures of notebooks not run: left as they are, and shown in the report
+    (scratch / "figures").mkdir(exist_ok=True)
+    for figure in kept:
+        if (reference / figure).is_file():
+            shutil.copy2(reference / figure, scratch / figure)
     resummarised = replace_tables(scratch, reference, resummarised)
     if report:  # the new report's figures too: it may link figures the old one did not
         from ama.report.markdown import write_report as write
@@ -198,7 +215,7 @@ def redraw(reference: Path, scratch: Path, notebooks=NOTEBOOKS, keep: bool = Fal
     added = add_tables(scratch, reference)
     (reference / "figures").mkdir(exist_ok=True)
     drawn, removed = [], []
-    for figure in sorted(wanted):
+    for figure in sorted(wanted - kept):
         source, dest = scratch / figure, reference / figure
         if report and figure not in linked:  # the new report does not show it
             if dest.is_file():
