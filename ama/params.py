@@ -64,6 +64,9 @@ PROFILES = {
     # grid's 50-pass attacks; kept: notebook 05 on every image, the ablation's apgd, the targeted shapes on a quarter)
     "models": dict(models="lite0 lite1 lite2 lite0-zero-pad lite0-reflect-pad lite0-replicate-pad", n_images=8,
                    e="1 2", grid="slim", studies="all"),
+    # a study alone on the images its power plan asks (ama.stats.power; `make study PROFILE=<study>`), at e = 1:
+    # the location control, the reference and APGD at every placement (60 images: 25 min on 2 CPU cores)
+    "location": dict(n_images=60, e="1", studies="location"),
 }
 
 

@@ -142,6 +142,7 @@ BLOCKS = {
     ("docs/EVIDENCE.md", "reference-claims"): lambda: glance_table(reference_runs()),
     ("docs/EVIDENCE.md", "evidence-run"): lambda: "\n".join(evidence_lines(profile_reference(EVIDENCE_PROFILE))),
     ("docs/EVIDENCE.md", "padding-variants"): lambda: padding_block(profile_reference(MODELS_PROFILE)),
+    ("docs/EVIDENCE.md", "location-study"): lambda: study_block("location"),
     ("docs/ATTACK.md", "evidence-optimizers"): lambda: optimizer_table(profile_reference(EVIDENCE_PROFILE)),
     ("docs/ATTACK.md", "evidence-ingredients"): lambda: ingredient_block(profile_reference(EVIDENCE_PROFILE)),
 }

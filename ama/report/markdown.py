@@ -22,7 +22,7 @@ from ..paths import atomic_write, resolve
 from ..stats.rows import original_attack
 from ..store.tables import markdown_table, read_table, save_figure, save_table
 from ..studies.captions import caption
-from ..studies.claims import collect_claims
+from ..studies.claims import collect_claims, study_alone
 from ..studies.registry import studies
 from .findings import SECTIONS, claims_table, reproduce_bullets, setting_table, _n_images
 from .verdicts import family_table, verdict_table
@@ -30,7 +30,6 @@ from .verdicts import family_table, verdict_table
 __all__ = ["write_report", "display_report", "report_context", "TEMPLATE"]
 
 TEMPLATE = Path(__file__).with_name("templates") / "report.md.j2"
-CLAIM_NOTEBOOKS = ("01", "02", "03")  # the notebooks whose tables the claims read
 PAPER = ("Xia et al., *On the Receptive Field Misalignment in CAM-based Visual Explanations*, Pattern Recognition "
          "Letters 152 (2021).")
 
@@ -86,8 +85,7 @@ def report_context(run_dir: Path, verdicts: pd.DataFrame) -> dict:
     info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
     fast = bool(params.get("fast"))
     walls = info.get("notebooks", {})
-    # `make study`: notebook 05's studies alone (no claim's notebook ran): the report states the studies, not the claims
-    alone = bool(walls) and not any(k.startswith(CLAIM_NOTEBOOKS) for k in walls)
+    alone = study_alone(run_dir)  # `make study`: the report states the studies, not the claims
     claims = [] if alone else collect_claims(run_dir)
     sections = []
     for c in claims:

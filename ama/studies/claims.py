@@ -371,15 +371,26 @@ def glance_table(runs: dict[str, str | os.PathLike]) -> str:
     return "\n".join(lines)
 
 
+CLAIM_NOTEBOOKS = ("01", "02", "03")  # the notebooks whose tables the claims read
+
+
+def study_alone(run_dir: str | os.PathLike) -> bool:
+    """Whether the run in ``run_dir`` computed notebook 05's studies alone (``make study``: its ``run.json`` times
+    notebooks, none of them a claim's), so that it tests none of the claims."""
+    path = Path(run_dir) / "run.json"
+    walls = json.loads(path.read_text()).get("notebooks", {}) if path.is_file() else {}
+    return bool(walls) and not any(k.startswith(CLAIM_NOTEBOOKS) for k in walls)
+
+
 def reference_runs(reference: str | os.PathLike = "results/reference") -> dict[str, Path]:
-    """Every committed reference of a full run (FAST ones aside), the one-model runs first, fewest images first,
+    """Every committed reference of a full run (FAST ones and studies run alone aside), the one-model runs first, fewest images first,
     labelled by their image count (and model count): the columns of docs/EVIDENCE.md's generated table of claims."""
     found = []
     for folder in resolve(reference).iterdir():
         path = folder / "params.json"
         if path.is_file():
             params = json.loads(path.read_text())
-            if not params.get("fast"):
+            if not params.get("fast") and not study_alone(folder):
                 models = params.get("models", [])
                 found.append((len(models) > 1, params["n_images"], len(models), folder))
     return {f"{n} ImageNet images" + (f", {k} models" if k > 1 else ""): folder for _, n, k, folder in sorted(found)}
