@@ -31,7 +31,7 @@ from ..criteria import PADDING_EQUIVALENCE
 from ..figures.forest import forest_figure
 from ..inputs.padding import PADDINGS, padding_of, recal_base
 from ..kernels.metrics import attack_metrics
-from ..stats.intervals import Estimate, clopper_pearson
+from ..stats.intervals import INCONCLUSIVE, Estimate, clopper_pearson, holm_verdicts
 from ..stats.power import MeanEffect
 from ..stats.rows import eight_bit
 from ..store.tables import interval_text, p_text, read_table, readable
@@ -168,18 +168,25 @@ def leverage_finding(run_dir: Path) -> Finding | None:
 
 def leverage_figure(tests: pd.DataFrame | None):
     """A forest plot of ``tests`` (rows of :func:`leverage_tests`): each padding minus symmetric zeros per outcome (a
-    panel each), the recalibrated and the raw variants one above the other; None without rows."""
+    panel each), the recalibrated and the raw variants one above the other, the recalibrated coloured by their
+    Holm-adjusted verdict (the report's), the raw grey (not judged); None without rows."""
     if tests is None or tests.empty:
         return None
+    recal = tests.recalibrated.astype(bool)
+    judged = pd.Series(INCONCLUSIVE, index=tests.index)  # the raw set is shown, not judged
+    if "p_holds" in tests and recal.any():  # the recalibrated set as the report judges it: Holm over its comparisons
+        judged[recal] = holm_verdicts(tests.p_holds[recal], tests.p_fails[recal])
     rows = tests.assign(label=[f"{PADDINGS[p].split(',')[0]} ({'BN re-estimated' if r else 'as trained'})"
-                               for p, r in zip(tests.padding, tests.recalibrated.astype(bool))],
-                        panel=[OUTCOMES[o] for o in tests.outcome])
+                               for p, r in zip(tests.padding, recal)],
+                        panel=[OUTCOMES[o] for o in tests.outcome], judged=judged)
     notes = [f"n = {int(n)}; {int(a)} more, {int(b)} less" for n, a, b in zip(rows.n_images, rows.more, rows.less)]
     return forest_figure(rows, "label", "value", "low", "high", notes, panel="panel", sharex=False,
                          xlabel="this padding minus symmetric zeros, paired per image (95% interval)",
                          title="Does the frame's leverage follow the padding? APGD at the run's budget",
-                         side_labels={"above": "more leverage than symmetric zeros",
-                                      "below": "less leverage", "includes": "not decided"})
+                         side_labels={"above": "more leverage than symmetric zeros (Holm)",
+                                      "below": "less leverage (Holm)",
+                                      "includes": "not decided (Holm), or as trained: shown, not judged"},
+                         verdict="judged")
 
 
 def _compute(model, inputs) -> dict:
