@@ -98,13 +98,12 @@ def report_context(run_dir: Path, verdicts: pd.DataFrame) -> dict:
         if finding is not None:
             names = [n for n in finding.figures if n != FIGURES.attack_across_models or across]
             sections.append(_section(run_dir, title, finding, names))
-    not_run, ran = [], []
+    not_run = []
     for study in studies().values():
         finding = study.section(run_dir) if study.section is not None else None
         if finding is not None:
             names = list(finding.figures) or [f.name for f in study.figures]
             sections.append(_section(run_dir, study.question, finding, names))
-            ran.append(f"`{study.name}`")
         elif not study.always:
             not_run.append(f"`{study.name}`")
     used = RunParams.from_dict(params).to_dict() if params else {}
@@ -117,7 +116,8 @@ def report_context(run_dir: Path, verdicts: pd.DataFrame) -> dict:
                 "wall time": ", ".join(_wall(k, v) for k, v in walls.items() if v.get("wall_s"))}
         provenance = "| run | |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows.items() if v)
     return dict(
-        run=run_dir.name, paper=PAPER, fast=fast, alone=", ".join(ran) if alone else "",
+        run=run_dir.name, paper=PAPER, fast=fast,
+        alone=", ".join(f"`{name}`" for name in params.get("studies") or []) if alone else "",
         intro="Every sentence and table below is written from this run's tables; each verdict is the one "
               f"`tables/{TABLES.verdicts}.csv` gives, Holm-adjusted within its family.",
         claims_table="" if alone else markdown_table(claims_table(run_dir, claims, params, fast)),

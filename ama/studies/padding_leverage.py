@@ -172,6 +172,7 @@ def leverage_figure(tests: pd.DataFrame | None):
     Holm-adjusted verdict (the report's), the raw grey (not judged); None without rows."""
     if tests is None or tests.empty:
         return None
+    tests = tests.sort_values("recalibrated", ascending=False, kind="stable")  # the judged set on top
     recal = tests.recalibrated.astype(bool)
     judged = pd.Series(INCONCLUSIVE, index=tests.index)  # the raw set is shown, not judged
     if "p_holds" in tests and recal.any():  # the recalibrated set as the report judges it: Holm over its comparisons
