@@ -67,6 +67,11 @@ PROFILES = {
     # a study alone on the images its power plan asks (ama.stats.power; `make study PROFILE=<study>`), at e = 1:
     # the location control, the reference and APGD at every placement (60 images: 25 min on 2 CPU cores)
     "location": dict(n_images=60, e="1", studies="location"),
+    # the padding question: lite0 under each padding, as loaded and with BatchNorm re-estimated (-recal), on 60 images
+    # every variant classifies correctly (ama.studies.padding_leverage; 72 min on 2 CPU cores, partly shared)
+    "padding_leverage": dict(models="lite0 lite0-zero-pad lite0-reflect-pad lite0-replicate-pad lite0-recal "
+                                    "lite0-zero-pad-recal lite0-reflect-pad-recal lite0-replicate-pad-recal",
+                             n_images=60, e="1", studies="padding_leverage"),
 }
 
 

@@ -143,6 +143,7 @@ BLOCKS = {
     ("docs/EVIDENCE.md", "evidence-run"): lambda: "\n".join(evidence_lines(profile_reference(EVIDENCE_PROFILE))),
     ("docs/EVIDENCE.md", "padding-variants"): lambda: padding_block(profile_reference(MODELS_PROFILE)),
     ("docs/EVIDENCE.md", "location-study"): lambda: study_block("location"),
+    ("docs/EVIDENCE.md", "padding-leverage"): lambda: study_block("padding_leverage"),
     ("docs/ATTACK.md", "evidence-optimizers"): lambda: optimizer_table(profile_reference(EVIDENCE_PROFILE)),
     ("docs/ATTACK.md", "evidence-ingredients"): lambda: ingredient_block(profile_reference(EVIDENCE_PROFILE)),
 }
