@@ -78,7 +78,7 @@ def test_the_finding_and_figure_read_the_tests(tmp_path):
     (tmp_path / "tables").mkdir()
     padding_leverage.leverage_tests(table).to_csv(tmp_path / "tables" / "padding_outcomes_tests.csv", index=False)
     finding = padding_leverage.leverage_finding(tmp_path)
-    assert "replicate: more leverage (CAM moved, smallest fooling e" in finding.sentence
+    assert "replicate: more leverage (CAM moved, fools at a narrower frame" in finding.sentence
     assert "nan" not in finding.table.to_string()
     assert padding_leverage.leverage_figure(padding_leverage.leverage_tests(table)) is not None
 

@@ -41,8 +41,9 @@ from .study import Figure, Finding, Study, Table, Verdicts, deciding, register
 __all__ = ["WIDTHS", "OUTCOMES", "leverage_rows", "leverage_summary", "leverage_tests", "STUDY"]
 
 WIDTHS = (1, 2, 4)  # the widths tried, smallest first, for the smallest that fools
-OUTCOMES = {"cam_drop": "CAM moved (1 - cosine)", "margin_drop": "clean margin's drop (logits)",
-            "log2_e": "smallest fooling e, halvings (log2 px)", "fooled": "fooled at e = 1"}
+OUTCOMES = {"cam_drop": "CAM moved (1 - cosine)", "margin_drop": "drop of the clean logit margin (logits)",
+            "log2_e": "fools at a narrower frame (log2 halvings of e)",
+            "fooled": "fooled at e = 1"}
 """The paired outcomes, each compared so that above 0 means more leverage than symmetric zeros: ``log2_e``, where
 smaller is more, as symmetric zeros' minus the padding's (the halvings of the width it spares)."""
 BASELINE = "zero"  # symmetric zeros: the padding that carries least of the border inwards
@@ -152,16 +153,18 @@ def leverage_finding(run_dir: Path) -> Finding | None:
     if tests is None or tests.empty:
         return None
     tests, label = deciding(run_dir, TABLES.padding_outcomes_tests, tests)
+    tests = tests.sort_values("recalibrated", ascending=False, kind="stable")  # the judged set first
     recal = tests[tests.recalibrated.astype(bool)]
     n = int(tests.n_images.max())
-    sentence = (f"Against symmetric zeros, paired on {n} images with BatchNorm re-estimated under each padding: "
+    sentence = (f"Against symmetric zeros, paired on {n} images (APGD) with BatchNorm re-estimated under each "
+                "padding: "
                 f"{_answer(recal) if len(recal) else 'no recalibrated variants in this run'}.")
     table = readable(tests, {
         "BatchNorm": lambda r: "re-estimated" if r.recalibrated else "as trained",
         "padding": lambda r: PADDINGS[r.padding].split(",")[0], "outcome": lambda r: OUTCOMES[r.outcome],
-        "minus symmetric zeros (95% CI)": lambda r: interval_text(r.value, r.low, r.high, signed=True),
+        "more leverage than symmetric zeros (95% CI)": lambda r: interval_text(r.value, r.low, r.high, signed=True),
         "test": lambda r: f"{r.test} {p_text(r.p_value)}",
-        "within the margin": lambda r: f"{'yes' if r.equivalent else 'no'} (±{r.margin:g})",
+        "within the equivalence band": lambda r: f"{'yes' if r.equivalent else 'no'} (±{r.margin:g})",
         label: lambda r: r.verdict if r.recalibrated else "shown, not judged"})
     return Finding(sentence, table)
 
@@ -182,7 +185,7 @@ def leverage_figure(tests: pd.DataFrame | None):
                         panel=[OUTCOMES[o] for o in tests.outcome], judged=judged)
     notes = [f"n = {int(n)}; {int(a)} more, {int(b)} less" for n, a, b in zip(rows.n_images, rows.more, rows.less)]
     return forest_figure(rows, "label", "value", "low", "high", notes, panel="panel", sharex=False,
-                         xlabel="this padding minus symmetric zeros, paired per image (95% interval)",
+                         xlabel="more leverage than symmetric zeros (above 0), paired per image (95% interval)",
                          title="Does the frame's leverage follow the padding? APGD at the run's budget",
                          side_labels={"above": "more leverage than symmetric zeros (Holm)",
                                       "below": "less leverage (Holm)",
