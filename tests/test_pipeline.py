@@ -196,6 +196,20 @@ def test_save_reference_copies_the_run(tmp_path):
             reference.save_reference(run, tmp_path / "ref")
 
 
+def test_a_study_runs_reference_leaves_out_the_clean_predictions_and_still_checks(tmp_path):
+    """``make study-reference``: a study run alone (no claim's notebook) is saved without the selection's clean
+    predictions of every labelled image under every model; a rerun, which has them, still matches it."""
+    run = tmp_path / "runs" / "r1"
+    _write_run(run, pipeline.make_params(), {"sizes": _table(), "clean_predictions": _table()})
+    (run / "run.json").write_text(json.dumps({"params": pipeline.make_params(), "notebooks": {
+        "05_beyond_the_paper": {"git_commit": "abc"}}}))
+    (run / "REPORT.md").write_text("# r\n")
+    dest = reference.save_reference(run, tmp_path / "ref") / "tables"
+    assert (dest / "sizes.csv").is_file() and not list(dest.glob("clean_predictions*"))
+    ok, lines = reference.check_run(run, tmp_path / "ref")
+    assert ok and ": 1 tables" in lines[0]
+
+
 def test_a_reference_stores_its_large_tables_compressed_and_is_checked_through_them(tmp_path, monkeypatch):
     import gzip
 
@@ -266,6 +280,6 @@ def test_make_help_lists_every_variable_with_its_value():
 
     out = run_make("help", "PROFILE=imagenet").stdout
     lines = [line.strip() for line in out.splitlines()]
-    assert "PROFILE=imagenet  (a named set of the values below: imagenet, models; empty: none)" in lines
+    assert f"PROFILE=imagenet  (a named set of the values below: {', '.join(PROFILES)}; empty: none)" in lines
     assert {f"N_IMAGES={PROFILES['imagenet']['n_images']}", "E=1 2", "FAST=0", "MODELS=lite0"} <= set(lines)
     assert all(f"{name.upper()}=" in out for name in RunParams.names()) and "{" not in out  # not JSON

@@ -40,6 +40,7 @@ import pandas as pd
 from scipy.stats import binomtest
 from statsmodels.stats.multitest import multipletests
 
+from ..artifacts import TABLES
 from ..params import RunParams
 from ..paths import resolve, shown
 from ..stats.intervals import FAILS, HOLDS
@@ -400,7 +401,7 @@ def reference_commit(info: dict) -> str | None:
 def save_reference(run_dir: str | Path, reference: str | Path) -> Path:
     """Copy a finished run into ``reference/<run>/``: its tables (and their lineage), ``params.json``, ``run.json``
     (stamped with the one commit all its notebooks ran at, :func:`reference_commit`), ``REPORT.md`` and the report's
-    figures (full colour, capped in size, :func:`ama.store.tables.save_reference_png`); replaces an older reference of the same run."""
+    figures (a study run alone: without ``clean_predictions``) (full colour, capped in size, :func:`ama.store.tables.save_reference_png`); replaces an older reference of the same run."""
     import re
     import shutil
 
@@ -414,7 +415,10 @@ def save_reference(run_dir: str | Path, reference: str | Path) -> Path:
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "figures").mkdir(parents=True)
-    shutil.copytree(run_dir / "tables", tmp / "tables", ignore=shutil.ignore_patterns("*.tmp", "*.md"))
+    # a study run alone keeps its study's tables, not the selection's clean predictions of every labelled image under
+    # every model (its images are in its per-image tables; the accuracy is in clean_accuracy)
+    skip = [f"{TABLES.clean_predictions}.csv*"] if claims.study_alone(run_dir) else []
+    shutil.copytree(run_dir / "tables", tmp / "tables", ignore=shutil.ignore_patterns("*.tmp", "*.md", *skip))
     compress_tables(tmp / "tables")
     for name in ("params.json", "REPORT.md"):
         shutil.copy2(run_dir / name, tmp / name)
