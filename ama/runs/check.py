@@ -401,7 +401,8 @@ def reference_commit(info: dict) -> str | None:
 def save_reference(run_dir: str | Path, reference: str | Path) -> Path:
     """Copy a finished run into ``reference/<run>/``: its tables (and their lineage), ``params.json``, ``run.json``
     (stamped with the one commit all its notebooks ran at, :func:`reference_commit`), ``REPORT.md`` and the report's
-    figures (a study run alone: without ``clean_predictions``) (full colour, capped in size, :func:`ama.store.tables.save_reference_png`); replaces an older reference of the same run."""
+    figures (full colour, capped in size, :func:`ama.store.tables.save_reference_png`); replaces an older reference of
+    the same run. A study run alone (:func:`ama.studies.claims.study_alone`) is saved without ``clean_predictions``."""
     import re
     import shutil
 

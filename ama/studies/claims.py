@@ -383,8 +383,9 @@ def study_alone(run_dir: str | os.PathLike) -> bool:
 
 
 def reference_runs(reference: str | os.PathLike = "results/reference") -> dict[str, Path]:
-    """Every committed reference of a full run (FAST ones and studies run alone aside), the one-model runs first, fewest images first,
-    labelled by their image count (and model count): the columns of docs/EVIDENCE.md's generated table of claims."""
+    """Every committed reference of a full run (FAST ones and studies run alone aside), the one-model runs first,
+    fewest images first, labelled by their image count (and model count): the columns of docs/EVIDENCE.md's generated
+    table of claims."""
     found = []
     for folder in resolve(reference).iterdir():
         path = folder / "params.json"

@@ -166,8 +166,9 @@ def location_finding(summary: pd.DataFrame, verdict: str = "verdict") -> Finding
             parts.append(f"with {optimizer}, {answers[answer].split(':')[0]}: the frame fools "
                          f"{pct(frame.iloc[0]) if len(frame) else '–'}, its pixels elsewhere up to "
                          f"{pct(first.fooling_rate)} ({LOCATION_NAMES.get(first.location, first.location)})")
+        answer = "; ".join(parts)
         sentence = (f"Is the {e}-pixel frame's margin special, against its {n_px} pixels placed elsewhere on {n} "
-                    f"images? " + "; ".join(parts).capitalize()[:1] + "; ".join(parts)[1:] + ".")
+                    f"images? {answer[:1].upper()}{answer[1:]}.")
     else:
         counts = pd.Series(by_model).value_counts()
         sentence = (f"Per model, on {n} images, the {e}-pixel frame against its {n_px} pixels "
@@ -214,6 +215,5 @@ STUDY = register(Study(
     summarise=lambda tables: {TABLES.attack_location_summary: location_summary(tables[TABLES.attack_location])},
     keys=("location", "optimizer"), section=_section,
     # the effect to detect: the evidence run's frame vs ring 8 and ring 32 (0 vs 4 of 20 images differ), in a family of
-    # 6 placements x 2 attacks: 56 images for 80% power at Holm's strictest level
-    # (make study STUDIES=location N_IMAGES=60 E=1)
+    # 6 placements x 2 attacks: 56 images for 80% power at Holm's strictest level (make study PROFILE=location: 60)
     power=PairedEffect(0.0, 0.2, family=12, source="the evidence run's frame vs ring 8: 0 vs 4 of 20 images differ")))

@@ -1,8 +1,8 @@
 """Does the frame's leverage follow the padding? (``SCIENCE.md`` section 8; issue 42's design.)
 
 Hypothesis: the e-pixel frame moves the model as far as the padding carries border pixels inwards: least under
-symmetric zeros (``lite0-zero-pad``), more under TF "same" (as trained), reflect and replicate. A run of the study alone
-(docs/EVIDENCE.md) attacks the same images, every one classified correctly by every variant, under each padding
+symmetric zeros (``lite0-zero-pad``), more under TF "same" (as trained), reflect and replicate. A run of the profile
+``padding_leverage`` attacks the same images, every one classified correctly by every variant, under each padding
 (:mod:`ama.inputs.padding`), each as loaded (``lite0-reflect-pad``: BatchNorm statistics learnt under TF padding, a
 damaged network) and with its BatchNorm statistics re-estimated under its own padding on held-out images
 (``lite0-reflect-pad-recal``, ``lite0-recal`` included), so that the recalibrated set differs in padding alone.
@@ -229,5 +229,5 @@ STUDY = register(Study(
                     lambda folder: leverage_figure(folder.read(TABLES.padding_outcomes_tests)), caption=_caption),),
     compute=_compute, summarise=_summarise, keys=("padding", "outcome", "recalibrated"), section=leverage_finding,
     # a medium paired effect (d = 0.5: the cosine gap of 0.15 with a spread of about 0.3 across images) in a family of
-    # 3 paddings x 4 outcomes: 60 images for 80% power at Holm's strictest level (docs/EVIDENCE.md: make study)
+    # 3 paddings x 4 outcomes: 60 images for 80% power at Holm's strictest level (make study PROFILE=padding_leverage)
     power=MeanEffect(0.5, family=12, source="the models run's 8 images: cosine 0.976 vs 0.824, symmetric zeros vs TF")))
