@@ -53,3 +53,36 @@ def test_no_across_models_section_for_one_model(tmp_path, tiny_model, images32):
     tables.update(experiments.summaries(tables))
     save_tables(tables, tmp_path)
     assert findings.across_models_finding(tmp_path) is None and report.across_models_figure(tmp_path) is None
+
+
+def test_the_setting_names_the_images_a_recal_run_draws_from():
+    """A run with a -recal variant draws its images from the 700 its BatchNorm statistics were not estimated on."""
+    from ama.inputs.padding import RECAL_IMAGES
+
+    plain = findings.setting_table({"models": ["lite0"], "n_iter": 100}, 8).set_index("")["this run"]["images"]
+    recal = findings.setting_table({"models": ["lite0", "lite0-recal"], "n_iter": 100}, 60).set_index("")["this run"]
+    assert plain.startswith("8 of the kit's 1000 labelled")
+    assert recal["images"].startswith(f"60 of the {1000 - RECAL_IMAGES} labelled") and "-recal" in recal["images"]
+
+
+def test_the_images_section_points_to_the_confidence_section_only_where_the_run_has_it(tmp_path):
+    from ama.paths import ROOT
+
+    source = ROOT / "results" / "reference" / "lite0_imagenet_n8_e1-2-4-8_it100_lamb100_seed0" / "tables"
+    (tmp_path / "tables").mkdir()
+    accuracy = pd.read_csv(source / f"{TABLES.clean_accuracy}.csv")
+    accuracy.to_csv(tmp_path / "tables" / f"{TABLES.clean_accuracy}.csv", index=False)
+    assert "*Do confident images resist?*" not in findings.images_finding(tmp_path).sentence
+    pd.read_csv(source / f"{TABLES.attack_by_confidence}.csv").to_csv(
+        tmp_path / "tables" / f"{TABLES.attack_by_confidence}.csv", index=False)
+    assert "*Do confident images resist?*" in findings.images_finding(tmp_path).sentence
+
+
+def test_the_location_caption_gives_each_optimisers_range_apart(tmp_path):
+    from ama.studies.location import _caption
+
+    rows = pd.DataFrame(dict(model="lite0", e=1, n_images=60, optimizer=["sign", "sign", "apgd", "apgd"],
+                             location=["ring8", "strip", "ring8", "strip"],
+                             frame_minus_fooled=[-0.47, 0.05, -0.45, 0.15]))
+    save_tables({TABLES.attack_location_summary: rows}, tmp_path)
+    assert "in points: sign -47 to +5, apgd -45 to +15;" in _caption(tmp_path)

