@@ -86,3 +86,17 @@ def test_the_location_caption_gives_each_optimisers_range_apart(tmp_path):
                              frame_minus_fooled=[-0.47, 0.05, -0.45, 0.15]))
     save_tables({TABLES.attack_location_summary: rows}, tmp_path)
     assert "in points: sign -47 to +5, apgd -45 to +15;" in _caption(tmp_path)
+
+
+def test_claim_3s_location_sentence_counts_the_placements_holm_says_fool_more(tmp_path):
+    """On the location reference: the paper's attack (sign) rows whose Holm verdict says the frame does not fool more,
+    counted from verdicts.csv independently; None on a run without the location control."""
+    from ama.paths import ROOT
+
+    run = ROOT / "results" / "reference" / "lite0_imagenet_n60_e1_it100_lamb100_seed0"
+    v = pd.read_csv(run / "tables" / f"{TABLES.verdicts}.csv")
+    v = v[(v.table == TABLES.attack_location_summary) & v.verdict_of.str.contains(r"\(sign\)")]
+    text = findings.location_sentence(run)
+    assert f"{(v.holm_verdict == 'does not hold').sum()} of {len(v)} other placements" in text
+    assert "60 images" in text
+    assert findings.location_sentence(tmp_path) is None

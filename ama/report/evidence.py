@@ -20,10 +20,10 @@ from ..store.tables import markdown_table
 from ..studies.ablation import ingredient_lines
 from ..studies.claims import collect_claims, glance_table, reference_runs
 from ..studies.registry import studies
-from .findings import SECTIONS, claims_table, reproduce_bullets
+from .findings import SECTIONS, claims_table, location_sentence, reproduce_bullets
 
 REFERENCE = ROOT / "results" / "reference"
-EVIDENCE_PROFILE, MODELS_PROFILE = "imagenet", "models"
+EVIDENCE_PROFILE, MODELS_PROFILE, LOCATION_PROFILE = "imagenet", "models", "location"
 COMPARED = (optimizers.ORIGINAL, optimizers.STRONGEST)  # the optimiser table: the reference, the default strongest
 
 
@@ -75,6 +75,10 @@ def headline_lines(run_dir: Path) -> list[str]:
     lines = []
     for c in claims:
         bullets = reproduce_bullets(Path(run_dir), claims)[c.number]
+        if c.number == 3 and location_sentence(Path(run_dir)) is None:  # the location control runs alone
+            placement = location_sentence(profile_reference(LOCATION_PROFILE))
+            if placement:
+                bullets.insert(1, placement[:-2] + "; the location study, `make study PROFILE=location`).")
         lines.append(f"- **Claim {c.number}, {SHORT_TITLES[c.number]}.** {bullets[0]}")
         lines += [f"  - {b}" for b in bullets[1:1 + WHY[c.number]]]
     return lines
@@ -142,7 +146,7 @@ BLOCKS = {
     ("docs/EVIDENCE.md", "reference-claims"): lambda: glance_table(reference_runs()),
     ("docs/EVIDENCE.md", "evidence-run"): lambda: "\n".join(evidence_lines(profile_reference(EVIDENCE_PROFILE))),
     ("docs/EVIDENCE.md", "padding-variants"): lambda: padding_block(profile_reference(MODELS_PROFILE)),
-    ("docs/EVIDENCE.md", "location-study"): lambda: study_block("location"),
+    ("docs/EVIDENCE.md", "location-study"): lambda: study_block(LOCATION_PROFILE),
     ("docs/EVIDENCE.md", "padding-leverage"): lambda: study_block("padding_leverage"),
     ("docs/ATTACK.md", "evidence-optimizers"): lambda: optimizer_table(profile_reference(EVIDENCE_PROFILE)),
     ("docs/ATTACK.md", "evidence-ingredients"): lambda: ingredient_block(profile_reference(EVIDENCE_PROFILE)),

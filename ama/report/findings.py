@@ -18,7 +18,7 @@ from ..attack import optimizers
 from ..criteria import BARS, KEEP_IRF_CHANGE, MARGIN_MOVES_INTERIOR, pct
 from ..inputs.models import published_top1
 from ..inputs.padding import RECAL_IMAGES, RECAL_SUFFIX
-from ..stats.intervals import HOLDS, INCONCLUSIVE, pooled
+from ..stats.intervals import FAILS, HOLDS, INCONCLUSIVE, pooled
 from ..stats.rows import eight_bit, original_attack
 from ..store.tables import interval_text, number_text, p_text, read_table, readable
 from ..studies import complete_change
@@ -251,6 +251,32 @@ def _claim2_bullets(run_dir: Path, c: Claim) -> list[str]:
     return out
 
 
+def location_sentence(run_dir: Path) -> str | None:
+    """Claim 3's sentence on the location control of the run in ``run_dir`` (its first model, the paper's attack):
+    how many other placements of the frame's pixels fool more often by the verdict that decides (Holm,
+    :func:`ama.studies.study.deciding`), the one that fools most and the frame's rate; None where the run has none."""
+    location = read_table(_tables(run_dir), TABLES.attack_location_summary)
+    if location is None or location.empty:
+        return None
+    location, _ = deciding(run_dir, TABLES.attack_location_summary, location)
+    g = location[location.model == location.model.iloc[0]]
+    if "optimizer" in g:
+        g = g[g.optimizer == optimizers.ORIGINAL]
+    frame, others = g[g.location == "frame"].fooling_rate, g[g.location != "frame"]
+    if frame.empty or others.empty:
+        return None
+    best = others.sort_values("fooling_rate").iloc[-1]
+    more = int(others.verdict.astype(str).str.startswith(FAILS).sum())  # "the frame fools more" does not hold
+    n, n_px = int(g.n_images.max()), int(g.mask_pixels.iloc[0])
+    most = (f"most: {LOCATION_NAMES.get(best.location, best.location)}, {pct(best.fooling_rate)} against "
+            f"{pct(frame.iloc[0])}; {n} images")
+    if more:
+        return (f"The frame is not the attack's best place: {more} of {len(others)} other placements of its {n_px} "
+                f"pixels fool more often, by Holm's verdict ({most}).")
+    return (f"No other placement of the frame's {n_px} pixels fools more often by Holm's verdict, on {n} images "
+            f"({most.rsplit(';', 1)[0]}).")
+
+
 def _claim3_bullets(run_dir: Path, c: Claim) -> list[str]:
     tables = _tables(run_dir)
     joint = complete_change.from_tables(tables)
@@ -259,17 +285,9 @@ def _claim3_bullets(run_dir: Path, c: Claim) -> list[str]:
     cap, prev = c.parts.get("capability"), c.parts.get("prevalence")
     head = ("Partly reproduced" if cap == HOLDS and prev != HOLDS else ANSWER[cap if cap == prev else INCONCLUSIVE])
     out = [f"**{head}** (capability {cap}, prevalence {prev}): {_statistic(c, run_dir)}."]
-    location = read_table(tables, TABLES.attack_location_summary)
-    if location is not None and len(location):
-        g = location[location.model == location.model.iloc[0]]
-        frame, others = g[g.location == "frame"].fooling_rate, g[g.location != "frame"]
-        best = others.sort_values("fooling_rate").iloc[-1]
-        more = int((others.fooling_rate > frame.max()).sum())
-        out.append(f"The frame is not the attack's best place: {more} of {len(others)} other placements of its "
-                   f"{int(g.mask_pixels.iloc[0])} pixels fool more often (most: "
-                   f"{LOCATION_NAMES.get(best.location, best.location)}, {pct(best.fooling_rate)} against "
-                   f"{pct(frame.max())})." if more else
-                   f"The frame fools at least as often as the {len(others)} other placements of its pixels.")
+    placement = location_sentence(run_dir)
+    if placement:
+        out.append(placement)
     e = int(joint.e.min())
     at = joint[joint.e == e].groupby("optimizer").fooled.mean()
     if optimizers.STRONGEST in at and optimizers.ORIGINAL in at:
