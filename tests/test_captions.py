@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 
 from ama.artifacts import FIGURES, TABLES
+from ama.params import PROFILES
 from ama.paths import ROOT
+from ama.report.evidence import EVIDENCE_PROFILE, profile_reference
 from ama.store.tables import read_table
 from ama.studies import captions
 from ama.studies.claims import aligned_null_gaps
@@ -18,8 +20,7 @@ from ama.studies.registry import studies
 REFERENCE = ROOT / "results" / "reference"
 RUNS = {"default": "lite0_imagenet_n8_e1-2-4-8_it100_lamb100_seed0",
         "fast": "lite0_imagenet_n2_e1-2_it5_lamb100_seed0_auc_steps4_fast",
-        "evidence": "lite0_imagenet_n150_e1-2_it100_lamb100_seed0_n_seeds2_gridslim_beyond_images20_ablation_images20_"
-                    "studiesall",
+        "evidence": profile_reference(EVIDENCE_PROFILE).name,
         "models": "lite0-lite1-lite2-lite0-zero-pad-lite0-reflect-pad-lite0-replicate-pad_imagenet_n8_e1-2_it100_lamb100_"
                   "seed0_gridslim_studiesall"}
 NOTEBOOKS = ("01_occlusion", "02_receptive_field_misalignment", "03_adversarial_marginal_attack", "04_report",
@@ -55,7 +56,7 @@ def test_a_caption_is_the_runs_own_numbers():
     low, high = min(g.value for g in gaps.values()), max(g.value for g in gaps.values())
     assert f"{100 * low:+.0f}%" in text and f"{100 * high:+.0f}%" in text and "8 images" in text
     evidence = captions.caption(REFERENCE / RUNS["evidence"], FIGURES.misalignment_by_cell_kind)
-    assert "150 images" in evidence and evidence != text
+    assert f"{PROFILES[EVIDENCE_PROFILE]['n_images']} images" in evidence and evidence != text
 
 
 def test_missing_or_nan_tables_give_no_caption(tmp_path):

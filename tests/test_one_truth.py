@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ama.paths import ROOT
-from ama.report.evidence import EVIDENCE_PROFILE, profile_reference
+from ama.report.evidence import EVIDENCE_PROFILE, LOCATION_PROFILE, profile_reference
 from ama.report.findings import ANSWER
 from ama.report.readability import LIMITS, OTHER_LIMITS, check
 from ama.store.tables import read_table
@@ -58,19 +58,19 @@ def test_each_report_is_readable(run):
 
 
 def test_a_questions_family_is_the_same_whatever_else_ran():
-    """Holm adjusts within a family of one question, declared by its study: the default run (one study) and the
-    evidence run (every study) hold the same verdicts in each family both state."""
-    default, evidence = (read_table(run / "tables", "verdicts") for run in (DEFAULT, profile_reference(EVIDENCE_PROFILE)))
-    shared = set(default.family) & set(evidence.family)
-    assert {"claims", "location", "upsampling", "ingredients"} <= shared
-    both = set(default.verdict_of) & set(evidence.verdict_of)
-    assert all(set(default[default.verdict_of == v].family) == set(evidence[evidence.verdict_of == v].family)
-               for v in both)  # a verdict is in the same family in both
-    for family in shared:
-        names = [set(t[t.family == family].verdict_of) for t in (default, evidence)]
-        # the evidence reference predates APGD in the location control (computed with the reference alone): its
-        # family is the default's verdicts of the reference; every other family is the same set of verdicts
-        assert names[1] <= names[0] if family == "location" else names[0] == names[1], family
+    """Holm adjusts within a family of one question, declared by its study: the default run (one study), the
+    evidence run (every study but the location control) and the location study run alone hold the same verdicts in
+    each family two of them state."""
+    default, evidence, location = (read_table(run / "tables", "verdicts") for run in (
+        DEFAULT, profile_reference(EVIDENCE_PROFILE), profile_reference(LOCATION_PROFILE)))
+    assert {"claims", "upsampling", "ingredients"} <= set(default.family) & set(evidence.family)
+    for a, b in ((default, evidence), (default, location), (evidence, location)):
+        both = set(a.verdict_of) & set(b.verdict_of)
+        assert all(set(a[a.verdict_of == v].family) == set(b[b.verdict_of == v].family)
+                   for v in both)  # a verdict is in the same family in both
+        for family in set(a.family) & set(b.family):
+            assert set(a[a.family == family].verdict_of) == set(b[b.family == family].verdict_of), family
+    assert "location" in set(default.family) & set(location.family)
 
 
 def test_the_readmes_answers_are_the_evidence_runs_verdicts():

@@ -198,8 +198,8 @@ def _caption(run_dir) -> str | None:
               for optimizer, g in rows.groupby(rows.optimizer if "optimizer" in rows else ORIGINAL, sort=False)]
     first = rows.iloc[0]
     return (f"The frame's fooling rate minus each placement's, paired over {int(rows.n_images.max())} images "
-            f"({first.model}, e = {int(first.e)}), in points: {', '.join(ranges)}; below 0, the placement fools "
-            "more.")
+            f"({first.model}, e = {int(first.e)}), in points: {', '.join(ranges)}; negative where the placement "
+            "fools more.")
 
 
 STUDY = register(Study(
