@@ -291,8 +291,9 @@ def test_the_layout_page_names_every_module():
     assert missing == [], f"docs/LAYOUT.md does not say what these modules are: {missing}"
 
 
-def test_the_tracked_tree_stays_under_60_mib():
-    """Every file git tracks, together (the data, the references' tables and full-colour figures): under 60 MiB."""
+def test_the_tracked_tree_stays_under_64_mib():
+    """Every file git tracks, together (the data, 44 MB, the references' tables and full-colour figures): under 64 MiB
+    (60 until the evidence reference went back to 200 images, issue 42)."""
     import shutil
     import subprocess
 
@@ -300,4 +301,4 @@ def test_the_tracked_tree_stays_under_60_mib():
         pytest.skip("not a git checkout")
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
     total = sum((ROOT / f.decode()).stat().st_size for f in files if f and (ROOT / f.decode()).is_file())
-    assert total < 60 * 2**20, f"the tracked tree holds {total / 2**20:.1f} MiB"
+    assert total < 64 * 2**20, f"the tracked tree holds {total / 2**20:.1f} MiB"

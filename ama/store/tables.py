@@ -140,7 +140,7 @@ def compress_tables(tables: Path, above: int | None = None) -> list[str]:
 
 
 REFERENCE_MAX_SIDE = 2400  # px: a reference's figure is at most this long on its longer side ...
-REFERENCE_MAX_PIXELS = 600_000  # ... and holds at most this many pixels (the tracked tree stays under 60 MiB)
+REFERENCE_MAX_PIXELS = 600_000  # ... and holds at most this many pixels (the tracked tree stays under 64 MiB)
 
 
 def save_reference_png(source: str | os.PathLike, dest: str | os.PathLike, max_side: int | None = None,
