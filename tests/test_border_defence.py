@@ -89,3 +89,17 @@ def test_the_defence_is_counted_on_the_fooled_images_and_attacked_on_the_ring_it
     frame = rows.assign(image="a").iloc[:1]
     summary = bd.adaptive_summary(adaptive.assign(e=1), frame)
     assert summary.n_images.iloc[0] == 1 and {"ring_fooled", "frame_fooled", "ring_minus_frame"} <= set(summary)
+
+
+def test_the_report_gives_the_adaptive_ring_attack_beside_the_frame_undefended():
+    """The adaptive ring attack's sentence: the smallest e only, each optimiser's rate through the defence against the
+    frame's undefended, McNemar's p; "does not stop it" only where the ring fools at least as often."""
+    row = dict(model="lite0", n_images=20, ring_low=0.1, ring_high=0.4, ring_minus_frame=0.0, gap_low=0, gap_high=0,
+               p_value=1.0, cam_cosine=0.8)
+    adaptive = pd.DataFrame([dict(row, e=1, optimizer="sign", ring_pixels=884, ring_fooled=0.2, frame_fooled=0.2),
+                             dict(row, e=2, optimizer="sign", ring_pixels=876, ring_fooled=0.9, frame_fooled=0.25)])
+    text = bd.adaptive_sentence(adaptive)
+    assert "(the pixels at depth e = 1)" in text and "e = 2" not in text and "90%" not in text
+    assert "20% of the same 20 images are fooled (sign); the frame undefended fools 20%" in text
+    assert "(McNemar, paired: p = 1)" in text and "does not stop it" in text
+    assert "does not stop it" not in bd.adaptive_sentence(adaptive.assign(ring_fooled=0.1))

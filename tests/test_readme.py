@@ -84,9 +84,14 @@ def test_every_generated_block_is_what_its_reference_gives(page, marker):
 def test_the_evidence_run_block_quotes_every_claim_and_its_time():
     from ama.report.evidence import EVIDENCE_PROFILE, evidence_lines, profile_reference
 
-    text = "\n".join(evidence_lines(profile_reference(EVIDENCE_PROFILE)))
+    from ama.studies.registry import studies
+
+    run = profile_reference(EVIDENCE_PROFILE)
+    text = "\n".join(evidence_lines(run))
     assert all(f"**Claim {n}.**" in text for n in (1, 2, 3)) and "03_adversarial_marginal_attack" in text
-    assert "Is the margin special?" in text
+    computed = json.loads((run / "params.json").read_text())["studies"]
+    assert computed and all(f"**{studies()[name].question}**" in text for name in computed
+                            if studies()[name].section and studies()[name].section(run) is not None)
 
 
 def test_the_fixture_only_shortens_and_redirects(tmp_path):

@@ -85,6 +85,8 @@ def test_the_tool_redraws_a_reference_in_full_colour(tmp_path):
                 assert im.mode in ("RGB", "P") and (im.mode == "RGB" or len(im.getcolors()) <= 256)
         assert {p.name: p.read_bytes() for p in (ref / "tables").iterdir()} == before
         assert json.loads((ref / "run.json").read_text())["figures_redrawn"]["drawn"] == record["drawn"]
+        again = _tool().redraw(ref, ROOT / "results" / "redraw" / ref.name, ["04_report"])  # the report's only
+        assert again["earlier"][0]["drawn"] == record["drawn"]  # the first redraw stays on record
         assert not (ROOT / "results" / "redraw" / ref.name).exists()  # the scratch folder is gone
     finally:
         shutil.rmtree(ref, ignore_errors=True)

@@ -92,11 +92,12 @@ def test_claim_3s_location_sentence_counts_the_placements_holm_says_fool_more(tm
     """On the location reference: the paper's attack (sign) rows whose Holm verdict says the frame does not fool more,
     counted from verdicts.csv independently; None on a run without the location control."""
     from ama.paths import ROOT
+    from ama.studies.location import location_sentence
 
     run = ROOT / "results" / "reference" / "lite0_imagenet_n60_e1_it100_lamb100_seed0"
     v = pd.read_csv(run / "tables" / f"{TABLES.verdicts}.csv")
     v = v[(v.table == TABLES.attack_location_summary) & v.verdict_of.str.contains(r"\(sign\)")]
-    text = findings.location_sentence(run)
+    text = location_sentence(run)
     assert f"{(v.holm_verdict == 'does not hold').sum()} of {len(v)} other placements" in text
     assert "60 images" in text
-    assert findings.location_sentence(tmp_path) is None
+    assert location_sentence(tmp_path) is None

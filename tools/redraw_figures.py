@@ -235,6 +235,9 @@ def redraw(reference: Path, scratch: Path, notebooks=NOTEBOOKS, keep: bool = Fal
         record["tables_resummarised"] = resummarised
     info_path = reference / "run.json"
     info = json.loads(info_path.read_text())
+    before = info.get("figures_redrawn")
+    if before:  # the earlier redraws stay on record, newest first
+        record["earlier"] = [{k: v for k, v in before.items() if k != "earlier"}] + before.get("earlier", [])
     info["figures_redrawn"] = record
     info_path.write_text(json.dumps(info, indent=2) + "\n")
     if not keep:

@@ -20,7 +20,8 @@ from ..store.tables import markdown_table
 from ..studies.ablation import ingredient_lines
 from ..studies.claims import collect_claims, glance_table, reference_runs
 from ..studies.registry import studies
-from .findings import SECTIONS, claims_table, location_sentence, reproduce_bullets
+from ..studies.location import location_sentence
+from .findings import SECTIONS, claims_table, reproduce_bullets
 
 REFERENCE = ROOT / "results" / "reference"
 EVIDENCE_PROFILE, MODELS_PROFILE, LOCATION_PROFILE = "imagenet", "models", "location"

@@ -18,7 +18,7 @@ from ..attack import optimizers
 from ..criteria import BARS, KEEP_IRF_CHANGE, MARGIN_MOVES_INTERIOR, pct
 from ..inputs.models import published_top1
 from ..inputs.padding import RECAL_IMAGES, RECAL_SUFFIX
-from ..stats.intervals import FAILS, HOLDS, INCONCLUSIVE, pooled
+from ..stats.intervals import HOLDS, INCONCLUSIVE, pooled
 from ..stats.rows import eight_bit, original_attack
 from ..store.tables import interval_text, number_text, p_text, read_table, readable
 from ..studies import complete_change
@@ -26,7 +26,7 @@ from ..studies.ablation import ablation_summary
 from ..studies.claims import (CLAIMS_FAMILY, PAPER_WORDS, Claim, aligned_null_gaps, claim2_change,
                               fill_changes, keep_irf_change, model_table)
 from ..studies.controls import per_area_influence
-from ..studies.location import LOCATION_NAMES
+from ..studies.location import location_sentence
 from ..studies.registry import studies
 from ..studies.study import Finding, deciding
 
@@ -249,32 +249,6 @@ def _claim2_bullets(run_dir: Path, c: Claim) -> list[str]:
         out.append(f"Occluding only the {int(e1.e.iloc[0])}-pixel margin moves an interior cell, whose IRF never "
                    f"touches it, by more than {pct(MARGIN_MOVES_INTERIOR)} in {pct(moved)} of cases.")
     return out
-
-
-def location_sentence(run_dir: Path) -> str | None:
-    """Claim 3's sentence on the location control of the run in ``run_dir`` (its first model, the paper's attack):
-    how many other placements of the frame's pixels fool more often by the verdict that decides (Holm,
-    :func:`ama.studies.study.deciding`), the one that fools most and the frame's rate; None where the run has none."""
-    location = read_table(_tables(run_dir), TABLES.attack_location_summary)
-    if location is None or location.empty:
-        return None
-    location, _ = deciding(run_dir, TABLES.attack_location_summary, location)
-    g = location[location.model == location.model.iloc[0]]
-    if "optimizer" in g:
-        g = g[g.optimizer == optimizers.ORIGINAL]
-    frame, others = g[g.location == "frame"].fooling_rate, g[g.location != "frame"]
-    if frame.empty or others.empty:
-        return None
-    best = others.sort_values("fooling_rate").iloc[-1]
-    more = int(others.verdict.astype(str).str.startswith(FAILS).sum())  # "the frame fools more" does not hold
-    n, n_px = int(g.n_images.max()), int(g.mask_pixels.iloc[0])
-    most = (f"most: {LOCATION_NAMES.get(best.location, best.location)}, {pct(best.fooling_rate)} against "
-            f"{pct(frame.iloc[0])}; {n} images")
-    if more:
-        return (f"The frame is not the attack's best place: {more} of {len(others)} other placements of its {n_px} "
-                f"pixels fool more often, by Holm's verdict ({most}).")
-    return (f"No other placement of the frame's {n_px} pixels fools more often by Holm's verdict, on {n} images "
-            f"({most.rsplit(';', 1)[0]}).")
 
 
 def _claim3_bullets(run_dir: Path, c: Claim) -> list[str]:

@@ -214,10 +214,26 @@ def clean_cost_table(runs: dict, params: RunParams) -> pd.DataFrame:
 DEFENCE_NAMES = {"replicate": "copy the pixel e px inside", "crop_resize": "crop e px, resize back"}
 
 
-def defence_finding(summary: pd.DataFrame, cost: pd.DataFrame | None) -> Finding:
+def adaptive_sentence(adaptive: pd.DataFrame) -> str:
+    """The report's sentence on the adaptive ring attack at the smallest ``e`` (the first model's; ``adaptive``:
+    :func:`adaptive_summary` rows): each optimiser's fooling rate through the defence beside the frame's undefended on
+    the same images, with McNemar's exact p."""
+    a = adaptive[adaptive.model == adaptive.model.iloc[0]]
+    a = a[a.e == a.e.min()]
+    first = a.iloc[0]
+    moved = (" Copying the ring outwards moves the attack; it does not stop it."
+             if (a.ring_fooled >= a.frame_fooled).all() and (a.ring_fooled > 0).any() else "")
+    return (f" Attacked through the defence on the ring it copies (the pixels at depth e = {int(first.e)}), "
+            f"{' and '.join(pct(r) for r in a.ring_fooled)} of the same {int(first.n_images)} images are fooled "
+            f"({', '.join(a.optimizer)}); the frame undefended fools {' and '.join(pct(r) for r in a.frame_fooled)} "
+            f"(McNemar, paired: {', '.join(p_text(p) for p in a.p_value)}).{moved}")
+
+
+def defence_finding(summary: pd.DataFrame, cost: pd.DataFrame | None, adaptive: pd.DataFrame | None = None) -> Finding:
     """The report's finding: what replacing the outer ``e`` px before the model restores on the attacked images and
     what it costs on the labelled set, per defence, ``e`` and optimiser (``summary``: :func:`defence_summary`;
-    ``cost``: :func:`clean_cost`, or None)."""
+    ``cost``: :func:`clean_cost`, or None), and the adaptive ring attack through it (``adaptive``:
+    :func:`adaptive_summary`, or None; :func:`adaptive_sentence`)."""
     t = summary.copy()
     if cost is not None and len(cost):
         t = t.merge(cost[["model", "defence", "e", "change", "change_low", "change_high", "p_value"]],
@@ -229,6 +245,8 @@ def defence_finding(summary: pd.DataFrame, cost: pd.DataFrame | None) -> Finding
         worst = t.sort_values("change").iloc[0]
         sentence += (f" The costliest defence, {DEFENCE_NAMES.get(worst.defence, worst.defence)} at e = {worst.e}, "
                      f"changes clean top-1 by {100 * worst.change:+.1f} points.")
+    if adaptive is not None and len(adaptive):
+        sentence += adaptive_sentence(adaptive)
     columns = {}
     if t.model.nunique() > 1:  # a row per model and defence: the reference attack at the smallest e
         t = t[(t.e == t.e.min()) & (t.optimizer == ORIGINAL)]
@@ -249,7 +267,8 @@ def _section(run_dir: Path) -> Finding | None:
     """The report's finding: :func:`defence_finding` of the run's tables, None without them."""
     tables = Path(run_dir) / "tables"
     summary, cost = read_table(tables, TABLES.border_defence_summary), read_table(tables, TABLES.border_defence_cost)
-    return None if summary is None or summary.empty else defence_finding(summary, cost)
+    adaptive = read_table(tables, TABLES.border_defence_adaptive_summary)
+    return None if summary is None or summary.empty else defence_finding(summary, cost, adaptive)
 
 
 def _compute(model, inputs) -> dict:

@@ -22,7 +22,7 @@ from ..store.tables import interval_text, p_text, read_table, readable
 from .attack_experiments import ORIGINAL, STRONGEST, masked_attack_rows
 from .study import Figure, Finding, Study, Table, Verdicts, deciding, register
 
-__all__ = ["LOCATION_COLUMNS", "location_control", "location_summary", "margin_special", "location_finding", "location_table", "LOCATION_NAMES", "STUDY"]
+__all__ = ["LOCATION_COLUMNS", "location_control", "location_summary", "margin_special", "location_finding", "location_table", "location_sentence", "LOCATION_NAMES", "STUDY"]
 
 LOCATION_COLUMNS = ["image", "model", "optimizer", "e", "location", "mask_pixels", "changed_pixels", "clean_class", "adv_class",
                     "fooled", "cam_cosine", "adv_conf"]
@@ -175,6 +175,32 @@ def location_finding(summary: pd.DataFrame, verdict: str = "verdict") -> Finding
                     f"placed elsewhere: " + "; ".join(f"{answers[v]} for {k} of {len(by_model)} models"
                                                        for v, k in counts.items()) + " (model x attack).")
     return Finding(sentence, location_table(summary, verdict))
+
+
+def location_sentence(run_dir: Path) -> str | None:
+    """Claim 3's sentence on the location control of the run in ``run_dir`` (its first model, the paper's attack):
+    how many other placements of the frame's pixels fool more often by the verdict that decides (Holm,
+    :func:`~ama.studies.study.deciding`), the one that fools most and the frame's rate; None where the run has none."""
+    location = read_table(Path(run_dir) / "tables", TABLES.attack_location_summary)
+    if location is None or location.empty:
+        return None
+    location, _ = deciding(run_dir, TABLES.attack_location_summary, location)
+    g = location[location.model == location.model.iloc[0]]
+    if "optimizer" in g:
+        g = g[g.optimizer == ORIGINAL]
+    frame, others = g[g.location == "frame"].fooling_rate, g[g.location != "frame"]
+    if frame.empty or others.empty:
+        return None
+    best = others.sort_values("fooling_rate").iloc[-1]
+    more = int(others.verdict.astype(str).str.startswith(FAILS).sum())  # "the frame fools more" does not hold
+    n, n_px = int(g.n_images.max()), int(g.mask_pixels.iloc[0])
+    most = (f"most: {LOCATION_NAMES.get(best.location, best.location)}, {pct(best.fooling_rate)} against "
+            f"{pct(frame.iloc[0])}; {n} images")
+    if more:
+        return (f"The frame is not the attack's best place: {more} of {len(others)} other placements of its {n_px} "
+                f"pixels fool more often, by Holm's verdict ({most}).")
+    return (f"No other placement of the frame's {n_px} pixels fools more often by Holm's verdict, on {n} images "
+            f"({most.rsplit(';', 1)[0]}).")
 
 
 def _section(run_dir) -> Finding | None:
