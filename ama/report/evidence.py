@@ -79,7 +79,8 @@ def headline_lines(run_dir: Path) -> list[str]:
         if c.number == 3 and location_sentence(Path(run_dir)) is None:  # the location control runs alone
             placement = location_sentence(profile_reference(LOCATION_PROFILE))
             if placement:
-                bullets.insert(1, placement[:-2] + "; the location study, `make study PROFILE=location`).")
+                bullets.insert(1, placement[:-2] + "; the location study, a run of its own: "
+                                   "`make study PROFILE=location`).")
         lines.append(f"- **Claim {c.number}, {SHORT_TITLES[c.number]}.** {bullets[0]}")
         lines += [f"  - {b}" for b in bullets[1:1 + WHY[c.number]]]
     return lines

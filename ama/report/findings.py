@@ -266,7 +266,7 @@ def _claim3_bullets(run_dir: Path, c: Claim) -> list[str]:
     at = joint[joint.e == e].groupby("optimizer").fooled.mean()
     if optimizers.STRONGEST in at and optimizers.ORIGINAL in at:
         out.append(f"At the same budget the paper's sign steps fool {pct(at[optimizers.ORIGINAL])} "
-                   f"of the images at e = {e}, APGD {pct(at[optimizers.STRONGEST])}.")
+                   f"of the images at e = {e}, APGD {pct(at[optimizers.STRONGEST])} (the label alone).")
     conf = read_table(tables, TABLES.attack_by_confidence)
     if conf is not None and len(conf) and conf.n_images.min() >= 5:
         t = conf[(conf.e == conf.e.min()) & (conf.model == conf.model.iloc[0])].set_index("tercile").fooling_rate

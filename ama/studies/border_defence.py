@@ -256,10 +256,10 @@ def defence_finding(summary: pd.DataFrame, cost: pd.DataFrame | None, adaptive: 
                     "fooled ones restored": lambda r: (f"{interval_text(r.restored, r.restored_low, r.restored_high, True)}"
                                                        f" of {int(r.n_fooled)}" if "n_fooled" in t else "–"),
                     "CAM cosine: undefended": "cam_cosine", "defended": "defended_cam_cosine",
-                    "clean top-1 change": lambda r: interval_text(getattr(r, "change", None),
+                    "clean top-1 change (labelled set)": lambda r: interval_text(getattr(r, "change", None),
                                                                   getattr(r, "change_low", None),
                                                                   getattr(r, "change_high", None), True, signed=True),
-                    "McNemar": lambda r: p_text(getattr(r, "p_value", None))})
+                    "its McNemar": lambda r: p_text(getattr(r, "p_value", None))})
     return Finding(sentence, readable(t, columns))
 
 

@@ -197,8 +197,8 @@ def location_sentence(run_dir: Path) -> str | None:
     most = (f"most: {LOCATION_NAMES.get(best.location, best.location)}, {pct(best.fooling_rate)} against "
             f"{pct(frame.iloc[0])}; {n} images")
     if more:
-        return (f"The frame is not the attack's best place: {more} of {len(others)} other placements of its {n_px} "
-                f"pixels fool more often, by Holm's verdict ({most}).")
+        return (f"The frame is not the attack's best place: with the paper's sign steps, {more} of {len(others)} "
+                f"other placements of its {n_px} pixels fool more often, by Holm's verdict ({most}).")
     return (f"No other placement of the frame's {n_px} pixels fools more often by Holm's verdict, on {n} images "
             f"({most.rsplit(';', 1)[0]}).")
 

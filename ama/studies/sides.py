@@ -123,7 +123,7 @@ def sides_table(mass: pd.DataFrame, attack: pd.DataFrame | None, verdict: str = 
             if pair in by.index:
                 r = by.loc[pair]
                 row[f"{pair}, paired"] = interval_text(r.value, r.low, r.high, signed=True)
-                row[f"{pair}: {verdict}"] = r.verdict
+                row[f"{pair.replace(' - ', ' > ')}? {verdict}"] = r.verdict  # the hypothesis the verdict tests
         if attack is not None and len(attack):
             a = attack[(attack.model == model) & attack.side.isin(FRAME_SIDES)]
             row["one side attacked: fools l / r / t / b"] = " / ".join(
