@@ -73,9 +73,9 @@ def headline_lines(run_dir: Path) -> list[str]:
     """The README's first screen: per claim its answer on the reference ``run_dir`` and the first reason beside it
     (:func:`ama.report.findings.reproduce_bullets`): the answer and its first :data:`WHY` reasons."""
     claims = collect_claims(run_dir)
-    lines = []
+    lines, reasons = [], reproduce_bullets(Path(run_dir), claims)
     for c in claims:
-        bullets = reproduce_bullets(Path(run_dir), claims)[c.number]
+        bullets = reasons[c.number]
         if c.number == 3 and location_sentence(Path(run_dir)) is None:  # the location control runs alone
             placement = location_sentence(profile_reference(LOCATION_PROFILE))
             if placement:

@@ -184,10 +184,8 @@ def location_sentence(run_dir: Path) -> str | None:
     location = read_table(Path(run_dir) / "tables", TABLES.attack_location_summary)
     if location is None or location.empty:
         return None
-    location, _ = deciding(run_dir, TABLES.attack_location_summary, location)
-    g = location[location.model == location.model.iloc[0]]
-    if "optimizer" in g:
-        g = g[g.optimizer == ORIGINAL]
+    location, _ = deciding(run_dir, TABLES.attack_location_summary, _with_optimizer(location))
+    g = location[(location.model == location.model.iloc[0]) & (location.optimizer == ORIGINAL)]
     frame, others = g[g.location == "frame"].fooling_rate, g[g.location != "frame"]
     if frame.empty or others.empty:
         return None
@@ -195,12 +193,12 @@ def location_sentence(run_dir: Path) -> str | None:
     more = int(others.verdict.astype(str).str.startswith(FAILS).sum())  # "the frame fools more" does not hold
     n, n_px = int(g.n_images.max()), int(g.mask_pixels.iloc[0])
     most = (f"most: {LOCATION_NAMES.get(best.location, best.location)}, {pct(best.fooling_rate)} against "
-            f"{pct(frame.iloc[0])}; {n} images")
+            f"{pct(frame.iloc[0])}")
     if more:
         return (f"The frame is not the attack's best place: with the paper's sign steps, {more} of {len(others)} "
-                f"other placements of its {n_px} pixels fool more often, by Holm's verdict ({most}).")
+                f"other placements of its {n_px} pixels fool more often, by Holm's verdict ({most}; {n} images).")
     return (f"No other placement of the frame's {n_px} pixels fools more often by Holm's verdict, on {n} images "
-            f"({most.rsplit(';', 1)[0]}).")
+            f"({most}).")
 
 
 def _section(run_dir) -> Finding | None:
@@ -217,11 +215,11 @@ def _caption(run_dir) -> str | None:
     rows = read_table(Path(run_dir) / "tables", TABLES.attack_location_summary)
     if rows is None or rows.empty or "frame_minus_fooled" not in rows:
         return None
-    rows = rows[(rows.model == rows.model.iloc[0])].dropna(subset=["frame_minus_fooled"])
+    rows = _with_optimizer(rows[(rows.model == rows.model.iloc[0])].dropna(subset=["frame_minus_fooled"]))
     if rows.empty:
         return None
     ranges = [f"{optimizer} {100 * g.frame_minus_fooled.min():+.0f} to {100 * g.frame_minus_fooled.max():+.0f}"
-              for optimizer, g in rows.groupby(rows.optimizer if "optimizer" in rows else ORIGINAL, sort=False)]
+              for optimizer, g in rows.groupby("optimizer", sort=False)]
     first = rows.iloc[0]
     return (f"The frame's fooling rate minus each placement's, paired over {int(rows.n_images.max())} images "
             f"({first.model}, e = {int(first.e)}), in points: {', '.join(ranges)}; negative where the placement "
