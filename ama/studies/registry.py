@@ -16,7 +16,7 @@ from .study import Study, StudyError, Verdicts, family_of, registered
 __all__ = ["STUDY_MODULES", "studies", "study", "verdict_tables", "study_keys"]
 
 # The modules that declare a study, in the order the report and notebook 05 show them.
-STUDY_MODULES = ("location", "transfer", "faithfulness", "border_defence", "erf_definitions", "sides",
+STUDY_MODULES = ("across_models", "location", "transfer", "faithfulness", "border_defence", "erf_definitions", "sides",
                  "padding_study", "padding_leverage")
 
 
