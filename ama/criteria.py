@@ -68,10 +68,10 @@ UNMOVED = 1e-4
 leaves such cells out, as their ratio has no finite value)."""
 
 
-def pct(share: float) -> str:
-    """A share in ``[0, 1]`` as a whole percentage: ``0.1`` -> ``"10%"``; ``"–"`` for a missing one (NaN: e.g. a
-    median's interval on fewer than 6 images). ``share``: e.g. a threshold of this module."""
-    return "–" if share != share else f"{100 * share:.0f}%"
+def pct(share: float, digits: int = 0) -> str:
+    """A share in ``[0, 1]`` as a percentage with ``digits`` decimals: ``0.1`` -> ``"10%"``; ``"–"`` for a missing
+    one (NaN: e.g. a median's interval on fewer than 6 images). ``share``: e.g. a threshold of this module."""
+    return "–" if share != share else f"{100 * share:.{digits}f}%"
 
 
 def criteria_text() -> str:

@@ -60,8 +60,8 @@ PROFILES = {
     "imagenet": dict(n_images=200, e="1 2", n_seeds=2, grid="slim", beyond_images=20, ablation_images=20,
                      studies="transfer faithfulness defence sides erf_definitions"),
     # across models: the three offline EfficientNet-Lites on the same 40 images every one of them classifies
-    # correctly (the power plan of ama.studies.claims' cross-model comparison: lite0 vs lite2 fooled 2 vs 0 of 8 with
-    # apgd at e = 1 asks 40 at a family of 6), at e = 1, 2 with the slim grid, notebook 05's ERF definitions; lite0's
+    # correctly (the power plan of ama.studies.across_models: lite0 vs lite2 fooled 2 vs 0 of 8 with
+    # apgd at e = 1 asks 40 in a family of 4), at e = 1, 2 with the slim grid, notebook 05's ERF definitions; lite0's
     # padding variants have their own profile (padding_leverage), the location control its own (location)
     "models": dict(models="lite0 lite1 lite2", n_images=40, e="1 2", grid="slim", studies="erf_definitions"),
     # a study alone on the images its power plan asks (ama.stats.power; `make study PROFILE=<study>`), at e = 1:

@@ -11,7 +11,7 @@ import pytest
 from ama.artifacts import FIGURES, TABLES
 from ama.params import PROFILES
 from ama.paths import ROOT
-from ama.report.evidence import EVIDENCE_PROFILE, profile_reference
+from ama.report.evidence import EVIDENCE_PROFILE, MODELS_PROFILE, profile_reference
 from ama.store.tables import read_table
 from ama.studies import captions
 from ama.studies.claims import aligned_null_gaps
@@ -21,8 +21,7 @@ REFERENCE = ROOT / "results" / "reference"
 RUNS = {"default": "lite0_imagenet_n8_e1-2-4-8_it100_lamb100_seed0",
         "fast": "lite0_imagenet_n2_e1-2_it5_lamb100_seed0_auc_steps4_fast",
         "evidence": profile_reference(EVIDENCE_PROFILE).name,
-        "models": "lite0-lite1-lite2-lite0-zero-pad-lite0-reflect-pad-lite0-replicate-pad_imagenet_n8_e1-2_it100_lamb100_"
-                  "seed0_gridslim_studiesall"}
+        "models": profile_reference(MODELS_PROFILE).name}
 NOTEBOOKS = ("01_occlusion", "02_receptive_field_misalignment", "03_adversarial_marginal_attack", "04_report",
              "05_beyond_the_paper")
 NUMBER = re.compile(r"(?<![\w.])[+-]?\d+(?:\.\d+)?")

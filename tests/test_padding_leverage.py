@@ -103,8 +103,8 @@ def test_each_planned_study_has_a_profile_that_gives_it_the_images_its_power_pla
     assert {"location", "padding_leverage", "across_models"} <= set(planned)
     evidence = (ROOT / "docs" / "EVIDENCE.md").read_text()
     for name, study in planned.items():
-        if name in PROFILES:
-            profile = RunParams.from_strings(name)
+        if (study.profile or name) in PROFILES:
+            profile = RunParams.from_strings(study.profile or name)
             assert (study.always or name in profile.studies) and profile.n_images >= study.power.n_images(), name
         else:  # no profile yet: docs/EVIDENCE.md gives the command with the images the plan asks
             n = re.search(rf"make study STUDIES={name} N_IMAGES=(\d+)", evidence)

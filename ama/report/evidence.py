@@ -21,7 +21,7 @@ from ..studies.ablation import ingredient_lines
 from ..studies.claims import collect_claims, glance_table, reference_runs
 from ..studies.registry import studies
 from ..studies.location import location_sentence
-from .findings import SECTIONS, claims_table, reproduce_bullets
+from .findings import SECTIONS, across_models_finding, claims_table, reproduce_bullets
 
 REFERENCE = ROOT / "results" / "reference"
 EVIDENCE_PROFILE, MODELS_PROFILE, LOCATION_PROFILE = "imagenet", "models", "location"
@@ -91,11 +91,14 @@ SHORT_TITLES = {1: "the two receptive fields are misaligned", 2: "occlusion outs
                 3: "a 1-pixel frame changes the map completely and the prediction"}
 
 
-def padding_block(run_dir: Path) -> str:
-    """docs/EVIDENCE.md's block on the padding variants: the padding study's finding on the reference ``run_dir``,
-    its sentence and its table."""
-    finding = studies()["padding"].section(Path(run_dir))
-    return "" if finding is None else finding.sentence + "\n\n" + markdown_table(finding.table)
+def models_block(run_dir: Path) -> str:
+    """docs/EVIDENCE.md's block on the models run ``run_dir``: its notebooks' times, the report's *Across models*
+    table (each model's claims) and the ``across_models`` study's paired comparisons, each with its sentence."""
+    run_dir, parts = Path(run_dir), []
+    for finding in (across_models_finding(run_dir), studies()["across_models"].section(run_dir)):
+        if finding is not None:
+            parts += [finding.sentence, markdown_table(finding.table)]
+    return "\n\n".join([f"Notebooks (`run.json`): {wall_times(run_dir)}."] + parts) if parts else ""
 
 
 def study_block(name: str) -> str:
@@ -147,7 +150,7 @@ BLOCKS = {
     ("README.md", "findings"): lambda: "\n".join(headline_lines(profile_reference(EVIDENCE_PROFILE))),
     ("docs/EVIDENCE.md", "reference-claims"): lambda: glance_table(reference_runs()),
     ("docs/EVIDENCE.md", "evidence-run"): lambda: "\n".join(evidence_lines(profile_reference(EVIDENCE_PROFILE))),
-    ("docs/EVIDENCE.md", "padding-variants"): lambda: padding_block(profile_reference(MODELS_PROFILE)),
+    ("docs/EVIDENCE.md", "across-models"): lambda: models_block(profile_reference(MODELS_PROFILE)),
     ("docs/EVIDENCE.md", "location-study"): lambda: study_block(LOCATION_PROFILE),
     ("docs/EVIDENCE.md", "padding-leverage"): lambda: study_block("padding_leverage"),
     ("docs/ATTACK.md", "evidence-optimizers"): lambda: optimizer_table(profile_reference(EVIDENCE_PROFILE)),

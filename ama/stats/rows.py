@@ -20,6 +20,15 @@ def attack_rows(table: pd.DataFrame, mode: str = "flip") -> pd.DataFrame:
     return rows[(rows.setting == "attack") & (rows["mode"] == mode)]
 
 
+def grid_attack(ablation: pd.DataFrame) -> pd.DataFrame:
+    """The attack grid's rows of ``attack_ablation`` as the grid runs each optimiser: 8-bit, flip, its default settings,
+    the run's largest budget; one row per model x image x optimiser x ``e``. ``ablation``: rows of ``attack_ablation``."""
+    q = eight_bit(ablation)
+    q = q[q["mode"] == "flip"] if "mode" in q else q
+    q = q[q.variant == "default"] if "variant" in q else q
+    return q[q.n_iter == q.n_iter.max()] if "n_iter" in q else q
+
+
 def original_attack(table: pd.DataFrame) -> pd.DataFrame:
     """The paper's attack as a run states it: flip, 8-bit, the run's largest ``n_iter`` (every ``e``); in
     ``attack_summary`` with the random frame's rates beside (``random_*``)."""

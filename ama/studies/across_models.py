@@ -23,7 +23,7 @@ from ..criteria import pct
 from ..inputs.padding import RECAL_SUFFIX, base_of
 from ..stats.intervals import FAILS, HOLDS, Estimate
 from ..stats.power import PairedEffect
-from ..stats.rows import eight_bit
+from ..stats.rows import grid_attack
 from ..store.tables import interval_text, p_text, read_table, readable
 from .study import Finding, Study, Table, Verdicts, deciding, register
 
@@ -34,15 +34,6 @@ def networks(models) -> list[str]:
     """The run's models that are networks of their own, in the run's order: not a padding variant of another and not
     a ``-recal`` model (``models``: the run's model names)."""
     return [m for m in models if base_of(m) == m and not m.endswith(RECAL_SUFFIX)]
-
-
-def grid_attack(ablation: pd.DataFrame) -> pd.DataFrame:
-    """The attack grid's rows of ``attack_ablation`` as the grid runs each optimiser: 8-bit, flip, its default settings,
-    the run's largest budget; one row per model x image x optimiser x ``e``."""
-    q = eight_bit(ablation)
-    q = q[q["mode"] == "flip"] if "mode" in q else q
-    q = q[q.variant == "default"] if "variant" in q else q
-    return q[q.n_iter == q.n_iter.max()] if "n_iter" in q else q
 
 
 def model_tests(ablation: pd.DataFrame, models) -> pd.DataFrame:
@@ -114,7 +105,7 @@ STUDY = register(Study(
                   verdicts=Verdicts("first_minus_other", "low", "high", 0.0,
                                     lambda r: f"the attack fools {r.first} more often than {r.other} "
                                               f"({r.optimizer}, e = {r.e})")),),
-    run_tables=_tables, section=across_models_finding,
+    run_tables=_tables, section=across_models_finding, profile="models",
     # the effect to detect: the models run's lite0 vs lite2, apgd at e = 1 (2 vs 0 of 8 images differ), in a family of
     # 2 other networks x 2 optimisers: 40 images for 80% power at Holm's strictest level (PROFILE=models: 40)
     power=PairedEffect(0.25, 0.0, family=4, source="the models run's 8 images: lite0 vs lite2, apgd at e = 1, 2 vs 0")))

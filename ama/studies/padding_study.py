@@ -27,7 +27,7 @@ import pandas as pd
 from ..artifacts import TABLES
 from ..inputs.padding import PADDINGS, ZERO_PADDINGS, base_of, padding_of
 from ..stats.intervals import ALPHA, FAILS, HOLDS, INCONCLUSIVE, Estimate, holm, pooled
-from ..stats.rows import eight_bit
+from ..stats.rows import grid_attack
 from ..store.tables import read_table, readable
 from .location import margin_special
 from .study import Finding, Study, Table, Verdicts, deciding, register
@@ -41,15 +41,6 @@ def variants(models) -> dict[str, list[str]]:
         by.setdefault(base_of(m), []).append(m)
     return {b: sorted(ms, key=lambda m: list(PADDINGS).index(padding_of(m)))
             for b, ms in by.items() if len({padding_of(m) for m in ms}) >= 2}
-
-
-def _flip(ablation: pd.DataFrame) -> pd.DataFrame:
-    """The ablation's 8-bit flip-mode rows of each optimiser's default settings at the run's largest budget (the
-    attack as the grid runs it): one row per model x image x optimiser x ``e``."""
-    q = eight_bit(ablation)
-    q = q[q["mode"] == "flip"] if "mode" in q else q
-    q = q[q.variant == "default"] if "variant" in q else q
-    return q[q.n_iter == q.n_iter.max()] if "n_iter" in q else q
 
 
 def variant_table(run_dir: Path) -> pd.DataFrame | None:
@@ -76,7 +67,7 @@ def variant_table(run_dir: Path) -> pd.DataFrame | None:
                 mass = pooled(mis[mis.model == m], frame)
                 row.update(frame_erf_mass=mass.value, frame_erf_mass_ci=f"{mass.low:.2f} to {mass.high:.2f}")
             if abl is not None and m in set(abl.model):
-                for (opt, e), g in _flip(abl[abl.model == m]).groupby(["optimizer", "e"], sort=True):
+                for (opt, e), g in grid_attack(abl[abl.model == m]).groupby(["optimizer", "e"], sort=True):
                     row[f"fooling_{opt}_e{e}"] = g.fooled.mean()
             if loc is not None and m in set(loc.model):
                 row["margin_special"] = margin_special(loc[loc.model == m])
@@ -92,7 +83,7 @@ def padding_tests(ablation: pd.DataFrame) -> pd.DataFrame:
     (``other`` = ``tf_same``: does the uneven TF padding matter?). Empty without two paddings of one model.
     ``ablation``: rows of ``attack_ablation``."""
     rows = []
-    q = _flip(ablation)
+    q = grid_attack(ablation)
     for base, members in variants(list(q.model.unique())).items():
         by_pad = {padding_of(m): q[q.model == m] for m in members}
         pairs = [(z, o) for z in ZERO_PADDINGS for o in by_pad if o not in ZERO_PADDINGS and z in by_pad]

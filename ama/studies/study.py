@@ -114,8 +114,8 @@ class Study:
     report's and the notebook's heading), what it computes and writes, ``judges`` (verdicts it reads off a table
     another notebook writes, by that table's name), how the report states it; ``always`` True for a study every run computes from what it has (``STUDIES`` does not name it);
     ``power`` the effect it must detect (:class:`ama.stats.power.PairedEffect`), from which its images are planned:
-    the profile named after it (:data:`ama.params.PROFILES`), or the command docs/EVIDENCE.md gives, has at least that
-    many (tested)."""
+    the profile named after it (:data:`ama.params.PROFILES`; ``profile`` names another), or the command
+    docs/EVIDENCE.md gives, has at least that many (tested)."""
 
     name: str
     question: str
@@ -131,6 +131,7 @@ class Study:
     always: bool = False
     notebook: str = "05"
     power: object = None
+    profile: str = ""
 
     def in_run(self, params) -> bool:
         """Does a run of ``params`` (:class:`ama.params.RunParams`) compute it? Those its ``STUDIES`` name, and an
