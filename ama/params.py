@@ -44,7 +44,7 @@ ABLATIONS = ("strongest", "full")  # strongest: the reference and the strongest 
 ABLATION_IMAGES = 2     # the ingredient study (SCIENCE.md section 6): images spread over the run's, half to choose the
                         # setting on (the run's seed), half to report it on (its n_seeds seeds), at the smallest e
 # Notebook 05's studies beyond the paper (STUDIES=...; all: every one). The default run computes the location control
-# alone, the control claim 3's verdict stands beside; the profiles compute them all. Their order is the notebook's.
+# alone, the control claim 3's verdict stands beside; each profile names its own. Their order is the notebook's.
 STUDIES = ("transfer", "faithfulness", "location", "defence", "sides", "erf_definitions", "padding_leverage")
 DEFAULT_STUDIES = ("location",)
 OWN_MODELS = ("padding_leverage",)  # studies that need a model set of their own (a profile): run only when named

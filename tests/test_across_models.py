@@ -53,3 +53,21 @@ def test_the_models_profile_gives_the_study_the_images_its_power_plan_asks():
     assert RunParams.from_strings("models").n_images >= STUDY.power.n_images()
     assert len(networks(RunParams.from_strings("models").models)) == 3  # 2 others x 2 optimisers: the plan's family
     assert STUDY.power.family == 2 * 2
+
+
+def test_an_undecided_comparison_says_how_many_images_its_observed_effect_needs(tmp_path):
+    """The finding names the undecided comparison with the smallest p and the images its observed discordant shares
+    need for 80% power at Holm's strictest level in the family (checked against ama.stats.power directly)."""
+    from ama.artifacts import TABLES
+    from ama.stats.power import mcnemar_n
+    from ama.store.tables import save_tables
+    from ama.studies.across_models import across_models_finding
+
+    a, b = [1] * 5 + [0] * 35, [0] * 5 + [1] + [0] * 34
+    table = _ablation({("lite0", "apgd"): a, ("lite2", "apgd"): b, ("lite0", "sign"): b, ("lite2", "sign"): b})
+    save_tables({TABLES.attack_models_tests: model_tests(table, ["lite0", "lite2"])}, tmp_path)
+    sentence = across_models_finding(tmp_path).sentence
+    assert "Holm decides none of lite0's 2 comparisons" in sentence
+    need = mcnemar_n(5 / 40, 1 / 40, 0.05 / 2)
+    assert (f"lite0 vs lite2 with apgd (5 images fooled only on lite0, 1 only on lite2); 80% power needs about {need} "
+            "such images") in sentence

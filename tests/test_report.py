@@ -1,6 +1,7 @@
 """The report's sections beyond the three claims, from tables the experiments write."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -101,3 +102,23 @@ def test_claim_3s_location_sentence_counts_the_placements_holm_says_fool_more(tm
     assert f"{(v.holm_verdict == 'does not hold').sum()} of {len(v)} other placements" in text
     assert "60 images" in text
     assert location_sentence(tmp_path) is None
+
+
+def test_claim_2s_sensitivity_names_the_other_fill_closest_to_the_bar_and_its_interval_to_one_decimal():
+    """On the evidence reference: the fill the claim is judged by (blur) is not repeated as what could change it; the
+    other fill with the smallest median change is named, each bound to one decimal (10.3% is not printed as 10%)."""
+    from ama.report.evidence import EVIDENCE_PROFILE, profile_reference
+    from ama.stats.intervals import Estimate
+    from ama.store.tables import read_table
+
+    run = profile_reference(EVIDENCE_PROFILE)
+    keep = read_table(run / "tables", TABLES.occlusion_keep_irf)
+    fills, primary = claims.fill_changes(keep), claims.claim2_change(keep)[1]
+    per_image = {f: keep[keep.fill == f].assign(c=lambda d: d.rel_change.abs()).groupby("image").c.median()
+                 for f in fills}
+    other = min((f for f in fills if f != primary), key=lambda f: per_image[f].median())
+    claim = next(c for c in claims.collect_claims(run) if c.number == 2)
+    text = findings._sensitivity(claim, run)
+    e = Estimate.of(per_image[other], np.median)
+    assert text == f"the fill: {other} gives {100 * e.value:.1f}% ({100 * e.low:.1f}% to {100 * e.high:.1f}%)"
+    assert primary not in text

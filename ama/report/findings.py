@@ -18,7 +18,7 @@ from ..attack import optimizers
 from ..criteria import BARS, KEEP_IRF_CHANGE, MARGIN_MOVES_INTERIOR, pct
 from ..inputs.models import published_top1
 from ..inputs.padding import RECAL_IMAGES, RECAL_SUFFIX
-from ..stats.intervals import HOLDS, INCONCLUSIVE, pooled
+from ..stats.intervals import FAILS, HOLDS, INCONCLUSIVE, pooled
 from ..stats.rows import eight_bit, original_attack
 from ..store.tables import interval_text, number_text, p_text, read_table, readable
 from ..studies import complete_change
@@ -68,8 +68,7 @@ def _statistic(c: Claim, run_dir: Path) -> str:
         keep = read_table(tables, TABLES.occlusion_keep_irf)
         (e, fill), pooled_all = claim2_change(keep), keep_irf_change(keep)
         return (f"median change {pct(e.value, 1)} ({pct(e.low, 1)} to {pct(e.high, 1)}), {fill}, {e.n} images; "
-                "every fill "
-                f"pooled {pct(pooled_all.value)}")
+                f"every fill pooled {pct(pooled_all.value)}")
     joint = complete_change.from_tables(tables)
     metrics = read_table(tables, TABLES.attack_metrics)
     if joint is None or metrics is None:
@@ -84,8 +83,8 @@ def _statistic(c: Claim, run_dir: Path) -> str:
 def _differs(c: Claim, params: dict, n: int) -> str:
     """How the run's setting differs from the paper's, for one claim."""
     models = params.get("models", ["lite0"])
-    shown = models[0] if len(models) == 1 else f"{len(models)} EfficientNet-Lite variants"
-    base = f"{shown} (TF padding), not ResNets; {n} images the model gets right"
+    shown = ", ".join(models) if len(models) <= 3 else f"{len(models)} models"
+    base = f"{shown} (TF padding), not ResNets; {n} images {'the model' if len(models) == 1 else 'every model'} gets right"
     return {1: base + "; ERF from one image's gradient",
             2: base + "; the occlusion protocol and its bar are the kit's",
             3: base + f"; {params.get('n_iter', 100)} passes; 'completely changed' calibrated on unrelated images"}[
@@ -136,8 +135,9 @@ def tau_sensitivity(run_dir: Path, quantile: float = 0.25) -> str | None:
 
 
 def _deciding_p(run_dir: Path) -> dict:
-    """``{(claim, part): " (p = ...)"}``: the Holm-adjusted one-sided p-value on the claim's side that decides each
-    claim (claim 1: the largest over its cell kinds, all of which must hold), from the run's ``verdicts.csv``."""
+    """``{(claim, part): " (p = ...)"}``: the Holm-adjusted one-sided p-value on the side that decides each claim
+    (a claim that does not hold: its "does not hold" side; else the claim's side; claim 1: the largest over its cell
+    kinds, all of which must hold), from the run's ``verdicts.csv``."""
     v = read_table(_tables(run_dir), TABLES.verdicts)
     if v is None or v.empty:
         return {}
@@ -145,7 +145,8 @@ def _deciding_p(run_dir: Path) -> dict:
     for r in v[v.family == CLAIMS_FAMILY].itertuples():
         words = r.verdict_of.split(":")[0].split()
         key = (int(words[1]), " ".join(words[2:]))
-        out[key] = max(out.get(key, 0.0), float(r.p_holds_holm))
+        side = r.p_fails_holm if r.holm_verdict == FAILS else r.p_holds_holm
+        out[key] = max(out.get(key, 0.0), float(side))
     return {k: f" ({p_text(p)})" for k, p in out.items()}
 
 
@@ -194,8 +195,8 @@ def _claim1_bullets(run_dir: Path, c: Claim) -> list[str]:
     gaps = aligned_null_gaps(mis)
     lo, hi = min(g.value for g in gaps.values()), max(g.value for g in gaps.values())
     out = [f"**{ANSWER[c.outcome]}**: for every cell kind the ERF puts {100 * lo:.0f} to {100 * hi:.0f} percentage "
-           "points more of its mass outside "
-           f"the IRF than an aligned ERF of the same width ({mis.image.nunique()} images)."]
+           f"points more of its mass outside the IRF than an aligned ERF of the same width ({mis.image.nunique()} "
+           "images)."]
     mass = read_table(tables, TABLES.frame_side_mass)
     if mass is not None and len(mass):
         a = mass[(mass.cell_kind == "all") & mass.measure.isin(["left", "right"])]
@@ -342,7 +343,7 @@ def across_models_finding(run_dir: Path) -> Finding | None:
         def fooled(r):
             ci = [float(x) for x in r.fooling_ci.split(" to ")] if isinstance(getattr(r, "fooling_ci", None), str) else []
             return pct(getattr(r, e_col)) + (f" ({pct(ci[0])} to {pct(ci[1])})" if ci else "")
-        columns[f"fooled at e = {e_col.removeprefix('fooling_e')} (95% CI)"] = fooled
+        columns[f"fooled at e = {e_col.removeprefix('fooling_e')}, sign (the paper's; 95% CI)"] = fooled
     return Finding(sentence, readable(table, columns), (FIGURES.attack_across_models,))
 
 

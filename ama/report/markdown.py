@@ -130,10 +130,9 @@ def report_context(run_dir: Path, verdicts: pd.DataFrame) -> dict:
                       "family, and a verdict holds (does not hold) when its adjusted p on that side is below 0.025. "
                       "The 95% intervals beside the verdicts are not adjusted: where Holm leaves a verdict "
                       "inconclusive, its interval can still exclude the threshold (the column \"changed by Holm\" "
-                      "counts them). A paired yes/no interval is conditional on the images whose outcomes differ "
-                      "(it inverts McNemar's exact test): when they all differ one way, its bound on that side equals "
-                      "the estimate. A verdict marked \"(unadjusted)\" belongs to no family: it is its own interval "
-                      "against the threshold."),
+                      "counts them). A paired yes/no interval inverts McNemar's exact test: when every image that "
+                      "differs goes one way, its bound on that side equals the estimate. \"(unadjusted)\": a verdict "
+                      "in no family."),
         families=markdown_table(family_table(verdicts)) if len(verdicts) else "",
         parameters=("The run's parameters (`params.json`):\n\n```\n" + "\n".join(f"{k} = {v}" for k, v in used.items())
                     + "\n```") if used else "", provenance=provenance)

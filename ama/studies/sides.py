@@ -77,7 +77,8 @@ def _axis_cause(lead, variants) -> str:
     if lead.verdict == INCONCLUSIVE:
         return "no clear imbalance as trained" + (", though the symmetric paddings show one" if decided else "")
     if not variants:
-        return "an imbalance as trained; run the padding variants (MODELS=lite0,lite0-zero-pad,...) to test the cause"
+        return ("an imbalance as trained (this run has no padding variants: "
+                "`MODELS=lite0,lite0-zero-pad,... STUDIES=sides` asks the cause)")
     if len(decided) == len(variants) and all((v.value > 0) != (lead.value > 0) for v in decided):
         return "it flips with the padding: the padding's geometry causes it"
     return "it does not follow the padding: the kit leaves it unexplained"
