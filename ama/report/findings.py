@@ -23,7 +23,7 @@ from ..stats.rows import eight_bit, original_attack
 from ..store.tables import interval_text, number_text, p_text, read_table, readable
 from ..studies import complete_change
 from ..studies.ablation import ablation_summary
-from ..studies.claims import (CLAIMS_FAMILY, PAPER_WORDS, Claim, aligned_null_gaps, claim2_change,
+from ..studies.claims import (CLAIMS_FAMILY, PAPER_WORDS, Claim, aligned_null_gaps, claim2_change, claim2_rows,
                               fill_changes, keep_irf_change, model_table)
 from ..studies.controls import per_area_influence
 from ..studies.location import location_sentence
@@ -84,7 +84,8 @@ def _differs(c: Claim, params: dict, n: int) -> str:
     """How the run's setting differs from the paper's, for one claim."""
     models = params.get("models", ["lite0"])
     shown = ", ".join(models) if len(models) <= 3 else f"{len(models)} models"
-    base = f"{shown} (TF padding), not ResNets; {n} images {'the model' if len(models) == 1 else 'every model'} gets right"
+    who = "the model" if len(models) == 1 else "every model"
+    base = f"{shown} (TF padding), not ResNets; {n} images {who} gets right"
     return {1: base + "; ERF from one image's gradient",
             2: base + "; the occlusion protocol and its bar are the kit's",
             3: base + f"; {params.get('n_iter', 100)} passes; 'completely changed' calibrated on unrelated images"}[
@@ -98,7 +99,7 @@ def _sensitivity(c: Claim, run_dir: Path) -> str:
         return _upsampling_sensitivity(run_dir) + "; noise in one image's ERF"
     if c.number == 2:
         keep = read_table(tables, TABLES.occlusion_keep_irf)
-        fills, primary = fill_changes(keep), claim2_change(keep)[1]
+        fills, primary = fill_changes(keep), claim2_rows(keep)[1]
         others = [f for f in fills if f != primary] or list(fills)
         low = min(others, key=lambda f: fills[f].value)  # the other fill closest to the bar
         return (f"the fill: {low} gives {pct(fills[low].value, 1)} ({pct(fills[low].low, 1)} to "

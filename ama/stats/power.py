@@ -78,6 +78,7 @@ def mcnemar_power(n: int, only_first: float, only_second: float, alpha: float = 
     return float(power)
 
 
+@lru_cache(maxsize=None)  # a report asks it once per section, page and notebook that shows the finding
 def mcnemar_n(only_first: float, only_second: float, alpha: float = ALPHA, power: float = POWER,
               most: int = 2000) -> int:
     """The fewest images (at most ``most``) at which :func:`mcnemar_power` of ``only_first``, ``only_second`` at level
